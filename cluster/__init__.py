@@ -1,0 +1,1 @@
+"""Where a job runs: in-process local mode, a multi-worker Ray job, or (later) KubeRay."""

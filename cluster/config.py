@@ -1,0 +1,52 @@
+"""Typed cluster config: how many workers, which devices, which Ray cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Optional
+
+from trainers.errors import ConfigError
+
+
+class ClusterMode(str, Enum):
+    local = "local"  # Ray Train local mode: the loop runs in this process
+    ray = "ray"  # data-parallel workers placed by Ray Train
+
+
+@dataclass
+class ClusterConfig:
+    """Where the training loop runs.
+
+    Args:
+        mode: ``local`` runs the loop in-process (debugging, one device); ``ray`` starts
+            ``num_workers`` DDP workers (gloo on CPU, nccl on GPU).
+        num_workers: Data-parallel workers for ``mode=ray``.
+        use_gpu: ``null`` = use GPUs when the cluster has them.
+        cpus_per_worker: CPUs reserved per worker; fractions let small machines co-locate.
+        gpus_per_worker: GPUs per worker when ``use_gpu``.
+        address: Ray address to connect to (``auto``, ``ray://…``); ``null`` starts a local Ray.
+        num_cpus: CPUs for a locally started Ray (``null`` = all).
+        max_failures: Worker-group restarts before the job fails (Ray FailureConfig).
+    """
+
+    mode: ClusterMode = ClusterMode.local
+    num_workers: int = 1
+    use_gpu: Optional[bool] = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    max_failures: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError("cluster.num_workers", f"must be >= 1, got {self.num_workers}")
+        if self.cpus_per_worker <= 0:
+            raise ConfigError(
+                "cluster.cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}"
+            )
+        if self.max_failures < -1:
+            raise ConfigError(
+                "cluster.max_failures", f"must be >= -1 (-1 = unlimited), got {self.max_failures}"
+            )

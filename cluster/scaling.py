@@ -1,0 +1,76 @@
+"""Turn the cluster config into Ray resources, refusing what the cluster cannot place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cluster.config import ClusterConfig, ClusterMode
+from trainers.errors import ClusterError
+
+
+def ensure_ray(cluster: ClusterConfig) -> None:
+    """Connect to (or start) Ray once; a locally started head has no dashboard."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    if cluster.address:
+        kwargs["address"] = cluster.address
+    else:
+        kwargs["num_cpus"] = cluster.num_cpus
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {cluster.address!r} ({exc})",
+            "check cluster.address, or leave it unset to start a local Ray",
+        ) from None
+
+
+def wants_gpu(cluster: ClusterConfig) -> bool:
+    import ray
+
+    if cluster.use_gpu is not None:
+        return cluster.use_gpu
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def scaling_config(cluster: ClusterConfig) -> Any:
+    """ScalingConfig for Ray Train: ``num_workers=0`` is Train's in-process local mode."""
+    from ray.train import ScalingConfig
+
+    if cluster.mode == ClusterMode.local:
+        return ScalingConfig(num_workers=0)
+    use_gpu = wants_gpu(cluster)
+    resources = {"CPU": cluster.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = cluster.gpus_per_worker
+    return ScalingConfig(num_workers=cluster.num_workers, use_gpu=use_gpu,
+                         resources_per_worker=resources)
+
+
+def check_placement(cluster: ClusterConfig) -> None:
+    """Fail before training when the workers can never be placed (Ray would wait forever)."""
+    import ray
+
+    if cluster.mode == ClusterMode.local:
+        return
+    have = ray.cluster_resources()
+    need_cpu = cluster.num_workers * cluster.cpus_per_worker
+    if need_cpu > have.get("CPU", 0) + 1e-9:
+        raise ClusterError(
+            f"config key 'cluster.num_workers': {cluster.num_workers} workers x "
+            f"{cluster.cpus_per_worker} CPU need {need_cpu:g} CPUs, the Ray cluster has "
+            f"{have.get('CPU', 0):g}",
+            "lower cluster.num_workers or cluster.cpus_per_worker",
+        )
+    if wants_gpu(cluster):
+        need_gpu = cluster.num_workers * cluster.gpus_per_worker
+        if need_gpu > have.get("GPU", 0) + 1e-9:
+            raise ClusterError(
+                f"config key 'cluster.num_workers': {cluster.num_workers} workers x "
+                f"{cluster.gpus_per_worker} GPU need {need_gpu:g} GPUs, the cluster has "
+                f"{have.get('GPU', 0):g}",
+                "lower cluster.num_workers, or set cluster.use_gpu=false",
+            )

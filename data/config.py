@@ -1,0 +1,86 @@
+"""Typed data config: where the examples live and how to read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from trainers.errors import ConfigError
+
+
+class DataFormat(str, Enum):
+    auto = "auto"  # by file extension
+    jsonl = "jsonl"
+    json = "json"  # one JSON document: a list of rows, or a dict of them under `json_key`
+    csv = "csv"
+    tsv = "tsv"
+    parquet = "parquet"
+    text = "text"  # one example per non-blank line (causal LM)
+    conll = "conll"  # token<TAB>tag lines, blank line between sentences (NER)
+
+
+class OnError(str, Enum):
+    error = "error"  # stop at the first bad row, naming file and line
+    skip = "skip"  # drop bad rows, count them and record the count in run metadata
+
+
+@dataclass
+class DataConfig:
+    """Which examples to train on.
+
+    Args:
+        name: Short name of the data set, used in reports.
+        path: A file, directory, glob, or a list of them; local paths or URIs
+            (file://, s3://, gs://) read through pyarrow/fsspec filesystems.
+        format: File format; ``auto`` picks by extension.
+        text_field: Column holding the input text (token list for ``conll``).
+        label_field: Column holding the gold label (tag list for ``conll``); unused for LM.
+        columns: Column names for header-less CSV/TSV files or list-shaped JSON rows.
+        validation_path: A separate validation set; if unset, ``val_fraction`` of train is
+            held out by a stable hash of each example's text (shard order does not matter).
+        test_path: An optional test set, evaluated once at the end.
+        val_fraction: Share held out for validation when ``validation_path`` is unset.
+        max_examples: Keep only the first N examples of each split (debugging, benchmarks).
+        on_error: ``error`` stops at the first bad row; ``skip`` counts and drops bad rows.
+        materialize: Keep tokenised splits in the object store so epochs do not re-tokenise;
+            turn off to stream corpora larger than the cluster's memory.
+        tokenize_actors: How many tokeniser actors Ray Data runs in parallel.
+    """
+
+    name: str = "sample"
+    path: Any = "???"
+    format: DataFormat = DataFormat.auto
+    text_field: str = "text"
+    label_field: str = "label"
+    columns: Optional[List[str]] = None
+    validation_path: Optional[Any] = None
+    test_path: Optional[Any] = None
+    val_fraction: float = 0.1
+    max_examples: Optional[int] = None
+    on_error: OnError = OnError.error
+    materialize: bool = True
+    tokenize_actors: int = 1
+    metadata_fields: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.path == "???":  # the schema's own default instance: nothing merged yet
+            return
+        for key in ("path", "validation_path", "test_path"):
+            value = getattr(self, key)
+            if value is None and key != "path":
+                continue
+            paths = value if isinstance(value, (list, tuple)) else [value]
+            if not paths or not all(isinstance(p, str) and p and p != "???" for p in paths):
+                raise ConfigError(
+                    f"data.{key}",
+                    f"expected a path, URI, glob or list of them, got {value!r}",
+                    "e.g. data.path=/data/tickets/ or data.path='[a.jsonl,b.jsonl]'",
+                )
+            setattr(self, key, [str(p) for p in paths])
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError("data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ConfigError("data.max_examples", f"must be >= 1, got {self.max_examples}")
+        if self.tokenize_actors < 1:
+            raise ConfigError("data.tokenize_actors", f"must be >= 1, got {self.tokenize_actors}")

@@ -1,0 +1,267 @@
+"""Build the Ray Data splits a training run consumes.
+
+read shards → validate rows → stable hash split → label vocabulary (one summary pass) →
+tokenise with a class UDF in ``map_batches``. Workers then take their shard with
+``ray.train.get_dataset_shard`` and batch it with :mod:`data.batches`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from data.config import DataConfig, OnError
+from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records
+from trainers.errors import DataError
+
+ROWS_PER_BLOCK = 2048
+
+
+def split_key(text: str) -> float:
+    """A number in [0, 1) from the example's text alone, so shard order never moves examples."""
+    return int(hashlib.blake2b(text.encode(), digest_size=8).hexdigest(), 16) / 2.0**64
+
+
+def uid(src: str) -> int:
+    """A stable 63-bit id from the example's source position (file and line)."""
+    return int(hashlib.blake2b(src.encode(), digest_size=8).hexdigest(), 16) >> 1
+
+
+def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str) -> dict[str, Any]:
+    """Check one raw record and map it onto the internal columns; raise DataError if bad."""
+    if task == "token_cls":
+        tokens, tags = record.get("tokens"), record.get("tags")
+        if not tokens or len(tokens) != len(tags or []):
+            raise DataError(where, "sentence has no tokens or a tag count that differs")
+        return {"text": " ".join(tokens), "tokens": tokens, "tags": tags}
+    if cfg.text_field not in record:
+        raise DataError(
+            where, f"missing text field '{cfg.text_field}' (has: {', '.join(map(str, record))})",
+            "set data.text_field to the right column",
+        )
+    text = record[cfg.text_field]
+    if not isinstance(text, str):
+        raise DataError(
+            where, f"text field '{cfg.text_field}' is {type(text).__name__}, not a string"
+        )
+    if not text.strip():
+        raise DataError(where, f"empty text in field '{cfg.text_field}'")
+    row: dict[str, Any] = {"text": text}
+    if task == "seq_cls":
+        label = record.get(cfg.label_field)
+        if label is None or (isinstance(label, str) and not label.strip()):
+            raise DataError(
+                where, f"missing or empty label field '{cfg.label_field}'",
+                "set data.label_field to the right column",
+            )
+        if isinstance(label, (list, dict, float)) and not (
+            isinstance(label, float) and label.is_integer()
+        ):
+            raise DataError(where, f"label {label!r} is not a class name or integer id")
+        row["label"] = str(int(label)) if isinstance(label, float) else str(label)
+    for name in cfg.metadata_fields:
+        row[f"meta_{name}"] = "" if record.get(name) is None else str(record.get(name))
+    return row
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """What one read task needs; plain data so Ray can ship it to any node."""
+
+    cfg: DataConfig
+    task: str
+    split: str
+
+
+def _read_shard(batch: dict[str, np.ndarray], spec: ReadSpec) -> Iterator[dict[str, Any]]:
+    """Ray Data UDF: one row per shard in, parsed and validated examples out (streamed)."""
+    rows: list[dict[str, Any]] = []
+    for uri, fragment in zip(batch["uri"], batch["fragment"], strict=True):
+        shard = Shard(str(uri), str(fragment) or None)
+        fmt = detect_format(shard, spec.cfg.format)
+        for where, record in iter_records(shard, fmt, spec.cfg.columns):
+            try:
+                row = _clean(where, record, spec.cfg, spec.task)
+                row["_error"] = ""
+            except DataError as exc:
+                if spec.cfg.on_error == OnError.error:
+                    raise
+                row = {"_error": str(exc)}
+            row["_src"] = where
+            rows.append(row)
+            if len(rows) >= ROWS_PER_BLOCK:
+                yield _to_columns(rows)
+                rows = []
+    if rows:
+        yield _to_columns(rows)
+
+
+def _to_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = sorted({k for row in rows for k in row})
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = [row.get(key) for row in rows]
+        if key in ("tokens", "tags"):
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = [list(v) if v is not None else [] for v in values]
+            out[key] = arr
+        else:
+            out[key] = np.array(["" if v is None else v for v in values], dtype=object)
+    return out
+
+
+@dataclass
+class SplitSummary:
+    """Counts from one pass over a split: rows, skipped rows, label distribution."""
+
+    rows: int = 0
+    skipped: int = 0
+    first_errors: list[str] = field(default_factory=list)
+    labels: Counter = field(default_factory=Counter)
+
+
+def _summarize(batch: dict[str, np.ndarray]) -> dict[str, list]:
+    errors = [e for e in batch["_error"] if e]
+    labels: Counter = Counter()
+    if "label" in batch:
+        labels.update(str(v) for v, e in zip(batch["label"], batch["_error"], strict=True) if not e)
+    if "tags" in batch:
+        for tags, e in zip(batch["tags"], batch["_error"], strict=True):
+            if not e:
+                labels.update(str(t) for t in tags)
+    return {
+        "rows": [len(batch["_error"]) - len(errors)],
+        "skipped": [len(errors)],
+        "first_errors": [json.dumps(errors[:3])],
+        "labels": [json.dumps(labels)],
+    }
+
+
+def read_split(paths: list[str], key: str, cfg: DataConfig, task: str, split: str):
+    """A lazy Ray Dataset of validated rows from ``paths`` (the config ``key`` names them)."""
+    import ray.data
+
+    shards = expand_paths(paths, key)
+    items = [{"uri": s.uri, "fragment": s.fragment or ""} for s in shards]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(
+        _read_shard, fn_kwargs={"spec": ReadSpec(cfg, task, split)}, batch_size=1
+    )
+    return ds, shards
+
+
+def summarize(ds) -> SplitSummary:
+    """One pass over a split: counts and labels, without materialising the rows."""
+    summary = SplitSummary()
+    for part in ds.map_batches(_summarize, batch_size=ROWS_PER_BLOCK).iter_rows():
+        summary.rows += int(part["rows"])
+        summary.skipped += int(part["skipped"])
+        summary.first_errors.extend(json.loads(part["first_errors"]))
+        summary.labels.update(json.loads(part["labels"]))
+    summary.first_errors = summary.first_errors[:5]
+    return summary
+
+
+def _keep_split(batch: dict[str, np.ndarray], want_val: bool, fraction: float) -> dict:
+    keep = np.array(
+        [(not e) and ((split_key(t) < fraction) == want_val)
+         for t, e in zip(batch["text"], batch["_error"], strict=True)],
+        dtype=bool,
+    )
+    return {k: v[keep] for k, v in batch.items()}
+
+
+def _drop_errors(batch: dict[str, np.ndarray]) -> dict:
+    keep = np.array([not e for e in batch["_error"]], dtype=bool)
+    return {k: v[keep] for k, v in batch.items()}
+
+
+@dataclass
+class Splits:
+    """The raw (untokenised) splits plus everything the run records about them."""
+
+    datasets: dict[str, Any]
+    summaries: dict[str, SplitSummary]
+    fingerprint: dict[str, Any]
+    labels: list[str]
+
+
+def build_splits(cfg: DataConfig, task: str) -> Splits:
+    """Read, validate and split; compute the label vocabulary and dataset fingerprint."""
+    import ray.data
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    train, shards = read_split(cfg.path, "data.path", cfg, task, "train")
+    all_shards = list(shards)
+    val = test = None
+    datasets: dict[str, Any] = {}
+    if cfg.validation_path:
+        val, more = read_split(cfg.validation_path, "data.validation_path", cfg, task, "validation")
+        all_shards += more
+        datasets["train"] = train.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
+        datasets["validation"] = val.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
+    else:
+        datasets["train"] = train.map_batches(
+            _keep_split, fn_kwargs={"want_val": False, "fraction": cfg.val_fraction},
+            batch_size=ROWS_PER_BLOCK,
+        )
+        if cfg.val_fraction > 0:
+            datasets["validation"] = train.map_batches(
+                _keep_split, fn_kwargs={"want_val": True, "fraction": cfg.val_fraction},
+                batch_size=ROWS_PER_BLOCK,
+            )
+    if cfg.test_path:
+        test, more = read_split(cfg.test_path, "data.test_path", cfg, task, "test")
+        all_shards += more
+        datasets["test"] = test.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
+    if cfg.max_examples:
+        datasets = {k: v.limit(cfg.max_examples) for k, v in datasets.items()}
+    if cfg.materialize:
+        datasets = {k: v.materialize() for k, v in datasets.items()}
+    summaries = {k: _count(v, k) for k, v in datasets.items()}
+    if cfg.on_error == OnError.skip:  # bad rows were dropped: count them once, per source
+        raw = {"train": train, "validation": val, "test": test}
+        for split, source in raw.items():
+            if source is not None and split in summaries:
+                counted = summarize(source)
+                summaries[split].skipped = counted.skipped
+                summaries[split].first_errors = counted.first_errors
+    labels = sorted(summaries["train"].labels) if task != "causal_lm" else []
+    if task == "token_cls" and "O" in labels:  # keep "O" first: readable label maps
+        labels = ["O"] + [t for t in labels if t != "O"]
+    _check_labels(summaries, labels, task)
+    return Splits(datasets, summaries, fingerprint(all_shards), labels)
+
+
+def _count(ds, split: str) -> SplitSummary:
+    summary = summarize(ds)
+    if summary.rows == 0:
+        raise DataError(
+            f"split '{split}'", "has no usable examples",
+            "check data.path / data.val_fraction / data.max_examples",
+        )
+    return summary
+
+
+def _check_labels(summaries: dict[str, SplitSummary], labels: list[str], task: str) -> None:
+    if task == "causal_lm":
+        return
+    if task == "seq_cls" and len(labels) < 2:
+        raise DataError(
+            "split 'train'", f"needs at least 2 classes, found {labels}",
+            "check data.label_field",
+        )
+    known = set(labels)
+    for split, summary in summaries.items():
+        unseen = sorted(set(summary.labels) - known)
+        if unseen:
+            raise DataError(
+                f"split '{split}'",
+                f"labels not seen in training: {', '.join(unseen[:5])}",
+                "add examples of them to the training data or drop them",
+            )

@@ -1,0 +1,264 @@
+"""Find and parse data shards: local paths, globs, directories and fsspec URIs.
+
+Parsing is done here, line by line, rather than by pyarrow's bulk readers so that every bad row
+can be reported as ``file:line`` (or counted and skipped with ``data.on_error=skip``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import fsspec
+
+from data.config import DataFormat
+from trainers.errors import DataError
+
+_EXTENSIONS = {
+    ".jsonl": DataFormat.jsonl,
+    ".ndjson": DataFormat.jsonl,
+    ".json": DataFormat.json,
+    ".csv": DataFormat.csv,
+    ".tsv": DataFormat.tsv,
+    ".parquet": DataFormat.parquet,
+    ".txt": DataFormat.text,
+    ".conll": DataFormat.conll,
+    ".annotated": DataFormat.conll,
+}
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input file: ``uri`` for fsspec, ``fragment`` selects a key inside a JSON document."""
+
+    uri: str
+    fragment: str | None = None
+
+    @property
+    def display(self) -> str:
+        name = self.uri[7:] if self.uri.startswith("file://") else self.uri
+        return f"{name}#{self.fragment}" if self.fragment else name
+
+
+def _split_fragment(path: str) -> tuple[str, str | None]:
+    if "#" in path:
+        base, frag = path.rsplit("#", 1)
+        return base, frag or None
+    return path, None
+
+
+def expand_paths(paths: list[str], key: str) -> list[Shard]:
+    """Turn files, directories, globs and URIs into a sorted list of shards.
+
+    Raises a DataError naming the config key for a missing path or an empty directory/glob.
+    """
+    shards: list[Shard] = []
+    for raw in paths:
+        base, frag = _split_fragment(raw)
+        try:
+            fs, root = fsspec.core.url_to_fs(base)
+        except (ImportError, ValueError) as exc:
+            raise DataError(raw, f"cannot open this location ({exc})", f"check {key}") from exc
+        if _GLOB_CHARS & set(root):
+            found = sorted(p for p in fs.glob(root) if fs.isfile(p))
+            if not found:
+                raise DataError(raw, "the glob matched no files", f"check {key}")
+        elif fs.isdir(root):
+            found = sorted(
+                p for p in fs.find(root)
+                if not os.path.basename(p).startswith((".", "_")) and fs.isfile(p)
+            )
+            if not found:
+                raise DataError(raw, "the directory holds no data files", f"check {key}")
+        elif fs.exists(root):
+            found = [root]
+        else:
+            raise DataError(raw, "no such file or directory", f"check {key}")
+        shards.extend(Shard(fs.unstrip_protocol(p), frag) for p in found)
+    return shards
+
+
+def detect_format(shard: Shard, fmt: DataFormat) -> DataFormat:
+    if fmt != DataFormat.auto:
+        return fmt
+    ext = os.path.splitext(shard.uri)[1].lower()
+    if ext not in _EXTENSIONS:
+        raise DataError(
+            shard.display, f"cannot tell the format from the extension {ext!r}",
+            "set data.format=jsonl|json|csv|tsv|parquet|text|conll",
+        )
+    return _EXTENSIONS[ext]
+
+
+def fingerprint(shards: list[Shard]) -> dict[str, Any]:
+    """Names, sizes and content hashes of the shards, plus one digest over all of them."""
+    files = []
+    total = hashlib.sha256()
+    for shard in shards:
+        digest = hashlib.sha256()
+        size = 0
+        with fsspec.open(shard.uri, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        entry = {"uri": shard.display, "bytes": size, "sha256": digest.hexdigest()}
+        files.append(entry)
+        total.update(json.dumps(entry, sort_keys=True).encode())
+    return {"sha256": total.hexdigest(), "files": files}
+
+
+def _decoded_lines(raw: io.BufferedIOBase, where: str) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, text) and name the line of any non-UTF-8 bytes."""
+    for number, line in enumerate(raw, start=1):
+        try:
+            yield number, line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{where}:{number}",
+                f"not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})",
+                "re-encode the file as UTF-8",
+            ) from None
+
+
+Row = dict[str, Any]
+
+
+def iter_records(
+    shard: Shard, fmt: DataFormat, columns: list[str] | None
+) -> Iterator[tuple[str, Row]]:
+    """Yield (``file:line``, raw record) pairs for one shard.
+
+    Malformed syntax raises a DataError with the line; field-level checks happen later.
+    """
+    where = shard.display
+    with fsspec.open(shard.uri, "rb") as raw:
+        if fmt == DataFormat.parquet:
+            yield from _parquet_rows(raw, where)
+        elif fmt == DataFormat.jsonl:
+            for number, line in _decoded_lines(raw, where):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}:{number}", f"malformed JSON ({exc.msg})") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{where}:{number}", "each JSON line must be an object")
+                yield f"{where}:{number}", record
+        elif fmt == DataFormat.json:
+            yield from _json_document(raw, where, shard.fragment, columns)
+        elif fmt in (DataFormat.csv, DataFormat.tsv):
+            yield from _delimited_rows(raw, where, "\t" if fmt == DataFormat.tsv else ",", columns)
+        elif fmt == DataFormat.text:
+            for number, line in _decoded_lines(raw, where):
+                if line.strip():
+                    yield f"{where}:{number}", {"text": line.rstrip("\r\n")}
+        elif fmt == DataFormat.conll:
+            yield from _conll_sentences(raw, where)
+        else:  # pragma: no cover - DataFormat is closed
+            raise DataError(where, f"unsupported format {fmt}")
+
+
+def _parquet_rows(raw: Any, where: str) -> Iterator[tuple[str, Row]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table_file = pq.ParquetFile(raw)
+    except Exception as exc:  # pyarrow raises ArrowInvalid with no file name
+        raise DataError(where, f"not a readable parquet file ({exc})") from None
+    index = 0
+    for batch in table_file.iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            index += 1
+            yield f"{where}:row {index}", record
+
+
+def _json_document(
+    raw: Any, where: str, key: str | None, columns: list[str] | None
+) -> Iterator[tuple[str, Row]]:
+    text = raw.read()
+    try:
+        doc = json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = text[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{where}:{line}", "not valid UTF-8", "re-encode the file as UTF-8"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}:{exc.lineno}", f"malformed JSON ({exc.msg})") from None
+    if isinstance(doc, dict):
+        if key is None or key not in doc:
+            raise DataError(
+                where, f"JSON object has no row list under key {key!r}",
+                f"append '#<key>' to the path; keys: {sorted(doc)[:10]}",
+            )
+        doc = doc[key]
+    if not isinstance(doc, list):
+        raise DataError(where, "expected a JSON list of rows")
+    for index, item in enumerate(doc):
+        if isinstance(item, list):
+            if not columns or len(columns) != len(item):
+                raise DataError(
+                    f"{where}:row {index + 1}",
+                    f"list-shaped row of length {len(item)} needs data.columns with as many names",
+                )
+            item = dict(zip(columns, item, strict=True))
+        yield f"{where}:row {index + 1}", item
+
+
+def _delimited_rows(
+    raw: Any, where: str, delimiter: str, columns: list[str] | None
+) -> Iterator[tuple[str, Row]]:
+    lines = _decoded_lines(raw, where)
+    current = [0]
+
+    def text_lines() -> Iterator[str]:
+        for number, line in lines:
+            current[0] = number
+            yield line
+
+    quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
+    reader = csv.reader(text_lines(), delimiter=delimiter, quoting=quoting)
+    header = columns
+    try:
+        for record in reader:
+            if header is None:
+                header = [h.strip() for h in record]
+                continue
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
+            if len(record) != len(header):
+                raise DataError(
+                    f"{where}:{current[0]}",
+                    f"expected {len(header)} fields ({', '.join(header)}), found {len(record)}",
+                )
+            yield f"{where}:{current[0]}", dict(zip(header, record, strict=True))
+    except csv.Error as exc:
+        raise DataError(f"{where}:{current[0]}", f"malformed CSV ({exc})") from None
+
+
+def _conll_sentences(raw: Any, where: str) -> Iterator[tuple[str, Row]]:
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+    for number, line in _decoded_lines(raw, where):
+        if not line.strip():
+            if tokens:
+                yield f"{where}:{start}", {"tokens": tokens, "tags": tags}
+            tokens, tags = [], []
+            continue
+        parts = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+        if len(parts) < 2 or not parts[0]:
+            raise DataError(f"{where}:{number}", "expected 'token<TAB>tag'")
+        if not tokens:
+            start = number
+        tokens.append(parts[0])
+        tags.append(parts[-1].strip())
+    if tokens:
+        yield f"{where}:{start}", {"tokens": tokens, "tags": tags}

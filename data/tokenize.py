@@ -1,0 +1,126 @@
+"""Tokenisation as a Ray Data class UDF: the tokenizer loads once per actor, not per batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from data.pipeline import uid
+from trainers.errors import DataError
+
+IGNORE_INDEX = -100
+
+
+def _ragged(seqs: list[list[int]]) -> np.ndarray:
+    out = np.empty(len(seqs), dtype=object)
+    out[:] = [np.asarray(s, dtype=np.int32) for s in seqs]
+    return out
+
+
+class Tokenize:
+    """Turn validated rows into token ids and integer labels for one task.
+
+    seq_cls → ``input_ids`` + ``labels``; token_cls → per-token ``labels`` aligned to the first
+    sub-word of each word (-100 elsewhere); causal_lm → packed ``max_length`` blocks.
+    """
+
+    def __init__(self, tokenizer_path: str, task: str, max_length: int,
+                 labels: list[str], pack: bool = True) -> None:
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(tokenizer_path)
+        self.task = task
+        self.max_length = max_length
+        self.label2id = {name: i for i, name in enumerate(labels)}
+        self.pack = pack
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        if self.task == "seq_cls":
+            return self._seq_cls(batch)
+        if self.task == "token_cls":
+            return self._token_cls(batch)
+        return self._causal_lm(batch)
+
+    def _label_id(self, label: str, src: str) -> int:
+        try:
+            return self.label2id[label]
+        except KeyError:
+            raise DataError(src, f"label '{label}' was not seen in training") from None
+
+    def _seq_cls(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        enc = self.tok(list(batch["text"]), truncation=True, max_length=self.max_length)
+        ids = enc["input_ids"]
+        return {
+            "input_ids": _ragged(ids),
+            "length": np.array([len(x) for x in ids], dtype=np.int32),
+            "labels": np.array(
+                [self._label_id(str(lab), str(src))
+                 for lab, src in zip(batch["label"], batch["_src"], strict=True)],
+                dtype=np.int64,
+            ),
+            "uid": np.array([uid(str(s)) for s in batch["_src"]], dtype=np.int64),
+        }
+
+    def _token_cls(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        words = [list(t) for t in batch["tokens"]]
+        enc = self.tok(words, is_split_into_words=True, truncation=True,
+                       max_length=self.max_length)
+        all_labels = []
+        for i, (tags, src) in enumerate(zip(batch["tags"], batch["_src"], strict=True)):
+            previous = None
+            aligned = []
+            for word in enc.word_ids(i):
+                if word is None or word == previous:
+                    aligned.append(IGNORE_INDEX)
+                else:
+                    aligned.append(self._label_id(str(tags[word]), str(src)))
+                previous = word
+            all_labels.append(aligned)
+        ids = enc["input_ids"]
+        return {
+            "input_ids": _ragged(ids),
+            "length": np.array([len(x) for x in ids], dtype=np.int32),
+            "labels": _ragged(all_labels),
+            "uid": np.array([uid(str(s)) for s in batch["_src"]], dtype=np.int64),
+        }
+
+    def _causal_lm(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        eos = self.tok.eos_token_id if self.tok.eos_token_id is not None else self.tok.sep_token_id
+        enc = self.tok(list(batch["text"]), add_special_tokens=False)["input_ids"]
+        srcs = [str(s) for s in batch["_src"]]
+        if not self.pack:
+            ids = [(x + [eos])[: self.max_length] for x in enc]
+            return {"input_ids": _ragged(ids), "labels": _ragged(ids),
+                    "length": np.array([len(x) for x in ids], dtype=np.int32),
+                    "uid": np.array([uid(s) for s in srcs], dtype=np.int64)}
+        stream: list[int] = []
+        for x in enc:
+            stream.extend(x)
+            stream.append(eos)
+        n_blocks = len(stream) // self.max_length  # the tail shorter than a block is dropped
+        blocks = [stream[i * self.max_length:(i + 1) * self.max_length] for i in range(n_blocks)]
+        first = srcs[0] if srcs else ""
+        return {
+            "input_ids": _ragged(blocks),
+            "labels": _ragged(blocks),
+            "length": np.full(n_blocks, self.max_length, dtype=np.int32),
+            "uid": np.array([uid(f"{first}#block{i}") for i in range(n_blocks)], dtype=np.int64),
+        }
+
+
+def tokenize_splits(datasets: dict[str, Any], tokenizer_path: str, task: str, max_length: int,
+                    labels: list[str], pack: bool, actors: int, materialize: bool) -> dict:
+    """Apply :class:`Tokenize` to every split with an actor pool of ``actors``."""
+    out = {}
+    for name, ds in datasets.items():
+        tokenized = ds.map_batches(
+            Tokenize,
+            fn_constructor_kwargs={"tokenizer_path": tokenizer_path, "task": task,
+                                   "max_length": max_length, "labels": labels, "pack": pack},
+            batch_size=1024,
+            concurrency=actors,
+            num_cpus=0.5,
+        )
+        out[name] = tokenized.materialize() if materialize else tokenized
+    return out

@@ -1,0 +1,1 @@
+"""Model compression: distillation and quantisation (planned: issues #6, #7)."""

@@ -1,0 +1,1 @@
+"""Training recipes and the one shared loop (see trainers/loop.py)."""

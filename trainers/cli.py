@@ -1,0 +1,182 @@
+"""``shardtune`` command line: compose the Hydra config, run a job, print a summary.
+
+User mistakes (bad config keys, bad data, an unplaceable cluster) end with one line on stderr
+and exit code 2; ``--debug`` shows the traceback too. Anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from trainers.errors import ConfigError, ShardtuneError, find_user_error
+
+CODE_DIR = Path(__file__).resolve().parent.parent
+CONF_DIR = CODE_DIR / "conf"
+VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train"}
+GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "tracking")
+
+USAGE = """usage: shardtune <verb> [key=value ...] [group=option ...] [--cfg job] [--debug]
+
+verbs:
+{verbs}
+
+config groups (choose with group=option; override any key with group.key=value):
+{groups}
+
+examples:
+  shardtune train                                   # MiniLM + LoRA on the shipped sample
+  shardtune train data=banking77 trainer.epochs=3   # a real data set from ../shared/datasets
+  shardtune train cluster=ray cluster.num_workers=2 # the same job on 2 DDP workers
+  shardtune train --cfg job                         # print the resolved config and exit
+"""
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def usage() -> str:
+    verbs = "\n".join(f"  {k:<10} {v}" for k, v in VERBS.items())
+    groups = "\n".join(f"  {g:<10} {', '.join(_options(g))}" for g in GROUPS)
+    return USAGE.format(verbs=verbs, groups=groups)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text.replace("full_key: ", "key: ")
+
+
+def compose(overrides: list[str]) -> Any:
+    """Compose ``conf/train.yaml`` with overrides; Hydra errors become one-line ConfigErrors."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from trainers.config import register_configs
+
+    register_configs()
+    injected = []
+    if not any(o.startswith("paths.root=") for o in overrides):
+        injected.append(f"paths.root={os.getcwd()}")
+    if not any(o.startswith("paths.code=") for o in overrides):
+        injected.append(f"paths.code={CODE_DIR}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose("train", overrides=injected + list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ShardtuneError(f"config: {_one_line(exc)}",
+                             "see 'shardtune train --help' for groups and keys") from exc
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def to_run_config(cfg: Any) -> Any:
+    """Resolve interpolations and build the typed TrainConfig (runs every __post_init__)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        inner = find_user_error(exc)
+        if inner is not None:
+            raise inner from exc
+        raise ShardtuneError(f"config: {_one_line(exc)}") from exc
+
+
+def resolved_dict(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    metrics = summary.get("metrics", {})
+    if summary.get("status") == "stopped":
+        console.print(f"[yellow]stopped at step {metrics.get('step')}[/]; re-run the same "
+                      f"command to resume from {summary['run_dir']}")
+        return
+    table = Table(title=f"shardtune train: {Path(summary['run_dir']).name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        value = metrics[key]
+        if isinstance(value, float) and not isinstance(value, bool):
+            table.add_row(key, f"{value:.4f}")
+        elif isinstance(value, int):
+            table.add_row(key, str(value))
+    console.print(table)
+    for key in ("adapter", "checkpoint", "report", "merged"):
+        if key in summary:
+            console.print(f"{key:>10}: {summary[key]}")
+
+
+def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
+    cfg = compose(overrides)
+    if show_cfg:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(cfg, resolve=True))
+        return 0
+    run = to_run_config(cfg)
+    if verb == "train":
+        from trainers.train import train
+
+        summary = train(run, resolved_dict(cfg))
+        print_summary(summary)
+        print(json.dumps({"run_dir": summary["run_dir"], "status": summary["status"]}))
+        return 0
+    raise ShardtuneError(f"unknown verb {verb!r}", f"choose one of: {', '.join(VERBS)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    verb, rest = args[0], args[1:]
+    if "-h" in rest or "--help" in rest:
+        print(usage())
+        return 0
+    show_cfg = False
+    if "--cfg" in rest:
+        i = rest.index("--cfg")
+        show_cfg = True
+        rest = rest[:i] + rest[i + 2:]
+    bad_flags = [a for a in rest if a.startswith("-")]
+    try:
+        if verb not in VERBS:
+            raise ShardtuneError(f"unknown verb {verb!r}", f"choose one of: {', '.join(VERBS)}")
+        if bad_flags:
+            raise ConfigError(bad_flags[0], "unknown flag", "overrides look like key=value")
+        return run_verb(verb, rest, show_cfg)
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep traces
+        user = find_user_error(exc)
+        if user is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {user}", file=sys.stderr)
+        return user.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

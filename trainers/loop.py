@@ -1,0 +1,331 @@
+"""The one training loop every job kind shares (LoRA, DoRA, full fine-tuning; later KD).
+
+A plain function, as in Ray's examples: Ray Train runs it in each worker (or in-process in
+local mode). Task heads differ; the loop does not. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data.batches import bucketed_batches, collate
+from trainers.checkpoint import (
+    Progress,
+    checkpoint_name,
+    load_state,
+    persist_local,
+    save_state,
+    unwrap,
+)
+from trainers.config import Strategy, TrainConfig
+from trainers.errors import ConfigError
+from trainers.models import apply_peft, build_base_model, load_tokenizer, trainable_summary
+from trainers.progress import ProgressLine
+from trainers.tasks import EvalState, accumulate, score
+from trainers.tracking import open_tracker
+
+FINAL_METRICS = "final_metrics.json"
+
+
+def plan_steps(run: TrainConfig, train_rows: int, world: int) -> tuple[int, int]:
+    """(micro-batches per epoch on one rank, total optimizer steps) for the LR schedule."""
+    rows = train_rows // world if world > 1 else train_rows
+    micro = max(math.ceil(rows / run.trainer.batch_size), 1)
+    per_epoch = math.ceil(micro / run.trainer.grad_accum)
+    total = per_epoch * run.trainer.epochs
+    if run.trainer.max_steps is not None:
+        total = min(total, run.trainer.max_steps)
+    return micro, total
+
+
+def _device(run: TrainConfig, world: int) -> torch.device:
+    if world > 1 or run.cluster.mode.value == "ray":
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    want_gpu = run.cluster.use_gpu is not False and torch.cuda.is_available()
+    return torch.device("cuda" if want_gpu else "cpu")
+
+
+def _optimizer(net: Any, run: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": run.optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=run.optim.lr, betas=tuple(run.optim.betas))
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, run: TrainConfig, total: int) -> Any:
+    from transformers import get_scheduler
+
+    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+    return get_scheduler(name[run.optim.schedule], optimizer,
+                         num_warmup_steps=int(run.optim.warmup_ratio * total),
+                         num_training_steps=total)
+
+
+def _gather(obj: Any, world: int) -> list[Any]:
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _weights_hash(net: Any) -> str:
+    digest = hashlib.sha256()
+    for name, p in sorted(unwrap(net).named_parameters()):
+        if p.requires_grad:
+            digest.update(name.encode())
+            digest.update(p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def evaluate(net: Any, dataset: Any, run: TrainConfig, labels: list[str], rank: int, world: int,
+             device: torch.device, pad_id: int) -> dict[str, float]:
+    """Score one split; each rank takes every world-th batch, results are merged exactly."""
+    model = unwrap(net)
+    model.eval()
+    state = EvalState()
+    use_bf16 = device.type == "cuda" and run.trainer.bf16
+    with torch.no_grad():
+        batches = bucketed_batches(dataset, run.trainer.eval_batch_size, 8, 0, 0, shuffle=False)
+        for i, rows in enumerate(batches):
+            if i % world != rank:
+                continue
+            batch = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            labels=batch["labels"])
+            accumulate(state, run.task.kind, batch, out.loss.float(), out.logits.float())
+    model.train()
+    merged = EvalState()
+    for part in _gather(state, world):
+        merged.merge(part)
+    return score(merged, run.task.kind, labels)
+
+
+class Publisher:
+    """Report metrics from every rank; rank 0 adds a checkpoint. Same layout in both modes."""
+
+    def __init__(self, run: TrainConfig, rank: int, local_mode: bool, tokenizer: Any,
+                 labels: list[str]) -> None:
+        self.run, self.rank, self.local_mode = run, rank, local_mode
+        self.tokenizer, self.labels = tokenizer, labels
+
+    def __call__(self, metrics: dict[str, Any], state: tuple | None, progress: Progress,
+                 extra_files: dict[str, str] | None = None) -> None:
+        import ray.train
+
+        name = checkpoint_name(progress.step)
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if self.rank == 0 and state is not None:
+                save_state(Path(tmp), *state, progress, self.tokenizer, self.labels)
+                for fname, text in (extra_files or {}).items():
+                    (Path(tmp) / fname).write_text(text)
+                if self.local_mode:
+                    persist_local(Path(tmp), Path(self.run.run_dir), progress.step,
+                                  self.run.trainer.keep_checkpoints)
+                else:
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            if state is not None and not self.local_mode:
+                ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+            else:
+                ray.train.report(metrics)
+
+
+def train_loop(loop_cfg: dict[str, Any]) -> None:
+    """Ray Train worker function: restore → train with periodic eval/checkpoints → final eval."""
+    import ray.train
+    from transformers import set_seed
+
+    run: TrainConfig = loop_cfg["run"]
+    labels: list[str] = loop_cfg["labels"]
+    local_mode: bool = loop_cfg["local_mode"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = _device(run, world)
+    task = run.task.kind
+
+    set_seed(run.seed)  # adapter/head init, dropout and data order all follow the one seed
+    tokenizer = load_tokenizer(run.model)
+    net = apply_peft(build_base_model(run.model, task, labels, tokenizer), run.peft, task)
+    sizes = trainable_summary(net)
+    micro_per_epoch, total_steps = plan_steps(run, loop_cfg["train_rows"], world)
+    optimizer = _optimizer(net, run)
+    scheduler = _scheduler(optimizer, run, total_steps)
+
+    progress = Progress(seed=run.seed)
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            progress = load_state(Path(d), net, optimizer, scheduler)
+            final = Path(d) / FINAL_METRICS
+            final_metrics = json.loads(final.read_text()) if final.exists() else None
+    elif (resume := loop_cfg.get("resume_from")) is not None:
+        progress = load_state(Path(resume), net, optimizer, scheduler)
+        final = Path(resume) / FINAL_METRICS
+        final_metrics = json.loads(final.read_text()) if final.exists() else None
+    else:
+        final_metrics = None
+    if progress.seed != run.seed:
+        raise ConfigError("seed", f"run '{run.run_name}' was started with seed {progress.seed}, "
+                          f"not {run.seed}", "use another run_name for another seed")
+    if progress.done and final_metrics is not None:  # finished earlier: nothing to redo
+        ray.train.report({**final_metrics, "already_done": True})
+        return
+
+    if world > 1:
+        strategy = "fsdp" if run.trainer.strategy == Strategy.fsdp else "ddp"
+        net = ray.train.torch.prepare_model(net, parallel_strategy=strategy)
+    else:
+        net = net.to(device)
+    net.train()
+    pad_id = tokenizer.pad_token_id
+    publish = Publisher(run, rank, local_mode, tokenizer, labels)
+    tracker = open_tracker(run, rank, progress.step, loop_cfg.get("tracked_config", {}))
+    line = ProgressLine(total_steps, progress.step, enabled=rank == 0)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation") if loop_cfg["has_validation"] else None
+    use_bf16 = device.type == "cuda" and run.trainer.bf16
+    accum = run.trainer.grad_accum
+    seen_uids: list[int] = []
+    window = {"loss": 0.0, "n": 0, "samples": 0, "wait": 0.0, "t0": time.perf_counter()}
+    stopped_early = False
+
+    def state() -> tuple:
+        return (net, optimizer, scheduler)
+
+    while progress.epoch < run.trainer.epochs and progress.step < total_steps:
+        micro = 0
+        pending = 0
+        batches = bucketed_batches(train_shard, run.trainer.batch_size, run.trainer.bucket_batches,
+                                   run.seed, progress.epoch)
+        fetch_start = time.perf_counter()
+        for rows in batches:
+            if micro < progress.micro_in_epoch:  # resume: skip what this epoch already consumed
+                micro += 1
+                fetch_start = time.perf_counter()
+                continue
+            batch = {k: v.to(device, non_blocking=True) for k, v in collate(rows, pad_id).items()}
+            window["wait"] += time.perf_counter() - fetch_start
+            if progress.epoch == 0:
+                seen_uids.extend(batch["uid"].tolist())
+            boundary = (micro + 1) % accum == 0 or micro + 1 == micro_per_epoch
+            sync = contextlib.nullcontext() if boundary or world == 1 else net.no_sync()
+            with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                out = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          labels=batch["labels"])
+                (out.loss / accum).backward()
+            micro += 1
+            pending += 1
+            progress.micro_in_epoch = micro
+            progress.samples += len(batch["input_ids"])
+            window["loss"] += float(out.loss.detach())
+            window["n"] += 1
+            window["samples"] += len(batch["input_ids"])
+            if boundary:
+                _optimizer_step(net, optimizer, scheduler, run)
+                pending = 0
+                progress.step += 1
+                stopped_early = _after_step(run, progress, total_steps, window, tracker, line,
+                                            publish, state, evaluate_val=lambda: evaluate(
+                                                net, val_shard, run, labels, rank, world, device,
+                                                pad_id) if val_shard is not None else {},
+                                            world=world, scheduler=scheduler)
+                if stopped_early or (progress.step >= total_steps and micro < micro_per_epoch):
+                    break
+            fetch_start = time.perf_counter()
+        else:  # the epoch ran to its end
+            if pending:  # its micro-batch count was not a multiple of grad_accum
+                _optimizer_step(net, optimizer, scheduler, run)
+                progress.step += 1
+            progress.epoch += 1
+            progress.micro_in_epoch = 0
+        if stopped_early:
+            break
+
+    line.close()
+    if stopped_early:
+        tracker.finish()
+        return
+    final: dict[str, Any] = {"step": progress.step, "epoch": progress.epoch, **sizes}
+    if val_shard is not None:
+        final.update({f"val/{k}": v for k, v in evaluate(net, val_shard, run, labels, rank, world,
+                                                          device, pad_id).items()})
+    if loop_cfg["has_test"]:
+        test = ray.train.get_dataset_shard("test")
+        final.update({f"test/{k}": v for k, v in evaluate(net, test, run, labels, rank, world,
+                                                           device, pad_id).items()})
+    final.update(_distributed_checks(net, seen_uids, world))
+    progress.done = True
+    tracker.log({k: v for k, v in final.items() if isinstance(v, (int, float))}, progress.step)
+    tracker.summary(final)
+    tracker.finish()
+    publish(final, state(), progress, extra_files={FINAL_METRICS: json.dumps(final)})
+
+
+def _optimizer_step(net: Any, optimizer: Any, scheduler: Any, run: TrainConfig) -> None:
+    if run.optim.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in net.parameters() if p.requires_grad], run.optim.max_grad_norm
+        )
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _after_step(run: TrainConfig, progress: Progress, total_steps: int, window: dict,
+                tracker: Any, line: ProgressLine, publish: Publisher, state: Any,
+                evaluate_val: Any, world: int, scheduler: Any) -> bool:
+    """Log, evaluate and checkpoint on the configured rhythm; True when told to stop early."""
+    step = progress.step
+    if step % run.trainer.log_every == 0 or step == total_steps:
+        elapsed = time.perf_counter() - window["t0"]
+        loss = window["loss"] / max(window["n"], 1)
+        if world > 1:
+            t = torch.tensor([loss], dtype=torch.float64)
+            torch.distributed.all_reduce(t)
+            loss = float(t) / world
+        metrics = {"train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
+                   "train/samples_per_s": window["samples"] * world / max(elapsed, 1e-9),
+                   "train/data_wait_frac": window["wait"] / max(elapsed, 1e-9),
+                   "epoch": progress.epoch}
+        tracker.log(metrics, step)
+        line.update(step, metrics)
+        window.update(loss=0.0, n=0, samples=0, wait=0.0, t0=time.perf_counter())
+    want_eval = run.trainer.eval_every and step % run.trainer.eval_every == 0 and step < total_steps
+    want_ckpt = run.trainer.ckpt_every and step % run.trainer.ckpt_every == 0 and step < total_steps
+    stop = run.trainer.stop_after_steps is not None and step >= run.trainer.stop_after_steps
+    if want_eval or want_ckpt or stop:
+        metrics = {"step": step, "epoch": progress.epoch}
+        if want_eval:
+            metrics.update({f"val/{k}": v for k, v in evaluate_val().items()})
+            tracker.log({k: v for k, v in metrics.items() if k.startswith("val/")}, step)
+        if stop:
+            metrics["preempted"] = True
+        publish(metrics, state() if (want_ckpt or stop) else None, progress)
+        window["t0"] = time.perf_counter()
+    return stop and step < total_steps
+
+
+def _distributed_checks(net: Any, seen_uids: list[int], world: int) -> dict[str, Any]:
+    """Evidence that DDP worked: disjoint data per rank and identical weights after training."""
+    hashes = _gather(_weights_hash(net), world)
+    uid_sets = [set(u) for u in _gather(seen_uids, world)]
+    overlap = sum(len(a & b) for i, a in enumerate(uid_sets) for b in uid_sets[i + 1:])
+    return {"dist/world_size": world, "dist/weights_equal": float(len(set(hashes)) == 1),
+            "dist/weights_hash": hashes[0], "dist/rows_per_rank": [len(s) for s in uid_sets],
+            "dist/overlap": overlap}

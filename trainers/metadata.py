@@ -1,0 +1,63 @@
+"""Run metadata: what is needed to reproduce or audit a run, written beside its artefacts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from trainers.config import TrainConfig
+
+_PACKAGES = ("shardtune", "torch", "transformers", "peft", "ray", "accelerate", "hydra-core")
+
+
+def _git(code_dir: str) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=code_dir, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=code_dir,
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def config_group(resolved: dict[str, Any]) -> str:
+    """Hash of the resolved config without seed, run name and paths: seeds of one config share it."""
+    trimmed = {k: v for k, v in resolved.items() if k not in ("seed", "run_name", "paths")}
+    return hashlib.sha256(json.dumps(trimmed, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_metadata(run: TrainConfig, resolved: dict[str, Any], splits: Any) -> dict[str, Any]:
+    return {
+        "run_name": run.run_name,
+        "seed": run.seed,
+        "config_group": config_group(resolved),
+        "git": _git(run.paths.code),
+        "versions": _versions(),
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "dataset": {
+            "name": run.data.name,
+            "fingerprint": splits.fingerprint,
+            "labels": splits.labels,
+            "splits": {k: {"rows": s.rows, "skipped": s.skipped, "first_errors": s.first_errors,
+                           "label_counts": dict(sorted(s.labels.items()))}
+                       for k, s in splits.summaries.items()},
+        },
+        "code_dir": str(Path(run.paths.code).resolve()),
+    }

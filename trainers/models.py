@@ -1,0 +1,105 @@
+"""Build tokenizer, model and adapter from typed config: one place for every task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from trainers.config import ModelConfig, PeftMethod, PeftSpec, TaskKind
+from trainers.errors import ConfigError
+from trainers.locations import resolve_location
+
+_AUTO_CLASSES = {
+    TaskKind.seq_cls: "AutoModelForSequenceClassification",
+    TaskKind.token_cls: "AutoModelForTokenClassification",
+    TaskKind.causal_lm: "AutoModelForCausalLM",
+}
+_PEFT_TASK = {
+    TaskKind.seq_cls: "SEQ_CLS",
+    TaskKind.token_cls: "TOKEN_CLS",
+    TaskKind.causal_lm: "CAUSAL_LM",
+}
+
+
+def tokenizer_location(model: ModelConfig) -> str:
+    if model.tokenizer:
+        return resolve_location(model.tokenizer, "model.tokenizer")
+    if model.init_config is not None:
+        raise ConfigError("model.tokenizer", "a randomly initialised model needs a tokenizer")
+    return resolve_location(model.name_or_path, "model.name_or_path")
+
+
+def load_tokenizer(model: ModelConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_location(model))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token or tok.sep_token
+    return tok
+
+
+def _dtype(name: str) -> Any:
+    if name == "auto":
+        return "auto"
+    try:
+        return getattr(torch, name)
+    except AttributeError:
+        raise ConfigError("model.dtype", f"unknown dtype {name!r}") from None
+
+
+def build_base_model(model: ModelConfig, task: TaskKind, labels: list[str], tokenizer) -> Any:
+    """Load pretrained weights (or build from ``init_config``) with the task's head."""
+    import transformers
+
+    auto = getattr(transformers, _AUTO_CLASSES[task])
+    head: dict[str, Any] = {}
+    if task != TaskKind.causal_lm:
+        head = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                "label2id": {name: i for i, name in enumerate(labels)}}
+    if model.init_config is not None:
+        cfg_kwargs = dict(model.init_config)
+        model_type = cfg_kwargs.pop("model_type", None)
+        if not model_type:
+            raise ConfigError("model.init_config.model_type", "is required, e.g. llama or gpt2")
+        cfg_kwargs.setdefault("vocab_size", len(tokenizer))
+        cfg_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+        config = transformers.AutoConfig.for_model(model_type, **cfg_kwargs, **head)
+        return auto.from_config(config)
+    location = resolve_location(model.name_or_path, "model.name_or_path")
+    try:
+        net = auto.from_pretrained(
+            location, dtype=_dtype(model.dtype), low_cpu_mem_usage=model.low_cpu_mem_usage,
+            trust_remote_code=model.trust_remote_code, **head,
+        )
+    except OSError as exc:
+        raise ConfigError(
+            "model.name_or_path", f"cannot load {model.name_or_path!r}: {str(exc).splitlines()[0]}",
+            "pass a local directory or a hub id reachable from this machine",
+        ) from None
+    if net.config.pad_token_id is None:
+        net.config.pad_token_id = tokenizer.pad_token_id
+    return net
+
+
+def apply_peft(net: Any, spec: PeftSpec, task: TaskKind) -> Any:
+    """Wrap ``net`` in LoRA/DoRA adapters, or leave it whole for full fine-tuning."""
+    if spec.method == PeftMethod.none:
+        return net
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+        target_modules=list(spec.target_modules) or None,
+        use_dora=spec.method == PeftMethod.dora, task_type=_PEFT_TASK[task],
+    )
+    try:
+        return get_peft_model(net, lora)
+    except ValueError as exc:
+        raise ConfigError("peft.target_modules", str(exc).splitlines()[0]) from None
+
+
+def trainable_summary(net: Any) -> dict[str, int]:
+    total = sum(p.numel() for p in net.parameters())
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return {"params_total": total, "params_trainable": trainable}

@@ -1,0 +1,92 @@
+"""What differs between tasks: how predictions are collected and scored. The loop is shared.
+
+Every task's model returns ``loss`` and ``logits`` from a Hugging Face forward pass with
+``labels``; evaluation only differs in what it keeps from the logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.tokenize import IGNORE_INDEX
+from trainers.config import TaskKind
+
+
+@dataclass
+class EvalState:
+    """Per-rank evaluation results; merged across ranks before scoring."""
+
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    gold: list[Any] = field(default_factory=list)
+    pred: list[Any] = field(default_factory=list)
+    uids: list[int] = field(default_factory=list)
+
+    def merge(self, other: EvalState) -> None:
+        self.loss_sum += other.loss_sum
+        self.loss_count += other.loss_count
+        self.gold += other.gold
+        self.pred += other.pred
+        self.uids += other.uids
+
+
+def accumulate(state: EvalState, task: TaskKind, batch: dict[str, torch.Tensor],
+               loss: torch.Tensor, logits: torch.Tensor) -> None:
+    """Add one evaluated batch: loss weighted by what the loss averaged over."""
+    labels = batch["labels"]
+    if task == TaskKind.seq_cls:
+        weight = labels.numel()
+        state.gold += labels.tolist()
+        state.pred += logits.argmax(-1).tolist()
+        state.uids += batch["uid"].tolist()
+    elif task == TaskKind.token_cls:
+        weight = int((labels != IGNORE_INDEX).sum())
+        pred = logits.argmax(-1)
+        for row_gold, row_pred in zip(labels.tolist(), pred.tolist(), strict=True):
+            keep = [i for i, g in enumerate(row_gold) if g != IGNORE_INDEX]
+            state.gold.append([row_gold[i] for i in keep])
+            state.pred.append([row_pred[i] for i in keep])
+        state.uids += batch["uid"].tolist()
+    else:  # causal LM: HF shifts labels by one, so the loss averages over len-1 tokens per row
+        shifted = labels[:, 1:]
+        weight = int((shifted != IGNORE_INDEX).sum())
+    state.loss_sum += float(loss) * weight
+    state.loss_count += weight
+
+
+def score(state: EvalState, task: TaskKind, labels: list[str]) -> dict[str, float]:
+    """Headline metrics for a merged EvalState."""
+    loss = state.loss_sum / max(state.loss_count, 1)
+    out: dict[str, float] = {"loss": loss, "examples": float(len(state.uids) or state.loss_count)}
+    if task == TaskKind.seq_cls:
+        from sklearn.metrics import accuracy_score, f1_score
+
+        out["accuracy"] = float(accuracy_score(state.gold, state.pred))
+        out["macro_f1"] = float(
+            f1_score(state.gold, state.pred, average="macro", labels=list(range(len(labels))),
+                     zero_division=0)
+        )
+    elif task == TaskKind.token_cls:
+        from seqeval.metrics import f1_score, precision_score, recall_score
+
+        gold = [[labels[i] for i in row] for row in state.gold]
+        pred = [[labels[i] for i in row] for row in state.pred]
+        out["entity_f1"] = float(f1_score(gold, pred, zero_division=0))
+        out["entity_precision"] = float(precision_score(gold, pred, zero_division=0))
+        out["entity_recall"] = float(recall_score(gold, pred, zero_division=0))
+        out["token_accuracy"] = float(
+            np.mean([g == p for gr, pr in zip(gold, pred, strict=True)
+                     for g, p in zip(gr, pr, strict=True)]) if gold else 0.0
+        )
+    else:
+        out["perplexity"] = float(math.exp(min(loss, 50.0)))
+    return out
+
+
+HEADLINE = {TaskKind.seq_cls: "accuracy", TaskKind.token_cls: "entity_f1",
+            TaskKind.causal_lm: "perplexity"}

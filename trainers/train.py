@@ -1,0 +1,105 @@
+"""The ``train`` job: read the data, tokenise it, run the shared loop on Ray Train, export.
+
+The driver turns config into typed objects and Ray Datasets, fails early on bad input, then
+hands workers a plain ``TrainConfig``. Results land in ``runs/<run_name>/`` in every mode.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cluster.config import ClusterMode
+from cluster.scaling import check_placement, ensure_ray, scaling_config
+from data.pipeline import build_splits
+from data.tokenize import tokenize_splits
+from trainers.checkpoint import latest_checkpoint
+from trainers.config import TrainConfig
+from trainers.loop import train_loop
+from trainers.metadata import run_metadata
+from trainers.models import tokenizer_location
+from trainers.report import write_report
+
+EXPORTED = ("adapter", "tokenizer", "label_map.json")
+
+
+def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
+    """Run one training job end to end and return its summary (metrics and artefact paths)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+
+    ensure_ray(run.cluster)
+    check_placement(run.cluster)
+    task = run.task.kind.value
+    splits = build_splits(run.data, task)
+    datasets = tokenize_splits(
+        splits.datasets, tokenizer_location(run.model), task, run.task.max_length, splits.labels,
+        run.task.pack, run.data.tokenize_actors, run.data.materialize,
+    )
+    if task == "causal_lm":  # packing changes the row count: count blocks
+        train_rows = datasets["train"].count()
+    else:
+        train_rows = splits.summaries["train"].rows
+    run_dir = Path(run.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = run_metadata(run, resolved, splits)
+    (run_dir / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
+    (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    resume_from = latest_checkpoint(run_dir)
+    loop_cfg = {
+        "run": run, "labels": splits.labels, "train_rows": train_rows,
+        "local_mode": run.cluster.mode == ClusterMode.local,
+        "resume_from": str(resume_from) if resume_from else None,
+        "has_validation": "validation" in datasets, "has_test": "test" in datasets,
+        "tracked_config": {**resolved, "_group": meta["config_group"]},
+    }
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=loop_cfg, scaling_config=scaling_config(run.cluster),
+        datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(
+            name=run.run_name, storage_path=str(Path(run.paths.runs).resolve()),
+            failure_config=FailureConfig(max_failures=run.cluster.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=run.trainer.keep_checkpoints),
+        ),
+    )
+    result = trainer.fit()
+    metrics = dict(result.metrics or {})
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "metrics": metrics,
+                               "resumed_from": str(resume_from) if resume_from else None}
+    if metrics.get("preempted"):
+        summary["status"] = "stopped"
+        return summary
+    final_ckpt = latest_checkpoint(run_dir)
+    summary["checkpoint"] = str(final_ckpt)
+    for name in EXPORTED:
+        src, dst = final_ckpt / name, run_dir / name
+        if dst.exists():
+            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+        summary[name] = str(dst)
+    if run.peft.merged_export and run.peft.method.value != "none":
+        summary["merged"] = str(export_merged(run, splits.labels, run_dir))
+    metrics_out = {k: v for k, v in metrics.items() if k != "already_done"}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics_out, indent=1, default=str))
+    meta["final_metrics"] = metrics_out
+    (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    summary["report"] = str(write_report(run, meta, metrics_out, run_dir))
+    summary["status"] = "done"
+    return summary
+
+
+def export_merged(run: TrainConfig, labels: list[str], run_dir: Path) -> Path:
+    """Merge the adapter into full-precision base weights and save a standalone model."""
+    from peft import PeftModel
+
+    from trainers.models import build_base_model, load_tokenizer
+
+    tokenizer = load_tokenizer(run.model)
+    base = build_base_model(run.model, run.task.kind, labels, tokenizer)
+    merged = PeftModel.from_pretrained(base, str(run_dir / "adapter")).merge_and_unload()
+    out = run_dir / "merged"
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,1 @@
+"""Ray Tune sweeps and ablations (planned: issue #5)."""
