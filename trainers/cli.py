@@ -7,8 +7,10 @@ traceback.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -73,10 +75,38 @@ def compose(overrides: list[str]) -> Any:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return hydra_compose("train", overrides=injected + list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
+        unknown = re.search(r"Could not override '([^']+)'", str(exc))
+        if unknown and re.search(r"not in struct|Key .* not in", _causes(exc)):
+            key = unknown.group(1)
+            close = difflib.get_close_matches(key, known_keys(), n=2, cutoff=0.7)
+            hint = f"did you mean {' or '.join(close)}?" if close else "see --cfg job for keys"
+            raise ConfigError(key, "no such key", hint) from exc
         raise ShardtuneError(f"config: {_one_line(exc)}",
                              "see 'shardtune train --help' for groups and keys") from exc
     finally:
         GlobalHydra.instance().clear()
+
+
+def _causes(exc: BaseException) -> str:
+    parts = []
+    while exc is not None:
+        parts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return " ".join(parts)
+
+
+def known_keys() -> list[str]:
+    """Every dotted key of the default config (for 'did you mean' hints)."""
+    from omegaconf import OmegaConf
+
+    from trainers.config import TrainConfig
+
+    def walk(node: Any, prefix: str) -> list[str]:
+        if isinstance(node, dict):
+            return [k for key, val in node.items() for k in walk(val, f"{prefix}{key}.")] or []
+        return [prefix[:-1]]
+
+    return walk(OmegaConf.to_container(OmegaConf.structured(TrainConfig)), "")
 
 
 def to_run_config(cfg: Any) -> Any:

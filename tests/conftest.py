@@ -1,0 +1,51 @@
+"""Shared fixtures: one Ray instance per session, real composed configs shrunk for speed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SHARDTUNE_SHARED", ROOT.parent / "shared" / "datasets"))
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"real data sets not found at {SHARED} (../shared is absent)"
+)
+
+# Small enough for seconds per run on 2 CPU cores, real enough to learn something.
+FAST = ["trainer.batch_size=16", "trainer.log_every=1", "trainer.ckpt_every=0",
+        "trainer.eval_batch_size=64", "task.max_length=64"]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def compose_run(tmp_path: Path, overrides: list[str]) -> tuple[Any, dict]:
+    """Compose the real config with ``paths.root=tmp_path``; returns (TrainConfig, resolved)."""
+    from trainers.cli import compose, resolved_dict, to_run_config
+
+    cfg = compose([f"paths.root={tmp_path}", f"paths.datasets={SHARED}", *overrides])
+    return to_run_config(cfg), resolved_dict(cfg)
+
+
+def train_run(tmp_path: Path, overrides: list[str]) -> dict:
+    from trainers.train import train
+
+    run, resolved = compose_run(tmp_path, overrides)
+    return train(run, resolved)
+
+
+def logged(run_dir: str | Path) -> list[dict]:
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
