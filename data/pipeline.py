@@ -51,6 +51,10 @@ def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str) -> di
         )
     if not text.strip():
         raise DataError(where, f"empty text in field '{cfg.text_field}'")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(where, "text holds an unpaired surrogate (invalid Unicode)") from None
     row: dict[str, Any] = {"text": text}
     if task == "seq_cls":
         label = record.get(cfg.label_field)

@@ -47,10 +47,22 @@ class Shard:
 
 
 def _split_fragment(path: str) -> tuple[str, str | None]:
+    """``data.json#train`` → (``data.json``, ``train``), unless the whole name exists."""
     if "#" in path:
         base, frag = path.rsplit("#", 1)
-        return base, frag or None
+        try:
+            whole_exists = fsspec.core.url_to_fs(path)[0].exists(fsspec.core.url_to_fs(path)[1])
+        except (ImportError, ValueError):
+            whole_exists = False
+        if not whole_exists:
+            return base, frag or None
     return path, None
+
+
+def _hidden(path: str, root: str) -> bool:
+    """Hidden or underscore names anywhere below ``root`` (.ipynb_checkpoints, _temporary)."""
+    relative = os.path.relpath(path, root)
+    return any(part.startswith((".", "_")) for part in relative.split(os.sep))
 
 
 def expand_paths(paths: list[str], key: str) -> list[Shard]:
@@ -65,19 +77,16 @@ def expand_paths(paths: list[str], key: str) -> list[Shard]:
             fs, root = fsspec.core.url_to_fs(base)
         except (ImportError, ValueError) as exc:
             raise DataError(raw, f"cannot open this location ({exc})", f"check {key}") from exc
-        if _GLOB_CHARS & set(root):
-            found = sorted(p for p in fs.glob(root) if fs.isfile(p))
-            if not found:
-                raise DataError(raw, "the glob matched no files", f"check {key}")
-        elif fs.isdir(root):
-            found = sorted(
-                p for p in fs.find(root)
-                if not os.path.basename(p).startswith((".", "_")) and fs.isfile(p)
-            )
+        if fs.isdir(root):
+            found = sorted(p for p in fs.find(root) if not _hidden(p, root) and fs.isfile(p))
             if not found:
                 raise DataError(raw, "the directory holds no data files", f"check {key}")
         elif fs.exists(root):
             found = [root]
+        elif _GLOB_CHARS & set(root):
+            found = sorted(p for p in fs.glob(root) if fs.isfile(p))
+            if not found:
+                raise DataError(raw, "the glob matched no files", f"check {key}")
         else:
             raise DataError(raw, "no such file or directory", f"check {key}")
         shards.extend(Shard(fs.unstrip_protocol(p), frag) for p in found)
@@ -117,7 +126,8 @@ def _decoded_lines(raw: io.BufferedIOBase, where: str) -> Iterator[tuple[int, st
     """Yield (1-based line number, text) and name the line of any non-UTF-8 bytes."""
     for number, line in enumerate(raw, start=1):
         try:
-            yield number, line.decode("utf-8")
+            text = line.decode("utf-8")
+            yield number, text[1:] if number == 1 and text.startswith("\ufeff") else text
         except UnicodeDecodeError as exc:
             raise DataError(
                 f"{where}:{number}",
@@ -184,7 +194,7 @@ def _json_document(
 ) -> Iterator[tuple[str, Row]]:
     text = raw.read()
     try:
-        doc = json.loads(text.decode("utf-8"))
+        doc = json.loads(text.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         line = text[: exc.start].count(b"\n") + 1
         raise DataError(
@@ -202,6 +212,8 @@ def _json_document(
     if not isinstance(doc, list):
         raise DataError(where, "expected a JSON list of rows")
     for index, item in enumerate(doc):
+        if not isinstance(item, (list, dict)):
+            raise DataError(f"{where}:row {index + 1}", "each row must be an object or a list")
         if isinstance(item, list):
             if not columns or len(columns) != len(item):
                 raise DataError(
@@ -229,6 +241,8 @@ def _delimited_rows(
     try:
         for record in reader:
             if header is None:
+                if not record or not any(h.strip() for h in record):
+                    continue  # blank lines before the header
                 header = [h.strip() for h in record]
                 continue
             if not record or (len(record) == 1 and not record[0].strip()):

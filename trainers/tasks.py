@@ -62,7 +62,11 @@ def accumulate(state: EvalState, task: TaskKind, batch: dict[str, torch.Tensor],
 def score(state: EvalState, task: TaskKind, labels: list[str]) -> dict[str, float]:
     """Headline metrics for a merged EvalState."""
     loss = state.loss_sum / max(state.loss_count, 1)
-    out: dict[str, float] = {"loss": loss, "examples": float(len(state.uids) or state.loss_count)}
+    out: dict[str, float] = {"loss": loss}
+    if task == TaskKind.causal_lm:
+        out["tokens"] = float(state.loss_count)
+    else:
+        out["examples"] = float(len(state.uids))
     if task == TaskKind.seq_cls:
         from sklearn.metrics import accuracy_score, f1_score
 
