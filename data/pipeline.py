@@ -199,7 +199,9 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
     """Read, validate and split; compute the label vocabulary and dataset fingerprint."""
     import ray.data
 
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # same seed, same order (local mode)
+    context.enable_progress_bars = False  # the loop prints its own progress line
     train, shards = read_split(cfg.path, "data.path", cfg, task, "train")
     all_shards = list(shards)
     val = test = None
