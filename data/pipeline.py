@@ -185,6 +185,24 @@ def _drop_errors(batch: dict[str, np.ndarray]) -> dict:
     return {k: v[keep] for k, v in batch.items()}
 
 
+def _keep_sampled(batch: dict[str, np.ndarray], fraction: float) -> dict:
+    keep = np.array([split_key("sample:" + t) < fraction for t in batch["text"]], dtype=bool)
+    return {k: v[keep] for k, v in batch.items()}
+
+
+def subsample(ds, n: int):
+    """At most ``n`` rows chosen by a stable hash of the text, not the first ``n``.
+
+    Files sorted by label (BANKING77 is) would otherwise lose whole classes.
+    """
+    total = summarize(ds).rows
+    if total <= n:
+        return ds
+    fraction = min(1.0, n / total * 1.05)  # a little over, then cut to exactly n at most
+    return ds.map_batches(_keep_sampled, fn_kwargs={"fraction": fraction},
+                          batch_size=ROWS_PER_BLOCK).limit(n)
+
+
 @dataclass
 class Splits:
     """The raw (untokenised) splits plus everything the run records about them."""
@@ -226,7 +244,7 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
         all_shards += more
         datasets["test"] = test.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
     if cfg.max_examples:
-        datasets = {k: v.limit(cfg.max_examples) for k, v in datasets.items()}
+        datasets = {k: subsample(v, cfg.max_examples) for k, v in datasets.items()}
     if cfg.materialize:
         datasets = {k: v.materialize() for k, v in datasets.items()}
     summaries = {k: _count(v, k) for k, v in datasets.items()}
