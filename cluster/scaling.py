@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.config import ClusterConfig, ClusterMode
-from trainers.errors import ClusterError
+from trainers.errors import ClusterError, hide_user_error_logs
 
 
 def ensure_ray(cluster: ClusterConfig) -> None:
@@ -13,6 +13,7 @@ def ensure_ray(cluster: ClusterConfig) -> None:
     import ray
 
     if ray.is_initialized():
+        hide_user_error_logs()
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if cluster.address:
@@ -21,6 +22,7 @@ def ensure_ray(cluster: ClusterConfig) -> None:
         kwargs["num_cpus"] = cluster.num_cpus
     try:
         ray.init(**kwargs)
+        hide_user_error_logs()
     except ConnectionError as exc:
         raise ClusterError(
             f"cannot reach the Ray cluster at {cluster.address!r} ({exc})",

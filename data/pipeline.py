@@ -88,8 +88,11 @@ def _read_shard(batch: dict[str, np.ndarray], spec: ReadSpec) -> Iterator[dict[s
     for uri, fragment in zip(batch["uri"], batch["fragment"], strict=True):
         shard = Shard(str(uri), str(fragment) or None)
         fmt = detect_format(shard, spec.cfg.format)
-        for where, record in iter_records(shard, fmt, spec.cfg.columns):
+        skip = spec.cfg.on_error == OnError.skip
+        for where, record in iter_records(shard, fmt, spec.cfg.columns, skip_bad=skip):
             try:
+                if isinstance(record, DataError):
+                    raise record
                 row = _clean(where, record, spec.cfg, spec.task)
                 row["_error"] = ""
             except DataError as exc:

@@ -122,57 +122,83 @@ def fingerprint(shards: list[Shard]) -> dict[str, Any]:
     return {"sha256": total.hexdigest(), "files": files}
 
 
-def _decoded_lines(raw: io.BufferedIOBase, where: str) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, text) and name the line of any non-UTF-8 bytes."""
+class RowError(DataError):
+    """A problem confined to one row: raised, or counted and skipped with on_error=skip."""
+
+    def __reduce__(self):
+        return (RowError, (self.where, self.problem, self.hint))
+
+
+def _decoded_lines(raw: io.BufferedIOBase, where: str) -> Iterator[tuple[int, str | RowError]]:
+    """Yield (1-based line number, text), or a RowError naming a line of non-UTF-8 bytes."""
     for number, line in enumerate(raw, start=1):
         try:
             text = line.decode("utf-8")
-            yield number, text[1:] if number == 1 and text.startswith("\ufeff") else text
         except UnicodeDecodeError as exc:
-            raise DataError(
+            yield number, RowError(
                 f"{where}:{number}",
                 f"not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})",
                 "re-encode the file as UTF-8",
-            ) from None
+            )
+            continue
+        yield number, text[1:] if number == 1 and text.startswith("\ufeff") else text
 
 
 Row = dict[str, Any]
 
 
 def iter_records(
-    shard: Shard, fmt: DataFormat, columns: list[str] | None
-) -> Iterator[tuple[str, Row]]:
+    shard: Shard, fmt: DataFormat, columns: list[str] | None, skip_bad: bool = False
+) -> Iterator[tuple[str, Row | RowError]]:
     """Yield (``file:line``, raw record) pairs for one shard.
 
-    Malformed syntax raises a DataError with the line; field-level checks happen later.
+    A malformed row raises a RowError naming its line, or with ``skip_bad`` is yielded in the
+    record's place so the caller can count it. Field-level checks happen later.
     """
+    for where, record in _records(shard, fmt, columns):
+        if isinstance(record, RowError) and not skip_bad:
+            raise record
+        yield where, record
+
+
+def _records(shard: Shard, fmt: DataFormat, columns: list[str] | None) -> Iterator[tuple]:
     where = shard.display
     with fsspec.open(shard.uri, "rb") as raw:
         if fmt == DataFormat.parquet:
             yield from _parquet_rows(raw, where)
         elif fmt == DataFormat.jsonl:
-            for number, line in _decoded_lines(raw, where):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}:{number}", f"malformed JSON ({exc.msg})") from None
-                if not isinstance(record, dict):
-                    raise DataError(f"{where}:{number}", "each JSON line must be an object")
-                yield f"{where}:{number}", record
+            yield from _jsonl_rows(raw, where)
         elif fmt == DataFormat.json:
             yield from _json_document(raw, where, shard.fragment, columns)
         elif fmt in (DataFormat.csv, DataFormat.tsv):
             yield from _delimited_rows(raw, where, "\t" if fmt == DataFormat.tsv else ",", columns)
         elif fmt == DataFormat.text:
             for number, line in _decoded_lines(raw, where):
-                if line.strip():
+                if isinstance(line, RowError):
+                    yield line.where, line
+                elif line.strip():
                     yield f"{where}:{number}", {"text": line.rstrip("\r\n")}
         elif fmt == DataFormat.conll:
             yield from _conll_sentences(raw, where)
         else:  # pragma: no cover - DataFormat is closed
             raise DataError(where, f"unsupported format {fmt}")
+
+
+def _jsonl_rows(raw: Any, where: str) -> Iterator[tuple[str, Row | RowError]]:
+    for number, line in _decoded_lines(raw, where):
+        at = f"{where}:{number}"
+        if isinstance(line, RowError):
+            yield at, line
+        elif line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield at, RowError(at, f"malformed JSON ({exc.msg})")
+                continue
+            if isinstance(record, dict):
+                yield at, record
+            else:
+                yield at, RowError(at, "each JSON line must be an object")
 
 
 def _parquet_rows(raw: Any, where: str) -> Iterator[tuple[str, Row]]:
@@ -212,16 +238,18 @@ def _json_document(
     if not isinstance(doc, list):
         raise DataError(where, "expected a JSON list of rows")
     for index, item in enumerate(doc):
+        at = f"{where}:row {index + 1}"
         if not isinstance(item, (list, dict)):
-            raise DataError(f"{where}:row {index + 1}", "each row must be an object or a list")
+            yield at, RowError(at, "each row must be an object or a list")
+            continue
         if isinstance(item, list):
             if not columns or len(columns) != len(item):
-                raise DataError(
-                    f"{where}:row {index + 1}",
-                    f"list-shaped row of length {len(item)} needs data.columns with as many names",
-                )
+                yield at, RowError(
+                    at, f"list-shaped row of length {len(item)} needs data.columns with as "
+                    "many names")
+                continue
             item = dict(zip(columns, item, strict=True))
-        yield f"{where}:row {index + 1}", item
+        yield at, item
 
 
 def _delimited_rows(
@@ -229,17 +257,25 @@ def _delimited_rows(
 ) -> Iterator[tuple[str, Row]]:
     lines = _decoded_lines(raw, where)
     current = [0]
+    pending: list[RowError] = []
 
     def text_lines() -> Iterator[str]:
         for number, line in lines:
             current[0] = number
-            yield line
+            if isinstance(line, RowError):
+                pending.append(line)
+                yield ""
+            else:
+                yield line
 
     quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
     reader = csv.reader(text_lines(), delimiter=delimiter, quoting=quoting)
     header = columns
     try:
         for record in reader:
+            while pending:
+                bad = pending.pop(0)
+                yield bad.where, bad
             if header is None:
                 if not record or not any(h.strip() for h in record):
                     continue  # blank lines before the header
@@ -247,14 +283,17 @@ def _delimited_rows(
                 continue
             if not record or (len(record) == 1 and not record[0].strip()):
                 continue
+            at = f"{where}:{current[0]}"
             if len(record) != len(header):
-                raise DataError(
-                    f"{where}:{current[0]}",
-                    f"expected {len(header)} fields ({', '.join(header)}), found {len(record)}",
+                yield at, RowError(
+                    at, f"expected {len(header)} fields ({', '.join(header)}), found {len(record)}"
                 )
-            yield f"{where}:{current[0]}", dict(zip(header, record, strict=True))
+                continue
+            yield at, dict(zip(header, record, strict=True))
     except csv.Error as exc:
         raise DataError(f"{where}:{current[0]}", f"malformed CSV ({exc})") from None
+    for bad in pending:
+        yield bad.where, bad
 
 
 def _conll_sentences(raw: Any, where: str) -> Iterator[tuple[str, Row]]:
@@ -262,6 +301,9 @@ def _conll_sentences(raw: Any, where: str) -> Iterator[tuple[str, Row]]:
     tags: list[str] = []
     start = 0
     for number, line in _decoded_lines(raw, where):
+        if isinstance(line, RowError):
+            yield line.where, line
+            continue
         if not line.strip():
             if tokens:
                 yield f"{where}:{start}", {"tokens": tokens, "tags": tags}
@@ -269,7 +311,8 @@ def _conll_sentences(raw: Any, where: str) -> Iterator[tuple[str, Row]]:
             continue
         parts = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
         if len(parts) < 2 or not parts[0]:
-            raise DataError(f"{where}:{number}", "expected 'token<TAB>tag'")
+            yield f"{where}:{number}", RowError(f"{where}:{number}", "expected 'token<TAB>tag'")
+            continue
         if not tokens:
             start = number
         tokens.append(parts[0])

@@ -17,25 +17,37 @@ class ShardtuneError(Exception):
         self.hint = hint
         super().__init__(message + (f" ({hint})" if hint else ""))
 
+    def __reduce__(self):  # Ray ships errors between processes: rebuild from the parts
+        return (ShardtuneError, (self.message, self.hint))
+
 
 class ConfigError(ShardtuneError):
     """A config key with a bad value: the message starts with the dotted key."""
 
     def __init__(self, key: str, problem: str, hint: str | None = None) -> None:
-        self.key = key
+        self.key, self.problem = key, problem
         super().__init__(f"config key '{key}': {problem}", hint)
+
+    def __reduce__(self):
+        return (ConfigError, (self.key, self.problem, self.hint))
 
 
 class DataError(ShardtuneError):
     """Bad input data: the message starts with ``file:line`` where one is known."""
 
     def __init__(self, where: str, problem: str, hint: str | None = None) -> None:
-        self.where = where
+        self.where, self.problem = where, problem
         super().__init__(f"{where}: {problem}", hint)
+
+    def __reduce__(self):
+        return (DataError, (self.where, self.problem, self.hint))
 
 
 class ClusterError(ShardtuneError):
     """The cluster cannot run what was asked (too many workers, unreachable address)."""
+
+    def __reduce__(self):
+        return (ClusterError, (self.message, self.hint))
 
 
 def find_user_error(exc: BaseException) -> ShardtuneError | None:
@@ -51,8 +63,8 @@ def find_user_error(exc: BaseException) -> ShardtuneError | None:
         if cur is None or id(cur) in seen:
             continue
         seen.add(id(cur))
-        if isinstance(cur, ShardtuneError):
-            return cur
+        if isinstance(cur, ShardtuneError) and not type(cur).__module__.startswith("ray"):
+            return cur  # ours, not Ray's RayTaskError(DataError) look-alike
         stack.extend([cur.__cause__, cur.__context__])
         for attr in ("cause", "worker_failures", "controller_failure"):
             val = getattr(cur, attr, None)
@@ -67,3 +79,34 @@ def find_user_error(exc: BaseException) -> ShardtuneError | None:
             except Exception:  # noqa: BLE001 - best effort unwrapping only
                 pass
     return None
+
+
+class HideUserErrors:
+    """logging.Filter for Ray's console handlers: drop records that only re-print a user error.
+
+    Ray Data and Ray Train log a worker's exception with its full traceback before re-raising
+    it; for a user mistake the CLI prints one line instead. Session log files keep everything.
+    """
+
+    def filter(self, record) -> bool:  # noqa: A003 - logging API name
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            if find_user_error(record.exc_info[1]) is not None:
+                return False
+            text += repr(record.exc_info[1])
+        if text.startswith("Exception occurred in Ray Data or Ray Core internal code"):
+            return False  # Ray's preface to re-raising a UDF error; real bugs re-raise anyway
+        return "trainers.errors." not in text
+
+
+def hide_user_error_logs() -> None:
+    """Attach :class:`HideUserErrors` to the console handlers Ray installs."""
+    import logging
+
+    for name in ("ray", "ray.data", "ray.train"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, HideUserErrors) for f in handler.filters):
+                handler.addFilter(HideUserErrors())
+            if name == "ray.data" and isinstance(handler, logging.StreamHandler) and \
+                    not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.WARNING)  # per-dataset INFO lines drown the loop's

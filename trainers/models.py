@@ -30,10 +30,34 @@ def tokenizer_location(model: ModelConfig) -> str:
     return resolve_location(model.name_or_path, "model.name_or_path")
 
 
+def check_model(model: ModelConfig) -> None:
+    """Fail on the driver, before any data work, when weights or tokenizer cannot be found."""
+    from transformers import AutoConfig
+
+    load_tokenizer(model)
+    if model.init_config is None:
+        location = resolve_location(model.name_or_path, "model.name_or_path")
+        try:
+            AutoConfig.from_pretrained(location, trust_remote_code=model.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                "model.name_or_path", f"cannot load {model.name_or_path!r}: "
+                f"{str(exc).splitlines()[0]}",
+                "pass a local model directory or a hub id reachable from this machine",
+            ) from None
+
+
 def load_tokenizer(model: ModelConfig):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_location(model))
+    key = "model.tokenizer" if model.tokenizer else "model.name_or_path"
+    try:
+        tok = AutoTokenizer.from_pretrained(tokenizer_location(model))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            key, f"cannot load a tokenizer from it: {str(exc).splitlines()[0]}",
+            "pass a local directory with tokenizer files or a reachable hub id",
+        ) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.sep_token
     return tok

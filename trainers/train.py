@@ -19,7 +19,7 @@ from trainers.checkpoint import latest_checkpoint
 from trainers.config import TrainConfig
 from trainers.loop import train_loop
 from trainers.metadata import run_metadata
-from trainers.models import tokenizer_location
+from trainers.models import check_model, tokenizer_location
 from trainers.report import write_report
 
 EXPORTED = ("adapter", "tokenizer", "label_map.json")
@@ -30,6 +30,7 @@ def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
+    check_model(run.model)
     ensure_ray(run.cluster)
     check_placement(run.cluster)
     task = run.task.kind.value
