@@ -17,6 +17,10 @@ def _jsonl(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def _row(text: object, label: str) -> str:
+    return json.dumps({"text": text, "label": label})
+
+
 GOOD = [json.dumps({"text": f"example {i}", "label": "ab"[i % 2]}) for i in range(20)]
 
 
@@ -37,10 +41,10 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
          [f"data.path={_jsonl(tmp / 'nolabel.jsonl', GOOD)}", "data.label_field=queue"],
          ["nolabel.jsonl:1", "'queue'"]),
         ("empty text",
-         [f"data.path={_jsonl(tmp / 'emptytext.jsonl', GOOD + [json.dumps({'text': ' ', 'label': 'a'})])}"],
+         [f"data.path={_jsonl(tmp / 'emptytext.jsonl', GOOD + [_row(' ', 'a')])}"],
          ["emptytext.jsonl:21", "empty text"]),
         ("wrong column type",
-         [f"data.path={_jsonl(tmp / 'numtext.jsonl', GOOD + [json.dumps({'text': 42, 'label': 'a'})])}"],
+         [f"data.path={_jsonl(tmp / 'numtext.jsonl', GOOD + [_row(42, 'a')])}"],
          ["numtext.jsonl:21", "int, not a string"]),
         ("non-utf8 bytes", [f"data.path={bad_utf8}"], ["latin1.jsonl:2", "UTF-8"]),
         ("unseen test label",

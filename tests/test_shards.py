@@ -201,7 +201,8 @@ def test_json_document_list_rows_mapped_with_columns(tmp_path):
 
 def test_json_document_list_rows_without_matching_columns(tmp_path):
     f = _write(tmp_path / "d.json", '[["hello", "pos"], ["bye", "neg", "extra"]]')
-    with pytest.raises(DataError, match=r"d\.json:row 1: list-shaped row of length 2.*data\.columns"):
+    message = r"d\.json:row 1: list-shaped row of length 2.*data\.columns"
+    with pytest.raises(DataError, match=message):
         _read(f, DataFormat.json)
     with pytest.raises(DataError, match=r"d\.json:row 2: list-shaped row of length 3"):
         _read(f, DataFormat.json, columns=["text", "label"])
@@ -254,7 +255,8 @@ def test_csv_blank_lines_skipped_and_line_numbers_kept(tmp_path):
     f = tmp_path / "t.csv"
     f.write_bytes(b"text,label\r\na,1\r\n\r\nb,2\r\n")
     rows = _read(f, DataFormat.csv)
-    assert rows == [(f"{f}:2", {"text": "a", "label": "1"}), (f"{f}:4", {"text": "b", "label": "2"})]
+    assert rows == [(f"{f}:2", {"text": "a", "label": "1"}),
+                    (f"{f}:4", {"text": "b", "label": "2"})]
 
 
 def test_csv_without_header_uses_columns(tmp_path):
@@ -317,7 +319,8 @@ def test_parquet_rows(tmp_path):
 
 
 def test_jsonl_malformed_line_3(tmp_path):
-    f = _write(tmp_path / "file.jsonl", '{"text": "a"}\n{"text": "b"}\n{"text": "c",\n{"text": "d"}\n')
+    body = '{"text": "a"}\n{"text": "b"}\n{"text": "c",\n{"text": "d"}\n'
+    f = _write(tmp_path / "file.jsonl", body)
     records = iter_records(_shard(f), DataFormat.jsonl, None)
     assert next(records)[0].endswith("file.jsonl:1")  # rows before the bad one still stream
     with pytest.raises(DataError, match=r"file\.jsonl:3: malformed JSON") as info:

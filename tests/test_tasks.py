@@ -1,4 +1,4 @@
-"""Each task type on real data from ../shared/datasets for a few steps: loss falls, metric computed."""
+"""Each task type on real data (../shared/datasets), a few steps: loss falls, metric computed."""
 
 from __future__ import annotations
 

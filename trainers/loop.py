@@ -202,7 +202,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     use_bf16 = device.type == "cuda" and run.trainer.bf16
     accum = run.trainer.grad_accum
     seen_uids: list[int] = []
-    window = {"loss": 0.0, "n": 0, "samples": 0, "wait": 0.0, "t0": time.perf_counter()}
+    window = {"loss": 0.0, "n": 0, "samples": 0, "tokens": 0, "real_tokens": 0, "wait": 0.0,
+              "t0": time.perf_counter()}
     stopped_early = False
 
     def state() -> tuple:
@@ -236,6 +237,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
             window["loss"] += float(out.loss.detach())
             window["n"] += 1
             window["samples"] += len(batch["input_ids"])
+            window["tokens"] += batch["input_ids"].numel()
+            window["real_tokens"] += int(batch["attention_mask"].sum())
             if boundary:
                 _optimizer_step(net, optimizer, scheduler, run)
                 pending = 0
@@ -301,11 +304,14 @@ def _after_step(run: TrainConfig, progress: Progress, total_steps: int, window: 
             loss = float(t) / world
         metrics = {"train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
                    "train/samples_per_s": window["samples"] * world / max(elapsed, 1e-9),
+                   "train/tokens_per_s": window["tokens"] * world / max(elapsed, 1e-9),
+                   "train/real_tokens_per_s": window["real_tokens"] * world / max(elapsed, 1e-9),
                    "train/data_wait_frac": window["wait"] / max(elapsed, 1e-9),
                    "epoch": progress.epoch}
         tracker.log(metrics, step)
         line.update(step, metrics)
-        window.update(loss=0.0, n=0, samples=0, wait=0.0, t0=time.perf_counter())
+        window.update(loss=0.0, n=0, samples=0, tokens=0, real_tokens=0, wait=0.0,
+                      t0=time.perf_counter())
     want_eval = run.trainer.eval_every and step % run.trainer.eval_every == 0 and step < total_steps
     want_ckpt = run.trainer.ckpt_every and step % run.trainer.ckpt_every == 0 and step < total_steps
     stop = run.trainer.stop_after_steps is not None and step >= run.trainer.stop_after_steps

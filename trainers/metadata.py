@@ -37,9 +37,10 @@ def _versions() -> dict[str, str]:
 
 
 def config_group(resolved: dict[str, Any]) -> str:
-    """Hash of the resolved config without seed, run name and paths: seeds of one config share it."""
+    """Hash of the resolved config minus seed, run name and paths: one config's seeds share it."""
     trimmed = {k: v for k, v in resolved.items() if k not in ("seed", "run_name", "paths")}
-    return hashlib.sha256(json.dumps(trimmed, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    blob = json.dumps(trimmed, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def run_metadata(run: TrainConfig, resolved: dict[str, Any], splits: Any) -> dict[str, Any]:
