@@ -24,8 +24,12 @@ def _pad(seqs: list[np.ndarray], value: int, multiple: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def collate(rows: dict[str, np.ndarray], pad_id: int, pad_multiple: int = 8) -> dict[str, Any]:
-    """Pad one micro-batch to its own longest sequence (rounded up for tensor-core shapes)."""
+def collate(rows: dict[str, np.ndarray], pad_id: int, pad_multiple: int = 1) -> dict[str, Any]:
+    """Pad one micro-batch to its own longest sequence.
+
+    ``pad_multiple=8`` rounds lengths up for tensor-core shapes on GPU; on CPU every extra
+    column is wasted work, so the loop passes 1 there.
+    """
     ids = list(rows["input_ids"])
     input_ids = _pad(ids, pad_id, pad_multiple)
     mask = _pad([np.ones(len(s), dtype=np.int64) for s in ids], 0, pad_multiple)

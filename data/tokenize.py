@@ -36,6 +36,17 @@ class Tokenize:
         self.pack = pack
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        if "split" not in batch:
+            return self._one_split(batch)
+        parts = []  # a batch may span splits; LM packing must never mix them
+        for name in dict.fromkeys(batch["split"]):
+            keep = batch["split"] == name
+            out = self._one_split({k: v[keep] for k, v in batch.items()})
+            out["split"] = np.full(len(out["length"]), name, dtype=object)
+            parts.append(out)
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _one_split(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         if self.task == "seq_cls":
             return self._seq_cls(batch)
         if self.task == "token_cls":
@@ -109,18 +120,36 @@ class Tokenize:
         }
 
 
+def _tag(batch: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]:
+    return {**batch, "split": np.full(len(batch["_src"]), split, dtype=object)}
+
+
+def _only(batch: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]:
+    keep = batch["split"] == split
+    return {k: v[keep] for k, v in batch.items() if k != "split"}
+
+
 def tokenize_splits(datasets: dict[str, Any], tokenizer_path: str, task: str, max_length: int,
                     labels: list[str], pack: bool, actors: int, materialize: bool) -> dict:
-    """Apply :class:`Tokenize` to every split with an actor pool of ``actors``."""
+    """Tokenise every split in one pass through :class:`Tokenize` actors.
+
+    One pipeline for all splits starts the actor pool once (each start imports transformers
+    and loads the tokenizer: seconds on a small machine); splits are told apart by a tag.
+    """
+    names = list(datasets)
+    tagged = [datasets[n].map_batches(_tag, fn_kwargs={"split": n}, batch_size=None)
+              for n in names]
+    union = tagged[0].union(*tagged[1:]) if len(tagged) > 1 else tagged[0]
+    tokenized = union.map_batches(
+        Tokenize,
+        fn_constructor_kwargs={"tokenizer_path": tokenizer_path, "task": task,
+                               "max_length": max_length, "labels": labels, "pack": pack},
+        batch_size=1024, concurrency=actors, num_cpus=0.5,
+    )
+    if materialize:
+        tokenized = tokenized.materialize()
     out = {}
-    for name, ds in datasets.items():
-        tokenized = ds.map_batches(
-            Tokenize,
-            fn_constructor_kwargs={"tokenizer_path": tokenizer_path, "task": task,
-                                   "max_length": max_length, "labels": labels, "pack": pack},
-            batch_size=1024,
-            concurrency=actors,
-            num_cpus=0.5,
-        )
-        out[name] = tokenized.materialize() if materialize else tokenized
+    for name in names:
+        part = tokenized.map_batches(_only, fn_kwargs={"split": name}, batch_size=None)
+        out[name] = part.materialize() if materialize else part
     return out

@@ -56,6 +56,10 @@ def _device(run: TrainConfig, world: int) -> torch.device:
     return torch.device("cuda" if want_gpu else "cpu")
 
 
+def _multiple(device: torch.device) -> int:
+    return 8 if device.type == "cuda" else 1
+
+
 def _optimizer(net: Any, run: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in net.named_parameters():
@@ -104,7 +108,7 @@ def evaluate(net: Any, dataset: Any, run: TrainConfig, labels: list[str], rank: 
         for i, rows in enumerate(batches):
             if i % world != rank:
                 continue
-            batch = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
+            batch = {k: v.to(device) for k, v in collate(rows, pad_id, _multiple(device)).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             labels=batch["labels"])
@@ -220,7 +224,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
                 micro += 1
                 fetch_start = time.perf_counter()
                 continue
-            batch = {k: v.to(device, non_blocking=True) for k, v in collate(rows, pad_id).items()}
+            tensors = collate(rows, pad_id, _multiple(device))
+            batch = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
             window["wait"] += time.perf_counter() - fetch_start
             if progress.epoch == 0:
                 seen_uids.extend(batch["uid"].tolist())

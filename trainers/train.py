@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,10 @@ def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    check_model(run.model)
-    ensure_ray(run.cluster)
+    with ThreadPoolExecutor(1) as pool:  # load-check the model while Ray starts (~3 s)
+        model_ok = pool.submit(check_model, run.model)
+        ensure_ray(run.cluster)
+        model_ok.result()
     check_placement(run.cluster)
     task = run.task.kind.value
     splits = build_splits(run.data, task)
