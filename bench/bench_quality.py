@@ -3,8 +3,9 @@
 Both see exactly the same training rows (shardtune's hash split holds 10% out for validation)
 and are scored on the official test set. Extra arguments are passed to ``shardtune train``.
 
-    python bench/bench_quality.py                       # the documented configuration
-    python bench/bench_quality.py peft.r=16 optim.lr=3e-3
+    python bench/bench_quality.py --label lora_qv_r8          # the default LoRA config
+    python bench/bench_quality.py --label lora_all_r16 peft.r=16 peft.alpha=32 \
+        "peft.target_modules=[query,key,value,dense]" optim.lr=3e-3
 """
 
 from __future__ import annotations
@@ -44,9 +45,13 @@ def main() -> None:
     from tests.conftest import compose_run
     from trainers.train import train
 
+    args = sys.argv[1:]
+    label = "default"
+    if args[:1] == ["--label"]:
+        label, args = args[1], args[2:]
     tmp = Path(tempfile.mkdtemp(prefix="bench_quality_"))
     overrides = ["data=banking77", f"paths.datasets={SHARED}", "trainer.epochs=3",
-                 "run_name=banking77_lora", *sys.argv[1:]]
+                 "run_name=banking77_lora", *args]
     run, resolved = compose_run(tmp, overrides)
     start = time.perf_counter()
     summary = train(run, resolved)
@@ -55,7 +60,7 @@ def main() -> None:
     baseline = tfidf_baseline(splits.datasets["train"].take_all(),
                               splits.datasets["test"].take_all())
     metrics = summary["metrics"]
-    save("quality_banking77", {
+    save(f"quality_banking77_{label}", {
         "command": "python bench/bench_quality.py " + " ".join(sys.argv[1:]),
         "overrides": overrides[2:],
         "rows": {k: s.rows for k, s in splits.summaries.items()},

@@ -90,6 +90,7 @@ def shardtune_run(tmp: Path, name: str, examples: int, steps: int, batch: int, m
         "data.val_fraction=0", "data.test_path=null", f"trainer.max_steps={steps + 5}",
         "trainer.epochs=50", f"trainer.batch_size={batch}", f"task.max_length={max_length}",
         "trainer.log_every=5", "trainer.ckpt_every=0", f"trainer.bucket_batches={bucket}",
+        "model.pooling=cls",  # the bare loop's AutoModelForSequenceClassification head
         f"run_name={name}",
     ])
     summary = train(run, resolved)

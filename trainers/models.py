@@ -76,6 +76,8 @@ def build_base_model(model: ModelConfig, task: TaskKind, labels: list[str], toke
     """Load pretrained weights (or build from ``init_config``) with the task's head."""
     import transformers
 
+    if task == TaskKind.seq_cls and model.pooling == "mean":
+        return _mean_pool_model(model, labels, tokenizer)
     auto = getattr(transformers, _AUTO_CLASSES[task])
     head: dict[str, Any] = {}
     if task != TaskKind.causal_lm:
@@ -106,16 +108,38 @@ def build_base_model(model: ModelConfig, task: TaskKind, labels: list[str], toke
     return net
 
 
+def _mean_pool_model(model: ModelConfig, labels: list[str], tokenizer) -> Any:
+    from transformers import AutoConfig, AutoModel
+
+    from trainers.heads import MeanPoolClassifier
+
+    if model.init_config is not None:
+        cfg_kwargs = dict(model.init_config)
+        config = AutoConfig.for_model(cfg_kwargs.pop("model_type"), **cfg_kwargs)
+        return MeanPoolClassifier(AutoModel.from_config(config), len(labels))
+    location = resolve_location(model.name_or_path, "model.name_or_path")
+    encoder = AutoModel.from_pretrained(
+        location, dtype=_dtype(model.dtype), low_cpu_mem_usage=model.low_cpu_mem_usage,
+        trust_remote_code=model.trust_remote_code, add_pooling_layer=False,
+    )
+    return MeanPoolClassifier(encoder, len(labels))
+
+
 def apply_peft(net: Any, spec: PeftSpec, task: TaskKind) -> Any:
     """Wrap ``net`` in LoRA/DoRA adapters, or leave it whole for full fine-tuning."""
     if spec.method == PeftMethod.none:
         return net
     from peft import LoraConfig, get_peft_model
 
+    from trainers.heads import MeanPoolClassifier
+
+    custom_head = isinstance(net, MeanPoolClassifier)
     lora = LoraConfig(
         r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
         target_modules=list(spec.target_modules) or None,
-        use_dora=spec.method == PeftMethod.dora, task_type=_PEFT_TASK[task],
+        use_dora=spec.method == PeftMethod.dora,
+        task_type=None if custom_head else _PEFT_TASK[task],
+        modules_to_save=["classifier"] if custom_head else None,
     )
     try:
         return get_peft_model(net, lora)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import ClusterMode
-from cluster.scaling import check_placement, ensure_ray, scaling_config
+from cluster.scaling import check_placement, check_strategy, ensure_ray, scaling_config
 from data.pipeline import build_splits
 from data.tokenize import tokenize_splits
 from trainers.checkpoint import latest_checkpoint
@@ -36,6 +36,7 @@ def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         ensure_ray(run.cluster)
         model_ok.result()
     check_placement(run.cluster)
+    check_strategy(run.cluster, run.trainer.strategy.value)
     task = run.task.kind.value
     splits = build_splits(run.data, task)
     datasets = tokenize_splits(

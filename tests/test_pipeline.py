@@ -1,0 +1,81 @@
+"""The Ray Data pipeline on the driver: splits, label vocabulary, fingerprints, formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data.config import DataConfig
+from data.pipeline import build_splits
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+SAMPLE = Path(__file__).resolve().parent.parent / "data/sample/train.jsonl"
+
+
+def _shards(tmp_path: Path, parts: int) -> list[Path]:
+    lines = SAMPLE.read_text().splitlines()
+    out = []
+    for i in range(parts):
+        path = tmp_path / f"part-{i}.jsonl"
+        path.write_text("".join(line + "\n" for line in lines[i::parts]))
+        out.append(path)
+    return out
+
+
+def _texts(ds) -> set[str]:
+    return {row["text"] for row in ds.take_all()}
+
+
+def test_split_does_not_depend_on_shard_order_or_layout(tmp_path):
+    shards = _shards(tmp_path, 3)
+    whole = build_splits(DataConfig(path=[str(SAMPLE)]), "seq_cls")
+    reordered = build_splits(DataConfig(path=[str(p) for p in reversed(shards)]), "seq_cls")
+    as_dir = build_splits(DataConfig(path=[f"file://{tmp_path}"]), "seq_cls")
+    val = _texts(whole.datasets["validation"])
+    assert 0 < len(val) < 100
+    assert _texts(reordered.datasets["validation"]) == val == _texts(as_dir.datasets["validation"])
+    assert not val & _texts(whole.datasets["train"])  # held-out rows never train
+    assert whole.labels == reordered.labels == sorted(whole.labels)
+    assert whole.summaries["train"].rows + whole.summaries["validation"].rows == 360
+
+
+def test_fingerprint_names_every_shard_and_changes_with_content(tmp_path):
+    shards = _shards(tmp_path, 2)
+    first = build_splits(DataConfig(path=[str(tmp_path)]), "seq_cls").fingerprint
+    assert [Path(f["uri"]).name for f in first["files"]] == ["part-0.jsonl", "part-1.jsonl"]
+    with shards[1].open("a") as f:
+        f.write(json.dumps({"text": "one more ticket about a refund", "label": "refund"}) + "\n")
+    second = build_splits(DataConfig(path=[str(tmp_path)]), "seq_cls").fingerprint
+    assert first["files"][0] == second["files"][0]
+    assert first["sha256"] != second["sha256"]
+
+
+def test_parquet_and_csv_inputs_give_the_same_examples(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    import csv
+
+    with (tmp_path / "train.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    from_parquet = build_splits(DataConfig(path=[str(tmp_path / "train.parquet")]), "seq_cls")
+    from_csv = build_splits(DataConfig(path=[str(tmp_path / "train.csv")]), "seq_cls")
+    assert _texts(from_parquet.datasets["train"]) == _texts(from_csv.datasets["train"])
+    assert from_parquet.labels == from_csv.labels
+
+
+def test_max_examples_keeps_every_class_of_a_label_sorted_file(tmp_path):
+    rows = sorted((json.loads(line) for line in SAMPLE.read_text().splitlines()),
+                  key=lambda r: r["label"])
+    path = tmp_path / "sorted.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    splits = build_splits(DataConfig(path=[str(path)], max_examples=60, val_fraction=0.0),
+                          "seq_cls")
+    assert splits.summaries["train"].rows <= 60
+    assert len(splits.labels) == 6  # the first 60 rows alone would hold one class
