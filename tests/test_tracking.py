@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,14 @@ import pytest
 from tests.conftest import FAST, logged, train_run
 
 pytestmark = pytest.mark.usefixtures("ray_session")
+def _wandb_records(path: Path) -> list[dict]:
+    """Read an offline run's transaction log back with wandb's own inspector."""
+    wandb_cli = Path(sys.executable).parent / "wandb"
+    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(path)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
 FAKE_KEY = "shardtune0fake0key0" + "f" * 21  # 40 characters, the shape of a real key
 
 
@@ -19,13 +30,21 @@ def test_wandb_offline_run_records_config_and_summary_without_the_key(tmp_path, 
     summary = train_run(tmp_path, [*FAST, "tracking=wandb", "trainer.max_steps=3",
                                    "run_name=tracked", "seed=3"])
     run_dir = Path(summary["run_dir"])
-    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    offline = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == 1
-    files = offline[0] / "files"
-    config = (files / "config.yaml").read_text()
-    assert "run_name" in config and "tracked" in config and "seed" in config
-    wandb_summary = (files / "wandb-summary.json").read_text()
-    assert "val/accuracy" in wandb_summary
+    records = _wandb_records(offline[0])
+    run = next(r["run"] for r in records if r["type"] == "run")
+    meta = json.loads((run_dir / "run_meta.json").read_text())
+    assert run["run_group"] == meta["config_group"] and run["job_type"] == "train"
+    assert run["display_name"] == "tracked-seed3"
+    assert run["config"]["update"]["seed"] == 3 and run["config"]["update"]["run_name"] == "tracked"
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    assert [h["_step"] for h in history if "train/loss" in h] == [1, 2, 3]
+    summary = {}
+    for r in records:
+        if r["type"] == "summary":
+            summary.update(r["summary"]["update"])
+    assert "val/accuracy" in summary and "test/macro_f1" in summary
     assert [r["step"] for r in logged(run_dir) if "train/loss" in r] == [1, 2, 3]
     leaked = [str(p) for p in tmp_path.rglob("*") if p.is_file()
               and FAKE_KEY.encode() in p.read_bytes()]

@@ -199,7 +199,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     net.train()
     pad_id = tokenizer.pad_token_id
     publish = Publisher(run, rank, local_mode, tokenizer, labels)
-    tracker = open_tracker(run, rank, progress.step, loop_cfg.get("tracked_config", {}))
+    tracker = open_tracker(run, rank, progress.step, loop_cfg.get("tracked_config", {}),
+                           loop_cfg.get("config_group"))
     line = ProgressLine(total_steps, progress.step, enabled=rank == 0)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation") if loop_cfg["has_validation"] else None

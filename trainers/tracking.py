@@ -61,14 +61,14 @@ class LocalTracker:
 class WandbTracker:
     """One W&B run per training run, resumable: the id derives from the run directory."""
 
-    def __init__(self, run: TrainConfig, config: dict[str, Any]) -> None:
+    def __init__(self, run: TrainConfig, config: dict[str, Any], group: str | None) -> None:
         import wandb
 
         run_id = hashlib.sha1(run.run_dir.encode()).hexdigest()[:16]
         self._run = wandb.init(
             project=run.tracking.project, entity=run.tracking.entity, id=run_id,
             resume="allow", name=f"{run.run_name}-seed{run.seed}", job_type="train",
-            group=config.get("_group"), tags=list(run.tracking.tags), config=config,
+            group=group, tags=list(run.tracking.tags), config=config,
             dir=run.run_dir,
         )
 
@@ -99,10 +99,11 @@ class MultiTracker:
             t.finish()
 
 
-def open_tracker(run: TrainConfig, rank: int, resume_step: int, config: dict[str, Any]) -> Any:
+def open_tracker(run: TrainConfig, rank: int, resume_step: int, config: dict[str, Any],
+                 group: str | None = None) -> Any:
     if rank != 0:
         return NullTracker()
     trackers: list[Any] = [LocalTracker(Path(run.run_dir), resume_step)]
     if run.tracking.wandb:
-        trackers.append(WandbTracker(run, config))
+        trackers.append(WandbTracker(run, config, group))
     return MultiTracker(trackers)

@@ -58,7 +58,7 @@ def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         "local_mode": run.cluster.mode == ClusterMode.local,
         "resume_from": str(resume_from) if resume_from else None,
         "has_validation": "validation" in datasets, "has_test": "test" in datasets,
-        "tracked_config": {**resolved, "_group": meta["config_group"]},
+        "tracked_config": resolved, "config_group": meta["config_group"],
     }
     trainer = TorchTrainer(
         train_loop, train_loop_config=loop_cfg, scaling_config=scaling_config(run.cluster),
