@@ -109,14 +109,17 @@ class Tokenize:
         for x in enc:
             stream.extend(x)
             stream.append(eos)
-        n_blocks = len(stream) // self.max_length  # the tail shorter than a block is dropped
-        blocks = [stream[i * self.max_length:(i + 1) * self.max_length] for i in range(n_blocks)]
+        # Full blocks, then the batch's tail as one shorter block (padded at collation), so no
+        # token is dropped; a 1-token tail has no next token to predict and carries nothing.
+        blocks = [stream[i:i + self.max_length] for i in range(0, len(stream), self.max_length)]
+        blocks = [b for b in blocks if len(b) > 1]
         first = srcs[0] if srcs else ""
         return {
             "input_ids": _ragged(blocks),
             "labels": _ragged(blocks),
-            "length": np.full(n_blocks, self.max_length, dtype=np.int32),
-            "uid": np.array([uid(f"{first}#block{i}") for i in range(n_blocks)], dtype=np.int64),
+            "length": np.array([len(b) for b in blocks], dtype=np.int32),
+            "uid": np.array([uid(f"{first}#block{i}") for i in range(len(blocks))],
+                            dtype=np.int64),
         }
 
 
