@@ -41,7 +41,7 @@ class DataConfig:
             held out by a stable hash of each example's text (shard order does not matter).
         test_path: An optional test set, evaluated once at the end.
         val_fraction: Share held out for validation when ``validation_path`` is unset.
-        max_examples: Keep at most N examples of each split, sampled by a stable hash of the
+        max_examples: Keep about N examples of each split, sampled by a stable hash of the
             text (debugging, benchmarks); the same N always gives the same subset.
         on_error: ``error`` stops at the first bad row; ``skip`` counts and drops bad rows.
         materialize: Keep tokenised splits in the object store so epochs do not re-tokenise;

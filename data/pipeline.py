@@ -194,16 +194,16 @@ def _keep_sampled(batch: dict[str, np.ndarray], fraction: float) -> dict:
 
 
 def subsample(ds, n: int):
-    """At most ``n`` rows chosen by a stable hash of the text, not the first ``n``.
+    """About ``n`` rows chosen by a stable hash of the text, not the first ``n``.
 
-    Files sorted by label (BANKING77 is) would otherwise lose whole classes.
+    Files sorted by label (BANKING77 is) would otherwise lose whole classes; for the same
+    reason the sample is not cut to exactly ``n`` (a cut would drop the file's tail).
     """
     total = summarize(ds).rows
     if total <= n:
         return ds
-    fraction = min(1.0, n / total * 1.05)  # a little over, then cut to exactly n at most
-    return ds.map_batches(_keep_sampled, fn_kwargs={"fraction": fraction},
-                          batch_size=ROWS_PER_BLOCK).limit(n)
+    return ds.map_batches(_keep_sampled, fn_kwargs={"fraction": n / total},
+                          batch_size=ROWS_PER_BLOCK)
 
 
 @dataclass

@@ -77,5 +77,5 @@ def test_max_examples_keeps_every_class_of_a_label_sorted_file(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     splits = build_splits(DataConfig(path=[str(path)], max_examples=60, val_fraction=0.0),
                           "seq_cls")
-    assert splits.summaries["train"].rows <= 60
+    assert 30 <= splits.summaries["train"].rows <= 90  # about 60, by hash
     assert len(splits.labels) == 6  # the first 60 rows alone would hold one class

@@ -20,7 +20,9 @@ from trainers.errors import ConfigError, ShardtuneError, find_user_error
 
 CODE_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = CODE_DIR / "conf"
-VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train"}
+VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
+         "evaluate": "score a finished run on a split: CIs, slices, errors, baseline, gates"}
+CONFIG_NAMES = {"train": "train", "evaluate": "evaluate"}
 GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "tracking")
 
 USAGE = """usage: shardtune <verb> [key=value ...] [group=option ...] [--cfg job] [--debug]
@@ -54,8 +56,8 @@ def _one_line(exc: BaseException) -> str:
     return text.replace("full_key: ", "key: ")
 
 
-def compose(overrides: list[str]) -> Any:
-    """Compose ``conf/train.yaml`` with overrides; Hydra errors become one-line ConfigErrors."""
+def compose(overrides: list[str], config_name: str = "train") -> Any:
+    """Compose ``conf/<config_name>.yaml`` with overrides; Hydra errors become one-line errors."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -63,8 +65,10 @@ def compose(overrides: list[str]) -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     from trainers.config import register_configs
+    from trainers.eval_config import register_eval_configs
 
     register_configs()
+    register_eval_configs()
     injected = []
     if not any(o.startswith("paths.root=") for o in overrides):
         injected.append(f"paths.root={os.getcwd()}")
@@ -73,7 +77,7 @@ def compose(overrides: list[str]) -> Any:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose("train", overrides=injected + list(overrides))
+            return hydra_compose(config_name, overrides=injected + list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         unknown = re.search(r"Could not override '([^']+)'", str(exc))
         if unknown and re.search(r"not in struct|Key .* not in", _causes(exc)):
@@ -112,10 +116,14 @@ def known_keys() -> list[str]:
 def to_run_config(cfg: Any) -> Any:
     """Resolve interpolations and build the typed TrainConfig (runs every __post_init__)."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     try:
         return OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as exc:
+        key = getattr(exc, "full_key", "") or "?"
+        raise ConfigError(key, "is required", f"e.g. {key}=runs/default" if key == "run"
+                          else "set it on the command line") from exc
     except OmegaConfBaseException as exc:
         inner = find_user_error(exc)
         if inner is not None:
@@ -154,8 +162,36 @@ def print_summary(summary: dict[str, Any]) -> None:
             console.print(f"{key:>10}: {summary[key]}")
 
 
+def print_evaluation(result: dict[str, Any]) -> int:
+    """One screen: headline metrics with CIs, the baseline, worst slices, gate verdicts."""
+    from rich.console import Console
+
+    console = Console()
+    m, base = result["metrics"], result.get("baseline")
+    console.print(f"[bold]{Path(result['run']).name}[/] on {result['data']}/{result['split']}: "
+                  f"{m['examples']} examples")
+    for key in ("accuracy", "macro_f1"):
+        est = m[key]
+        line = f"  {key:<9} {est['value']:.4f} [{est['ci_low']:.4f}, {est['ci_high']:.4f}]"
+        if base:
+            line += f"   baseline {base[key]['value']:.4f}"
+        console.print(line)
+    worst = result["slices"][:3]
+    console.print("  worst slices: " + ", ".join(f"{s['slice']} {s['value']:.3f} (n={s['n']})"
+                                                  for s in worst))
+    failed = [g for g in result["gates"] if not g["passed"]]
+    for gate in result["gates"]:
+        mark = "[green]pass[/]" if gate["passed"] else "[red]FAIL[/]"
+        console.print(f"  gate {gate['gate']}: {mark}  {gate['detail']}")
+    console.print(f"  report: {result['report']}")
+    if failed:
+        console.print(f"[red]{len(failed)} gate(s) failed[/]")
+        return 1
+    return 0
+
+
 def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
-    cfg = compose(overrides)
+    cfg = compose(overrides, CONFIG_NAMES.get(verb, "train"))
     if show_cfg:
         from omegaconf import OmegaConf
 
@@ -169,6 +205,10 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
         print_summary(summary)
         print(json.dumps({"run_dir": summary["run_dir"], "status": summary["status"]}))
         return 0
+    if verb == "evaluate":
+        from trainers.evaluate import evaluate
+
+        return print_evaluation(evaluate(run))
     raise ShardtuneError(f"unknown verb {verb!r}", f"choose one of: {', '.join(VERBS)}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -151,3 +152,54 @@ def trainable_summary(net: Any) -> dict[str, int]:
     total = sum(p.numel() for p in net.parameters())
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     return {"params_total": total, "params_trainable": trainable}
+
+
+def load_run_config(run_dir: Path) -> Any:
+    """The typed TrainConfig a finished run was trained with (from its config.json)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from trainers.config import TrainConfig
+
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise ConfigError("run", f"{run_dir} is not a shardtune run (no config.json)",
+                          "pass runs/<run_name> of a finished training run")
+    schema = OmegaConf.structured(TrainConfig)
+    return OmegaConf.to_object(OmegaConf.merge(schema, json.loads(path.read_text())))
+
+
+def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
+    """(model, tokenizer, labels, TrainConfig) of a finished run, ready for inference."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from trainers.heads import MeanPoolClassifier
+
+    run = load_run_config(run_dir)
+    adapter = run_dir / "adapter"
+    if not adapter.is_dir():
+        raise ConfigError("run", f"{run_dir} has no adapter/ (did training finish?)")
+    labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
+    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+    try:
+        if run.peft.method != PeftMethod.none:
+            from peft import PeftModel
+
+            base = build_base_model(run.model, run.task.kind, labels, tokenizer)
+            model = PeftModel.from_pretrained(base, str(adapter))
+        elif (adapter / "pooling_head.json").exists():
+            model = MeanPoolClassifier.from_pretrained(adapter)
+        else:
+            import transformers
+
+            auto = getattr(transformers, _AUTO_CLASSES[run.task.kind])
+            model = auto.from_pretrained(str(adapter))
+    except (OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError("run", f"cannot load the trained model from {adapter}: {reason}",
+                          "the adapter files may be corrupted; copy them from a checkpoint"
+                          ) from None
+    return model.eval(), tokenizer, labels, run

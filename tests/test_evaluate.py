@@ -1,0 +1,85 @@
+"""``shardtune evaluate``: reproduces the run's own metric, writes its artefacts, gates exit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import FAST, needs_shared, train_run
+from trainers.cli import main
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    root = tmp_path_factory.mktemp("eval")
+    return train_run(root, [*FAST, "trainer.max_steps=20", "run_name=evaluated"])
+
+
+def test_evaluate_reproduces_logged_metric_and_writes_artefacts(trained, capsys):
+    code = main(["evaluate", f"run={trained['run_dir']}", "resamples=200"])
+    assert code == 0, capsys.readouterr().err
+    out_dir = Path(trained["run_dir"]) / "eval" / "test"
+    result = json.loads((out_dir / "metrics.json").read_text())
+    assert result["metrics"]["accuracy"]["value"] == pytest.approx(
+        trained["metrics"]["test/accuracy"], abs=1 / 120)
+    acc = result["metrics"]["accuracy"]
+    assert acc["ci_low"] <= acc["value"] <= acc["ci_high"] and acc["n"] == 120
+    assert result["baseline"]["accuracy"]["value"] > 0.5  # TF-IDF on the same split
+    frame = pd.read_parquet(out_dir / "predictions.parquet")
+    assert {"_src", "text", "gold_label", "pred_label", "probs", "confidence"} <= set(frame)
+    assert len(frame) == 120 and len(frame["probs"].iloc[0]) == 6
+    slices = {s["slice"].split("=")[0] for s in result["slices"]}
+    assert {"channel", "length", "gold"} <= slices
+    values = [s["value"] for s in result["slices"]]
+    assert values == sorted(values)  # worst first
+    report = (out_dir / "report.md").read_text()
+    assert "TF-IDF" in report and "Most confident mistakes" in report
+    assert (out_dir / "reliability.png").stat().st_size > 1000
+    assert (out_dir / "confusion.png").stat().st_size > 1000
+
+
+def test_gates_exit_non_zero_with_an_explanation(trained, capsys):
+    strict = main(["evaluate", f"run={trained['run_dir']}", "resamples=200",
+                   "+gate.min.accuracy=0.999", "gate.max_slice_drop=0.0",
+                   "gate.min_slice_size=10"])
+    out = capsys.readouterr().out
+    assert strict == 1
+    assert "min.accuracy: FAIL" in out and "0.9990" in out and "max_slice_drop: FAIL" in out
+    lenient = main(["evaluate", f"run={trained['run_dir']}", "resamples=200",
+                    "+gate.min.accuracy=0.2"])
+    assert lenient == 0 and "min.accuracy: pass" in capsys.readouterr().out
+
+
+def test_evaluate_bad_inputs(trained, tmp_path, capsys):
+    assert main(["evaluate", f"run={tmp_path}/nothing"]) == 2
+    assert "config.json" in capsys.readouterr().err
+    assert main(["evaluate"]) == 2
+    assert "'run': is required" in capsys.readouterr().err
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(json.dumps({"text": "hello", "label": "weather"}) + "\n")
+    code = main(["evaluate", f"run={trained['run_dir']}", "data=sample",
+                 f"data.test_path={odd}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "weather" in err and "not seen in training" in err
+
+
+@needs_shared
+def test_evaluate_on_banking77_run(tmp_path, capsys):
+    summary = train_run(tmp_path, [*FAST, "data=banking77", "data.max_examples=3000",
+                                   "trainer.max_steps=20", "optim.lr=5e-3",
+                                   "run_name=b77"])
+    code = main(["evaluate", f"run={summary['run_dir']}", "resamples=200", "baseline=false",
+                 "data=banking77", "data.max_examples=3000"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((Path(summary["run_dir"]) / "eval/test/metrics.json").read_text())
+    assert result["metrics"]["accuracy"]["value"] == pytest.approx(
+        summary["metrics"]["test/accuracy"], abs=2 / result["metrics"]["examples"])

@@ -1,0 +1,160 @@
+"""The ``evaluate`` job: batch inference through Ray Data, metrics with CIs, slices, baseline.
+
+Writes ``runs/<run>/eval/<split>/``: predictions.parquet (id, text, gold, predicted,
+probabilities; later comparisons pair on ``_src``), metrics.json, report.md with PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cluster.config import ClusterConfig
+from cluster.scaling import ensure_ray
+from data.pipeline import build_splits
+from trainers.baseline import baseline_predictions
+from trainers.config import TaskKind
+from trainers.errors import ConfigError, DataError
+from trainers.eval_config import EvaluateConfig
+from trainers.models import load_run_config
+from trainers.stats import (
+    accuracy,
+    bootstrap,
+    classification_report,
+    length_buckets,
+    macro_f1,
+    slice_table,
+)
+
+
+class Predict:
+    """Ray Data class UDF: the trained model loads once per actor, batches are length-sorted."""
+
+    def __init__(self, run_dir: str, batch_size: int) -> None:
+        import torch
+
+        from trainers.models import load_trained
+
+        self.model, self.tok, self.labels, run = load_trained(Path(run_dir))
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        self.max_length = run.task.max_length
+        self.batch_size = batch_size
+        self.label_id = {name: i for i, name in enumerate(self.labels)}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch
+
+        texts = [str(t) for t in batch["text"]]
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        n_tokens = np.zeros(len(texts), dtype=np.int32)
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                enc = self.tok([texts[i] for i in idx], truncation=True,
+                               max_length=self.max_length, padding=True, return_tensors="pt")
+                logits = self.model(input_ids=enc["input_ids"].to(self.device),
+                                    attention_mask=enc["attention_mask"].to(self.device)).logits
+                probs[idx] = torch.softmax(logits.float(), -1).cpu().numpy()
+                n_tokens[idx] = enc["attention_mask"].sum(1).numpy()
+        gold = []
+        for label, src in zip(batch["label"], batch["_src"], strict=True):
+            if str(label) not in self.label_id:
+                raise DataError(str(src), f"label '{label}' was not seen in training",
+                                "evaluate on data with the run's label set")
+            gold.append(self.label_id[str(label)])
+        out = {k: v for k, v in batch.items() if k in ("_src", "text") or k.startswith("meta_")}
+        out.update(gold=np.array(gold), pred=probs.argmax(1), confidence=probs.max(1),
+                   n_tokens=n_tokens)
+        out["probs"] = list(probs)
+        return out
+
+
+def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataFrame, float]:
+    import torch
+
+    gpus = 1 if torch.cuda.is_available() else 0
+    predicted = dataset.map_batches(
+        Predict, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size},
+        batch_size=cfg.batch_size * 8, concurrency=cfg.actors, num_gpus=gpus,
+        num_cpus=0 if gpus else 1,
+    )
+    start = time.perf_counter()
+    frame = predicted.to_pandas()
+    return frame, time.perf_counter() - start
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Evaluate one split of a finished run; returns the metrics and where files went."""
+    from trainers.eval_report import write_eval_report
+    from trainers.gates import check_gates
+
+    run_dir = Path(cfg.run).expanduser().resolve()
+    run = load_run_config(run_dir)
+    if run.task.kind != TaskKind.seq_cls:
+        raise ConfigError("run", f"evaluate covers seq_cls runs so far; this run is "
+                          f"{run.task.kind.value}", "its metrics.json has the training metrics")
+    labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
+    ensure_ray(ClusterConfig())
+    splits = build_splits(cfg.data or run.data, "seq_cls")
+    if cfg.split not in splits.datasets:
+        raise ConfigError("split", f"the data has no '{cfg.split}' split "
+                          f"(has: {', '.join(splits.datasets)})", "set data.test_path")
+    frame, seconds = _predict(cfg, run_dir, splits.datasets[cfg.split])
+    out_dir = run_dir / "eval" / cfg.split
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame.assign(gold_label=[labels[i] for i in frame["gold"]],
+                 pred_label=[labels[i] for i in frame["pred"]]).to_parquet(
+        out_dir / "predictions.parquet")
+    gold, pred = frame["gold"].to_numpy(), frame["pred"].to_numpy()
+    probs = np.stack(frame["probs"].to_numpy())
+    metrics = classification_report(gold, pred, probs, labels, cfg.resamples)
+    metrics["examples_per_s"] = len(frame) / seconds
+    metrics["examples"] = len(frame)
+    base = None
+    if cfg.baseline:
+        base_frame = baseline_predictions(run_dir, cfg.split, splits, labels)
+        base_pred = frame[["_src"]].merge(base_frame, on="_src", how="left")["pred"].to_numpy()
+        base = {"accuracy": bootstrap(accuracy, gold, base_pred, cfg.resamples).as_dict(),
+                "macro_f1": bootstrap(macro_f1, gold, base_pred, cfg.resamples).as_dict()}
+        frame["baseline_pred"] = base_pred
+    slices = _slices(frame, labels)
+    result = {"run": str(run_dir), "split": cfg.split, "data": (cfg.data or run.data).name,
+              "metrics": metrics, "baseline": base, "slices": slices}
+    result["gates"] = check_gates(cfg.gate, result)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
+    result["report"] = str(write_eval_report(result, frame, labels, out_dir))
+    result["out_dir"] = str(out_dir)
+    return result
+
+
+def _groupings(frame: pd.DataFrame, labels: list[str]) -> dict[str, np.ndarray]:
+    groups = {c[len("meta_"):]: frame[c].astype(str).to_numpy()
+              for c in frame.columns if c.startswith("meta_")}
+    groups["length"] = length_buckets(frame["n_tokens"].to_numpy())
+    groups["gold"] = np.array([labels[i] for i in frame["gold"]])
+    return groups
+
+
+def _slices(frame: pd.DataFrame, labels: list[str]) -> list[dict]:
+    """Model accuracy with CI per slice (metadata, length bucket, gold label); worst first.
+
+    When the baseline's predictions are in ``frame`` each slice also gets its accuracy.
+    """
+    gold, pred = frame["gold"].to_numpy(), frame["pred"].to_numpy()
+    base = frame["baseline_pred"].to_numpy() if "baseline_pred" in frame else None
+    rows: list[dict] = []
+    for column, values in _groupings(frame, labels).items():
+        table = slice_table(values, gold, pred, column)
+        if base is not None:
+            for row in table:
+                inside = values == row["slice"].split("=", 1)[1]
+                row["baseline"] = accuracy(gold[inside], base[inside])
+        rows += table
+    return sorted(rows, key=lambda r: r["value"])
