@@ -33,7 +33,8 @@ def check_gates(gate: GateConfig, result: dict[str, Any]) -> list[dict[str, Any]
     if gate.max_drop_vs_baseline is not None and result.get("baseline"):
         base = result["baseline"]["accuracy"]["value"]
         drop = base - accuracy
-        checks.append({"gate": "max_drop_vs_baseline", "passed": drop <= gate.max_drop_vs_baseline + EPS,
+        passed = drop <= gate.max_drop_vs_baseline + EPS
+        checks.append({"gate": "max_drop_vs_baseline", "passed": passed,
                        "value": -drop, "threshold": gate.max_drop_vs_baseline,
                        "detail": f"accuracy {accuracy:.4f} vs TF-IDF baseline {base:.4f} "
                                  f"({accuracy - base:+.4f}; allowed drop "
