@@ -21,7 +21,8 @@ from trainers.errors import ConfigError, ShardtuneError, find_user_error
 CODE_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = CODE_DIR / "conf"
 VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
-         "evaluate": "score a finished run on a split: CIs, slices, errors, baseline, gates"}
+         "evaluate": "score a finished run on a split: CIs, slices, errors, baseline, gates",
+         "data": "'data check': duplicates, near duplicates, leakage, PII of a data config"}
 CONFIG_NAMES = {"train": "train", "evaluate": "evaluate"}
 GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "tracking")
 
@@ -190,6 +191,26 @@ def print_evaluation(result: dict[str, Any]) -> int:
     return 0
 
 
+def data_check(run: Any) -> int:
+    """``shardtune data check [data=<group>] [data.path=...]``: full report, printed and saved."""
+    from rich.console import Console
+
+    from cluster.scaling import ensure_ray
+    from data.check import check_dataset_splits, render_markdown
+    from data.pipeline import build_splits
+
+    ensure_ray(run.cluster)
+    report = check_dataset_splits(build_splits(run.data, run.task.kind.value), fast=False)
+    out = Path(run.paths.runs) / "data_check" / run.data.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data_check.json").write_text(json.dumps(report, indent=1, default=str))
+    text = render_markdown(report, run.data.name)
+    (out / "data_check.md").write_text(text)
+    Console().print(text)
+    print(f"written: {out / 'data_check.md'}")
+    return 0
+
+
 def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
     cfg = compose(overrides, CONFIG_NAMES.get(verb, "train"))
     if show_cfg:
@@ -205,6 +226,8 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
         print_summary(summary)
         print(json.dumps({"run_dir": summary["run_dir"], "status": summary["status"]}))
         return 0
+    if verb == "data":
+        return data_check(run)
     if verb == "evaluate":
         from trainers.evaluate import evaluate
 
@@ -220,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     verb, rest = args[0], args[1:]
+    if verb == "data":  # 'shardtune data check ...'
+        if not rest or rest[0] != "check":
+            print("error: usage: shardtune data check [data=<group>] [data.path=...]",
+                  file=sys.stderr)
+            return 2
+        rest = rest[1:]
     if "-h" in rest or "--help" in rest:
         print(usage())
         return 0

@@ -35,13 +35,15 @@ from trainers.stats import (
 class Predict:
     """Ray Data class UDF: the trained model loads once per actor, batches are length-sorted."""
 
-    def __init__(self, run_dir: str, batch_size: int) -> None:
+    def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
         import torch
 
         from trainers.models import load_trained
 
         self.model, self.tok, self.labels, run = load_trained(Path(run_dir))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":  # Ray pins actors to 1 thread: use this actor's share
+            torch.set_num_threads(threads)
         self.model.to(self.device)
         self.max_length = run.task.max_length
         self.batch_size = batch_size
@@ -77,12 +79,17 @@ class Predict:
 
 
 def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataFrame, float]:
+    import ray
     import torch
 
     gpus = 1 if torch.cuda.is_available() else 0
+    # On CPU, each actor reserves one core (so reads can still be scheduled) but runs its
+    # matmuls on an equal share of the machine's cores; the driver only waits meanwhile.
+    threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)
     predicted = dataset.map_batches(
-        Predict, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size},
-        batch_size=cfg.batch_size * 8, concurrency=cfg.actors, num_gpus=gpus,
+        Predict, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size,
+                                        "threads": threads},
+        batch_size=cfg.batch_size * 32, concurrency=cfg.actors, num_gpus=gpus,
         num_cpus=0 if gpus else 1,
     )
     start = time.perf_counter()

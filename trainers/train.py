@@ -14,6 +14,7 @@ from typing import Any
 
 from cluster.config import ClusterMode
 from cluster.scaling import check_placement, check_strategy, ensure_ray, scaling_config
+from data.check import check_dataset_splits, summary_line
 from data.pipeline import build_splits
 from data.tokenize import tokenize_splits
 from trainers.checkpoint import latest_checkpoint
@@ -50,6 +51,7 @@ def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     run_dir = Path(run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = run_metadata(run, resolved, splits)
+    meta["data_check"] = summary_line(check_dataset_splits(splits, fast=True))
     (run_dir / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
     (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
     resume_from = latest_checkpoint(run_dir)

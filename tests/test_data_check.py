@@ -1,0 +1,90 @@
+"""Data check: PII patterns, near duplicates, leakage, and the CLI report."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from data.check import check_splits, leakage, near_duplicates
+from data.pii import find_pii, iban_ok, luhn_ok, redact
+
+
+@pytest.mark.parametrize("text, kinds", [
+    ("mail me at jane.doe@example.com", {"email"}),
+    ("card 4111 1111 1111 1111 please", {"card"}),
+    ("card 4111-1111-1111-1111", {"card"}),
+    ("call +44 20 7946 0958 now", {"phone"}),
+    ("call (555) 123-4567", {"phone"}),
+    ("server 192.168.1.20 is down", {"ipv4"}),
+    ("pay to GB82 WEST 1234 5698 7654 32", {"iban"}),
+])
+def test_pii_positives(text, kinds):
+    assert set(find_pii(text)) == kinds
+
+
+@pytest.mark.parametrize("text", [
+    "order #48213 for $23.50 on 2024-05-17",
+    "I paid 1500 dollars in 2023, ref 12345678",
+    "card 4111 1111 1111 1112 fails the Luhn check",
+    "dates 12-05-2024 and 2024.05.12 are not phones",
+    "GB82 WEST 1234 5698 7654 33 fails mod 97",
+    "call me in 10 minutes, room 301",
+    "999.300.1.1 is not an address",
+])
+def test_pii_negatives(text):
+    assert not find_pii(text), find_pii(text)
+
+
+def test_checksums_and_redaction():
+    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
+    assert iban_ok("GB82 WEST 1234 5698 7654 32") and not iban_ok("GB82 WEST 1234 5698 7654 33")
+    text, counts = redact("jane@x.org paid with 4111-1111-1111-1111 from 10.0.0.1")
+    assert text == "[EMAIL] paid with [CARD] from [IP]"
+    assert counts == Counter({"email": 1, "card": 1, "ip": 1})
+
+
+def test_near_duplicates_found_and_unrelated_texts_not():
+    texts = ["please transfer ten dollars from my checking account to savings today",
+             "please transfer ten dollars from my checking account to savings today!!",
+             "what is the weather going to be like in paris tomorrow morning",
+             "please transfer twenty dollars from my checking account to savings today",
+             "book me a table for two at an italian restaurant tonight"]
+    pairs = {(i, j) for i, j, _ in near_duplicates(texts)}
+    assert (0, 3) in pairs or (3, 0) in pairs  # one word apart: near duplicate
+    assert not any({i, j} & {2, 4} for i, j in pairs)
+    assert (0, 1) not in pairs  # exact after normalisation: counted as exact, not near
+
+
+def test_leakage_exact_and_near():
+    train = ["how do i reset my online banking password right now",
+             "my card has not arrived yet after two weeks"]
+    test = ["How do I reset my online banking password right now?",
+            "my card has not arived yet after two weeks",  # a typo away
+            "totally unrelated question about the weather"]
+    leak = leakage(train, test, near=True)
+    assert leak["exact"] == 1 and leak["near"] == 1
+    assert leak["near_examples"][0]["train"] == train[1]
+
+
+def test_check_splits_report_counts():
+    texts = {"train": ["a b c d", "a b c d", "write to bob@example.com", "ok"],
+             "test": ["a b c d", "fresh text here"]}
+    report = check_splits(texts, {"train": Counter(x=2, y=2)})
+    train = report["splits"]["train"]
+    assert train["exact_duplicates"] == 1 and train["pii"] == {"email": 1}
+    assert train["short_texts"] == 1  # "ok"
+    assert report["leakage"]["test"]["exact"] == 1
+
+
+def test_cli_data_check_writes_report(tmp_path, capsys, ray_session):
+    from trainers.cli import main
+
+    assert main(["data", "check", f"paths.root={tmp_path}"]) == 0
+    out = tmp_path / "runs/data_check/sample"
+    report = json.loads((out / "data_check.json").read_text())
+    assert report["splits"]["train"]["rows"] + report["splits"]["validation"]["rows"] == 360
+    assert report["leakage"]["test"]["exact"] == 0  # the sample keeps test apart
+    assert "Leakage train → test" in (out / "data_check.md").read_text()
+    assert main(["data", "inspect"]) == 2
