@@ -47,6 +47,21 @@ def test_evaluate_reproduces_logged_metric_and_writes_artefacts(trained, capsys)
     assert (out_dir / "confusion.png").stat().st_size > 1000
 
 
+def test_model_card_is_written_from_tracked_artefacts(trained, capsys):
+    import yaml
+
+    assert main(["evaluate", f"run={trained['run_dir']}", "resamples=200"]) == 0
+    assert main(["card", f"run={trained['run_dir']}", "intended_use=Routing tickets."]) == 0
+    card = (Path(trained["run_dir"]) / "MODEL_CARD.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["library_name"] == "peft" and front["pipeline_tag"] == "text-classification"
+    assert front["metrics"]["test/accuracy"] == pytest.approx(
+        trained["metrics"]["test/accuracy"], abs=1e-4)
+    assert "Routing tickets." in card and "95% CI" in card and "baseline" in card
+    assert "Known failure modes" in card and "sha256" in card
+    capsys.readouterr()
+
+
 def test_gates_exit_non_zero_with_an_explanation(trained, capsys):
     strict = main(["evaluate", f"run={trained['run_dir']}", "resamples=200",
                    "+gate.min.accuracy=0.999", "gate.max_slice_drop=0.0",

@@ -26,6 +26,8 @@ def test_default_job_end_to_end_and_adapter_reloads_with_plain_peft(tmp_path):
     meta = json.loads((run_dir / "run_meta.json").read_text())
     assert len(meta["dataset"]["fingerprint"]["sha256"]) == 64
     assert meta["seed"] == 0 and meta["versions"]["torch"].startswith("2.13")
+    assert meta["data_check"]["exact_leakage"] == {"validation": 0, "test": 0}
+    assert meta["data_check"]["pii_hits"]["train"] == 0
     assert meta["dataset"]["splits"]["train"]["rows"] + \
         meta["dataset"]["splits"]["validation"]["rows"] == 360
     metrics = json.loads((run_dir / "metrics.json").read_text())

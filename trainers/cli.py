@@ -22,8 +22,9 @@ CODE_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = CODE_DIR / "conf"
 VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
          "evaluate": "score a finished run on a split: CIs, slices, errors, baseline, gates",
-         "data": "'data check': duplicates, near duplicates, leakage, PII of a data config"}
-CONFIG_NAMES = {"train": "train", "evaluate": "evaluate"}
+         "data": "'data check': duplicates, near duplicates, leakage, PII of a data config",
+         "card": "write MODEL_CARD.md for a run from its tracked artefacts"}
+CONFIG_NAMES = {"train": "train", "evaluate": "evaluate", "card": "card"}
 GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "tracking")
 
 USAGE = """usage: shardtune <verb> [key=value ...] [group=option ...] [--cfg job] [--debug]
@@ -65,15 +66,19 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from trainers.card import register_card_config
     from trainers.config import register_configs
     from trainers.eval_config import register_eval_configs
 
     register_configs()
     register_eval_configs()
+    register_card_config()
     injected = []
-    if not any(o.startswith("paths.root=") for o in overrides):
+    if config_name == "card":  # the card reads only the run directory
+        pass
+    elif not any(o.startswith("paths.root=") for o in overrides):
         injected.append(f"paths.root={os.getcwd()}")
-    if not any(o.startswith("paths.code=") for o in overrides):
+    if config_name != "card" and not any(o.startswith("paths.code=") for o in overrides):
         injected.append(f"paths.code={CODE_DIR}")
     GlobalHydra.instance().clear()
     try:
@@ -228,6 +233,11 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
         return 0
     if verb == "data":
         return data_check(run)
+    if verb == "card":
+        from trainers.card import write_card
+
+        print(f"written: {write_card(run)}")
+        return 0
     if verb == "evaluate":
         from trainers.evaluate import evaluate
 
