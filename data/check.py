@@ -174,3 +174,23 @@ def summary_line(report: dict[str, Any]) -> dict[str, Any]:
             "pii_hits": {k: sum(e["pii"].values()) for k, e in report["splits"].items()},
             "exact_leakage": {k: v["exact"] for k, v in report.get("leakage", {}).items()},
             "seconds": round(report["seconds"], 2)}
+
+
+def dedup_plan(train: list[tuple[str, str]], others: list[str]) -> tuple[set[str], dict[str, int]]:
+    """Which train rows (by ``_src``) ``data.dedup`` drops: repeats after the first occurrence,
+    and rows whose text occurs in validation/test. Returns (ids, counts by reason)."""
+    held_out = {normalise(t) for t in others}
+    seen: set[str] = set()
+    drop: set[str] = set()
+    counts = {"duplicates": 0, "leaked": 0}
+    for src, text in train:
+        key = normalise(text)
+        if key in held_out:
+            drop.add(src)
+            counts["leaked"] += 1
+        elif key in seen:
+            drop.add(src)
+            counts["duplicates"] += 1
+        else:
+            seen.add(key)
+    return drop, counts

@@ -47,6 +47,11 @@ class DataConfig:
         materialize: Keep tokenised splits in the object store so epochs do not re-tokenise;
             turn off to stream corpora larger than the cluster's memory.
         tokenize_actors: How many tokeniser actors Ray Data runs in parallel.
+        metadata_fields: Columns kept beside each example for slice analysis (e.g. channel).
+        pii: ``keep`` the text as is, or ``redact`` e-mails, phone, card, IP and IBAN numbers
+            inside the pipeline before tokenisation (counted in run metadata).
+        dedup: Drop exact duplicates within train and train examples whose text also occurs in
+            validation/test (counted in run metadata). Collects train texts on the driver.
     """
 
     name: str = "sample"
@@ -63,6 +68,8 @@ class DataConfig:
     materialize: bool = True
     tokenize_actors: int = 1
     metadata_fields: List[str] = field(default_factory=list)
+    pii: str = "keep"
+    dedup: bool = False
 
     def __post_init__(self) -> None:
         if self.path == "???":  # the schema's own default instance: nothing merged yet
@@ -83,5 +90,7 @@ class DataConfig:
             raise ConfigError("data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         if self.max_examples is not None and self.max_examples < 1:
             raise ConfigError("data.max_examples", f"must be >= 1, got {self.max_examples}")
+        if self.pii not in ("keep", "redact"):
+            raise ConfigError("data.pii", f"must be keep or redact, got {self.pii!r}")
         if self.tokenize_actors < 1:
             raise ConfigError("data.tokenize_actors", f"must be >= 1, got {self.tokenize_actors}")

@@ -15,7 +15,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from data.check import dedup_plan
 from data.config import DataConfig, OnError
+from data.pii import redact
 from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records
 from trainers.errors import DataError
 
@@ -55,7 +57,11 @@ def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str) -> di
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise DataError(where, "text holds an unpaired surrogate (invalid Unicode)") from None
-    row: dict[str, Any] = {"text": text}
+    redacted = 0
+    if cfg.pii == "redact":
+        text, found = redact(text)
+        redacted = sum(found.values())
+    row: dict[str, Any] = {"text": text, "_pii": redacted}
     if task == "seq_cls":
         label = record.get(cfg.label_field)
         if label is None or (isinstance(label, str) and not label.strip()):
@@ -130,6 +136,8 @@ class SplitSummary:
     skipped: int = 0
     first_errors: list[str] = field(default_factory=list)
     labels: Counter = field(default_factory=Counter)
+    pii_redacted: int = 0
+    dedup_dropped: dict[str, int] = field(default_factory=dict)
 
 
 def _summarize(batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -146,6 +154,7 @@ def _summarize(batch: dict[str, np.ndarray]) -> dict[str, list]:
         "skipped": [len(errors)],
         "first_errors": [json.dumps(errors[:3])],
         "labels": [json.dumps(labels)],
+        "pii": [int(sum(int(x or 0) for x in batch["_pii"])) if "_pii" in batch else 0],
     }
 
 
@@ -170,6 +179,7 @@ def summarize(ds) -> SplitSummary:
         summary.skipped += int(part["skipped"])
         summary.first_errors.extend(json.loads(part["first_errors"]))
         summary.labels.update(json.loads(part["labels"]))
+        summary.pii_redacted += int(part["pii"])
     summary.first_errors = summary.first_errors[:5]
     return summary
 
@@ -250,7 +260,11 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
         datasets = {k: subsample(v, cfg.max_examples) for k, v in datasets.items()}
     if cfg.materialize:
         datasets = {k: v.materialize() for k, v in datasets.items()}
+    dropped: dict[str, int] = {}
+    if cfg.dedup:
+        datasets["train"], dropped = _dedup(datasets, cfg.materialize)
     summaries = {k: _count(v, k) for k, v in datasets.items()}
+    summaries["train"].dedup_dropped = dropped
     if cfg.on_error == OnError.skip:  # bad rows were dropped: count them once, per source
         raw = {"train": train, "validation": val, "test": test}
         for split, source in raw.items():
@@ -263,6 +277,24 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
         labels = ["O"] + [t for t in labels if t != "O"]
     _check_labels(summaries, labels, task)
     return Splits(datasets, summaries, fingerprint(all_shards), labels)
+
+
+def _drop_sources(batch: dict[str, np.ndarray], drop: frozenset) -> dict:
+    keep = np.array([str(src) not in drop for src in batch["_src"]], dtype=bool)
+    return {k: v[keep] for k, v in batch.items()}
+
+
+def _dedup(datasets: dict[str, Any], materialize: bool) -> tuple[Any, dict[str, int]]:
+    """Drop exact duplicates within train and train rows leaked into validation/test."""
+    def pairs(name: str) -> list[tuple[str, str]]:
+        frame = datasets[name].select_columns(["_src", "text"]).to_pandas()
+        return list(zip(frame["_src"].astype(str), frame["text"].astype(str), strict=True))
+
+    others = [text for name in datasets if name != "train" for _, text in pairs(name)]
+    drop, counts = dedup_plan(pairs("train"), others)
+    train = datasets["train"].map_batches(_drop_sources, fn_kwargs={"drop": frozenset(drop)},
+                                          batch_size=ROWS_PER_BLOCK)
+    return (train.materialize() if materialize else train), counts
 
 
 def _count(ds, split: str) -> SplitSummary:

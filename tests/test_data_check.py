@@ -88,3 +88,25 @@ def test_cli_data_check_writes_report(tmp_path, capsys, ray_session):
     assert report["leakage"]["test"]["exact"] == 0  # the sample keeps test apart
     assert "Leakage train → test" in (out / "data_check.md").read_text()
     assert main(["data", "inspect"]) == 2
+
+
+def test_pipeline_redacts_pii_and_dedups_train(tmp_path, ray_session):
+    from data.config import DataConfig
+    from data.pipeline import build_splits
+
+    rows = [{"text": f"ticket number {i} about my card", "label": "ab"[i % 2]} for i in range(30)]
+    rows += [{"text": "write to me at jane.doe@example.com", "label": "a"},
+             {"text": "ticket number 3 about my card", "label": "b"},  # duplicate of row 3
+             {"text": "this one also sits in the test set", "label": "a"}]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    test = tmp_path / "test.jsonl"
+    test.write_text(json.dumps({"text": "This one also sits in the test set!", "label": "b"}))
+    splits = build_splits(DataConfig(path=[str(train)], test_path=[str(test)], pii="redact",
+                                     dedup=True, val_fraction=0.0), "seq_cls")
+    summary = splits.summaries["train"]
+    assert summary.pii_redacted == 1
+    assert summary.dedup_dropped == {"duplicates": 1, "leaked": 1}
+    texts = [r["text"] for r in splits.datasets["train"].take_all()]
+    assert "write to me at [EMAIL]" in texts and len(texts) == 31
+    assert not any("@" in t for t in texts)

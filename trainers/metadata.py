@@ -57,6 +57,7 @@ def run_metadata(run: TrainConfig, resolved: dict[str, Any], splits: Any) -> dic
             "fingerprint": splits.fingerprint,
             "labels": splits.labels,
             "splits": {k: {"rows": s.rows, "skipped": s.skipped, "first_errors": s.first_errors,
+                           "pii_redacted": s.pii_redacted, "dedup_dropped": s.dedup_dropped,
                            "label_counts": dict(sorted(s.labels.items()))}
                        for k, s in splits.summaries.items()},
         },

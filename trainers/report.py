@@ -28,9 +28,10 @@ def write_report(run: TrainConfig, meta: dict[str, Any], metrics: dict[str, Any]
         "",
         "## Data",
         "",
-        "| split | rows | skipped |",
-        "| --- | ---: | ---: |",
-        *[f"| {k} | {v['rows']} | {v['skipped']} |" for k, v in data["splits"].items()],
+        "| split | rows | skipped | PII redacted | dropped by dedup |",
+        "| --- | ---: | ---: | ---: | --- |",
+        *[f"| {k} | {v['rows']} | {v['skipped']} | {v.get('pii_redacted', 0)} | "
+          f"{v.get('dedup_dropped') or '—'} |" for k, v in data["splits"].items()],
         "",
         "## Metrics",
         "",
