@@ -98,3 +98,34 @@ def test_evaluate_on_banking77_run(tmp_path, capsys):
     result = json.loads((Path(summary["run_dir"]) / "eval/test/metrics.json").read_text())
     assert result["metrics"]["accuracy"]["value"] == pytest.approx(
         summary["metrics"]["test/accuracy"], abs=2 / result["metrics"]["examples"])
+
+
+@needs_shared
+def test_evaluate_token_cls_reproduces_token_accuracy(tmp_path, capsys):
+    summary = train_run(tmp_path, [*FAST, "task=token_cls", "data=wnut17",
+                                   "data.max_examples=600", "trainer.max_steps=8",
+                                   "task.max_length=512", "run_name=ner"])  # no truncation
+    code = main(["evaluate", f"run={summary['run_dir']}", "resamples=100"])
+    assert code == 0, capsys.readouterr().err
+    out = Path(summary["run_dir"]) / "eval/test"
+    result = json.loads((out / "metrics.json").read_text())
+    # Other batch shapes change float sums slightly: allow a handful of borderline words.
+    assert result["metrics"]["token_accuracy"] == pytest.approx(
+        summary["metrics"]["test/token_accuracy"], abs=1e-3)
+    f1 = result["metrics"]["entity_f1"]
+    assert f1["ci_low"] <= f1["value"] <= f1["ci_high"]
+    assert "Entity-level F1" in (out / "report.md").read_text()
+
+
+@needs_shared
+def test_evaluate_causal_lm_reports_perplexity_with_slices(tmp_path, capsys):
+    summary = train_run(tmp_path, [*FAST, "task=causal_lm", "model=tiny_gpt2", "peft=none",
+                                   "data=tinyshakespeare", "data.max_examples=800",
+                                   "trainer.max_steps=4", "run_name=lm"])
+    code = main(["evaluate", f"run={summary['run_dir']}", "split=validation", "resamples=100"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((Path(summary["run_dir"]) / "eval/validation/metrics.json").read_text())
+    ppl = result["metrics"]["perplexity"]
+    assert 1 < ppl["ci_low"] <= ppl["value"] <= ppl["ci_high"] < 1e6
+    assert result["metrics"]["tokens"] > 0
+    assert any(s["slice"].startswith("length=") for s in result["metrics"]["slices"])

@@ -176,15 +176,18 @@ def print_evaluation(result: dict[str, Any]) -> int:
     m, base = result["metrics"], result.get("baseline")
     console.print(f"[bold]{Path(result['run']).name}[/] on {result['data']}/{result['split']}: "
                   f"{m['examples']} examples")
-    for key in ("accuracy", "macro_f1"):
+    for key in ("accuracy", "macro_f1", "entity_f1", "perplexity"):
+        if key not in m:
+            continue
         est = m[key]
-        line = f"  {key:<9} {est['value']:.4f} [{est['ci_low']:.4f}, {est['ci_high']:.4f}]"
+        line = f"  {key:<10} {est['value']:.4f} [{est['ci_low']:.4f}, {est['ci_high']:.4f}]"
         if base:
             line += f"   baseline {base[key]['value']:.4f}"
         console.print(line)
     worst = result["slices"][:3]
-    console.print("  worst slices: " + ", ".join(f"{s['slice']} {s['value']:.3f} (n={s['n']})"
-                                                  for s in worst))
+    if worst:
+        console.print("  worst slices: " + ", ".join(
+            f"{s['slice']} {s['value']:.3f} (n={s['n']})" for s in worst))
     failed = [g for g in result["gates"] if not g["passed"]]
     for gate in result["gates"]:
         mark = "[green]pass[/]" if gate["passed"] else "[red]FAIL[/]"

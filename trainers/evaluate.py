@@ -105,8 +105,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run).expanduser().resolve()
     run = load_run_config(run_dir)
     if run.task.kind != TaskKind.seq_cls:
-        raise ConfigError("run", f"evaluate covers seq_cls runs so far; this run is "
-                          f"{run.task.kind.value}", "its metrics.json has the training metrics")
+        return _evaluate_other(cfg, run_dir, run)
     labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
     ensure_ray(ClusterConfig())
     splits = build_splits(cfg.data or run.data, "seq_cls")
@@ -165,3 +164,42 @@ def _slices(frame: pd.DataFrame, labels: list[str]) -> list[dict]:
                 row["baseline"] = accuracy(gold[inside], base[inside])
         rows += table
     return sorted(rows, key=lambda r: r["value"])
+
+
+def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any) -> dict[str, Any]:
+    """token_cls (entity F1 per type) and causal_lm (perplexity per slice)."""
+    import ray
+
+    from trainers.evaluate_tasks import (
+        PredictTags,
+        ScoreLM,
+        lm_metrics,
+        token_metrics,
+        write_task_report,
+    )
+    from trainers.gates import check_gates
+
+    task = run.task.kind
+    ensure_ray(ClusterConfig())
+    splits = build_splits(cfg.data or run.data, task.value)
+    if cfg.split not in splits.datasets:
+        raise ConfigError("split", f"the data has no '{cfg.split}' split "
+                          f"(has: {', '.join(splits.datasets)})", "set data.test_path")
+    udf = PredictTags if task == TaskKind.token_cls else ScoreLM
+    threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)
+    frame = splits.datasets[cfg.split].map_batches(
+        udf, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size,
+                                    "threads": threads},
+        batch_size=cfg.batch_size * 8, concurrency=cfg.actors, num_cpus=1,
+    ).to_pandas()
+    out_dir = run_dir / "eval" / cfg.split
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out_dir / "predictions.parquet")
+    metrics = (token_metrics(frame, cfg.resamples) if task == TaskKind.token_cls
+               else lm_metrics(frame, cfg.resamples))
+    result = {"run": str(run_dir), "split": cfg.split, "data": (cfg.data or run.data).name,
+              "metrics": metrics, "baseline": None, "slices": []}
+    result["gates"] = check_gates(cfg.gate, result)
+    result["report"] = str(write_task_report(result, out_dir))
+    result["out_dir"] = str(out_dir)
+    return result

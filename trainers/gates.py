@@ -29,6 +29,8 @@ def check_gates(gate: GateConfig, result: dict[str, Any]) -> list[dict[str, Any]
                        "ci": ci, "threshold": floor,
                        "detail": f"{name} {point:.4f}{_ci(ci)} vs minimum {floor:.4f} "
                                  f"({point - floor:+.4f})"})
+    if "accuracy" not in metrics:  # token_cls / causal_lm: only min.* gates apply
+        return checks
     accuracy = metrics["accuracy"]["value"]
     if gate.max_drop_vs_baseline is not None and result.get("baseline"):
         base = result["baseline"]["accuracy"]["value"]

@@ -1,0 +1,176 @@
+"""``evaluate`` for token classification (entity-level, seqeval) and causal LMs (perplexity).
+
+Same shape as the classification path: a Ray Data class UDF loads the trained model once per
+actor, predictions land in predictions.parquet, headline metrics carry 95% bootstrap CIs
+(resampling sentences or documents), slices come worst first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data.tokenize import IGNORE_INDEX
+from trainers.stats import Estimate, length_buckets
+
+
+class PredictTags:
+    """Per-word tags from the first sub-word of each word (as training labelled them)."""
+
+    def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
+        import torch
+
+        from trainers.models import load_trained
+
+        torch.set_num_threads(threads)
+        self.model, self.tok, self.labels, run = load_trained(Path(run_dir))
+        self.max_length, self.batch_size = run.task.max_length, batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch
+
+        words = [list(t) for t in batch["tokens"]]
+        preds: list[list[str]] = []
+        with torch.no_grad():
+            for start in range(0, len(words), self.batch_size):
+                chunk = words[start:start + self.batch_size]
+                enc = self.tok(chunk, is_split_into_words=True, truncation=True,
+                               max_length=self.max_length, padding=True, return_tensors="pt")
+                logits = self.model(input_ids=enc["input_ids"],
+                                    attention_mask=enc["attention_mask"]).logits
+                best = logits.argmax(-1).tolist()
+                for i, sentence in enumerate(chunk):
+                    tags = ["O"] * len(sentence)  # words cut by truncation count as "O"
+                    previous = None
+                    for pos, word in enumerate(enc.word_ids(i)):
+                        if word is not None and word != previous:
+                            tags[word] = self.labels[best[i][pos]]
+                        previous = word
+                    preds.append(tags)
+        return {"_src": batch["_src"], "text": batch["text"], "gold_tags": batch["tags"],
+                "pred_tags": _objects(preds), "n_words": np.array([len(w) for w in words])}
+
+
+class ScoreLM:
+    """Per-document negative log-likelihood and predicted-token count (no packing)."""
+
+    def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
+        import torch
+
+        from trainers.models import load_trained
+
+        torch.set_num_threads(threads)
+        self.model, self.tok, _, run = load_trained(Path(run_dir))
+        self.max_length, self.batch_size = run.task.max_length, batch_size
+        self.eos = self.tok.eos_token_id if self.tok.eos_token_id is not None \
+            else self.tok.sep_token_id
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch
+
+        texts = [str(t) for t in batch["text"]]
+        nll, count = np.zeros(len(texts)), np.zeros(len(texts), dtype=np.int64)
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                ids = [(x + [self.eos])[: self.max_length] for x in self.tok(
+                    texts[start:start + self.batch_size], add_special_tokens=False)["input_ids"]]
+                width = max(len(x) for x in ids)
+                input_ids = torch.full((len(ids), width), self.tok.pad_token_id)
+                labels = torch.full((len(ids), width), IGNORE_INDEX)
+                for i, x in enumerate(ids):
+                    input_ids[i, :len(x)] = torch.tensor(x)
+                    labels[i, :len(x)] = torch.tensor(x)
+                logits = self.model(input_ids=input_ids,
+                                    attention_mask=(labels != IGNORE_INDEX).long()).logits
+                target = labels[:, 1:]
+                losses = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].float().transpose(1, 2), target, reduction="none",
+                    ignore_index=IGNORE_INDEX)
+                nll[start:start + len(ids)] = losses.sum(1).numpy()
+                count[start:start + len(ids)] = (target != IGNORE_INDEX).sum(1).numpy()
+        out = {k: v for k, v in batch.items() if k in ("_src", "text") or k.startswith("meta_")}
+        out.update(nll=nll, tokens=count)
+        return out
+
+
+def _objects(rows: list[list[str]]) -> np.ndarray:
+    arr = np.empty(len(rows), dtype=object)
+    arr[:] = rows
+    return arr
+
+
+def _bootstrap_index(statistic, n: int, resamples: int) -> Estimate:
+    """CI of ``statistic(indices)`` resampling examples with replacement (fixed seed)."""
+    rng = np.random.default_rng(0)
+    value = statistic(np.arange(n))
+    draws = [statistic(rng.integers(0, n, n)) for _ in range(resamples)] if n > 1 else [value]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return Estimate(float(value), float(min(low, value)), float(max(high, value)), n)
+
+
+def token_metrics(frame: pd.DataFrame, resamples: int) -> dict[str, Any]:
+    from seqeval.metrics import classification_report, f1_score
+
+    gold = [list(t) for t in frame["gold_tags"]]
+    pred = [list(t) for t in frame["pred_tags"]]
+
+    def f1(idx: np.ndarray) -> float:
+        return float(f1_score([gold[i] for i in idx], [pred[i] for i in idx], zero_division=0))
+
+    per_type = classification_report(gold, pred, output_dict=True, zero_division=0)
+    words = [(g == p) for gs, ps in zip(gold, pred, strict=True)
+             for g, p in zip(gs, ps, strict=True)]
+    return {"entity_f1": _bootstrap_index(f1, len(gold), min(resamples, 300)).as_dict(),
+            "token_accuracy": float(np.mean(words)) if words else float("nan"),
+            "per_type": {k: {m: float(v) for m, v in d.items()} for k, d in per_type.items()},
+            "examples": len(gold)}
+
+
+def lm_metrics(frame: pd.DataFrame, resamples: int) -> dict[str, Any]:
+    nll, tokens = frame["nll"].to_numpy(), frame["tokens"].to_numpy()
+
+    def ppl(idx: np.ndarray) -> float:
+        return float(math.exp(min(nll[idx].sum() / max(tokens[idx].sum(), 1), 50.0)))
+
+    slices = []
+    groups = {"length": length_buckets(tokens)}
+    groups.update({c[5:]: frame[c].astype(str).to_numpy() for c in frame if c.startswith("meta_")})
+    for column, values in groups.items():
+        for value in sorted(set(values.tolist())):
+            idx = np.flatnonzero(values == value)
+            slices.append({"slice": f"{column}={value}", "n": len(idx),
+                           "perplexity": ppl(idx)})
+    return {"perplexity": _bootstrap_index(ppl, len(nll), resamples).as_dict(),
+            "loss": float(nll.sum() / max(tokens.sum(), 1)), "tokens": int(tokens.sum()),
+            "examples": len(nll), "slices": sorted(slices, key=lambda s: -s["perplexity"])}
+
+
+def write_task_report(result: dict[str, Any], out: Path) -> Path:
+    m = result["metrics"]
+    lines = [f"# Evaluation: `{Path(result['run']).name}` on `{result['data']}` / "
+             f"{result['split']}", ""]
+    if "entity_f1" in m:
+        e = m["entity_f1"]
+        lines += [f"Entity-level F1 (seqeval): {e['value']:.4f} [{e['ci_low']:.4f}, "
+                  f"{e['ci_high']:.4f}] over {m['examples']} sentences.", "",
+                  "| entity type | precision | recall | F1 | support |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        rows = sorted(m["per_type"].items(), key=lambda kv: kv[1].get("f1-score", 0))
+        lines += [f"| {k} | {d['precision']:.3f} | {d['recall']:.3f} | {d['f1-score']:.3f} | "
+                  f"{int(d['support'])} |" for k, d in rows]
+    else:
+        p = m["perplexity"]
+        lines += [f"Perplexity {p['value']:.2f} [{p['ci_low']:.2f}, {p['ci_high']:.2f}] over "
+                  f"{m['examples']} documents, {m['tokens']} predicted tokens (each document "
+                  "scored alone, no packing).", "", "| slice | n | perplexity |",
+                  "| --- | ---: | ---: |"]
+        lines += [f"| {s['slice']} | {s['n']} | {s['perplexity']:.2f} |" for s in m["slices"]]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
+    return path
