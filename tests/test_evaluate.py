@@ -62,6 +62,17 @@ def test_model_card_is_written_from_tracked_artefacts(trained, capsys):
     capsys.readouterr()
 
 
+def test_baseline_verb_matches_the_baseline_beside_the_model(trained, tmp_path, capsys):
+    assert main(["baseline", f"paths.root={tmp_path}", "resamples=200"]) == 0
+    alone = json.loads((tmp_path / "runs/baseline/sample/eval/test/metrics.json").read_text())
+    assert main(["evaluate", f"run={trained['run_dir']}", "resamples=200"]) == 0
+    beside = json.loads((Path(trained["run_dir"]) / "eval/test/metrics.json").read_text())
+    assert alone["metrics"]["accuracy"]["value"] == beside["baseline"]["accuracy"]["value"]
+    assert alone["baseline"] is None and alone["slices"]
+    assert (tmp_path / "runs/baseline/sample/eval/test/report.md").exists()
+    capsys.readouterr()
+
+
 def test_gates_exit_non_zero_with_an_explanation(trained, capsys):
     strict = main(["evaluate", f"run={trained['run_dir']}", "resamples=200",
                    "+gate.min.accuracy=0.999", "gate.max_slice_drop=0.0",

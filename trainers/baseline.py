@@ -48,8 +48,39 @@ def baseline_predictions(run_dir: Path, split: str, splits, labels: list[str]) -
     pred, probs, seconds = fit_predict(train["text"].tolist(), train["label"].tolist(),
                                        target["text"].tolist(), labels)
     frame = pd.DataFrame({"_src": target["_src"], "pred": pred,
-                          "confidence": probs.max(axis=1)})
+                          "confidence": probs.max(axis=1), "probs": list(probs)})
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out)
     (out.parent / "fit_seconds.txt").write_text(f"{seconds:.2f}\n")
     return frame
+
+
+def run_baseline(cfg) -> dict:
+    """``shardtune baseline data=<group>``: TF-IDF + LR alone, in the evaluation report format.
+
+    Writes ``runs/baseline/<data.name>/eval/<split>/`` (predictions, metrics with CIs, slices,
+    report), so a model's report and the baseline's can be read side by side or gated.
+    """
+    from cluster.config import ClusterConfig
+    from cluster.scaling import ensure_ray
+    from data.pipeline import build_splits
+    from trainers.errors import ConfigError
+    from trainers.evaluate import score_frame
+
+    ensure_ray(ClusterConfig())
+    splits = build_splits(cfg.data, "seq_cls")
+    if cfg.split not in splits.datasets:
+        raise ConfigError("split", f"the data has no '{cfg.split}' split "
+                          f"(has: {', '.join(splits.datasets)})", "set data.test_path")
+    labels = splits.labels
+    out = Path(cfg.paths.runs) / "baseline" / cfg.data.name
+    start = time.perf_counter()
+    predicted = baseline_predictions(out, cfg.split, splits, labels)
+    seconds = time.perf_counter() - start
+    rows = splits.datasets[cfg.split].to_pandas()
+    index = {name: i for i, name in enumerate(labels)}
+    frame = rows.drop(columns=[c for c in rows if c in ("label", "_error", "_pii")]).assign(
+        gold=[index[str(v)] for v in rows["label"]],
+        n_tokens=[len(str(t).split()) for t in rows["text"]],
+    ).merge(predicted, on="_src")
+    return score_frame(frame, labels, cfg, out, cfg.data.name, seconds)

@@ -23,8 +23,10 @@ CONF_DIR = CODE_DIR / "conf"
 VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
          "evaluate": "score a finished run on a split: CIs, slices, errors, baseline, gates",
          "data": "'data check': duplicates, near duplicates, leakage, PII of a data config",
-         "card": "write MODEL_CARD.md for a run from its tracked artefacts"}
-CONFIG_NAMES = {"train": "train", "evaluate": "evaluate", "card": "card"}
+         "card": "write MODEL_CARD.md for a run from its tracked artefacts",
+         "baseline": "TF-IDF + logistic regression on a data config, in the evaluation format"}
+CONFIG_NAMES = {"train": "train", "evaluate": "evaluate", "card": "card",
+                "baseline": "baseline"}
 GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "tracking")
 
 USAGE = """usage: shardtune <verb> [key=value ...] [group=option ...] [--cfg job] [--debug]
@@ -245,6 +247,10 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
         from trainers.evaluate import evaluate
 
         return print_evaluation(evaluate(run))
+    if verb == "baseline":
+        from trainers.baseline import run_baseline
+
+        return print_evaluation(run_baseline(run))
     raise ShardtuneError(f"unknown verb {verb!r}", f"choose one of: {', '.join(VERBS)}")
 
 

@@ -72,5 +72,27 @@ class EvaluateConfig:
             raise ConfigError("actors" if self.actors < 1 else "batch_size", "must be >= 1")
 
 
+@dataclass
+class BaselineConfig:
+    """``shardtune baseline``: the TF-IDF + logistic regression model alone, on a data config.
+
+    Args:
+        data: The data config (``data=<group>`` and ``data.*`` keys).
+        split: Which split to score after fitting on train.
+        resamples: Bootstrap resamples for confidence intervals.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    split: str = "test"
+    gate: GateConfig = field(default_factory=GateConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    resamples: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError("split", f"must be one of {', '.join(SPLITS)}, got {self.split!r}")
+
+
 def register_eval_configs() -> None:
     ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+    ConfigStore.instance().store(name="baseline_schema", node=BaselineConfig)

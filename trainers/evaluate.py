@@ -99,9 +99,6 @@ def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataF
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Evaluate one split of a finished run; returns the metrics and where files went."""
-    from trainers.eval_report import write_eval_report
-    from trainers.gates import check_gates
-
     run_dir = Path(cfg.run).expanduser().resolve()
     run = load_run_config(run_dir)
     if run.task.kind != TaskKind.seq_cls:
@@ -113,6 +110,22 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         raise ConfigError("split", f"the data has no '{cfg.split}' split "
                           f"(has: {', '.join(splits.datasets)})", "set data.test_path")
     frame, seconds = _predict(cfg, run_dir, splits.datasets[cfg.split])
+    base_frame = baseline_predictions(run_dir, cfg.split, splits, labels) if cfg.baseline \
+        else None
+    return score_frame(frame, labels, cfg, run_dir, (cfg.data or run.data).name, seconds,
+                       base_frame)
+
+
+def score_frame(frame: pd.DataFrame, labels: list[str], cfg: EvaluateConfig, run_dir: Path,
+                data_name: str, seconds: float, base_frame: pd.DataFrame | None = None
+                ) -> dict[str, Any]:
+    """Metrics, slices, baseline comparison, gates and report for one predictions frame.
+
+    Shared by ``evaluate`` (the model) and ``baseline`` (TF-IDF alone, same report format).
+    """
+    from trainers.eval_report import write_eval_report
+    from trainers.gates import check_gates
+
     out_dir = run_dir / "eval" / cfg.split
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.assign(gold_label=[labels[i] for i in frame["gold"]],
@@ -121,17 +134,16 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     gold, pred = frame["gold"].to_numpy(), frame["pred"].to_numpy()
     probs = np.stack(frame["probs"].to_numpy())
     metrics = classification_report(gold, pred, probs, labels, cfg.resamples)
-    metrics["examples_per_s"] = len(frame) / seconds
+    metrics["examples_per_s"] = len(frame) / max(seconds, 1e-9)
     metrics["examples"] = len(frame)
     base = None
-    if cfg.baseline:
-        base_frame = baseline_predictions(run_dir, cfg.split, splits, labels)
+    if base_frame is not None:
         base_pred = frame[["_src"]].merge(base_frame, on="_src", how="left")["pred"].to_numpy()
         base = {"accuracy": bootstrap(accuracy, gold, base_pred, cfg.resamples).as_dict(),
                 "macro_f1": bootstrap(macro_f1, gold, base_pred, cfg.resamples).as_dict()}
         frame["baseline_pred"] = base_pred
     slices = _slices(frame, labels)
-    result = {"run": str(run_dir), "split": cfg.split, "data": (cfg.data or run.data).name,
+    result = {"run": str(run_dir), "split": cfg.split, "data": data_name,
               "metrics": metrics, "baseline": base, "slices": slices}
     result["gates"] = check_gates(cfg.gate, result)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
