@@ -57,11 +57,10 @@ def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str) -> di
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise DataError(where, "text holds an unpaired surrogate (invalid Unicode)") from None
-    redacted = 0
+    row: dict[str, Any] = {"text": text}
     if cfg.pii == "redact":
-        text, found = redact(text)
-        redacted = sum(found.values())
-    row: dict[str, Any] = {"text": text, "_pii": redacted}
+        row["text"], found = redact(text)
+        row["_pii"] = sum(found.values())
     if task == "seq_cls":
         label = record.get(cfg.label_field)
         if label is None or (isinstance(label, str) and not label.strip()):

@@ -43,6 +43,7 @@ def test_evaluate_reproduces_logged_metric_and_writes_artefacts(trained, capsys)
     assert values == sorted(values)  # worst first
     report = (out_dir / "report.md").read_text()
     assert "TF-IDF" in report and "Most confident mistakes" in report
+    assert "Errors in the worst slices" in report
     assert (out_dir / "reliability.png").stat().st_size > 1000
     assert (out_dir / "confusion.png").stat().st_size > 1000
 

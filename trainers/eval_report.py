@@ -93,9 +93,36 @@ def write_eval_report(result: dict[str, Any], frame: pd.DataFrame, labels: list[
     for _, row in wrong.sort_values("confidence", ascending=False).head(10).iterrows():
         lines.append(f"| {_cell(row['_src'], 40)} | {_cell(row['text'])} | {labels[row['gold']]} "
                      f"| {labels[row['pred']]} | {row['confidence']:.3f} |")
+    lines += _errors_in_worst_slices(result, frame, labels, wrong)
     lines += ["", "![reliability](reliability.png)", "", "![confusion](confusion.png)", "",
               "Files: `predictions.parquet` (per example: `_src` id, text, gold, predicted, "
               "probabilities), `metrics.json`.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _errors_in_worst_slices(result: dict[str, Any], frame: pd.DataFrame, labels: list[str],
+                            wrong: pd.DataFrame) -> list[str]:
+    """A few mistakes from each of the three worst slices (metadata and length slices)."""
+    lines = ["", "## Errors in the worst slices", ""]
+    shown = 0
+    for s in result["slices"]:
+        column, _, value = s["slice"].partition("=")
+        if column == "length" or column == "gold":
+            mask = None if column == "length" else frame["gold"].map(lambda i: labels[i]) == value
+        else:
+            mask = frame.get(f"meta_{column}", pd.Series(dtype=str)).astype(str) == value
+        if mask is None:
+            continue
+        errors = wrong[mask.reindex(wrong.index, fill_value=False)].head(3)
+        if errors.empty:
+            continue
+        lines.append(f"**{s['slice']}** (accuracy {s['value']:.3f}, n={s['n']}):")
+        lines += [f"- `{_cell(r['text'], 80)}`: gold {labels[r['gold']]}, predicted "
+                  f"{labels[r['pred']]}" for _, r in errors.iterrows()]
+        lines.append("")
+        shown += 1
+        if shown == 3:
+            break
+    return lines if shown else []

@@ -105,12 +105,20 @@ def _objects(rows: list[list[str]]) -> np.ndarray:
 
 
 def _bootstrap_index(statistic, n: int, resamples: int) -> Estimate:
-    """CI of ``statistic(indices)`` resampling examples with replacement (fixed seed)."""
-    rng = np.random.default_rng(0)
-    value = statistic(np.arange(n))
-    draws = [statistic(rng.integers(0, n, n)) for _ in range(resamples)] if n > 1 else [value]
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return Estimate(float(value), float(min(low, value)), float(max(high, value)), n)
+    """Percentile CI of ``statistic(indices)`` from ``scipy.stats.bootstrap`` over examples
+    (sentences or documents), so corpus-level metrics resample whole examples."""
+    from scipy import stats
+
+    value = float(statistic(np.arange(n)))
+    if n < 2:
+        return Estimate(value, value, value, n)
+    result = stats.bootstrap((np.arange(n),), statistic, vectorized=False,
+                             n_resamples=resamples, method="percentile",
+                             random_state=np.random.default_rng(0))
+    low, high = result.confidence_interval
+    low = value if np.isnan(low) else float(low)
+    high = value if np.isnan(high) else float(high)
+    return Estimate(value, min(low, value), max(high, value), n)
 
 
 def token_metrics(frame: pd.DataFrame, resamples: int) -> dict[str, Any]:
