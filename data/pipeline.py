@@ -224,6 +224,15 @@ class Splits:
     fingerprint: dict[str, Any]
     labels: list[str]
 
+    def pick(self, split: str) -> Any:
+        """The named split's dataset, or an error naming the config key that would add it."""
+        if split not in self.datasets:
+            from trainers.errors import ConfigError
+
+            raise ConfigError("split", f"the data has no '{split}' split "
+                              f"(has: {', '.join(self.datasets)})", "set data.test_path")
+        return self.datasets[split]
+
 
 def build_splits(cfg: DataConfig, task: str) -> Splits:
     """Read, validate and split; compute the label vocabulary and dataset fingerprint."""

@@ -64,14 +64,11 @@ def run_baseline(cfg) -> dict:
     from cluster.config import ClusterConfig
     from cluster.scaling import ensure_ray
     from data.pipeline import build_splits
-    from trainers.errors import ConfigError
     from trainers.evaluate import score_frame
 
     ensure_ray(ClusterConfig())
     splits = build_splits(cfg.data, "seq_cls")
-    if cfg.split not in splits.datasets:
-        raise ConfigError("split", f"the data has no '{cfg.split}' split "
-                          f"(has: {', '.join(splits.datasets)})", "set data.test_path")
+    splits.pick(cfg.split)
     labels = splits.labels
     out = Path(cfg.paths.runs) / "baseline" / cfg.data.name
     start = time.perf_counter()

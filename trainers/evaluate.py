@@ -19,7 +19,7 @@ from cluster.scaling import ensure_ray
 from data.pipeline import build_splits
 from trainers.baseline import baseline_predictions
 from trainers.config import TaskKind
-from trainers.errors import ConfigError, DataError
+from trainers.errors import DataError
 from trainers.eval_config import EvaluateConfig
 from trainers.models import load_run_config
 from trainers.stats import (
@@ -106,9 +106,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
     ensure_ray(ClusterConfig())
     splits = build_splits(cfg.data or run.data, "seq_cls")
-    if cfg.split not in splits.datasets:
-        raise ConfigError("split", f"the data has no '{cfg.split}' split "
-                          f"(has: {', '.join(splits.datasets)})", "set data.test_path")
+    splits.pick(cfg.split)
     frame, seconds = _predict(cfg, run_dir, splits.datasets[cfg.split])
     base_frame = baseline_predictions(run_dir, cfg.split, splits, labels) if cfg.baseline \
         else None
@@ -194,9 +192,7 @@ def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any) -> dict[str, A
     task = run.task.kind
     ensure_ray(ClusterConfig())
     splits = build_splits(cfg.data or run.data, task.value)
-    if cfg.split not in splits.datasets:
-        raise ConfigError("split", f"the data has no '{cfg.split}' split "
-                          f"(has: {', '.join(splits.datasets)})", "set data.test_path")
+    splits.pick(cfg.split)
     udf = PredictTags if task == TaskKind.token_cls else ScoreLM
     threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)
     frame = splits.datasets[cfg.split].map_batches(
