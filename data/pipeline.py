@@ -242,6 +242,8 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
     context.execution_options.preserve_order = True  # same seed, same order (local mode)
     context.enable_progress_bars = False  # the loop prints its own progress line
     train, shards = read_split(cfg.path, "data.path", cfg, task, "train")
+    if cfg.materialize:  # parse the source once: train, the held-out split and skip counts
+        train = train.materialize()  # all read from it
     all_shards = list(shards)
     val = test = None
     datasets: dict[str, Any] = {}
