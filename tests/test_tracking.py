@@ -27,17 +27,23 @@ def test_wandb_offline_run_records_config_and_summary_without_the_key(tmp_path, 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # A one-seed group: the member is named after the group and grouped by config hash.
     summary = train_run(tmp_path, [*FAST, "tracking=wandb", "trainer.max_steps=3",
-                                   "run_name=tracked", "seed=3"])
-    run_dir = Path(summary["run_dir"])
+                                   "run_name=tracked", "seeds=[3]", "tracking.log_artifacts=true"])
+    run_dir = Path(summary["run_dir"]) / "seed3"
     offline = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(offline) == 1
-    records = _wandb_records(offline[0])
+    assert len(offline) == 2  # the training run, then the same run resumed for the artifact
+    records = [r for path in offline for r in _wandb_records(path)]
+    ids = {r["run"]["run_id"] for r in records if r["type"] == "run"}
+    assert len(ids) == 1  # resumed, not a new W&B run
+    artifact = next(r["artifact"] for r in records if r["type"] == "artifact")
+    assert artifact["type"] == "model" and artifact["name"] == "tracked-seed3"
     run = next(r["run"] for r in records if r["type"] == "run")
     meta = json.loads((run_dir / "run_meta.json").read_text())
     assert run["run_group"] == meta["config_group"] and run["job_type"] == "train"
     assert run["display_name"] == "tracked-seed3"
-    assert run["config"]["update"]["seed"] == 3 and run["config"]["update"]["run_name"] == "tracked"
+    config = run["config"]["update"]
+    assert (config["seed"], config["run_name"], config["group_name"]) == (3, "seed3", "tracked")
     history = [r["history"]["item"] for r in records if r["type"] == "history"]
     assert [h["_step"] for h in history if "train/loss" in h] == [1, 2, 3]
     summary = {}

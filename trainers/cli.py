@@ -24,10 +24,19 @@ VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
          "evaluate": "score a finished run on a split: CIs, slices, errors, baseline, gates",
          "data": "'data check': duplicates, near duplicates, leakage, PII of a data config",
          "card": "write MODEL_CARD.md for a run from its tracked artefacts",
-         "baseline": "TF-IDF + logistic regression on a data config, in the evaluation format"}
+         "baseline": "TF-IDF + logistic regression on a data config, in the evaluation format",
+         "sweep": "Ray Tune search over any train keys (sweep=<name>): ASHA, TPE, resumable",
+         "ablate": "baseline + variants with seeds (ablation=<name>): deltas with CIs, verdicts",
+         "compare": "'compare A B': is B better than A? paired bootstrap, CI, ship/iterate/stop",
+         "report": "'report PATH ...': groups side by side: seed bands, CIs, slices, trend",
+         "submit": "'submit [--address URL] [--wait] <verb> ...': run a verb as a Ray job; "
+                   "--k8s renders a KubeRay RayJob",
+         "jobs": "'jobs list|status|logs|stop [<id>]': Ray jobs on a cluster"}
 CONFIG_NAMES = {"train": "train", "evaluate": "evaluate", "card": "card",
-                "baseline": "baseline"}
-GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "tracking")
+                "baseline": "baseline", "compare": "compare", "report": "report",
+                "sweep": "train", "ablate": "train"}
+GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "tracking", "sweep",
+          "ablation")
 
 USAGE = """usage: shardtune <verb> [key=value ...] [group=option ...] [--cfg job] [--debug]
 
@@ -42,6 +51,9 @@ examples:
   shardtune train data=banking77 trainer.epochs=3   # a real data set from ../shared/datasets
   shardtune train cluster=ray cluster.num_workers=2 # the same job on 2 DDP workers
   shardtune train --cfg job                         # print the resolved config and exit
+  shardtune train seeds=[0,1,2] run_name=lora_r8    # one run per seed, aggregated
+  shardtune compare runs/lora_r8 runs/lora_r16      # verdict with CI, per-slice deltas
+  shardtune report runs                             # every group: curves, CIs, trend
 """
 
 
@@ -68,6 +80,7 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from cluster.submit_config import register_submit_config
     from trainers.card import register_card_config
     from trainers.config import register_configs
     from trainers.eval_config import register_eval_configs
@@ -75,12 +88,17 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
     register_configs()
     register_eval_configs()
     register_card_config()
+    register_submit_config()
     injected = []
-    if config_name == "card":  # the card reads only the run directory
+    if config_name in ("card", "compare", "report", "submit"):  # these read run directories
         pass
     elif not any(o.startswith("paths.root=") for o in overrides):
         injected.append(f"paths.root={os.getcwd()}")
-    if config_name != "card" and not any(o.startswith("paths.code=") for o in overrides):
+    if config_name not in ("card", "submit") and not any(
+            o.startswith("paths.code=") for o in overrides):
+        if config_name in ("compare", "report") and not any(
+                o.startswith("paths.root=") for o in overrides):
+            injected.append(f"paths.root={os.getcwd()}")
         injected.append(f"paths.code={CODE_DIR}")
     GlobalHydra.instance().clear()
     try:
@@ -92,6 +110,11 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
             key = unknown.group(1)
             close = difflib.get_close_matches(key, known_keys(), n=2, cutoff=0.7)
             hint = f"did you mean {' or '.join(close)}?" if close else "see --cfg job for keys"
+            deeper = re.search(r"full_key: (\S+)", _causes(exc))
+            if deeper and deeper.group(1).startswith(key + "."):  # a new key in a mapping
+                return_hint = f"add map entries one by one: +{deeper.group(1)}=<value>"
+                raise ConfigError(key, f"has no entry '{deeper.group(1)[len(key) + 1:]}'",
+                                  return_hint) from exc
             raise ConfigError(key, "no such key", hint) from exc
         raise ShardtuneError(f"config: {_one_line(exc)}",
                              "see 'shardtune train --help' for groups and keys") from exc
@@ -145,62 +168,6 @@ def resolved_dict(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    metrics = summary.get("metrics", {})
-    if summary.get("status") == "stopped":
-        console.print(f"[yellow]stopped at step {metrics.get('step')}[/]; re-run the same "
-                      f"command to resume from {summary['run_dir']}")
-        return
-    table = Table(title=f"shardtune train: {Path(summary['run_dir']).name}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in sorted(metrics):
-        value = metrics[key]
-        if isinstance(value, float) and not isinstance(value, bool):
-            table.add_row(key, f"{value:.4f}")
-        elif isinstance(value, int):
-            table.add_row(key, str(value))
-    console.print(table)
-    for key in ("adapter", "checkpoint", "report", "merged"):
-        if key in summary:
-            console.print(f"{key:>10}: {summary[key]}")
-
-
-def print_evaluation(result: dict[str, Any]) -> int:
-    """One screen: headline metrics with CIs, the baseline, worst slices, gate verdicts."""
-    from rich.console import Console
-
-    console = Console()
-    m, base = result["metrics"], result.get("baseline")
-    console.print(f"[bold]{Path(result['run']).name}[/] on {result['data']}/{result['split']}: "
-                  f"{m['examples']} examples")
-    for key in ("accuracy", "macro_f1", "entity_f1", "perplexity"):
-        if key not in m:
-            continue
-        est = m[key]
-        line = f"  {key:<10} {est['value']:.4f} [{est['ci_low']:.4f}, {est['ci_high']:.4f}]"
-        if base:
-            line += f"   baseline {base[key]['value']:.4f}"
-        console.print(line)
-    worst = result["slices"][:3]
-    if worst:
-        console.print("  worst slices: " + ", ".join(
-            f"{s['slice']} {s['value']:.3f} (n={s['n']})" for s in worst))
-    failed = [g for g in result["gates"] if not g["passed"]]
-    for gate in result["gates"]:
-        mark = "[green]pass[/]" if gate["passed"] else "[red]FAIL[/]"
-        console.print(f"  gate {gate['gate']}: {mark}  {gate['detail']}")
-    console.print(f"  report: {result['report']}")
-    if failed:
-        console.print(f"[red]{len(failed)} gate(s) failed[/]")
-        return 1
-    return 0
-
-
 def data_check(run: Any) -> int:
     """``shardtune data check [data=<group>] [data.path=...]``: full report, printed and saved."""
     from rich.console import Console
@@ -230,6 +197,7 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
         return 0
     run = to_run_config(cfg)
     if verb == "train":
+        from trainers.console import print_summary
         from trainers.train import train
 
         summary = train(run, resolved_dict(cfg))
@@ -243,6 +211,8 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
 
         print(f"written: {write_card(run)}")
         return 0
+    from trainers.console import print_evaluation
+
     if verb == "evaluate":
         from trainers.evaluate import evaluate
 
@@ -251,7 +221,72 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
         from trainers.baseline import run_baseline
 
         return print_evaluation(run_baseline(run))
+    if verb == "compare":
+        from trainers.compare import compare
+
+        result = compare(run)
+        print(f"{result['verdict'].upper()}: {result['headline']}")
+        if result["reason"]:
+            print(f"  {result['reason']}")
+        print(f"  report: {result['report']}")
+        return 0
+    if verb == "report":
+        from trainers.group_report import write_report
+
+        print(f"written: {write_report(run)}")
+        return 0
+    if verb == "sweep":
+        from trainers.console import print_sweep
+        from tuning.sweep import sweep
+
+        if run.sweep is None:
+            raise ConfigError("sweep", "no sweep chosen", f"shardtune sweep sweep=<name>, one "
+                              f"of: {', '.join(_options('sweep'))}")
+        print_sweep(sweep(run, resolved_dict(cfg), overrides))
+        return 0
+    if verb == "ablate":
+        from tuning.ablate import ablate
+
+        if run.ablation is None:
+            raise ConfigError("ablation", "no ablation chosen", "shardtune ablate "
+                              f"ablation=<name>, one of: {', '.join(_options('ablation'))}")
+        print(f"written: {ablate(run, overrides)['report']}")
+        return 0
     raise ShardtuneError(f"unknown verb {verb!r}", f"choose one of: {', '.join(VERBS)}")
+
+
+def positional_to_overrides(verb: str, args: list[str]) -> list[str]:
+    """``compare A B`` → ``a=A b=B``; ``report P1 P2`` → ``runs=[P1,P2]``."""
+    plain = [a for a in args if "=" not in a and not a.startswith("-")]
+    if verb not in ("compare", "report") or not plain:
+        return args
+    rest = [a for a in args if a not in plain]
+    if verb == "report":
+        return [f"runs=[{','.join(plain)}]", *rest]
+    if len(plain) != 2:
+        raise ConfigError("compare", f"needs two runs or groups, got {len(plain)}",
+                          "shardtune compare runs/A runs/B")
+    return [f"a={plain[0]}", f"b={plain[1]}", *rest]
+
+
+def _cluster_verb(verb: str, rest: list[str], debug: bool) -> int:
+    """``submit`` and ``jobs`` parse their own flags; their errors print like the rest."""
+    from cluster.commands import SUBMIT_USAGE, jobs_main, submit_main
+
+    if not rest or rest[0] in ("-h", "--help"):
+        print(SUBMIT_USAGE if verb == "submit" else "usage: shardtune jobs "
+              "list|status|logs|stop [<id>] [--address URL]")
+        return 0
+    try:
+        return submit_main(rest) if verb == "submit" else jobs_main(rest)
+    except Exception as exc:  # noqa: BLE001 - same policy as main()
+        user = find_user_error(exc)
+        if user is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {user}", file=sys.stderr)
+        return user.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     verb, rest = args[0], args[1:]
+    if verb in ("submit", "jobs"):
+        return _cluster_verb(verb, rest, debug)
     if verb == "data":  # 'shardtune data check ...'
         if not rest or rest[0] != "check":
             print("error: usage: shardtune data check [data=<group>] [data.path=...]",
@@ -276,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         i = rest.index("--cfg")
         show_cfg = True
         rest = rest[:i] + rest[i + 2:]
-    bad_flags = [a for a in rest if a.startswith("-")]
     try:
+        rest = positional_to_overrides(verb, rest)
+        bad_flags = [a for a in rest if a.startswith("-")]
         if verb not in VERBS:
             raise ShardtuneError(f"unknown verb {verb!r}", f"choose one of: {', '.join(VERBS)}")
         if bad_flags:

@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from cluster.config import ClusterConfig
 from data.config import DataConfig
 from trainers.errors import ConfigError
+from tuning.config import AblationSpec, SweepSpec
 
 
 class TaskKind(str, Enum):
@@ -215,12 +216,15 @@ class TrackingConfig:
         project: W&B project.
         entity: W&B entity (team or user); ``null`` = the key's default.
         tags: Tags added to the W&B run.
+        log_artifacts: Upload the adapter, report.md and metrics.json as a W&B ``model``
+            artifact when the run finishes.
     """
 
     wandb: bool = False
     project: str = "shardtune"
     entity: Optional[str] = None
     tags: List[str] = field(default_factory=list)
+    log_artifacts: bool = False
 
 
 @dataclass
@@ -242,7 +246,17 @@ class PathsConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything one training run needs; workers receive this object, never Hydra's tree."""
+    """Everything one training run needs; workers receive this object, never Hydra's tree.
+
+    Args:
+        run_name: The run's identity and directory; re-running the same name resumes it.
+        seed: Controls adapter/head init, data order and dropout.
+        seeds: When set, one run per seed in ``runs/<run_name>/seed<k>/``, grouped and
+            aggregated (mean, std, CI across seeds); ``seed`` is then ignored.
+        group_name: Set by the seed-group runner on each member; not a user key.
+        sweep: The search of ``shardtune sweep`` (``sweep=<name>``, conf/sweep/).
+        ablation: The arms of ``shardtune ablate`` (``ablation=<name>``, conf/ablation/).
+    """
 
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -255,8 +269,16 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     run_name: str = "default"
     seed: int = 0
+    seeds: List[int] = field(default_factory=list)
+    group_name: Optional[str] = None
+    sweep: Optional[SweepSpec] = None
+    ablation: Optional[AblationSpec] = None
 
     def __post_init__(self) -> None:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("seeds", f"has repeated seeds {self.seeds}", "e.g. seeds=[0,1,2]")
+        if self.group_name is not None and self.seeds:
+            raise ConfigError("group_name", "is set per seed run; do not set it with seeds")
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
             raise ConfigError("run_name", f"must be a plain directory name, got {self.run_name!r}")
         if self.task.kind == TaskKind.token_cls and self.data.format not in ("conll", "auto"):
@@ -265,6 +287,9 @@ class TrainConfig:
 
     @property
     def run_dir(self) -> str:
+        """``runs/<run_name>``, or ``runs/<group>/<run_name>`` for one seed of a group."""
+        if self.group_name:
+            return f"{self.paths.runs}/{self.group_name}/{self.run_name}"
         return f"{self.paths.runs}/{self.run_name}"
 
 

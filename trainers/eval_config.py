@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -93,6 +93,85 @@ class BaselineConfig:
             raise ConfigError("split", f"must be one of {', '.join(SPLITS)}, got {self.split!r}")
 
 
+@dataclass
+class CompareSpec:
+    """How ``shardtune compare`` decides (the ``compare.*`` keys).
+
+    Args:
+        metric: The metric the verdict rests on: ``macro_f1`` or ``accuracy`` (from saved
+            predictions), or any key of the runs' metrics.json such as ``test/entity_f1``
+            (then across seeds only).
+        min_effect: Smallest improvement worth shipping, in metric units (0.01 = 1 point).
+        resamples: Bootstrap replicates.
+        min_slice_size: Slices with fewer examples are listed but not tested (too noisy).
+        block_on_slice_regression: A slice that is significantly worse in B (after
+            Benjamini-Hochberg correction) turns "ship" into "iterate".
+        seed: Seed of the bootstrap's random draws.
+    """
+
+    metric: str = "macro_f1"
+    min_effect: float = 0.01
+    resamples: int = 2000
+    min_slice_size: int = 30
+    block_on_slice_regression: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.resamples < 200:
+            raise ConfigError("compare.resamples", f"must be >= 200, got {self.resamples}")
+        if self.min_effect < 0:
+            raise ConfigError("compare.min_effect", f"must be >= 0, got {self.min_effect}",
+                              "it is the smallest improvement worth shipping, e.g. 0.01")
+
+
+@dataclass
+class CompareConfig:
+    """``shardtune compare A B``: is B better than A, by how much, and should it ship?
+
+    Args:
+        a: The reference: a run group (``runs/<name>`` with group.json) or a single run.
+        b: The candidate, same forms.
+        split: The evaluated split both are compared on (predictions are made if missing).
+        out: Where the comparison report goes; ``null`` = ``<b>/compare/<a name>``.
+    """
+
+    a: str = "???"
+    b: str = "???"
+    split: str = "test"
+    out: Optional[str] = None
+    compare: CompareSpec = field(default_factory=CompareSpec)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError("split", f"must be one of {', '.join(SPLITS)}, got {self.split!r}")
+
+
+@dataclass
+class ReportConfig:
+    """``shardtune report PATH ...``: groups and runs side by side from the local tracker.
+
+    Args:
+        runs: Run groups or runs to show; the first is the reference for comparisons. A
+            directory holding several groups (e.g. ``runs``) stands for all of them.
+        out: Output folder for report.md and its PNGs; ``null`` = ``runs/report``.
+        metric: Headline metric of tables, plots and the trend.
+    """
+
+    runs: List[str] = field(default_factory=list)
+    out: Optional[str] = None
+    metric: str = "test/accuracy"
+    split: str = "test"
+    compare: CompareSpec = field(default_factory=CompareSpec)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise ConfigError("runs", "no run or group given", "shardtune report runs/<name>")
+
+
 def register_eval_configs() -> None:
     ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
     ConfigStore.instance().store(name="baseline_schema", node=BaselineConfig)
+    ConfigStore.instance().store(name="compare_schema", node=CompareConfig)
+    ConfigStore.instance().store(name="report_schema", node=ReportConfig)

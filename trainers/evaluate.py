@@ -97,15 +97,18 @@ def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataF
     return frame, time.perf_counter() - start
 
 
-def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    """Evaluate one split of a finished run; returns the metrics and where files went."""
+def evaluate(cfg: EvaluateConfig, splits: Any = None) -> dict[str, Any]:
+    """Evaluate one split of a finished run; returns the metrics and where files went.
+
+    ``splits``: data already read for this run's data config (a seed group reads it once).
+    """
     run_dir = Path(cfg.run).expanduser().resolve()
     run = load_run_config(run_dir)
     if run.task.kind != TaskKind.seq_cls:
-        return _evaluate_other(cfg, run_dir, run)
+        return _evaluate_other(cfg, run_dir, run, splits)
     labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
     ensure_ray(ClusterConfig())
-    splits = build_splits(cfg.data or run.data, "seq_cls")
+    splits = splits or build_splits(cfg.data or run.data, "seq_cls")
     splits.pick(cfg.split)
     frame, seconds = _predict(cfg, run_dir, splits.datasets[cfg.split])
     base_frame = baseline_predictions(run_dir, cfg.split, splits, labels) if cfg.baseline \
@@ -176,7 +179,8 @@ def _slices(frame: pd.DataFrame, labels: list[str]) -> list[dict]:
     return sorted(rows, key=lambda r: r["value"])
 
 
-def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any) -> dict[str, Any]:
+def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any = None
+                    ) -> dict[str, Any]:
     """token_cls (entity F1 per type) and causal_lm (perplexity per slice)."""
     import ray
 
@@ -191,7 +195,7 @@ def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any) -> dict[str, A
 
     task = run.task.kind
     ensure_ray(ClusterConfig())
-    splits = build_splits(cfg.data or run.data, task.value)
+    splits = splits or build_splits(cfg.data or run.data, task.value)
     splits.pick(cfg.split)
     udf = PredictTags if task == TaskKind.token_cls else ScoreLM
     threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)

@@ -34,6 +34,14 @@ from trainers.tasks import EvalState, accumulate, score
 from trainers.tracking import open_tracker
 
 FINAL_METRICS = "final_metrics.json"
+PLACEMENT_GROUP_KEY = "_placement_group"
+
+
+def _placement_group_id() -> str | None:
+    from ray.util import get_current_placement_group
+
+    pg = get_current_placement_group()
+    return pg.id.hex() if pg is not None else None
 
 
 def plan_steps(run: TrainConfig, train_rows: int, world: int) -> tuple[int, int]:
@@ -127,12 +135,15 @@ class Publisher:
                  labels: list[str]) -> None:
         self.run, self.rank, self.local_mode = run, rank, local_mode
         self.tokenizer, self.labels = tokenizer, labels
+        self.placement_group = _placement_group_id() if not local_mode else None
 
     def __call__(self, metrics: dict[str, Any], state: tuple | None, progress: Progress,
                  extra_files: dict[str, str] | None = None) -> None:
         import ray.train
 
         name = checkpoint_name(progress.step)
+        if self.placement_group:  # lets a sweep free the workers of a trial it stops
+            metrics = {**metrics, PLACEMENT_GROUP_KEY: self.placement_group}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0 and state is not None:

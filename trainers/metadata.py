@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata as importlib_metadata
@@ -12,6 +13,9 @@ from typing import Any
 
 from trainers.config import TrainConfig
 
+# Keys that name or place a run but do not change what is trained.
+NOT_CONFIG = ("seed", "seeds", "run_name", "group_name", "paths", "sweep", "ablation")
+INDEX_FILE = "index.jsonl"
 _PACKAGES = ("shardtune", "torch", "transformers", "peft", "ray", "accelerate", "hydra-core")
 
 
@@ -38,7 +42,7 @@ def _versions() -> dict[str, str]:
 
 def config_group(resolved: dict[str, Any]) -> str:
     """Hash of the resolved config minus seed, run name and paths: one config's seeds share it."""
-    trimmed = {k: v for k, v in resolved.items() if k not in ("seed", "run_name", "paths")}
+    trimmed = {k: v for k, v in resolved.items() if k not in NOT_CONFIG}
     blob = json.dumps(trimmed, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -46,6 +50,7 @@ def config_group(resolved: dict[str, Any]) -> str:
 def run_metadata(run: TrainConfig, resolved: dict[str, Any], splits: Any) -> dict[str, Any]:
     return {
         "run_name": run.run_name,
+        "group_name": run.group_name,
         "seed": run.seed,
         "config_group": config_group(resolved),
         "git": _git(run.paths.code),
@@ -62,4 +67,22 @@ def run_metadata(run: TrainConfig, resolved: dict[str, Any], splits: Any) -> dic
                        for k, s in splits.summaries.items()},
         },
         "code_dir": str(Path(run.paths.code).resolve()),
+        # names a submitted job was given (shardtune submit), and whether each arrived;
+        # values are never recorded
+        "forwarded_env": {name: name in os.environ for name in
+                          os.environ.get("SHARDTUNE_FORWARDED_ENV", "").split(",") if name},
     }
+
+
+def append_index(run: TrainConfig, meta: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """One line per finished run in ``runs/index.jsonl``: the trend table reads it."""
+    import time
+
+    entry = {"time": time.time(), "run_dir": run.run_dir, "run_name": run.run_name,
+             "group_name": run.group_name, "config_group": meta["config_group"],
+             "seed": run.seed, "commit": meta["git"]["commit"],
+             "metrics": {k: v for k, v in metrics.items()
+                         if isinstance(v, (int, float)) and not k.startswith("dist/")}}
+    index = Path(run.paths.runs) / INDEX_FILE
+    with index.open("a") as f:  # one short append per run: safe for concurrent seeds
+        f.write(json.dumps(entry) + "\n")

@@ -58,16 +58,27 @@ class LocalTracker:
         self._file.close()
 
 
+def wandb_run_id(run: TrainConfig) -> str:
+    """Stable per run directory, so a resumed run continues the same W&B run."""
+    return hashlib.sha1(run.run_dir.encode()).hexdigest()[:16]
+
+
+def display_name(run: TrainConfig) -> str:
+    """``<run or group name>-seed<k>``: every seed of a group is told apart in W&B."""
+    return f"{run.group_name or run.run_name}-seed{run.seed}"
+
+
 class WandbTracker:
     """One W&B run per training run, resumable: the id derives from the run directory."""
 
-    def __init__(self, run: TrainConfig, config: dict[str, Any], group: str | None) -> None:
+    def __init__(self, run: TrainConfig, config: dict[str, Any], group: str | None,
+                 job_type: str = "train") -> None:
         import wandb
 
-        run_id = hashlib.sha1(run.run_dir.encode()).hexdigest()[:16]
+        run_id = wandb_run_id(run)
         self._run = wandb.init(
             project=run.tracking.project, entity=run.tracking.entity, id=run_id,
-            resume="allow", name=f"{run.run_name}-seed{run.seed}", job_type="train",
+            resume="allow", name=display_name(run), job_type=job_type,
             group=group, tags=list(run.tracking.tags), config=config,
             dir=run.run_dir,
         )
@@ -107,3 +118,38 @@ def open_tracker(run: TrainConfig, rank: int, resume_step: int, config: dict[str
     if run.tracking.wandb:
         trackers.append(WandbTracker(run, config, group))
     return MultiTracker(trackers)
+
+
+def upload_artifacts(run: TrainConfig, paths: list[Path], group: str | None) -> None:
+    """The finished run's files as one ``model`` artifact, on the same (resumed) W&B run."""
+    import wandb
+
+    with wandb.init(project=run.tracking.project, entity=run.tracking.entity,
+                    id=wandb_run_id(run), resume="allow", name=display_name(run),
+                    job_type="train", group=group, dir=run.run_dir) as wb:
+        artifact = wandb.Artifact(display_name(run), type="model",
+                                  metadata={"config_group": group, "seed": run.seed})
+        for path in paths:
+            if path.is_dir():
+                artifact.add_dir(str(path), name=path.name)
+            elif path.exists():
+                artifact.add_file(str(path))
+        wb.log_artifact(artifact)
+
+
+def log_summary_run(run: TrainConfig, job_type: str, name: str, summary: dict[str, Any],
+                    rows: list[dict[str, Any]]) -> None:
+    """One W&B run per sweep or ablation (``job_type``) holding its results table."""
+    import wandb
+
+    run_id = hashlib.sha1(f"{run.paths.runs}/{job_type}/{name}".encode()).hexdigest()[:16]
+    with wandb.init(project=run.tracking.project, entity=run.tracking.entity, name=name,
+                    job_type=job_type, tags=[*run.tracking.tags, f"{job_type}:{name}"],
+                    group=f"{job_type}:{name}", dir=run.paths.runs, id=run_id,
+                    resume="allow") as wb:
+        if rows:
+            columns = sorted({k for r in rows for k in r})
+            wb.log({"results": wandb.Table(columns=columns,
+                                           data=[[str(r.get(c, "")) for c in columns]
+                                                 for r in rows])})
+        wb.summary.update(summary)

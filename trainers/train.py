@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,25 @@ from data.tokenize import tokenize_splits
 from trainers.checkpoint import latest_checkpoint
 from trainers.config import TrainConfig
 from trainers.loop import train_loop
-from trainers.metadata import run_metadata
+from trainers.metadata import append_index, run_metadata
 from trainers.models import check_model, tokenizer_location
 from trainers.report import write_report
 
 EXPORTED = ("adapter", "tokenizer", "label_map.json")
 
 
-def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
-    """Run one training job end to end and return its summary (metrics and artefact paths)."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
-    from ray.train.torch import TorchTrainer
+@dataclass
+class Prepared:
+    """What every seed of one configuration shares: data read, checked and tokenised once."""
 
+    splits: Any
+    datasets: dict[str, Any]
+    train_rows: int
+    data_check: dict[str, Any]
+
+
+def prepare(run: TrainConfig) -> Prepared:
+    """Start Ray, check model and placement, read, split, check and tokenise the data."""
     with ThreadPoolExecutor(1) as pool:  # load-check the model while Ray starts (~3 s)
         model_ok = pool.submit(check_model, run.model)
         ensure_ray(run.cluster)
@@ -48,10 +56,33 @@ def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         train_rows = datasets["train"].count()
     else:
         train_rows = splits.summaries["train"].rows
+    return Prepared(splits, datasets, train_rows,
+                    summary_line(check_dataset_splits(splits, fast=True)))
+
+
+def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
+    """Run one training job end to end, or one per seed when ``seeds`` is set."""
+    if run.seeds:
+        from trainers.seeds import train_group
+
+        return train_group(run, resolved)
+    return fit(run, resolved, prepare(run))
+
+
+def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
+        callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Train one seed on prepared data, export its artefacts and return its summary.
+
+    ``callbacks``: Ray Train callbacks (a sweep trial passes Tune's report callback).
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+
+    splits, datasets, train_rows = prep.splits, prep.datasets, prep.train_rows
     run_dir = Path(run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = run_metadata(run, resolved, splits)
-    meta["data_check"] = summary_line(check_dataset_splits(splits, fast=True))
+    meta["data_check"] = prep.data_check
     (run_dir / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
     (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
     resume_from = latest_checkpoint(run_dir)
@@ -66,13 +97,14 @@ def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         train_loop, train_loop_config=loop_cfg, scaling_config=scaling_config(run.cluster),
         datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
-            name=run.run_name, storage_path=str(Path(run.paths.runs).resolve()),
+            name=run_dir.name, storage_path=str(run_dir.parent.resolve()),
             failure_config=FailureConfig(max_failures=run.cluster.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=run.trainer.keep_checkpoints),
+            callbacks=callbacks,
         ),
     )
     result = trainer.fit()
-    metrics = dict(result.metrics or {})
+    metrics = {k: v for k, v in (result.metrics or {}).items() if not k.startswith("_")}
     summary: dict[str, Any] = {"run_dir": str(run_dir), "metrics": metrics,
                                "resumed_from": str(resume_from) if resume_from else None}
     if metrics.get("preempted"):
@@ -94,6 +126,14 @@ def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
     summary["report"] = str(write_report(run, meta, metrics_out, run_dir))
     summary["status"] = "done"
+    if metrics.get("already_done"):  # finished earlier: indexed and uploaded then
+        return summary
+    append_index(run, meta, metrics_out)
+    if run.tracking.wandb and run.tracking.log_artifacts:
+        from trainers.tracking import upload_artifacts
+
+        upload_artifacts(run, [run_dir / "adapter", run_dir / "report.md",
+                               run_dir / "metrics.json"], meta["config_group"])
     return summary
 
 

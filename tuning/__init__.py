@@ -1,1 +1,1 @@
-"""Ray Tune sweeps and ablations (planned: issue #5)."""
+"""Ray Tune sweeps (``shardtune sweep``) and ablation campaigns (``shardtune ablate``)."""

@@ -1,0 +1,132 @@
+"""KubeRay: render a ``RayJob`` (ray.io/v1) from the same verb and overrides as a local run.
+
+Replicas, GPU limits and the entrypoint come from the run's own config (``cluster.*``); pod
+sizes, image, storage and secrets from ``submit.k8s.*``. The W&B key is a ``secretKeyRef`` to a
+Kubernetes Secret: its value is never in the manifest.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from cluster.submit import FORWARDED_NAMES, Submission
+from cluster.submit_config import K8sConfig
+from trainers.errors import ClusterError, ConfigError
+
+
+def _resources(cpu: str, memory: str, gpus: int, gpu_resource: str) -> dict[str, Any]:
+    limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    if gpus:
+        limits[gpu_resource] = str(gpus)
+    return {"limits": limits, "requests": dict(limits)}
+
+
+def _container(name: str, k8s: K8sConfig, resources: dict[str, Any], ports: bool
+               ) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": name, "image": k8s.image, "resources": resources}
+    if ports:
+        container["ports"] = [{"containerPort": 6379, "name": "gcs-server"},
+                              {"containerPort": 8265, "name": "dashboard"},
+                              {"containerPort": 10001, "name": "client"}]
+    if k8s.wandb_secret:
+        container["env"] = [{"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {
+            "name": k8s.wandb_secret, "key": k8s.wandb_secret_key}}}]
+    if k8s.storage_pvc:
+        container["volumeMounts"] = [{"name": "shardtune-storage",
+                                      "mountPath": k8s.storage_mount}]
+    return container
+
+
+def _pod(container: dict[str, Any], k8s: K8sConfig, gpu: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": [container]}
+    if k8s.storage_pvc:
+        spec["volumes"] = [{"name": "shardtune-storage",
+                            "persistentVolumeClaim": {"claimName": k8s.storage_pvc}}]
+    if k8s.service_account:
+        spec["serviceAccountName"] = k8s.service_account
+    if gpu and k8s.gpu_toleration:
+        spec["tolerations"] = [{"key": k8s.gpu_resource, "operator": "Exists",
+                                "effect": "NoSchedule"}]
+    if gpu and k8s.node_selector:
+        spec["nodeSelector"] = dict(k8s.node_selector)
+    return {"spec": spec}
+
+
+def render(sub: Submission, k8s: K8sConfig, use_gpu: bool) -> dict[str, Any]:
+    """The RayJob (or RayCluster) manifest as a dict, to dump or validate against the CRD."""
+    import yaml
+
+    if not k8s.image:
+        raise ConfigError("submit.k8s.image", "is required for --k8s: the container image with "
+                          "shardtune and its dependencies", "see cluster/Dockerfile")
+    gpus = math.ceil(sub.gpus_per_worker) if use_gpu else 0
+    entrypoint = shlex.join(["shardtune", sub.verb, *sub.overrides,
+                             f"paths.root={sub.storage}"])
+    runtime_env = {"env_vars": {FORWARDED_NAMES: "WANDB_API_KEY" if k8s.wandb_secret else ""}}
+    head_gpus = gpus if not sub.multi_node and sub.workers <= 1 and use_gpu else 0
+    head = _container("ray-head", k8s, _resources(k8s.head_cpu, k8s.head_memory, head_gpus,
+                                                  k8s.gpu_resource), ports=True)
+    cluster_spec: dict[str, Any] = {
+        "rayVersion": k8s.ray_version,
+        "headGroupSpec": {"rayStartParams": {"num-cpus": "0" if sub.multi_node else
+                                             str(k8s.head_cpu)},
+                          "template": _pod(head, k8s, bool(head_gpus))},
+    }
+    if sub.multi_node:
+        worker = _container("ray-worker", k8s, _resources(k8s.worker_cpu, k8s.worker_memory,
+                                                          gpus, k8s.gpu_resource), ports=False)
+        cluster_spec["workerGroupSpecs"] = [{
+            "groupName": "gpu-workers" if gpus else "cpu-workers",
+            "replicas": sub.workers, "minReplicas": sub.workers, "maxReplicas": sub.workers,
+            "rayStartParams": {}, "template": _pod(worker, k8s, bool(gpus))}]
+    # RFC 1123: lowercase alphanumerics and '-', at most 63 characters
+    name = k8s.name or re.sub(r"[^a-z0-9-]", "-", sub.submission_id.lower())[:63].strip("-")
+    spec: dict[str, Any] = {
+        "entrypoint": entrypoint,
+        "runtimeEnvYAML": yaml.safe_dump(runtime_env, sort_keys=True),
+        "shutdownAfterJobFinishes": k8s.shutdown_after_job_finishes,
+        "ttlSecondsAfterFinished": k8s.ttl_seconds_after_finished,
+        "rayClusterSpec": cluster_spec,
+    }
+    if k8s.active_deadline_seconds:
+        spec["activeDeadlineSeconds"] = k8s.active_deadline_seconds
+    metadata = {"name": name, "namespace": k8s.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "shardtune",
+                           "shardtune/verb": sub.verb}}
+    if k8s.kind == "raycluster":  # a long-lived cluster sized for this job; submit to it
+        cluster_spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] = "0.0.0.0"
+        return {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": metadata,
+                "spec": cluster_spec}
+    return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": metadata, "spec": spec}
+
+
+def write(manifest: dict[str, Any], path: Path) -> Path:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def apply(path: Path) -> int:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise ClusterError("kubectl not found on PATH", f"apply it yourself: kubectl apply -f "
+                           f"{path}")
+    return subprocess.run([kubectl, "apply", "-f", str(path)], check=False).returncode
+
+
+def crd_schema(crd_file: Path) -> dict[str, Any]:
+    """The v1 openAPIV3Schema of a KubeRay CRD file (for validating rendered manifests)."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load(crd_file.read_text(), Loader=loader)
+    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"][
+        "openAPIV3Schema"]

@@ -1,0 +1,164 @@
+"""Paired bootstrap, verdicts, ``shardtune compare`` and ``shardtune report`` on known data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from trainers.cli import main
+from trainers.paired import (
+    Effect,
+    paired_bootstrap,
+    seeds_only,
+    verdict,
+    weighted_accuracy,
+    weighted_macro_f1,
+)
+
+
+def _predictions(rng, gold, accuracy):
+    correct = rng.random(len(gold)) < accuracy
+    return np.where(correct, gold, (gold + rng.integers(1, 5, len(gold))) % 5)
+
+
+def test_weighted_metrics_equal_scikit_learn_on_the_resampled_rows():
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 5, 300)
+    pred = _predictions(rng, gold, 0.6)
+    rows = rng.integers(0, 300, 300)  # one bootstrap resample, as row indices
+    weights = np.bincount(rows, minlength=300)[None].astype(float)
+    assert weighted_macro_f1(weights, gold, pred, 5)[0] == pytest.approx(
+        f1_score(gold[rows], pred[rows], average="macro"))
+    assert weighted_accuracy(weights, gold, pred, 5)[0] == pytest.approx(
+        np.mean(gold[rows] == pred[rows]))
+
+
+def test_paired_bootstrap_finds_a_real_five_point_difference():
+    rng = np.random.default_rng(2)
+    gold = rng.integers(0, 5, 2000)
+    a = np.stack([_predictions(rng, gold, 0.80) for _ in range(3)])
+    b = np.stack([_predictions(rng, gold, 0.85) for _ in range(3)])
+    for metric in ("accuracy", "macro_f1"):
+        e = paired_bootstrap(gold, a, b, metric, resamples=1000)
+        assert 0 < e.low < 0.05 < e.high and e.p_value < 0.01, e
+        assert (e.seeds_a, e.seeds_b, e.n) == (3, 3, 2000)
+    assert verdict(paired_bootstrap(gold, a, b, "accuracy", 1000), 0.01) == "ship"
+
+
+def test_zero_difference_is_called_significant_at_about_the_stated_rate():
+    rng = np.random.default_rng(3)
+    hits = 0
+    draws = 200
+    for i in range(draws):
+        gold = rng.integers(0, 5, 800)
+        e = paired_bootstrap(gold, _predictions(rng, gold, 0.8), _predictions(rng, gold, 0.8),
+                             "accuracy", resamples=1000, seed=i)
+        hits += e.p_value < 0.05
+    assert 0.01 <= hits / draws <= 0.09  # nominal 5%; binomial slack for 200 draws
+
+
+def test_verdicts_and_seed_only_comparison():
+    def effect(delta, low, high):
+        return Effect("macro_f1", 0.8, 0.8 + delta, delta, low, high, 0.01, 100, 5, 5)
+
+    assert verdict(effect(0.02, 0.005, 0.035), 0.01) == "ship"
+    assert verdict(effect(0.005, 0.001, 0.009), 0.01) == "stop"  # real but too small
+    assert verdict(effect(-0.03, -0.05, -0.01), 0.01) == "stop"  # a regression
+    assert verdict(effect(0.02, -0.01, 0.05), 0.01) == "iterate"  # undecided
+    lower = Effect("test/loss", 1.0, 0.9, -0.1, -0.15, -0.05, 0.01, 0, 3, 3)
+    assert verdict(lower, 0.01, higher_is_better=False) == "ship"
+    e = seeds_only([0.80, 0.81, 0.79], [0.90, 0.91, 0.89], "test/entity_f1")
+    assert e.delta == pytest.approx(0.10) and e.low > 0 and e.p_value < 0.01
+    lone = seeds_only([0.8], [0.9], "test/entity_f1")
+    assert lone.p_value == 1.0 and verdict(lone, 0.01) == "iterate"  # one seed says little
+
+
+def _fake_run(path: Path, seed: int, gold: np.ndarray, pred: np.ndarray, channel: np.ndarray):
+    """A finished run as the train and evaluate jobs leave it, with chosen predictions."""
+    labels = [f"c{i}" for i in range(5)]
+    (path / "eval" / "test").mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    (path / "run_meta.json").write_text(json.dumps({"seed": seed, "git": {"commit": "abc"}}))
+    (path / "metrics.json").write_text(json.dumps(
+        {"test/accuracy": float(np.mean(gold == pred)), "test/loss": 1.0 - np.mean(gold == pred)}))
+    (path / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "train/loss": 2.0 / s + seed * 0.01}) + "\n" for s in (1, 2, 3)))
+    pd.DataFrame({"_src": [f"test.jsonl:{i + 1}" for i in range(len(gold))],
+                  "gold_label": [labels[g] for g in gold], "pred_label": [labels[p] for p in pred],
+                  "meta_channel": channel, "n_tokens": 5 + np.arange(len(gold)) % 20,
+                  }).to_parquet(path / "eval" / "test" / "predictions.parquet")
+
+
+def _fake_group(root: Path, name: str, runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    group = root / name
+    members = []
+    for seed, (gold, pred, channel) in enumerate(runs):
+        _fake_run(group / f"seed{seed}", seed, gold, pred, channel)
+        members.append(str(group / f"seed{seed}"))
+    (group / "group.json").write_text(json.dumps({"members": members, "seeds": [0, 1, 2]}))
+    return group
+
+
+@pytest.fixture
+def two_groups(tmp_path):
+    """B is 8 points better overall, but much worse on the channel=voice slice."""
+    rng = np.random.default_rng(4)
+    n = 1500
+    gold = rng.integers(0, 5, n)
+    channel = np.where(np.arange(n) % 10 == 0, "voice", "chat")
+    voice = channel == "voice"
+    runs_a, runs_b = [], []
+    for _ in range(3):
+        runs_a.append((gold, _predictions(rng, gold, 0.75), channel))
+        pred_b = _predictions(rng, gold, 0.85)
+        pred_b[voice] = _predictions(rng, gold[voice], 0.45)
+        runs_b.append((gold, pred_b, channel))
+    root = tmp_path / "runs"
+    return _fake_group(root, "base", runs_a), _fake_group(root, "cand", runs_b)
+
+
+def test_compare_sees_the_slice_regression_behind_an_aggregate_win(two_groups, capsys):
+    base, cand = two_groups
+    assert main(["compare", str(base), str(cand), "compare.metric=accuracy",
+                 "compare.resamples=1000"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ITERATE: cand beats base by +")
+    assert "channel=voice" in out
+    result = json.loads((cand / "compare" / "base" / "compare.json").read_text())
+    assert result["effects"]["accuracy"]["low"] > 0.01
+    voice = next(s for s in result["slices"] if s["slice"] == "channel=voice")
+    assert voice["regression"] and voice["high"] < 0
+    assert (cand / "compare" / "base" / "slice_deltas.png").stat().st_size > 1000
+    # Without the slice guard the aggregate alone would ship.
+    assert main(["compare", str(base), str(cand), "compare.metric=accuracy",
+                 "compare.resamples=1000", "compare.block_on_slice_regression=false"]) == 0
+    assert capsys.readouterr().out.startswith("SHIP:")
+
+
+def test_compare_refuses_runs_evaluated_on_other_examples(two_groups, tmp_path, capsys):
+    base, _ = two_groups
+    rng = np.random.default_rng(5)
+    gold = rng.integers(0, 5, 100)
+    _fake_run(tmp_path / "other", 0, gold, gold, np.array(["chat"] * 100))
+    assert main(["compare", str(base), str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err
+    assert "evaluated on other examples" in err and "100 vs 1500 rows" in err
+    assert main(["compare", str(base)]) == 2
+    assert "needs two runs or groups" in capsys.readouterr().err
+
+
+def test_report_renders_groups_with_seed_bands_comparison_and_trend(two_groups, tmp_path):
+    base, cand = two_groups
+    out = tmp_path / "report"
+    assert main(["report", str(base.parent), f"out={out}", "compare.resamples=500"]) == 0
+    text = (out / "report.md").read_text()
+    assert "| base | 3 |" in text and "| cand | 3 |" in text
+    assert "## Comparisons against" in text and "iterate" in text
+    assert "## Trend across versions" in text
+    for png in ("curve_train_loss.png", "distribution.png", "trend.png"):
+        assert (out / png).stat().st_size > 1000, png

@@ -1,0 +1,211 @@
+"""``shardtune submit``: a real local Ray head (loopback only), and KubeRay manifests."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED
+from trainers.cli import main
+
+FAKE_KEY = "submit0fake0key0" + "e" * 24
+KUBERAY = SHARED.parent / "schemas" / "kuberay"
+needs_crd = pytest.mark.skipif(not KUBERAY.is_dir(), reason=f"KubeRay CRDs not found at {KUBERAY}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """``ray start --head --block`` on 127.0.0.1 with its job server; stopped afterwards.
+
+    ``--block`` keeps the head tied to one process group, so teardown stops exactly this head
+    (``ray stop`` would also stop the test session's own Ray).
+    """
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    temp = tmp_path_factory.mktemp("rayhead")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    dash = _free_port()
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={temp}",
+         "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    from cluster.jobs import client as job_client
+
+    for _ in range(90):  # the job server comes up a little after the head
+        try:
+            job_client(address).list_jobs()
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(1)
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+
+
+def _wait_status(address: str, job_id: str, want: set[str], timeout: float = 120) -> str:
+    from cluster.jobs import client as job_client
+
+    client = job_client(address)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = str(client.get_job_status(job_id).value)
+        if status in want:
+            return status
+        time.sleep(1)
+    return status
+
+
+def test_submit_runs_a_train_job_with_a_forwarded_secret_and_jobs_commands(
+        ray_head, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    storage = tmp_path / "storage"
+    args = ["submit", "--address", ray_head, "--wait", "train", f"submit.storage={storage}",
+            "submit.forward_env=[WANDB_API_KEY]", "run_name=job1", "trainer.max_steps=3",
+            "trainer.batch_size=16", "task.max_length=64"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    job_id = out.split("submitted: ")[1].split()[0]
+    assert '"status": "done"' in out and f"job {job_id}: SUCCEEDED" in out
+    run_dir = storage / "runs" / "job1"
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+    meta = json.loads((run_dir / "run_meta.json").read_text())
+    assert meta["forwarded_env"] == {"WANDB_API_KEY": True}  # visible to the job
+    leaked = [str(p) for p in tmp_path.rglob("*") if p.is_file()
+              and FAKE_KEY.encode() in p.read_bytes()]
+    assert not leaked, leaked
+
+    assert main(["jobs", "list", "--address", ray_head]) == 0
+    assert f"{job_id}\tSUCCEEDED" in capsys.readouterr().out
+    assert main(["jobs", "logs", job_id, "--address", ray_head]) == 0
+    logs = capsys.readouterr().out
+    assert "job1" in logs and FAKE_KEY not in logs
+    assert main(["jobs", "status", "nope", "--address", ray_head]) == 2
+    assert "no job 'nope'" in capsys.readouterr().err
+
+
+def test_a_running_job_is_not_submitted_twice_and_can_be_stopped(ray_head, tmp_path, capsys):
+    args = ["submit", "--address", ray_head, "train", f"submit.storage={tmp_path}",
+            "run_name=long", "trainer.epochs=1000"]
+    assert main(args) == 0
+    job_id = capsys.readouterr().out.split("submitted: ")[1].split()[0]
+    assert _wait_status(ray_head, job_id, {"RUNNING"}) == "RUNNING"
+    assert main(args) == 2
+    assert "already RUNNING" in capsys.readouterr().err
+    assert main(["jobs", "stop", job_id, "--address", ray_head]) == 0
+    assert _wait_status(ray_head, job_id, {"STOPPED", "FAILED"}) == "STOPPED"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["submit", "--address", "http://127.0.0.1:9", "train", "submit.storage=/tmp/x"],
+     "cannot reach the Ray job server at http://127.0.0.1:9"),
+    (["submit", "frobnicate", "submit.storage=/tmp/x"], "cannot submit 'frobnicate'"),
+    (["submit", "train", "optim.llr=3", "submit.storage=/tmp/x"], "did you mean optim.lr?"),
+    (["submit", "train"], "'submit.storage': is required"),
+    (["submit", "train", "submit.storage=s3://bucket/runs"], "object-store URIs"),
+    (["submit", "train", "submit.storage=/tmp/x", "cluster=ray", "cluster.num_workers=2"],
+     "is node-local"),
+    (["submit", "--k8s", "train"], "'submit.k8s.image': is required"),
+])
+def test_bad_submissions_fail_before_anything_is_sent(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def _strict(schema: dict) -> dict:
+    """Unknown fields become errors (the CRD schema alone lets typos through)."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "properties" in node and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+@needs_crd
+@pytest.mark.parametrize("overrides, workers, gpus", [
+    (["cluster=local", "cluster.use_gpu=true"], 0, 1),
+    (["cluster=ray", "cluster.num_workers=4", "cluster.use_gpu=true"], 4, 1),
+])
+def test_rendered_rayjob_validates_against_the_kuberay_crd(overrides, workers, gpus, tmp_path,
+                                                           monkeypatch):
+    import jsonschema
+    import yaml
+
+    from cluster.k8s import crd_schema
+
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    out = tmp_path / "rayjob.yaml"
+    assert main(["submit", "--k8s", "--render", str(out), "submit.k8s.image=repo/shardtune:0.1",
+                 "submit.k8s.storage_pvc=runs", "submit.k8s.wandb_secret=wandb",
+                 "submit.k8s.active_deadline_seconds=86400", "train", "data=banking77",
+                 "run_name=b77_lora", *overrides]) == 0
+    text = out.read_text()
+    assert FAKE_KEY not in text  # the key is a secretKeyRef, never inline
+    doc = yaml.safe_load(text)
+    jsonschema.Draft7Validator(_strict(crd_schema(KUBERAY / "ray.io_rayjobs.yaml"))).validate(doc)
+    spec = doc["spec"]
+    assert spec["entrypoint"].startswith("shardtune train data=banking77 run_name=b77_lora")
+    assert spec["entrypoint"].endswith("paths.root=/mnt/shardtune")
+    assert spec["shutdownAfterJobFinishes"] is True and spec["activeDeadlineSeconds"] == 86400
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "wandb",
+                                                           "key": "WANDB_API_KEY"}
+    groups = spec["rayClusterSpec"].get("workerGroupSpecs", [])
+    if workers:
+        assert groups[0]["replicas"] == workers
+        limits = groups[0]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == str(gpus)
+    else:  # local mode: the loop runs in the driver, on the head
+        assert not groups and head["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
+    assert doc["metadata"]["name"].startswith("shardtune-train-b77-lora-")
+
+
+@needs_crd
+def test_rendered_raycluster_validates_against_the_kuberay_crd(tmp_path):
+    import jsonschema
+    import yaml
+
+    from cluster.k8s import crd_schema
+
+    out = tmp_path / "raycluster.yaml"
+    assert main(["submit", "--k8s", "--render", str(out), "submit.k8s.kind=raycluster",
+                 "submit.k8s.image=repo/shardtune:0.1", "submit.k8s.storage_pvc=runs", "train",
+                 "cluster=ray", "cluster.num_workers=2", "cluster.use_gpu=true",
+                 "+submit.k8s.node_selector.pool=gpu-a100",
+                 "submit.storage=/mnt/shardtune"]) == 0
+    doc = yaml.safe_load(out.read_text())
+    assert doc["kind"] == "RayCluster"
+    jsonschema.Draft7Validator(_strict(crd_schema(KUBERAY / "ray.io_rayclusters.yaml"))
+                               ).validate(doc)
+    worker = doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert worker["nodeSelector"] == {"pool": "gpu-a100"}

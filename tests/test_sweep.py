@@ -1,0 +1,114 @@
+"""Sweeps (Ray Tune, each trial a Ray Train job) and ablations, on real data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST, SHARED, compose_run, needs_shared
+from trainers.cli import main
+from trainers.errors import ConfigError
+from tuning.config import SweepSpec
+from tuning.space import validate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"space": {"optim.llr": {"loguniform": [1e-4, 1e-3]}}}, "did you mean optim.lr?"),
+    ({"space": {"peft.r": {"choice": []}}}, "choice has no values"),
+    ({"space": {"optim.lr": {"uniform": [1e-2, 1e-4]}}}, "inverted or empty range"),
+    ({"space": {"optim.lr": {"loguniform": [0, 1e-3]}}}, "loguniform needs low > 0"),
+    ({"space": {"optim.lr": {"normal": [0, 1]}}}, "unknown distribution 'normal'"),
+    ({"space": {"peft.r": {"uniform": [2.0, 8.0]}}}, "does not fit"),  # a float for an int
+    ({"metric": "val/bleu"}, "is not reported during training"),
+    ({"search": "grid", "space": {"optim.lr": {"uniform": [1e-4, 1e-3]}}}, "grid needs finite axes"),
+    ({"search": "tpe", "space": {"peft.r": {"grid": [4, 8]}}}, "cannot take grid axes"),
+])
+def test_bad_sweep_definitions_fail_before_any_trial(change, message, tmp_path):
+    _, resolved = compose_run(tmp_path, ["sweep=grid_example", "trainer.eval_every=2"])
+    spec = dataclasses.replace(SweepSpec(name="x", space={"peft.r": {"choice": [4]}}), **change)
+    with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("(", r"\(")):
+        validate(spec, resolved, "seq_cls", has_validation=True)
+
+
+def test_nested_and_dotted_axes_are_the_same_axis():
+    from tuning.config import flatten_space
+
+    assert flatten_space({"optim": {"lr": {"grid": [1, 2]}}, "peft.r": {"choice": [4]}}) == \
+        {"optim.lr": {"grid": [1, 2]}, "peft.r": {"choice": [4]}}
+    with pytest.raises(ConfigError, match="given twice"):
+        flatten_space({"optim": {"lr": {"grid": [1]}}, "optim.lr": {"grid": [2]}})
+
+
+def test_sweep_cli_refuses_asha_without_intermediate_evaluations(tmp_path, capsys):
+    code = main(["sweep", "sweep=lora_lr_rank", f"paths.root={tmp_path}"])
+    assert code == 2
+    assert "trainer.eval_every" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+SWEEP = ["data=agnews_subset", f"paths.datasets={SHARED}", "data.max_examples=400",
+         "task.max_length=32", "trainer.batch_size=16", "trainer.max_steps=10",
+         "trainer.eval_every=2", "trainer.log_every=5", "sweep=smoke",
+         "sweep.name=pytest_sweep", "sweep.trial_cpus=0.5"]
+
+
+@needs_shared
+@pytest.mark.usefixtures("ray_session")
+def test_sweep_stops_weak_trials_exports_a_reproducible_best_and_resumes(tmp_path):
+    from ray.util import placement_group_table
+
+    best_file = ROOT / "conf" / "experiment" / "pytest_sweep_best.yaml"
+    try:
+        assert main(["sweep", *SWEEP, f"paths.root={tmp_path}"]) == 0
+        sweep_dir = tmp_path / "runs" / "pytest_sweep"
+        summary = json.loads((sweep_dir / "sweep.json").read_text())
+        assert summary["trials"] == 4 and summary["status"].get("error", 0) == 0
+        assert summary["status"].get("stopped early", 0) >= 1  # ASHA cut a weak trial
+        assert summary["best"]["config"]["optim.lr"] >= 4e-3
+        assert (sweep_dir / "results.csv").read_text().count("\n") == 5
+        for png in summary["plots"]:
+            assert (sweep_dir / png).stat().st_size > 1000
+        assert summary["placement_groups_left"] == 0  # stopped trials released their workers
+        left = [pg for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
+        assert not left, left
+
+        # the exported experiment reproduces the best trial's metric
+        best_metric = summary["best"]["val/accuracy"]
+        assert best_file.exists()
+        assert main(["train", "experiment=pytest_sweep_best", f"paths.root={tmp_path}",
+                     f"paths.datasets={SHARED}"]) == 0
+        final = json.loads((tmp_path / "runs" / "pytest_sweep_best" / "metrics.json")
+                           .read_text())
+        assert final["val/accuracy"] == pytest.approx(best_metric, abs=1e-9)
+
+        # the same command again: restored, nothing re-run
+        trial_dirs = sorted(p.name for p in sweep_dir.glob("trial_*"))
+        stamps = {p: (sweep_dir / p / "metrics.jsonl").stat().st_mtime for p in trial_dirs}
+        assert main(["sweep", *SWEEP, f"paths.root={tmp_path}"]) == 0
+        again = json.loads((sweep_dir / "sweep.json").read_text())
+        assert again["resumed"] is True and again["trials"] == 4
+        assert sorted(p.name for p in sweep_dir.glob("trial_*")) == trial_dirs
+        assert {p: (sweep_dir / p / "metrics.jsonl").stat().st_mtime for p in trial_dirs} \
+            == stamps
+    finally:
+        best_file.unlink(missing_ok=True)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_ablation_with_two_variants_writes_the_delta_table(tmp_path):
+    assert main(["ablate", "ablation=sample_smoke", f"paths.root={tmp_path}", *FAST]) == 0
+    root = tmp_path / "runs" / "sample_smoke"
+    out = json.loads((root / "ablation.json").read_text())
+    assert [v["variant"] for v in out["variants"]] == ["r2", "negative_control"]
+    control = out["variants"][1]
+    assert control["effects"]["accuracy"]["high"] < 0  # the loss is detected
+    assert control["verdict"] == "stop"
+    text = (root / "report.md").read_text()
+    assert "| r2 |" in text and "| negative_control |" in text and "p=" in text
+    for arm in ("baseline", "r2", "negative_control"):
+        assert (root / arm / "aggregate.json").exists()

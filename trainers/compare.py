@@ -1,0 +1,195 @@
+"""``shardtune compare A B``: paired comparison of two run groups (or runs) with a verdict.
+
+Both sides are scored on the same evaluation examples from their saved predictions (made on
+the spot when missing). The effect B − A gets a CI and p-value from a paired, hierarchical
+bootstrap (examples and seeds), a ship / iterate / stop verdict against ``compare.min_effect``,
+and per-slice deltas so a slice that regresses is seen even when the aggregate improves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainers.errors import ConfigError, DataError
+from trainers.eval_config import CompareConfig, CompareSpec
+from trainers.paired import Effect, adjust_p_values, paired_bootstrap, seeds_only, verdict
+from trainers.stats import length_buckets
+
+GROUP_FILE = "group.json"
+PAIRED_METRICS = ("accuracy", "macro_f1")
+LOWER_IS_BETTER = ("loss", "perplexity", "ece")
+
+
+@dataclass
+class Side:
+    """One side of a comparison: a group's seed runs, or a single run."""
+
+    name: str
+    path: Path
+    members: list[Path]
+
+
+def load_side(path: str) -> Side:
+    p = Path(path).expanduser().resolve()
+    if (p / GROUP_FILE).exists():
+        members = [Path(m) for m in json.loads((p / GROUP_FILE).read_text())["members"]]
+    elif (p / "config.json").exists():
+        members = [p]
+    else:
+        raise DataError(str(p), "not a run or a run group (no group.json or config.json)",
+                        "pass runs/<name> of a finished 'shardtune train'")
+    unfinished = [m.name for m in members if not (m / "metrics.json").exists()]
+    if unfinished:
+        raise DataError(str(p), f"unfinished runs: {', '.join(unfinished)}",
+                        "re-run its train command to finish them")
+    return Side(p.name, p, members)
+
+
+def higher_is_better(metric: str) -> bool:
+    return not any(word in metric for word in LOWER_IS_BETTER)
+
+
+def _predictions(member: Path, split: str, paths: Any) -> pd.DataFrame | None:
+    """A member's saved predictions on ``split`` (evaluated now if missing); None: no labels."""
+    path = member / "eval" / split / "predictions.parquet"
+    if not path.exists():
+        from trainers.eval_config import EvaluateConfig
+        from trainers.evaluate import evaluate
+
+        evaluate(EvaluateConfig(run=str(member), split=split, baseline=False, paths=paths))
+    frame = pd.read_parquet(path)
+    return frame if "gold_label" in frame else None
+
+
+def align(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame], a: str, b: str
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Gold ids, predictions (seeds × examples) per side, and slice columns, keyed on ``_src``."""
+    base = frames_a[0].sort_values("_src").reset_index(drop=True)
+    keys = base["_src"].to_numpy()
+    for name, frame in [(a, f) for f in frames_a] + [(b, f) for f in frames_b]:
+        if len(frame) != len(keys) or set(frame["_src"]) != set(keys):
+            shared = len(set(frame["_src"]) & set(keys))
+            raise DataError(name, f"evaluated on other examples than {a} ({len(frame)} vs "
+                            f"{len(keys)} rows, {shared} shared)",
+                            "compare runs evaluated on the same data and split")
+    vocab = sorted(set().union(*(set(f["gold_label"]) | set(f["pred_label"])
+                                 for f in frames_a + frames_b)))
+    code = {label: i for i, label in enumerate(vocab)}
+
+    def preds(frames: list[pd.DataFrame]) -> np.ndarray:
+        return np.stack([f.set_index("_src").loc[keys, "pred_label"].map(code).to_numpy()
+                         for f in frames])
+
+    gold = base["gold_label"].map(code).to_numpy()
+    groups = {c[len("meta_"):]: base[c].astype(str).to_numpy()
+              for c in base.columns if c.startswith("meta_")}
+    groups["length"] = length_buckets(base["n_tokens"].to_numpy())
+    groups["gold"] = base["gold_label"].astype(str).to_numpy()
+    return gold, preds(frames_a), preds(frames_b), groups
+
+
+def slice_effects(gold: np.ndarray, pa: np.ndarray, pb: np.ndarray,
+                  groups: dict[str, np.ndarray], spec: CompareSpec) -> list[dict[str, Any]]:
+    """Accuracy delta per slice with CI; p-values BH-adjusted over the tested slices."""
+    rows = []
+    for column, values in groups.items():
+        for value in sorted(set(values.tolist())):
+            inside = values == value
+            n = int(inside.sum())
+            row = {"slice": f"{column}={value}", "n": n, "tested": n >= spec.min_slice_size}
+            if n >= 2:
+                e = paired_bootstrap(gold[inside], pa[:, inside], pb[:, inside], "accuracy",
+                                     spec.resamples // 2, spec.seed)
+                row.update(a=e.a, b=e.b, delta=e.delta, low=e.low, high=e.high, p=e.p_value)
+                rows.append(row)
+    tested = [r for r in rows if r["tested"]]
+    for row, adj in zip(tested, adjust_p_values([r["p"] for r in tested]), strict=True):
+        row["p_adjusted"] = adj
+        row["regression"] = adj < 0.05 and row["delta"] < 0
+        row["improvement"] = adj < 0.05 and row["delta"] > 0
+    return sorted(rows, key=lambda r: r["delta"])
+
+
+def _member_metric(member: Path, metric: str, split: str) -> float:
+    metrics = json.loads((member / "metrics.json").read_text())
+    for key in (metric, f"{split}/{metric}"):
+        if isinstance(metrics.get(key), (int, float)):
+            return float(metrics[key])
+    raise ConfigError("compare.metric", f"{member} has no metric {metric!r}",
+                      "e.g. " + ", ".join(k for k in metrics if k.startswith(split + "/"))[:200])
+
+
+def _units(metric: str, value: float, signed: bool = True) -> str:
+    if "accuracy" in metric or "f1" in metric:
+        return f"{100 * value:+.1f} pt" if signed else f"{100 * value:.1f} pt"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def headline(a: str, b: str, effect: Effect, decision: str, min_effect: float) -> str:
+    """One sentence a reviewer can paste: who wins, by how much, how sure, what to do."""
+    better = higher_is_better(effect.metric)
+    wins = (effect.delta > 0) == better
+    verb = "beats" if wins and effect.delta != 0 else "trails" if effect.delta != 0 else "ties"
+    low, high = sorted((effect.low, effect.high))
+    if "accuracy" in effect.metric or "f1" in effect.metric:
+        interval = f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+    else:
+        interval = f"[{low:+.4f}, {high:+.4f}]"
+    if better:
+        amount = f"{_units(effect.metric, effect.delta)} {effect.metric}"
+    else:  # lower is better: say so, and keep the signed interval
+        amount = f"{abs(effect.delta):.4f} {'lower' if effect.delta < 0 else 'higher'} " \
+                 f"{effect.metric}"
+    return (f"{b} {verb} {a} by {amount} {interval} (p={effect.p_value:.3g}, seeds "
+            f"{effect.seeds_a} vs {effect.seeds_b}, {effect.n or 'no'} paired examples); "
+            f"{decision} (min effect {_units(effect.metric, min_effect, signed=False)})")
+
+
+def compare(cfg: CompareConfig) -> dict[str, Any]:
+    spec = cfg.compare
+    side_a, side_b = load_side(cfg.a), load_side(cfg.b)
+    paired = spec.metric in PAIRED_METRICS
+    effects: dict[str, Effect] = {}
+    slices: list[dict[str, Any]] = []
+    if paired:
+        frames_a = [_predictions(m, cfg.split, cfg.paths) for m in side_a.members]
+        frames_b = [_predictions(m, cfg.split, cfg.paths) for m in side_b.members]
+        if any(f is None for f in frames_a + frames_b):
+            raise ConfigError("compare.metric", f"{spec.metric} needs classification "
+                              "predictions; these runs have none",
+                              "use a metrics.json key, e.g. compare.metric=test/entity_f1")
+        gold, pa, pb, groups = align(frames_a, frames_b, side_a.name, side_b.name)
+        for metric in PAIRED_METRICS:
+            effects[metric] = paired_bootstrap(gold, pa, pb, metric, spec.resamples, spec.seed)
+        slices = slice_effects(gold, pa, pb, groups, spec)
+    else:
+        values_a = [_member_metric(m, spec.metric, cfg.split) for m in side_a.members]
+        values_b = [_member_metric(m, spec.metric, cfg.split) for m in side_b.members]
+        effects[spec.metric] = seeds_only(values_a, values_b, spec.metric)
+    main = effects[spec.metric]
+    decision = verdict(main, spec.min_effect, higher_is_better(spec.metric))
+    regressions = [s for s in slices if s.get("regression")]
+    reason = None
+    if decision == "ship" and regressions and spec.block_on_slice_regression:
+        decision = "iterate"
+        reason = (f"the aggregate clears the bar but {len(regressions)} slice(s) regress "
+                  f"significantly: " + ", ".join(s["slice"] for s in regressions[:5]))
+    result = {"a": str(side_a.path), "b": str(side_b.path), "split": cfg.split,
+              "metric": spec.metric, "min_effect": spec.min_effect, "verdict": decision,
+              "reason": reason, "headline": headline(side_a.name, side_b.name, main, decision,
+                                                      spec.min_effect),
+              "effects": {k: v.as_dict() for k, v in effects.items()}, "slices": slices,
+              "seeds": {"a": len(side_a.members), "b": len(side_b.members)}}
+    out = Path(cfg.out) if cfg.out else side_b.path / "compare" / side_a.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(result, indent=1, default=float))
+    from trainers.compare_report import write_compare_report
+
+    result["report"] = str(write_compare_report(result, out))
+    return result

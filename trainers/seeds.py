@@ -1,0 +1,147 @@
+"""Seed groups: one configuration trained once per seed, side by side when Ray has room.
+
+``shardtune train seeds=[0,1,2,3,4]`` reads and tokenises the data once, trains each seed as
+its own run in ``runs/<run_name>/seed<k>/`` (resumable like any run), evaluates each on the
+held-out split (predictions saved for ``shardtune compare``), then writes ``group.json`` (the
+members and the group id: a hash of the config without the seed) and ``aggregate.json``
+(mean, std, min/max, bootstrap CI across seeds per metric and per slice).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from cluster.config import ClusterMode
+from cluster.scaling import wants_gpu
+from trainers.aggregate import aggregate_metrics, aggregate_slices
+from trainers.config import TrainConfig
+from trainers.metadata import config_group
+from trainers.train import Prepared, fit, prepare
+
+GROUP_FILE = "group.json"
+AGGREGATE_FILE = "aggregate.json"
+DRIVER_CPUS = 0.1  # a ray-mode seed's driver task only waits on its Train workers
+SCALARS = ("micro_f1", "weighted_f1", "top3_accuracy", "top5_accuracy", "ece")
+
+
+def member(run: TrainConfig, seed: int) -> TrainConfig:
+    """The run for one seed: ``runs/<run_name>/seed<k>``, tracked under the group's name."""
+    return dataclasses.replace(run, seed=seed, seeds=[], group_name=run.run_name,
+                               run_name=f"seed{seed}")
+
+
+def member_resolved(resolved: dict[str, Any], one: TrainConfig) -> dict[str, Any]:
+    out = copy.deepcopy(resolved)
+    out.update(seed=one.seed, seeds=[], group_name=one.group_name, run_name=one.run_name)
+    return out
+
+
+def concurrency(run: TrainConfig, n_runs: int) -> int:
+    """How many seeds train at once: what the cluster can place side by side (or as told)."""
+    import ray
+
+    if run.cluster.concurrent_runs:
+        return min(run.cluster.concurrent_runs, n_runs)
+    if not run.data.materialize:  # each seed would re-tokenise and compete for the same CPUs
+        return 1
+    total = ray.cluster_resources()
+    local = run.cluster.mode == ClusterMode.local
+    workers = 1 if local else run.cluster.num_workers
+    per_run = workers * run.cluster.cpus_per_worker + (0 if local else DRIVER_CPUS)
+    fits = math.floor(total.get("CPU", 1) / per_run + 1e-9)
+    if wants_gpu(run.cluster):
+        fits = min(fits, math.floor(total.get("GPU", 0) / (workers * run.cluster.gpus_per_worker)))
+    return max(1, min(fits, n_runs))
+
+
+def _fit_task(one: TrainConfig, resolved: dict[str, Any], prep: Prepared) -> dict[str, Any]:
+    from trainers.errors import hide_user_error_logs
+
+    hide_user_error_logs()
+    return fit(one, resolved, prep)
+
+
+def _fit_all(run: TrainConfig, members: list[TrainConfig], resolved: dict[str, Any],
+             prep: Prepared, parallel: int) -> list[dict[str, Any]]:
+    """Sequentially in this process, or as Ray tasks, at most ``parallel`` at a time.
+
+    In local mode a task does the training itself and reserves the CPUs (or GPU) one run
+    needs; in ray mode it is a light driver (0.1 CPU) whose Train workers reserve their own.
+    """
+    if parallel == 1:
+        return [fit(m, member_resolved(resolved, m), prep) for m in members]
+    import ray
+
+    if run.cluster.mode == ClusterMode.local:
+        gpu = 1 if wants_gpu(run.cluster) else 0
+        options = {"num_cpus": run.cluster.cpus_per_worker, "num_gpus": gpu}
+    else:
+        options = {"num_cpus": DRIVER_CPUS}
+    remote = ray.remote(max_retries=0)(_fit_task).options(**options)
+    prep_ref = ray.put(prep)
+    pending, results = {}, {}
+    queue = list(members)
+    while queue or pending:
+        while queue and len(pending) < parallel:
+            m = queue.pop(0)
+            pending[remote.remote(m, member_resolved(resolved, m), prep_ref)] = m.seed
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            results[pending.pop(ref)] = ray.get(ref)
+    return [results[m.seed] for m in members]
+
+
+def _evaluate_member(run_dir: str, split: str, prep: Prepared, paths: Any) -> dict[str, Any]:
+    from trainers.eval_config import EvaluateConfig
+    from trainers.evaluate import evaluate
+
+    return evaluate(EvaluateConfig(run=run_dir, split=split, baseline=False, paths=paths),
+                    splits=prep.splits)
+
+
+def train_group(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
+    """Train, evaluate and aggregate every seed of ``run.seeds``."""
+    start = time.perf_counter()
+    prep = prepare(run)
+    members = [member(run, s) for s in run.seeds]
+    group_dir = Path(run.run_dir)
+    group_dir.mkdir(parents=True, exist_ok=True)
+    group_id = config_group(resolved)
+    index = {"group_name": run.run_name, "config_group": group_id, "seeds": list(run.seeds),
+             "members": [m.run_dir for m in members], "status": "running",
+             "config": {k: v for k, v in resolved.items() if k not in ("seed", "seeds")}}
+    (group_dir / GROUP_FILE).write_text(json.dumps(index, indent=1, default=str))
+    parallel = concurrency(run, len(members))
+    summaries = _fit_all(run, members, resolved, prep, parallel)
+    stopped = [s for s in summaries if s["status"] != "done"]
+    if stopped:
+        return {"run_dir": str(group_dir), "status": "stopped", "metrics": stopped[0]["metrics"],
+                "members": summaries}
+    split = "test" if "test" in prep.splits.datasets else "validation"
+    per_seed, slices = [], []
+    for one, summary in zip(members, summaries, strict=True):
+        metrics = {k: v for k, v in summary["metrics"].items() if k != "already_done"}
+        evaluated = _evaluate_member(one.run_dir, split, prep, run.paths)
+        for key in SCALARS:
+            if key in evaluated["metrics"]:
+                metrics.setdefault(f"{split}/{key}", evaluated["metrics"][key])
+        per_seed.append(metrics)
+        slices.append(evaluated["slices"])
+    aggregate = {"group_name": run.run_name, "config_group": group_id, "seeds": list(run.seeds),
+                 "eval_split": split, "concurrent_runs": parallel,
+                 "wall_s": time.perf_counter() - start,
+                 "metrics": aggregate_metrics(per_seed), "slices": aggregate_slices(slices),
+                 "per_seed": [{"seed": m.seed, "run_dir": m.run_dir, **pm}
+                              for m, pm in zip(members, per_seed, strict=True)]}
+    (group_dir / AGGREGATE_FILE).write_text(json.dumps(aggregate, indent=1, default=str))
+    index["status"] = "done"
+    (group_dir / GROUP_FILE).write_text(json.dumps(index, indent=1, default=str))
+    return {"run_dir": str(group_dir), "status": "done", "group": aggregate,
+            "metrics": {k: v["mean"] for k, v in aggregate["metrics"].items()},
+            "members": summaries}

@@ -1,0 +1,88 @@
+"""``shardtune ablate ablation=<name>``: a baseline and its variants, each over the same seeds.
+
+Every arm is an ordinary seed group (``runs/<ablation>/<arm>/seed<k>``, resumable), composed
+from the command's overrides + the baseline's + the variant's, so a variant may switch a whole
+config group (``peft=dora``) or one key (``peft.r=4``). Each variant is then compared with the
+baseline by ``shardtune compare``: the delta with its CI, p-value and verdict, per metric and
+per slice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from trainers.config import TrainConfig
+from trainers.eval_config import CompareConfig, CompareSpec, ReportConfig
+
+
+def _arm_overrides(base: list[str], arm: list[str], name: str, root: Path, seeds: list[int]
+                   ) -> list[str]:
+    keep = [o for o in base if not o.lstrip("+~").startswith(("ablation", "run_name", "seeds",
+                                                              "seed="))]
+    return [*keep, *arm, f"run_name={name}", f"paths.runs={root}",
+            f"seeds=[{','.join(map(str, seeds))}]"]
+
+
+def ablate(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
+    from trainers.cli import compose, resolved_dict, to_run_config
+    from trainers.compare import compare
+    from trainers.group_report import write_report
+    from trainers.seeds import train_group
+
+    spec = run.ablation
+    root = Path(run.paths.runs) / spec.name
+    arms = {"baseline": list(spec.baseline), **{k: list(spec.baseline) + list(v)
+                                                for k, v in spec.variants.items()}}
+    groups: dict[str, dict[str, Any]] = {}
+    for name, arm in arms.items():  # composed up front: a bad variant fails before training
+        cfg = compose(_arm_overrides(overrides, arm, name, root, list(spec.seeds)))
+        groups[name] = {"run": to_run_config(cfg), "resolved": resolved_dict(cfg)}
+    for arm in groups.values():
+        arm["summary"] = train_group(arm["run"], arm["resolved"])
+    rows = []
+    for name in spec.variants:
+        result = compare(CompareConfig(
+            a=str(root / "baseline"), b=str(root / name), out=str(root / "compare" / name),
+            compare=CompareSpec(metric=spec.metric, min_effect=spec.min_effect),
+            paths=run.paths))
+        rows.append({"variant": name, "overrides": spec.variants[name],
+                     "verdict": result["verdict"], "headline": result["headline"],
+                     "reason": result["reason"], "effects": result["effects"],
+                     "slice_regressions": [s["slice"] for s in result["slices"]
+                                           if s.get("regression")],
+                     "report": result["report"]})
+    full = write_report(ReportConfig(runs=[str(root / n) for n in arms],
+                                     out=str(root / "report"), paths=run.paths))
+    out = {"name": spec.name, "seeds": list(spec.seeds), "metric": spec.metric,
+           "min_effect": spec.min_effect, "variants": rows, "full_report": str(full)}
+    (root / "ablation.json").write_text(json.dumps(out, indent=1, default=float))
+    out["report"] = str(_write(out, root))
+    return out
+
+
+def _pt(metric: str, v: float) -> str:
+    return f"{100 * v:+.1f}" if "accuracy" in metric or "f1" in metric else f"{v:+.4f}"
+
+
+def _write(out: dict[str, Any], root: Path) -> Path:
+    metrics = list(out["variants"][0]["effects"]) if out["variants"] else []
+    head = " | ".join(f"{m}: B − A [95% CI], p" for m in metrics)
+    lines = [f"# Ablation `{out['name']}`", "",
+             f"Each arm trained with seeds {out['seeds']}; deltas are variant − baseline from "
+             f"a paired bootstrap over test examples and seeds; verdict on {out['metric']} "
+             f"against a minimum effect of {out['min_effect']}.", "",
+             f"| variant | overrides | {head} | verdict | slices that regress |",
+             "|---|---|" + "---|" * len(metrics) + "---|---|"]
+    for row in out["variants"]:
+        cells = [f"{_pt(m, e['delta'])} [{_pt(m, e['low'])}, {_pt(m, e['high'])}], "
+                 f"p={e['p_value']:.3g}" for m, e in row["effects"].items()]
+        lines.append(f"| {row['variant']} | `{' '.join(row['overrides'])}` | "
+                     f"{' | '.join(cells)} | **{row['verdict']}** | "
+                     f"{', '.join(row['slice_regressions']) or '—'} |")
+    full = Path(out["full_report"]).relative_to(root)
+    lines += ["", f"Curves, distributions, slices and trend: [report]({full})."]
+    path = root / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,130 @@
+"""Search spaces: YAML distributions → Ray Tune domains, checked before any trial starts.
+
+A trial's values are applied to the base run's resolved config through OmegaConf's typed merge,
+so a trial cannot set a key that does not exist or a value of the wrong type.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from typing import Any
+
+from trainers.errors import ConfigError
+from tuning.config import DISTRIBUTIONS, SweepSpec
+
+VAL_METRICS = {"seq_cls": ("accuracy", "macro_f1", "loss"),
+               "token_cls": ("entity_f1", "entity_precision", "entity_recall",
+                             "token_accuracy", "loss"),
+               "causal_lm": ("perplexity", "loss")}
+
+
+def _domain(key: str, spec: Any) -> Any:
+    from ray import tune
+
+    where = f"sweep.space.{key}"
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(where, "must be one distribution, e.g. {choice: [4, 8]} or "
+                          "{loguniform: [1e-4, 1e-2]}")
+    (kind, args), = spec.items()
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(where, f"unknown distribution {kind!r}", f"one of "
+                          f"{', '.join(DISTRIBUTIONS)}")
+    args = list(args) if isinstance(args, (list, tuple)) else [args]
+    if kind in ("choice", "grid"):
+        if not args:
+            raise ConfigError(where, f"{kind} has no values")
+        return tune.grid_search(args) if kind == "grid" else tune.choice(args)
+    if len(args) != (3 if kind == "qrandint" else 2):
+        raise ConfigError(where, f"{kind} takes [low, high{', q' if kind == 'qrandint' else ''}]"
+                          f", got {args}")
+    low, high = args[0], args[1]
+    if not (isinstance(low, (int, float)) and isinstance(high, (int, float))):
+        raise ConfigError(where, f"{kind} bounds must be numbers, got {args}")
+    if low >= high:
+        raise ConfigError(where, f"inverted or empty range [{low}, {high}]",
+                          "low must be below high")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(where, f"loguniform needs low > 0, got {low}")
+    if kind == "uniform":
+        return tune.uniform(low, high)
+    if kind == "loguniform":
+        return tune.loguniform(low, high)
+    if kind == "randint":
+        return tune.randint(int(low), int(high))
+    return tune.qrandint(int(low), int(high), int(args[2]))
+
+
+def tune_space(spec: SweepSpec) -> dict[str, Any]:
+    """``{dotted key: Tune domain}``; grid axes are ``tune.grid_search``.
+
+    With ``search: grid`` every ``choice`` axis becomes a grid axis, so one space file serves
+    both a full grid and a sampled search over the same values.
+    """
+    space_spec = dict(spec.space)
+    if spec.search == "grid":
+        continuous = [k for k, d in space_spec.items() if not ({"grid", "choice"} & set(d))]
+        if continuous:
+            raise ConfigError("sweep.search", "grid needs finite axes (choice or grid), not "
+                              f"{', '.join(continuous)}")
+        space_spec = {k: {"grid": next(iter(d.values()))} for k, d in space_spec.items()}
+    grid = [k for k, d in space_spec.items() if "grid" in d]
+    if spec.search == "tpe" and grid:
+        raise ConfigError("sweep.search", "tpe samples; it cannot take grid axes "
+                          f"({', '.join(grid)})", "use choice instead of grid")
+    return {key: _domain(key, dist) for key, dist in space_spec.items()}
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [k for key, val in node.items() for k in _leaf_keys(val, f"{prefix}{key}.")]
+    return [prefix[:-1]]
+
+
+def apply_values(resolved: dict[str, Any], values: dict[str, Any], **fields: Any
+                 ) -> tuple[Any, dict[str, Any]]:
+    """The typed TrainConfig and resolved dict of ``resolved`` with ``values`` set."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from trainers.config import TrainConfig
+
+    merged = copy.deepcopy(resolved)
+    merged.update(fields)
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), merged)
+    for key, value in values.items():
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"sweep.space.{key}", f"value {value!r} does not fit: "
+                              f"{str(exc).splitlines()[0]}") from None
+    return OmegaConf.to_object(cfg), OmegaConf.to_container(cfg, resolve=True)
+
+
+def validate(spec: SweepSpec, resolved: dict[str, Any], task: str, has_validation: bool) -> None:
+    """Every mistake a sweep definition can hold, found before the first trial starts."""
+    known = set(_leaf_keys({k: v for k, v in resolved.items() if k not in ("sweep",
+                                                                            "ablation")}))
+    for key in spec.space:
+        if key not in known and not any(k.startswith(key + ".") for k in known):
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.7)
+            raise ConfigError(f"sweep.space.{key}", "no such train key",
+                              f"did you mean {close[0]}?" if close else "see train --cfg job")
+        if key.startswith(("sweep", "paths", "seeds", "run_name")):
+            raise ConfigError(f"sweep.space.{key}", "cannot be swept")
+    space = tune_space(spec)
+    for key, domain in space.items():  # a sample of every axis must fit its typed key
+        sample = domain["grid_search"][0] if isinstance(domain, dict) else domain.sample()
+        apply_values(resolved, {key: sample})
+    metric = spec.metric
+    name = metric.split("/", 1)[1] if metric.startswith("val/") else None
+    if name not in VAL_METRICS[task]:
+        allowed = ", ".join(f"val/{m}" for m in VAL_METRICS[task])
+        raise ConfigError("sweep.metric", f"{metric!r} is not reported during training for "
+                          f"task {task}", f"one of: {allowed}")
+    if not has_validation:
+        raise ConfigError("sweep.metric", f"{metric} needs a validation split",
+                          "set data.validation_path or data.val_fraction > 0")
+    if spec.scheduler == "asha" and not resolved["trainer"]["eval_every"]:
+        raise ConfigError("trainer.eval_every", "is 0: ASHA needs the metric during training",
+                          "e.g. trainer.eval_every=20, or sweep.scheduler=fifo")

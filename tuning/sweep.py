@@ -1,0 +1,218 @@
+"""``shardtune sweep sweep=<name>``: a resumable, budgeted Ray Tune search over train keys.
+
+Each trial is a full Ray Train job: a Tune function trainable runs ``TorchTrainer`` with
+``TuneReportCallback`` (the Train V2 pattern), so a trial can itself be multi-worker and reports
+the validation metric at every evaluation, which ASHA uses to stop weak trials early. The
+data is read and tokenised once, in the driver, and shared with every trial through the object
+store. Re-running the same command restores the Tune experiment: finished trials are not run
+again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from cluster.config import ClusterMode
+from trainers.config import TrainConfig
+from tuning.config import SweepSpec
+from tuning.space import apply_values, tune_space, validate
+
+DRIVER_CPUS = 0.1  # the trial function only waits on its Train workers
+# Keys that change the tokenised data: a sweep over them prepares data per trial.
+DATA_KEYS = ("data.", "task.", "model.")
+
+
+def trial_cluster(run: TrainConfig, spec: SweepSpec) -> dict[str, Any]:
+    """Trials always use Ray Train workers (Train's local mode cannot report to Tune)."""
+    workers = run.cluster.num_workers if run.cluster.mode == ClusterMode.ray else 1
+    return {"mode": "ray", "num_workers": workers, "cpus_per_worker": spec.trial_cpus}
+
+
+def concurrency(run: TrainConfig, spec: SweepSpec, cluster: dict[str, Any]) -> int:
+    import ray
+
+    if spec.max_concurrent_trials:
+        return spec.max_concurrent_trials
+    cpus = ray.cluster_resources().get("CPU", 1)
+    per_trial = cluster["num_workers"] * cluster["cpus_per_worker"] + DRIVER_CPUS
+    fits = math.floor(cpus / per_trial + 1e-9)
+    if run.cluster.use_gpu:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        fits = min(fits, math.floor(gpus / (cluster["num_workers"]
+                                            * run.cluster.gpus_per_worker)))
+    return max(1, fits)
+
+
+def run_trial(config: dict[str, Any], base: dict[str, Any], sweep_dir: str, prep: Any) -> None:
+    """One trial: the base config plus this trial's values, trained on Ray Train."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from trainers.errors import hide_user_error_logs
+    from trainers.train import fit, prepare
+
+    hide_user_error_logs()
+    trial_id = tune.get_context().get_trial_id()
+    run, resolved = apply_values(base, config, run_name=f"trial_{trial_id}",
+                                 group_name=None, seeds=[])
+    run = dataclasses.replace(run, paths=dataclasses.replace(run.paths, runs=sweep_dir))
+    fit(run, resolved, prep if prep is not None else prepare(run),
+        callbacks=[TuneReportCallback()])
+
+
+def release_callback() -> Any:
+    """A Tune callback that removes the placement group of every trial that ends.
+
+    Train V2 frees a stopped trial's workers through a detached cleaner that asks the State
+    API (the dashboard) whether the Train controller is alive; on a Ray without a dashboard it
+    never learns, and each trial ASHA stops would keep its CPUs/GPUs for good. Workers report
+    their placement group id (``_placement_group``), so the driver can remove it itself.
+    """
+    from ray.tune import Callback
+
+    from trainers.loop import PLACEMENT_GROUP_KEY
+
+    class ReleaseEndedTrials(Callback):
+        def __init__(self) -> None:
+            self.groups: dict[str, str] = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            if result.get(PLACEMENT_GROUP_KEY):
+                self.groups[trial.trial_id] = result[PLACEMENT_GROUP_KEY]
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self._release(trial.trial_id)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self._release(trial.trial_id)
+
+        def _release(self, trial_id: str) -> None:
+            import ray
+            from ray.util.placement_group import PlacementGroup
+
+            pg_hex = self.groups.pop(trial_id, None)
+            if pg_hex is None:
+                return
+            state = ray.util.placement_group_table().get(pg_hex, {}).get("state")
+            if state not in (None, "REMOVED"):
+                ray.util.remove_placement_group(
+                    PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_hex))))
+
+    return ReleaseEndedTrials()
+
+
+def _placement_groups_left(before: set[str], wait_s: float = 60.0
+                           ) -> tuple[list[dict[str, Any]], float]:
+    """Placement groups the sweep created that still hold resources.
+
+    A trial stopped by ASHA takes its Train controller down with it; Ray then removes the
+    controller's placement group asynchronously, so this waits (bounded) for that to happen.
+    """
+    import ray
+
+    start = time.perf_counter()
+    while True:
+        left = [pg for pid, pg in ray.util.placement_group_table().items()
+                if pid not in before and pg["state"] != "REMOVED"]
+        waited = time.perf_counter() - start
+        if not left or waited > wait_s:
+            return left, waited
+        time.sleep(0.5)
+
+
+def _search(spec: SweepSpec, seed: int) -> tuple[Any, int]:
+    """(search algorithm or None, num_samples)."""
+    if spec.search == "tpe":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(metric=spec.metric, mode=spec.mode, seed=seed), spec.max_trials
+    if spec.search == "grid":
+        return None, 1
+    return None, spec.max_trials
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="training_iteration", grace_period=spec.grace_period,
+                         reduction_factor=spec.reduction_factor, max_t=10_000)
+
+
+def sweep(run: TrainConfig, resolved: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Run (or resume) the sweep; write the results table, plots and the best config."""
+    import ray
+    from ray import tune
+
+    from trainers.train import prepare
+    from tuning.sweep_report import rerun_top_k, write_results
+
+    spec: SweepSpec = run.sweep
+    start = time.perf_counter()
+    has_validation = bool(run.data.validation_path) or run.data.val_fraction > 0
+    validate(spec, resolved, run.task.kind.value, has_validation)  # before anything starts
+    prep = prepare(run)  # starts Ray, checks the model, reads and tokenises the data once
+    cluster = trial_cluster(run, spec)
+    base = dict(resolved)
+    base["cluster"] = {**resolved["cluster"], **cluster}
+    base["trainer"] = {**resolved["trainer"], "ckpt_every": resolved["trainer"]["eval_every"]}
+    base["tracking"] = {**resolved["tracking"],
+                        "tags": [*resolved["tracking"]["tags"], f"sweep:{spec.name}"]}
+    sweep_dir = Path(run.paths.runs) / spec.name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    shares_data = not any(k.startswith(DATA_KEYS) for k in spec.space)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=base, sweep_dir=str(sweep_dir),
+                             prep=prep if shares_data else None),
+        {"cpu": DRIVER_CPUS})
+    storage = str(sweep_dir)
+    tune_dir = sweep_dir / "tune"
+    if tune.Tuner.can_restore(str(tune_dir)):
+        # the run config (with the release callback) is restored from the experiment state
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
+        resumed = True
+    else:
+        search, samples = _search(spec, run.seed)
+        parallel = concurrency(run, spec, cluster)
+        if search is None:  # grid / random: Tune's generator, seeded for repeatable draws
+            from ray.tune.search import BasicVariantGenerator
+
+            search = BasicVariantGenerator(random_state=run.seed, max_concurrent=parallel)
+        tuner = tune.Tuner(
+            trainable, param_space=tune_space(spec),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric, mode=spec.mode, search_alg=search,
+                scheduler=_scheduler(spec), num_samples=samples,
+                max_concurrent_trials=None if spec.search != "tpe" else parallel,
+                time_budget_s=spec.time_budget_s, reuse_actors=False),
+            run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0,
+                                      callbacks=[release_callback()],
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+        resumed = False
+    before = set(ray.util.placement_group_table())
+    grid = tuner.fit()
+    leftover, waited = _placement_groups_left(before)
+    (sweep_dir / "placement_groups_after.json").write_text(json.dumps(
+        {"left": leftover, "waited_s": waited}, default=str))
+    summary = write_results(spec, grid, sweep_dir, base, overrides, run)
+    summary.update(resumed=resumed, wall_s=time.perf_counter() - start,
+                   placement_groups_left=len(leftover))
+    (sweep_dir / "sweep.json").write_text(json.dumps(summary, indent=1, default=str))
+    if spec.seeds and summary["best"] is not None:
+        summary["top_k"] = rerun_top_k(spec, summary, base, run)
+    if run.tracking.wandb:
+        from trainers.tracking import log_summary_run
+
+        log_summary_run(run, "sweep", spec.name, {"best": summary["best"],
+                                                  "trials": summary["trials"]},
+                        summary["table"])
+    from tuning.sweep_report import write_summary
+
+    summary["report"] = str(write_summary(summary, sweep_dir))
+    return summary
