@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from cluster.submit_config import SubmitSpec
 from trainers.errors import ClusterError
 
 ACTIVE = ("PENDING", "RUNNING")
+AGENT_RETRIES = 30  # x 2 s: a freshly started head needs a moment before it takes jobs
 
 
 def auth_headers() -> dict[str, str]:
@@ -64,10 +66,19 @@ def submit(sub: Submission, spec: SubmitSpec, address: str | None) -> str:
                                f"watch it: shardtune jobs logs {job_id}")
         attempt += 1
         job_id = f"{sub.submission_id}-r{attempt}"
-    jobs.submit_job(entrypoint=sub.command, submission_id=job_id,
-                    runtime_env=runtime_env(sub, spec),
-                    entrypoint_num_cpus=spec.entrypoint_num_cpus,
-                    metadata={"shardtune_verb": sub.verb, "run_name": sub.run_name})
+    for attempt_left in range(AGENT_RETRIES, -1, -1):
+        try:
+            jobs.submit_job(entrypoint=sub.command, submission_id=job_id,
+                            runtime_env=runtime_env(sub, spec),
+                            entrypoint_num_cpus=spec.entrypoint_num_cpus,
+                            metadata={"shardtune_verb": sub.verb, "run_name": sub.run_name})
+            return job_id
+        except RuntimeError as exc:  # the job server's refusals arrive as RuntimeError
+            message = str(exc).splitlines()[0]
+            if "No available agent" in message and attempt_left:  # a head still starting
+                time.sleep(2)
+                continue
+            raise ClusterError(f"the job server refused the job: {message[:200]}") from None
     return job_id
 
 

@@ -38,8 +38,26 @@ def collate(rows: dict[str, np.ndarray], pad_id: int, pad_multiple: int = 1) -> 
         labels = _pad(list(labels_col), IGNORE_INDEX, pad_multiple)
     else:
         labels = torch.as_tensor(labels_col, dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
-            "uid": torch.as_tensor(rows["uid"], dtype=torch.long)}
+    out = {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
+           "uid": torch.as_tensor(rows["uid"], dtype=torch.long)}
+    per_token = labels_col.dtype == object or labels_col.ndim > 1
+    for name, dtype in (("teacher_logp", np.float32), ("teacher_index", np.int64)):
+        if name in rows:  # offline distillation: the teacher's outputs ride with the batch
+            out[name] = _teacher(list(rows[name]), [len(s) for s in ids], input_ids.shape[1],
+                                 per_token, dtype)
+    return out
+
+
+def _teacher(values: list[np.ndarray], lengths: list[int], longest: int, per_token: bool,
+             dtype: Any) -> torch.Tensor:
+    """Per example (n, width), or per token (n, longest, width) zero-padded."""
+    if not per_token:
+        return torch.from_numpy(np.stack(values).astype(dtype))
+    width = len(values[0]) // lengths[0]
+    out = np.zeros((len(values), longest, width), dtype=dtype)
+    for i, (v, n) in enumerate(zip(values, lengths, strict=True)):
+        out[i, :n] = np.asarray(v, dtype=dtype).reshape(n, width)
+    return torch.from_numpy(out)
 
 
 def bucketed_batches(

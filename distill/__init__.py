@@ -1,1 +1,1 @@
-"""Model compression: distillation and quantisation (planned: issues #6, #7)."""
+"""Model compression: knowledge distillation (``shardtune distill``); quantisation: planned."""

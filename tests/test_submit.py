@@ -58,7 +58,7 @@ def ray_head(tmp_path_factory):
     yield address
     os.killpg(head.pid, signal.SIGTERM)
     try:
-        head.wait(timeout=10)
+        head.wait(timeout=3)
     except subprocess.TimeoutExpired:
         os.killpg(head.pid, signal.SIGKILL)
 

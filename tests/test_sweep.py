@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"space": {"optim.lr": {"normal": [0, 1]}}}, "unknown distribution 'normal'"),
     ({"space": {"peft.r": {"uniform": [2.0, 8.0]}}}, "does not fit"),  # a float for an int
     ({"metric": "val/bleu"}, "is not reported during training"),
-    ({"search": "grid", "space": {"optim.lr": {"uniform": [1e-4, 1e-3]}}}, "grid needs finite axes"),
+    ({"search": "grid", "space": {"optim.lr": {"uniform": [1e-4, 1e-3]}}}, "finite axes"),
     ({"search": "tpe", "space": {"peft.r": {"grid": [4, 8]}}}, "cannot take grid axes"),
 ])
 def test_bad_sweep_definitions_fail_before_any_trial(change, message, tmp_path):
@@ -51,10 +51,10 @@ def test_sweep_cli_refuses_asha_without_intermediate_evaluations(tmp_path, capsy
     assert not (tmp_path / "runs").exists()  # nothing started
 
 
-SWEEP = ["data=agnews_subset", f"paths.datasets={SHARED}", "data.max_examples=400",
-         "task.max_length=32", "trainer.batch_size=16", "trainer.max_steps=10",
-         "trainer.eval_every=2", "trainer.log_every=5", "sweep=smoke",
-         "sweep.name=pytest_sweep", "sweep.trial_cpus=0.5"]
+SWEEP = ["data=agnews_subset", f"paths.datasets={SHARED}", "data.max_examples=300",
+         "task.max_length=32", "trainer.batch_size=16", "trainer.max_steps=6",
+         "trainer.eval_every=2", "trainer.log_every=4", "sweep=smoke",
+         "sweep.name=pytest_sweep", "sweep.trial_cpus=0.4"]
 
 
 @needs_shared
@@ -67,10 +67,10 @@ def test_sweep_stops_weak_trials_exports_a_reproducible_best_and_resumes(tmp_pat
         assert main(["sweep", *SWEEP, f"paths.root={tmp_path}"]) == 0
         sweep_dir = tmp_path / "runs" / "pytest_sweep"
         summary = json.loads((sweep_dir / "sweep.json").read_text())
-        assert summary["trials"] == 4 and summary["status"].get("error", 0) == 0
+        assert summary["trials"] == 3 and summary["status"].get("error", 0) == 0
         assert summary["status"].get("stopped early", 0) >= 1  # ASHA cut a weak trial
         assert summary["best"]["config"]["optim.lr"] >= 4e-3
-        assert (sweep_dir / "results.csv").read_text().count("\n") == 5
+        assert (sweep_dir / "results.csv").read_text().count("\n") == 4
         for png in summary["plots"]:
             assert (sweep_dir / png).stat().st_size > 1000
         assert summary["placement_groups_left"] == 0  # stopped trials released their workers
@@ -91,7 +91,7 @@ def test_sweep_stops_weak_trials_exports_a_reproducible_best_and_resumes(tmp_pat
         stamps = {p: (sweep_dir / p / "metrics.jsonl").stat().st_mtime for p in trial_dirs}
         assert main(["sweep", *SWEEP, f"paths.root={tmp_path}"]) == 0
         again = json.loads((sweep_dir / "sweep.json").read_text())
-        assert again["resumed"] is True and again["trials"] == 4
+        assert again["resumed"] is True and again["trials"] == 3
         assert sorted(p.name for p in sweep_dir.glob("trial_*")) == trial_dirs
         assert {p: (sweep_dir / p / "metrics.jsonl").stat().st_mtime for p in trial_dirs} \
             == stamps

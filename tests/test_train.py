@@ -76,15 +76,6 @@ def test_same_seed_is_identical_and_resume_continues_where_it_stopped(tmp_path):
                                                            rel=1e-6)
 
 
-def test_other_seed_differs_and_finished_run_is_not_retrained(tmp_path):
-    first = train_run(tmp_path, [*SHORT, "run_name=s1", "seed=1"])
-    other = train_run(tmp_path, [*SHORT, "run_name=s0"])
-    assert first["metrics"]["dist/weights_hash"] != other["metrics"]["dist/weights_hash"]
-    rerun = train_run(tmp_path, [*SHORT, "run_name=s1", "seed=1"])
-    assert rerun["metrics"]["already_done"] is True
-    assert rerun["metrics"]["val/loss"] == first["metrics"]["val/loss"]
-
-
 def test_two_workers_see_disjoint_data_and_end_with_identical_weights(tmp_path):
     summary = train_run(tmp_path, [*SHORT, "cluster=ray", "cluster.num_workers=2",
                                    "cluster.cpus_per_worker=0.5", "trainer.ckpt_every=4"])

@@ -27,6 +27,7 @@ VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
          "baseline": "TF-IDF + logistic regression on a data config, in the evaluation format",
          "sweep": "Ray Tune search over any train keys (sweep=<name>): ASHA, TPE, resumable",
          "ablate": "baseline + variants with seeds (ablation=<name>): deltas with CIs, verdicts",
+         "distill": "teacher=<run> [student=layers]: a smaller student by KD, with its control",
          "compare": "'compare A B': is B better than A? paired bootstrap, CI, ship/iterate/stop",
          "report": "'report PATH ...': groups side by side: seed bands, CIs, slices, trend",
          "submit": "'submit [--address URL] [--wait] <verb> ...': run a verb as a Ray job; "
@@ -34,9 +35,9 @@ VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
          "jobs": "'jobs list|status|logs|stop [<id>]': Ray jobs on a cluster"}
 CONFIG_NAMES = {"train": "train", "evaluate": "evaluate", "card": "card",
                 "baseline": "baseline", "compare": "compare", "report": "report",
-                "sweep": "train", "ablate": "train"}
+                "sweep": "train", "ablate": "train", "distill": "train"}
 GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "tracking", "sweep",
-          "ablation")
+          "ablation", "distill")
 
 USAGE = """usage: shardtune <verb> [key=value ...] [group=option ...] [--cfg job] [--debug]
 
@@ -188,7 +189,18 @@ def data_check(run: Any) -> int:
     return 0
 
 
+def distill_overrides(overrides: list[str]) -> list[str]:
+    """``teacher=…`` / ``student=…`` are ``distill.teacher`` / ``distill.student``; the
+    distill group is chosen when the command does not name one."""
+    out = [f"distill.{o}" if o.startswith(("teacher=", "student=")) else o for o in overrides]
+    if not any(o.lstrip("+").startswith("distill=") for o in out):
+        out.insert(0, "distill=default")
+    return out
+
+
 def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
+    if verb == "distill":
+        overrides = distill_overrides(overrides)
     cfg = compose(overrides, CONFIG_NAMES.get(verb, "train"))
     if show_cfg:
         from omegaconf import OmegaConf
@@ -243,6 +255,13 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
             raise ConfigError("sweep", "no sweep chosen", f"shardtune sweep sweep=<name>, one "
                               f"of: {', '.join(_options('sweep'))}")
         print_sweep(sweep(run, resolved_dict(cfg), overrides))
+        return 0
+    if verb == "distill":
+        from distill.run import distill
+
+        summary = distill(run, resolved_dict(cfg))
+        print(Path(summary["report"]).read_text())
+        print(f"report: {summary['report']}")
         return 0
     if verb == "ablate":
         from tuning.ablate import ablate

@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 
 from cluster.config import ClusterConfig
 from data.config import DataConfig
+from distill.config import DistillSpec
 from trainers.errors import ConfigError
 from tuning.config import AblationSpec, SweepSpec
 
@@ -256,6 +257,7 @@ class TrainConfig:
         group_name: Set by the seed-group runner on each member; not a user key.
         sweep: The search of ``shardtune sweep`` (``sweep=<name>``, conf/sweep/).
         ablation: The arms of ``shardtune ablate`` (``ablation=<name>``, conf/ablation/).
+        distill: Train this run as a student of ``distill.teacher`` (``shardtune distill``).
     """
 
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -273,6 +275,7 @@ class TrainConfig:
     group_name: Optional[str] = None
     sweep: Optional[SweepSpec] = None
     ablation: Optional[AblationSpec] = None
+    distill: Optional[DistillSpec] = None
 
     def __post_init__(self) -> None:
         if len(set(self.seeds)) != len(self.seeds):

@@ -51,6 +51,8 @@ class EvaluateConfig:
         batch_size: Examples per forward pass.
         baseline: Fit the TF-IDF + logistic regression baseline on the same splits if the run
             has none yet, and show it beside the model.
+        inprocess_rows: Splits up to this many rows are scored in this process (no actor
+            start-up, which dominates small splits); 0 = always through Ray Data actors.
     """
 
     run: str = "???"
@@ -62,6 +64,7 @@ class EvaluateConfig:
     actors: int = 1
     batch_size: int = 64
     baseline: bool = True
+    inprocess_rows: int = 4096
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:

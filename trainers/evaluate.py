@@ -83,6 +83,14 @@ def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataF
     import torch
 
     gpus = 1 if torch.cuda.is_available() else 0
+    if cfg.inprocess_rows and dataset.count() <= cfg.inprocess_rows:
+        # small split: an actor's start-up (a process, imports, model load) would dominate
+        start = time.perf_counter()
+        predict = Predict(str(run_dir), cfg.batch_size, torch.get_num_threads())
+        parts = [pd.DataFrame(predict(batch)) for batch in dataset.iter_batches(
+            batch_size=cfg.batch_size * 32, batch_format="numpy")]
+        frame = pd.concat(parts, ignore_index=True)
+        return frame, time.perf_counter() - start
     # On CPU, each actor reserves one core (so reads can still be scheduled) but runs its
     # matmuls on an equal share of the machine's cores; the driver only waits meanwhile.
     threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)

@@ -38,15 +38,19 @@ class MeanPoolClassifier(torch.nn.Module):
         self.classifier = torch.nn.Linear(encoder.config.hidden_size, num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor | None = None, **kwargs: Any) -> SequenceClassifierOutput:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                labels: torch.Tensor | None = None, output_hidden_states: bool = False,
+                **kwargs: Any) -> SequenceClassifierOutput:
+        encoded = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                               output_hidden_states=output_hidden_states)
+        hidden = encoded.last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:
             loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits,
+                                        hidden_states=encoded.hidden_states)
 
     def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
         """Encoder in Hugging Face format plus the head beside it (merged export, full FT)."""
@@ -66,6 +70,10 @@ class MeanPoolClassifier(torch.nn.Module):
 
         path = Path(path)
         head = json.loads((path / HEAD_CONFIG).read_text())
-        model = cls(AutoModel.from_pretrained(path), head["num_labels"])
+        try:  # the mean-pooled encoder never had a pooler: do not add an untrained one
+            encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        except TypeError:  # architectures without that option
+            encoder = AutoModel.from_pretrained(path)
+        model = cls(encoder, head["num_labels"])
         model.classifier.load_state_dict(load_file(str(path / HEAD_FILE)))
         return model

@@ -177,6 +177,14 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     set_seed(run.seed)  # adapter/head init, dropout and data order all follow the one seed
     tokenizer = load_tokenizer(run.model)
     net = apply_peft(build_base_model(run.model, task, labels, tokenizer), run.peft, task)
+    distiller = None
+    if run.distill is not None:  # knowledge distillation: same loop, another objective
+        from distill.objective import Distiller
+
+        distiller = Distiller(run, device)
+        if distiller.wants_hidden and distiller.teacher is not None:
+            distiller.attach_projection(net, net.config.hidden_size,
+                                        distiller.teacher.config.hidden_size)
     sizes = trainable_summary(net)
     micro_per_epoch, total_steps = plan_steps(run, loop_cfg["train_rows"], world)
     optimizer = _optimizer(net, run)
@@ -245,13 +253,16 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
             sync = contextlib.nullcontext() if boundary or world == 1 else net.no_sync()
             with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          labels=batch["labels"])
-                (out.loss / accum).backward()
+                          labels=batch["labels"],
+                          **({"output_hidden_states": True} if distiller and
+                             distiller.wants_hidden else {}))
+                loss = out.loss if distiller is None else distiller.loss(net, out, batch)[0]
+                (loss / accum).backward()
             micro += 1
             pending += 1
             progress.micro_in_epoch = micro
             progress.samples += len(batch["input_ids"])
-            window["loss"] += float(out.loss.detach())
+            window["loss"] += float(loss.detach())
             window["n"] += 1
             window["samples"] += len(batch["input_ids"])
             window["tokens"] += batch["input_ids"].numel()

@@ -119,6 +119,8 @@ def _mean_pool_model(model: ModelConfig, labels: list[str], tokenizer) -> Any:
         config = AutoConfig.for_model(cfg_kwargs.pop("model_type"), **cfg_kwargs)
         return MeanPoolClassifier(AutoModel.from_config(config), len(labels))
     location = resolve_location(model.name_or_path, "model.name_or_path")
+    if (Path(location) / "pooling_head.json").exists():  # e.g. a distilled student's init
+        return MeanPoolClassifier.from_pretrained(location)
     encoder = AutoModel.from_pretrained(
         location, dtype=_dtype(model.dtype), low_cpu_mem_usage=model.low_cpu_mem_usage,
         trust_remote_code=model.trust_remote_code, add_pooling_layer=False,

@@ -97,18 +97,28 @@ def _fit_all(run: TrainConfig, members: list[TrainConfig], resolved: dict[str, A
     return [results[m.seed] for m in members]
 
 
-def _evaluate_member(run_dir: str, split: str, prep: Prepared, paths: Any) -> dict[str, Any]:
+def _evaluate_member(run_dir: str, split: str, prep: Prepared, paths: Any,
+                     reuse: bool = False) -> dict[str, Any]:
+    """The member's evaluation: reused when it finished earlier and was evaluated then."""
     from trainers.eval_config import EvaluateConfig
     from trainers.evaluate import evaluate
+
+    saved = Path(run_dir) / "eval" / split / "metrics.json"
+    if reuse and saved.exists() and (saved.parent / "predictions.parquet").exists():
+        return json.loads(saved.read_text())
 
     return evaluate(EvaluateConfig(run=run_dir, split=split, baseline=False, paths=paths),
                     splits=prep.splits)
 
 
-def train_group(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
-    """Train, evaluate and aggregate every seed of ``run.seeds``."""
+def train_group(run: TrainConfig, resolved: dict[str, Any], prep: Prepared | None = None
+                ) -> dict[str, Any]:
+    """Train, evaluate and aggregate every seed of ``run.seeds``.
+
+    ``prep``: data already prepared (a distillation passes the split with teacher outputs).
+    """
     start = time.perf_counter()
-    prep = prepare(run)
+    prep = prep or prepare(run)
     members = [member(run, s) for s in run.seeds]
     group_dir = Path(run.run_dir)
     group_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +137,8 @@ def train_group(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     per_seed, slices = [], []
     for one, summary in zip(members, summaries, strict=True):
         metrics = {k: v for k, v in summary["metrics"].items() if k != "already_done"}
-        evaluated = _evaluate_member(one.run_dir, split, prep, run.paths)
+        evaluated = _evaluate_member(one.run_dir, split, prep, run.paths,
+                                     reuse=bool(summary["metrics"].get("already_done")))
         for key in SCALARS:
             if key in evaluated["metrics"]:
                 metrics.setdefault(f"{split}/{key}", evaluated["metrics"][key])

@@ -22,7 +22,7 @@ def flatten_space(space: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     for key, value in dict(space).items():
         name = f"{prefix}{key}"
         is_axis = isinstance(value, dict) and len(value) == 1 and \
-            next(iter(value)) in DISTRIBUTIONS
+            not isinstance(next(iter(value.values())), dict)
         items = {name: value} if is_axis or not isinstance(value, dict) else \
             flatten_space(value, name + ".")
         for axis, dist in items.items():

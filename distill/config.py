@@ -1,0 +1,71 @@
+"""Typed spec of a distillation (``distill.*`` keys, ``conf/distill/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from trainers.errors import ConfigError
+
+
+@dataclass
+class DistillSpec:
+    """Teacher → student knowledge distillation on the shared training loop.
+
+    Args:
+        teacher: A finished run directory (``runs/<name>``, or its ``adapter/``), or a model
+            directory / hub id with a task head (labels from its ``id2label``).
+        student: How the student starts: ``layers`` (a layer subset of the teacher, embeddings
+            and head copied), ``config`` (the teacher's architecture resized by
+            ``student_config``, random init) or ``path`` (``model.name_or_path`` as given).
+        student_layers: Teacher layers the student keeps (``layers``); empty = every other.
+        student_config: Config overrides for ``config``, e.g. ``{num_hidden_layers: 3}``.
+        alpha: Weight of cross-entropy on the labels; ``1 - alpha`` goes to the KL term.
+        temperature: Softens both distributions; the KL term is scaled by T² so its gradients
+            keep their size as T changes.
+        kl: ``forward`` KL(teacher‖student) (mass-covering) or ``reverse`` KL(student‖teacher).
+        teacher_mode: ``offline`` (a Ray Data pass writes teacher outputs once, reused) or
+            ``online`` (the teacher runs in every training worker).
+        top_k: Causal LM: teacher log-probs kept per position (offline storage).
+        hidden_loss: ``none``, ``mse`` or ``cosine`` between hidden states (online only);
+            a learned linear projection maps student width to teacher width.
+        hidden_weight: Weight of the hidden-state term.
+        outputs_dir: Where offline teacher outputs live; ``null`` =
+            ``<teacher run>/teacher_outputs/<data name>``.
+        recompute: Recompute offline outputs even when the stored ones match.
+        control: Also train the same student without KD (the control a result needs).
+    """
+
+    teacher: str = "???"
+    student: str = "layers"
+    student_layers: List[int] = field(default_factory=list)
+    student_config: Dict[str, Any] = field(default_factory=dict)
+    alpha: float = 0.5
+    temperature: float = 2.0
+    kl: str = "forward"
+    teacher_mode: str = "offline"
+    top_k: int = 32
+    hidden_loss: str = "none"
+    hidden_weight: float = 1.0
+    outputs_dir: Optional[str] = None
+    recompute: bool = False
+    control: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {"student": (self.student, ("layers", "config", "path")),
+                  "kl": (self.kl, ("forward", "reverse")),
+                  "teacher_mode": (self.teacher_mode, ("offline", "online")),
+                  "hidden_loss": (self.hidden_loss, ("none", "mse", "cosine"))}
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ConfigError(f"distill.{key}", f"must be one of {', '.join(allowed)}, "
+                                  f"got {value!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError("distill.alpha", f"must be in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            raise ConfigError("distill.temperature", f"must be > 0, got {self.temperature}")
+        if self.top_k < 1:
+            raise ConfigError("distill.top_k", f"must be >= 1, got {self.top_k}")
+        if self.hidden_loss != "none" and self.teacher_mode != "online":
+            raise ConfigError("distill.hidden_loss", "needs the teacher's hidden states: "
+                              "set distill.teacher_mode=online")

@@ -1,0 +1,69 @@
+"""What the shared loop calls instead of ``out.loss`` when a run distils.
+
+Offline: the teacher's log-probabilities arrive in the batch (``teacher_logp``, and
+``teacher_index`` for top-k LM outputs). Online: the frozen teacher runs here, under
+``no_grad``, on the same batch; it is never handed to the optimizer or to DDP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from distill.loss import distill_loss, hidden_term
+
+
+class Distiller:
+    def __init__(self, run: Any, device: torch.device) -> None:
+        self.spec = run.distill
+        self.task = run.task.kind.value
+        self.teacher = None
+        if self.spec.teacher_mode == "online":
+            from distill.teacher import load_teacher
+
+            self.teacher, _, _ = load_teacher(self.spec.teacher, run.task.kind)
+            self.teacher.to(device)
+        self.wants_hidden = self.spec.hidden_loss != "none"
+
+    def attach_projection(self, net: Any, student_width: int, teacher_width: int) -> None:
+        """A learned map from student to teacher width, owned by the student so DDP syncs it."""
+        if student_width != teacher_width:
+            net.kd_projection = torch.nn.Linear(student_width, teacher_width)
+
+    def teacher_outputs(self, batch: dict[str, torch.Tensor]) -> tuple[Any, Any, Any]:
+        """(log-probs at T, top-k ids or None, hidden states or None)."""
+        if self.teacher is None:
+            return batch["teacher_logp"], batch.get("teacher_index"), None
+        with torch.no_grad():
+            out = self.teacher(input_ids=batch["input_ids"],
+                               attention_mask=batch["attention_mask"],
+                               output_hidden_states=self.wants_hidden)
+            logp = torch.log_softmax(out.logits.float() / self.spec.temperature, -1)
+        return logp, None, out.hidden_states if self.wants_hidden else None
+
+    def loss(self, net: Any, out: Any, batch: dict[str, torch.Tensor]
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        teacher_logp, teacher_index, teacher_hidden = self.teacher_outputs(batch)
+        loss, parts = distill_loss(out.logits, batch["labels"], teacher_logp, self.spec.alpha,
+                                   self.spec.temperature, self.spec.kl, teacher_index,
+                                   causal=self.task == "causal_lm")
+        if teacher_hidden is not None and out.hidden_states is not None:
+            student_hidden = out.hidden_states
+            projection = getattr(_plain(net), "kd_projection", None)
+            pairs = _layer_pairs(len(student_hidden) - 1, len(teacher_hidden) - 1)
+            hidden = sum(hidden_term(student_hidden[s], teacher_hidden[t],
+                                     batch["attention_mask"], self.spec.hidden_loss, projection)
+                         for s, t in pairs) / len(pairs)
+            loss = loss + self.spec.hidden_weight * hidden
+            parts["hidden"] = float(hidden.detach())
+        return loss, parts
+
+
+def _plain(net: Any) -> Any:
+    return getattr(net, "module", net)
+
+
+def _layer_pairs(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
+    """Student block s (1-based output index) ↔ teacher block round(s·T/S): evenly spaced."""
+    return [(s, round(s * teacher_layers / student_layers)) for s in range(1, student_layers + 1)]

@@ -1,0 +1,131 @@
+"""The distillation report: is the student good enough, and what did it buy?
+
+Quality with CIs (teacher on the test split; student and control across seeds), the paired
+comparison student vs control (did KD help?) and student vs teacher (what was lost), then
+parameters, size on disk, CPU latency at batch 1 and 32 and throughput, measured here.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from trainers.config import TrainConfig
+
+
+def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> dict[str, float]:
+    """Median CPU latency at batch 1 and 32, throughput at 32, parameters, bytes on disk."""
+    import torch
+
+    model = model.to("cpu").eval()
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+
+    def run(batch: list[str]) -> None:
+        enc = tokenizer(batch, truncation=True, max_length=max_length, padding=True,
+                        return_tensors="pt")
+        model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+
+    with torch.no_grad():
+        for _ in range(3):
+            run(texts[:32])
+        single = []
+        for text in texts[:100]:
+            start = time.perf_counter()
+            run([text])
+            single.append(time.perf_counter() - start)
+        batched = []
+        for i in range(0, min(len(texts), 640), 32):
+            start = time.perf_counter()
+            run(texts[i:i + 32])
+            batched.append(time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        size = sum(f.stat().st_size for f in Path(tmp).rglob("*.safetensors"))
+    return {"params": sum(p.numel() for p in model.parameters()), "disk_bytes": size,
+            "latency_b1_ms": 1000 * statistics.median(single),
+            "latency_b32_ms": 1000 * statistics.median(batched),
+            "throughput_b32": 32 * len(batched) / sum(batched)}
+
+
+def _test_texts(run: TrainConfig) -> list[str]:
+    from data.pipeline import build_splits
+
+    splits = build_splits(run.data, run.task.kind.value)
+    split = "test" if "test" in splits.datasets else "validation"
+    return [str(r["text"]) for r in splits.datasets[split].take(640)]
+
+
+def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path) -> Path:
+    from distill.student import merged_teacher
+    from distill.teacher import load_teacher, teacher_dir
+    from trainers.compare import compare
+    from trainers.eval_config import CompareConfig, CompareSpec, EvaluateConfig
+    from trainers.evaluate import evaluate
+    from trainers.models import load_trained
+
+    spec = run.distill
+    tdir = teacher_dir(spec.teacher)
+    lines = [f"# Distillation `{root.name}`", "",
+             f"Teacher `{spec.teacher}` → student ({spec.student}"
+             + (f", teacher layers {summary['student_layers']}" if summary["student_layers"]
+                else "") + f"); α={spec.alpha}, T={spec.temperature}, {spec.kl} KL, "
+             f"teacher {spec.teacher_mode}.", ""]
+    split = summary["student"]["eval_split"]
+    figures: dict[str, Any] = {"split": split}
+    if run.task.kind.value == "seq_cls" and tdir is not None:
+        teacher_eval = evaluate(EvaluateConfig(run=str(tdir), split=split, baseline=False,
+                                               data=run.data, paths=run.paths))
+        acc = teacher_eval["metrics"]["accuracy"]
+        figures["teacher_accuracy"] = acc
+        lines += ["| model | test accuracy | 95% CI | seeds |", "|---|---|---|---|",
+                  f"| teacher | {acc['value']:.4f} | [{acc['ci_low']:.4f}, "
+                  f"{acc['ci_high']:.4f}] | 1 |"]
+        for name in ("student", "control"):
+            group = summary.get(name)
+            if group:
+                m = group["metrics"][f"{split}/accuracy"]
+                figures[f"{name}_accuracy"] = m
+                lines.append(f"| {name} | {m['mean']:.4f} ± {m['std']:.4f} | "
+                             f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}] | {m['n']} |")
+        student_acc = summary["student"]["metrics"][f"{split}/accuracy"]["mean"]
+        figures["retention"] = student_acc / acc["value"]
+        lines += ["", f"The student keeps **{100 * figures['retention']:.1f}%** of the "
+                  "teacher's accuracy."]
+        pairs = [("control", "student", "did KD help? student (B) vs control (A)")]
+        pairs.append(("teacher", "student", "what was lost: student (B) vs teacher (A)"))
+        for a, b, title in pairs:
+            if a == "control" and not summary.get("control"):
+                continue
+            a_path = str(tdir) if a == "teacher" else str(root / a)
+            result = compare(CompareConfig(a=a_path, b=str(root / b), split=split,
+                                           out=str(root / "compare" / f"{b}_vs_{a}"),
+                                           compare=CompareSpec(metric="accuracy"),
+                                           paths=run.paths))
+            figures[f"{b}_vs_{a}"] = {"verdict": result["verdict"],
+                                      **result["effects"]["accuracy"]}
+            lines += ["", f"- {title}: **{result['verdict']}** — {result['headline']}"]
+    texts = _test_texts(run)
+    teacher, tokenizer, _ = load_teacher(spec.teacher, run.task.kind)
+    student_model = load_trained(Path(summary["student"]["per_seed"][0]["run_dir"]))[0]
+    speed = {"teacher": measure(merged_teacher(teacher), tokenizer, texts, run.task.max_length),
+             "student": measure(merged_teacher(student_model), tokenizer, texts,
+                                run.task.max_length)}
+    figures["speed"] = speed
+    figures["throughput_ratio"] = speed["student"]["throughput_b32"] / \
+        speed["teacher"]["throughput_b32"]
+    lines += ["", "| | parameters | size on disk | CPU latency b=1 | CPU latency b=32 | "
+              "throughput b=32 |", "|---|---|---|---|---|---|"]
+    for name, s in speed.items():
+        lines.append(f"| {name} | {s['params'] / 1e6:.1f} M | {s['disk_bytes'] / 2**20:.1f} MiB "
+                     f"| {s['latency_b1_ms']:.1f} ms | {s['latency_b32_ms']:.1f} ms | "
+                     f"{s['throughput_b32']:.0f} ex/s |")
+    lines += ["", f"Student throughput: **{figures['throughput_ratio']:.2f}×** the teacher's "
+              f"(both merged to plain weights; {len(texts)} test texts, CPU)."]
+    (root / "distill.json").write_text(json.dumps(figures, indent=1, default=float))
+    path = root / "distill_report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

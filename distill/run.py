@@ -1,0 +1,129 @@
+"""``shardtune distill teacher=<run> [student=layers]``: a smaller student on the shared loop.
+
+1. The student starts as a layer subset of the (merged) teacher, a resized config, or a path;
+   its initial weights are saved in ``runs/<run>/student_init`` so every arm starts equal.
+2. The data is read and tokenised once with the student's tokenizer; in offline mode a Ray
+   Data pass adds the teacher's outputs to the training split (cached with provenance).
+3. The student trains on Ray Train like any run, with seeds as a seed group
+   (``runs/<run>/student/seed<k>``); the control (same init, same seeds, no KD) beside it.
+4. ``distill_report.md``: teacher vs student vs control quality with CIs, the comparison
+   student vs control, parameters, size on disk, CPU latency and throughput.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from distill.student import every_other, keep_layers, layer_count, merged_teacher, save_student
+from distill.teacher import load_teacher, offline_outputs, provenance, teacher_dir
+from trainers.config import TrainConfig
+from trainers.errors import ConfigError
+
+
+def student_init(run: TrainConfig, out: Path) -> tuple[dict[str, Any], list[int] | None]:
+    """Model config of the student (and the teacher layers it kept, for ``layers``)."""
+    spec = run.distill
+    model = dataclasses.asdict(run.model)
+    if spec.student == "path":
+        return model, None
+    teacher, tokenizer, _ = load_teacher(spec.teacher, run.task.kind)
+    full = merged_teacher(teacher)
+    if spec.student == "layers":
+        keep = list(spec.student_layers) or every_other(layer_count(full))
+        save_student(keep_layers(full, keep), tokenizer, out)
+        return {**model, "name_or_path": str(out), "tokenizer": str(out), "init_config": None,
+                "pooling": _pooling(spec.teacher, run)}, keep
+    config = full.config.to_dict()
+    config.update(spec.student_config)
+    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",
+            "num_attention_heads", "intermediate_size", "max_position_embeddings",
+            "n_layer", "n_embd", "n_head", "num_key_value_heads", "type_vocab_size")
+    tokenizer.save_pretrained(out)
+    return {**model, "init_config": {k: config[k] for k in keys if k in config},
+            "tokenizer": str(out), "pooling": _pooling(spec.teacher, run)}, None
+
+
+def _pooling(teacher: str, run: TrainConfig) -> str:
+    run_dir = teacher_dir(teacher)
+    if run_dir is None:
+        return run.model.pooling
+    return json.loads((run_dir / "config.json").read_text())["model"]["pooling"]
+
+
+def _check_vocab(run: TrainConfig, student_tokenizer: str) -> None:
+    """The teacher reads the student's token ids, and token-level KD compares distributions
+    over tokens: teacher and student must share one vocabulary."""
+    from transformers import AutoTokenizer
+
+    _, teacher_tok, _ = load_teacher(run.distill.teacher, run.task.kind)
+    student_tok = AutoTokenizer.from_pretrained(student_tokenizer)
+    if teacher_tok.get_vocab() != student_tok.get_vocab():
+        raise ConfigError("model.tokenizer", f"the student's vocabulary ({len(student_tok)} "
+                          f"tokens) differs from the teacher's ({len(teacher_tok)})",
+                          "token-level KD needs one tokenizer: use the teacher's")
+
+
+def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
+    from distill.report import write_distill_report
+    from trainers.seeds import train_group
+    from trainers.train import prepare
+
+    spec = run.distill
+    root = Path(run.run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    _, _, teacher_labels = load_teacher(spec.teacher, run.task.kind)
+    model, kept = student_init(run, root / "student_init")
+    resolved = copy.deepcopy(resolved)
+    resolved["model"] = {**resolved["model"], **model}
+    seeds = list(run.seeds) or [run.seed]
+    student = dataclasses.replace(
+        run, model=dataclasses.replace(run.model, **{k: model[k] for k in (
+            "name_or_path", "tokenizer", "init_config", "pooling")}),
+        seeds=seeds, run_name="student", paths=dataclasses.replace(run.paths, runs=str(root)))
+    # the teacher reads the student's token ids (offline and online): one vocabulary
+    _check_vocab(run, student.model.tokenizer or student.model.name_or_path)
+    prep = prepare(student)
+    if run.task.kind.value != "causal_lm" and prep.splits.labels != teacher_labels:
+        raise ConfigError("data", f"the data's labels ({len(prep.splits.labels)}) are not the "
+                          f"teacher's ({len(teacher_labels)})", "distil on the teacher's data")
+    plain = prep
+    if spec.teacher_mode == "offline":
+        from trainers.models import load_tokenizer
+
+        out_dir = Path(spec.outputs_dir) if spec.outputs_dir else (
+            (teacher_dir(spec.teacher) or root) / "teacher_outputs" / run.data.name)
+        wanted = provenance(spec, str(teacher_dir(spec.teacher) or spec.teacher),
+                            prep.splits.fingerprint, student.model.tokenizer or "",
+                            run.task.kind.value, run.task.max_length)
+        wanted["tokenizer"] = _tokenizer_hash(student)
+        train = offline_outputs(prep.datasets["train"], spec, spec.teacher, out_dir, wanted,
+                                run.task.kind.value, load_tokenizer(student.model).pad_token_id)
+        prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train})
+    base = {**resolved, "seeds": seeds, "run_name": "student",
+            "paths": {**resolved["paths"], "runs": str(root)}}
+    kd = train_group(student, base, prep)
+    control = None
+    if spec.control:
+        control_run = dataclasses.replace(student, distill=None, run_name="control")
+        control = train_group(control_run, {**base, "distill": None, "run_name": "control"},
+                              plain)
+    summary = {"run_dir": str(root), "status": "done", "teacher": spec.teacher,
+               "student_layers": kept, "student": kd["group"],
+               "control": control["group"] if control else None}
+    summary["report"] = str(write_distill_report(run, summary, root))
+    summary["metrics"] = {k: v["mean"] for k, v in kd["group"]["metrics"].items()}
+    return summary
+
+
+def _tokenizer_hash(student: TrainConfig) -> str:
+    """What the teacher outputs are aligned to: the student's token ids."""
+    import hashlib
+
+    from trainers.models import load_tokenizer
+
+    vocab = load_tokenizer(student.model).get_vocab()
+    return hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()[:16]

@@ -1,0 +1,178 @@
+"""The teacher: loaded from a run or a model path, frozen; offline outputs with provenance.
+
+Offline mode runs the teacher once over the tokenised training split as a Ray Data batch
+inference pass (an actor pool; GPU when present) and writes its log-probabilities at the
+distillation temperature as parquet shards (full distribution for classification, top-k per
+position for causal LM) with ``provenance.json``: teacher fingerprint, dataset fingerprint,
+tokenizer, temperature and k. Reusing outputs whose provenance differs is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainers.errors import ConfigError
+
+PROVENANCE = "provenance.json"
+
+
+def teacher_dir(location: str) -> Path | None:
+    """A shardtune run directory for ``location`` (``runs/x`` or ``runs/x/adapter``), or None."""
+    path = Path(location).expanduser()
+    for candidate in (path, path.parent):
+        if (candidate / "config.json").exists() and (candidate / "label_map.json").exists():
+            return candidate.resolve()
+    return None
+
+
+def load_teacher(location: str, task: Any) -> tuple[Any, Any, list[str]]:
+    """(frozen model in eval mode, tokenizer, labels)."""
+    run_dir = teacher_dir(location)
+    if run_dir is not None:
+        from trainers.models import load_trained
+
+        model, tokenizer, labels, _ = load_trained(run_dir)
+    else:
+        import transformers
+
+        from trainers.models import _AUTO_CLASSES
+
+        try:
+            auto = getattr(transformers, _AUTO_CLASSES[task])
+            model = auto.from_pretrained(location)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(location)
+        except OSError as exc:
+            raise ConfigError("distill.teacher", f"cannot load {location!r}: "
+                              f"{str(exc).splitlines()[0]}",
+                              "pass a finished run directory or a model with a task head") \
+                from None
+        id2label = getattr(model.config, "id2label", {}) or {}
+        labels = [id2label[i] for i in sorted(id2label)]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval(), tokenizer, labels
+
+
+def fingerprint(location: str) -> str:
+    """sha256 of the teacher's weight files and config: a retrained teacher differs."""
+    run_dir = teacher_dir(location)
+    root = run_dir / "adapter" if run_dir is not None else Path(location)
+    digest = hashlib.sha256()
+    files = sorted(root.rglob("*")) if root.is_dir() else []
+    if run_dir is not None:
+        files.append(run_dir / "config.json")
+    if not files:  # a hub id: its name and revision are all we know offline
+        digest.update(location.encode())
+    for f in files:
+        if f.is_file() and f.suffix in (".safetensors", ".json", ".bin"):
+            digest.update(f.name.encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+class TeacherOutputs:
+    """Ray Data class UDF: teacher log-probabilities at temperature T for tokenised rows."""
+
+    def __init__(self, location: str, task: str, temperature: float, top_k: int,
+                 pad_id: int, batch_size: int = 64, threads: int = 1) -> None:
+        import torch
+
+        from trainers.config import TaskKind
+
+        self.model, _, _ = load_teacher(location, TaskKind(task))
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads)
+        self.model.to(self.device)
+        self.task, self.t, self.k = task, temperature, top_k
+        self.pad_id, self.batch_size = pad_id, batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch
+
+        from data.batches import collate
+
+        n = len(batch["uid"])
+        order = np.argsort(batch["length"], kind="stable")
+        logp_out: list[Any] = [None] * n
+        index_out: list[Any] = [None] * n
+        with torch.no_grad():
+            for start in range(0, n, self.batch_size):
+                idx = order[start:start + self.batch_size]
+                rows = {k: v[idx] for k, v in batch.items()}
+                t = collate(rows, self.pad_id)
+                logits = self.model(input_ids=t["input_ids"].to(self.device),
+                                    attention_mask=t["attention_mask"].to(self.device)).logits
+                logp = torch.log_softmax(logits.float() / self.t, -1).cpu()
+                for j, row in enumerate(idx):
+                    length = int(batch["length"][row])
+                    if self.task == "seq_cls":
+                        logp_out[row] = logp[j].numpy()
+                    elif self.task == "token_cls":
+                        logp_out[row] = logp[j, :length].reshape(-1).numpy()
+                    else:  # causal LM: top-k per position
+                        top = logp[j, :length].topk(min(self.k, logp.shape[-1]), -1)
+                        logp_out[row] = top.values.reshape(-1).numpy()
+                        index_out[row] = top.indices.reshape(-1).numpy().astype(np.int32)
+        out = dict(batch)
+        out["teacher_logp"] = _column(logp_out)
+        if self.task == "causal_lm":
+            out["teacher_index"] = _column(index_out)
+        return out
+
+
+def _column(values: list[Any]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+def provenance(spec: Any, location: str, data_fingerprint: dict[str, Any], tokenizer: str,
+               task: str, max_length: int) -> dict[str, Any]:
+    return {"teacher": location, "teacher_fingerprint": fingerprint(location),
+            "data_fingerprint": hashlib.sha256(json.dumps(data_fingerprint, sort_keys=True,
+                                                          default=str).encode()).hexdigest(),
+            "tokenizer": tokenizer, "task": task, "max_length": max_length,
+            "temperature": spec.temperature, "top_k": spec.top_k if task == "causal_lm" else None}
+
+
+def check_provenance(stored: dict[str, Any], wanted: dict[str, Any], where: Path) -> None:
+    diff = [k for k in wanted if k != "teacher" and stored.get(k) != wanted[k]]
+    if diff:
+        detail = "; ".join(f"{k}: stored {stored.get(k)!r}, now {wanted[k]!r}"[:160]
+                           for k in diff)
+        raise ConfigError("distill.outputs_dir", f"teacher outputs at {where} were made "
+                          f"for something else ({detail})",
+                          "set distill.recompute=true to rebuild them, or point "
+                          "distill.outputs_dir elsewhere")
+
+
+def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
+                    wanted: dict[str, Any], task: str, pad_id: int) -> Any:
+    """The train split with teacher outputs: reused when provenance matches, else made."""
+    import ray
+    import ray.data
+    import torch
+
+    stamp = out_dir / PROVENANCE
+    if stamp.exists() and not spec.recompute:
+        check_provenance(json.loads(stamp.read_text()), wanted, out_dir)
+        return ray.data.read_parquet(str(out_dir / "shards")).materialize()
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    gpus = 1 if torch.cuda.is_available() else 0
+    threads = max(int(ray.cluster_resources().get("CPU", 1)), 1)
+    with_teacher = dataset.map_batches(
+        TeacherOutputs, fn_constructor_kwargs={
+            "location": location, "task": task, "temperature": spec.temperature,
+            "top_k": spec.top_k, "pad_id": pad_id, "threads": threads},
+        batch_size=1024, concurrency=1, num_gpus=gpus, num_cpus=0 if gpus else 1)
+    with_teacher.write_parquet(str(out_dir / "shards"))
+    stamp.write_text(json.dumps(wanted, indent=1))  # last: a half-written dir is not reused
+    return ray.data.read_parquet(str(out_dir / "shards")).materialize()
