@@ -11,22 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-from common import SHARED, save
-
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "shardtune")
-
-
-def _run(args: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run([CLI, *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+from common import ROOT, SHARED, save
+from common import run_cli as _run
 
 
 def main() -> None:

@@ -13,15 +13,11 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-from common import SHARED, save
-
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "shardtune")
+from common import CLI, ROOT, SHARED, save
 
 
 def _sweep(work: Path, name: str, extra: list[str], common: list[str]) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Any
 import psutil
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "shardtune")
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 
 
@@ -68,3 +72,11 @@ def save(name: str, figures: dict[str, Any]) -> Path:
     out.write_text(json.dumps(figures, indent=1, default=str))
     print(json.dumps(figures, indent=1, default=str))
     return out
+
+
+def run_cli(args: list[str], cwd: Path) -> float:
+    """Run one ``shardtune`` command as a user would; its wall time in seconds."""
+    start = time.perf_counter()
+    subprocess.run([CLI, *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start

@@ -180,3 +180,22 @@ def test_causal_lm_distillation_with_top_k_teacher_outputs(tmp_path):
     final = json.loads((tmp_path / "runs" / "lm_kd" / "student" / "seed0" / "metrics.json")
                        .read_text())
     assert np.isfinite(final["val/perplexity"])
+
+
+@needs_shared
+def test_student_from_a_resized_config_and_from_a_path(teacher_run, tmp_path):
+    from distill.config import DistillSpec
+    from distill.run import student_init
+    from trainers.config import TrainConfig
+
+    run = TrainConfig()
+    run.distill = DistillSpec(teacher=str(teacher_run), student="config",
+                              student_config={"num_hidden_layers": 2, "hidden_size": 128,
+                                              "num_attention_heads": 2,
+                                              "intermediate_size": 256})
+    model, kept = student_init(run, tmp_path / "init")
+    assert kept is None and model["init_config"]["num_hidden_layers"] == 2
+    assert model["init_config"]["model_type"] == "bert" and model["pooling"] == "mean"
+    assert (tmp_path / "init" / "tokenizer.json").exists()  # the teacher's vocabulary
+    run.distill = DistillSpec(teacher=str(teacher_run), student="path")
+    assert student_init(run, tmp_path / "p")[0]["name_or_path"] == run.model.name_or_path

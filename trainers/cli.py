@@ -299,13 +299,19 @@ def _cluster_verb(verb: str, rest: list[str], debug: bool) -> int:
     try:
         return submit_main(rest) if verb == "submit" else jobs_main(rest)
     except Exception as exc:  # noqa: BLE001 - same policy as main()
-        user = find_user_error(exc)
-        if user is None:
-            raise
-        if debug:
-            traceback.print_exc()
-        print(f"error: {user}", file=sys.stderr)
-        return user.exit_code
+        return report_user_error(exc, debug)
+
+
+def report_user_error(exc: Exception, debug: bool) -> int:
+    """One line and exit code 2 for a user mistake (the traceback with --debug); a bug
+    re-raises with its traceback."""
+    user = find_user_error(exc)
+    if user is None:
+        raise exc
+    if debug:
+        traceback.print_exc()
+    print(f"error: {user}", file=sys.stderr)
+    return user.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,13 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep traces
-        user = find_user_error(exc)
-        if user is None:
-            raise
-        if debug:
-            traceback.print_exc()
-        print(f"error: {user}", file=sys.stderr)
-        return user.exit_code
+        return report_user_error(exc, debug)
 
 
 if __name__ == "__main__":
