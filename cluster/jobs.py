@@ -14,7 +14,7 @@ from cluster.submit_config import SubmitSpec
 from trainers.errors import ClusterError
 
 ACTIVE = ("PENDING", "RUNNING")
-AGENT_RETRIES = 30  # x 2 s: a freshly started head needs a moment before it takes jobs
+AGENT_RETRIES = 10  # x (up to 10 s + 2 s): a freshly started head needs a moment before it takes jobs
 
 
 def auth_headers() -> dict[str, str]:

@@ -63,6 +63,13 @@ def wandb_run_id(run: TrainConfig) -> str:
     return hashlib.sha1(run.run_dir.encode()).hexdigest()[:16]
 
 
+def job_type(run: TrainConfig) -> str:
+    """W&B job type: what produced this run (a distilled student, a sweep trial, a train)."""
+    if run.distill is not None:
+        return "distill"
+    return "sweep" if run.sweep is not None else "train"
+
+
 def display_name(run: TrainConfig) -> str:
     """``<run or group name>-seed<k>``: every seed of a group is told apart in W&B."""
     return f"{run.group_name or run.run_name}-seed{run.seed}"
@@ -71,14 +78,13 @@ def display_name(run: TrainConfig) -> str:
 class WandbTracker:
     """One W&B run per training run, resumable: the id derives from the run directory."""
 
-    def __init__(self, run: TrainConfig, config: dict[str, Any], group: str | None,
-                 job_type: str = "train") -> None:
+    def __init__(self, run: TrainConfig, config: dict[str, Any], group: str | None) -> None:
         import wandb
 
         run_id = wandb_run_id(run)
         self._run = wandb.init(
             project=run.tracking.project, entity=run.tracking.entity, id=run_id,
-            resume="allow", name=display_name(run), job_type=job_type,
+            resume="allow", name=display_name(run), job_type=job_type(run),
             group=group, tags=list(run.tracking.tags), config=config,
             dir=run.run_dir,
         )
@@ -126,7 +132,7 @@ def upload_artifacts(run: TrainConfig, paths: list[Path], group: str | None) -> 
 
     with wandb.init(project=run.tracking.project, entity=run.tracking.entity,
                     id=wandb_run_id(run), resume="allow", name=display_name(run),
-                    job_type="train", group=group, dir=run.run_dir) as wb:
+                    job_type=job_type(run), group=group, dir=run.run_dir) as wb:
         artifact = wandb.Artifact(display_name(run), type="model",
                                   metadata={"config_group": group, "seed": run.seed})
         for path in paths:
@@ -137,15 +143,15 @@ def upload_artifacts(run: TrainConfig, paths: list[Path], group: str | None) -> 
         wb.log_artifact(artifact)
 
 
-def log_summary_run(run: TrainConfig, job_type: str, name: str, summary: dict[str, Any],
+def log_summary_run(run: TrainConfig, kind: str, name: str, summary: dict[str, Any],
                     rows: list[dict[str, Any]]) -> None:
-    """One W&B run per sweep or ablation (``job_type``) holding its results table."""
+    """One W&B run per sweep or ablation (``kind``) holding its results table."""
     import wandb
 
-    run_id = hashlib.sha1(f"{run.paths.runs}/{job_type}/{name}".encode()).hexdigest()[:16]
+    run_id = hashlib.sha1(f"{run.paths.runs}/{kind}/{name}".encode()).hexdigest()[:16]
     with wandb.init(project=run.tracking.project, entity=run.tracking.entity, name=name,
-                    job_type=job_type, tags=[*run.tracking.tags, f"{job_type}:{name}"],
-                    group=f"{job_type}:{name}", dir=run.paths.runs, id=run_id,
+                    job_type=kind, tags=[*run.tracking.tags, f"{kind}:{name}"],
+                    group=f"{kind}:{name}", dir=run.paths.runs, id=run_id,
                     resume="allow") as wb:
         if rows:
             columns = sorted({k for r in rows for k in r})

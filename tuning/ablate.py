@@ -59,6 +59,13 @@ def ablate(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
            "min_effect": spec.min_effect, "variants": rows, "full_report": str(full)}
     (root / "ablation.json").write_text(json.dumps(out, indent=1, default=float))
     out["report"] = str(_write(out, root))
+    if run.tracking.wandb:
+        from trainers.tracking import log_summary_run
+
+        log_summary_run(run, "ablation", spec.name, {"seeds": list(spec.seeds)},
+                        [{"variant": r["variant"], "verdict": r["verdict"],
+                          **{f"{m}_delta": e["delta"] for m, e in r["effects"].items()}}
+                         for r in rows])
     return out
 
 

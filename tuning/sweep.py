@@ -215,4 +215,5 @@ def sweep(run: TrainConfig, resolved: dict[str, Any], overrides: list[str]) -> d
     from tuning.sweep_report import write_summary
 
     summary["report"] = str(write_summary(summary, sweep_dir))
+    (sweep_dir / "sweep.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
