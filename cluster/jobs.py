@@ -14,7 +14,8 @@ from cluster.submit_config import SubmitSpec
 from trainers.errors import ClusterError
 
 ACTIVE = ("PENDING", "RUNNING")
-AGENT_RETRIES = 10  # x (up to 10 s + 2 s): a freshly started head needs a moment before it takes jobs
+# a freshly started head needs a moment before it takes jobs: 10 tries of ~12 s
+AGENT_RETRIES = 10
 
 
 def auth_headers() -> dict[str, str]:
