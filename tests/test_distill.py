@@ -108,18 +108,19 @@ def teacher_run(tmp_path_factory, ray_session):
 
 @needs_shared
 def test_teacher_gets_no_gradients_and_stays_bit_identical(teacher_run):
+    from distill.config import DistillSpec
     from distill.objective import Distiller
     from distill.student import keep_layers, merged_teacher
+    from distill.teacher import load_teacher
     from trainers.config import TrainConfig
 
     run = TrainConfig()
-    run.distill = __import__("distill.config", fromlist=["DistillSpec"]).DistillSpec(
-        teacher=str(teacher_run), teacher_mode="online", hidden_loss="mse")
+    run.distill = DistillSpec(teacher=str(teacher_run), teacher_mode="online",
+                              hidden_loss="mse")
     distiller = Distiller(run, torch.device("cpu"))
     before = {k: v.clone() for k, v in distiller.teacher.state_dict().items()}
-    student = keep_layers(merged_teacher(
-        __import__("distill.teacher", fromlist=["x"]).load_teacher(str(teacher_run),
-                                                                   run.task.kind)[0]), [0, 3])
+    student = keep_layers(merged_teacher(load_teacher(str(teacher_run), run.task.kind)[0]),
+                          [0, 3])
     for p in student.parameters():
         p.requires_grad_(True)
     batch = {"input_ids": torch.tensor([[101, 2054, 2003, 102], [101, 7592, 102, 0]]),
