@@ -51,15 +51,9 @@ def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> di
             "throughput_b32": 32 * len(batched) / sum(batched)}
 
 
-def _test_texts(run: TrainConfig) -> list[str]:
-    from data.pipeline import build_splits
-
-    splits = build_splits(run.data, run.task.kind.value)
-    split = "test" if "test" in splits.datasets else "validation"
-    return [str(r["text"]) for r in splits.datasets[split].take(640)]
-
-
-def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path) -> Path:
+def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
+                         texts: list[str]) -> Path:
+    """``texts``: held-out texts (already read by the caller) for the speed measurements."""
     from distill.student import merged_teacher
     from distill.teacher import load_teacher, teacher_dir
     from trainers.compare import compare
@@ -108,7 +102,6 @@ def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path) 
             figures[f"{b}_vs_{a}"] = {"verdict": result["verdict"],
                                       **result["effects"]["accuracy"]}
             lines += ["", f"- {title}: **{result['verdict']}** — {result['headline']}"]
-    texts = _test_texts(run)
     teacher, tokenizer, _ = load_teacher(spec.teacher, run.task.kind)
     student_model = load_trained(Path(summary["student"]["per_seed"][0]["run_dir"]))[0]
     speed = {"teacher": measure(merged_teacher(teacher), tokenizer, texts, run.task.max_length),

@@ -24,13 +24,17 @@ from trainers.config import TrainConfig
 from trainers.errors import ConfigError
 
 
-def student_init(run: TrainConfig, out: Path) -> tuple[dict[str, Any], list[int] | None]:
-    """Model config of the student (and the teacher layers it kept, for ``layers``)."""
+def student_init(run: TrainConfig, out: Path, teacher: tuple[Any, Any, list[str]] | None = None
+                 ) -> tuple[dict[str, Any], list[int] | None]:
+    """Model config of the student (and the teacher layers it kept, for ``layers``).
+
+    ``teacher``: (model, tokenizer, labels) when the caller has loaded it already.
+    """
     spec = run.distill
     model = dataclasses.asdict(run.model)
     if spec.student == "path":
         return model, None
-    teacher, tokenizer, _ = load_teacher(spec.teacher, run.task.kind)
+    teacher, tokenizer, _ = teacher or load_teacher(spec.teacher, run.task.kind)
     full = merged_teacher(teacher)
     if spec.student == "layers":
         keep = list(spec.student_layers) or every_other(layer_count(full))
@@ -54,12 +58,11 @@ def _pooling(teacher: str, run: TrainConfig) -> str:
     return json.loads((run_dir / "config.json").read_text())["model"]["pooling"]
 
 
-def _check_vocab(run: TrainConfig, student_tokenizer: str) -> None:
+def _check_vocab(teacher_tok: Any, student_tokenizer: str) -> None:
     """The teacher reads the student's token ids, and token-level KD compares distributions
     over tokens: teacher and student must share one vocabulary."""
     from transformers import AutoTokenizer
 
-    _, teacher_tok, _ = load_teacher(run.distill.teacher, run.task.kind)
     student_tok = AutoTokenizer.from_pretrained(student_tokenizer)
     if teacher_tok.get_vocab() != student_tok.get_vocab():
         raise ConfigError("model.tokenizer", f"the student's vocabulary ({len(student_tok)} "
@@ -75,8 +78,9 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     spec = run.distill
     root = Path(run.run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    _, _, teacher_labels = load_teacher(spec.teacher, run.task.kind)
-    model, kept = student_init(run, root / "student_init")
+    teacher = load_teacher(spec.teacher, run.task.kind)  # once: labels, tokenizer, init
+    teacher_labels = teacher[2]
+    model, kept = student_init(run, root / "student_init", teacher)
     resolved = copy.deepcopy(resolved)
     resolved["model"] = {**resolved["model"], **model}
     seeds = list(run.seeds) or [run.seed]
@@ -85,7 +89,7 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
             "name_or_path", "tokenizer", "init_config", "pooling")}),
         seeds=seeds, run_name="student", paths=dataclasses.replace(run.paths, runs=str(root)))
     # the teacher reads the student's token ids (offline and online): one vocabulary
-    _check_vocab(run, student.model.tokenizer or student.model.name_or_path)
+    _check_vocab(teacher[1], student.model.tokenizer or student.model.name_or_path)
     prep = prepare(student)
     if run.task.kind.value != "causal_lm" and prep.splits.labels != teacher_labels:
         raise ConfigError("data", f"the data's labels ({len(prep.splits.labels)}) are not the "
@@ -97,9 +101,8 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         out_dir = Path(spec.outputs_dir) if spec.outputs_dir else (
             (teacher_dir(spec.teacher) or root) / "teacher_outputs" / run.data.name)
         wanted = provenance(spec, str(teacher_dir(spec.teacher) or spec.teacher),
-                            prep.splits.fingerprint, student.model.tokenizer or "",
+                            prep.splits.fingerprint, _tokenizer_hash(student),
                             run.task.kind.value, run.task.max_length)
-        wanted["tokenizer"] = _tokenizer_hash(student)
         train = offline_outputs(prep.datasets["train"], spec, spec.teacher, out_dir, wanted,
                                 run.task.kind.value, load_tokenizer(student.model).pad_token_id)
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train})
@@ -114,7 +117,9 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     summary = {"run_dir": str(root), "status": "done", "teacher": spec.teacher,
                "student_layers": kept, "student": kd["group"],
                "control": control["group"] if control else None}
-    summary["report"] = str(write_distill_report(run, summary, root))
+    split = "test" if "test" in plain.splits.datasets else "validation"
+    texts = [str(r["text"]) for r in plain.splits.datasets[split].take(640)]
+    summary["report"] = str(write_distill_report(run, summary, root, texts))
     summary["metrics"] = {k: v["mean"] for k, v in kd["group"]["metrics"].items()}
     return summary
 

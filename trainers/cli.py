@@ -91,16 +91,11 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
     register_card_config()
     register_submit_config()
     injected = []
-    if config_name in ("card", "compare", "report", "submit"):  # these read run directories
-        pass
-    elif not any(o.startswith("paths.root=") for o in overrides):
-        injected.append(f"paths.root={os.getcwd()}")
-    if config_name not in ("card", "submit") and not any(
-            o.startswith("paths.code=") for o in overrides):
-        if config_name in ("compare", "report") and not any(
-                o.startswith("paths.root=") for o in overrides):
+    if config_name not in ("card", "submit"):  # the configs that have paths.*
+        if not any(o.startswith("paths.root=") for o in overrides):
             injected.append(f"paths.root={os.getcwd()}")
-        injected.append(f"paths.code={CODE_DIR}")
+        if not any(o.startswith("paths.code=") for o in overrides):
+            injected.append(f"paths.code={CODE_DIR}")
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
