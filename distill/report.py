@@ -8,47 +8,11 @@ parameters, size on disk, CPU latency at batch 1 and 32 and throughput, measured
 from __future__ import annotations
 
 import json
-import statistics
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from trainers.config import TrainConfig
-
-
-def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> dict[str, float]:
-    """Median CPU latency at batch 1 and 32, throughput at 32, parameters, bytes on disk."""
-    import torch
-
-    model = model.to("cpu").eval()
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
-
-    def run(batch: list[str]) -> None:
-        enc = tokenizer(batch, truncation=True, max_length=max_length, padding=True,
-                        return_tensors="pt")
-        model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-
-    with torch.no_grad():
-        for _ in range(3):
-            run(texts[:32])
-        single = []
-        for text in texts[:100]:
-            start = time.perf_counter()
-            run([text])
-            single.append(time.perf_counter() - start)
-        batched = []
-        for i in range(0, min(len(texts), 640), 32):
-            start = time.perf_counter()
-            run(texts[i:i + 32])
-            batched.append(time.perf_counter() - start)
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        size = sum(f.stat().st_size for f in Path(tmp).rglob("*.safetensors"))
-    return {"params": sum(p.numel() for p in model.parameters()), "disk_bytes": size,
-            "latency_b1_ms": 1000 * statistics.median(single),
-            "latency_b32_ms": 1000 * statistics.median(batched),
-            "throughput_b32": 32 * len(batched) / sum(batched)}
+from trainers.speed import measure
 
 
 def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,

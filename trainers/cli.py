@@ -28,6 +28,9 @@ VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
          "sweep": "Ray Tune search over any train keys (sweep=<name>): ASHA, TPE, resumable",
          "ablate": "baseline + variants with seeds (ablation=<name>): deltas with CIs, verdicts",
          "distill": "teacher=<run> [student=layers]: a smaller student by KD, with its control",
+         "quantize": "run=<run> quant=int8|nf4|fp4|dynamic_int8: merge, quantise, evaluate, "
+                     "gate",
+         "compress": "teacher=<run> [quant=int8]: distill then quantise, a gate after each",
          "compare": "'compare A B': is B better than A? paired bootstrap, CI, ship/iterate/stop",
          "report": "'report PATH ...': groups side by side: seed bands, CIs, slices, trend",
          "submit": "'submit [--address URL] [--wait] <verb> ...': run a verb as a Ray job; "
@@ -35,9 +38,10 @@ VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
          "jobs": "'jobs list|status|logs|stop [<id>]': Ray jobs on a cluster"}
 CONFIG_NAMES = {"train": "train", "evaluate": "evaluate", "card": "card",
                 "baseline": "baseline", "compare": "compare", "report": "report",
-                "sweep": "train", "ablate": "train", "distill": "train"}
+                "sweep": "train", "ablate": "train", "distill": "train", "compress": "train",
+                "quantize": "quantize"}
 GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "tracking", "sweep",
-          "ablation", "distill")
+          "ablation", "distill", "quant")
 
 USAGE = """usage: shardtune <verb> [key=value ...] [group=option ...] [--cfg job] [--debug]
 
@@ -82,6 +86,7 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     from cluster.submit_config import register_submit_config
+    from distill.quant_run import register_quantize_config
     from trainers.card import register_card_config
     from trainers.config import register_configs
     from trainers.eval_config import register_eval_configs
@@ -90,6 +95,7 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
     register_eval_configs()
     register_card_config()
     register_submit_config()
+    register_quantize_config()
     injected = []
     if config_name not in ("card", "submit"):  # the configs that have paths.*
         if not any(o.startswith("paths.root=") for o in overrides):
@@ -184,18 +190,20 @@ def data_check(run: Any) -> int:
     return 0
 
 
-def distill_overrides(overrides: list[str]) -> list[str]:
+def distill_overrides(overrides: list[str], verb: str = "distill") -> list[str]:
     """``teacher=…`` / ``student=…`` are ``distill.teacher`` / ``distill.student``; the
-    distill group is chosen when the command does not name one."""
+    distill group (and for compress the int8 quant group) is chosen when not named."""
     out = [f"distill.{o}" if o.startswith(("teacher=", "student=")) else o for o in overrides]
     if not any(o.lstrip("+").startswith("distill=") for o in out):
         out.insert(0, "distill=default")
+    if verb == "compress" and not any(o.lstrip("+").startswith("quant=") for o in out):
+        out.insert(0, "quant=int8")
     return out
 
 
 def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
-    if verb == "distill":
-        overrides = distill_overrides(overrides)
+    if verb in ("distill", "compress"):
+        overrides = distill_overrides(overrides, verb)
     cfg = compose(overrides, CONFIG_NAMES.get(verb, "train"))
     if show_cfg:
         from omegaconf import OmegaConf
@@ -257,6 +265,26 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
         summary = distill(run, resolved_dict(cfg))
         print(Path(summary["report"]).read_text())
         print(f"report: {summary['report']}")
+        return 0
+    if verb == "quantize":
+        from distill.quant_run import gate_message, quantize
+
+        result = quantize(run)
+        print(Path(result["report"]).read_text())
+        if not result["gate"]["passed"]:
+            print(f"error: {gate_message(result)}", file=sys.stderr)
+            return 1
+        print(f"written: {result['report']}")
+        return 0
+    if verb == "compress":
+        from distill.compress import compress, stage_message
+
+        result = compress(run, resolved_dict(cfg))
+        print(Path(result["report"]).read_text())
+        if result["failed"]:
+            print(f"error: {stage_message(result)}", file=sys.stderr)
+            return 1
+        print(f"written: {result['report']}")
         return 0
     if verb == "ablate":
         from tuning.ablate import ablate

@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from cluster.config import ClusterConfig
 from data.config import DataConfig
 from distill.config import DistillSpec
+from distill.quant_config import CompressSpec, QuantSpec
 from trainers.errors import ConfigError
 from tuning.config import AblationSpec, SweepSpec
 
@@ -83,7 +84,35 @@ class ModelConfig:
 class PeftMethod(str, Enum):
     lora = "lora"
     dora = "dora"
+    qlora = "qlora"  # LoRA on a 4-bit (NF4/FP4) frozen base
     none = "none"  # full fine-tuning
+
+
+@dataclass
+class QLoraBase:
+    """The frozen base of ``peft=qlora``: its linear layers stored in 4 bits (bitsandbytes).
+
+    Args:
+        quant_type: ``nf4`` (normal-float, the QLoRA paper's) or ``fp4``.
+        double_quant: Quantise the per-block scales too (~0.4 bit per weight saved).
+        compute_dtype: Dtype the 4-bit weights are dequantised to for each matmul
+            (``bfloat16`` on GPU; ``float32`` on CPU).
+        skip_modules: Linear layers kept in full precision (the task head).
+    """
+
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "float32"
+    skip_modules: List[str] = field(default_factory=lambda: ["classifier", "score",
+                                                             "lm_head"])
+
+    def __post_init__(self) -> None:
+        if self.quant_type not in ("nf4", "fp4"):
+            raise ConfigError("peft.base.quant_type", f"must be nf4 or fp4, got "
+                              f"{self.quant_type!r}")
+        if self.compute_dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigError("peft.base.compute_dtype", "must be float32, bfloat16 or "
+                              f"float16, got {self.compute_dtype!r}")
 
 
 @dataclass
@@ -91,13 +120,15 @@ class PeftSpec:
     """Low-rank adapters on a frozen base model (or none: full fine-tuning).
 
     Args:
-        method: ``lora``, ``dora`` (weight-decomposed LoRA) or ``none``.
+        method: ``lora``, ``dora`` (weight-decomposed LoRA), ``qlora`` (LoRA on a 4-bit
+            base, see ``base``) or ``none``.
         r: Inner size of each A·B pair; trainable params grow linearly with it.
         alpha: Updates are scaled by alpha/r; move alpha with r when comparing runs.
         dropout: Dropout on the adapter input.
         target_modules: Module-name suffixes to adapt; empty = PEFT's default for the
             architecture (BERT: query/value, Llama: q_proj/v_proj, GPT-2: c_attn).
         merged_export: Also write the adapter merged into full-precision base weights.
+        base: ``qlora`` only: how the frozen base is quantised.
     """
 
     method: PeftMethod = PeftMethod.lora
@@ -106,6 +137,7 @@ class PeftSpec:
     dropout: float = 0.05
     target_modules: List[str] = field(default_factory=list)
     merged_export: bool = False
+    base: QLoraBase = field(default_factory=QLoraBase)
 
     def __post_init__(self) -> None:
         if self.method != PeftMethod.none and self.r < 1:
@@ -258,6 +290,8 @@ class TrainConfig:
         sweep: The search of ``shardtune sweep`` (``sweep=<name>``, conf/sweep/).
         ablation: The arms of ``shardtune ablate`` (``ablation=<name>``, conf/ablation/).
         distill: Train this run as a student of ``distill.teacher`` (``shardtune distill``).
+        quant: Post-training quantisation of ``shardtune compress`` (``quant=<method>``).
+        compress: Stages and gates of ``shardtune compress``.
     """
 
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -276,6 +310,8 @@ class TrainConfig:
     sweep: Optional[SweepSpec] = None
     ablation: Optional[AblationSpec] = None
     distill: Optional[DistillSpec] = None
+    quant: Optional[QuantSpec] = None
+    compress: CompressSpec = field(default_factory=CompressSpec)
 
     def __post_init__(self) -> None:
         if len(set(self.seeds)) != len(self.seeds):

@@ -38,10 +38,10 @@ class Predict:
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
         import torch
 
-        from trainers.models import load_trained
+        from trainers.models import inference_device, load_trained
 
         self.model, self.tok, self.labels, run = load_trained(Path(run_dir))
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = inference_device(self.model)
         if self.device.type == "cpu":  # Ray pins actors to 1 thread: use this actor's share
             torch.set_num_threads(threads)
         self.model.to(self.device)

@@ -25,10 +25,12 @@ class PredictTags:
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
         import torch
 
-        from trainers.models import load_trained
+        from trainers.models import inference_device, load_trained
 
         torch.set_num_threads(threads)
         self.model, self.tok, self.labels, run = load_trained(Path(run_dir))
+        self.device = inference_device(self.model)
+        self.model.to(self.device)
         self.max_length, self.batch_size = run.task.max_length, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -41,8 +43,9 @@ class PredictTags:
                 chunk = words[start:start + self.batch_size]
                 enc = self.tok(chunk, is_split_into_words=True, truncation=True,
                                max_length=self.max_length, padding=True, return_tensors="pt")
-                logits = self.model(input_ids=enc["input_ids"],
-                                    attention_mask=enc["attention_mask"]).logits
+                logits = self.model(input_ids=enc["input_ids"].to(self.device),
+                                    attention_mask=enc["attention_mask"].to(self.device)
+                                    ).logits.cpu()
                 best = logits.argmax(-1).tolist()
                 for i, sentence in enumerate(chunk):
                     tags = ["O"] * len(sentence)  # words cut by truncation count as "O"
@@ -62,10 +65,12 @@ class ScoreLM:
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
         import torch
 
-        from trainers.models import load_trained
+        from trainers.models import inference_device, load_trained
 
         torch.set_num_threads(threads)
         self.model, self.tok, _, run = load_trained(Path(run_dir))
+        self.device = inference_device(self.model)
+        self.model.to(self.device)
         self.max_length, self.batch_size = run.task.max_length, batch_size
         self.eos = self.tok.eos_token_id if self.tok.eos_token_id is not None \
             else self.tok.sep_token_id
@@ -85,8 +90,9 @@ class ScoreLM:
                 for i, x in enumerate(ids):
                     input_ids[i, :len(x)] = torch.tensor(x)
                     labels[i, :len(x)] = torch.tensor(x)
-                logits = self.model(input_ids=input_ids,
-                                    attention_mask=(labels != IGNORE_INDEX).long()).logits
+                logits = self.model(input_ids=input_ids.to(self.device),
+                                    attention_mask=(labels != IGNORE_INDEX).long().to(
+                                        self.device)).logits.cpu()
                 target = labels[:, 1:]
                 losses = torch.nn.functional.cross_entropy(
                     logits[:, :-1].float().transpose(1, 2), target, reduction="none",

@@ -176,7 +176,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
 
     set_seed(run.seed)  # adapter/head init, dropout and data order all follow the one seed
     tokenizer = load_tokenizer(run.model)
-    net = apply_peft(build_base_model(run.model, task, labels, tokenizer), run.peft, task)
+    net = apply_peft(build_base_model(run.model, task, labels, tokenizer), run.peft, task, device)
     distiller = None
     if run.distill is not None:  # knowledge distillation: same loop, another objective
         from distill.objective import Distiller

@@ -128,11 +128,30 @@ def _mean_pool_model(model: ModelConfig, labels: list[str], tokenizer) -> Any:
     return MeanPoolClassifier(encoder, len(labels))
 
 
-def apply_peft(net: Any, spec: PeftSpec, task: TaskKind) -> Any:
-    """Wrap ``net`` in LoRA/DoRA adapters, or leave it whole for full fine-tuning."""
+def quantize_base(net: Any, spec: PeftSpec, device: Any = None) -> Any:
+    """QLoRA: the frozen base's linear layers become 4-bit bitsandbytes layers on ``device``
+    (bitsandbytes quantises when a layer moves to a device, CPU included)."""
+    from distill.quant_config import QuantSpec
+    from distill.quantize import quantize_linears
+
+    base = spec.base
+    quant = QuantSpec(method=base.quant_type, skip_modules=list(base.skip_modules),
+                      double_quant=base.double_quant, compute_dtype=base.compute_dtype)
+    quantize_linears(net, quant, torch.device(device or "cpu"))
+    for param in net.parameters():
+        param.requires_grad_(False)
+    return net
+
+
+def apply_peft(net: Any, spec: PeftSpec, task: TaskKind, device: Any = None) -> Any:
+    """Wrap ``net`` in LoRA/DoRA adapters (on a 4-bit base for QLoRA), or leave it whole
+    for full fine-tuning."""
     if spec.method == PeftMethod.none:
         return net
     from peft import LoraConfig, get_peft_model
+
+    if spec.method == PeftMethod.qlora:
+        net = quantize_base(net, spec, device)
 
     from trainers.heads import MeanPoolClassifier
 
@@ -148,6 +167,13 @@ def apply_peft(net: Any, spec: PeftSpec, task: TaskKind) -> Any:
         return get_peft_model(net, lora)
     except ValueError as exc:
         raise ConfigError("peft.target_modules", str(exc).splitlines()[0]) from None
+
+
+def inference_device(model: Any = None) -> torch.device:
+    """CUDA when present, unless the model's kernels are CPU-only (dynamic int8)."""
+    if getattr(model, "cpu_only", False) or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
 
 
 def trainable_summary(net: Any) -> dict[str, int]:
@@ -181,16 +207,22 @@ def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
     from trainers.heads import MeanPoolClassifier
 
     run = load_run_config(run_dir)
+    labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
+    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+    if (run_dir / "model" / "quantization.json").is_file():  # shardtune quantize output
+        from distill.quantize import load_quantized
+
+        return load_quantized(run_dir / "model", run.task.kind.value), tokenizer, labels, run
     adapter = run_dir / "adapter"
     if not adapter.is_dir():
         raise ConfigError("run", f"{run_dir} has no adapter/ (did training finish?)")
-    labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
-    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
     try:
         if run.peft.method != PeftMethod.none:
             from peft import PeftModel
 
             base = build_base_model(run.model, run.task.kind, labels, tokenizer)
+            if run.peft.method == PeftMethod.qlora:  # the adapter was trained on a 4-bit base
+                base = quantize_base(base, run.peft, inference_device())
             model = PeftModel.from_pretrained(base, str(adapter))
         elif (adapter / "pooling_head.json").exists():
             model = MeanPoolClassifier.from_pretrained(adapter)

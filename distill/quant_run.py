@@ -1,0 +1,205 @@
+"""``shardtune quantize run=<run> quant=<method>``: merge, quantise, reload, evaluate, gate.
+
+1. The run's model is loaded and any adapter merged into full-precision weights (a QLoRA base
+   is dequantised first); quantising before merging is refused.
+2. Linear layers (task head excluded) are quantised and saved as a run-like directory
+   ``<run>/quant/<method>/`` (config, labels, tokenizer, ``model/quantized.safetensors``).
+3. The saved model is reloaded from disk and evaluated through the evaluation harness beside
+   the full-precision model on the same split; the paired bootstrap gives the drop with a CI.
+4. Size on disk, bytes of linear weights, CPU latency b1/b32, throughput and resident memory,
+   each model measured in a process of its own; ``quantize.json`` + ``report.md``.
+5. ``gate.max_drop``: exit code 1 when the drop is larger.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from distill.quant_config import QuantGate, QuantSpec
+from trainers.config import PathsConfig
+from trainers.errors import ConfigError
+
+HIGHER_WORSE = ("perplexity", "loss")
+
+
+@dataclass
+class QuantizeConfig:
+    """``shardtune quantize run=<run> quant=<method>``.
+
+    Args:
+        run: A finished run directory (its adapter is merged first) — a training run, a seed
+            of a group (``runs/<group>/seed0``) or a distilled student.
+        split: Split scored for the quality comparison.
+        out: Output directory; ``null`` = ``<run>/quant/<method>``.
+        speed: Measure CPU latency, throughput and memory of both models.
+        resamples: Bootstrap resamples for the CIs.
+    """
+
+    run: str = "???"
+    quant: QuantSpec = field(default_factory=QuantSpec)
+    split: str = "test"
+    out: Optional[str] = None
+    gate: QuantGate = field(default_factory=QuantGate)
+    speed: bool = True
+    resamples: int = 1000
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "validation", "test"):
+            raise ConfigError("split", f"must be train, validation or test, got {self.split!r}")
+
+
+def register_quantize_config() -> None:
+    ConfigStore.instance().store(name="quantize_schema", node=QuantizeConfig)
+
+
+def source_dir(run: str, paths: PathsConfig) -> Path:
+    src = Path(run).expanduser()
+    if not src.is_absolute():
+        src = Path(paths.root) / src
+    if not (src / "config.json").is_file():
+        raise ConfigError("run", f"{src} is not a finished shardtune run (no config.json)",
+                          "pass runs/<name> (or runs/<group>/seed<k>) of a finished run")
+    if (src / "model" / "quantization.json").is_file():
+        raise ConfigError("run", f"{src} is already quantised",
+                          "quantise the full-precision run it came from")
+    return src
+
+
+def write_quantized(src: Path, spec: QuantSpec, out: Path) -> dict[str, Any]:
+    """Steps 1–2: merged full-precision model → quantised, saved run-like directory."""
+    from distill.quantize import (
+        linear_bytes,
+        merge_full_precision,
+        quantize_linears,
+        resolve_device,
+        save_quantized,
+        target_linears,
+    )
+    from trainers.models import load_trained
+
+    device = resolve_device(spec)
+    model, tokenizer, _, _ = load_trained(src)
+    full = merge_full_precision(model)
+    names = target_linears(full, list(spec.skip_modules))
+    fp_bytes = linear_bytes(full, names)
+    quantize_linears(full, spec, device, names)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in ("config.json", "label_map.json"):
+        shutil.copy(src / name, out / name)
+    tokenizer.save_pretrained(out / "tokenizer")
+    save_quantized(full, spec, names, out / "model", {"source": str(src)})
+    return {"modules": len(names), "linear_bytes_fp": fp_bytes,
+            "linear_bytes_quant": linear_bytes(full, names)}
+
+
+def _texts(evaluation: dict[str, Any]) -> list[str]:
+    import pandas as pd
+
+    frame = pd.read_parquet(Path(evaluation["out_dir"]) / "predictions.parquet")
+    if "text" in frame:
+        return [str(t) for t in frame["text"].head(640)]
+    return []
+
+
+def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
+    from trainers.compare import compare
+    from trainers.eval_config import CompareConfig, CompareSpec, EvaluateConfig
+    from trainers.evaluate import evaluate
+
+    spec = cfg.quant
+    src = source_dir(cfg.run, cfg.paths)
+    out = Path(cfg.out).expanduser() if cfg.out else src / "quant" / spec.method
+    sizes = write_quantized(src, spec, out)
+
+    def scored(run_dir: Path) -> dict[str, Any]:
+        return evaluate(EvaluateConfig(run=str(run_dir), split=cfg.split, baseline=False,
+                                       resamples=cfg.resamples, paths=cfg.paths))
+
+    full, quant = scored(src), scored(out)  # the quantised model as reloaded from disk
+    logged = {f"{cfg.split}/{k}": v["value"] for k, v in quant["metrics"].items()
+              if isinstance(v, dict) and "value" in v}
+    (out / "metrics.json").write_text(json.dumps({**logged, "quantized": spec.method,
+                                                  "source": str(src)}, indent=1))
+    metric = cfg.gate.metric
+    if metric not in full["metrics"]:
+        known = [k for k, v in full["metrics"].items() if isinstance(v, dict) and "value" in v]
+        raise ConfigError("gate.metric", f"{metric!r} is not reported for this task",
+                          f"one of: {', '.join(known)}")
+    a, b = full["metrics"][metric], quant["metrics"][metric]
+    drop = (b["value"] - a["value"]) if metric in HIGHER_WORSE else (a["value"] - b["value"])
+    result: dict[str, Any] = {
+        "run": str(src), "out": str(out), "method": spec.method, "split": cfg.split,
+        "metric": metric, "full": a, "quantized": b, "drop": drop, **sizes,
+        "linear_ratio": sizes["linear_bytes_fp"] / max(sizes["linear_bytes_quant"], 1)}
+    if metric in ("accuracy", "macro_f1"):  # seq_cls: paired on the same examples
+        paired = compare(CompareConfig(a=str(src), b=str(out), split=cfg.split,
+                                       out=str(out / "compare"), paths=cfg.paths,
+                                       compare=CompareSpec(metric=metric, min_effect=0.0)))
+        effect = paired["effects"][metric]
+        result["paired"] = {"delta": effect["delta"], "ci_low": effect["low"],
+                            "ci_high": effect["high"], "p_value": effect["p_value"],
+                            "n": effect["n"]}
+    if cfg.speed and (texts := _texts(full)):
+        from trainers.speed import measure_isolated
+
+        result["speed"] = {"full": measure_isolated(src, texts),
+                           "quantized": measure_isolated(out, texts)}
+    gate = cfg.gate.max_drop
+    result["gate"] = {"max_drop": gate, "passed": gate is None or drop <= gate + 1e-12}
+    (out / "quantize.json").write_text(json.dumps(result, indent=1, default=float))
+    result["report"] = str(write_report(result, out))
+    return result
+
+
+def _fmt(m: dict[str, Any]) -> str:
+    return f"{m['value']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
+
+
+def write_report(result: dict[str, Any], out: Path) -> Path:
+    metric = result["metric"]
+    lines = [f"# Quantisation `{result['method']}` of `{result['run']}`", "",
+             f"Merged to full precision, then {result['modules']} linear layers quantised "
+             f"({result['method']}); the model below was reloaded from `{out}/model`.", "",
+             f"| model | {result['split']} {metric} (95% CI) | linear weights | size on disk | "
+             "latency b=1 | latency b=32 | throughput b=32 | weights in memory (peak RSS) |",
+             "|---|---|---|---|---|---|---|---|"]
+    speed = result.get("speed", {})
+    for name, bytes_key in (("full", "linear_bytes_fp"), ("quantized", "linear_bytes_quant")):
+        s = speed.get(name)
+        cells = ["–"] * 5 if s is None else [
+            f"{s['disk_bytes'] / 2**20:.1f} MiB", f"{s['latency_b1_ms']:.1f} ms",
+            f"{s['latency_b32_ms']:.1f} ms", f"{s['throughput_b32']:.0f} ex/s",
+            f"{s['tensor_mib']:.1f} MiB ({s['peak_rss_mib']:.0f} MiB)"]
+        lines.append(f"| {name} | {_fmt(result[name])} | {result[bytes_key] / 2**20:.2f} MiB | "
+                     + " | ".join(cells) + " |")
+    lines += ["", f"Linear weights **{result['linear_ratio']:.2f}×** smaller; {metric} drop "
+              f"**{100 * result['drop']:+.2f} pt**" if metric not in HIGHER_WORSE else
+              f"{metric} rise **{result['drop']:+.4f}**"]
+    if "paired" in result:
+        p = result["paired"]
+        lines.append(f"Paired bootstrap (quantised − full, {p['n']} examples): "
+                     f"{100 * p['delta']:+.2f} pt [{100 * p['ci_low']:+.2f}, "
+                     f"{100 * p['ci_high']:+.2f}], p = {p['p_value']:.3g}.")
+    gate = result["gate"]
+    if gate["max_drop"] is not None:
+        lines += ["", f"Gate `gate.max_drop={gate['max_drop']}`: "
+                  + ("**passed**" if gate["passed"] else "**FAILED**")]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def gate_message(result: dict[str, Any]) -> str:
+    return (f"gate failed: {result['method']} {result['metric']} drop "
+            f"{result['drop']:.4f} > gate.max_drop={result['gate']['max_drop']} "
+            f"({_fmt(result['full'])} → {_fmt(result['quantized'])}); report: "
+            f"{result['report']}")

@@ -1,0 +1,105 @@
+"""What a shipped model costs to serve: latency, throughput, size, memory (CPU).
+
+``measure`` times a loaded model in this process; ``measure_isolated`` loads a saved model in
+a fresh process so its peak memory is its own (a process's peak RSS never goes down, so two
+models measured in one process would share a figure).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int,
+            disk_bytes: int | None = None) -> dict[str, float]:
+    """Median CPU latency at batch 1 and 32, throughput at 32, parameters, bytes on disk."""
+    import torch
+
+    if not getattr(model, "cpu_only", False):
+        model = model.to("cpu")
+    model = model.eval()
+
+    def run(batch: list[str]) -> None:
+        enc = tokenizer(batch, truncation=True, max_length=max_length, padding=True,
+                        return_tensors="pt")
+        model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+
+    with torch.no_grad():
+        for _ in range(3):
+            run(texts[:32])
+        single = []
+        for text in texts[:100]:
+            start = time.perf_counter()
+            run([text])
+            single.append(time.perf_counter() - start)
+        batched = []
+        for i in range(0, min(len(texts), 640), 32):
+            start = time.perf_counter()
+            run(texts[i:i + 32])
+            batched.append(time.perf_counter() - start)
+    if disk_bytes is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            disk_bytes = sum(f.stat().st_size for f in Path(tmp).rglob("*.safetensors"))
+    return {"params": sum(p.numel() for p in model.parameters()), "disk_bytes": disk_bytes,
+            "latency_b1_ms": 1000 * statistics.median(single),
+            "latency_b32_ms": 1000 * statistics.median(batched),
+            "throughput_b32": 32 * len(batched) / sum(batched)}
+
+
+def tensor_bytes(model: Any) -> int:
+    """Bytes of every tensor the model holds (quantised packed weights included)."""
+    import torch
+
+    total = 0
+    for value in model.state_dict().values():
+        parts = value if isinstance(value, (tuple, list)) else (value,)
+        total += sum(t.numel() * t.element_size() for t in parts if isinstance(t, torch.Tensor))
+    return total
+
+
+def _rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _measure_saved(run_dir: str, texts: list[str], threads: int) -> dict[str, float]:
+    """In a fresh process: load ``run_dir``'s model (adapters merged), then ``measure``."""
+    import resource
+
+    import torch
+
+    from distill.quantize import merge_full_precision
+    from trainers.models import load_run_config, load_trained
+
+    torch.set_num_threads(threads)
+    run = load_run_config(Path(run_dir))
+    before = _rss_mib()
+    model, tokenizer, _, _ = load_trained(Path(run_dir))
+    model = merge_full_precision(model)
+    loaded = _rss_mib() - before
+    quant = Path(run_dir) / "model" / "quantized.safetensors"
+    size = quant.stat().st_size if quant.exists() else None
+    figures = measure(model, tokenizer, texts, run.task.max_length, size)
+    figures["model_rss_mib"] = loaded
+    figures["tensor_mib"] = tensor_bytes(model) / 2**20
+    figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return figures
+
+
+def measure_isolated(run_dir: str | Path, texts: list[str]) -> dict[str, float]:
+    """``measure`` plus the model's resident memory, in a spawned process of its own."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        return pool.submit(_measure_saved, str(run_dir), texts,
+                           torch.get_num_threads()).result()
