@@ -59,6 +59,7 @@ def compress(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         split = "test" if (tdir / "eval" / "test").exists() or spec.distill else "validation"
         q = quantize(QuantizeConfig(run=str(model_dir), quant=quant, split=split,
                                     out=str(root / "quantized"), paths=run.paths,
+                                    speed=spec.speed,
                                     gate=QuantGate(max_drop=spec.max_drop_quantize)))
         result["stages"].append({"stage": "quantize", "drop": q["drop"],
                                  "passed": q["gate"]["passed"],
@@ -71,7 +72,7 @@ def compress(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
                            rows[-1][0]: q.get("speed", {}).get("quantized")}
         if not q["gate"]["passed"]:
             result["failed"] = "quantize"
-    if spec.distill and run.task.kind.value == "seq_cls":
+    if spec.speed and spec.distill and run.task.kind.value == "seq_cls":
         texts = _texts(model_dir)
         result.setdefault("speed", {})["teacher"] = measure_isolated(tdir, texts)
     return _finish(result, root)

@@ -75,14 +75,19 @@ class CompressSpec:
         quantize: Run the quantisation stage (``quant.*``).
         max_drop_distill: Largest allowed accuracy drop student (mean over seeds) vs teacher.
         max_drop_quantize: Largest allowed drop quantised vs full-precision student.
+        speed: Measure size, latency and memory of every stage's model.
     """
 
     distill: bool = True
     quantize: bool = True
     max_drop_distill: Optional[float] = None
     max_drop_quantize: Optional[float] = None
+    speed: bool = True
 
     def __post_init__(self) -> None:
+        for key in ("max_drop_distill", "max_drop_quantize"):
+            if (getattr(self, key) or 0.0) < 0:
+                raise ConfigError(f"compress.{key}", f"must be >= 0, got {getattr(self, key)}")
         if not (self.distill or self.quantize):
             raise ConfigError("compress", "both stages are off",
                               "set compress.distill=true and/or compress.quantize=true")

@@ -186,7 +186,7 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
               f"{metric} rise **{result['drop']:+.4f}**"]
     if "paired" in result:
         p = result["paired"]
-        lines.append(f"Paired bootstrap (quantised − full, {p['n']} examples): "
+        lines.append(f"\nPaired bootstrap (quantised − full, {p['n']} examples): "
                      f"{100 * p['delta']:+.2f} pt [{100 * p['ci_low']:+.2f}, "
                      f"{100 * p['ci_high']:+.2f}], p = {p['p_value']:.3g}.")
     gate = result["gate"]

@@ -57,16 +57,63 @@ SWEEP = ["data=agnews_subset", f"paths.datasets={SHARED}", "data.max_examples=30
          "sweep.name=pytest_sweep", "sweep.trial_cpus=0.4"]
 
 
+def _terminated(tune_dir: Path) -> list[str]:
+    """Trial ids Tune's saved experiment state records as finished (completed or stopped)."""
+    states = list(tune_dir.glob("experiment_state-*.json"))
+    try:
+        data = json.loads(states[0].read_text()) if states else {"trial_data": []}
+    except json.JSONDecodeError:  # caught mid-write
+        return []
+    trials = [json.loads(entry[0]) for entry in data["trial_data"]]
+    return [t["trial_id"] for t in trials if t["status"] == "TERMINATED"]
+
+
+def _killed_midway(args: list[str], tune_dir: Path) -> None:
+    """Start the sweep as its own driver on the session's Ray, SIGKILL it once one trial has
+    finished (as recorded in Tune's experiment state) and before all have."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, "-m", "trainers.cli", "sweep", *args,
+                             f"cluster.address={address}"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _terminated(tune_dir):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @needs_shared
 @pytest.mark.usefixtures("ray_session")
-def test_sweep_stops_weak_trials_exports_a_reproducible_best_and_resumes(tmp_path):
+def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducible_best(
+        tmp_path):
     from ray.util import placement_group_table
 
     best_file = ROOT / "conf" / "experiment" / "pytest_sweep_best.yaml"
+    sweep_dir = tmp_path / "runs" / "pytest_sweep"
     try:
+        _killed_midway([*SWEEP, f"paths.root={tmp_path}"], sweep_dir / "tune")
+        done = _terminated(sweep_dir / "tune")
+        assert 1 <= len(done) < 3
+        logs = {t: (sweep_dir / f"trial_{t}" / "metrics.jsonl").stat().st_mtime for t in done}
+        # the same command again: restored; finished trials are not re-run
         assert main(["sweep", *SWEEP, f"paths.root={tmp_path}"]) == 0
-        sweep_dir = tmp_path / "runs" / "pytest_sweep"
         summary = json.loads((sweep_dir / "sweep.json").read_text())
+        assert summary["resumed"] is True
+        assert {t: (sweep_dir / f"trial_{t}" / "metrics.jsonl").stat().st_mtime
+                for t in done} == logs
         assert summary["trials"] == 3 and summary["status"].get("error", 0) == 0
         assert summary["status"].get("stopped early", 0) >= 1  # ASHA cut a weak trial
         assert summary["best"]["config"]["optim.lr"] >= 4e-3
@@ -85,16 +132,6 @@ def test_sweep_stops_weak_trials_exports_a_reproducible_best_and_resumes(tmp_pat
         final = json.loads((tmp_path / "runs" / "pytest_sweep_best" / "metrics.json")
                            .read_text())
         assert final["val/accuracy"] == pytest.approx(best_metric, abs=1e-9)
-
-        # the same command again: restored, nothing re-run
-        trial_dirs = sorted(p.name for p in sweep_dir.glob("trial_*"))
-        stamps = {p: (sweep_dir / p / "metrics.jsonl").stat().st_mtime for p in trial_dirs}
-        assert main(["sweep", *SWEEP, f"paths.root={tmp_path}"]) == 0
-        again = json.loads((sweep_dir / "sweep.json").read_text())
-        assert again["resumed"] is True and again["trials"] == 3
-        assert sorted(p.name for p in sweep_dir.glob("trial_*")) == trial_dirs
-        assert {p: (sweep_dir / p / "metrics.jsonl").stat().st_mtime for p in trial_dirs} \
-            == stamps
     finally:
         best_file.unlink(missing_ok=True)
 

@@ -206,12 +206,20 @@ def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any = 
     splits = splits or build_splits(cfg.data or run.data, task.value)
     splits.pick(cfg.split)
     udf = PredictTags if task == TaskKind.token_cls else ScoreLM
-    threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)
-    frame = splits.datasets[cfg.split].map_batches(
-        udf, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size,
-                                    "threads": threads},
-        batch_size=cfg.batch_size * 8, concurrency=cfg.actors, num_cpus=1,
-    ).to_pandas()
+    dataset = splits.datasets[cfg.split]
+    if cfg.inprocess_rows and dataset.count() <= cfg.inprocess_rows:  # as for seq_cls
+        import torch
+
+        score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads())
+        frame = pd.concat([pd.DataFrame(score(batch)) for batch in dataset.iter_batches(
+            batch_size=cfg.batch_size * 8, batch_format="numpy")], ignore_index=True)
+    else:
+        threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)
+        frame = dataset.map_batches(
+            udf, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size,
+                                        "threads": threads},
+            batch_size=cfg.batch_size * 8, concurrency=cfg.actors, num_cpus=1,
+        ).to_pandas()
     out_dir = run_dir / "eval" / cfg.split
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out_dir / "predictions.parquet")

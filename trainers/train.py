@@ -119,7 +119,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
         summary[name] = str(dst)
     if run.peft.merged_export and run.peft.method.value != "none":
-        summary["merged"] = str(export_merged(run, splits.labels, run_dir))
+        summary["merged"] = str(export_merged(run, run_dir))
     metrics_out = {k: v for k, v in metrics.items() if k != "already_done"}
     (run_dir / "metrics.json").write_text(json.dumps(metrics_out, indent=1, default=str))
     meta["final_metrics"] = metrics_out
@@ -137,15 +137,14 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     return summary
 
 
-def export_merged(run: TrainConfig, labels: list[str], run_dir: Path) -> Path:
-    """Merge the adapter into full-precision base weights and save a standalone model."""
-    from peft import PeftModel
-
-    from trainers.models import build_base_model, load_tokenizer
+def export_merged(run: TrainConfig, run_dir: Path) -> Path:
+    """Merge the adapter into full-precision base weights and save a standalone model (a
+    QLoRA base is dequantised first: the adapter was trained against the 4-bit weights)."""
+    from distill.quantize import merge_full_precision
+    from trainers.models import load_tokenizer, load_trained
 
     tokenizer = load_tokenizer(run.model)
-    base = build_base_model(run.model, run.task.kind, labels, tokenizer)
-    merged = PeftModel.from_pretrained(base, str(run_dir / "adapter")).merge_and_unload()
+    merged = merge_full_precision(load_trained(run_dir)[0])
     out = run_dir / "merged"
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

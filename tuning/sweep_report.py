@@ -25,7 +25,8 @@ def results_frame(spec: SweepSpec, grid: Any, cpus_per_trial: float) -> pd.DataF
     for result in grid:
         m = result.metrics or {}
         row = {"trial": Path(result.path).name if result.path else "?"}
-        row.update({k: result.config.get(k) for k in spec.space})
+        config = result.config or _params(result.path)  # a crashed trial reported nothing
+        row.update({k: config.get(k) for k in spec.space})
         row[spec.metric] = m.get(spec.metric)
         row["step"] = m.get("step")
         row["evaluations"] = m.get("training_iteration")
@@ -46,6 +47,14 @@ def results_frame(spec: SweepSpec, grid: Any, cpus_per_trial: float) -> pd.DataF
     ascending = spec.mode == "min"
     return frame.sort_values(spec.metric, ascending=ascending, na_position="last"
                              ).reset_index(drop=True)
+
+
+def _params(trial_path: str | None) -> dict[str, Any]:
+    """The values Tune gave a trial (``params.json`` in its directory), or {}."""
+    import json
+
+    path = Path(trial_path or "") / "params.json"
+    return json.loads(path.read_text()) if trial_path and path.is_file() else {}
 
 
 def _best(frame: pd.DataFrame, spec: SweepSpec) -> pd.Series | None:
