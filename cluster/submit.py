@@ -18,7 +18,8 @@ from cluster.config import ClusterMode
 from cluster.submit_config import SubmitSpec
 from trainers.errors import ClusterError, ConfigError
 
-SUBMITTABLE = ("train", "evaluate", "baseline", "compare", "report", "card")
+SUBMITTABLE = ("train", "sweep", "ablate", "distill", "quantize", "compress", "evaluate",
+               "baseline", "compare", "report", "card")
 FORWARDED_NAMES = "SHARDTUNE_FORWARDED_ENV"  # the job records which names it received
 CODE_DIR = Path(__file__).resolve().parent.parent
 
@@ -57,11 +58,13 @@ def _is_remote(path: str) -> bool:
 def plan(verb: str, overrides: list[str], spec: SubmitSpec, storage: str | None = None
          ) -> Submission:
     """Validate the verb's config locally and build the job; raises before any upload."""
-    from trainers.cli import CONFIG_NAMES, compose, to_run_config
+    from trainers.cli import CONFIG_NAMES, compose, distill_overrides, to_run_config
 
     if verb not in SUBMITTABLE:
         raise ConfigError("verb", f"cannot submit {verb!r}", f"one of: {', '.join(SUBMITTABLE)}")
-    run = to_run_config(compose(list(overrides), CONFIG_NAMES.get(verb, "train")))
+    checked = distill_overrides(list(overrides), verb) if verb in ("distill", "compress") \
+        else list(overrides)
+    run = to_run_config(compose(checked, CONFIG_NAMES.get(verb, "train")))
     storage = storage or spec.storage
     if not storage:
         raise ConfigError("submit.storage", "is required: the directory on the cluster that "

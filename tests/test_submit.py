@@ -195,6 +195,20 @@ def test_rendered_rayjob_validates_against_the_kuberay_crd(overrides, workers, g
 
 
 @needs_crd
+@pytest.mark.parametrize("verb", [["quantize", "run=runs/teacher", "quant=nf4"],
+                                  ["compress", "teacher=runs/teacher", "quant=dynamic_int8"],
+                                  ["sweep", "sweep=smoke", "trainer.eval_every=2"]])
+def test_other_verbs_render_as_the_same_command(verb, tmp_path):
+    import yaml
+
+    out = tmp_path / "job.yaml"
+    assert main(["submit", "--k8s", "--render", str(out), "submit.k8s.image=repo/st:0.1",
+                 "submit.k8s.storage_pvc=runs", *verb]) == 0
+    entrypoint = yaml.safe_load(out.read_text())["spec"]["entrypoint"]
+    assert entrypoint.startswith("shardtune " + " ".join(verb))
+
+
+@needs_crd
 def test_rendered_raycluster_validates_against_the_kuberay_crd(tmp_path):
     import jsonschema
     import yaml

@@ -59,6 +59,7 @@ examples:
   shardtune train seeds=[0,1,2] run_name=lora_r8    # one run per seed, aggregated
   shardtune compare runs/lora_r8 runs/lora_r16      # verdict with CI, per-slice deltas
   shardtune report runs                             # every group: curves, CIs, trend
+  shardtune quantize run=runs/default quant=int8 gate.max_drop=0.005
 """
 
 
