@@ -47,6 +47,8 @@ class DataConfig:
         materialize: Keep tokenised splits in the object store so epochs do not re-tokenise;
             turn off to stream corpora larger than the cluster's memory.
         tokenize_actors: How many tokeniser actors Ray Data runs in parallel.
+        task_rows: Data sets up to this many rows (all splits) are tokenised by Ray tasks
+            instead: no actor start-up per run (it dominates small jobs); 0 = always actors.
         metadata_fields: Columns kept beside each example for slice analysis (e.g. channel).
         pii: ``keep`` the text as is, or ``redact`` e-mails, phone, card, IP and IBAN numbers
             inside the pipeline before tokenisation (counted in run metadata).
@@ -67,6 +69,7 @@ class DataConfig:
     on_error: OnError = OnError.error
     materialize: bool = True
     tokenize_actors: int = 1
+    task_rows: int = 50_000
     metadata_fields: List[str] = field(default_factory=list)
     pii: str = "keep"
     dedup: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -132,23 +133,42 @@ def _only(batch: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]:
     return {k: v[keep] for k, v in batch.items() if k != "split"}
 
 
+@functools.lru_cache(maxsize=4)
+def _cached(tokenizer_path: str, task: str, max_length: int, labels: tuple[str, ...],
+            pack: bool) -> Tokenize:
+    return Tokenize(tokenizer_path, task, max_length, list(labels), pack)
+
+
+def _tokenize_task(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, Any]:
+    """Task form of :class:`Tokenize`: the tokenizer is cached in the (reused) worker."""
+    return _cached(**kwargs)(batch)
+
+
 def tokenize_splits(datasets: dict[str, Any], tokenizer_path: str, task: str, max_length: int,
-                    labels: list[str], pack: bool, actors: int, materialize: bool) -> dict:
+                    labels: list[str], pack: bool, actors: int, materialize: bool,
+                    task_rows: int = 0) -> dict:
     """Tokenise every split in one pass through :class:`Tokenize` actors.
 
     One pipeline for all splits starts the actor pool once (each start imports transformers
     and loads the tokenizer: seconds on a small machine); splits are told apart by a tag.
+    Up to ``task_rows`` rows in all, plain Ray tasks do it instead: no actor to start, and
+    the tokenizer stays cached in Ray's reused worker processes from one run to the next.
     """
     names = list(datasets)
     tagged = [datasets[n].map_batches(_tag, fn_kwargs={"split": n}, batch_size=None)
               for n in names]
     union = tagged[0].union(*tagged[1:]) if len(tagged) > 1 else tagged[0]
-    tokenized = union.map_batches(
-        Tokenize,
-        fn_constructor_kwargs={"tokenizer_path": tokenizer_path, "task": task,
-                               "max_length": max_length, "labels": labels, "pack": pack},
-        batch_size=1024, concurrency=actors, num_cpus=0.5,
-    )
+    kwargs = {"tokenizer_path": tokenizer_path, "task": task, "max_length": max_length,
+              "pack": pack}
+    if materialize and task_rows and sum(datasets[n].count() for n in names) <= task_rows:
+        tokenized = union.map_batches(_tokenize_task, fn_kwargs={**kwargs,
+                                                                 "labels": tuple(labels)},
+                                      batch_size=1024, num_cpus=0.5)
+    else:
+        tokenized = union.map_batches(
+            Tokenize, fn_constructor_kwargs={**kwargs, "labels": labels},
+            batch_size=1024, concurrency=actors, num_cpus=0.5,
+        )
     if materialize:
         tokenized = tokenized.materialize()
     out = {}

@@ -184,10 +184,27 @@ def is_quantized(module: Any) -> bool:
         type(module).__module__.startswith("torch.ao.nn.quantized"))
 
 
+def _is_conv1d(module: Any) -> bool:
+    """GPT-2's ``Conv1D``: a linear layer with its weight stored transposed."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+def as_linear(module: Any) -> torch.nn.Linear:
+    if not _is_conv1d(module):
+        return module
+    n_in, n_out = module.weight.shape
+    linear = torch.nn.Linear(n_in, n_out, bias=module.bias is not None)
+    linear.weight.data = module.weight.detach().t().contiguous()
+    if module.bias is not None:
+        linear.bias.data = module.bias.detach().clone()
+    return linear.train(module.training)
+
+
 def target_linears(model: Any, skip: list[str]) -> list[str]:
-    """Names of the ``nn.Linear`` layers to quantise (everything but ``skip`` suffixes)."""
+    """Names of the linear layers (``nn.Linear``, GPT-2 ``Conv1D``) to quantise: all but
+    those ending with a ``skip`` suffix."""
     names = [name for name, m in model.named_modules()
-             if type(m) is torch.nn.Linear and not any(
+             if (type(m) is torch.nn.Linear or _is_conv1d(m)) and not any(
                  name == s or name.endswith("." + s) for s in skip)]
     if not names:
         raise QuantError("quant", f"{type(model).__name__} has no linear layers to quantise "
@@ -210,7 +227,7 @@ def quantize_linears(model: Any, spec: QuantSpec, device: torch.device,
     codec = CODECS[spec.method]
     names = names if names is not None else target_linears(model, list(spec.skip_modules))
     for name in names:
-        old = model.get_submodule(name)
+        old = as_linear(model.get_submodule(name))
         _set(model, name, codec.quantize(old, spec, device).train(old.training))
     return names
 
@@ -253,7 +270,7 @@ def linear_bytes(model: Any, names: list[str]) -> int:
     total = 0
     for name in names:
         module = model.get_submodule(name)
-        if type(module) is torch.nn.Linear:
+        if type(module) is torch.nn.Linear or _is_conv1d(module):
             total += module.weight.numel() * module.weight.element_size()
             continue
         method = {"Linear8bitLt": "int8", "Linear4bit": "nf4"}.get(type(module).__name__,
@@ -335,22 +352,34 @@ def load_quantized(model_dir: Path, task: str, device: str | None = None) -> Any
     meta = json.loads((model_dir / QUANT_FILE).read_text())
     spec = QuantSpec(**meta["spec"], device=device or "auto")
     dev = resolve_device(spec)
-    model = _skeleton(model_dir, task)
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():  # parameters on the meta device: no full-precision copy
+        model = _skeleton(model_dir, task)
     saved = load_file(str(model_dir / WEIGHTS_FILE))
     codec = CODECS[spec.method]
     own: dict[str, dict[str, torch.Tensor]] = {}
     for name in meta["modules"]:
         prefix = name + "."
         own[name] = {k[len(prefix):]: saved.pop(k) for k in list(saved) if k.startswith(prefix)}
-    missing, unexpected = model.load_state_dict(saved, strict=False)  # the full-precision rest
+    missing, unexpected = model.load_state_dict(saved, strict=False, assign=True)  # the rest
     for name, (n_in, n_out) in meta["modules"].items():
         _set(model, name, codec.rebuild(own[name], n_in, n_out, spec, dev))
+    for alias, source in meta["tied"].items():  # e.g. lm_head.weight is the embedding matrix
+        module, _, leaf = alias.rpartition(".")
+        owner, _, src_leaf = source.rpartition(".")
+        setattr(model.get_submodule(module), leaf,
+                getattr(model.get_submodule(owner), src_leaf))
     quantized = set(meta["modules"])
     missing = [k for k in missing if k not in meta["tied"]
                and not any(k.startswith(n + ".") for n in quantized)]
     if missing or unexpected:
         raise ConfigError("run", f"{model_dir / WEIGHTS_FILE} does not match its architecture "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})",
+                          "re-run shardtune quantize")
+    empty = [n for n, p in model.named_parameters() if p.is_meta]
+    if empty:
+        raise ConfigError("run", f"{model_dir / WEIGHTS_FILE} lacks {empty[:3]}",
                           "re-run shardtune quantize")
     if spec.method != "dynamic_int8":
         model.to(dev)

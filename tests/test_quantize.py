@@ -186,7 +186,7 @@ def test_compress_chains_distill_and_quantize_and_stops_at_a_failed_gate(sample_
     root, teacher = sample_run
     args = ["compress", f"teacher={teacher}", f"paths.root={root}", *FAST,
             "trainer.max_steps=6", "seeds=[0]", "distill.control=false", "quant=dynamic_int8",
-            "compress.speed=false", "run_name=chain"]
+            "compress.speed=false", "distill.teacher_mode=online", "run_name=chain"]
     assert main([*args, "compress.max_drop_distill=1.0", "compress.max_drop_quantize=1.0"]) == 0
     result = json.loads((root / "runs" / "chain" / "compress.json").read_text())
     assert [s["stage"] for s in result["stages"]] == ["distill", "quantize"]
@@ -227,3 +227,20 @@ def test_qlora_run_checkpoints_only_the_adapter_resumes_and_quantizes(tmp_path, 
                  f"paths.root={tmp_path}"]) == 0
     result = json.loads((run_dir / "quant" / "nf4" / "quantize.json").read_text())
     assert result["modules"] == 36 and result["linear_ratio"] > 5
+
+
+def test_gpt2_conv1d_layers_quantise_and_the_tied_head_reloads_tied(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=2,
+                                       n_positions=32)).eval()
+    spec = QuantSpec(method="dynamic_int8", device="cpu")
+    names = quantize_linears(model, spec, CPU)
+    assert len(names) == 8 and all(is_quantized(model.get_submodule(n)) for n in names)
+    save_quantized(model, spec, names, tmp_path, {})
+    reloaded = load_quantized(tmp_path, "causal_lm", "cpu")
+    ids = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert reloaded.lm_head.weight is reloaded.transformer.wte.weight

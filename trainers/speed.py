@@ -68,10 +68,30 @@ def _rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+class _PeakRSS:
+    """Highest RSS of this process seen by a sampling thread (getrusage's ru_maxrss would
+    carry the parent's peak over fork + exec)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = _rss_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_mib())
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, _rss_mib())
+
+
 def _measure_saved(run_dir: str, texts: list[str], threads: int) -> dict[str, float]:
     """In a fresh process: load ``run_dir``'s model (adapters merged), then ``measure``."""
-    import resource
-
     import torch
 
     from distill.quantize import merge_full_precision
@@ -80,6 +100,7 @@ def _measure_saved(run_dir: str, texts: list[str], threads: int) -> dict[str, fl
     torch.set_num_threads(threads)
     run = load_run_config(Path(run_dir))
     before = _rss_mib()
+    peak = _PeakRSS()
     model, tokenizer, _, _ = load_trained(Path(run_dir))
     model = merge_full_precision(model)
     loaded = _rss_mib() - before
@@ -88,7 +109,8 @@ def _measure_saved(run_dir: str, texts: list[str], threads: int) -> dict[str, fl
     figures = measure(model, tokenizer, texts, run.task.max_length, size)
     figures["model_rss_mib"] = loaded
     figures["tensor_mib"] = tensor_bytes(model) / 2**20
-    figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures["peak_rss_mib"] = peak.stop()  # load + inference, in a fresh interpreter
+    figures["base_rss_mib"] = before  # the interpreter with torch imported, no model
     return figures
 
 

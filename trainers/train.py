@@ -50,7 +50,7 @@ def prepare(run: TrainConfig) -> Prepared:
     splits = build_splits(run.data, task)
     datasets = tokenize_splits(
         splits.datasets, tokenizer_location(run.model), task, run.task.max_length, splits.labels,
-        run.task.pack, run.data.tokenize_actors, run.data.materialize,
+        run.task.pack, run.data.tokenize_actors, run.data.materialize, run.data.task_rows,
     )
     if task == "causal_lm":  # packing changes the row count: count blocks
         train_rows = datasets["train"].count()
