@@ -141,7 +141,7 @@ def test_teacher_gets_no_gradients_and_stays_bit_identical(teacher_run):
 def test_distill_on_two_workers_with_control_and_cached_teacher_outputs(teacher_run, tmp_path):
     args = ["distill", f"teacher={teacher_run}", f"paths.root={tmp_path}",
             f"paths.datasets={SHARED}", *FAST, "data=agnews_subset", "data.max_examples=300",
-            "trainer.max_steps=8", "peft=none", "run_name=kd", "cluster=ray",
+            "trainer.max_steps=4", "peft=none", "run_name=kd", "cluster=ray",
             "cluster.num_workers=2", "cluster.cpus_per_worker=0.5",
             "distill.control=false"]  # the control is a plain seed group: tested there
     assert main(args) == 0
