@@ -25,6 +25,8 @@ def ray_session():
     import ray
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # Train's controller polls its workers every 2 s: each short test run waited ~1-2 s on it
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray

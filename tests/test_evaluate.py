@@ -115,7 +115,7 @@ def test_evaluate_on_banking77_run(tmp_path, capsys):
 @needs_shared
 def test_evaluate_token_cls_reproduces_token_accuracy(tmp_path, capsys):
     summary = train_run(tmp_path, [*FAST, "task=token_cls", "data=wnut17",
-                                   "data.max_examples=600", "trainer.max_steps=8",
+                                   "data.max_examples=300", "trainer.max_steps=8",
                                    "task.max_length=512", "run_name=ner"])  # no truncation
     code = main(["evaluate", f"run={summary['run_dir']}", "resamples=100"])
     assert code == 0, capsys.readouterr().err

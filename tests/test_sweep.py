@@ -54,7 +54,7 @@ def test_sweep_cli_refuses_asha_without_intermediate_evaluations(tmp_path, capsy
 SWEEP = ["data=agnews_subset", f"paths.datasets={SHARED}", "data.max_examples=300",
          "task.max_length=32", "trainer.batch_size=16", "trainer.max_steps=6",
          "trainer.eval_every=2", "trainer.log_every=4", "sweep=smoke",
-         "sweep.name=pytest_sweep", "sweep.trial_cpus=0.4", "sweep.max_concurrent_trials=2"]
+         "sweep.name=pytest_sweep", "sweep.trial_cpus=0.4", "sweep.max_concurrent_trials=1"]
 
 
 def _terminated(tune_dir: Path) -> list[str]:
@@ -68,9 +68,12 @@ def _terminated(tune_dir: Path) -> list[str]:
     return [t["trial_id"] for t in trials if t["status"] == "TERMINATED"]
 
 
-def _killed_midway(args: list[str], tune_dir: Path) -> None:
-    """Start the sweep as its own driver on the session's Ray, SIGKILL it once one trial has
-    finished (as recorded in Tune's experiment state) and before all have."""
+def _killed_midway(args: list[str], sweep_dir: Path) -> None:
+    """Start the sweep as its own driver on the session's Ray; SIGKILL it once Tune's saved
+    state records a trial that ASHA stopped early and before every trial has ended.
+
+    Trials run one at a time, the weak one second: ASHA cuts it against the first one's
+    rungs. (Tune does not save the scheduler's rungs, so it must happen before the kill.)"""
     import os
     import signal
     import subprocess
@@ -86,7 +89,10 @@ def _killed_midway(args: list[str], tune_dir: Path) -> None:
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if 1 <= len(_terminated(tune_dir)) < 3:
+            ended = _terminated(sweep_dir / "tune")
+            stopped = [t for t in ended
+                       if not (sweep_dir / f"trial_{t}" / "metrics.json").exists()]
+            if stopped and len(ended) < 3:
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "the sweep ended before it could be interrupted"
@@ -104,8 +110,7 @@ def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducibl
     best_file = ROOT / "conf" / "experiment" / "pytest_sweep_best.yaml"
     sweep_dir = tmp_path / "runs" / "pytest_sweep"
     try:
-        _killed_midway([*SWEEP, f"paths.root={tmp_path}"], sweep_dir / "tune")
-        # (two trials at a time, so the third is still to come when the first ends)
+        _killed_midway([*SWEEP, f"paths.root={tmp_path}"], sweep_dir)
         done = _terminated(sweep_dir / "tune")
         assert 1 <= len(done) < 3
         logs = {t: (sweep_dir / f"trial_{t}" / "metrics.jsonl").stat().st_mtime for t in done}
