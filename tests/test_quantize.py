@@ -214,6 +214,8 @@ def test_qlora_run_checkpoints_only_the_adapter_resumes_and_quantizes(tmp_path, 
     saved = {p.name for p in checkpoint.rglob("*") if p.is_file()}
     assert "adapter_model.safetensors" in saved and "model.safetensors" not in saved
     assert (checkpoint / "adapter" / "adapter_model.safetensors").stat().st_size < 2**20
+    base = json.loads((checkpoint / "adapter" / "base_quantization.json").read_text())
+    assert base["quant_type"] == "nf4" and base["layers"] == 36
     resumed = train_run(tmp_path, args)
     assert resumed["resumed_from"].endswith("checkpoint_000003")
     assert resumed["metrics"]["step"] == 6

@@ -48,6 +48,20 @@ def unwrap(net: Any) -> Any:
     return net.module if hasattr(net, "module") else net
 
 
+def _save_base_quantization(model: Any, adapter_dir: Path) -> None:
+    """QLoRA: beside the adapter, how its frozen base was quantised (the adapter only makes
+    sense on that base: reload with peft=qlora and these settings)."""
+    layer = next((m for m in model.modules() if type(m).__name__ == "Linear4bit"), None)
+    if layer is None:
+        return
+    state = layer.weight.quant_state
+    (adapter_dir / "base_quantization.json").write_text(json.dumps({
+        "method": "bitsandbytes-4bit", "quant_type": layer.weight.quant_type,
+        "double_quant": bool(getattr(state, "nested", False)),
+        "compute_dtype": str(layer.compute_dtype).replace("torch.", ""),
+        "layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules())}, indent=1))
+
+
 def save_state(out: Path, net: Any, optimizer: Any, scheduler: Any, progress: Progress,
                tokenizer: Any, labels: list[str]) -> None:
     """Write a complete checkpoint into ``out`` (progress.json last)."""
@@ -55,6 +69,7 @@ def save_state(out: Path, net: Any, optimizer: Any, scheduler: Any, progress: Pr
     model = unwrap(net)
     if hasattr(model, "peft_config"):
         model.save_pretrained(out / "adapter")
+        _save_base_quantization(model, out / "adapter")
     else:  # full fine-tuning: an exportable model, plus exact weights for resume
         from safetensors.torch import save_model
 
