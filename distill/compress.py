@@ -56,15 +56,14 @@ def compress(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
             return _finish(result, root)
     if spec.quantize:
         quant = run.quant or QuantSpec()
-        split = "test" if (tdir / "eval" / "test").exists() or spec.distill else "validation"
-        q = quantize(QuantizeConfig(run=str(model_dir), quant=quant, split=split,
+        q = quantize(QuantizeConfig(run=str(model_dir), quant=quant, split="test",
                                     out=str(root / "quantized"), paths=run.paths,
                                     speed=spec.speed,
                                     gate=QuantGate(max_drop=spec.max_drop_quantize)))
         result["stages"].append({"stage": "quantize", "drop": q["drop"],
                                  "passed": q["gate"]["passed"],
                                  "max_drop": spec.max_drop_quantize, "report": q["report"]})
-        rows = result.setdefault("rows", [("teacher", None, tdir)])
+        rows = result.setdefault("rows", [])
         name = "student seed" if spec.distill else "teacher (full precision)"
         rows += [(f"{name} `{model_dir.name}`", q["full"], None),
                  (f"quantised ({quant.method})", q["quantized"], None)]
