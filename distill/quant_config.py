@@ -55,7 +55,8 @@ class QuantGate:
         max_drop: Largest allowed drop of ``metric`` (point estimate, metric units: 0.005 =
             half a point of accuracy); exceeded → exit code 1. ``null`` = report only.
         metric: Headline metric compared: ``accuracy``/``macro_f1`` (seq_cls), ``entity_f1``
-            (token_cls) or ``perplexity`` (causal LM; a rise is the drop).
+            (token_cls) or ``perplexity`` (causal LM; a rise is the drop). The default,
+            ``accuracy``, stands for the task's headline metric.
     """
 
     max_drop: Optional[float] = None

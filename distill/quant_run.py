@@ -26,6 +26,8 @@ from trainers.config import PathsConfig
 from trainers.errors import ConfigError
 
 HIGHER_WORSE = ("perplexity", "loss")
+GATE_METRICS = {"seq_cls": ("accuracy", "macro_f1"), "token_cls": ("entity_f1",),
+                "causal_lm": ("perplexity",)}
 
 
 @dataclass
@@ -101,6 +103,18 @@ def write_quantized(src: Path, spec: QuantSpec, out: Path) -> dict[str, Any]:
             "linear_bytes_quant": linear_bytes(full, names)}
 
 
+def gate_metric(asked: str, task: str) -> str:
+    """The metric the gate compares: ``asked`` if the task reports it with a CI; the default
+    (accuracy) becomes the task's headline metric. Checked before any work is done."""
+    allowed = GATE_METRICS[task]
+    if asked in allowed:
+        return asked
+    if asked == "accuracy":
+        return allowed[0]
+    raise ConfigError("gate.metric", f"{asked!r} is not reported for {task} runs",
+                      f"one of: {', '.join(allowed)}")
+
+
 def _texts(evaluation: dict[str, Any]) -> list[str]:
     import pandas as pd
 
@@ -114,9 +128,11 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     from trainers.compare import compare
     from trainers.eval_config import CompareConfig, CompareSpec, EvaluateConfig
     from trainers.evaluate import evaluate
+    from trainers.models import load_run_config
 
     spec = cfg.quant
     src = source_dir(cfg.run, cfg.paths)
+    metric = gate_metric(cfg.gate.metric, load_run_config(src).task.kind.value)
     out = Path(cfg.out).expanduser() if cfg.out else src / "quant" / spec.method
     sizes = write_quantized(src, spec, out)
 
@@ -129,11 +145,6 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
               if isinstance(v, dict) and "value" in v}
     (out / "metrics.json").write_text(json.dumps({**logged, "quantized": spec.method,
                                                   "source": str(src)}, indent=1))
-    metric = cfg.gate.metric
-    if metric not in full["metrics"]:
-        known = [k for k, v in full["metrics"].items() if isinstance(v, dict) and "value" in v]
-        raise ConfigError("gate.metric", f"{metric!r} is not reported for this task",
-                          f"one of: {', '.join(known)}")
     a, b = full["metrics"][metric], quant["metrics"][metric]
     drop = (b["value"] - a["value"]) if metric in HIGHER_WORSE else (a["value"] - b["value"])
     result: dict[str, Any] = {

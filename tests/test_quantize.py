@@ -118,6 +118,15 @@ def test_qlora_base_stays_4bit_and_frozen_while_the_adapter_learns():
             assert torch.equal(module.weight.data, packed[name])  # bit-identical, 4-bit
 
 
+def test_gate_metric_follows_the_task_and_a_wrong_one_fails_first():
+    from distill.quant_run import gate_metric
+
+    assert gate_metric("accuracy", "causal_lm") == "perplexity"  # the default: the headline
+    assert gate_metric("macro_f1", "seq_cls") == "macro_f1"
+    with pytest.raises(ConfigError, match="gate.metric.*entity_f1"):
+        gate_metric("bleu", "token_cls")
+
+
 def test_unsupported_quantisations_are_clear_errors(tmp_path, monkeypatch, capsys):
     with pytest.raises(QuantError, match="no linear layers"):
         target_linears(torch.nn.Sequential(torch.nn.Embedding(10, 4)), [])
