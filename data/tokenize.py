@@ -134,14 +134,24 @@ def _only(batch: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(tokenizer_path: str, task: str, max_length: int, labels: tuple[str, ...],
-            pack: bool) -> Tokenize:
+def _cached(tokenizer_path: str, stamp: float, task: str, max_length: int,
+            labels: tuple[str, ...], pack: bool) -> Tokenize:
     return Tokenize(tokenizer_path, task, max_length, list(labels), pack)
+
+
+def _stamp(tokenizer_path: str) -> float:
+    """Newest file time of a local tokenizer directory (0 for a hub id): a tokenizer rewritten
+    at the same path is loaded again, not served from the cache."""
+    from pathlib import Path
+
+    path = Path(tokenizer_path)
+    return max((f.stat().st_mtime for f in path.iterdir()), default=0.0) if path.is_dir() \
+        else 0.0
 
 
 def _tokenize_task(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, Any]:
     """Task form of :class:`Tokenize`: the tokenizer is cached in the (reused) worker."""
-    return _cached(**kwargs)(batch)
+    return _cached(stamp=_stamp(kwargs["tokenizer_path"]), **kwargs)(batch)
 
 
 def tokenize_splits(datasets: dict[str, Any], tokenizer_path: str, task: str, max_length: int,
