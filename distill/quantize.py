@@ -170,6 +170,7 @@ class Bnb4bit:
 
     def dequantize(self, module: Any) -> torch.Tensor:
         bnb = _bnb()
+        module.state_dict()  # undoes bitsandbytes' CPU inference repacking, if it happened
         return bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
 
 

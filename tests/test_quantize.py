@@ -255,3 +255,18 @@ def test_gpt2_conv1d_layers_quantise_and_the_tied_head_reloads_tied(tmp_path):
     with torch.no_grad():
         assert torch.equal(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
     assert reloaded.lm_head.weight is reloaded.transformer.wte.weight
+
+
+def test_dequantising_after_cpu_inference_gives_the_weights_back():
+    from distill.quantize import CODECS
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32)
+    codec = CODECS["nf4"]
+    layer = codec.quantize(linear, QuantSpec(method="nf4", device="cpu"), CPU).eval()
+    fresh = codec.dequantize(layer).clone()
+    with torch.no_grad():  # bitsandbytes may repack the weights for CPU inference here
+        layer(torch.randn(3, 64))
+    again = codec.dequantize(layer)
+    assert torch.allclose(again, fresh, atol=1e-3)  # not the repacked bytes read as nf4
+    assert (again - linear.weight).abs().mean() < 0.01
