@@ -23,7 +23,7 @@ def compress(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     from distill.quant_run import QuantizeConfig, quantize
     from distill.run import distill
     from distill.teacher import teacher_dir
-    from trainers.speed import measure_isolated
+    from trainers.speed import measure_isolated, speed_texts
 
     spec = run.compress
     root = Path(run.run_dir)
@@ -43,8 +43,8 @@ def compress(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         figures = json.loads((root / "distill.json").read_text())
         teacher_acc = figures["teacher_accuracy"]["value"]
         student = figures["student_accuracy"]
-        result["rows"] = [("teacher", figures["teacher_accuracy"], tdir),
-                          ("student (mean of seeds)", student, None)]
+        result["rows"] = [("teacher", figures["teacher_accuracy"]),
+                          ("student (mean of seeds)", student)]
         drop = teacher_acc - student["mean"]
         passed = spec.max_drop_distill is None or drop <= spec.max_drop_distill + 1e-12
         result["stages"].append({"stage": "distill", "drop": drop, "passed": passed,
@@ -65,26 +65,16 @@ def compress(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
                                  "max_drop": spec.max_drop_quantize, "report": q["report"]})
         rows = result.setdefault("rows", [])
         name = "student seed" if spec.distill else "teacher (full precision)"
-        rows += [(f"{name} `{model_dir.name}`", q["full"], None),
-                 (f"quantised ({quant.method})", q["quantized"], None)]
+        rows += [(f"{name} `{model_dir.name}`", q["full"]),
+                 (f"quantised ({quant.method})", q["quantized"])]
         result["speed"] = {rows[-2][0]: q.get("speed", {}).get("full"),
                            rows[-1][0]: q.get("speed", {}).get("quantized")}
         if not q["gate"]["passed"]:
             result["failed"] = "quantize"
     if spec.speed and spec.distill and run.task.kind.value == "seq_cls":
-        texts = _texts(model_dir)
-        result.setdefault("speed", {})["teacher"] = measure_isolated(tdir, texts)
+        result.setdefault("speed", {})["teacher"] = measure_isolated(tdir,
+                                                                     speed_texts(model_dir))
     return _finish(result, root)
-
-
-def _texts(run_dir: Path) -> list[str]:
-    import pandas as pd
-
-    for split in ("test", "validation"):
-        path = run_dir / "eval" / split / "predictions.parquet"
-        if path.exists():
-            return [str(t) for t in pd.read_parquet(path, columns=["text"])["text"].head(640)]
-    return []
 
 
 def _quality(m: dict[str, Any] | None) -> str:
@@ -100,7 +90,7 @@ def _finish(result: dict[str, Any], root: Path) -> dict[str, Any]:
              "| model | accuracy (95% CI) | size on disk | latency b=1 | latency b=32 | "
              "throughput b=32 | weights in memory |", "|---|---|---|---|---|---|---|"]
     speed = result.get("speed", {})
-    for name, quality, _ in result.get("rows", []):
+    for name, quality in result.get("rows", []):
         s = speed.get(name)
         cells = ["–"] * 5 if not s else [
             f"{s['disk_bytes'] / 2**20:.1f} MiB", f"{s['latency_b1_ms']:.1f} ms",
@@ -116,8 +106,7 @@ def _finish(result: dict[str, Any], root: Path) -> dict[str, Any]:
         lines += ["", f"Stopped: the **{result['failed']}** gate failed."]
     path = root / "compress_report.md"
     path.write_text("\n".join(lines) + "\n")
-    serialisable = {**result, "rows": [(n, q) for n, q, _ in result.get("rows", [])]}
-    (root / "compress.json").write_text(json.dumps(serialisable, indent=1, default=str))
+    (root / "compress.json").write_text(json.dumps(result, indent=1, default=str))
     result["report"] = str(path)
     return result
 

@@ -9,6 +9,7 @@ from trainers.errors import ConfigError
 
 METHODS = ("int8", "nf4", "fp4", "dynamic_int8")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+HEAD_MODULES = ("classifier", "score", "lm_head")  # task heads: small, sensitive, kept
 
 
 @dataclass
@@ -28,7 +29,7 @@ class QuantSpec:
     """
 
     method: str = "int8"
-    skip_modules: List[str] = field(default_factory=lambda: ["classifier", "score", "lm_head"])
+    skip_modules: List[str] = field(default_factory=lambda: list(HEAD_MODULES))
     double_quant: bool = True
     compute_dtype: str = "float32"
     threshold: float = 0.0

@@ -24,6 +24,7 @@ from hydra.core.config_store import ConfigStore
 from distill.quant_config import QuantGate, QuantSpec
 from trainers.config import PathsConfig
 from trainers.errors import ConfigError
+from trainers.speed import measure_isolated, speed_texts
 
 HIGHER_WORSE = ("perplexity", "loss")
 GATE_METRICS = {"seq_cls": ("accuracy", "macro_f1"), "token_cls": ("entity_f1",),
@@ -115,15 +116,6 @@ def gate_metric(asked: str, task: str) -> str:
                       f"one of: {', '.join(allowed)}")
 
 
-def _texts(evaluation: dict[str, Any]) -> list[str]:
-    import pandas as pd
-
-    frame = pd.read_parquet(Path(evaluation["out_dir"]) / "predictions.parquet")
-    if "text" in frame:
-        return [str(t) for t in frame["text"].head(640)]
-    return []
-
-
 def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     from trainers.compare import compare
     from trainers.eval_config import CompareConfig, CompareSpec, EvaluateConfig
@@ -159,9 +151,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
         result["paired"] = {"delta": effect["delta"], "ci_low": effect["low"],
                             "ci_high": effect["high"], "p_value": effect["p_value"],
                             "n": effect["n"]}
-    if cfg.speed and (texts := _texts(full)):
-        from trainers.speed import measure_isolated
-
+    if cfg.speed and (texts := speed_texts(src, (cfg.split,))):
         result["speed"] = {"full": measure_isolated(src, texts),
                            "quantized": measure_isolated(out, texts)}
     gate = cfg.gate.max_drop

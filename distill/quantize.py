@@ -178,11 +178,20 @@ CODECS: dict[str, Any] = {"dynamic_int8": DynamicInt8(), "int8": BnbInt8(),
                           "nf4": Bnb4bit("nf4"), "fp4": Bnb4bit("fp4")}
 
 
+def codec_of(module: Any) -> Any:
+    """The codec that reads a quantised layer, or None for anything else. (A 4-bit layer's
+    own quantisation state says nf4 or fp4, so either 4-bit codec reads it.)"""
+    name, where = type(module).__name__, type(module).__module__
+    if where.startswith("torch.ao.nn.quantized.dynamic") and name == "Linear":
+        return CODECS["dynamic_int8"]
+    if where.startswith("bitsandbytes"):
+        return {"Linear8bitLt": CODECS["int8"], "Linear4bit": CODECS["nf4"]}.get(name)
+    return None
+
+
 def is_quantized(module: Any) -> bool:
     """A linear layer whose weights are no longer plain floating point tensors."""
-    name = type(module).__name__
-    return name in ("Linear8bitLt", "Linear4bit", "DynamicQuantizedLinear") or (
-        type(module).__module__.startswith("torch.ao.nn.quantized"))
+    return codec_of(module) is not None
 
 
 def _is_conv1d(module: Any) -> bool:
@@ -240,9 +249,7 @@ def dequantize_linears(model: Any) -> int:
     for name, module in list(model.named_modules()):
         if not is_quantized(module):
             continue
-        method = {"Linear8bitLt": "int8", "DynamicQuantizedLinear": "dynamic_int8"}.get(
-            type(module).__name__, "nf4")
-        weight = CODECS[method].dequantize(module).float()
+        weight = codec_of(module).dequantize(module).float()
         bias = module.bias() if callable(getattr(module, "bias", None)) else module.bias
         plain = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
         plain.weight.data = weight.cpu()
@@ -274,10 +281,8 @@ def linear_bytes(model: Any, names: list[str]) -> int:
         if type(module) is torch.nn.Linear or _is_conv1d(module):
             total += module.weight.numel() * module.weight.element_size()
             continue
-        method = {"Linear8bitLt": "int8", "Linear4bit": "nf4"}.get(type(module).__name__,
-                                                                   "dynamic_int8")
         total += sum(t.numel() * t.element_size()
-                     for k, t in CODECS[method].tensors(module).items() if k != "bias")
+                     for k, t in codec_of(module).tensors(module).items() if k != "bias")
     return total
 
 

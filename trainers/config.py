@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from cluster.config import ClusterConfig
 from data.config import DataConfig
 from distill.config import DistillSpec
-from distill.quant_config import CompressSpec, QuantSpec
+from distill.quant_config import COMPUTE_DTYPES, HEAD_MODULES, CompressSpec, QuantSpec
 from trainers.errors import ConfigError
 from tuning.config import AblationSpec, SweepSpec
 
@@ -103,16 +103,15 @@ class QLoraBase:
     quant_type: str = "nf4"
     double_quant: bool = True
     compute_dtype: str = "float32"
-    skip_modules: List[str] = field(default_factory=lambda: ["classifier", "score",
-                                                             "lm_head"])
+    skip_modules: List[str] = field(default_factory=lambda: list(HEAD_MODULES))
 
     def __post_init__(self) -> None:
         if self.quant_type not in ("nf4", "fp4"):
             raise ConfigError("peft.base.quant_type", f"must be nf4 or fp4, got "
                               f"{self.quant_type!r}")
-        if self.compute_dtype not in ("float32", "bfloat16", "float16"):
-            raise ConfigError("peft.base.compute_dtype", "must be float32, bfloat16 or "
-                              f"float16, got {self.compute_dtype!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ConfigError("peft.base.compute_dtype", f"must be one of "
+                              f"{', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
 
 
 @dataclass

@@ -78,30 +78,35 @@ class Predict:
         return out
 
 
-def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataFrame, float]:
+def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows: int,
+                **resources: Any) -> pd.DataFrame:
+    """Run a scoring UDF (model loads in its constructor) over a split: in this process for
+    small splits, where an actor's start-up (a process, imports, model load) would dominate;
+    through Ray Data actors otherwise."""
     import ray
     import torch
 
-    gpus = 1 if torch.cuda.is_available() else 0
     if cfg.inprocess_rows and dataset.count() <= cfg.inprocess_rows:
-        # small split: an actor's start-up (a process, imports, model load) would dominate
-        start = time.perf_counter()
-        predict = Predict(str(run_dir), cfg.batch_size, torch.get_num_threads())
-        parts = [pd.DataFrame(predict(batch)) for batch in dataset.iter_batches(
-            batch_size=cfg.batch_size * 32, batch_format="numpy")]
-        frame = pd.concat(parts, ignore_index=True)
-        return frame, time.perf_counter() - start
+        score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads())
+        return pd.concat([pd.DataFrame(score(batch)) for batch in dataset.iter_batches(
+            batch_size=rows, batch_format="numpy")], ignore_index=True)
     # On CPU, each actor reserves one core (so reads can still be scheduled) but runs its
     # matmuls on an equal share of the machine's cores; the driver only waits meanwhile.
     threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)
-    predicted = dataset.map_batches(
-        Predict, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size,
-                                        "threads": threads},
-        batch_size=cfg.batch_size * 32, concurrency=cfg.actors, num_gpus=gpus,
-        num_cpus=0 if gpus else 1,
-    )
+    return dataset.map_batches(
+        udf, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size,
+                                    "threads": threads},
+        batch_size=rows, concurrency=cfg.actors, **resources,
+    ).to_pandas()
+
+
+def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataFrame, float]:
+    import torch
+
+    gpus = 1 if torch.cuda.is_available() else 0
     start = time.perf_counter()
-    frame = predicted.to_pandas()
+    frame = score_split(Predict, cfg, run_dir, dataset, cfg.batch_size * 32, num_gpus=gpus,
+                        num_cpus=0 if gpus else 1)
     return frame, time.perf_counter() - start
 
 
@@ -190,7 +195,6 @@ def _slices(frame: pd.DataFrame, labels: list[str]) -> list[dict]:
 def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any = None
                     ) -> dict[str, Any]:
     """token_cls (entity F1 per type) and causal_lm (perplexity per slice)."""
-    import ray
 
     from trainers.evaluate_tasks import (
         PredictTags,
@@ -206,20 +210,8 @@ def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any = 
     splits = splits or build_splits(cfg.data or run.data, task.value)
     splits.pick(cfg.split)
     udf = PredictTags if task == TaskKind.token_cls else ScoreLM
-    dataset = splits.datasets[cfg.split]
-    if cfg.inprocess_rows and dataset.count() <= cfg.inprocess_rows:  # as for seq_cls
-        import torch
-
-        score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads())
-        frame = pd.concat([pd.DataFrame(score(batch)) for batch in dataset.iter_batches(
-            batch_size=cfg.batch_size * 8, batch_format="numpy")], ignore_index=True)
-    else:
-        threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)
-        frame = dataset.map_batches(
-            udf, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size,
-                                        "threads": threads},
-            batch_size=cfg.batch_size * 8, concurrency=cfg.actors, num_cpus=1,
-        ).to_pandas()
+    frame = score_split(udf, cfg, run_dir, splits.datasets[cfg.split], cfg.batch_size * 8,
+                        num_cpus=1)
     out_dir = run_dir / "eval" / cfg.split
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out_dir / "predictions.parquet")

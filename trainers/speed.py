@@ -51,6 +51,20 @@ def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int,
             "throughput_b32": 32 * len(batched) / sum(batched)}
 
 
+def speed_texts(run_dir: Path, splits: tuple[str, ...] = ("test", "validation"),
+                limit: int = 640) -> list[str]:
+    """Held-out texts to time a model on: those of the run's saved predictions (first split
+    that has them); [] when there are none or they carry no text column."""
+    import pandas as pd
+
+    for split in splits:
+        path = Path(run_dir) / "eval" / split / "predictions.parquet"
+        if path.exists():
+            frame = pd.read_parquet(path)
+            return [str(t) for t in frame["text"].head(limit)] if "text" in frame else []
+    return []
+
+
 def tensor_bytes(model: Any) -> int:
     """Bytes of every tensor the model holds (quantised packed weights included)."""
     import torch
@@ -95,13 +109,12 @@ def _measure_saved(run_dir: str, texts: list[str], threads: int) -> dict[str, fl
     import torch
 
     from distill.quantize import merge_full_precision
-    from trainers.models import load_run_config, load_trained
+    from trainers.models import load_trained
 
     torch.set_num_threads(threads)
-    run = load_run_config(Path(run_dir))
     before = _rss_mib()
     peak = _PeakRSS()
-    model, tokenizer, _, _ = load_trained(Path(run_dir))
+    model, tokenizer, _, run = load_trained(Path(run_dir))
     model = merge_full_precision(model)
     loaded = _rss_mib() - before
     quant = Path(run_dir) / "model" / "quantized.safetensors"
