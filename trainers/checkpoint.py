@@ -6,16 +6,19 @@ Layout (identical in local and multi-worker mode)::
         adapter/              PEFT adapter (or full weights) in safetensors
         tokenizer/  label_map.json
         training_state.pt     optimizer + scheduler + torch RNG (loaded with weights_only=True)
-        progress.json         written last: a checkpoint without it is incomplete and ignored
+        progress.json         written last: the position, and the size of every other file
 
-Ray Train persists checkpoints in multi-worker mode; local mode has no Ray persistence, so the
-same directory is written here, atomically (write to a temporary name, then rename).
+A checkpoint counts only when progress.json is there and every file it lists has its listed
+size: Ray Train uploads a checkpoint file by file in no set order, so a worker or driver killed
+mid-upload leaves a directory that looks plausible but must never be resumed from. Local mode
+has no Ray persistence; the same directory is written here atomically (temporary name, rename).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from trainers.errors import ShardtuneError
 
@@ -62,9 +66,19 @@ def _save_base_quantization(model: Any, adapter_dir: Path) -> None:
         "layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules())}, indent=1))
 
 
+def rng_state() -> dict[str, Any]:
+    """This process's torch RNG streams (dropout masks): one per rank in a checkpoint, since
+    ranks draw different amounts (their batches differ in length) and drift apart."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
 def save_state(out: Path, net: Any, optimizer: Any, scheduler: Any, progress: Progress,
-               tokenizer: Any, labels: list[str]) -> None:
-    """Write a complete checkpoint into ``out`` (progress.json last)."""
+               tokenizer: Any, labels: list[str], rng_by_rank: list[dict[str, Any]],
+               extra_files: dict[str, str] | None = None) -> None:
+    """Write a complete checkpoint into ``out``; progress.json, with the manifest, last."""
     out.mkdir(parents=True, exist_ok=True)
     model = unwrap(net)
     if hasattr(model, "peft_config"):
@@ -78,17 +92,48 @@ def save_state(out: Path, net: Any, optimizer: Any, scheduler: Any, progress: Pr
     tokenizer.save_pretrained(out / "tokenizer")
     (out / "label_map.json").write_text(json.dumps({"labels": labels}, indent=1))
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+             "rng_by_rank": rng_by_rank}
     torch.save(state, out / STATE_FILE)
-    (out / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
+    for name, text in (extra_files or {}).items():
+        (out / name).write_text(text)
+    seal(out, progress)
 
 
-def load_state(src: Path, net: Any, optimizer: Any, scheduler: Any) -> Progress:
-    """Restore weights, optimizer, scheduler and RNG from a checkpoint directory."""
+def seal(out: Path, progress: Progress) -> None:
+    """Write progress.json last: the position plus every other file's size (the manifest)."""
+    files = {str(f.relative_to(out)): f.stat().st_size
+             for f in sorted(out.rglob("*")) if f.is_file() and f.name != PROGRESS_FILE}
+    (out / PROGRESS_FILE).write_text(json.dumps({"progress": asdict(progress), "files": files}))
+
+
+def _read_progress(src: Path) -> tuple[Progress, dict[str, int] | None]:
+    """(position, manifest); checkpoints written before the manifest existed have none."""
+    data = json.loads((src / PROGRESS_FILE).read_text())
+    if "progress" in data:
+        return Progress(**data["progress"]), data["files"]
+    return Progress(**data), None
+
+
+def is_complete(src: Path) -> bool:
+    """progress.json present and every file it lists there with its listed size."""
     try:
-        progress = Progress(**json.loads((src / PROGRESS_FILE).read_text()))
+        _, files = _read_progress(src)
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    for name, size in (files or {}).items():
+        try:
+            if (src / name).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def load_state(src: Path, net: Any, optimizer: Any, scheduler: Any, rank: int = 0) -> Progress:
+    """Restore weights, optimizer, scheduler and this rank's RNG from a checkpoint directory
+    (a run resumed on fewer ranks than it was saved with reuses rank 0's stream)."""
+    try:
+        progress = _read_progress(src)[0]
         model = unwrap(net)
         adapter_dir = src / "adapter"
         if hasattr(model, "peft_config"):
@@ -104,25 +149,45 @@ def load_state(src: Path, net: Any, optimizer: Any, scheduler: Any) -> Progress:
         state = torch.load(src / STATE_FILE, map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-    except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
+        if "rng_by_rank" in state:
+            rng = state["rng_by_rank"][rank if rank < len(state["rng_by_rank"]) else 0]
+        else:  # checkpoints from before per-rank streams
+            rng = {"torch": state["torch_rng"], "cuda": state.get("cuda_rng")}
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError,
+            pickle.UnpicklingError) as exc:
+        reason = (f"{STATE_FILE} is not a weights-only torch file"
+                  if isinstance(exc, pickle.UnpicklingError) else
+                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         raise ShardtuneError(
-            f"checkpoint {src} is unreadable or corrupted ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''})",
+            f"checkpoint {src} is unreadable or corrupted ({reason})",
             "delete that checkpoint directory to resume from the one before it",
         ) from exc
     return progress
+
+
+def checkpoint_step(path: Path | str) -> int | None:
+    """The step in a checkpoint directory's name (``checkpoint_000040`` → 40)."""
+    match = _CKPT_RE.match(Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint directories of a run that finished writing, oldest first."""
     if not run_dir.is_dir():
         return []
-    found = [p for p in run_dir.iterdir()
-             if _CKPT_RE.match(p.name) and (p / PROGRESS_FILE).is_file()]
-    return sorted(found, key=lambda p: int(_CKPT_RE.match(p.name).group(1)))
+    found = [p for p in run_dir.iterdir() if checkpoint_step(p) is not None and is_complete(p)]
+    return sorted(found, key=checkpoint_step)
+
+
+def incomplete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint directories left half-written (a kill during a save or upload)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted((p for p in run_dir.iterdir()
+                   if checkpoint_step(p) is not None and not is_complete(p)), key=checkpoint_step)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

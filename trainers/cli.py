@@ -103,10 +103,21 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
             injected.append(f"paths.root={os.getcwd()}")
         if not any(o.startswith("paths.code=") for o in overrides):
             injected.append(f"paths.code={CODE_DIR}")
+    _check_group_options(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return hydra_compose(config_name, overrides=injected + list(overrides))
+    except AssertionError as exc:  # OmegaConf: a dotted override under an unset group
+        if "Unexpected type for root: NoneType" not in str(exc):
+            raise
+        chosen = {o.lstrip("+~").partition("=")[0] for o in overrides}
+        dotted = next((o for o in overrides if "." in o.partition("=")[0]
+                       and (CONF_DIR / o.lstrip("+~").partition(".")[0]).is_dir()
+                       and o.lstrip("+~").partition(".")[0] not in chosen), "")
+        group = dotted.lstrip("+~").partition(".")[0]
+        raise ConfigError(group, f"is not set, so {dotted.partition('=')[0]} has nothing to "
+                          "change", f"choose it first: {group}=<option> (conf/{group}/)") from None
     except (HydraException, OmegaConfBaseException) as exc:
         unknown = re.search(r"Could not override '([^']+)'", str(exc))
         if unknown and re.search(r"not in struct|Key .* not in", _causes(exc)):
@@ -119,10 +130,36 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
                 raise ConfigError(key, f"has no entry '{deeper.group(1)[len(key) + 1:]}'",
                                   return_hint) from exc
             raise ConfigError(key, "no such key", hint) from exc
+        typed = re.search(r"(Value '[^']*' of type '\w+' could not be converted to \w+|"
+                          r"Invalid value '[^']*', expected one of \[[^\]]*\])\s+"
+                          r"full_key: (\S+)", _causes(exc))
+        if typed:  # a value of the wrong type, or not one of an enum's names
+            raise ConfigError(typed.group(2), typed.group(1)[0].lower() + typed.group(1)[1:],
+                              "see --cfg job for the current value") from exc
+        group = re.search(r"Could not find '([^'/]+)/([^']+)'\s+Available options in '[^']+':"
+                          r"\s+((?:\S+\s*)+?)\s*Config search path", str(exc))
+        if group:
+            options = ", ".join(group.group(3).split())
+            raise ConfigError(group.group(1), f"no option '{group.group(2)}'",
+                              f"choose one of: {options}") from exc
         raise ShardtuneError(f"config: {_one_line(exc)}",
                              "see 'shardtune train --help' for groups and keys") from exc
     finally:
         GlobalHydra.instance().clear()
+
+
+def _check_group_options(overrides: list[str]) -> None:
+    """``group=option`` must name a file of conf/<group>/: Hydra skips a missing option of an
+    optional group (experiment, sweep, quant …) without a word, so a typo would be ignored."""
+    for override in overrides:
+        name, _, option = override.lstrip("+~").partition("=")
+        folder = CONF_DIR / name
+        if not folder.is_dir() or not option or option == "null" or "/" in option:
+            continue
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        if option not in options:
+            raise ConfigError(name, f"no option '{option}'",
+                              f"choose one of: {', '.join(options)} (files in conf/{name}/)")
 
 
 def _causes(exc: BaseException) -> str:

@@ -202,6 +202,9 @@ class TrainerConfig:
         bf16: bf16 autocast on GPU (ignored on CPU).
         strategy: ``ddp`` or ``fsdp`` data parallelism for ``cluster.mode=ray``.
         stop_after_steps: Leave the run after N steps as if preempted (resume testing).
+        max_failures: Times a failed worker group is restarted from the newest checkpoint
+            before the job fails (Ray Train FailureConfig; -1 = no limit). A restart repeats
+            at most ``ckpt_every`` steps.
     """
 
     epochs: int = 3
@@ -217,6 +220,7 @@ class TrainerConfig:
     strategy: Strategy = Strategy.ddp
     eval_batch_size: int = 64
     stop_after_steps: Optional[int] = None
+    max_failures: int = 0
 
     def __post_init__(self) -> None:
         positive = {
@@ -236,6 +240,9 @@ class TrainerConfig:
                 raise ConfigError(f"trainer.{key}", f"must be >= 0, got {getattr(self, key)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError("trainer.max_steps", f"must be >= 1, got {self.max_steps}")
+        if self.max_failures < -1:
+            raise ConfigError("trainer.max_failures",
+                              f"must be >= -1 (-1 = no limit), got {self.max_failures}")
 
 
 @dataclass

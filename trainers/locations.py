@@ -16,6 +16,11 @@ def resolve_location(location: str, key: str) -> str:
     Hub ids and local paths pass through untouched so users on clusters keep the real
     ``from_pretrained`` behaviour (download, cache, offline mode).
     """
+    if location.startswith(("/", "./", "../", "~")):  # a path, never a hub id
+        if not os.path.exists(os.path.expanduser(location)):
+            raise ConfigError(key, f"no such file or directory: {location}",
+                              "check the path (relative paths start from the current directory)")
+        return os.path.expanduser(location)
     if not location.startswith(PKG_SCHEME):
         return location
     package, _, folder = location[len(PKG_SCHEME):].partition("/")

@@ -13,7 +13,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -21,13 +21,16 @@ from data.batches import bucketed_batches, collate
 from trainers.checkpoint import (
     Progress,
     checkpoint_name,
+    checkpoint_step,
+    latest_checkpoint,
     load_state,
     persist_local,
+    rng_state,
     save_state,
     unwrap,
 )
 from trainers.config import Strategy, TrainConfig
-from trainers.errors import ConfigError
+from trainers.errors import ConfigError, DataError
 from trainers.models import apply_peft, build_base_model, load_tokenizer, trainable_summary
 from trainers.progress import ProgressLine
 from trainers.tasks import EvalState, accumulate, score
@@ -131,9 +134,9 @@ def evaluate(net: Any, dataset: Any, run: TrainConfig, labels: list[str], rank: 
 class Publisher:
     """Report metrics from every rank; rank 0 adds a checkpoint. Same layout in both modes."""
 
-    def __init__(self, run: TrainConfig, rank: int, local_mode: bool, tokenizer: Any,
+    def __init__(self, run: TrainConfig, rank: int, world: int, local_mode: bool, tokenizer: Any,
                  labels: list[str]) -> None:
-        self.run, self.rank, self.local_mode = run, rank, local_mode
+        self.run, self.rank, self.world, self.local_mode = run, rank, world, local_mode
         self.tokenizer, self.labels = tokenizer, labels
         self.placement_group = _placement_group_id() if not local_mode else None
 
@@ -144,12 +147,12 @@ class Publisher:
         name = checkpoint_name(progress.step)
         if self.placement_group:  # lets a sweep free the workers of a trial it stops
             metrics = {**metrics, PLACEMENT_GROUP_KEY: self.placement_group}
+        rng_by_rank = _gather(rng_state(), self.world) if state is not None else []
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0 and state is not None:
-                save_state(Path(tmp), *state, progress, self.tokenizer, self.labels)
-                for fname, text in (extra_files or {}).items():
-                    (Path(tmp) / fname).write_text(text)
+                save_state(Path(tmp), *state, progress, self.tokenizer, self.labels, rng_by_rank,
+                           extra_files)
                 if self.local_mode:
                     persist_local(Path(tmp), Path(self.run.run_dir), progress.step,
                                   self.run.trainer.keep_checkpoints)
@@ -190,19 +193,12 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     optimizer = _optimizer(net, run)
     scheduler = _scheduler(optimizer, run, total_steps)
 
-    progress = Progress(seed=run.seed)
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as d:
-            progress = load_state(Path(d), net, optimizer, scheduler)
-            final = Path(d) / FINAL_METRICS
+    progress, final_metrics = Progress(seed=run.seed), None
+    with _resume_point(run) as resume:
+        if resume is not None:
+            progress = load_state(resume, net, optimizer, scheduler, rank)
+            final = resume / FINAL_METRICS
             final_metrics = json.loads(final.read_text()) if final.exists() else None
-    elif (resume := loop_cfg.get("resume_from")) is not None:
-        progress = load_state(Path(resume), net, optimizer, scheduler)
-        final = Path(resume) / FINAL_METRICS
-        final_metrics = json.loads(final.read_text()) if final.exists() else None
-    else:
-        final_metrics = None
     if progress.seed != run.seed:
         raise ConfigError("seed", f"run '{run.run_name}' was started with seed {progress.seed}, "
                           f"not {run.seed}", "use another run_name for another seed")
@@ -217,7 +213,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
         net = net.to(device)
     net.train()
     pad_id = tokenizer.pad_token_id
-    publish = Publisher(run, rank, local_mode, tokenizer, labels)
+    publish = Publisher(run, rank, world, local_mode, tokenizer, labels)
     tracker = open_tracker(run, rank, progress.step, loop_cfg.get("tracked_config", {}),
                            loop_cfg.get("config_group"))
     line = ProgressLine(total_steps, progress.step, enabled=rank == 0)
@@ -233,13 +229,16 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     def state() -> tuple:
         return (net, optimizer, scheduler)
 
+    rows_lost = 0
     while progress.epoch < run.trainer.epochs and progress.step < total_steps:
         micro = 0
         pending = 0
+        epoch_rows = 0
         batches = bucketed_batches(train_shard, run.trainer.batch_size, run.trainer.bucket_batches,
                                    run.seed, progress.epoch)
         fetch_start = time.perf_counter()
         for rows in batches:
+            epoch_rows += len(rows["uid"])
             if micro < progress.micro_in_epoch:  # resume: skip what this epoch already consumed
                 micro += 1
                 fetch_start = time.perf_counter()
@@ -283,6 +282,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
             if pending:  # its micro-batch count was not a multiple of grad_accum
                 _optimizer_step(net, optimizer, scheduler, run)
                 progress.step += 1
+            rows_lost += _rows_lost(run, progress.epoch, epoch_rows, loop_cfg["train_rows"],
+                                    world, rank)
             progress.epoch += 1
             progress.micro_in_epoch = 0
         if stopped_early:
@@ -293,6 +294,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
         tracker.finish()
         return
     final: dict[str, Any] = {"step": progress.step, "epoch": progress.epoch, **sizes}
+    if rows_lost:
+        final["data/rows_lost"] = rows_lost
     if val_shard is not None:
         final.update({f"val/{k}": v for k, v in evaluate(net, val_shard, run, labels, rank, world,
                                                           device, pad_id).items()})
@@ -306,6 +309,47 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     tracker.summary(final)
     tracker.finish()
     publish(final, state(), progress, extra_files={FINAL_METRICS: json.dumps(final)})
+
+
+@contextlib.contextmanager
+def _resume_point(run: TrainConfig) -> Iterator[Path | None]:
+    """The newest complete checkpoint: Ray's restored one or the run directory's.
+
+    After a worker group restart Ray hands back the last checkpoint its controller registered;
+    a checkpoint uploaded just before the kill is on disk but may not be registered yet, and
+    resuming from the older one would repeat a whole interval. Half-written ones never count.
+    """
+    import ray.train
+
+    on_disk = latest_checkpoint(Path(run.run_dir))
+    restored = ray.train.get_checkpoint()
+    if restored is not None and (on_disk is None or (checkpoint_step(restored.path) or 0)
+                                 > (checkpoint_step(on_disk) or 0)):
+        with restored.as_directory() as d:
+            yield Path(d)
+    else:
+        yield on_disk
+
+
+def _rows_lost(run: TrainConfig, epoch: int, seen: int, expected: int, world: int,
+               rank: int) -> int:
+    """Training examples an epoch should have seen but did not (a shard gone mid-run): an
+    error, or with ``data.on_error=skip`` a count kept in the final metrics. Never silent."""
+    if world > 1:
+        total = torch.tensor([seen], dtype=torch.int64)
+        torch.distributed.all_reduce(total)
+        seen = int(total)
+    lost = expected - seen
+    if lost <= world - 1:  # an equal split across ranks drops at most world - 1 rows
+        return 0
+    message = (f"epoch {epoch + 1} saw {seen:,} of {expected:,} training examples: "
+               f"{lost:,} lost (a shard deleted or unreadable since the run started?)")
+    if run.data.on_error.value != "skip":
+        raise DataError("train", message, "restore the data and re-run the same command to "
+                        "resume, or set data.on_error=skip to train on and count the loss")
+    if rank == 0:
+        print(f"warning: {message}; recorded as data/rows_lost", flush=True)
+    return lost
 
 
 def _optimizer_step(net: Any, optimizer: Any, scheduler: Any, run: TrainConfig) -> None:

@@ -202,13 +202,19 @@ def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
     """(model, tokenizer, labels, TrainConfig) of a finished run, ready for inference."""
     import json
 
+    from safetensors import SafetensorError
     from transformers import AutoTokenizer
 
     from trainers.heads import MeanPoolClassifier
 
     run = load_run_config(run_dir)
-    labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
-    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+    try:
+        labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
+        tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError("run", f"{run_dir}: label_map.json or tokenizer/ unreadable "
+                          f"({type(exc).__name__})", "copy them from a checkpoint of the run"
+                          ) from None
     if (run_dir / "model" / "quantization.json").is_file():  # shardtune quantize output
         from distill.quantize import load_quantized
 
@@ -231,7 +237,7 @@ def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
 
             auto = getattr(transformers, _AUTO_CLASSES[run.task.kind])
             model = auto.from_pretrained(str(adapter))
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError("run", f"cannot load the trained model from {adapter}: {reason}",
                           "the adapter files may be corrupted; copy them from a checkpoint"

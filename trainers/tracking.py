@@ -36,16 +36,29 @@ class NullTracker:
 
 
 class LocalTracker:
-    """Append-only JSONL of metrics per step; on resume, drops lines past the resumed step."""
+    """Append-only JSONL of metrics per step.
+
+    On resume the lines past the resumed step are dropped (those steps run again, and each
+    step is logged once) and one ``{"event": "resumed"}`` line records how many steps were
+    repeated and when: the evidence of what a crash cost.
+    """
 
     def __init__(self, run_dir: Path, resume_step: int) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / METRICS_FILE
-        if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+        self._file = None
+        if not self.path.exists():
+            self._file = self.path.open("a")
+            return
+        rows = [_parse(line) for line in self.path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r is not None]  # a line cut short by a kill is dropped
+        kept = [r for r in rows if r.get("step", 0) <= resume_step]
+        last = max((r["step"] for r in rows if "event" not in r), default=0)
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.path.open("a")
+        if rows:
+            self.log({"event": "resumed", "repeated_steps": max(last - resume_step, 0)},
+                     resume_step)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self._file.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
@@ -56,6 +69,13 @@ class LocalTracker:
 
     def finish(self) -> None:
         self._file.close()
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def wandb_run_id(run: TrainConfig) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ from cluster.scaling import check_placement, check_strategy, ensure_ray, scaling
 from data.check import check_dataset_splits, summary_line
 from data.pipeline import build_splits
 from data.tokenize import tokenize_splits
-from trainers.checkpoint import latest_checkpoint
+from trainers.checkpoint import checkpoint_step, incomplete_checkpoints, latest_checkpoint
 from trainers.config import TrainConfig
+from trainers.errors import ConfigError
 from trainers.loop import train_loop
 from trainers.metadata import append_index, run_metadata
 from trainers.models import check_model, tokenizer_location
@@ -81,15 +83,22 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     splits, datasets, train_rows = prep.splits, prep.datasets, prep.train_rows
     run_dir = Path(run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if latest_checkpoint(run_dir) is not None:
+        _check_resume_config(run_dir, resolved)
     meta = run_metadata(run, resolved, splits)
     meta["data_check"] = prep.data_check
     (run_dir / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
     (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
     resume_from = latest_checkpoint(run_dir)
+    half_written = [p.name for p in incomplete_checkpoints(run_dir)
+                    if resume_from is None or checkpoint_step(p) > checkpoint_step(resume_from)]
+    if half_written:  # a kill during a save: said once, never resumed from
+        print(f"ignoring half-written checkpoint(s) {', '.join(half_written)} in {run_dir}; "
+              f"resuming from {resume_from.name if resume_from else 'the start'}",
+              file=sys.stderr)
     loop_cfg = {
         "run": run, "labels": splits.labels, "train_rows": train_rows,
         "local_mode": run.cluster.mode == ClusterMode.local,
-        "resume_from": str(resume_from) if resume_from else None,
         "has_validation": "validation" in datasets, "has_test": "test" in datasets,
         "tracked_config": resolved, "config_group": meta["config_group"],
     }
@@ -98,7 +107,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
             name=run_dir.name, storage_path=str(run_dir.parent.resolve()),
-            failure_config=FailureConfig(max_failures=run.cluster.max_failures),
+            failure_config=FailureConfig(max_failures=run.trainer.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=run.trainer.keep_checkpoints),
             callbacks=callbacks,
         ),
@@ -135,6 +144,42 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         upload_artifacts(run, [run_dir / "adapter", run_dir / "report.md",
                                run_dir / "metrics.json"], meta["config_group"])
     return summary
+
+
+# What a resumed run must share with the run it continues: whatever shapes the weights, the
+# data order or the schedule. Workers, logging, tracking and stop/retry settings may change.
+RESUME_KEYS = ("model", "task", "data", "peft", "optim", "distill", "trainer.epochs",
+               "trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
+               "trainer.bucket_batches", "trainer.strategy")
+RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows")  # how, not what
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def _check_resume_config(run_dir: Path, resolved: dict[str, Any]) -> None:
+    """Refuse to continue a run's checkpoint under a configuration that changes what it
+    trains: the weights would load (or fail to load) and the result would be neither run."""
+    saved = run_dir / "config.json"
+    if not saved.is_file():
+        return
+    old, new = _flat(json.loads(saved.read_text())), _flat(json.loads(json.dumps(
+        resolved, default=str)))
+    changed = sorted(k for k in set(old) | set(new)
+                     if k.startswith(RESUME_KEYS) and not k.startswith(RESUME_FREE)
+                     and old.get(k) != new.get(k))
+    if changed:
+        shown = ", ".join(f"{k} ({old.get(k)!r} → {new.get(k)!r})" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise ConfigError("run_name", f"{run_dir} holds checkpoints of another configuration: "
+                          f"{shown}{more} changed",
+                          "use another run_name, or delete that directory to start over")
 
 
 def export_merged(run: TrainConfig, run_dir: Path) -> Path:

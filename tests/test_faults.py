@@ -1,0 +1,193 @@
+"""Faults: a worker SIGKILLed mid-epoch, the driver SIGTERMed and SIGKILLed, half-written
+checkpoints. Each recovery must end where an uninterrupted run ends, bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST, logged, train_run
+from trainers.checkpoint import (
+    Progress,
+    complete_checkpoints,
+    is_complete,
+    latest_checkpoint,
+    persist_local,
+    seal,
+)
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = [*FAST, "trainer.max_steps=16", "trainer.epochs=4", "trainer.ckpt_every=4"]
+TWO_WORKERS = ["cluster=ray", "cluster.num_workers=2", "cluster.cpus_per_worker=0.5"]
+
+
+def _wait_for_checkpoint(run_dir: Path, step: int, alive: callable, timeout: float = 240) -> None:
+    ckpt = run_dir / f"checkpoint_{step:06d}"
+    deadline = time.monotonic() + timeout
+    while not (ckpt.is_dir() and is_complete(ckpt)):
+        assert alive(), f"the run ended before {ckpt.name} was written"
+        assert time.monotonic() < deadline, f"no {ckpt.name} after {timeout} s"
+        time.sleep(0.02)
+
+
+def _train_workers(since: float) -> list[int]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+        cmd = proc.info["cmdline"] or []
+        if cmd and cmd[0] == "ray::RayTrainWorker" and proc.info["create_time"] >= since - 1:
+            found.append(proc.info["pid"])
+    return found
+
+
+def _steps(run_dir: Path) -> list[int]:
+    return [r["step"] for r in logged(run_dir) if "train/loss" in r]
+
+
+def _resumes(run_dir: Path) -> list[dict]:
+    return [r for r in logged(run_dir) if r.get("event") == "resumed"]
+
+
+def test_a_worker_killed_mid_epoch_restarts_from_the_newest_checkpoint_exactly(tmp_path):
+    straight = train_run(tmp_path, [*RUN, *TWO_WORKERS, "run_name=straight"])
+    m = straight["metrics"]
+    assert m["dist/world_size"] == 2 and m["dist/overlap"] == 0  # DDP: disjoint data ...
+    assert m["dist/weights_equal"] == 1.0  # ... and identical weights on both ranks
+    assert sum(m["dist/rows_per_rank"]) >= 2 * min(m["dist/rows_per_rank"]) > 0
+    assert (Path(straight["run_dir"]) / "checkpoint_000016" / "progress.json").exists()
+
+    result: dict = {}
+    started = time.time()
+    job = threading.Thread(target=lambda: result.update(train_run(
+        tmp_path, [*RUN, *TWO_WORKERS, "trainer.max_failures=1", "run_name=killed"])))
+    job.start()
+    run_dir = tmp_path / "runs" / "killed"
+    _wait_for_checkpoint(run_dir, 4, job.is_alive)
+    workers = _train_workers(started)
+    assert len(workers) == 2, workers
+    os.kill(workers[-1], signal.SIGKILL)
+    job.join()
+
+    assert result["status"] == "done" and result["metrics"]["step"] == 16
+    [resume] = _resumes(run_dir)  # one restart, from checkpoint 4 or 8
+    assert resume["step"] in (4, 8) and resume["repeated_steps"] <= 4  # ≤ one interval redone
+    assert _steps(run_dir) == list(range(1, 17))  # no step lost or counted twice
+    assert result["metrics"]["dist/weights_hash"] == m["dist/weights_hash"]
+    assert result["metrics"]["val/loss"] == pytest.approx(m["val/loss"], rel=1e-6)
+
+
+def _driver(tmp_path: Path, args: list[str]) -> subprocess.Popen:
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainers.cli", "train", f"paths.root={tmp_path}", *args,
+         f"cluster.address={address}"], cwd=ROOT, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_driver_rerun_resumes_the_same_run_and_wandb_run(tmp_path, monkeypatch):
+    from trainers.cli import main
+
+    straight = train_run(tmp_path, [*RUN, "run_name=straight"])
+    args = [*RUN, "run_name=killed", "tracking.wandb=true"]
+    run_dir = tmp_path / "runs" / "killed"
+    for step, sig in ((4, signal.SIGTERM), (8, signal.SIGKILL)):
+        proc = _driver(tmp_path, args)
+        try:
+            _wait_for_checkpoint(run_dir, step, lambda p=proc: p.poll() is None)
+            os.kill(proc.pid, sig)
+            proc.wait(timeout=60)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+            proc.stderr.close()
+        assert proc.returncode != 0
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    assert main(["train", f"paths.root={tmp_path}", *args]) == 0
+
+    resumes = _resumes(run_dir)
+    assert [r["step"] for r in resumes][:1] == [4] and len(resumes) == 2
+    assert resumes[1]["step"] >= 8
+    assert _steps(run_dir) == list(range(1, 17))
+    final = json.loads((run_dir / "metrics.json").read_text())
+    assert final["dist/weights_hash"] == straight["metrics"]["dist/weights_hash"]
+    offline = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 3  # three processes, one W&B run id
+    assert len({name.rsplit("-", 1)[1] for name in offline}) == 1
+
+
+def _fake_checkpoint(run_dir: Path, step: int) -> Path:
+    out = run_dir / f"checkpoint_{step:06d}"
+    (out / "adapter").mkdir(parents=True)
+    (out / "adapter" / "adapter_model.safetensors").write_bytes(b"w" * 100)
+    (out / "training_state.pt").write_bytes(b"s" * 50)
+    seal(out, Progress(seed=0, step=step))
+    return out
+
+
+def test_half_written_checkpoints_are_never_resumed_from_and_retention_keeps_a_good_one(
+        tmp_path):
+    run_dir = tmp_path / "run"
+    _fake_checkpoint(run_dir, 4)
+    cut = _fake_checkpoint(run_dir, 8)  # killed mid-upload: one file short
+    (cut / "adapter" / "adapter_model.safetensors").write_bytes(b"w" * 10)
+    missing = _fake_checkpoint(run_dir, 12)  # killed before a file arrived
+    (missing / "training_state.pt").unlink()
+    _fake_checkpoint(run_dir, 16)
+    (run_dir / "checkpoint_000016" / "progress.json").write_text('{"progress": {"se')  # cut
+    assert [p.name for p in complete_checkpoints(run_dir)] == ["checkpoint_000004"]
+    assert latest_checkpoint(run_dir).name == "checkpoint_000004"
+
+    staged = _fake_checkpoint(tmp_path / "staging", 20)
+    persist_local(staged, run_dir, 20, keep=1)  # the new one is final before any is pruned
+    assert [p.name for p in complete_checkpoints(run_dir)] == ["checkpoint_000020"]
+    assert not list(run_dir.glob(".checkpoint_*"))  # no staging directory left behind
+
+
+@pytest.mark.parametrize("on_error", ["error", "skip"])
+def test_a_shard_deleted_mid_run_is_named_or_counted_never_silently_lost(
+        on_error, tmp_path, capsys):
+    from trainers.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for k in range(4):
+        (data / f"part{k}.jsonl").write_text("".join(
+            json.dumps({"text": f"shard {k} example {i} " + "word " * (i % 7),
+                        "label": "ab"[i % 2]}) + "\n" for i in range(48)))
+    metrics = tmp_path / "runs" / "default" / "metrics.jsonl"
+
+    def delete_after_first_step() -> None:
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+            time.sleep(0.02)
+        (data / "part2.jsonl").unlink()
+
+    threading.Thread(target=delete_after_first_step, daemon=True).start()
+    code = main(["train", f"paths.root={tmp_path}", f"data.path={data}", "data.test_path=null",
+                 "data.materialize=false", "trainer.epochs=2", f"data.on_error={on_error}",
+                 *FAST])
+    err = capsys.readouterr()
+    if on_error == "error":
+        assert code == 2
+        assert "part2.jsonl: unreadable (FileNotFoundError" in err.err.splitlines()[-1]
+        return
+    assert code == 0, err.err
+    final = json.loads((tmp_path / "runs" / "default" / "metrics.json").read_text())
+    # epoch 2 lost part2's training rows (~43 of 48; the rest were validation rows)
+    assert 30 <= final["data/rows_lost"] <= 48
+    meta = json.loads((tmp_path / "runs" / "default" / "run_meta.json").read_text())
+    assert meta["final_metrics"]["data/rows_lost"] == final["data/rows_lost"]
+    assert "recorded as data/rows_lost" in err.out
