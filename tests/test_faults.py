@@ -27,7 +27,7 @@ from trainers.checkpoint import (
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = [*FAST, "trainer.max_steps=16", "trainer.epochs=4", "trainer.ckpt_every=4"]
+RUN = [*FAST, "trainer.max_steps=8", "trainer.epochs=2", "trainer.ckpt_every=2"]
 TWO_WORKERS = ["cluster=ray", "cluster.num_workers=2", "cluster.cpus_per_worker=0.5"]
 
 
@@ -65,7 +65,7 @@ def test_a_worker_killed_mid_epoch_restarts_from_the_newest_checkpoint_exactly(t
     assert m["dist/world_size"] == 2 and m["dist/overlap"] == 0  # DDP: disjoint data ...
     assert m["dist/weights_equal"] == 1.0  # ... and identical weights on both ranks
     assert sum(m["dist/rows_per_rank"]) >= 2 * min(m["dist/rows_per_rank"]) > 0
-    assert (Path(straight["run_dir"]) / "checkpoint_000016" / "progress.json").exists()
+    assert (Path(straight["run_dir"]) / "checkpoint_000008" / "progress.json").exists()
 
     result: dict = {}
     started = time.time()
@@ -73,16 +73,16 @@ def test_a_worker_killed_mid_epoch_restarts_from_the_newest_checkpoint_exactly(t
         tmp_path, [*RUN, *TWO_WORKERS, "trainer.max_failures=1", "run_name=killed"])))
     job.start()
     run_dir = tmp_path / "runs" / "killed"
-    _wait_for_checkpoint(run_dir, 4, job.is_alive)
+    _wait_for_checkpoint(run_dir, 2, job.is_alive)  # mid-epoch: ~9 batches a rank an epoch
     workers = _train_workers(started)
     assert len(workers) == 2, workers
     os.kill(workers[-1], signal.SIGKILL)
     job.join()
 
-    assert result["status"] == "done" and result["metrics"]["step"] == 16
-    [resume] = _resumes(run_dir)  # one restart, from checkpoint 4 or 8
-    assert resume["step"] in (4, 8) and resume["repeated_steps"] <= 4  # ≤ one interval redone
-    assert _steps(run_dir) == list(range(1, 17))  # no step lost or counted twice
+    assert result["status"] == "done" and result["metrics"]["step"] == 8
+    [resume] = _resumes(run_dir)  # one restart, from checkpoint 2 (or 4 had it been written)
+    assert resume["step"] in (2, 4) and resume["repeated_steps"] <= 2  # ≤ one interval redone
+    assert _steps(run_dir) == list(range(1, 9))  # no step lost or counted twice
     assert result["metrics"]["dist/weights_hash"] == m["dist/weights_hash"]
     assert result["metrics"]["val/loss"] == pytest.approx(m["val/loss"], rel=1e-6)
 
@@ -98,13 +98,21 @@ def _driver(tmp_path: Path, args: list[str]) -> subprocess.Popen:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def test_a_killed_driver_rerun_resumes_the_same_run_and_wandb_run(tmp_path, monkeypatch):
+def test_same_seed_is_identical_and_a_killed_driver_rerun_resumes_the_same_run_exactly(
+        tmp_path, monkeypatch):
+    """SIGTERM once checkpoint 2 is written, SIGKILL once checkpoint 4 is, then the same
+    command: same run directory, same W&B run id, each step logged once, same weights."""
     from trainers.cli import main
 
-    straight = train_run(tmp_path, [*RUN, "run_name=straight"])
-    args = [*RUN, "run_name=killed", "tracking.wandb=true"]
+    short = [*FAST, "trainer.max_steps=8", "trainer.epochs=2"]
+    straight = train_run(tmp_path, [*short, "run_name=straight"])
+    again = train_run(tmp_path, [*short, "run_name=again"])
+    assert again["metrics"]["val/loss"] == straight["metrics"]["val/loss"]
+    assert again["metrics"]["dist/weights_hash"] == straight["metrics"]["dist/weights_hash"]
+
+    args = [*short, "trainer.ckpt_every=2", "run_name=killed", "tracking.wandb=true"]
     run_dir = tmp_path / "runs" / "killed"
-    for step, sig in ((4, signal.SIGTERM), (8, signal.SIGKILL)):
+    for step, sig in ((2, signal.SIGTERM), (4, signal.SIGKILL)):
         proc = _driver(tmp_path, args)
         try:
             _wait_for_checkpoint(run_dir, step, lambda p=proc: p.poll() is None)
@@ -119,13 +127,14 @@ def test_a_killed_driver_rerun_resumes_the_same_run_and_wandb_run(tmp_path, monk
     assert main(["train", f"paths.root={tmp_path}", *args]) == 0
 
     resumes = _resumes(run_dir)
-    assert [r["step"] for r in resumes][:1] == [4] and len(resumes) == 2
-    assert resumes[1]["step"] >= 8
-    assert _steps(run_dir) == list(range(1, 17))
+    assert len(resumes) == 2 and resumes[0]["step"] == 2 and resumes[1]["step"] >= 4
+    assert _steps(run_dir) == list(range(1, 9))  # each step logged once: none lost or doubled
     final = json.loads((run_dir / "metrics.json").read_text())
+    assert final["step"] == 8
     assert final["dist/weights_hash"] == straight["metrics"]["dist/weights_hash"]
+    assert final["val/loss"] == pytest.approx(straight["metrics"]["val/loss"], rel=1e-6)
     offline = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
-    assert len(offline) == 3  # three processes, one W&B run id
+    assert len(offline) == 3  # three driver processes, one W&B run id
     assert len({name.rsplit("-", 1)[1] for name in offline}) == 1
 
 
