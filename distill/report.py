@@ -33,23 +33,24 @@ def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
                 else "") + f"); α={spec.alpha}, T={spec.temperature}, {spec.kl} KL, "
              f"teacher {spec.teacher_mode}.", ""]
     split = summary["student"]["eval_split"]
+    logged = "val" if split == "validation" else split  # how the loop names the split's metrics
     figures: dict[str, Any] = {"split": split}
     if run.task.kind.value == "seq_cls" and tdir is not None:
         teacher_eval = evaluate(EvaluateConfig(run=str(tdir), split=split, baseline=False,
                                                data=run.data, paths=run.paths))
         acc = teacher_eval["metrics"]["accuracy"]
         figures["teacher_accuracy"] = acc
-        lines += ["| model | test accuracy | 95% CI | seeds |", "|---|---|---|---|",
+        lines += [f"| model | {split} accuracy | 95% CI | seeds |", "|---|---|---|---|",
                   f"| teacher | {acc['value']:.4f} | [{acc['ci_low']:.4f}, "
                   f"{acc['ci_high']:.4f}] | 1 |"]
         for name in ("student", "control"):
             group = summary.get(name)
             if group:
-                m = group["metrics"][f"{split}/accuracy"]
+                m = group["metrics"][f"{logged}/accuracy"]
                 figures[f"{name}_accuracy"] = m
                 lines.append(f"| {name} | {m['mean']:.4f} ± {m['std']:.4f} | "
                              f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}] | {m['n']} |")
-        student_acc = summary["student"]["metrics"][f"{split}/accuracy"]["mean"]
+        student_acc = summary["student"]["metrics"][f"{logged}/accuracy"]["mean"]
         figures["retention"] = student_acc / acc["value"]
         lines += ["", f"The student keeps **{100 * figures['retention']:.1f}%** of the "
                   "teacher's accuracy."]
