@@ -15,6 +15,31 @@ needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f"real data sets not found at {SHARED} (../shared is absent)"
 )
 
+# Fake credentials in every variable shardtune, wandb, the hub or fsspec's cloud backends read,
+# planted for the whole session before Ray starts (its workers inherit them): the last test
+# (tests/test_security.py) searches every file the suite wrote for them.
+PLANTED = {
+    "WANDB_API_KEY": "wandb0planted0key0" + "a" * 22,
+    "HF_TOKEN": "hf_planted0token0" + "b" * 20,
+    "AWS_ACCESS_KEY_ID": "AKIAPLANTED0" + "C" * 8,
+    "AWS_SECRET_ACCESS_KEY": "aws0planted0secret0" + "d" * 21,
+    "AWS_SESSION_TOKEN": "aws0planted0session0" + "e" * 20,
+    "GOOGLE_APPLICATION_CREDENTIALS": "/planted/gcp0credentials0file.json",
+    "AZURE_STORAGE_KEY": "azure0planted0key0" + "f" * 22,
+}
+LAST = "test_no_planted_secret_in_any_file_the_suite_wrote"
+
+
+def pytest_configure(config: Any) -> None:
+    for name, value in PLANTED.items():
+        os.environ.setdefault(name, value)  # a real value already set is searched for instead
+
+
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    last = [item for item in items if item.name == LAST]
+    items[:] = [item for item in items if item.name != LAST] + last
+
+
 # Small enough for seconds per run on 2 CPU cores, real enough to learn something.
 FAST = ["trainer.batch_size=16", "trainer.log_every=1", "trainer.ckpt_every=0",
         "trainer.eval_batch_size=64", "task.max_length=64"]

@@ -98,22 +98,23 @@ def _driver(tmp_path: Path, args: list[str]) -> subprocess.Popen:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def test_same_seed_is_identical_and_a_killed_driver_rerun_resumes_the_same_run_exactly(
-        tmp_path, monkeypatch):
+def test_a_killed_driver_rerun_resumes_the_same_run_exactly(tmp_path, monkeypatch):
     """SIGTERM once checkpoint 2 is written, SIGKILL once checkpoint 4 is, then the same
-    command: same run directory, same W&B run id, each step logged once, same weights."""
+    command: same run directory, same W&B run id, each step logged once, and the weights of an
+    uninterrupted run of the same seed (which also shows a seed fixes everything)."""
     from trainers.cli import main
 
     short = [*FAST, "trainer.max_steps=8", "trainer.epochs=2"]
-    straight = train_run(tmp_path, [*short, "run_name=straight"])
-    again = train_run(tmp_path, [*short, "run_name=again"])
-    assert again["metrics"]["val/loss"] == straight["metrics"]["val/loss"]
-    assert again["metrics"]["dist/weights_hash"] == straight["metrics"]["dist/weights_hash"]
-
     args = [*short, "trainer.ckpt_every=2", "run_name=killed", "tracking.wandb=true"]
     run_dir = tmp_path / "runs" / "killed"
+    straight: dict = {}
+    reference = None
     for step, sig in ((2, signal.SIGTERM), (4, signal.SIGKILL)):
         proc = _driver(tmp_path, args)
+        if reference is None:  # the uninterrupted twin, in-process while the driver starts
+            reference = threading.Thread(target=lambda: straight.update(
+                train_run(tmp_path, [*short, "run_name=straight"])))
+            reference.start()
         try:
             _wait_for_checkpoint(run_dir, step, lambda p=proc: p.poll() is None)
             os.kill(proc.pid, sig)
@@ -122,6 +123,7 @@ def test_same_seed_is_identical_and_a_killed_driver_rerun_resumes_the_same_run_e
             os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
             proc.stderr.close()
         assert proc.returncode != 0
+    reference.join()
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     assert main(["train", f"paths.root={tmp_path}", *args]) == 0
