@@ -34,9 +34,12 @@ def _container(name: str, k8s: K8sConfig, resources: dict[str, Any], ports: bool
         container["ports"] = [{"containerPort": 6379, "name": "gcs-server"},
                               {"containerPort": 8265, "name": "dashboard"},
                               {"containerPort": 10001, "name": "client"}]
+    container["env"] = []
     if k8s.wandb_secret:
-        container["env"] = [{"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {
-            "name": k8s.wandb_secret, "key": k8s.wandb_secret_key}}}]
+        container["env"].append({"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {
+            "name": k8s.wandb_secret, "key": k8s.wandb_secret_key}}})
+    # Ray's runtime-env agent logs env var values at INFO (Tune passes AWS credentials so)
+    container["env"].append({"name": "RAY_LOGGER_LEVEL", "value": "warning"})
     if k8s.storage_pvc:
         container["volumeMounts"] = [{"name": "shardtune-storage",
                                       "mountPath": k8s.storage_mount}]

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from cluster.config import ClusterConfig, ClusterMode
 from trainers.errors import ClusterError, ConfigError, hide_user_error_logs
 
 
+def quiet_ray_logs() -> None:
+    """Ray processes started from here log from WARNING up (unless the user set a level).
+
+    Ray's runtime-env agent logs every runtime env it creates at INFO, environment variable
+    values included: Tune hands AWS credentials to its trial actors that way, and a submitted
+    job its forwarded secrets — they would land in plain text in the session's log files.
+    """
+    os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
+
+
 def ensure_ray(cluster: ClusterConfig) -> None:
     """Connect to (or start) Ray once; a locally started head has no dashboard."""
     import ray
 
+    quiet_ray_logs()
     if ray.is_initialized():
         hide_user_error_logs()
         return

@@ -24,7 +24,7 @@ PLANTED = {
     "AWS_ACCESS_KEY_ID": "AKIAPLANTED0" + "C" * 8,
     "AWS_SECRET_ACCESS_KEY": "aws0planted0secret0" + "d" * 21,
     "AWS_SESSION_TOKEN": "aws0planted0session0" + "e" * 20,
-    "GOOGLE_APPLICATION_CREDENTIALS": "/planted/gcp0credentials0file.json",
+    "GOOGLE_APPLICATION_CREDENTIALS": "/planted/gcp0credentials0" + "file.json",
     "AZURE_STORAGE_KEY": "azure0planted0key0" + "f" * 22,
 }
 LAST = "test_no_planted_secret_in_any_file_the_suite_wrote"
@@ -53,6 +53,9 @@ def ray_session():
     # Train's controller polls its workers every 2 s: each short test run waited ~1-2 s on it
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     if not ray.is_initialized():
+        from cluster.scaling import quiet_ray_logs
+
+        quiet_ray_logs()  # as shardtune's own ray.init: no secrets in Ray's INFO logs
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

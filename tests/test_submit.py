@@ -39,6 +39,7 @@ def ray_head(tmp_path_factory):
     temp = tmp_path_factory.mktemp("rayhead")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
+    env["RAY_LOGGER_LEVEL"] = "warning"  # as docs/cluster.md asks of a head receiving secrets
     dash = _free_port()
     head = subprocess.Popen(
         [ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
