@@ -1,7 +1,11 @@
 """Recovery after a worker kill: a 2-worker CPU job on BANKING77, one worker SIGKILLed just
 after a checkpoint, against the same job uninterrupted.
 
-    python bench/bench_faults.py [--examples 2000] [--steps 60] [--ckpt-every 10] [--kill-after 20]
+    python bench/bench_faults.py [--examples 2000] [--steps 60] [--ckpt-every 10]
+                                 [--kill-after 20] [--kill-at-step 25]
+
+``--kill-after K``: kill as soon as checkpoint K is complete (nothing to repeat);
+``--kill-at-step S``: kill once step S is logged (S minus the last checkpoint steps repeated).
 
 Figures: seconds from the kill to the next completed step, steps repeated, the job's extra
 wall time, and whether the recovered weights equal the uninterrupted run's (they must).
@@ -24,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, SHARED, save  # noqa: E402
 
 
-def _run(tmp: Path, name: str, args: argparse.Namespace, kill_after: int | None) -> dict:
+def _run(tmp: Path, name: str, args: argparse.Namespace, kill: bool) -> dict:
     import psutil
 
     from tests.conftest import compose_run
@@ -42,9 +46,14 @@ def _run(tmp: Path, name: str, args: argparse.Namespace, kill_after: int | None)
     job = threading.Thread(target=lambda: result.update(train(run, resolved)))
     job.start()
     killed_at = None
-    if kill_after is not None:
-        ckpt = Path(run.run_dir) / f"checkpoint_{kill_after:06d}"
+    if kill:
+        ckpt = Path(run.run_dir) / f"checkpoint_{args.kill_after:06d}"
+        log = Path(run.run_dir) / "metrics.jsonl"
         while not (ckpt.is_dir() and is_complete(ckpt)):
+            time.sleep(0.02)
+        while args.kill_at_step and not any(
+                f'"step": {args.kill_at_step},' in line
+                for line in (log.read_text().splitlines() if log.exists() else [])):
             time.sleep(0.02)
         workers = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline", "create_time"])
                    if (p.info["cmdline"] or [""])[0] == "ray::RayTrainWorker"
@@ -73,19 +82,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--ckpt-every", type=int, default=10)
     parser.add_argument("--kill-after", type=int, default=20)
+    parser.add_argument("--kill-at-step", type=int, default=None)
     args = parser.parse_args()
     import ray
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     tmp = Path(tempfile.mkdtemp(prefix="bench_faults_"))
-    straight = _run(tmp, "straight", args, None)
-    killed = _run(tmp, "killed", args, args.kill_after)
-    save("faults_worker_kill", {
+    straight = _run(tmp, "straight", args, False)
+    killed = _run(tmp, "killed", args, True)
+    when = (f"once step {args.kill_at_step} is logged" if args.kill_at_step else
+            f"once checkpoint {args.kill_after} is complete")
+    save("faults_worker_kill" + (f"_step{args.kill_at_step}" if args.kill_at_step else ""), {
         "scale": f"banking77 {args.examples} examples, 2 CPU workers (0.5 CPU each), batch 32, "
                  f"{args.steps} steps, checkpoint every {args.ckpt_every}, one worker SIGKILLed "
-                 f"once checkpoint {args.kill_after} is complete; Train health check every 2 s "
-                 f"(Ray's default)",
+                 f"{when}; Train health check every 2 s (Ray's default)",
         "straight": straight, "killed": killed,
         "extra_wall_s": killed["wall_s"] - straight["wall_s"],
         "weights_identical": killed["weights_hash"] == straight["weights_hash"]})

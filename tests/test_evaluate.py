@@ -101,11 +101,11 @@ def test_evaluate_bad_inputs(trained, tmp_path, capsys):
 
 @needs_shared
 def test_evaluate_on_banking77_run(tmp_path, capsys):
-    summary = train_run(tmp_path, [*FAST, "data=banking77", "data.max_examples=1500",
-                                   "trainer.max_steps=20", "optim.lr=5e-3",
+    summary = train_run(tmp_path, [*FAST, "data=banking77", "data.max_examples=800",
+                                   "trainer.max_steps=10", "optim.lr=5e-3",
                                    "run_name=b77"])
     code = main(["evaluate", f"run={summary['run_dir']}", "resamples=200", "baseline=false",
-                 "data=banking77", "data.max_examples=1500"])
+                 "data=banking77", "data.max_examples=800"])
     assert code == 0, capsys.readouterr().err
     result = json.loads((Path(summary["run_dir"]) / "eval/test/metrics.json").read_text())
     assert result["metrics"]["accuracy"]["value"] == pytest.approx(
