@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,16 +93,23 @@ def _tracebacks(lines: list[str]) -> int:
     return count
 
 
-def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
+def _not_one_line(cases: list[tuple[str, list[str], list[str]]], capsys: Any) -> list[str]:
+    """The cases whose command did not exit 2 with one 'error:' line holding every fragment."""
     failures = []
-    for name, overrides, fragments in _cases(tmp_path):
-        code = main(["train", f"paths.root={tmp_path}", *overrides])
+    for name, argv, fragments in cases:
+        code = main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         last = err[-1] if err else ""
         ok = code == 2 and last.startswith("error: ") and all(f in last for f in fragments)
-        ok = ok and not _tracebacks(err)
-        if not ok:
+        if not ok or _tracebacks(err):
             failures.append(f"{name}: exit {code}: {last!r}")
+    return failures
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
+    cases = [(name, ["train", f"paths.root={tmp_path}", *overrides], fragments)
+             for name, overrides, fragments in _cases(tmp_path)]
+    failures = _not_one_line(cases, capsys)
     assert not failures, "\n".join(failures)
 
 
@@ -188,16 +196,9 @@ def _other_verbs(tmp: Path, tiny: Path) -> list[tuple[str, list[str], list[str]]
 
 
 def test_bad_inputs_to_every_verb_give_one_line_errors(tiny_run, tmp_path, capsys):
-    failures = []
-    for name, argv, fragments in _other_verbs(tmp_path, tiny_run):
-        extra = [] if argv[0] == "trian" else [f"paths.root={tmp_path}"]
-        code = main([*argv, *extra])
-        err = capsys.readouterr().err.strip().splitlines()
-        last = err[-1] if err else ""
-        ok = code == 2 and last.startswith("error: ") and all(f in last for f in fragments)
-        ok = ok and not _tracebacks(err)
-        if not ok:
-            failures.append(f"{name}: exit {code}: {last!r}")
+    cases = [(name, argv if argv[0] == "trian" else [*argv, f"paths.root={tmp_path}"], fragments)
+             for name, argv, fragments in _other_verbs(tmp_path, tiny_run)]
+    failures = _not_one_line(cases, capsys)
     assert not failures, "\n".join(failures)
 
 

@@ -43,8 +43,6 @@ def test_planted_secrets_appear_in_no_file_log_report_manifest_or_output(tmp_pat
     commands = [
         ["train", root, *small, "run_name=tiny", "tracking=wandb"],
         ["evaluate", root, f"run={run}", "split=validation"],
-        ["quantize", root, f"run={run}", "quant=dynamic_int8", "split=validation",
-         "speed=false"],
         ["report", root, f"runs=[{run}]"],
         ["submit", "--k8s", "--render", str(tmp_path / "rayjob.yaml"),
          "submit.k8s.image=repo/shardtune:0.1", "submit.k8s.wandb_secret=wandb",

@@ -109,11 +109,12 @@ def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducibl
 
     best_file = ROOT / "conf" / "experiment" / "pytest_sweep_best.yaml"
     sweep_dir = tmp_path / "runs" / "pytest_sweep"
-    # the smoke sweep plus a fourth, last trial that crashes when it starts (a learning rate
-    # the trial's config refuses): recorded as failed with its error, the sweep goes on
+    # the smoke sweep with its last trial replaced by one that crashes when it starts (a
+    # learning rate the trial's config refuses): recorded as failed with its error
     crash = ROOT / "conf" / "sweep" / "pytest_crash.yaml"
     smoke = (ROOT / "conf" / "sweep" / "smoke.yaml").read_text()
-    crash.write_text(smoke.replace("5.0e-3]", "5.0e-3, -1.0]"))
+    assert "1.0e-6, 5.0e-3]" in smoke
+    crash.write_text(smoke.replace("1.0e-6, 5.0e-3]", "1.0e-6, -1.0]"))
     try:
         _killed_midway([*SWEEP, f"paths.root={tmp_path}"], sweep_dir)
         done = _terminated(sweep_dir / "tune")
@@ -125,12 +126,12 @@ def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducibl
         assert summary["resumed"] is True
         assert {t: (sweep_dir / f"trial_{t}" / "metrics.jsonl").stat().st_mtime
                 for t in done} == logs
-        assert summary["trials"] == 4 and summary["status"].get("error", 0) == 1
+        assert summary["trials"] == 3 and summary["status"].get("error", 0) == 1
         [failed] = [r for r in summary["table"] if r["status"] == "error"]
         assert failed["optim.lr"] == -1.0 and "optim.lr" in failed["error"]
         assert summary["status"].get("stopped early", 0) >= 1  # ASHA cut a weak trial
         assert summary["best"]["config"]["optim.lr"] >= 4e-3
-        assert (sweep_dir / "results.csv").read_text().count("\n") == 5
+        assert (sweep_dir / "results.csv").read_text().count("\n") == 4
         for png in summary["plots"]:
             assert (sweep_dir / png).stat().st_size > 1000
         assert summary["placement_groups_left"] == 0  # stopped trials released their workers
