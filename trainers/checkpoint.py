@@ -16,6 +16,7 @@ has no Ray persistence; the same directory is written here atomically (temporary
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -23,7 +24,7 @@ import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -213,3 +214,23 @@ def persist_local(tmp: Path, run_dir: Path, step: int, keep: int) -> Path:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+@contextlib.contextmanager
+def resume_point(run_dir: Path) -> Iterator[Path | None]:
+    """The newest complete checkpoint: Ray's restored one or the run directory's.
+
+    After a worker group restart Ray hands back the last checkpoint its controller registered;
+    a checkpoint uploaded just before the kill is on disk but may not be registered yet, and
+    resuming from the older one would repeat a whole interval. Half-written ones never count.
+    """
+    import ray.train
+
+    on_disk = latest_checkpoint(run_dir)
+    restored = ray.train.get_checkpoint()
+    if restored is not None and (on_disk is None or (checkpoint_step(restored.path) or 0)
+                                 > (checkpoint_step(on_disk) or 0)):
+        with restored.as_directory() as d:
+            yield Path(d)
+    else:
+        yield on_disk

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.errors import ConfigError, ShardtuneError, find_user_error
+from trainers.overrides import check_group_options, unset_group_error
 
 CODE_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = CODE_DIR / "conf"
@@ -103,7 +104,7 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
             injected.append(f"paths.root={os.getcwd()}")
         if not any(o.startswith("paths.code=") for o in overrides):
             injected.append(f"paths.code={CODE_DIR}")
-    _check_group_options(overrides)
+    check_group_options(overrides, CONF_DIR)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -111,13 +112,7 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
     except AssertionError as exc:  # OmegaConf: a dotted override under an unset group
         if "Unexpected type for root: NoneType" not in str(exc):
             raise
-        chosen = {o.lstrip("+~").partition("=")[0] for o in overrides}
-        dotted = next((o for o in overrides if "." in o.partition("=")[0]
-                       and (CONF_DIR / o.lstrip("+~").partition(".")[0]).is_dir()
-                       and o.lstrip("+~").partition(".")[0] not in chosen), "")
-        group = dotted.lstrip("+~").partition(".")[0]
-        raise ConfigError(group, f"is not set, so {dotted.partition('=')[0]} has nothing to "
-                          "change", f"choose it first: {group}=<option> (conf/{group}/)") from None
+        raise unset_group_error(overrides, CONF_DIR) from None
     except (HydraException, OmegaConfBaseException) as exc:
         unknown = re.search(r"Could not override '([^']+)'", str(exc))
         if unknown and re.search(r"not in struct|Key .* not in", _causes(exc)):
@@ -146,20 +141,6 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
                              "see 'shardtune train --help' for groups and keys") from exc
     finally:
         GlobalHydra.instance().clear()
-
-
-def _check_group_options(overrides: list[str]) -> None:
-    """``group=option`` must name a file of conf/<group>/: Hydra skips a missing option of an
-    optional group (experiment, sweep, quant …) without a word, so a typo would be ignored."""
-    for override in overrides:
-        name, _, option = override.lstrip("+~").partition("=")
-        folder = CONF_DIR / name
-        if not folder.is_dir() or not option or option == "null" or "/" in option:
-            continue
-        options = sorted(p.stem for p in folder.glob("*.yaml"))
-        if option not in options:
-            raise ConfigError(name, f"no option '{option}'",
-                              f"choose one of: {', '.join(options)} (files in conf/{name}/)")
 
 
 def _causes(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -21,10 +21,9 @@ from data.batches import bucketed_batches, collate
 from trainers.checkpoint import (
     Progress,
     checkpoint_name,
-    checkpoint_step,
-    latest_checkpoint,
     load_state,
     persist_local,
+    resume_point,
     rng_state,
     save_state,
     unwrap,
@@ -194,7 +193,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     scheduler = _scheduler(optimizer, run, total_steps)
 
     progress, final_metrics = Progress(seed=run.seed), None
-    with _resume_point(run) as resume:
+    with resume_point(Path(run.run_dir)) as resume:
         if resume is not None:
             progress = load_state(resume, net, optimizer, scheduler, rank)
             final = resume / FINAL_METRICS
@@ -309,26 +308,6 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     tracker.summary(final)
     tracker.finish()
     publish(final, state(), progress, extra_files={FINAL_METRICS: json.dumps(final)})
-
-
-@contextlib.contextmanager
-def _resume_point(run: TrainConfig) -> Iterator[Path | None]:
-    """The newest complete checkpoint: Ray's restored one or the run directory's.
-
-    After a worker group restart Ray hands back the last checkpoint its controller registered;
-    a checkpoint uploaded just before the kill is on disk but may not be registered yet, and
-    resuming from the older one would repeat a whole interval. Half-written ones never count.
-    """
-    import ray.train
-
-    on_disk = latest_checkpoint(Path(run.run_dir))
-    restored = ray.train.get_checkpoint()
-    if restored is not None and (on_disk is None or (checkpoint_step(restored.path) or 0)
-                                 > (checkpoint_step(on_disk) or 0)):
-        with restored.as_directory() as d:
-            yield Path(d)
-    else:
-        yield on_disk
 
 
 def _rows_lost(run: TrainConfig, epoch: int, seen: int, expected: int, world: int,

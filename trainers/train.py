@@ -163,6 +163,10 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
 def _check_resume_config(run_dir: Path, resolved: dict[str, Any]) -> None:
     """Refuse to continue a run's checkpoint under a configuration that changes what it
     trains: the weights would load (or fail to load) and the result would be neither run."""
@@ -172,7 +176,7 @@ def _check_resume_config(run_dir: Path, resolved: dict[str, Any]) -> None:
     old, new = _flat(json.loads(saved.read_text())), _flat(json.loads(json.dumps(
         resolved, default=str)))
     changed = sorted(k for k in set(old) | set(new)
-                     if k.startswith(RESUME_KEYS) and not k.startswith(RESUME_FREE)
+                     if _under(k, RESUME_KEYS) and not _under(k, RESUME_FREE)
                      and old.get(k) != new.get(k))
     if changed:
         shown = ", ".join(f"{k} ({old.get(k)!r} → {new.get(k)!r})" for k in changed[:3])
