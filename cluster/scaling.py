@@ -23,10 +23,10 @@ def ensure_ray(cluster: ClusterConfig) -> None:
     """Connect to (or start) Ray once; a locally started head has no dashboard."""
     import ray
 
-    quiet_ray_logs()
     if ray.is_initialized():
         hide_user_error_logs()
         return
+    quiet_ray_logs()
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if cluster.address:
         _probe(cluster.address)

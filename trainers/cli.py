@@ -156,13 +156,9 @@ def known_keys() -> list[str]:
     from omegaconf import OmegaConf
 
     from trainers.config import TrainConfig
+    from trainers.metadata import flat_config
 
-    def walk(node: Any, prefix: str) -> list[str]:
-        if isinstance(node, dict):
-            return [k for key, val in node.items() for k in walk(val, f"{prefix}{key}.")] or []
-        return [prefix[:-1]]
-
-    return walk(OmegaConf.to_container(OmegaConf.structured(TrainConfig)), "")
+    return list(flat_config(OmegaConf.to_container(OmegaConf.structured(TrainConfig))))
 
 
 def to_run_config(cfg: Any) -> Any:

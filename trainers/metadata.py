@@ -40,6 +40,16 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def flat_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1e-3}}`` → ``{"optim.lr": 1e-3}``: every leaf under its dotted key."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flat_config(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
 def config_group(resolved: dict[str, Any]) -> str:
     """Hash of the resolved config minus seed, run name and paths: one config's seeds share it."""
     trimmed = {k: v for k, v in resolved.items() if k not in NOT_CONFIG}

@@ -23,7 +23,7 @@ from trainers.checkpoint import checkpoint_step, incomplete_checkpoints, latest_
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
 from trainers.loop import train_loop
-from trainers.metadata import append_index, run_metadata
+from trainers.metadata import append_index, flat_config, run_metadata
 from trainers.models import check_model, tokenizer_location
 from trainers.report import write_report
 
@@ -83,13 +83,13 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     splits, datasets, train_rows = prep.splits, prep.datasets, prep.train_rows
     run_dir = Path(run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if latest_checkpoint(run_dir) is not None:
+    resume_from = latest_checkpoint(run_dir)
+    if resume_from is not None:
         _check_resume_config(run_dir, resolved)
     meta = run_metadata(run, resolved, splits)
     meta["data_check"] = prep.data_check
     (run_dir / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
     (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
-    resume_from = latest_checkpoint(run_dir)
     half_written = [p.name for p in incomplete_checkpoints(run_dir)
                     if resume_from is None or checkpoint_step(p) > checkpoint_step(resume_from)]
     if half_written:  # a kill during a save: said once, never resumed from
@@ -154,15 +154,6 @@ RESUME_KEYS = ("model", "task", "data", "peft", "optim", "distill", "trainer.epo
 RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows")  # how, not what
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
-    return out
-
-
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
@@ -173,8 +164,8 @@ def _check_resume_config(run_dir: Path, resolved: dict[str, Any]) -> None:
     saved = run_dir / "config.json"
     if not saved.is_file():
         return
-    old, new = _flat(json.loads(saved.read_text())), _flat(json.loads(json.dumps(
-        resolved, default=str)))
+    old = flat_config(json.loads(saved.read_text()))
+    new = flat_config(json.loads(json.dumps(resolved, default=str)))
     changed = sorted(k for k in set(old) | set(new)
                      if _under(k, RESUME_KEYS) and not _under(k, RESUME_FREE)
                      and old.get(k) != new.get(k))

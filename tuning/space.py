@@ -11,6 +11,7 @@ import difflib
 from typing import Any
 
 from trainers.errors import ConfigError
+from trainers.metadata import flat_config
 from tuning.config import DISTRIBUTIONS, SweepSpec
 
 VAL_METRICS = {"seq_cls": ("accuracy", "macro_f1", "loss"),
@@ -75,12 +76,6 @@ def tune_space(spec: SweepSpec) -> dict[str, Any]:
     return {key: _domain(key, dist) for key, dist in space_spec.items()}
 
 
-def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
-    if isinstance(node, dict):
-        return [k for key, val in node.items() for k in _leaf_keys(val, f"{prefix}{key}.")]
-    return [prefix[:-1]]
-
-
 def apply_values(resolved: dict[str, Any], values: dict[str, Any], **fields: Any
                  ) -> tuple[Any, dict[str, Any]]:
     """The typed TrainConfig and resolved dict of ``resolved`` with ``values`` set."""
@@ -103,8 +98,8 @@ def apply_values(resolved: dict[str, Any], values: dict[str, Any], **fields: Any
 
 def validate(spec: SweepSpec, resolved: dict[str, Any], task: str, has_validation: bool) -> None:
     """Every mistake a sweep definition can hold, found before the first trial starts."""
-    known = set(_leaf_keys({k: v for k, v in resolved.items() if k not in ("sweep",
-                                                                            "ablation")}))
+    known = set(flat_config({k: v for k, v in resolved.items()
+                             if k not in ("sweep", "ablation")}))
     for key in spec.space:
         if key not in known and not any(k.startswith(key + ".") for k in known):
             close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.7)
