@@ -38,6 +38,8 @@ def _container(name: str, k8s: K8sConfig, resources: dict[str, Any], ports: bool
     if k8s.wandb_secret:
         container["env"].append({"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {
             "name": k8s.wandb_secret, "key": k8s.wandb_secret_key}}})
+    if k8s.storage_secret:  # object-store credentials (AWS_ACCESS_KEY_ID, …) as a secret
+        container["envFrom"] = [{"secretRef": {"name": k8s.storage_secret}}]
     # Ray's runtime-env agent logs env var values at INFO (Tune passes AWS credentials so)
     container["env"].append({"name": "RAY_LOGGER_LEVEL", "value": "warning"})
     if k8s.storage_pvc:
@@ -69,8 +71,7 @@ def render(sub: Submission, k8s: K8sConfig, use_gpu: bool) -> dict[str, Any]:
         raise ConfigError("submit.k8s.image", "is required for --k8s: the container image with "
                           "shardtune and its dependencies", "see cluster/Dockerfile")
     gpus = math.ceil(sub.gpus_per_worker) if use_gpu else 0
-    entrypoint = shlex.join(["shardtune", sub.verb, *sub.overrides,
-                             f"paths.root={sub.storage}"])
+    entrypoint = shlex.join(["shardtune", sub.verb, *sub.overrides, sub.location])
     runtime_env = {"env_vars": {FORWARDED_NAMES: "WANDB_API_KEY" if k8s.wandb_secret else ""}}
     head_gpus = gpus if not sub.multi_node and sub.workers <= 1 and use_gpu else 0
     head = _container("ray-head", k8s, _resources(k8s.head_cpu, k8s.head_memory, head_gpus,

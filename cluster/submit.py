@@ -17,6 +17,7 @@ from typing import Any
 from cluster.config import ClusterMode
 from cluster.submit_config import SubmitSpec
 from trainers.errors import ClusterError, ConfigError
+from trainers.storage import check_uri, is_uri
 
 SUBMITTABLE = ("train", "sweep", "ablate", "distill", "quantize", "compress", "evaluate",
                "baseline", "compare", "report", "card")
@@ -44,15 +45,28 @@ class Submission:
     def command(self) -> str:
         return shlex.join(self.entrypoint)
 
+    @property
+    def location(self) -> str:
+        """The override that points the job at its storage: an object store or a path."""
+        return location_override(self.storage)
+
+
+def location_override(storage: str) -> str:
+    if is_uri(storage):  # quoted: a query (?endpoint_override=…) has '=' in it
+        return f"paths.store='{storage}'"
+    return f"paths.root={storage}"
+
+
+# Credentials an object-store job needs, forwarded by name when set here (never written).
+# On a cluster with IAM roles / workload identity none are set and none are needed.
+STORE_ENV = {"s3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}
+
 
 def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     """(``submit.*`` overrides, the submitted verb's overrides)."""
     mine = [a for a in args if a.lstrip("+~").startswith("submit.")]
     return mine, [a for a in args if a not in mine]
-
-
-def _is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
 
 
 def plan(verb: str, overrides: list[str], spec: SubmitSpec, storage: str | None = None
@@ -67,26 +81,27 @@ def plan(verb: str, overrides: list[str], spec: SubmitSpec, storage: str | None 
     run = to_run_config(compose(checked, CONFIG_NAMES.get(verb, "train")))
     storage = storage or spec.storage
     if not storage:
-        raise ConfigError("submit.storage", "is required: the directory on the cluster that "
-                          "receives runs/", "e.g. submit.storage=/mnt/shared/shardtune")
-    if _is_remote(storage):
-        raise ConfigError("submit.storage", f"{storage}: object-store URIs are not supported "
-                          "yet (runs are written with file APIs)",
-                          "mount the bucket on every node (gcsfuse, mountpoint-s3) and pass "
-                          "its path with submit.shared_storage=true")
-    if not storage.startswith("/"):
-        raise ConfigError("submit.storage", f"must be an absolute path on the cluster, got "
-                          f"{storage!r}")
+        raise ConfigError("submit.storage", "is required: where the job's runs go",
+                          "e.g. submit.storage=s3://bucket/shardtune or a directory on the "
+                          "cluster: submit.storage=/mnt/shared/shardtune")
     cluster = getattr(run, "cluster", None)
     multi = bool(cluster and cluster.mode == ClusterMode.ray and cluster.num_workers > 1)
-    if multi and not spec.shared_storage:
+    env_names = [n for n in spec.forward_env if n in os.environ]
+    if is_uri(storage):  # every node reaches an object store: multi-node needs nothing more
+        scheme = check_uri(storage, "submit.storage").split("://", 1)[0]
+        env_names += [n for n in STORE_ENV.get(scheme, ()) if n in os.environ
+                      and n not in env_names]
+    elif not storage.startswith("/"):
+        raise ConfigError("submit.storage", f"must be an absolute path on the cluster or an "
+                          f"object-store URI (s3://, gs://), got {storage!r}")
+    elif multi and not spec.shared_storage:
         raise ClusterError(
             f"config key 'submit.storage': a {cluster.num_workers}-worker job writes "
             f"checkpoints from several nodes, but {storage} is node-local",
-            "use a path on a filesystem mounted on every node and set "
-            "submit.shared_storage=true (or submit a cluster.num_workers=1 job)")
+            "use an object store (submit.storage=s3://bucket/prefix), or a path on a "
+            "filesystem mounted on every node with submit.shared_storage=true")
     run_name = getattr(run, "run_name", None) or Path(str(getattr(run, "run", verb))).name
-    entrypoint = ["python", "-m", "trainers.cli", verb, *overrides, f"paths.root={storage}"]
+    entrypoint = ["python", "-m", "trainers.cli", verb, *overrides, location_override(storage)]
     digest = hashlib.sha256(" ".join(entrypoint).encode()).hexdigest()[:8]
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in run_name)[:40]
     return Submission(
@@ -95,7 +110,7 @@ def plan(verb: str, overrides: list[str], spec: SubmitSpec, storage: str | None 
         multi_node=multi, workers=cluster.num_workers if multi else 1,
         gpus_per_worker=cluster.gpus_per_worker if cluster and cluster.use_gpu else 0.0,
         cpus_per_worker=cluster.cpus_per_worker if cluster else 1.0,
-        env_names=[n for n in spec.forward_env if n in os.environ])
+        env_names=env_names)
 
 
 def runtime_env(sub: Submission, spec: SubmitSpec) -> dict[str, Any]:

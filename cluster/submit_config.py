@@ -45,6 +45,9 @@ class K8sConfig:
         storage_pvc: A ReadWriteMany PersistentVolumeClaim mounted on every pod at
             ``storage_mount``; runs are written there.
         storage_mount: Where the claim is mounted.
+        storage_secret: A Secret whose keys become the pods' environment (``envFrom``): the
+            object store's credentials (AWS_ACCESS_KEY_ID, …) for ``submit.storage=s3://…``;
+            not needed with IAM roles for service accounts / workload identity.
         service_account: Service account of the pods (e.g. for cloud bucket access).
     """
 
@@ -67,6 +70,7 @@ class K8sConfig:
     wandb_secret_key: str = "WANDB_API_KEY"
     storage_pvc: Optional[str] = None
     storage_mount: str = "/mnt/shardtune"
+    storage_secret: Optional[str] = None
     service_account: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -85,8 +89,10 @@ class SubmitSpec:
 
     Args:
         address: Job server, e.g. ``http://head:8265``; ``null`` = ``--address`` or RAY_ADDRESS.
-        storage: Directory on the cluster that receives ``runs/`` (absolute). A multi-node
-            job needs it on shared storage: mounted on every node, with ``shared_storage``.
+        storage: Where the job's runs go: an object store (``s3://bucket/prefix``,
+            ``gs://…``: ``paths.store``, fine for multi-node jobs) or a directory on the
+            cluster (absolute: ``paths.root``); a multi-node job needs that directory mounted
+            on every node, with ``shared_storage``.
         shared_storage: ``storage`` is a shared filesystem (NFS, a ReadWriteMany volume, a
             mounted bucket) visible at the same path on every node.
         forward_env: Names of local environment variables passed to the job (values are read

@@ -25,6 +25,7 @@ from distill.quant_config import QuantGate, QuantSpec
 from trainers.config import PathsConfig
 from trainers.errors import ConfigError
 from trainers.speed import measure_isolated, speed_texts
+from trainers.storage import local_run
 
 HIGHER_WORSE = ("perplexity", "loss")
 GATE_METRICS = {"seq_cls": ("accuracy", "macro_f1"), "token_cls": ("entity_f1",),
@@ -63,7 +64,7 @@ def register_quantize_config() -> None:
 
 
 def source_dir(run: str, paths: PathsConfig) -> Path:
-    src = Path(run).expanduser()
+    src = Path(local_run(run, "run", paths)).expanduser()
     if not src.is_absolute():
         src = Path(paths.root) / src
     if not (src / "config.json").is_file():

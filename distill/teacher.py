@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 
 from trainers.errors import ConfigError
+from trainers.storage import local_run
 
 PROVENANCE = "provenance.json"
 
 
 def teacher_dir(location: str) -> Path | None:
     """A shardtune run directory for ``location`` (``runs/x`` or ``runs/x/adapter``), or None."""
-    path = Path(location).expanduser()
+    path = Path(local_run(location, "distill.teacher")).expanduser()
     for candidate in (path, path.parent):
         if (candidate / "config.json").exists() and (candidate / "label_map.json").exists():
             return candidate.resolve()

@@ -61,6 +61,26 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def s3_store() -> Any:
+    """A real S3 API on 127.0.0.1 (moto's server) with an empty bucket: (store URI, endpoint).
+
+    The URI carries the endpoint (``?endpoint_override=``) so every process that gets the
+    config reaches it; the planted AWS credentials sign the requests.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+        Bucket="shardtune-test")
+    yield f"s3://shardtune-test/runs?endpoint_override={endpoint}", endpoint
+    server.stop()
+
+
 def compose_run(tmp_path: Path, overrides: list[str]) -> tuple[Any, dict]:
     """Compose the real config with ``paths.root=tmp_path``; returns (TrainConfig, resolved)."""
     from trainers.cli import compose, resolved_dict, to_run_config

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import PLANTED, SHARED
 from trainers.cli import main
 
 FAKE_KEY = "submit0fake0key0" + "e" * 24
@@ -82,22 +82,32 @@ def _wait_status(address: str, job_id: str, want: set[str], timeout: float = 120
 
 
 def test_submit_runs_a_train_job_with_a_forwarded_secret_and_jobs_commands(
-        ray_head, tmp_path, monkeypatch, capsys):
+        ray_head, s3_store, tmp_path, monkeypatch, capsys):
+    """The job writes to an object store (a real S3 API on 127.0.0.1): checkpoints and
+    artefacts are found there; the store's credentials go by name like the W&B key."""
+    from trainers.storage import Store
+
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
-    storage = tmp_path / "storage"
-    args = ["submit", "--address", ray_head, "--wait", "train", f"submit.storage={storage}",
+    uri = s3_store[0]
+    args = ["submit", "--address", ray_head, "--wait", "train", f"submit.storage='{uri}'",
             "submit.forward_env=[WANDB_API_KEY]", "run_name=job1", "trainer.max_steps=3",
             "trainer.batch_size=16", "task.max_length=64"]
     assert main(args) == 0
     out = capsys.readouterr().out
     job_id = out.split("submitted: ")[1].split()[0]
     assert '"status": "done"' in out and f"job {job_id}: SUCCEEDED" in out
-    run_dir = storage / "runs" / "job1"
-    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
-    meta = json.loads((run_dir / "run_meta.json").read_text())
-    assert meta["forwarded_env"] == {"WANDB_API_KEY": True}  # visible to the job
+    run = Store.open(uri).child("job1")
+    files = run.sizes()
+    assert "adapter/adapter_model.safetensors" in files and "report.md" in files
+    assert run.checkpoints()[0][-1] == "checkpoint_000003"
+    meta = json.loads(run.read_text("run_meta.json"))
+    forwarded = meta["forwarded_env"]
+    assert forwarded["WANDB_API_KEY"] and forwarded["AWS_SECRET_ACCESS_KEY"]  # visible
+    secrets = [FAKE_KEY, *PLANTED.values()]
     leaked = [str(p) for p in tmp_path.rglob("*") if p.is_file()
-              and FAKE_KEY.encode() in p.read_bytes()]
+              and any(v.encode() in p.read_bytes() for v in secrets)]
+    leaked += [rel for rel in files if rel.endswith((".json", ".jsonl", ".md"))
+               and any(v in run.read_text(rel) for v in secrets)]
     assert not leaked, leaked
 
     assert main(["jobs", "list", "--address", ray_head]) == 0
@@ -127,7 +137,10 @@ def test_a_running_job_is_not_submitted_twice_and_can_be_stopped(ray_head, tmp_p
     (["submit", "frobnicate", "submit.storage=/tmp/x"], "cannot submit 'frobnicate'"),
     (["submit", "train", "optim.llr=3", "submit.storage=/tmp/x"], "did you mean optim.lr?"),
     (["submit", "train"], "'submit.storage': is required"),
-    (["submit", "train", "submit.storage=s3://bucket/runs"], "object-store URIs"),
+    (["submit", "train", "submit.storage=nosuch://bucket/runs"],
+     "'submit.storage': cannot open nosuch://bucket/runs"),
+    (["submit", "train", "submit.storage=runs"], "must be an absolute path on the cluster or "
+                                                 "an object-store URI"),
     (["submit", "train", "submit.storage=/tmp/x", "cluster=ray", "cluster.num_workers=2"],
      "is node-local"),
     (["submit", "--k8s", "train"], "'submit.k8s.image': is required"),
@@ -157,12 +170,15 @@ def _strict(schema: dict) -> dict:
 
 
 @needs_crd
-@pytest.mark.parametrize("overrides, workers, gpus", [
-    (["cluster=local", "cluster.use_gpu=true"], 0, 1),
-    (["cluster=ray", "cluster.num_workers=4", "cluster.use_gpu=true"], 4, 1),
+@pytest.mark.parametrize("overrides, workers, gpus, storage", [
+    (["cluster=local", "cluster.use_gpu=true"], 0, 1, ["submit.k8s.storage_pvc=runs"]),
+    (["cluster=ray", "cluster.num_workers=4", "cluster.use_gpu=true"], 4, 1,
+     ["submit.k8s.storage_pvc=runs"]),
+    (["cluster=ray", "cluster.num_workers=4", "cluster.use_gpu=true"], 4, 1,  # no volume
+     ["submit.storage=s3://team-bucket/shardtune", "submit.k8s.storage_secret=s3-creds"]),
 ])
-def test_rendered_rayjob_validates_against_the_kuberay_crd(overrides, workers, gpus, tmp_path,
-                                                           monkeypatch):
+def test_rendered_rayjob_validates_against_the_kuberay_crd(overrides, workers, gpus, storage,
+                                                           tmp_path, monkeypatch):
     import jsonschema
     import yaml
 
@@ -171,7 +187,7 @@ def test_rendered_rayjob_validates_against_the_kuberay_crd(overrides, workers, g
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     out = tmp_path / "rayjob.yaml"
     assert main(["submit", "--k8s", "--render", str(out), "submit.k8s.image=repo/shardtune:0.1",
-                 "submit.k8s.storage_pvc=runs", "submit.k8s.wandb_secret=wandb",
+                 *storage, "submit.k8s.wandb_secret=wandb",
                  "submit.k8s.active_deadline_seconds=86400", "train", "data=banking77",
                  "run_name=b77_lora", *overrides]) == 0
     text = out.read_text()
@@ -180,9 +196,16 @@ def test_rendered_rayjob_validates_against_the_kuberay_crd(overrides, workers, g
     jsonschema.Draft7Validator(_strict(crd_schema(KUBERAY / "ray.io_rayjobs.yaml"))).validate(doc)
     spec = doc["spec"]
     assert spec["entrypoint"].startswith("shardtune train data=banking77 run_name=b77_lora")
-    assert spec["entrypoint"].endswith("paths.root=/mnt/shardtune")
     assert spec["shutdownAfterJobFinishes"] is True and spec["activeDeadlineSeconds"] == 86400
     head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    if "submit.k8s.storage_pvc=runs" in storage:
+        assert spec["entrypoint"].endswith("paths.root=/mnt/shardtune")
+        assert head["volumeMounts"][0]["mountPath"] == "/mnt/shardtune"
+    else:  # object store: every pod reaches it; credentials from the secret, by reference
+        assert spec["entrypoint"].endswith("'paths.store='\"'\"'s3://team-bucket/shardtune"
+                                           "'\"'\"''")
+        assert head["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+        assert "volumeMounts" not in head
     assert head["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "wandb",
                                                            "key": "WANDB_API_KEY"}
     groups = spec["rayClusterSpec"].get("workerGroupSpecs", [])

@@ -17,6 +17,7 @@ import yaml
 from hydra.core.config_store import ConfigStore
 
 from trainers.errors import ConfigError
+from trainers.storage import local_run
 
 
 @dataclass
@@ -47,7 +48,7 @@ def _est(d: dict) -> str:
 
 
 def write_card(cfg: CardConfig) -> Path:
-    run_dir = Path(cfg.run).expanduser().resolve()
+    run_dir = Path(local_run(cfg.run, "run")).expanduser().resolve()
     meta, config = _load(run_dir / "run_meta.json"), _load(run_dir / "config.json")
     if meta is None or config is None:
         raise ConfigError("run", f"{run_dir} is not a finished shardtune run (no run_meta.json)")

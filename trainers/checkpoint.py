@@ -22,6 +22,7 @@ import os
 import pickle
 import re
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -115,19 +116,30 @@ def _read_progress(src: Path) -> tuple[Progress, dict[str, int] | None]:
     return Progress(**data), None
 
 
+def manifest_complete(progress_text: str, sizes: dict[str, int]) -> bool:
+    """progress.json's manifest matches the files found (relative path → size)."""
+    try:
+        data = json.loads(progress_text)
+        Progress(**data.get("progress", data))
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return all(sizes.get(name) == size for name, size in (data.get("files") or {}).items())
+
+
 def is_complete(src: Path) -> bool:
     """progress.json present and every file it lists there with its listed size."""
     try:
-        _, files = _read_progress(src)
-    except (OSError, ValueError, TypeError, KeyError):
+        text = (src / PROGRESS_FILE).read_text()
+        listed = json.loads(text).get("files") or {}
+    except (OSError, ValueError, AttributeError):
         return False
-    for name, size in (files or {}).items():
+    sizes = {}
+    for name in listed:
         try:
-            if (src / name).stat().st_size != size:
-                return False
+            sizes[name] = (src / name).stat().st_size
         except OSError:
             return False
-    return True
+    return manifest_complete(text, sizes)
 
 
 def load_state(src: Path, net: Any, optimizer: Any, scheduler: Any, rank: int = 0) -> Progress:
@@ -216,21 +228,39 @@ def persist_local(tmp: Path, run_dir: Path, step: int, keep: int) -> Path:
     return final
 
 
+def persist_store(final: Path, store: Any, keep: int) -> None:
+    """Local mode with ``paths.store``: upload a sealed checkpoint (progress.json last, so a
+    kill mid-upload leaves a half-written one that never counts), then prune the store."""
+    store.upload_dir(final, final.name, last=PROGRESS_FILE)
+    for old in store.checkpoints()[0][:-keep]:
+        if old != final.name:
+            store.delete_dir(old)
+
+
 @contextlib.contextmanager
-def resume_point(run_dir: Path) -> Iterator[Path | None]:
-    """The newest complete checkpoint: Ray's restored one or the run directory's.
+def resume_point(run_dir: Path, store: Any = None) -> Iterator[Path | None]:
+    """The newest complete checkpoint: Ray's restored one, the run directory's or the store's.
 
     After a worker group restart Ray hands back the last checkpoint its controller registered;
     a checkpoint uploaded just before the kill is on disk but may not be registered yet, and
-    resuming from the older one would repeat a whole interval. Half-written ones never count.
+    resuming from the older one would repeat a whole interval. On a new machine only the
+    store (``paths.store``) has the run. Half-written ones never count.
     """
     import ray.train
 
     on_disk = latest_checkpoint(run_dir)
+    best = checkpoint_step(on_disk) if on_disk is not None else -1
     restored = ray.train.get_checkpoint()
-    if restored is not None and (on_disk is None or (checkpoint_step(restored.path) or 0)
-                                 > (checkpoint_step(on_disk) or 0)):
+    remote = store.checkpoints()[0] if store is not None else []
+    restored_step = checkpoint_step(restored.path) if restored is not None else None
+    remote_step = checkpoint_step(remote[-1]) if remote else None
+    if restored_step is not None and restored_step > best and restored_step >= (remote_step
+                                                                                or -1):
         with restored.as_directory() as d:
             yield Path(d)
+    elif remote_step is not None and remote_step > best:
+        with tempfile.TemporaryDirectory() as tmp:
+            store.download_dir(remote[-1], Path(tmp))
+            yield Path(tmp)
     else:
         yield on_disk

@@ -226,6 +226,13 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
         print(OmegaConf.to_yaml(cfg, resolve=True))
         return 0
     run = to_run_config(cfg)
+    from trainers.storage import mirrored
+
+    with mirrored(getattr(run, "paths", None)):  # paths.store: what the verb wrote goes up
+        return _dispatch(verb, run, cfg, overrides)
+
+
+def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str]) -> int:
     if verb == "train":
         from trainers.console import print_summary
         from trainers.train import train

@@ -20,6 +20,7 @@ from trainers.errors import ConfigError, DataError
 from trainers.eval_config import CompareConfig, CompareSpec
 from trainers.paired import Effect, adjust_p_values, paired_bootstrap, seeds_only, verdict
 from trainers.stats import length_buckets
+from trainers.storage import local_run
 
 GROUP_FILE = "group.json"
 PAIRED_METRICS = ("accuracy", "macro_f1")
@@ -36,7 +37,7 @@ class Side:
 
 
 def load_side(path: str) -> Side:
-    p = Path(path).expanduser().resolve()
+    p = Path(local_run(path, "compare")).expanduser().resolve()
     if (p / GROUP_FILE).exists():
         members = [Path(m) for m in json.loads((p / GROUP_FILE).read_text())["members"]]
     elif (p / "config.json").exists():

@@ -8,6 +8,7 @@ misspelled key or a wrong type is one clear error; checks across fields live in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -274,13 +275,30 @@ class PathsConfig:
     code: str = "."  # the shardtune checkout (conf/, data/sample/)
     runs: str = "${paths.root}/runs"
     datasets: str = "${paths.code}/../shared/datasets"
+    store: Optional[str] = None  # s3://bucket/prefix, gs://…: runs kept there (trainers/storage)
 
     def __post_init__(self) -> None:
+        if self.store is not None:
+            from trainers.storage import check_uri, is_uri
+
+            if not is_uri(self.store):
+                raise ConfigError("paths.store", f"must be an object-store URI, got "
+                                  f"{self.store!r}", "e.g. paths.store=s3://bucket/shardtune; "
+                                  "a shared filesystem needs no store: put it in paths.root")
+            check_uri(self.store, "paths.store")
         # Ray workers chdir to their own directories: every path they see must be absolute.
         for key in ("root", "code", "runs", "datasets"):
             value = getattr(self, key)
             if "${" not in value and "://" not in value:
                 setattr(self, key, os.path.abspath(value))
+
+
+    def below(self, name: str) -> PathsConfig:
+        """The paths of a sub-tree of runs (an ablation's, a sweep's); the store follows."""
+        from trainers.storage import join
+
+        return dataclasses.replace(self, runs=f"{self.runs}/{name}",
+                                   store=join(self.store, name) if self.store else None)
 
 
 @dataclass
@@ -336,6 +354,15 @@ class TrainConfig:
         if self.group_name:
             return f"{self.paths.runs}/{self.group_name}/{self.run_name}"
         return f"{self.paths.runs}/{self.run_name}"
+
+    @property
+    def store_dir(self) -> Optional[str]:
+        """The run's directory in ``paths.store`` (same path below it as below paths.runs)."""
+        if not self.paths.store:
+            return None
+        from trainers.storage import join
+
+        return join(self.paths.store, os.path.relpath(self.run_dir, self.paths.runs))
 
 
 def register_configs() -> None:

@@ -17,7 +17,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         return
     if summary.get("status") == "stopped":
         console.print(f"[yellow]stopped at step {metrics.get('step')}[/]; re-run the same "
-                      f"command to resume from {summary['run_dir']}")
+                      f"command to resume from {summary.get('store') or summary['run_dir']}")
         return
     table = Table(title=f"shardtune train: {Path(summary['run_dir']).name}")
     table.add_column("metric")

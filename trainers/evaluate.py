@@ -30,6 +30,7 @@ from trainers.stats import (
     macro_f1,
     slice_table,
 )
+from trainers.storage import local_run
 
 
 class Predict:
@@ -115,7 +116,7 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None) -> dict[str, Any]:
 
     ``splits``: data already read for this run's data config (a seed group reads it once).
     """
-    run_dir = Path(cfg.run).expanduser().resolve()
+    run_dir = Path(local_run(cfg.run, "run", cfg.paths)).expanduser().resolve()
     run = load_run_config(run_dir)
     if run.task.kind != TaskKind.seq_cls:
         return _evaluate_other(cfg, run_dir, run, splits)

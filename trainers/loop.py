@@ -23,6 +23,7 @@ from trainers.checkpoint import (
     checkpoint_name,
     load_state,
     persist_local,
+    persist_store,
     resume_point,
     rng_state,
     save_state,
@@ -32,8 +33,9 @@ from trainers.config import Strategy, TrainConfig
 from trainers.errors import ConfigError, DataError
 from trainers.models import apply_peft, build_base_model, load_tokenizer, trainable_summary
 from trainers.progress import ProgressLine
+from trainers.storage import run_store
 from trainers.tasks import EvalState, accumulate, score
-from trainers.tracking import open_tracker
+from trainers.tracking import METRICS_FILE, open_tracker, restore_metrics_log
 
 FINAL_METRICS = "final_metrics.json"
 PLACEMENT_GROUP_KEY = "_placement_group"
@@ -138,6 +140,8 @@ class Publisher:
         self.run, self.rank, self.world, self.local_mode = run, rank, world, local_mode
         self.tokenizer, self.labels = tokenizer, labels
         self.placement_group = _placement_group_id() if not local_mode else None
+        self.store = run_store(run.paths.store, run.run_dir, run.paths.runs) if rank == 0 \
+            else None
 
     def __call__(self, metrics: dict[str, Any], state: tuple | None, progress: Progress,
                  extra_files: dict[str, str] | None = None) -> None:
@@ -150,11 +154,16 @@ class Publisher:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0 and state is not None:
+                metrics_log = Path(self.run.run_dir) / METRICS_FILE
+                if self.store is not None and metrics_log.is_file():  # for a resume elsewhere
+                    extra_files = {**(extra_files or {}), METRICS_FILE: metrics_log.read_text()}
                 save_state(Path(tmp), *state, progress, self.tokenizer, self.labels, rng_by_rank,
                            extra_files)
                 if self.local_mode:
-                    persist_local(Path(tmp), Path(self.run.run_dir), progress.step,
-                                  self.run.trainer.keep_checkpoints)
+                    final = persist_local(Path(tmp), Path(self.run.run_dir), progress.step,
+                                          self.run.trainer.keep_checkpoints)
+                    if self.store is not None:
+                        persist_store(final, self.store, self.run.trainer.keep_checkpoints)
                 else:
                     checkpoint = ray.train.Checkpoint.from_directory(tmp)
             if state is not None and not self.local_mode:
@@ -193,11 +202,14 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     scheduler = _scheduler(optimizer, run, total_steps)
 
     progress, final_metrics = Progress(seed=run.seed), None
-    with resume_point(Path(run.run_dir)) as resume:
+    store = run_store(run.paths.store, run.run_dir, run.paths.runs)
+    with resume_point(Path(run.run_dir), store) as resume:
         if resume is not None:
             progress = load_state(resume, net, optimizer, scheduler, rank)
             final = resume / FINAL_METRICS
             final_metrics = json.loads(final.read_text()) if final.exists() else None
+            if rank == 0:
+                restore_metrics_log(Path(run.run_dir), resume)
     if progress.seed != run.seed:
         raise ConfigError("seed", f"run '{run.run_name}' was started with seed {progress.seed}, "
                           f"not {run.seed}", "use another run_name for another seed")

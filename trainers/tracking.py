@@ -71,6 +71,15 @@ class LocalTracker:
         self._file.close()
 
 
+def restore_metrics_log(run_dir: Path, checkpoint: Path) -> None:
+    """A run resumed from the store on another machine gets its metrics history back (the
+    checkpoint carries a copy); LocalTracker then drops the lines past the resumed step."""
+    local, saved = run_dir / METRICS_FILE, checkpoint / METRICS_FILE
+    if saved.is_file() and not local.is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(saved.read_text())
+
+
 def _parse(line: str) -> dict[str, Any] | None:
     try:
         return json.loads(line)

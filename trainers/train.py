@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,20 @@ from cluster.scaling import check_placement, check_strategy, ensure_ray, scaling
 from data.check import check_dataset_splits, summary_line
 from data.pipeline import build_splits
 from data.tokenize import tokenize_splits
-from trainers.checkpoint import checkpoint_step, incomplete_checkpoints, latest_checkpoint
+from trainers.checkpoint import (
+    checkpoint_name,
+    checkpoint_step,
+    incomplete_checkpoints,
+    latest_checkpoint,
+)
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
 from trainers.loop import train_loop
 from trainers.metadata import append_index, flat_config, run_metadata
 from trainers.models import check_model, tokenizer_location
 from trainers.report import write_report
+from trainers.storage import Store, run_store, upload_written
+from trainers.tracking import METRICS_FILE
 
 EXPORTED = ("adapter", "tokenizer", "label_map.json")
 
@@ -83,19 +91,21 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     splits, datasets, train_rows = prep.splits, prep.datasets, prep.train_rows
     run_dir = Path(run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = latest_checkpoint(run_dir)
+    started = time.time()
+    store = run_store(run.paths.store, run.run_dir, run.paths.runs)
+    resume_from, half_written = _resume_candidates(run_dir, store)
     if resume_from is not None:
         _check_resume_config(run_dir, resolved)
     meta = run_metadata(run, resolved, splits)
     meta["data_check"] = prep.data_check
     (run_dir / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
     (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
-    half_written = [p.name for p in incomplete_checkpoints(run_dir)
-                    if resume_from is None or checkpoint_step(p) > checkpoint_step(resume_from)]
+    if store is not None:  # a resume on another machine checks its config against this one
+        upload_written(run_dir, store, started)
     if half_written:  # a kill during a save: said once, never resumed from
-        print(f"ignoring half-written checkpoint(s) {', '.join(half_written)} in {run_dir}; "
-              f"resuming from {resume_from.name if resume_from else 'the start'}",
-              file=sys.stderr)
+        print(f"ignoring half-written checkpoint(s) {', '.join(half_written)} in "
+              f"{store.uri.split('?')[0] if store else run_dir}; resuming from "
+              f"{checkpoint_name(resume_from) if resume_from else 'the start'}", file=sys.stderr)
     loop_cfg = {
         "run": run, "labels": splits.labels, "train_rows": train_rows,
         "local_mode": run.cluster.mode == ClusterMode.local,
@@ -106,7 +116,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         train_loop, train_loop_config=loop_cfg, scaling_config=scaling_config(run.cluster),
         datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
-            name=run_dir.name, storage_path=str(run_dir.parent.resolve()),
+            name=run_dir.name, **_ray_storage(run_dir, store),
             failure_config=FailureConfig(max_failures=run.trainer.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=run.trainer.keep_checkpoints),
             callbacks=callbacks,
@@ -115,11 +125,14 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     result = trainer.fit()
     metrics = {k: v for k, v in (result.metrics or {}).items() if not k.startswith("_")}
     summary: dict[str, Any] = {"run_dir": str(run_dir), "metrics": metrics,
-                               "resumed_from": str(resume_from) if resume_from else None}
+                               "resumed_from": str(run_dir / checkpoint_name(resume_from))
+                               if resume_from is not None else None}
+    if store is not None:
+        summary["store"] = store.uri.split("?")[0]
     if metrics.get("preempted"):
         summary["status"] = "stopped"
         return summary
-    final_ckpt = latest_checkpoint(run_dir)
+    final_ckpt = _final_checkpoint(run_dir, store)
     summary["checkpoint"] = str(final_ckpt)
     for name in EXPORTED:
         src, dst = final_ckpt / name, run_dir / name
@@ -135,6 +148,8 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
     summary["report"] = str(write_report(run, meta, metrics_out, run_dir))
     summary["status"] = "done"
+    if store is not None:  # the run's artefacts beside its checkpoints in the store
+        upload_written(run_dir, store, started)
     if metrics.get("already_done"):  # finished earlier: indexed and uploaded then
         return summary
     append_index(run, meta, metrics_out)
@@ -144,6 +159,47 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         upload_artifacts(run, [run_dir / "adapter", run_dir / "report.md",
                                run_dir / "metrics.json"], meta["config_group"])
     return summary
+
+
+def _resume_candidates(run_dir: Path, store: Store | None) -> tuple[int | None, list[str]]:
+    """(step of the newest complete checkpoint on disk or in the store, half-written names
+    newer than it). A store's config.json comes down first: the resume check needs it."""
+    local = latest_checkpoint(run_dir)
+    best = checkpoint_step(local) if local is not None else None
+    partial = [p.name for p in incomplete_checkpoints(run_dir)]
+    if store is not None:
+        complete, remote_partial = store.checkpoints()
+        if complete and (best is None or checkpoint_step(complete[-1]) > best):
+            best = checkpoint_step(complete[-1])
+        partial += remote_partial
+        saved = store.read_text("config.json")
+        if saved is not None and not (run_dir / "config.json").exists():
+            (run_dir / "config.json").write_text(saved)
+    return best, sorted({p for p in partial if best is None or checkpoint_step(p) > best},
+                        key=checkpoint_step)
+
+
+def _ray_storage(run_dir: Path, store: Store | None) -> dict[str, Any]:
+    """Where Ray Train persists checkpoints: the store when there is one (any node can
+    upload), else the run directory's parent on this filesystem."""
+    if store is None:
+        return {"storage_path": str(run_dir.parent.resolve())}
+    return {"storage_path": store.path.rsplit("/", 1)[0], "storage_filesystem": store.fs}
+
+
+def _final_checkpoint(run_dir: Path, store: Store | None) -> Path:
+    """The run's last checkpoint on this machine: fetched from the store when a worker on
+    another node wrote it (with the metrics log rank 0 kept there)."""
+    local = latest_checkpoint(run_dir)
+    if store is not None:
+        remote = store.checkpoints()[0]
+        if remote and (local is None or checkpoint_step(remote[-1]) > checkpoint_step(local)):
+            local = run_dir / remote[-1]
+            store.download_dir(remote[-1], local)
+        log = local / METRICS_FILE
+        if log.is_file() and not (run_dir / METRICS_FILE).is_file():
+            shutil.copy2(log, run_dir / METRICS_FILE)
+    return local
 
 
 # What a resumed run must share with the run it continues: whatever shapes the weights, the

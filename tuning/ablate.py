@@ -17,11 +17,12 @@ from trainers.config import TrainConfig
 from trainers.eval_config import CompareConfig, CompareSpec, ReportConfig
 
 
-def _arm_overrides(base: list[str], arm: list[str], name: str, root: Path, seeds: list[int]
-                   ) -> list[str]:
+def _arm_overrides(base: list[str], arm: list[str], name: str, root: Path, seeds: list[int],
+                   store: str | None) -> list[str]:
     keep = [o for o in base if not o.lstrip("+~").startswith(("ablation", "run_name", "seeds",
                                                               "seed="))]
-    return [*keep, *arm, f"run_name={name}", f"paths.runs={root}",
+    below = [f"paths.store={store}"] if store else []  # the store follows the run tree
+    return [*keep, *arm, f"run_name={name}", f"paths.runs={root}", *below,
             f"seeds=[{','.join(map(str, seeds))}]"]
 
 
@@ -37,7 +38,8 @@ def ablate(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
                                                 for k, v in spec.variants.items()}}
     groups: dict[str, dict[str, Any]] = {}
     for name, arm in arms.items():  # composed up front: a bad variant fails before training
-        cfg = compose(_arm_overrides(overrides, arm, name, root, list(spec.seeds)))
+        cfg = compose(_arm_overrides(overrides, arm, name, root, list(spec.seeds),
+                                     run.paths.below(spec.name).store))
         groups[name] = {"run": to_run_config(cfg), "resolved": resolved_dict(cfg)}
     for arm in groups.values():
         arm["summary"] = train_group(arm["run"], arm["resolved"])

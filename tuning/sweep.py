@@ -61,7 +61,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], sweep_dir: str, prep
     trial_id = tune.get_context().get_trial_id()
     run, resolved = apply_values(base, config, run_name=f"trial_{trial_id}",
                                  group_name=None, seeds=[])
-    run = dataclasses.replace(run, paths=dataclasses.replace(run.paths, runs=sweep_dir))
+    run = dataclasses.replace(run, paths=run.paths.below(Path(sweep_dir).name))
     fit(run, resolved, prep if prep is not None else prepare(run),
         callbacks=[TuneReportCallback()])
 

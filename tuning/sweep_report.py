@@ -187,8 +187,7 @@ def rerun_top_k(spec: SweepSpec, summary: dict[str, Any], base: dict[str, Any],
         values = {k: _plain(row[k]) for k in spec.space}
         member, resolved = apply_values(base, values, run_name=f"top{i}", seeds=list(spec.seeds),
                                          group_name=None)
-        member = dataclasses.replace(member, paths=dataclasses.replace(
-            member.paths, runs=str(Path(run.paths.runs) / spec.name)))
+        member = dataclasses.replace(member, paths=run.paths.below(spec.name))
         group = train_group(member, resolved)["group"]
         stat = group["metrics"][spec.metric]
         ranked.append({"rank_in_sweep": i, "trial": row["trial"], "config": values, **stat,
