@@ -87,7 +87,7 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     student = dataclasses.replace(
         run, model=dataclasses.replace(run.model, **{k: model[k] for k in (
             "name_or_path", "tokenizer", "init_config", "pooling")}),
-        seeds=seeds, run_name="student", paths=dataclasses.replace(run.paths, runs=str(root)))
+        seeds=seeds, run_name="student", paths=run.paths.below(run.run_name))
     # the teacher reads the student's token ids (offline and online): one vocabulary
     _check_vocab(teacher[1], student.model.tokenizer or student.model.name_or_path)
     prep = prepare(student)
@@ -109,11 +109,15 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     base = {**resolved, "seeds": seeds, "run_name": "student",
             "paths": {**resolved["paths"], "runs": str(root)}}
     kd = train_group(student, base, prep)
+    if kd["status"] != "done":  # stopped (a signal): re-running the command resumes it
+        return {"run_dir": str(root), "status": "stopped"}
     control = None
     if spec.control:
         control_run = dataclasses.replace(student, distill=None, run_name="control")
         control = train_group(control_run, {**base, "distill": None, "run_name": "control"},
                               plain)
+        if control["status"] != "done":
+            return {"run_dir": str(root), "status": "stopped"}
     summary = {"run_dir": str(root), "status": "done", "teacher": spec.teacher,
                "student_layers": kept, "student": kd["group"],
                "control": control["group"] if control else None}

@@ -60,6 +60,12 @@ def _resumes(run_dir: Path) -> list[dict]:
 
 
 def test_a_worker_killed_mid_epoch_restarts_from_the_newest_checkpoint_exactly(tmp_path):
+    """One worker SIGKILLed after checkpoint 2: the group restarts from the newest checkpoint.
+    Then a graceful stop (what SIGTERM to the driver does) reaches both ranks through Ray's
+    key-value store: they checkpoint on the same step and stop; the same command finishes it.
+    Each step is logged once and the weights are an uninterrupted run's."""
+    from trainers import stop
+
     straight = train_run(tmp_path, [*RUN, *TWO_WORKERS, "run_name=straight"])
     m = straight["metrics"]
     assert m["dist/world_size"] == 2 and m["dist/overlap"] == 0  # DDP: disjoint data ...
@@ -69,22 +75,36 @@ def test_a_worker_killed_mid_epoch_restarts_from_the_newest_checkpoint_exactly(t
 
     result: dict = {}
     started = time.time()
-    job = threading.Thread(target=lambda: result.update(train_run(
-        tmp_path, [*RUN, *TWO_WORKERS, "trainer.max_failures=1", "run_name=killed"])))
+    killed = [*RUN, *TWO_WORKERS, "trainer.max_failures=1", "run_name=killed"]
+    job = threading.Thread(target=lambda: result.update(train_run(tmp_path, killed)))
     job.start()
     run_dir = tmp_path / "runs" / "killed"
     _wait_for_checkpoint(run_dir, 2, job.is_alive)  # mid-epoch: ~9 batches a rank an epoch
     workers = _train_workers(started)
     assert len(workers) == 2, workers
     os.kill(workers[-1], signal.SIGKILL)
-    job.join()
+    deadline = time.monotonic() + 120
+    while not _resumes(run_dir):  # the restarted group opened its log: ask it to stop
+        assert job.is_alive() and time.monotonic() < deadline, "no restart"
+        time.sleep(0.05)
+    try:
+        stop.request()
+        job.join()
+    finally:
+        stop.reset()
+    assert result["status"] == "stopped"
+    kill_resume = _resumes(run_dir)[0]
+    stopped_at = result["metrics"]["step"]
+    assert kill_resume["step"] in (2, 4) and kill_resume["repeated_steps"] <= 2  # ≤ 1 interval
+    assert kill_resume["step"] < stopped_at < 8
+    assert is_complete(run_dir / f"checkpoint_{stopped_at:06d}")  # both ranks, one step
 
-    assert result["status"] == "done" and result["metrics"]["step"] == 8
-    [resume] = _resumes(run_dir)  # one restart, from checkpoint 2 (or 4 had it been written)
-    assert resume["step"] in (2, 4) and resume["repeated_steps"] <= 2  # ≤ one interval redone
+    finished = train_run(tmp_path, killed)
+    assert finished["status"] == "done" and finished["metrics"]["step"] == 8
+    assert [(r["step"], r["repeated_steps"]) for r in _resumes(run_dir)][1:] == [(stopped_at, 0)]
     assert _steps(run_dir) == list(range(1, 9))  # no step lost or counted twice
-    assert result["metrics"]["dist/weights_hash"] == m["dist/weights_hash"]
-    assert result["metrics"]["val/loss"] == pytest.approx(m["val/loss"], rel=1e-6)
+    assert finished["metrics"]["dist/weights_hash"] == m["dist/weights_hash"]
+    assert finished["metrics"]["val/loss"] == pytest.approx(m["val/loss"], rel=1e-6)
 
 
 def _driver(tmp_path: Path, args: list[str]) -> subprocess.Popen:
@@ -99,9 +119,10 @@ def _driver(tmp_path: Path, args: list[str]) -> subprocess.Popen:
 
 
 def test_a_killed_driver_rerun_resumes_the_same_run_exactly(tmp_path, monkeypatch):
-    """SIGTERM once checkpoint 2 is written, SIGKILL once checkpoint 4 is, then the same
-    command: same run directory, same W&B run id, each step logged once, and the weights of an
-    uninterrupted run of the same seed (which also shows a seed fixes everything)."""
+    """SIGTERM once checkpoint 2 is written: the driver checkpoints at the next step and exits
+    143. SIGKILL once the next even checkpoint is written. Then the same command: same run
+    directory, same W&B run id, each step logged once, and the weights of an uninterrupted run
+    of the same seed (which also shows a seed fixes everything)."""
     from trainers.cli import main
 
     short = [*FAST, "trainer.max_steps=8", "trainer.epochs=2"]
@@ -109,27 +130,38 @@ def test_a_killed_driver_rerun_resumes_the_same_run_exactly(tmp_path, monkeypatc
     run_dir = tmp_path / "runs" / "killed"
     straight: dict = {}
     reference = None
-    for step, sig in ((2, signal.SIGTERM), (4, signal.SIGKILL)):
+    stopped_at, wait_for = 0, 2
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         proc = _driver(tmp_path, args)
         if reference is None:  # the uninterrupted twin, in-process while the driver starts
             reference = threading.Thread(target=lambda: straight.update(
                 train_run(tmp_path, [*short, "run_name=straight"])))
             reference.start()
         try:
-            _wait_for_checkpoint(run_dir, step, lambda p=proc: p.poll() is None)
+            _wait_for_checkpoint(run_dir, wait_for, lambda p=proc: p.poll() is None)
             os.kill(proc.pid, sig)
             proc.wait(timeout=60)
+            err = proc.stderr.read()
         finally:
             os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
             proc.stderr.close()
-        assert proc.returncode != 0
+        if sig == signal.SIGTERM:  # graceful: a checkpoint at the step it was on, then out
+            assert proc.returncode == 143, err[-2000:]
+            assert "stopped by SIGTERM: re-run the same command to resume" in err
+            stopped_at = max(int(p.name.split("_")[1]) for p in run_dir.glob("checkpoint_*"))
+            assert 2 < stopped_at < 6 and _steps(run_dir)[-1] == stopped_at
+            wait_for = stopped_at + 2 - stopped_at % 2
+        else:
+            assert proc.returncode == -signal.SIGKILL
     reference.join()
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     assert main(["train", f"paths.root={tmp_path}", *args]) == 0
 
     resumes = _resumes(run_dir)
-    assert len(resumes) == 2 and resumes[0]["step"] == 2 and resumes[1]["step"] >= 4
+    assert len(resumes) == 2
+    assert resumes[0]["step"] == stopped_at and resumes[0]["repeated_steps"] == 0
+    assert resumes[1]["step"] >= wait_for
     assert _steps(run_dir) == list(range(1, 9))  # each step logged once: none lost or doubled
     final = json.loads((run_dir / "metrics.json").read_text())
     assert final["step"] == 8

@@ -11,6 +11,7 @@ import difflib
 import json
 import os
 import re
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from trainers.errors import ConfigError, ShardtuneError, find_user_error
 from trainers.overrides import check_group_options, unset_group_error
+from trainers.stop import received
 
 CODE_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = CODE_DIR / "conf"
@@ -229,7 +231,13 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
     from trainers.storage import mirrored
 
     with mirrored(getattr(run, "paths", None)):  # paths.store: what the verb wrote goes up
-        return _dispatch(verb, run, cfg, overrides)
+        code = _dispatch(verb, run, cfg, overrides)
+    signum = received()
+    if signum:  # a graceful stop (trainers/stop.py): the runs checkpointed, then stopped
+        print(f"stopped by {signal.Signals(signum).name}: re-run the same command to resume",
+              file=sys.stderr)
+        return 128 + signum
+    return code
 
 
 def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str]) -> int:
@@ -285,6 +293,8 @@ def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str]) -> int:
         from distill.run import distill
 
         summary = distill(run, resolved_dict(cfg))
+        if summary["status"] != "done":
+            return 0
         print(Path(summary["report"]).read_text())
         print(f"report: {summary['report']}")
         return 0

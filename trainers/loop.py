@@ -29,10 +29,12 @@ from trainers.checkpoint import (
     save_state,
     unwrap,
 )
+from trainers.collective import all_reduce, gather
 from trainers.config import Strategy, TrainConfig
 from trainers.errors import ConfigError, DataError
 from trainers.models import apply_peft, build_base_model, load_tokenizer, trainable_summary
 from trainers.progress import ProgressLine
+from trainers.stop import StopPoll
 from trainers.storage import run_store
 from trainers.tasks import EvalState, accumulate, score
 from trainers.tracking import METRICS_FILE, open_tracker, restore_metrics_log
@@ -91,14 +93,6 @@ def _scheduler(optimizer: torch.optim.Optimizer, run: TrainConfig, total: int) -
                          num_training_steps=total)
 
 
-def _gather(obj: Any, world: int) -> list[Any]:
-    if world == 1:
-        return [obj]
-    out: list[Any] = [None] * world
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
-
 def _weights_hash(net: Any) -> str:
     digest = hashlib.sha256()
     for name, p in sorted(unwrap(net).named_parameters()):
@@ -127,7 +121,7 @@ def evaluate(net: Any, dataset: Any, run: TrainConfig, labels: list[str], rank: 
             accumulate(state, run.task.kind, batch, out.loss.float(), out.logits.float())
     model.train()
     merged = EvalState()
-    for part in _gather(state, world):
+    for part in gather(state, world):
         merged.merge(part)
     return score(merged, run.task.kind, labels)
 
@@ -150,7 +144,7 @@ class Publisher:
         name = checkpoint_name(progress.step)
         if self.placement_group:  # lets a sweep free the workers of a trial it stops
             metrics = {**metrics, PLACEMENT_GROUP_KEY: self.placement_group}
-        rng_by_rank = _gather(rng_state(), self.world) if state is not None else []
+        rng_by_rank = gather(rng_state(), self.world) if state is not None else []
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0 and state is not None:
@@ -241,6 +235,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
         return (net, optimizer, scheduler)
 
     rows_lost = 0
+    poll = StopPoll(loop_cfg.get("stop_key"), rank, world, local_mode)
     while progress.epoch < run.trainer.epochs and progress.step < total_steps:
         micro = 0
         pending = 0
@@ -285,7 +280,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
                                             publish, state, evaluate_val=lambda: evaluate(
                                                 net, val_shard, run, labels, rank, world, device,
                                                 pad_id) if val_shard is not None else {},
-                                            world=world, scheduler=scheduler)
+                                            world=world, scheduler=scheduler, signals=poll())
                 if stopped_early or (progress.step >= total_steps and micro < micro_per_epoch):
                     break
             fetch_start = time.perf_counter()
@@ -326,10 +321,7 @@ def _rows_lost(run: TrainConfig, epoch: int, seen: int, expected: int, world: in
                rank: int) -> int:
     """Training examples an epoch should have seen but did not (a shard gone mid-run): an
     error, or with ``data.on_error=skip`` a count kept in the final metrics. Never silent."""
-    if world > 1:
-        total = torch.tensor([seen], dtype=torch.int64)
-        torch.distributed.all_reduce(total)
-        seen = int(total)
+    seen = int(all_reduce([seen], world)[0])
     lost = expected - seen
     if lost <= world - 1:  # an equal split across ranks drops at most world - 1 rows
         return 0
@@ -355,16 +347,17 @@ def _optimizer_step(net: Any, optimizer: Any, scheduler: Any, run: TrainConfig) 
 
 def _after_step(run: TrainConfig, progress: Progress, total_steps: int, window: dict,
                 tracker: Any, line: ProgressLine, publish: Publisher, state: Any,
-                evaluate_val: Any, world: int, scheduler: Any) -> bool:
-    """Log, evaluate and checkpoint on the configured rhythm; True when told to stop early."""
+                evaluate_val: Any, world: int, scheduler: Any, signals: tuple[bool, bool]
+                ) -> bool:
+    """Log, evaluate and checkpoint on the configured rhythm; True when told to stop early.
+
+    ``signals``: (a stop was asked for: checkpoint and stop; a node is being drained:
+    checkpoint now and go on)."""
     step = progress.step
     if step % run.trainer.log_every == 0 or step == total_steps:
         elapsed = time.perf_counter() - window["t0"]
         loss = window["loss"] / max(window["n"], 1)
-        if world > 1:
-            t = torch.tensor([loss], dtype=torch.float64)
-            torch.distributed.all_reduce(t)
-            loss = float(t) / world
+        loss = all_reduce([loss], world)[0] / world
         metrics = {"train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
                    "train/samples_per_s": window["samples"] * world / max(elapsed, 1e-9),
                    "train/tokens_per_s": window["tokens"] * world / max(elapsed, 1e-9),
@@ -376,8 +369,10 @@ def _after_step(run: TrainConfig, progress: Progress, total_steps: int, window: 
         window.update(loss=0.0, n=0, samples=0, tokens=0, real_tokens=0, wait=0.0,
                       t0=time.perf_counter())
     want_eval = run.trainer.eval_every and step % run.trainer.eval_every == 0 and step < total_steps
-    want_ckpt = run.trainer.ckpt_every and step % run.trainer.ckpt_every == 0 and step < total_steps
-    stop = run.trainer.stop_after_steps is not None and step >= run.trainer.stop_after_steps
+    want_ckpt = (signals[1] or run.trainer.ckpt_every and step % run.trainer.ckpt_every == 0) \
+        and step < total_steps
+    stop = signals[0] or (run.trainer.stop_after_steps is not None
+                          and step >= run.trainer.stop_after_steps)
     if want_eval or want_ckpt or stop:
         metrics = {"step": step, "epoch": progress.epoch}
         if want_eval:
@@ -392,8 +387,8 @@ def _after_step(run: TrainConfig, progress: Progress, total_steps: int, window: 
 
 def _distributed_checks(net: Any, seen_uids: list[int], world: int) -> dict[str, Any]:
     """Evidence that DDP worked: disjoint data per rank and identical weights after training."""
-    hashes = _gather(_weights_hash(net), world)
-    uid_sets = [set(u) for u in _gather(seen_uids, world)]
+    hashes = gather(_weights_hash(net), world)
+    uid_sets = [set(u) for u in gather(seen_uids, world)]
     overlap = sum(len(a & b) for i, a in enumerate(uid_sets) for b in uid_sets[i + 1:])
     return {"dist/world_size": world, "dist/weights_equal": float(len(set(hashes)) == 1),
             "dist/weights_hash": hashes[0], "dist/rows_per_rank": [len(s) for s in uid_sets],

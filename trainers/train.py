@@ -32,6 +32,7 @@ from trainers.loop import train_loop
 from trainers.metadata import append_index, flat_config, run_metadata
 from trainers.models import check_model, tokenizer_location
 from trainers.report import write_report
+from trainers.stop import received, stop_flag
 from trainers.storage import Store, run_store, upload_written
 from trainers.tracking import METRICS_FILE
 
@@ -86,10 +87,11 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     ``callbacks``: Ray Train callbacks (a sweep trial passes Tune's report callback).
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
-    from ray.train.torch import TorchTrainer
 
     splits, datasets, train_rows = prep.splits, prep.datasets, prep.train_rows
     run_dir = Path(run.run_dir)
+    if received():  # a stop asked for before this run began (a seed group's next member)
+        return {"run_dir": str(run_dir), "metrics": {}, "status": "stopped"}
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     store = run_store(run.paths.store, run.run_dir, run.paths.runs)
@@ -112,17 +114,19 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         "has_validation": "validation" in datasets, "has_test": "test" in datasets,
         "tracked_config": resolved, "config_group": meta["config_group"],
     }
-    trainer = TorchTrainer(
-        train_loop, train_loop_config=loop_cfg, scaling_config=scaling_config(run.cluster),
-        datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
-        run_config=RunConfig(
-            name=run_dir.name, **_ray_storage(run_dir, store),
-            failure_config=FailureConfig(max_failures=run.trainer.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=run.trainer.keep_checkpoints),
-            callbacks=callbacks,
-        ),
-    )
-    result = trainer.fit()
+    with stop_flag() as key:  # SIGTERM / Ctrl-C: checkpoint at the next step, then stop
+        loop_cfg["stop_key"] = key
+        trainer = _trainer_class()(
+            train_loop, train_loop_config=loop_cfg, scaling_config=scaling_config(run.cluster),
+            datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
+            run_config=RunConfig(
+                name=run_dir.name, **_ray_storage(run_dir, store),
+                failure_config=FailureConfig(max_failures=run.trainer.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=run.trainer.keep_checkpoints),
+                callbacks=callbacks,
+            ),
+        )
+        result = trainer.fit()
     metrics = {k: v for k, v in (result.metrics or {}).items() if not k.startswith("_")}
     summary: dict[str, Any] = {"run_dir": str(run_dir), "metrics": metrics,
                                "resumed_from": str(run_dir / checkpoint_name(resume_from))
@@ -159,6 +163,18 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         upload_artifacts(run, [run_dir / "adapter", run_dir / "report.md",
                                run_dir / "metrics.json"], meta["config_group"])
     return summary
+
+
+def _trainer_class() -> Any:
+    """TorchTrainer without Ray Train's Ctrl-C handler (Ray 2.60 aborts the run on SIGINT and
+    loses the work since the last checkpoint; trainers/stop.py checkpoints first)."""
+    from ray.train.torch import TorchTrainer
+
+    class Trainer(TorchTrainer):
+        def _register_sigint_handler(self, controller: Any) -> None:
+            pass
+
+    return Trainer
 
 
 def _resume_candidates(run_dir: Path, store: Store | None) -> tuple[int | None, list[str]]:
