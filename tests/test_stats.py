@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
+from trainers import stats
 from trainers.eval_config import GateConfig
 from trainers.gates import check_gates
 from trainers.stats import (
@@ -550,3 +551,17 @@ def test_a_result_exactly_on_the_threshold_passes():
               "baseline": {"accuracy": base, "macro_f1": base}, "slices": []}
     checks = check_gates(GateConfig(max_drop_vs_baseline=0.05), result)
     assert [c["passed"] for c in checks] == [True]
+
+
+@pytest.mark.parametrize("n, k", [(40, 3), (600, 77)])
+def test_batched_bootstrap_gives_the_interval_of_one_sklearn_call_per_resample(n, k):
+    """Accuracy and macro-F1 are scored for all resamples at once: the same resamples and the
+    same interval as scoring each with sklearn (labels absent from a resample included)."""
+    rng = np.random.default_rng(k)
+    gold = rng.integers(0, k, n)
+    pred = np.where(rng.random(n) < 0.6, gold, rng.integers(0, k, n))
+    for metric in (stats.macro_f1, stats.accuracy):
+        fast = stats.bootstrap(metric, gold, pred, 300, seed=4)
+        slow = stats.bootstrap(lambda g, p, m=metric: m(g, p), gold, pred, 300, seed=4)
+        assert (fast.value, fast.low, fast.high) == pytest.approx(
+            (slow.value, slow.low, slow.high), abs=1e-12)

@@ -118,6 +118,7 @@ def test_a_ray_train_job_checkpoints_straight_into_the_store(s3_store, tmp_path,
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "paths.store=nosuch://bucket/runs"], "config key 'paths.store': cannot open"),
+    (["train", "paths.store=s3://AKIA:s3cret@bucket/runs"], "credentials in the URI are refused"),
     (["evaluate", "run='s3://shardtune-test/runs/absent?endpoint_override={endpoint}'"],
      "nothing found at s3://shardtune-test/runs/absent"),
 ])

@@ -49,6 +49,10 @@ def check_uri(uri: str, key: str) -> str:
         raise ConfigError(key, f"cannot open {_shown(uri)}: not an object-store URI pyarrow "
                           f"serves ({', '.join(s + '://' for s in SCHEMES)})",
                           "e.g. s3://bucket/prefix or gs://bucket/prefix")
+    if "@" in rest.split("/", 1)[0]:  # s3://KEY:SECRET@bucket would land in config.json
+        raise ConfigError(key, "credentials in the URI are refused (they would be written "
+                          "into the run's config)", "set them in the environment: AWS_*, "
+                          "GOOGLE_APPLICATION_CREDENTIALS, or the cluster's IAM role")
     return uri
 
 
@@ -76,6 +80,7 @@ class Store:
     def open(cls, uri: str, key: str = "paths.store") -> Store:
         import pyarrow.fs as pafs
 
+        check_uri(uri, key)
         try:
             fs, path = pafs.FileSystem.from_uri(uri)
         except (ValueError, OSError, ImportError) as exc:
