@@ -60,12 +60,6 @@ def _resumes(run_dir: Path) -> list[dict]:
 
 
 def test_a_worker_killed_mid_epoch_restarts_from_the_newest_checkpoint_exactly(tmp_path):
-    """One worker SIGKILLed after checkpoint 2: the group restarts from the newest checkpoint.
-    Then a graceful stop (what SIGTERM to the driver does) reaches both ranks through Ray's
-    key-value store: they checkpoint on the same step and stop; the same command finishes it.
-    Each step is logged once and the weights are an uninterrupted run's."""
-    from trainers import stop
-
     straight = train_run(tmp_path, [*RUN, *TWO_WORKERS, "run_name=straight"])
     m = straight["metrics"]
     assert m["dist/world_size"] == 2 and m["dist/overlap"] == 0  # DDP: disjoint data ...
@@ -75,36 +69,22 @@ def test_a_worker_killed_mid_epoch_restarts_from_the_newest_checkpoint_exactly(t
 
     result: dict = {}
     started = time.time()
-    killed = [*RUN, *TWO_WORKERS, "trainer.max_failures=1", "run_name=killed"]
-    job = threading.Thread(target=lambda: result.update(train_run(tmp_path, killed)))
+    job = threading.Thread(target=lambda: result.update(train_run(
+        tmp_path, [*RUN, *TWO_WORKERS, "trainer.max_failures=1", "run_name=killed"])))
     job.start()
     run_dir = tmp_path / "runs" / "killed"
     _wait_for_checkpoint(run_dir, 2, job.is_alive)  # mid-epoch: ~9 batches a rank an epoch
     workers = _train_workers(started)
     assert len(workers) == 2, workers
     os.kill(workers[-1], signal.SIGKILL)
-    deadline = time.monotonic() + 120
-    while not _resumes(run_dir):  # the restarted group opened its log: ask it to stop
-        assert job.is_alive() and time.monotonic() < deadline, "no restart"
-        time.sleep(0.05)
-    try:
-        stop.request()
-        job.join()
-    finally:
-        stop.reset()
-    assert result["status"] == "stopped"
-    kill_resume = _resumes(run_dir)[0]
-    stopped_at = result["metrics"]["step"]
-    assert kill_resume["step"] in (2, 4) and kill_resume["repeated_steps"] <= 2  # ≤ 1 interval
-    assert kill_resume["step"] < stopped_at < 8
-    assert is_complete(run_dir / f"checkpoint_{stopped_at:06d}")  # both ranks, one step
+    job.join()
 
-    finished = train_run(tmp_path, killed)
-    assert finished["status"] == "done" and finished["metrics"]["step"] == 8
-    assert [(r["step"], r["repeated_steps"]) for r in _resumes(run_dir)][1:] == [(stopped_at, 0)]
+    assert result["status"] == "done" and result["metrics"]["step"] == 8
+    [resume] = _resumes(run_dir)  # one restart, from checkpoint 2 (or 4 had it been written)
+    assert resume["step"] in (2, 4) and resume["repeated_steps"] <= 2  # ≤ one interval redone
     assert _steps(run_dir) == list(range(1, 9))  # no step lost or counted twice
-    assert finished["metrics"]["dist/weights_hash"] == m["dist/weights_hash"]
-    assert finished["metrics"]["val/loss"] == pytest.approx(m["val/loss"], rel=1e-6)
+    assert result["metrics"]["dist/weights_hash"] == m["dist/weights_hash"]
+    assert result["metrics"]["val/loss"] == pytest.approx(m["val/loss"], rel=1e-6)
 
 
 def _driver(tmp_path: Path, args: list[str]) -> subprocess.Popen:

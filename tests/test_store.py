@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PLANTED, compose_run, logged
+from tests.conftest import PLANTED, compose_run, logged, train_run
 from trainers.checkpoint import Progress, checkpoint_name, persist_store, seal
 from trainers.cli import main
 from trainers.errors import ConfigError
@@ -99,21 +101,45 @@ def test_a_run_moves_machines_through_the_store(s3_store, tmp_path, ray_session)
     assert not leaked, leaked
 
 
-def test_a_ray_train_job_checkpoints_straight_into_the_store(s3_store, tmp_path, ray_session):
-    """cluster=ray: Ray Train uploads from the worker; no checkpoint is written locally, and
-    the driver exports the final one from the store."""
+def test_a_ray_train_job_stopped_gracefully_resumes_from_the_store_elsewhere(
+        s3_store, tmp_path, ray_session):
+    """cluster=ray: a graceful stop (what SIGTERM to the driver does) reaches the worker
+    through Ray's key-value store; it checkpoints straight into the bucket (nothing local)
+    and stops. With the local copy gone, the same command resumes from the bucket: every
+    step logged once, metrics history included."""
+    from trainers import stop
+
     uri, _ = s3_store
     root = tmp_path / "r"
-    assert main(["train", "run_name=ray_store", f"paths.store={_quoted(uri)}", "cluster=ray",
-                 "cluster.num_workers=1", "trainer.max_steps=3", "trainer.ckpt_every=2", *TINY,
-                 f"paths.root={root}"]) == 0
+    args = ["run_name=ray_store", f"paths.store={_quoted(uri)}", "cluster=ray",
+            "cluster.num_workers=1", "trainer.max_steps=6", "trainer.ckpt_every=0", *TINY]
     run_dir = root / "runs" / "ray_store"
-    complete, _ = Store.open(uri).child("ray_store").checkpoints()
-    assert complete[-1] == "checkpoint_000003"
-    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
-    assert [r["step"] for r in logged(run_dir) if "train/loss" in r] == [1, 2, 3]
-    shutil.rmtree(run_dir / "checkpoint_000003")  # the copy fetched for the export
+    result: dict = {}
+    job = threading.Thread(target=lambda: result.update(train_run(root, args)))
+    job.start()
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.jsonl").is_file() or not logged(run_dir):
+        assert job.is_alive() and time.monotonic() < deadline, "no step logged"
+        time.sleep(0.05)
+    try:
+        stop.request()
+        job.join()
+    finally:
+        stop.reset()
+    assert result["status"] == "stopped"
+    stopped_at = result["metrics"]["step"]
+    assert 1 <= stopped_at < 6
     assert not [p for p in run_dir.iterdir() if p.name.startswith("checkpoint_")]
+    complete, _ = Store.open(uri).child("ray_store").checkpoints()
+    assert complete == [f"checkpoint_{stopped_at:06d}"]  # ckpt_every=0: the stop's own
+
+    shutil.rmtree(root)  # another machine
+    finished = train_run(root, args)
+    assert finished["status"] == "done" and finished["metrics"]["step"] == 6
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert [r["step"] for r in logged(run_dir) if "train/loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [(r["step"], r["repeated_steps"]) for r in logged(run_dir)
+            if r.get("event") == "resumed"] == [(stopped_at, 0)]
 
 
 @pytest.mark.parametrize("argv, message", [
