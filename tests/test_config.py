@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import compose_run
 from trainers.cli import main
 from trainers.config import PeftMethod, TaskKind
+from trainers.errors import ConfigError
 
 
 def test_default_config_is_typed_and_absolute(tmp_path):
@@ -66,3 +69,19 @@ def test_help_lists_groups_and_cfg_job_prints_resolved(capsys, tmp_path):
     assert main(["train", f"paths.root={tmp_path}", "--cfg", "job"]) == 0
     out = capsys.readouterr().out
     assert f"runs: {tmp_path}/runs" in out and "kind: seq_cls" in out
+
+
+def test_a_run_saved_by_an_older_version_loads_and_an_unknown_key_is_one_error(tmp_path):
+    """``cluster.max_failures`` moved to ``trainer.max_failures``: a run saved before still
+    loads (as a distillation teacher, an evaluation's run); a key no version knows is named."""
+    from trainers.models import load_run_config
+
+    _, resolved = compose_run(tmp_path, ["trainer.max_failures=0"])
+    old = json.loads(json.dumps(resolved, default=str))
+    old["cluster"]["max_failures"] = old["trainer"].pop("max_failures") + 2
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert load_run_config(tmp_path).trainer.max_failures == 2
+    old["trainer"]["warp_speed"] = 9
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="trainer.warp_speed is not a key"):
+        load_run_config(tmp_path)

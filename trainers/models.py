@@ -194,8 +194,30 @@ def load_run_config(run_dir: Path) -> Any:
     if not path.is_file():
         raise ConfigError("run", f"{run_dir} is not a shardtune run (no config.json)",
                           "pass runs/<run_name> of a finished training run")
-    schema = OmegaConf.structured(TrainConfig)
-    return OmegaConf.to_object(OmegaConf.merge(schema, json.loads(path.read_text())))
+    from omegaconf.errors import OmegaConfBaseException
+
+    saved = _migrate(json.loads(path.read_text()))
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), saved))
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or str(exc).splitlines()[0]
+        raise ConfigError("run", f"{path}: {key} is not a key this shardtune version knows "
+                          "(written by another version?)",
+                          "re-train the run, or use the shardtune version that wrote it") \
+            from None
+
+
+# Keys that moved between versions: a run saved before the move still loads.
+MOVED_KEYS = {("cluster", "max_failures"): ("trainer", "max_failures")}
+
+
+def _migrate(saved: dict[str, Any]) -> dict[str, Any]:
+    for (old_group, old_key), (new_group, new_key) in MOVED_KEYS.items():
+        old = saved.get(old_group)
+        if isinstance(old, dict) and old_key in old:
+            value = old.pop(old_key)
+            saved.setdefault(new_group, {}).setdefault(new_key, value)
+    return saved
 
 
 def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
