@@ -7,9 +7,11 @@ scan. ``fast=True`` (run automatically at the start of ``train``) skips the MinH
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from data.pii import find_pii
@@ -194,3 +196,22 @@ def dedup_plan(train: list[tuple[str, str]], others: list[str]) -> tuple[set[str
         else:
             seen.add(key)
     return drop, counts
+
+
+def check_command(run: Any) -> int:
+    """``shardtune data check [data=<group>] [data.path=...]``: full report, printed and saved."""
+    from rich.console import Console
+
+    from cluster.scaling import ensure_ray
+    from data.pipeline import build_splits
+
+    ensure_ray(run.cluster)
+    report = check_dataset_splits(build_splits(run.data, run.task.kind.value), fast=False)
+    out = Path(run.paths.runs) / "data_check" / run.data.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data_check.json").write_text(json.dumps(report, indent=1, default=str))
+    text = render_markdown(report, run.data.name)
+    (out / "data_check.md").write_text(text)
+    Console().print(text)
+    print(f"written: {out / 'data_check.md'}")
+    return 0

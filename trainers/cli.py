@@ -187,26 +187,6 @@ def resolved_dict(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def data_check(run: Any) -> int:
-    """``shardtune data check [data=<group>] [data.path=...]``: full report, printed and saved."""
-    from rich.console import Console
-
-    from cluster.scaling import ensure_ray
-    from data.check import check_dataset_splits, render_markdown
-    from data.pipeline import build_splits
-
-    ensure_ray(run.cluster)
-    report = check_dataset_splits(build_splits(run.data, run.task.kind.value), fast=False)
-    out = Path(run.paths.runs) / "data_check" / run.data.name
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "data_check.json").write_text(json.dumps(report, indent=1, default=str))
-    text = render_markdown(report, run.data.name)
-    (out / "data_check.md").write_text(text)
-    Console().print(text)
-    print(f"written: {out / 'data_check.md'}")
-    return 0
-
-
 def distill_overrides(overrides: list[str], verb: str = "distill") -> list[str]:
     """``teacher=…`` / ``student=…`` are ``distill.teacher`` / ``distill.student``; the
     distill group (and for compress the int8 quant group) is chosen when not named."""
@@ -250,7 +230,9 @@ def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str]) -> int:
         print(json.dumps({"run_dir": summary["run_dir"], "status": summary["status"]}))
         return 0
     if verb == "data":
-        return data_check(run)
+        from data.check import check_command
+
+        return check_command(run)
     if verb == "card":
         from trainers.card import write_card
 
