@@ -1,5 +1,6 @@
 """KubeRay: render a ``RayJob`` (ray.io/v1) from the same verb and overrides as a local run.
 
+The manifests start from cluster/templates/ (edit them for what every cluster of yours needs).
 Replicas, GPU limits and the entrypoint come from the run's own config (``cluster.*``); pod
 sizes, image, storage and secrets from ``submit.k8s.*``. The W&B key is a ``secretKeyRef`` to a
 Kubernetes Secret: its value is never in the manifest.
@@ -27,29 +28,34 @@ def _resources(cpu: str, memory: str, gpus: int, gpu_resource: str) -> dict[str,
     return {"limits": limits, "requests": dict(limits)}
 
 
-def _container(name: str, k8s: K8sConfig, resources: dict[str, Any], ports: bool
-               ) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": name, "image": k8s.image, "resources": resources}
-    if ports:
-        container["ports"] = [{"containerPort": 6379, "name": "gcs-server"},
-                              {"containerPort": 8265, "name": "dashboard"},
-                              {"containerPort": 10001, "name": "client"}]
-    container["env"] = []
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def template(kind: str) -> dict[str, Any]:
+    """cluster/templates/<kind>.yaml: the skeleton every rendered manifest starts from."""
+    import yaml
+
+    return yaml.safe_load((TEMPLATES / f"{kind}.yaml").read_text())
+
+
+def _fill_container(container: dict[str, Any], k8s: K8sConfig, resources: dict[str, Any]
+                    ) -> None:
+    container["image"], container["resources"] = k8s.image, resources
+    env = container.setdefault("env", [])
     if k8s.wandb_secret:
-        container["env"].append({"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {
+        env.insert(0, {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {
             "name": k8s.wandb_secret, "key": k8s.wandb_secret_key}}})
     if k8s.storage_secret:  # object-store credentials (AWS_ACCESS_KEY_ID, …) as a secret
         container["envFrom"] = [{"secretRef": {"name": k8s.storage_secret}}]
-    # Ray's runtime-env agent logs env var values at INFO (Tune passes AWS credentials so)
-    container["env"].append({"name": "RAY_LOGGER_LEVEL", "value": "warning"})
     if k8s.storage_pvc:
         container["volumeMounts"] = [{"name": "shardtune-storage",
                                       "mountPath": k8s.storage_mount}]
-    return container
 
 
-def _pod(container: dict[str, Any], k8s: K8sConfig, gpu: bool) -> dict[str, Any]:
-    spec: dict[str, Any] = {"containers": [container]}
+def _fill_pod(pod: dict[str, Any], k8s: K8sConfig, resources: dict[str, Any], gpu: bool
+              ) -> None:
+    spec = pod["spec"]
+    _fill_container(spec["containers"][0], k8s, resources)
     if k8s.storage_pvc:
         spec["volumes"] = [{"name": "shardtune-storage",
                             "persistentVolumeClaim": {"claimName": k8s.storage_pvc}}]
@@ -60,54 +66,56 @@ def _pod(container: dict[str, Any], k8s: K8sConfig, gpu: bool) -> dict[str, Any]
                                 "effect": "NoSchedule"}]
     if gpu and k8s.node_selector:
         spec["nodeSelector"] = dict(k8s.node_selector)
-    return {"spec": spec}
 
 
 def render(sub: Submission, k8s: K8sConfig, use_gpu: bool) -> dict[str, Any]:
-    """The RayJob (or RayCluster) manifest as a dict, to dump or validate against the CRD."""
+    """The RayJob (or RayCluster) manifest as a dict, to dump or validate against the CRD:
+    cluster/templates/ filled from the run's config and ``submit.k8s.*``."""
     import yaml
 
     if not k8s.image:
         raise ConfigError("submit.k8s.image", "is required for --k8s: the container image with "
                           "shardtune and its dependencies", "see cluster/Dockerfile")
     gpus = math.ceil(sub.gpus_per_worker) if use_gpu else 0
-    entrypoint = shlex.join(["shardtune", sub.verb, *sub.overrides, sub.location])
-    runtime_env = {"env_vars": {FORWARDED_NAMES: "WANDB_API_KEY" if k8s.wandb_secret else ""}}
     head_gpus = gpus if not sub.multi_node and sub.workers <= 1 and use_gpu else 0
-    head = _container("ray-head", k8s, _resources(k8s.head_cpu, k8s.head_memory, head_gpus,
-                                                  k8s.gpu_resource), ports=True)
-    cluster_spec: dict[str, Any] = {
-        "rayVersion": k8s.ray_version,
-        "headGroupSpec": {"rayStartParams": {"num-cpus": "0" if sub.multi_node else
-                                             str(k8s.head_cpu)},
-                          "template": _pod(head, k8s, bool(head_gpus))},
-    }
-    if sub.multi_node:
-        worker = _container("ray-worker", k8s, _resources(k8s.worker_cpu, k8s.worker_memory,
-                                                          gpus, k8s.gpu_resource), ports=False)
-        cluster_spec["workerGroupSpecs"] = [{
-            "groupName": "gpu-workers" if gpus else "cpu-workers",
-            "replicas": sub.workers, "minReplicas": sub.workers, "maxReplicas": sub.workers,
-            "rayStartParams": {}, "template": _pod(worker, k8s, bool(gpus))}]
+    cluster = template("raycluster")
+    spec = cluster["spec"]
+    spec["rayVersion"] = k8s.ray_version
+    head = spec["headGroupSpec"]
+    head["rayStartParams"]["num-cpus"] = "0" if sub.multi_node else str(k8s.head_cpu)
+    _fill_pod(head["template"], k8s, _resources(k8s.head_cpu, k8s.head_memory, head_gpus,
+                                                 k8s.gpu_resource), bool(head_gpus))
+    group = spec.pop("workerGroupSpecs")[0]
+    if sub.multi_node:  # local mode runs the loop in the driver, on the head
+        group.update(groupName="gpu-workers" if gpus else "cpu-workers", replicas=sub.workers,
+                     minReplicas=sub.workers, maxReplicas=sub.workers)
+        _fill_pod(group["template"], k8s, _resources(k8s.worker_cpu, k8s.worker_memory, gpus,
+                                                     k8s.gpu_resource), bool(gpus))
+        spec["workerGroupSpecs"] = [group]
     # RFC 1123: lowercase alphanumerics and '-', at most 63 characters
     name = k8s.name or re.sub(r"[^a-z0-9-]", "-", sub.submission_id.lower())[:63].strip("-")
-    spec: dict[str, Any] = {
-        "entrypoint": entrypoint,
-        "runtimeEnvYAML": yaml.safe_dump(runtime_env, sort_keys=True),
-        "shutdownAfterJobFinishes": k8s.shutdown_after_job_finishes,
-        "ttlSecondsAfterFinished": k8s.ttl_seconds_after_finished,
-        "rayClusterSpec": cluster_spec,
-    }
-    if k8s.active_deadline_seconds:
-        spec["activeDeadlineSeconds"] = k8s.active_deadline_seconds
-    metadata = {"name": name, "namespace": k8s.namespace,
-                "labels": {"app.kubernetes.io/managed-by": "shardtune",
-                           "shardtune/verb": sub.verb}}
     if k8s.kind == "raycluster":  # a long-lived cluster sized for this job; submit to it
-        cluster_spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] = "0.0.0.0"
-        return {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": metadata,
-                "spec": cluster_spec}
-    return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": metadata, "spec": spec}
+        head["rayStartParams"]["dashboard-host"] = "0.0.0.0"
+        _fill_metadata(cluster, name, k8s, sub)
+        return cluster
+    job = template("rayjob")
+    _fill_metadata(job, name, k8s, sub)
+    runtime_env = {"env_vars": {FORWARDED_NAMES: "WANDB_API_KEY" if k8s.wandb_secret else ""}}
+    job["spec"].update(
+        entrypoint=shlex.join(["shardtune", sub.verb, *sub.overrides, sub.location]),
+        runtimeEnvYAML=yaml.safe_dump(runtime_env, sort_keys=True),
+        shutdownAfterJobFinishes=k8s.shutdown_after_job_finishes,
+        ttlSecondsAfterFinished=k8s.ttl_seconds_after_finished, rayClusterSpec=spec)
+    if k8s.active_deadline_seconds:
+        job["spec"]["activeDeadlineSeconds"] = k8s.active_deadline_seconds
+    return job
+
+
+def _fill_metadata(manifest: dict[str, Any], name: str, k8s: K8sConfig, sub: Submission
+                   ) -> None:
+    meta = manifest["metadata"]
+    meta.update(name=name, namespace=k8s.namespace)
+    meta.setdefault("labels", {})["shardtune/verb"] = sub.verb
 
 
 def write(manifest: dict[str, Any], path: Path) -> Path:

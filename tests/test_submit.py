@@ -251,3 +251,26 @@ def test_rendered_raycluster_validates_against_the_kuberay_crd(tmp_path):
                                ).validate(doc)
     worker = doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]
     assert worker["nodeSelector"] == {"pool": "gpu-a100"}
+
+
+def test_rendering_starts_from_the_editable_templates(tmp_path, monkeypatch):
+    """cluster/templates/*.yaml are the skeletons: what a user adds there is in every manifest."""
+    import shutil
+
+    import yaml
+
+    from cluster import k8s
+
+    edited = tmp_path / "templates"
+    shutil.copytree(k8s.TEMPLATES, edited)
+    job = yaml.safe_load((edited / "rayjob.yaml").read_text())
+    job["metadata"]["annotations"] = {"team": "nlp"}
+    (edited / "rayjob.yaml").write_text(yaml.safe_dump(job))
+    monkeypatch.setattr(k8s, "TEMPLATES", edited)
+    out = tmp_path / "job.yaml"
+    assert main(["submit", "--k8s", "--render", str(out), "submit.k8s.image=repo/st:0.1",
+                 "submit.storage=s3://b/runs", "train"]) == 0
+    doc = yaml.safe_load(out.read_text())
+    assert doc["metadata"]["annotations"] == {"team": "nlp"}
+    assert doc["metadata"]["labels"]["shardtune/verb"] == "train"
+    assert "workerGroupSpecs" not in doc["spec"]["rayClusterSpec"]  # cluster=local: head only
