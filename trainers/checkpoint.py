@@ -187,20 +187,24 @@ def checkpoint_step(path: Path | str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def scan(run_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(complete, half-written) checkpoint directories of a run, oldest first: one pass."""
+    if not run_dir.is_dir():
+        return [], []
+    found = sorted((p for p in run_dir.iterdir() if checkpoint_step(p) is not None),
+                   key=checkpoint_step)
+    done = [p for p in found if is_complete(p)]
+    return done, [p for p in found if p not in done]
+
+
 def complete_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint directories of a run that finished writing, oldest first."""
-    if not run_dir.is_dir():
-        return []
-    found = [p for p in run_dir.iterdir() if checkpoint_step(p) is not None and is_complete(p)]
-    return sorted(found, key=checkpoint_step)
+    return scan(run_dir)[0]
 
 
 def incomplete_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint directories left half-written (a kill during a save or upload)."""
-    if not run_dir.is_dir():
-        return []
-    return sorted((p for p in run_dir.iterdir()
-                   if checkpoint_step(p) is not None and not is_complete(p)), key=checkpoint_step)
+    return scan(run_dir)[1]
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

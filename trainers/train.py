@@ -23,8 +23,8 @@ from data.tokenize import tokenize_splits
 from trainers.checkpoint import (
     checkpoint_name,
     checkpoint_step,
-    incomplete_checkpoints,
     latest_checkpoint,
+    scan,
 )
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
@@ -180,13 +180,13 @@ def _trainer_class() -> Any:
 def _resume_candidates(run_dir: Path, store: Store | None) -> tuple[int | None, list[str]]:
     """(step of the newest complete checkpoint on disk or in the store, half-written names
     newer than it). A store's config.json comes down first: the resume check needs it."""
-    local = latest_checkpoint(run_dir)
-    best = checkpoint_step(local) if local is not None else None
-    partial = [p.name for p in incomplete_checkpoints(run_dir)]
+    complete, half = scan(run_dir)
+    best = checkpoint_step(complete[-1]) if complete else None
+    partial = [p.name for p in half]
     if store is not None:
-        complete, remote_partial = store.checkpoints()
-        if complete and (best is None or checkpoint_step(complete[-1]) > best):
-            best = checkpoint_step(complete[-1])
+        remote, remote_partial = store.checkpoints()
+        if remote and (best is None or checkpoint_step(remote[-1]) > best):
+            best = checkpoint_step(remote[-1])
         partial += remote_partial
         saved = store.read_text("config.json")
         if saved is not None and not (run_dir / "config.json").exists():
