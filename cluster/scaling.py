@@ -19,6 +19,13 @@ def quiet_ray_logs() -> None:
     os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
 
 
+# Settings (never secrets) a run on a cluster joined by address takes from this shell to its
+# workers. Secrets reach a cluster's workers through `shardtune submit`'s forwarding or the
+# nodes' own environment (docs/cluster.md).
+JOINED_ENV = ("WANDB_MODE", "WANDB_SILENT", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_BASE_URL",
+              "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
 def ensure_ray(cluster: ClusterConfig) -> None:
     """Connect to (or start) Ray once; a locally started head has no dashboard."""
     import ray
@@ -31,6 +38,9 @@ def ensure_ray(cluster: ClusterConfig) -> None:
     if cluster.address:
         _probe(cluster.address)
         kwargs["address"] = cluster.address
+        settings = {n: os.environ[n] for n in JOINED_ENV if n in os.environ}
+        if settings:  # a joined cluster's workers start from its nodes' env, not this shell's
+            kwargs["runtime_env"] = {"env_vars": settings}
     else:
         kwargs["num_cpus"] = cluster.num_cpus
     try:

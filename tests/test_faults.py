@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import FAST, logged, train_run
 from trainers.checkpoint import (
     Progress,
+    checkpoint_step,
     complete_checkpoints,
     is_complete,
     latest_checkpoint,
@@ -128,7 +129,7 @@ def test_a_killed_driver_rerun_resumes_the_same_run_exactly(tmp_path, monkeypatc
         if sig == signal.SIGTERM:  # graceful: a checkpoint at the step it was on, then out
             assert proc.returncode == 143, err[-2000:]
             assert "stopped by SIGTERM: re-run the same command to resume" in err
-            stopped_at = max(int(p.name.split("_")[1]) for p in run_dir.glob("checkpoint_*"))
+            stopped_at = max(checkpoint_step(p) or 0 for p in run_dir.iterdir())
             assert 2 < stopped_at < 6 and _steps(run_dir)[-1] == stopped_at
             wait_for = stopped_at + 2 - stopped_at % 2
         else:
@@ -214,3 +215,4 @@ def test_a_shard_deleted_mid_run_is_named_or_counted_never_silently_lost(
     meta = json.loads((tmp_path / "runs" / "default" / "run_meta.json").read_text())
     assert meta["final_metrics"]["data/rows_lost"] == final["data/rows_lost"]
     assert "recorded as data/rows_lost" in err.out
+

@@ -19,7 +19,7 @@ from typing import Any
 
 from trainers.errors import ConfigError, ShardtuneError, find_user_error
 from trainers.overrides import check_group_options, unset_group_error
-from trainers.stop import received
+from trainers.stop import received, stopped_any
 
 CODE_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = CODE_DIR / "conf"
@@ -213,7 +213,7 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
     with mirrored(getattr(run, "paths", None)):  # paths.store: what the verb wrote goes up
         code = _dispatch(verb, run, cfg, overrides)
     signum = received()
-    if signum:  # a graceful stop (trainers/stop.py): the runs checkpointed, then stopped
+    if signum and stopped_any():  # a graceful stop (trainers/stop.py): checkpoint, then out
         print(f"stopped by {signal.Signals(signum).name}: re-run the same command to resume",
               file=sys.stderr)
         return 128 + signum

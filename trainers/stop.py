@@ -27,6 +27,8 @@ NAMESPACE = "shardtune"
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _active: set[str] = set()  # flag keys of the fits running in this process
 _received: list[int] = []  # signals that asked for a graceful stop
+_wake = threading.Event()  # the handler's word to the thread that writes the flags
+_poster: list[threading.Thread] = []
 
 
 def received() -> int | None:
@@ -34,19 +36,46 @@ def received() -> int | None:
     return _received[0] if _received else None
 
 
+_stopped: list[str] = []  # runs that stopped on it (a run that finished first does not count)
+
+
+def stopped(run_dir: str) -> None:
+    """A run of this process checkpointed and stopped because a stop was asked for."""
+    _stopped.append(run_dir)
+
+
+def stopped_any() -> bool:
+    return bool(_received and _stopped)
+
+
 def reset() -> None:
     """Forget a stop asked for (a long-lived process that goes on to other work: tests)."""
     _received.clear()
+    _stopped.clear()
 
 
 def request(signum: int = signal.SIGTERM) -> None:
     """Ask every running fit of this process to checkpoint and stop (what the handler does)."""
-    from ray.experimental.internal_kv import _internal_kv_put
-
     if signum not in _received:
         _received.append(signum)
+    _post_flags()
+
+
+def _post_flags() -> None:
+    from ray.experimental.internal_kv import _internal_kv_put
+
     for key in list(_active):
-        _internal_kv_put(key, str(signum), namespace=NAMESPACE)
+        with contextlib.suppress(Exception):  # Ray gone: the workers are gone with it
+            _internal_kv_put(key, str(_received[0] if _received else 0), namespace=NAMESPACE)
+
+
+def _post_on_wake() -> None:
+    """A thread of its own writes the flags: a signal handler that calls into Ray while the
+    main thread is inside ``ray.get`` deadlocks (seen: the driver hung in _internal_kv_put)."""
+    while True:
+        _wake.wait()
+        _wake.clear()
+        _post_flags()
 
 
 def _handler(previous: dict[int, Any]) -> Any:
@@ -61,7 +90,8 @@ def _handler(previous: dict[int, Any]) -> Any:
             return
         print(f"{signal.Signals(signum).name}: checkpointing at the next step, then stopping "
               f"(send it again to stop now)", file=sys.stderr, flush=True)
-        request(signum)
+        _received.append(signum)
+        _wake.set()  # no Ray call here: the poster thread writes the flag
     return handle
 
 
@@ -78,6 +108,10 @@ def stop_flag() -> Iterator[str]:
     main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
     if main:
+        if not _poster:
+            _poster.append(threading.Thread(target=_post_on_wake, name="shardtune-stop",
+                                            daemon=True))
+            _poster[0].start()
         handle = _handler(previous)
         for s in SIGNALS:
             signal.signal(s, handle)

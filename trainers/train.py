@@ -32,7 +32,7 @@ from trainers.loop import train_loop
 from trainers.metadata import append_index, flat_config, run_metadata
 from trainers.models import check_model, tokenizer_location
 from trainers.report import write_report
-from trainers.stop import received, stop_flag
+from trainers.stop import received, stop_flag, stopped
 from trainers.storage import Store, run_store, upload_written
 from trainers.tracking import METRICS_FILE
 
@@ -91,6 +91,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     splits, datasets, train_rows = prep.splits, prep.datasets, prep.train_rows
     run_dir = Path(run.run_dir)
     if received():  # a stop asked for before this run began (a seed group's next member)
+        stopped(str(run_dir))
         return {"run_dir": str(run_dir), "metrics": {}, "status": "stopped"}
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -135,6 +136,8 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         summary["store"] = store.uri.split("?")[0]
     if metrics.get("preempted"):
         summary["status"] = "stopped"
+        if received():
+            stopped(str(run_dir))
         return summary
     final_ckpt = _final_checkpoint(run_dir, store)
     summary["checkpoint"] = str(final_ckpt)
