@@ -355,15 +355,6 @@ class TrainConfig:
             return f"{self.paths.runs}/{self.group_name}/{self.run_name}"
         return f"{self.paths.runs}/{self.run_name}"
 
-    @property
-    def store_dir(self) -> Optional[str]:
-        """The run's directory in ``paths.store`` (same path below it as below paths.runs)."""
-        if not self.paths.store:
-            return None
-        from trainers.storage import join
-
-        return join(self.paths.store, os.path.relpath(self.run_dir, self.paths.runs))
-
 
 def register_configs() -> None:
     """Register the schema so ``conf/train.yaml`` is validated against ``TrainConfig``."""

@@ -130,12 +130,11 @@ class Publisher:
     """Report metrics from every rank; rank 0 adds a checkpoint. Same layout in both modes."""
 
     def __init__(self, run: TrainConfig, rank: int, world: int, local_mode: bool, tokenizer: Any,
-                 labels: list[str]) -> None:
+                 labels: list[str], store: Any = None) -> None:
         self.run, self.rank, self.world, self.local_mode = run, rank, world, local_mode
         self.tokenizer, self.labels = tokenizer, labels
         self.placement_group = _placement_group_id() if not local_mode else None
-        self.store = run_store(run.paths.store, run.run_dir, run.paths.runs) if rank == 0 \
-            else None
+        self.store = store if rank == 0 else None  # paths.store: where checkpoints also go
 
     def __call__(self, metrics: dict[str, Any], state: tuple | None, progress: Progress,
                  extra_files: dict[str, str] | None = None) -> None:
@@ -218,7 +217,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
         net = net.to(device)
     net.train()
     pad_id = tokenizer.pad_token_id
-    publish = Publisher(run, rank, world, local_mode, tokenizer, labels)
+    publish = Publisher(run, rank, world, local_mode, tokenizer, labels, store)
     tracker = open_tracker(run, rank, progress.step, loop_cfg.get("tracked_config", {}),
                            loop_cfg.get("config_group"))
     line = ProgressLine(total_steps, progress.step, enabled=rank == 0)

@@ -89,6 +89,11 @@ class Store:
                               "pyarrow filesystem URI") from exc
         return cls(uri, fs, path.rstrip("/"))
 
+    @property
+    def shown(self) -> str:
+        """The URI for messages and summaries, without its query."""
+        return _shown(self.uri)
+
     def child(self, *parts: str) -> Store:
         return Store(join(self.uri, *parts), self.fs, "/".join([self.path, *parts]))
 
@@ -246,6 +251,16 @@ def local_run(value: str, key: str, paths: Any = None) -> str:
     """
     if not is_uri(value):
         return value
+    memo = (value, str(getattr(paths, "runs", "")))
+    if memo not in _FETCHED:  # a teacher's URI is resolved several times per command
+        _FETCHED[memo] = _fetch_run(value, key, paths)
+    return _FETCHED[memo]
+
+
+_FETCHED: dict[tuple[str, str], str] = {}  # (run URI, paths.runs) → its local copy
+
+
+def _fetch_run(value: str, key: str, paths: Any) -> str:
     store_root = getattr(paths, "store", None)
     base, query_less = _shown(store_root or "").rstrip("/"), _shown(value).rstrip("/")
     if store_root and query_less.startswith(base + "/"):

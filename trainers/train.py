@@ -107,7 +107,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         upload_written(run_dir, store, started)
     if half_written:  # a kill during a save: said once, never resumed from
         print(f"ignoring half-written checkpoint(s) {', '.join(half_written)} in "
-              f"{store.uri.split('?')[0] if store else run_dir}; resuming from "
+              f"{store.shown if store else run_dir}; resuming from "
               f"{checkpoint_name(resume_from) if resume_from else 'the start'}", file=sys.stderr)
     loop_cfg = {
         "run": run, "labels": splits.labels, "train_rows": train_rows,
@@ -133,7 +133,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
                                "resumed_from": str(run_dir / checkpoint_name(resume_from))
                                if resume_from is not None else None}
     if store is not None:
-        summary["store"] = store.uri.split("?")[0]
+        summary["store"] = store.shown
     if metrics.get("preempted"):
         summary["status"] = "stopped"
         if received():
