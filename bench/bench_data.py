@@ -79,9 +79,10 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix=f"corpus_{size}_"))
         make_corpus(root, size, args.shards)
         corpus_mb = sum(p.stat().st_size for p in root.iterdir()) / 2**20
-        import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        from cluster.scaling import start_local_ray
+
+        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
         results[str(size)] = {**stream(root, args.batch), "corpus_mb": corpus_mb}
         shutil.rmtree(root)
         print(size, results[str(size)], flush=True)

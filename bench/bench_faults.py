@@ -119,10 +119,11 @@ def main() -> None:
     parser.add_argument("--kill-at-step", type=int, default=None)
     parser.add_argument("--stop-at-step", type=int, default=None)
     args = parser.parse_args()
-    import ray
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from cluster.scaling import start_local_ray
+
+    start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     tmp = Path(tempfile.mkdtemp(prefix="bench_faults_"))
     straight = _run(tmp, "straight", args, False)
     killed = _run(tmp, "stopped" if args.stop_at_step else "killed", args, True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from cluster.config import ClusterConfig, ClusterMode
@@ -19,6 +21,49 @@ def quiet_ray_logs() -> None:
     os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
 
 
+def start_local_ray(**kwargs: Any) -> None:
+    """Start a single-node Ray whose services all listen on 127.0.0.1 only.
+
+    On Linux ``ray.init`` takes the machine's network address as the node's IP even when
+    given 127.0.0.1 (so that other nodes could join), and the GCS, raylet, workers and agents
+    then listen on every interface. Nothing joins a Ray that shardtune starts for one command,
+    so it uses the switch Ray itself applies on macOS/Windows: node IP = loopback, and with it
+    every gRPC server bound to loopback (asserted in tests/test_security.py).
+    """
+    import ray
+
+    quiet_ray_logs()
+    with _loopback_node():
+        ray.init(**kwargs)
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """Ray's own switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``): this node is 127.0.0.1."""
+    from ray._private import ray_constants
+
+    cluster_ready = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_ready
+
+
+def _is_loopback(address: str) -> bool:
+    """A head on this machine's loopback (a Ray started by shardtune, or a one-machine head):
+    Ray would otherwise rewrite 127.0.0.1 to the network address, where nothing listens."""
+    import ipaddress
+
+    host = address.split("://")[-1].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 # Settings (never secrets) a run on a cluster joined by address takes from this shell to its
 # workers. Secrets reach a cluster's workers through `shardtune submit`'s forwarding or the
 # nodes' own environment (docs/cluster.md).
@@ -27,7 +72,8 @@ JOINED_ENV = ("WANDB_MODE", "WANDB_SILENT", "WANDB_PROJECT", "WANDB_ENTITY", "WA
 
 
 def ensure_ray(cluster: ClusterConfig) -> None:
-    """Connect to (or start) Ray once; a locally started head has no dashboard."""
+    """Connect to (or start) Ray once; a locally started Ray has no dashboard and listens on
+    127.0.0.1 only."""
     import ray
 
     if ray.is_initialized():
@@ -44,7 +90,14 @@ def ensure_ray(cluster: ClusterConfig) -> None:
     else:
         kwargs["num_cpus"] = cluster.num_cpus
     try:
-        ray.init(**kwargs)
+        joining = cluster.address or os.environ.get("RAY_ADDRESS")  # a job's driver: set
+        if not joining:
+            start_local_ray(**kwargs)
+        elif _is_loopback(joining):
+            with _loopback_node():
+                ray.init(**kwargs)
+        else:
+            ray.init(**kwargs)
         hide_user_error_logs()
     except ConnectionError as exc:
         raise ClusterError(

@@ -53,10 +53,10 @@ def ray_session():
     # Train's controller polls its workers every 2 s: each short test run waited ~1-2 s on it
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     if not ray.is_initialized():
-        from cluster.scaling import quiet_ray_logs
+        from cluster.scaling import start_local_ray
 
-        quiet_ray_logs()  # as shardtune's own ray.init: no secrets in Ray's INFO logs
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # as shardtune's own: loopback only, no secrets in Ray's INFO logs
+        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

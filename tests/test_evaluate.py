@@ -16,10 +16,6 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     root = tmp_path_factory.mktemp("eval")
     return train_run(root, [*FAST, "trainer.max_steps=20", "run_name=evaluated"])
 

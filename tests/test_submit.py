@@ -40,6 +40,7 @@ def ray_head(tmp_path_factory):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     env["RAY_LOGGER_LEVEL"] = "warning"  # as docs/cluster.md asks of a head receiving secrets
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # a one-machine head: loopback only
     dash = _free_port()
     head = subprocess.Popen(
         [ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
