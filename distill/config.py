@@ -34,6 +34,10 @@ class DistillSpec:
             ``<teacher run>/teacher_outputs/<data name>``.
         recompute: Recompute offline outputs even when the stored ones match.
         control: Also train the same student without KD (the control a result needs).
+        augment: Teacher-labelled perturbed copies of each training text (sequence
+            classification): inputs the teacher has not fitted, learned through the KD term
+            only (no label); the control never sees them. 0 = none.
+        augment_p: In a copy, each word is masked with this probability and dropped with it.
     """
 
     teacher: str = "???"
@@ -50,6 +54,8 @@ class DistillSpec:
     outputs_dir: Optional[str] = None
     recompute: bool = False
     control: bool = True
+    augment: int = 0
+    augment_p: float = 0.1
 
     def __post_init__(self) -> None:
         checks = {"student": (self.student, ("layers", "config", "path")),
@@ -64,6 +70,10 @@ class DistillSpec:
             raise ConfigError("distill.alpha", f"must be in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
             raise ConfigError("distill.temperature", f"must be > 0, got {self.temperature}")
+        if self.augment < 0:
+            raise ConfigError("distill.augment", f"must be >= 0 copies, got {self.augment}")
+        if not 0.0 < self.augment_p < 0.5:
+            raise ConfigError("distill.augment_p", f"must be in (0, 0.5), got {self.augment_p}")
         if self.top_k < 1:
             raise ConfigError("distill.top_k", f"must be >= 1, got {self.top_k}")
         if self.hidden_loss != "none" and self.teacher_mode != "online":

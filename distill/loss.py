@@ -5,7 +5,8 @@
 KL_T compares softened distributions (logits / T) position by position: per example for
 classification, per token for NER and causal LM (where the teacher may keep only its top-k
 tokens; both sides are then renormalised over those k). ``forward`` is KL(teacher ‖ student),
-``reverse`` KL(student ‖ teacher). Positions whose label is ignored (-100) do not count.
+``reverse`` KL(student ‖ teacher). Token positions whose label is ignored (-100) do not count;
+an example-level label of -100 (a teacher-only copy, ``distill.augment``) drops only its CE.
 """
 
 from __future__ import annotations
@@ -60,8 +61,12 @@ def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor,
         labels = labels[:, 1:]
         teacher_logp = teacher_logp[:, :-1]
         teacher_index = teacher_index[:, :-1] if teacher_index is not None else None
-    mask = labels != IGNORE_INDEX
-    ce = ce_term(student_logits, labels) if alpha > 0 else student_logits.sum() * 0.0
+    labelled = labels != IGNORE_INDEX
+    # one position per example (classification): every example has a teacher distribution,
+    # also the unlabelled ones (distill.augment); per token, -100 marks padding/sub-words
+    mask = torch.ones_like(labelled) if labels.dim() == 1 else labelled
+    ce = ce_term(student_logits, labels) if alpha > 0 and labelled.any() \
+        else student_logits.sum() * 0.0
     kd = kd_term(student_logits, teacher_logp, mask, temperature, direction, teacher_index) \
         if alpha < 1 else student_logits.sum() * 0.0
     loss = alpha * ce + (1 - alpha) * kd

@@ -95,6 +95,16 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("data", f"the data's labels ({len(prep.splits.labels)}) are not the "
                           f"teacher's ({len(teacher_labels)})", "distil on the teacher's data")
     plain = prep
+    if spec.augment:
+        if run.task.kind.value != "seq_cls":
+            raise ConfigError("distill.augment", f"copies are made for seq_cls, not "
+                              f"{run.task.kind.value}", "set distill.augment=0")
+        from distill.augment import transfer_rows
+
+        train, rows = transfer_rows(prep, student, student.model.tokenizer or
+                                    student.model.name_or_path)
+        prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train},
+                                   train_rows=rows)
     if spec.teacher_mode == "offline":
         from trainers.models import load_tokenizer
 

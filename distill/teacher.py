@@ -142,7 +142,8 @@ def provenance(spec: Any, location: str, data_fingerprint: dict[str, Any], token
             "data_fingerprint": hashlib.sha256(json.dumps(data_fingerprint, sort_keys=True,
                                                           default=str).encode()).hexdigest(),
             "tokenizer": tokenizer, "task": task, "max_length": max_length,
-            "temperature": spec.temperature, "top_k": spec.top_k if task == "causal_lm" else None}
+            "temperature": spec.temperature, "top_k": spec.top_k if task == "causal_lm" else None,
+            "augment": [spec.augment, spec.augment_p] if spec.augment else None}
 
 
 def check_provenance(stored: dict[str, Any], wanted: dict[str, Any], where: Path) -> None:

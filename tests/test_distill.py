@@ -60,6 +60,44 @@ def test_top_k_kd_over_the_whole_vocabulary_equals_full_kd_and_ignores_masked_to
     assert float(again) == pytest.approx(float(full), rel=1e-6)
 
 
+def test_teacher_only_examples_count_in_the_kd_term_and_not_in_ce():
+    """distill.augment's copies carry label -100: KD learns from them, CE does not; a batch of
+    copies only is pure KD (no NaN from an empty CE)."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    teacher_logp = torch.log_softmax(teacher / 2.0, -1)
+    labels = torch.tensor([1, 3, -100, -100])
+    loss, parts = distill_loss(student, labels, teacher_logp, 0.5, 2.0)
+    ce_two = torch.nn.functional.cross_entropy(student[:2], labels[:2])
+    _, kd_all = distill_loss(student, torch.tensor([1, 3, 0, 0]), teacher_logp, 0.0, 2.0)
+    assert parts["ce"] == pytest.approx(float(ce_two), rel=1e-6)
+    assert parts["kd"] == pytest.approx(kd_all["kd"], rel=1e-6)  # all four examples
+    assert float(loss) == pytest.approx(0.5 * float(ce_two) + 0.5 * kd_all["kd"], rel=1e-6)
+    only, parts = distill_loss(student, torch.full((4,), -100), teacher_logp, 0.5, 2.0)
+    assert parts["ce"] == 0.0 and float(only) == pytest.approx(0.5 * kd_all["kd"], rel=1e-6)
+
+
+def test_augmented_copies_are_perturbed_reproducibly_and_keep_a_word():
+    from distill.augment import copy_rows, perturb
+
+    batch = {"text": np.array(["how do i top up my card today please", "refund"], dtype=object),
+             "label": np.array(["top_up", "refund"], dtype=object),
+             "_src": np.array(["train.jsonl:1", "train.jsonl:2"], dtype=object)}
+    out = copy_rows(batch, copies=3, p=0.2, mask_token="[MASK]")
+    assert len(out["text"]) == 6 and list(out["label"][:3]) == ["top_up"] * 3
+    assert list(out["_src"][:2]) == ["train.jsonl:1#copy1", "train.jsonl:1#copy2"]
+    assert len(set(out["text"][:3])) > 1  # the copies differ from each other
+    assert all(t != batch["text"][0] for t in out["text"][:3])  # and from the original
+    assert list(out["text"][3:]) == ["refund"] * 3  # one word: nothing to perturb
+    # a row's copies do not depend on the batch it arrives in (the teacher pass is cached)
+    alone = copy_rows({k: v[:1] for k, v in batch.items()}, copies=3, p=0.2, mask_token="[MASK]")
+    assert list(alone["text"]) == list(out["text"][:3])
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # even at the largest p a real word survives
+        words = perturb("a b c", rng, 0.49, "[MASK]").split()
+        assert [w for w in words if w != "[MASK]"]
+
+
 def test_layer_subset_student_copies_the_right_layers():
     from distill.student import keep_layers
     from trainers.config import ModelConfig, TaskKind
@@ -143,7 +181,8 @@ def test_distill_on_two_workers_with_control_and_cached_teacher_outputs(teacher_
             f"paths.datasets={SHARED}", *FAST, "data=agnews_subset", "data.max_examples=300",
             "trainer.max_steps=4", "peft=none", "run_name=kd", "cluster=ray",
             "cluster.num_workers=2", "cluster.cpus_per_worker=0.5",
-            "distill.control=false"]  # the control is a plain seed group: tested there
+            "distill.control=false",  # the control is a plain seed group: tested there
+            "distill.augment=1"]  # teacher-only copies: doubled train rows, offline outputs
     assert main(args) == 0
     root = tmp_path / "runs" / "kd"
     final = json.loads((root / "student" / "seed0" / "metrics.json").read_text())
@@ -157,6 +196,16 @@ def test_distill_on_two_workers_with_control_and_cached_teacher_outputs(teacher_
     outputs = teacher_run / "teacher_outputs" / "agnews_subset"
     stamp = json.loads((outputs / "provenance.json").read_text())
     assert stamp["temperature"] == 2.0 and len(stamp["teacher_fingerprint"]) == 64
+    assert stamp["augment"] == [1, 0.1]  # other copies = other teacher outputs
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(outputs / "shards")
+    labels = table.column("labels").to_pylist()
+    meta = json.loads((root / "student" / "seed0" / "run_meta.json").read_text())
+    rows = meta["dataset"]["splits"]["train"]["rows"]
+    assert len(labels) == meta["train_rows"] == 2 * rows  # every row and its copy, once
+    assert labels.count(-100) == rows
+    assert len(set(table.column("uid").to_pylist())) == len(labels)
     meta = json.loads((root / "student" / "seed0" / "config.json").read_text())
     assert meta["distill"]["alpha"] == 0.5 and meta["model"]["name_or_path"].endswith(
         "student_init")

@@ -100,6 +100,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     if resume_from is not None:
         _check_resume_config(run_dir, resolved)
     meta = run_metadata(run, resolved, splits)
+    meta["train_rows"] = train_rows  # per epoch; more than the split's with KD copies
     meta["data_check"] = prep.data_check
     (run_dir / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
     (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
