@@ -100,9 +100,12 @@ def ensure_ray(cluster: ClusterConfig) -> None:
             ray.init(**kwargs)
         hide_user_error_logs()
     except ConnectionError as exc:
+        auth = "" if os.environ.get("RAY_AUTH_MODE") else (
+            "; a cluster with token auth (Ray's default) needs RAY_AUTH_MODE=token and its "
+            "token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
         raise ClusterError(
             f"cannot reach the Ray cluster at {cluster.address!r} ({exc})",
-            "check cluster.address, or leave it unset to start a local Ray",
+            f"check cluster.address, or leave it unset to start a local Ray{auth}",
         ) from None
 
 
