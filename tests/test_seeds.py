@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +46,39 @@ def test_aggregate_metrics_and_slices_across_seeds():
 
 @pytest.mark.usefixtures("ray_session")
 def test_seed_group_trains_each_seed_once_and_aggregates(tmp_path):
+    """Two seeds side by side (Ray tasks). A stop asked of the driver (what SIGTERM does)
+    while both train reaches both: each checkpoints where it is and the group stops; the
+    re-run resumes them, and every step is still trained once."""
+    from trainers import stop
     from trainers.metadata import config_group
 
-    short = [*FAST, "trainer.max_steps=6", "trainer.epochs=2"]
+    short = [*FAST, "trainer.max_steps=10", "trainer.epochs=2"]
+    group_dir = tmp_path / "runs" / "grp"
+    first: dict = {}
+    job = threading.Thread(target=lambda: first.update(
+        train_run(tmp_path, [*short, "run_name=grp", "seeds=[0,1]"])))
+    job.start()
+    deadline = time.monotonic() + 180
+    while not all(_trained(group_dir / f"seed{k}") for k in (0, 1)):
+        assert job.is_alive() and time.monotonic() < deadline, "the seeds did not both train"
+        time.sleep(0.05)
+    try:
+        stop.request()
+        job.join()
+    finally:
+        stop.reset()
+    assert first["status"] == "stopped"
+    statuses = [m["status"] for m in first["members"]]
+    assert "stopped" in statuses  # the later one had most of its steps left
+    for member in first["members"]:  # the other may have finished before the stop
+        at = member["metrics"]["step"]
+        assert member["status"] == "done" or 1 <= at < 10
+        if member["status"] == "stopped":
+            assert (Path(member["run_dir"]) / f"checkpoint_{at:06d}").is_dir()
+    assert json.loads((group_dir / "group.json").read_text())["status"] == "running"
+
     summary = train_run(tmp_path, [*short, "run_name=grp", "seeds=[0,1]"])
-    group_dir = Path(summary["run_dir"])
+    assert summary["status"] == "done" and summary["run_dir"] == str(group_dir)
     index = json.loads((group_dir / "group.json").read_text())
     assert index["status"] == "done" and index["seeds"] == [0, 1]
     assert [Path(m).name for m in index["members"]] == ["seed0", "seed1"]
@@ -62,7 +92,7 @@ def test_seed_group_trains_each_seed_once_and_aggregates(tmp_path):
     finals = [json.loads((Path(m) / "metrics.json").read_text()) for m in index["members"]]
     assert finals[0]["dist/weights_hash"] != finals[1]["dist/weights_hash"]
     for m in index["members"]:  # each seed trained its steps once, and was evaluated
-        assert [r["step"] for r in logged(m) if "train/loss" in r] == list(range(1, 7))
+        assert [r["step"] for r in logged(m) if "train/loss" in r] == list(range(1, 11))
         assert (Path(m) / "eval" / "test" / "predictions.parquet").exists()
 
     agg = json.loads((group_dir / "aggregate.json").read_text())
@@ -77,3 +107,9 @@ def test_seed_group_trains_each_seed_once_and_aggregates(tmp_path):
     again = train_run(tmp_path, [*short, "run_name=grp", "seeds=[0,1]"])  # nothing retrained
     assert all(m["metrics"].get("already_done") for m in again["members"])
     assert again["group"]["metrics"]["test/accuracy"]["mean"] == pytest.approx(np.mean(values))
+
+
+def _trained(run_dir: Path) -> bool:
+    """A step is logged (a line being written is not read as one)."""
+    path = run_dir / "metrics.jsonl"
+    return path.is_file() and '"train/loss"' in path.read_text().rpartition("\n")[0]

@@ -22,6 +22,7 @@ from cluster.scaling import wants_gpu
 from trainers.aggregate import aggregate_metrics, aggregate_slices
 from trainers.config import TrainConfig
 from trainers.metadata import config_group
+from trainers.stop import received, stop_flag, stopped
 from trainers.train import Prepared, fit, prepare
 
 GROUP_FILE = "group.json"
@@ -60,11 +61,12 @@ def concurrency(run: TrainConfig, n_runs: int) -> int:
     return max(1, min(fits, n_runs))
 
 
-def _fit_task(one: TrainConfig, resolved: dict[str, Any], prep: Prepared) -> dict[str, Any]:
+def _fit_task(one: TrainConfig, resolved: dict[str, Any], prep: Prepared, stop_key: str
+              ) -> dict[str, Any]:
     from trainers.errors import hide_user_error_logs
 
     hide_user_error_logs()
-    return fit(one, resolved, prep)
+    return fit(one, resolved, prep, stop_key=stop_key)
 
 
 def _fit_all(run: TrainConfig, members: list[TrainConfig], resolved: dict[str, Any],
@@ -87,13 +89,23 @@ def _fit_all(run: TrainConfig, members: list[TrainConfig], resolved: dict[str, A
     prep_ref = ray.put(prep)
     pending, results = {}, {}
     queue = list(members)
-    while queue or pending:
-        while queue and len(pending) < parallel:
-            m = queue.pop(0)
-            pending[remote.remote(m, member_resolved(resolved, m), prep_ref)] = m.seed
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            results[pending.pop(ref)] = ray.get(ref)
+    # one stop flag for the group: a SIGTERM to this driver reaches the runs in the tasks
+    with stop_flag() as stop_key:
+        while queue or pending:
+            while queue and len(pending) < parallel and not received():
+                m = queue.pop(0)
+                pending[remote.remote(m, member_resolved(resolved, m), prep_ref,
+                                      stop_key)] = m.seed
+            if not pending:  # stopped before the rest began: they start on the re-run
+                break
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in done:
+                results[pending.pop(ref)] = ray.get(ref)
+    for m in members:
+        summary = results.setdefault(m.seed, {"run_dir": m.run_dir, "metrics": {},
+                                              "status": "stopped"})
+        if summary["status"] == "stopped" and received():
+            stopped(summary["run_dir"])  # the task's process recorded it, not this one
     return [results[m.seed] for m in members]
 
 
@@ -129,10 +141,10 @@ def train_group(run: TrainConfig, resolved: dict[str, Any], prep: Prepared | Non
     (group_dir / GROUP_FILE).write_text(json.dumps(index, indent=1, default=str))
     parallel = concurrency(run, len(members))
     summaries = _fit_all(run, members, resolved, prep, parallel)
-    stopped = [s for s in summaries if s["status"] != "done"]
-    if stopped:
-        return {"run_dir": str(group_dir), "status": "stopped", "metrics": stopped[0]["metrics"],
-                "members": summaries}
+    unfinished = [s for s in summaries if s["status"] != "done"]
+    if unfinished:
+        return {"run_dir": str(group_dir), "status": "stopped",
+                "metrics": unfinished[0]["metrics"], "members": summaries}
     split = "test" if "test" in prep.splits.datasets else "validation"
     per_seed, slices = [], []
     for one, summary in zip(members, summaries, strict=True):

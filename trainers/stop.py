@@ -129,9 +129,10 @@ def stop_flag() -> Iterator[str]:
 class StopPoll:
     """Worker side, once per optimizer step on every rank: (stop asked for, node preempted).
 
-    In local mode the loop runs in the driver and sees its signal at once. Otherwise rank 0
-    reads the flag at most every ``every_s`` and one all-reduce carries its answer to every
-    rank, so all of them stop on the same step; the same all-reduce says when all ranks ask
+    When the loop runs in the process that holds the flag (local mode) it sees the signal at
+    once. Otherwise (Train workers; a seed group's runs in Ray tasks) rank 0 reads the flag
+    from Ray's key-value store at most every ``every_s``, and one all-reduce carries its answer
+    to every rank, so all of them stop on the same step; the same all-reduce says when all ranks ask
     Ray Train together (a barrier) whether a node is being drained, every ``preempt_every_s``.
     """
 
@@ -142,7 +143,7 @@ class StopPoll:
         self.asked, self.preempted, self.last, self.last_preempt = False, False, 0.0, 0.0
 
     def _read_flag(self) -> bool:
-        if self.local_mode:
+        if self.key in _active:  # the loop runs in the process that got the signal
             return bool(_received)
         from ray.experimental.internal_kv import _internal_kv_get
 
@@ -154,7 +155,7 @@ class StopPoll:
     def __call__(self) -> tuple[bool, bool]:
         now, preempt_due = time.monotonic(), 0.0
         if self.rank == 0 and self.key and not self.asked and (
-                self.local_mode or now - self.last >= self.every_s):
+                self.key in _active or now - self.last >= self.every_s):
             self.last, self.asked = now, self._read_flag()
         if self.rank == 0 and not self.local_mode and now - self.last_preempt >= \
                 self.preempt_every_s:

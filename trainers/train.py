@@ -81,10 +81,12 @@ def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
 
 
 def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
-        callbacks: list[Any] | None = None) -> dict[str, Any]:
+        callbacks: list[Any] | None = None, stop_key: str | None = None) -> dict[str, Any]:
     """Train one seed on prepared data, export its artefacts and return its summary.
 
     ``callbacks``: Ray Train callbacks (a sweep trial passes Tune's report callback).
+    ``stop_key``: the stop flag of the driver that started this fit in a Ray task (a seed
+    group's concurrent runs); by default the fit's own.
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
 
@@ -117,7 +119,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         "tracked_config": resolved, "config_group": meta["config_group"],
     }
     with stop_flag() as key:  # SIGTERM / Ctrl-C: checkpoint at the next step, then stop
-        loop_cfg["stop_key"] = key
+        loop_cfg["stop_key"] = stop_key or key
         trainer = _trainer_class()(
             train_loop, train_loop_config=loop_cfg, scaling_config=scaling_config(run.cluster),
             datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
