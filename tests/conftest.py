@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +102,24 @@ def train_run(tmp_path: Path, overrides: list[str]) -> dict:
 def logged(run_dir: str | Path) -> list[dict]:
     lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def stop_while_training(train: Callable[[], dict], ready: Callable[[], bool],
+                        timeout_s: float = 180) -> dict:
+    """Run ``train`` in a thread; once ``ready()``, ask for a graceful stop (what SIGTERM to
+    the driver does); return what ``train`` returned."""
+    from trainers import stop
+
+    result: dict = {}
+    job = threading.Thread(target=lambda: result.update(train()))
+    job.start()
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert job.is_alive() and time.monotonic() < deadline, "training never got ready"
+        time.sleep(0.05)
+    try:
+        stop.request()
+        job.join()
+    finally:
+        stop.reset()
+    return result

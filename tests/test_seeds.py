@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import FAST, compose_run, logged, train_run
+from tests.conftest import FAST, compose_run, logged, stop_while_training, train_run
 from trainers.aggregate import aggregate_metrics, aggregate_slices, describe
 
 
@@ -49,24 +47,13 @@ def test_seed_group_trains_each_seed_once_and_aggregates(tmp_path):
     """Two seeds side by side (Ray tasks). A stop asked of the driver (what SIGTERM does)
     while both train reaches both: each checkpoints where it is and the group stops; the
     re-run resumes them, and every step is still trained once."""
-    from trainers import stop
     from trainers.metadata import config_group
 
     short = [*FAST, "trainer.max_steps=10", "trainer.epochs=2"]
     group_dir = tmp_path / "runs" / "grp"
-    first: dict = {}
-    job = threading.Thread(target=lambda: first.update(
-        train_run(tmp_path, [*short, "run_name=grp", "seeds=[0,1]"])))
-    job.start()
-    deadline = time.monotonic() + 180
-    while not all(_trained(group_dir / f"seed{k}") for k in (0, 1)):
-        assert job.is_alive() and time.monotonic() < deadline, "the seeds did not both train"
-        time.sleep(0.05)
-    try:
-        stop.request()
-        job.join()
-    finally:
-        stop.reset()
+    first = stop_while_training(
+        lambda: train_run(tmp_path, [*short, "run_name=grp", "seeds=[0,1]"]),
+        ready=lambda: all(_trained(group_dir / f"seed{k}") for k in (0, 1)))
     assert first["status"] == "stopped"
     statuses = [m["status"] for m in first["members"]]
     assert "stopped" in statuses  # the later one had most of its steps left

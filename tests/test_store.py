@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PLANTED, compose_run, logged, train_run
+from tests.conftest import PLANTED, compose_run, logged, stop_while_training, train_run
 from trainers.checkpoint import Progress, checkpoint_name, persist_store, seal
 from trainers.cli import main
 from trainers.errors import ConfigError
@@ -107,26 +105,14 @@ def test_a_ray_train_job_stopped_gracefully_resumes_from_the_store_elsewhere(
     through Ray's key-value store; it checkpoints straight into the bucket (nothing local)
     and stops. With the local copy gone, the run resumes from the bucket (in local mode: the
     workers may change between attempts): every step logged once, metrics history included."""
-    from trainers import stop
-
     uri, _ = s3_store
     root = tmp_path / "r"
     args = ["run_name=ray_store", f"paths.store={_quoted(uri)}", "trainer.max_steps=6",
             "trainer.ckpt_every=0", *TINY]
     run_dir = root / "runs" / "ray_store"
-    result: dict = {}
-    job = threading.Thread(target=lambda: result.update(train_run(
-        root, [*args, "cluster=ray", "cluster.num_workers=1"])))
-    job.start()
-    deadline = time.monotonic() + 120
-    while not (run_dir / "metrics.jsonl").is_file() or not logged(run_dir):
-        assert job.is_alive() and time.monotonic() < deadline, "no step logged"
-        time.sleep(0.05)
-    try:
-        stop.request()
-        job.join()
-    finally:
-        stop.reset()
+    result = stop_while_training(
+        lambda: train_run(root, [*args, "cluster=ray", "cluster.num_workers=1"]),
+        ready=lambda: (run_dir / "metrics.jsonl").is_file() and bool(logged(run_dir)))
     assert result["status"] == "stopped"
     stopped_at = result["metrics"]["step"]
     assert 1 <= stopped_at < 6
