@@ -123,9 +123,12 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         return {"run_dir": str(root), "status": "stopped"}
     control = None
     if spec.control:
-        control_run = dataclasses.replace(student, distill=None, run_name="control")
-        control = train_group(control_run, {**base, "distill": None, "run_name": "control"},
-                              plain)
+        trainer = control_schedule(student.trainer, spec.augment)
+        control_run = dataclasses.replace(student, distill=None, run_name="control",
+                                          trainer=trainer)
+        control = train_group(control_run, {**base, "distill": None, "run_name": "control",
+                                            "trainer": {**base["trainer"],
+                                                        "epochs": trainer.epochs}}, plain)
         if control["status"] != "done":
             return {"run_dir": str(root), "status": "stopped"}
     summary = {"run_dir": str(root), "status": "done", "teacher": spec.teacher,
@@ -136,6 +139,15 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     summary["report"] = str(write_distill_report(run, summary, root, texts))
     summary["metrics"] = {k: v["mean"] for k, v in kd["group"]["metrics"].items()}
     return summary
+
+
+def control_schedule(trainer: Any, augment: int) -> Any:
+    """The control trains as many steps as the KD student: with ``augment`` copies an epoch of
+    the student is 1 + augment epochs of the control (measured: at equal epochs the extra
+    steps alone beat the control, docs/benchmarks.md). ``max_steps`` caps both alike."""
+    if not augment or trainer.max_steps is not None:
+        return trainer
+    return dataclasses.replace(trainer, epochs=trainer.epochs * (1 + augment))
 
 
 def _tokenizer_hash(student: TrainConfig) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -96,6 +97,22 @@ def test_augmented_copies_are_perturbed_reproducibly_and_keep_a_word():
     for _ in range(200):  # even at the largest p a real word survives
         words = perturb("a b c", rng, 0.49, "[MASK]").split()
         assert [w for w in words if w != "[MASK]"]
+
+
+def test_the_control_trains_as_many_steps_as_a_student_with_copies():
+    from distill.run import control_schedule
+    from trainers.config import TrainConfig
+    from trainers.loop import plan_steps
+
+    student = TrainConfig()
+    student.trainer.epochs = 3
+    rows = 8990
+    _, kd_steps = plan_steps(student, rows * 2, 1)  # one copy per text
+    control = dataclasses.replace(student, trainer=control_schedule(student.trainer, 1))
+    assert plan_steps(control, rows, 1)[1] == kd_steps and control.trainer.epochs == 6
+    assert control_schedule(student.trainer, 0) is student.trainer  # no copies: as given
+    capped = dataclasses.replace(student.trainer, max_steps=100)
+    assert control_schedule(capped, 1) is capped  # max_steps already caps both alike
 
 
 def test_layer_subset_student_copies_the_right_layers():
