@@ -76,6 +76,9 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     from trainers.train import prepare
 
     spec = run.distill
+    if spec.augment and run.task.kind.value != "seq_cls":
+        raise ConfigError("distill.augment", f"copies are made for seq_cls, not "
+                          f"{run.task.kind.value}", "set distill.augment=0")
     root = Path(run.run_dir)
     root.mkdir(parents=True, exist_ok=True)
     teacher = load_teacher(spec.teacher, run.task.kind)  # once: labels, tokenizer, init
@@ -96,13 +99,10 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
                           f"teacher's ({len(teacher_labels)})", "distil on the teacher's data")
     plain = prep
     if spec.augment:
-        if run.task.kind.value != "seq_cls":
-            raise ConfigError("distill.augment", f"copies are made for seq_cls, not "
-                              f"{run.task.kind.value}", "set distill.augment=0")
         from distill.augment import transfer_rows
+        from trainers.models import tokenizer_location
 
-        train, rows = transfer_rows(prep, student, student.model.tokenizer or
-                                    student.model.name_or_path)
+        train, rows = transfer_rows(prep, student, tokenizer_location(student.model))
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train},
                                    train_rows=rows)
     if spec.teacher_mode == "offline":

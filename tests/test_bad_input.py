@@ -190,6 +190,12 @@ def _other_verbs(tmp: Path, tiny: Path) -> list[tuple[str, list[str], list[str]]
          ["distill", f"teacher={tiny}", "distill.student=path",
           f"model.tokenizer={tmp / 'other_tokenizer'}", "run_name=vocab"],
          ["model.tokenizer", "vocabulary", "30523"]),
+        ("distill: copies for a token task", ["distill", f"teacher={tiny}", "task=token_cls",
+                                              "distill.augment=1"],
+         ["distill.augment", "seq_cls", "distill.augment=0"]),
+        ("distill: copy probability out of range", ["distill", f"teacher={tiny}",
+                                                    "distill.augment_p=0.7"],
+         ["distill.augment_p", "(0, 0.5)"]),
         ("compare: not runs", ["compare", f"a={tmp}/x", f"b={tmp}/y"], ["x", "not a run"]),
         ("sweep: unknown sweep", ["sweep", "sweep=nope"], ["'sweep'", "smoke"]),
     ]
