@@ -50,12 +50,18 @@ def _loopback_node() -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_ready
 
 
+def _host_port(address: str) -> tuple[str, str]:
+    """``[ray://]host:port`` → (host, port); an IPv6 host loses its brackets."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    return host.strip("[]"), port
+
+
 def _is_loopback(address: str) -> bool:
     """A head on this machine's loopback (a Ray started by shardtune, or a one-machine head):
     Ray would otherwise rewrite 127.0.0.1 to the network address, where nothing listens."""
     import ipaddress
 
-    host = address.split("://")[-1].rpartition(":")[0].strip("[]")
+    host, _ = _host_port(address)
     if host == "localhost":
         return True
     try:
@@ -115,7 +121,7 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
 
     if address in ("auto", "local"):
         return
-    host, _, port = address.split("://")[-1].rpartition(":")
+    host, port = _host_port(address)
     if not host or not port.isdigit():
         raise ClusterError(f"cluster.address {address!r} is not host:port (or ray://host:port, "
                            "auto)", "e.g. cluster.address=10.0.0.5:6379")
