@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import re
@@ -81,14 +82,9 @@ def _one_line(exc: BaseException) -> str:
     return text.replace("full_key: ", "key: ")
 
 
-def compose(overrides: list[str], config_name: str = "train") -> Any:
-    """Compose ``conf/<config_name>.yaml`` with overrides; Hydra errors become one-line errors."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
+@functools.cache
+def _register_schemas() -> None:
+    """Once a process: storing the dataclass schemas costs ~0.1 s and they never change."""
     from cluster.submit_config import register_submit_config
     from distill.quant_run import register_quantize_config
     from trainers.card import register_card_config
@@ -100,6 +96,17 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
     register_card_config()
     register_submit_config()
     register_quantize_config()
+
+
+def compose(overrides: list[str], config_name: str = "train") -> Any:
+    """Compose ``conf/<config_name>.yaml`` with overrides; Hydra errors become one-line errors."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    _register_schemas()
     injected = []
     if config_name not in ("card", "submit"):  # the configs that have paths.*
         if not any(o.startswith("paths.root=") for o in overrides):
