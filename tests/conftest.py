@@ -99,6 +99,28 @@ def train_run(tmp_path: Path, overrides: list[str]) -> dict:
     return train(run, resolved)
 
 
+# Real-data runs that more than one module needs (the task tests check that they learn, the
+# evaluation tests re-score them): trained once a session.
+BANKING77_RUN = ["data=banking77", "data.max_examples=800", "trainer.max_steps=15",
+                 "optim.lr=5e-3", "run_name=b77"]
+WNUT17_RUN = ["task=token_cls", "data=wnut17", "data.max_examples=300", "trainer.max_steps=12",
+              "optim.lr=5e-3", "task.max_length=512", "run_name=ner"]  # 512: no truncation
+
+
+@pytest.fixture(scope="session")
+def banking77_run(tmp_path_factory, ray_session) -> dict:
+    if not SHARED.is_dir():
+        pytest.skip(f"real data sets not found at {SHARED}")
+    return train_run(tmp_path_factory.mktemp("banking77"), [*FAST, *BANKING77_RUN])
+
+
+@pytest.fixture(scope="session")
+def wnut17_run(tmp_path_factory, ray_session) -> dict:
+    if not SHARED.is_dir():
+        pytest.skip(f"real data sets not found at {SHARED}")
+    return train_run(tmp_path_factory.mktemp("wnut17"), [*FAST, *WNUT17_RUN])
+
+
 def logged(run_dir: str | Path) -> list[dict]:
     lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]

@@ -96,10 +96,8 @@ def test_evaluate_bad_inputs(trained, tmp_path, capsys):
 
 
 @needs_shared
-def test_evaluate_on_banking77_run(tmp_path, capsys):
-    summary = train_run(tmp_path, [*FAST, "data=banking77", "data.max_examples=800",
-                                   "trainer.max_steps=10", "optim.lr=5e-3",
-                                   "run_name=b77"])
+def test_evaluate_on_banking77_run(banking77_run, capsys):
+    summary = banking77_run
     code = main(["evaluate", f"run={summary['run_dir']}", "resamples=200", "baseline=false",
                  "data=banking77", "data.max_examples=800"])
     assert code == 0, capsys.readouterr().err
@@ -109,10 +107,8 @@ def test_evaluate_on_banking77_run(tmp_path, capsys):
 
 
 @needs_shared
-def test_evaluate_token_cls_reproduces_token_accuracy(tmp_path, capsys):
-    summary = train_run(tmp_path, [*FAST, "task=token_cls", "data=wnut17",
-                                   "data.max_examples=300", "trainer.max_steps=8",
-                                   "task.max_length=512", "run_name=ner"])  # no truncation
+def test_evaluate_token_cls_reproduces_token_accuracy(wnut17_run, capsys):
+    summary = wnut17_run
     code = main(["evaluate", f"run={summary['run_dir']}", "resamples=100"])
     assert code == 0, capsys.readouterr().err
     out = Path(summary["run_dir"]) / "eval/test"
