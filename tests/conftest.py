@@ -108,6 +108,15 @@ WNUT17_RUN = ["task=token_cls", "data=wnut17", "data.max_examples=300", "trainer
 
 
 @pytest.fixture(scope="session")
+def sample_run(tmp_path_factory, ray_session) -> tuple[Path, Path]:
+    """(paths.root, run dir) of a run on the embedded sample: evaluated, carded, quantised and
+    distilled by several modules."""
+    root = tmp_path_factory.mktemp("sample")
+    summary = train_run(root, [*FAST, "trainer.max_steps=20", "run_name=evaluated"])
+    return root, Path(summary["run_dir"])
+
+
+@pytest.fixture(scope="session")
 def banking77_run(tmp_path_factory, ray_session) -> dict:
     if not SHARED.is_dir():
         pytest.skip(f"real data sets not found at {SHARED}")

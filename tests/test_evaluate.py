@@ -15,9 +15,11 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("eval")
-    return train_run(root, [*FAST, "trainer.max_steps=20", "run_name=evaluated"])
+def trained(sample_run) -> dict:
+    """The session's sample run, as ``train`` returned it."""
+    run_dir = sample_run[1]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"run_dir": str(run_dir), "metrics": metrics}
 
 
 def test_evaluate_reproduces_logged_metric_and_writes_artefacts(trained, capsys):

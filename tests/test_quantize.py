@@ -158,13 +158,6 @@ def test_unsupported_quantisations_are_clear_errors(tmp_path, monkeypatch, capsy
         assert err.startswith("error:") and words in err and "Traceback" not in err
 
 
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory, ray_session):
-    root = tmp_path_factory.mktemp("quant")
-    summary = train_run(root, [*FAST, "trainer.max_steps=16", "trainer.epochs=2"])
-    return root, Path(summary["run_dir"])
-
-
 def test_quantize_reloads_evaluates_measures_and_gates(sample_run, monkeypatch, capsys):
     from trainers.eval_config import EvaluateConfig
     from trainers.evaluate import evaluate
