@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--augment", type=int, default=0)
     parser.add_argument("--teacher-epochs", type=int, default=3)
     args = parser.parse_args()
+    if args.augment and args.teacher_epochs != 3:  # the copies' run compares with student3
+        parser.error("--augment compares with the 3-epoch teacher's run: drop --teacher-epochs")
     work = ROOT / "runs" / "bench_distill"
     work.mkdir(parents=True, exist_ok=True)
     data = [f"paths.datasets={SHARED}", "data=banking77"]
