@@ -1,36 +1,42 @@
 """How strong would an ensemble of teachers be? Averages the class distributions that
-``shardtune evaluate`` saved for several runs on the same test split (no model is re-run).
+``shardtune evaluate`` saved for several runs on the same test split (a run not evaluated yet
+is evaluated first, as ``shardtune compare`` does).
 
     python bench/bench_teacher_ensemble.py RUN_DIR RUN_DIR [RUN_DIR ...]
 
-Each run needs ``eval/test/predictions.parquet`` (``shardtune evaluate run=RUN_DIR``) and the
-same label map. Prints and saves each member's accuracy and the ensemble's (mean probability).
+The runs must share the label map and the test examples. Prints and saves each member's
+accuracy and the ensemble's (mean probability).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from common import save
+
+from trainers.compare import saved_predictions
+from trainers.config import PathsConfig
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args()
-    saved = [run / "eval" / "test" / "predictions.parquet" for run in args.runs]
-    for path, run in zip(saved, args.runs, strict=True):
-        if not path.is_file():
-            raise SystemExit(f"error: {path} not found: run `shardtune evaluate run={run}` first")
-    frames = [pd.read_parquet(path) for path in saved]
-    label_maps = [json.loads((run / "label_map.json").read_text()) for run in args.runs]
-    if any(m != label_maps[0] for m in label_maps) or any(
-            not np.array_equal(f["text"].values, frames[0]["text"].values) for f in frames):
-        raise SystemExit("error: the runs' label maps or test rows differ")
+    frames = []
+    for run in args.runs:
+        frame = saved_predictions(run, "test", PathsConfig())
+        if frame is None:
+            raise SystemExit(f"error: {run}'s test split has no labels to score against")
+        frames.append(frame.sort_values("_src"))
+    keys, labels = frames[0]["_src"].to_numpy(), frames[0]["gold_label"].to_numpy()
+    for run, frame in zip(args.runs, frames, strict=True):
+        if not (np.array_equal(frame["_src"].to_numpy(), keys)
+                and np.array_equal(frame["gold_label"].to_numpy(), labels)
+                and np.array_equal(frame["gold"].to_numpy(), frames[0]["gold"].to_numpy())):
+            raise SystemExit(f"error: {run} was evaluated on other examples or another label "
+                             f"map than {args.runs[0]}")
     gold = frames[0]["gold"].to_numpy()
     probs = np.mean([np.stack(f["probs"].to_numpy()) for f in frames], axis=0)
     save("teacher_ensemble", {

@@ -56,7 +56,7 @@ def higher_is_better(metric: str) -> bool:
     return not any(word in metric for word in LOWER_IS_BETTER)
 
 
-def _predictions(member: Path, split: str, paths: Any) -> pd.DataFrame | None:
+def saved_predictions(member: Path, split: str, paths: Any) -> pd.DataFrame | None:
     """A member's saved predictions on ``split`` (evaluated now if missing); None: no labels."""
     path = member / "eval" / split / "predictions.parquet"
     if not path.exists():
@@ -159,8 +159,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     effects: dict[str, Effect] = {}
     slices: list[dict[str, Any]] = []
     if paired:
-        frames_a = [_predictions(m, cfg.split, cfg.paths) for m in side_a.members]
-        frames_b = [_predictions(m, cfg.split, cfg.paths) for m in side_b.members]
+        frames_a = [saved_predictions(m, cfg.split, cfg.paths) for m in side_a.members]
+        frames_b = [saved_predictions(m, cfg.split, cfg.paths) for m in side_b.members]
         if any(f is None for f in frames_a + frames_b):
             raise ConfigError("compare.metric", f"{spec.metric} needs classification "
                               "predictions; these runs have none",
