@@ -116,18 +116,20 @@ def sample_run(tmp_path_factory, ray_session) -> tuple[Path, Path]:
     return root, Path(summary["run_dir"])
 
 
-@pytest.fixture(scope="session")
-def banking77_run(tmp_path_factory, ray_session) -> dict:
+def _real_data_run(tmp_path_factory: Any, name: str, overrides: list[str]) -> dict:
     if not SHARED.is_dir():
         pytest.skip(f"real data sets not found at {SHARED}")
-    return train_run(tmp_path_factory.mktemp("banking77"), [*FAST, *BANKING77_RUN])
+    return train_run(tmp_path_factory.mktemp(name), [*FAST, *overrides])
+
+
+@pytest.fixture(scope="session")
+def banking77_run(tmp_path_factory, ray_session) -> dict:
+    return _real_data_run(tmp_path_factory, "banking77", BANKING77_RUN)
 
 
 @pytest.fixture(scope="session")
 def wnut17_run(tmp_path_factory, ray_session) -> dict:
-    if not SHARED.is_dir():
-        pytest.skip(f"real data sets not found at {SHARED}")
-    return train_run(tmp_path_factory.mktemp("wnut17"), [*FAST, *WNUT17_RUN])
+    return _real_data_run(tmp_path_factory, "wnut17", WNUT17_RUN)
 
 
 def logged(run_dir: str | Path) -> list[dict]:
