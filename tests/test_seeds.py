@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from tests.conftest import FAST, compose_run, logged, stop_while_training, train_run
 from trainers.aggregate import aggregate_metrics, aggregate_slices, describe
+from trainers.errors import ConfigError
 
 
 def test_describe_on_fixed_numbers():
@@ -94,6 +96,39 @@ def test_seed_group_trains_each_seed_once_and_aggregates(tmp_path):
     again = train_run(tmp_path, [*short, "run_name=grp", "seeds=[0,1]"])  # nothing retrained
     assert all(m["metrics"].get("already_done") for m in again["members"])
     assert again["group"]["metrics"]["test/accuracy"]["mean"] == pytest.approx(np.mean(values))
+
+    # the same group name with other data: refused before anything is read or trained
+    before = (group_dir / "aggregate.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"grp holds a seed group of another configuration: "
+                                          r"data.max_examples \(None → 200\) changed"):
+        train_run(tmp_path, [*short, "run_name=grp", "seeds=[0,1]", "data.max_examples=200"])
+    assert (group_dir / "aggregate.json").read_bytes() == before
+
+
+def test_group_and_run_refuse_other_data_contents(tmp_path):
+    """Same config keys, other file contents: the data's hash names the change."""
+    from trainers.identity import DATA_CONTENT
+    from trainers.seeds import check_group
+    from trainers.train import _check_resume_config, run_identity
+
+    run, resolved = compose_run(tmp_path, [*FAST, "run_name=g", "seeds=[0]"])
+    group = Path(run.run_dir)
+    group.mkdir(parents=True)
+    (group / "group.json").write_text(json.dumps(
+        {"identity": run_identity(resolved, "a" * 64)}))
+    check_group(run, resolved)  # the config alone matches
+    check_group(run, resolved, "a" * 64)
+    with pytest.raises(ConfigError, match=re.escape(f"{DATA_CONTENT} changed")):
+        check_group(run, resolved, "b" * 64)
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "config.json").write_text(json.dumps(resolved))
+    (one / "run_meta.json").write_text(json.dumps(
+        {"dataset": {"fingerprint": {"sha256": "a" * 64}}}))
+    _check_resume_config(one, resolved, "a" * 64)
+    with pytest.raises(ConfigError, match=re.escape(f"checkpoints of another configuration: "
+                                                    f"{DATA_CONTENT} changed")):
+        _check_resume_config(one, resolved, "b" * 64)
 
 
 def _trained(run_dir: Path) -> bool:

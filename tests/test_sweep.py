@@ -104,7 +104,7 @@ def _killed_midway(args: list[str], sweep_dir: Path) -> None:
 @needs_shared
 @pytest.mark.usefixtures("ray_session")
 def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducible_best(
-        tmp_path):
+        tmp_path, capsys):
     from ray.util import placement_group_table
 
     best_file = ROOT / "conf" / "experiment" / "pytest_sweep_best.yaml"
@@ -147,13 +147,34 @@ def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducibl
         final = json.loads((tmp_path / "runs" / "pytest_sweep_best" / "metrics.json")
                            .read_text())
         assert final["val/accuracy"] == pytest.approx(best_metric, abs=1e-9)
+        assert (sweep_dir / "pytest_sweep_best.yaml").read_text() == best_file.read_text()
+
+        # the same sweep name under another configuration: refused before anything starts
+        before, best_text = (sweep_dir / "sweep.json").read_bytes(), best_file.read_text()
+        changed = [*SWEEP, "trainer.eval_every=3", "sweep.max_trials=2"]
+        capsys.readouterr()
+        assert main(["sweep", *changed, f"paths.root={tmp_path}"]) == 2
+        err = capsys.readouterr().err
+        assert "holds a sweep of another configuration: sweep.max_trials (8 → 2), " \
+               "trainer.eval_every (2 → 3) changed" in err
+        # under its own run_name that configuration runs its own trials, into its own files
+        other = [*changed, "run_name=pytest_other", "sweep.space={optim.lr:{grid:[5.0e-3]}}",
+                 f"sweep.export_dir={tmp_path / 'exp'}", f"paths.root={tmp_path}"]
+        assert main(["sweep", *other]) == 0
+        mine = json.loads((tmp_path / "runs" / "pytest_other" / "sweep.json").read_text())
+        assert mine["resumed"] is False and mine["trials"] == 1
+        assert mine["best"]["config"] == {"optim.lr": 5e-3}
+        assert mine["best"]["experiment"] == str(tmp_path / "exp" / "pytest_other_best.yaml")
+        assert (tmp_path / "runs" / "pytest_other" / "pytest_other_best.yaml").is_file()
+        assert (sweep_dir / "sweep.json").read_bytes() == before
+        assert best_file.read_text() == best_text
     finally:
         best_file.unlink(missing_ok=True)
         crash.unlink(missing_ok=True)
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_ablation_with_two_variants_writes_the_delta_table(tmp_path):
+def test_ablation_with_two_variants_writes_the_delta_table(tmp_path, capsys):
     assert main(["ablate", "ablation=sample_smoke", f"paths.root={tmp_path}", *FAST]) == 0
     root = tmp_path / "runs" / "sample_smoke"
     out = json.loads((root / "ablation.json").read_text())
@@ -165,3 +186,10 @@ def test_ablation_with_two_variants_writes_the_delta_table(tmp_path):
     assert "| r2 |" in text and "| negative_control |" in text and "p=" in text
     for arm in ("baseline", "r2", "negative_control"):
         assert (root / arm / "aggregate.json").exists()
+    # re-run with other data: refused before any arm trains, the ablation left as it was
+    before = (root / "ablation.json").read_bytes()
+    assert main(["ablate", "ablation=sample_smoke", f"paths.root={tmp_path}", *FAST,
+                 "data.max_examples=100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a seed group of another configuration: data.max_examples" in err
+    assert len(err.splitlines()) == 1 and (root / "ablation.json").read_bytes() == before

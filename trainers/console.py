@@ -99,8 +99,11 @@ def print_sweep(summary: dict[str, Any]) -> None:
         shown = f"{value:.4f}" if isinstance(value, float) else "—"
         values = ", ".join(f"{k}={row[k]}" for k in row if "." in k and k != metric)
         console.print(f"  {row['trial']:<24} {metric} {shown}  {row['status']:<13} {values}")
-    if summary["best"]:
-        console.print(f"best: {summary['best']['config']} → {summary['best']['experiment']}")
+    best = summary["best"]
+    if best:
+        console.print(f"best: {best['config']} → {best['experiment'] or best['file']}")
+        if best.get("not_exported"):
+            console.print(f"  ({best['not_exported']})")
     for i, r in enumerate(summary.get("top_k") or [], start=1):
         console.print(f"  top{i} over {r['n']} seeds: {r['mean']:.4f} ± {r['std']:.4f} "
                       f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]  {r['config']}")

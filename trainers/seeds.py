@@ -21,9 +21,10 @@ from cluster.config import ClusterMode
 from cluster.scaling import wants_gpu
 from trainers.aggregate import aggregate_metrics, aggregate_slices
 from trainers.config import TrainConfig
+from trainers.identity import read_json, refuse_if_changed
 from trainers.metadata import config_group
 from trainers.stop import received, stop_flag, stopped
-from trainers.train import Prepared, fit, prepare
+from trainers.train import Prepared, fit, prepare, run_identity
 
 GROUP_FILE = "group.json"
 AGGREGATE_FILE = "aggregate.json"
@@ -123,6 +124,17 @@ def _evaluate_member(run_dir: str, split: str, prep: Prepared, paths: Any,
                     splits=prep.splits)
 
 
+def check_group(run: TrainConfig, resolved: dict[str, Any], data_sha256: str | None = None
+                ) -> None:
+    """Refuse to continue ``runs/<run_name>/`` when another configuration (or other data) made
+    the seed group there: its finished seeds would be aggregated with the new ones."""
+    saved = read_json(Path(run.run_dir) / GROUP_FILE)
+    if saved is None:
+        return
+    old = saved.get("identity") or run_identity(saved.get("config", {}), None)
+    refuse_if_changed(Path(run.run_dir), "a seed group", old, run_identity(resolved, data_sha256))
+
+
 def train_group(run: TrainConfig, resolved: dict[str, Any], prep: Prepared | None = None
                 ) -> dict[str, Any]:
     """Train, evaluate and aggregate every seed of ``run.seeds``.
@@ -130,13 +142,17 @@ def train_group(run: TrainConfig, resolved: dict[str, Any], prep: Prepared | Non
     ``prep``: data already prepared (a distillation passes the split with teacher outputs).
     """
     start = time.perf_counter()
+    check_group(run, resolved)  # the config before any data is read, the data after
     prep = prep or prepare(run)
+    data_sha256 = prep.splits.fingerprint["sha256"]
+    check_group(run, resolved, data_sha256)
     members = [member(run, s) for s in run.seeds]
     group_dir = Path(run.run_dir)
     group_dir.mkdir(parents=True, exist_ok=True)
     group_id = config_group(resolved)
     index = {"group_name": run.run_name, "config_group": group_id, "seeds": list(run.seeds),
              "members": [m.run_dir for m in members], "status": "running",
+             "identity": run_identity(resolved, data_sha256),
              "config": {k: v for k, v in resolved.items() if k not in ("seed", "seeds")}}
     (group_dir / GROUP_FILE).write_text(json.dumps(index, indent=1, default=str))
     parallel = concurrency(run, len(members))

@@ -27,9 +27,9 @@ from trainers.checkpoint import (
     scan,
 )
 from trainers.config import TrainConfig
-from trainers.errors import ConfigError
+from trainers.identity import identity, read_json, refuse_if_changed
 from trainers.loop import train_loop
-from trainers.metadata import append_index, flat_config, run_metadata
+from trainers.metadata import append_index, run_metadata
 from trainers.models import check_model, tokenizer_location
 from trainers.report import write_report
 from trainers.stop import received, stop_flag, stopped
@@ -100,7 +100,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     store = run_store(run.paths.store, run.run_dir, run.paths.runs)
     resume_from, half_written = _resume_candidates(run_dir, store)
     if resume_from is not None:
-        _check_resume_config(run_dir, resolved)
+        _check_resume_config(run_dir, resolved, splits.fingerprint["sha256"])
     meta = run_metadata(run, resolved, splits)
     meta["train_rows"] = train_rows  # per epoch; more than the split's with KD copies
     meta["data_check"] = prep.data_check
@@ -232,27 +232,25 @@ RESUME_KEYS = ("model", "task", "data", "peft", "optim", "distill", "trainer.epo
 RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows")  # how, not what
 
 
-def _under(key: str, prefixes: tuple[str, ...]) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in prefixes)
+def run_identity(resolved: dict[str, Any], data_sha256: str | None) -> dict[str, Any]:
+    """What a run's checkpoints depend on: the keys above and the data's content hash."""
+    return identity(resolved, RESUME_KEYS, RESUME_FREE, data_sha256)
 
 
-def _check_resume_config(run_dir: Path, resolved: dict[str, Any]) -> None:
-    """Refuse to continue a run's checkpoint under a configuration that changes what it
-    trains: the weights would load (or fail to load) and the result would be neither run."""
-    saved = run_dir / "config.json"
-    if not saved.is_file():
-        return
-    old = flat_config(json.loads(saved.read_text()))
-    new = flat_config(json.loads(json.dumps(resolved, default=str)))
-    changed = sorted(k for k in set(old) | set(new)
-                     if _under(k, RESUME_KEYS) and not _under(k, RESUME_FREE)
-                     and old.get(k) != new.get(k))
-    if changed:
-        shown = ", ".join(f"{k} ({old.get(k)!r} → {new.get(k)!r})" for k in changed[:3])
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise ConfigError("run_name", f"{run_dir} holds checkpoints of another configuration: "
-                          f"{shown}{more} changed",
-                          "use another run_name, or delete that directory to start over")
+def saved_run_identity(run_dir: Path) -> dict[str, Any] | None:
+    """The identity of the run saved in ``run_dir`` (None: nothing saved there yet)."""
+    saved = read_json(run_dir / "config.json")
+    if saved is None:
+        return None
+    meta = read_json(run_dir / "run_meta.json") or {}
+    return run_identity(saved, meta.get("dataset", {}).get("fingerprint", {}).get("sha256"))
+
+
+def _check_resume_config(run_dir: Path, resolved: dict[str, Any], data_sha256: str) -> None:
+    """Refuse to continue a run's checkpoint under a configuration (or data) that changes what
+    it trains: the weights would load (or fail to load) and the result would be neither run."""
+    refuse_if_changed(run_dir, "checkpoints", saved_run_identity(run_dir),
+                      run_identity(resolved, data_sha256))
 
 
 def export_merged(run: TrainConfig, run_dir: Path) -> Path:

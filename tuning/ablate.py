@@ -30,7 +30,7 @@ def ablate(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
     from trainers.cli import compose, resolved_dict, to_run_config
     from trainers.compare import compare
     from trainers.group_report import write_report
-    from trainers.seeds import train_group
+    from trainers.seeds import check_group, train_group
 
     spec = run.ablation
     root = Path(run.paths.runs) / spec.name
@@ -41,6 +41,7 @@ def ablate(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
         cfg = compose(_arm_overrides(overrides, arm, name, root, list(spec.seeds),
                                      run.paths.below(spec.name).store))
         groups[name] = {"run": to_run_config(cfg), "resolved": resolved_dict(cfg)}
+        check_group(groups[name]["run"], groups[name]["resolved"])  # before any arm trains
     for arm in groups.values():
         arm["summary"] = train_group(arm["run"], arm["resolved"])
     rows = []

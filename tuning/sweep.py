@@ -20,12 +20,37 @@ from typing import Any
 
 from cluster.config import ClusterMode
 from trainers.config import TrainConfig
+from trainers.identity import identity, read_json, refuse_if_changed, write_json
+from trainers.train import RESUME_FREE, RESUME_KEYS
 from tuning.config import SweepSpec
 from tuning.space import apply_values, tune_space, validate
 
 DRIVER_CPUS = 0.1  # the trial function only waits on its Train workers
 # Keys that change the tokenised data: a sweep over them prepares data per trial.
 DATA_KEYS = ("data.", "task.", "model.")
+IDENTITY_FILE = "identity.json"
+# What a sweep's trials and their ranking depend on: a run's keys, every trainer key that sets
+# the evaluation rhythm ASHA's rungs follow, the base seed and the search itself.
+SWEEP_KEYS = (*RESUME_KEYS, "trainer", "seed", "sweep")
+SWEEP_FREE = (*RESUME_FREE, "trainer.log_every", "trainer.keep_checkpoints",
+              "trainer.max_failures", "sweep.name", "sweep.max_concurrent_trials",
+              "sweep.trial_cpus", "sweep.export_dir", "sweep.seeds", "sweep.top_k",
+              "sweep.time_budget_s")
+
+
+def sweep_name(run: TrainConfig, overrides: list[str]) -> str:
+    """A sweep's identity: ``run_name`` when the command gives one, else the sweep's name."""
+    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("run_name=")]
+    return given[-1] if given else run.sweep.name
+
+
+def check_identity(sweep_dir: Path, resolved: dict[str, Any], data_sha256: str | None = None
+                   ) -> dict[str, Any]:
+    """Refuse to resume ``sweep_dir`` when another configuration (or other data) made it;
+    returns this sweep's identity."""
+    new = identity(resolved, SWEEP_KEYS, SWEEP_FREE, data_sha256)
+    refuse_if_changed(sweep_dir, "a sweep", read_json(sweep_dir / IDENTITY_FILE), new)
+    return new
 
 
 def trial_cluster(run: TrainConfig, spec: SweepSpec) -> dict[str, Any]:
@@ -154,19 +179,22 @@ def sweep(run: TrainConfig, resolved: dict[str, Any], overrides: list[str]) -> d
     from trainers.train import prepare
     from tuning.sweep_report import rerun_top_k, write_results
 
-    spec: SweepSpec = run.sweep
     start = time.perf_counter()
+    spec: SweepSpec = dataclasses.replace(run.sweep, name=sweep_name(run, overrides))
+    sweep_dir = Path(run.paths.runs) / spec.name
     has_validation = bool(run.data.validation_path) or run.data.val_fraction > 0
     validate(spec, resolved, run.task.kind.value, has_validation)  # before anything starts
+    check_identity(sweep_dir, resolved)  # the config before any data is read, the data after
     prep = prepare(run)  # starts Ray, checks the model, reads and tokenises the data once
+    sweep_identity = check_identity(sweep_dir, resolved, prep.splits.fingerprint["sha256"])
     cluster = trial_cluster(run, spec)
     base = dict(resolved)
     base["cluster"] = {**resolved["cluster"], **cluster}
     base["trainer"] = {**resolved["trainer"], "ckpt_every": resolved["trainer"]["eval_every"]}
     base["tracking"] = {**resolved["tracking"],
                         "tags": [*resolved["tracking"]["tags"], f"sweep:{spec.name}"]}
-    sweep_dir = Path(run.paths.runs) / spec.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_json(sweep_dir / IDENTITY_FILE, sweep_identity)
     shares_data = not any(k.startswith(DATA_KEYS) for k in spec.space)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=base, sweep_dir=str(sweep_dir),

@@ -65,8 +65,14 @@ def _best(frame: pd.DataFrame, spec: SweepSpec) -> pd.Series | None:
 
 
 def export_best(spec: SweepSpec, best: pd.Series, base: dict[str, Any], overrides: list[str],
-                run: TrainConfig) -> Path:
-    """``<name>_best.yaml``: the command's overrides + the trial's values, as an experiment."""
+                run: TrainConfig, sweep_dir: Path) -> dict[str, str | None]:
+    """``<name>_best.yaml``: the command's overrides + the trial's values, as an experiment.
+
+    Always written into the sweep's directory; also into ``sweep.export_dir``, or else into
+    ``conf/experiment/`` when that folder belongs to a git checkout (never into an installed
+    package or a job's unpacked working_dir). A file there that another sweep wrote is left as
+    it is (the path says so): two sweeps never overwrite each other's file.
+    """
     from omegaconf import OmegaConf
 
     choices, keys = [], []
@@ -82,21 +88,35 @@ def export_best(spec: SweepSpec, best: pd.Series, base: dict[str, Any], override
     OmegaConf.update(body, "trainer.ckpt_every", base["trainer"]["ckpt_every"], merge=False)
     body.run_name = f"{spec.name}_best"
     body.seed = run.seed
+    owner = f"# Written by the sweep in {sweep_dir.resolve()}"
     header = [
         "# @package _global_",
         f"# Best trial of sweep '{spec.name}': {spec.metric}={best[spec.metric]:.4f} "
         f"(trial {best['trial']}).",
+        owner,
         f"# Reproduce: shardtune train experiment={spec.name}_best",
     ]
     if choices:
         header += ["defaults:"] + [f"  - override /{c.split('=')[0]}: {c.split('=')[1]}"
                                    for c in choices]
-    out_dir = Path(spec.export_dir) if spec.export_dir else Path(run.paths.code) / "conf" / \
-        "experiment"
+    text = "\n".join(header) + "\n" + OmegaConf.to_yaml(body)
+    name = f"{spec.name}_best.yaml"
+    (sweep_dir / name).write_text(text)
+    out = {"file": str(sweep_dir / name), "experiment": None, "not_exported": None}
+    code = Path(run.paths.code)
+    out_dir = Path(spec.export_dir) if spec.export_dir else \
+        code / "conf" / "experiment" if (code / ".git").exists() else None
+    if out_dir is None:
+        out["not_exported"] = f"{code} is not a git checkout: conf/experiment left as it is"
+        return out
+    target = out_dir / name
+    if target.exists() and owner not in target.read_text().splitlines():
+        out["not_exported"] = f"{target} belongs to another sweep: left as it is"
+        return out
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{spec.name}_best.yaml"
-    path.write_text("\n".join(header) + "\n" + OmegaConf.to_yaml(body))
-    return path
+    target.write_text(text)
+    out["experiment"] = str(target)
+    return out
 
 
 def _plain(value: Any) -> Any:
@@ -170,7 +190,7 @@ def write_results(spec: SweepSpec, grid: Any, sweep_dir: Path, base: dict[str, A
     if best is not None:
         summary["best"] = {"trial": best["trial"], spec.metric: float(best[spec.metric]),
                            "config": {k: _plain(best[k]) for k in spec.space},
-                           "experiment": str(export_best(spec, best, base, overrides, run))}
+                           **export_best(spec, best, base, overrides, run, sweep_dir)}
     (sweep_dir / "sweep.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
@@ -187,7 +207,7 @@ def rerun_top_k(spec: SweepSpec, summary: dict[str, Any], base: dict[str, Any],
         values = {k: _plain(row[k]) for k in spec.space}
         member, resolved = apply_values(base, values, run_name=f"top{i}", seeds=list(spec.seeds),
                                          group_name=None)
-        member = dataclasses.replace(member, paths=run.paths.below(spec.name))
+        member = dataclasses.replace(member, paths=run.paths.below(spec.name))  # the sweep's
         group = train_group(member, resolved)["group"]
         stat = group["metrics"][spec.metric]
         ranked.append({"rank_in_sweep": i, "trial": row["trial"], "config": values, **stat,
@@ -216,11 +236,14 @@ def write_summary(summary: dict[str, Any], sweep_dir: Path) -> Path:
              f"search {summary['search']}, scheduler {summary['scheduler']}, {metric} "
              f"({summary['mode']}). Resumed: {summary.get('resumed')}. Placement groups left "
              f"after the sweep: {summary.get('placement_groups_left')}.", ""]
-    if summary["best"]:
-        lines += [f"**Best**: trial {summary['best']['trial']}, {metric} = "
-                  f"{summary['best'][metric]:.4f}, config {summary['best']['config']}; "
-                  f"reproduce with `shardtune train experiment={summary['name']}_best` "
-                  f"(`{summary['best']['experiment']}`).", ""]
+    best = summary["best"]
+    if best:
+        where = (f"reproduce with `shardtune train experiment={summary['name']}_best` "
+                 f"(`{best['experiment']}`)" if best.get("experiment") else
+                 f"the experiment file is `{best['file']}` ({best['not_exported']}; copy it "
+                 "into conf/experiment/ of your checkout to reproduce it)")
+        lines += [f"**Best**: trial {best['trial']}, {metric} = {best[metric]:.4f}, config "
+                  f"{best['config']}; {where}.", ""]
     table = pd.DataFrame(summary["table"]).drop(columns=["trial_id"], errors="ignore")
     if not table.empty:
         lines += [markdown_table(table.head(30)), ""]

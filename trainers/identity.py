@@ -1,0 +1,116 @@
+"""What made an output: the fingerprint a later command checks before it reuses the output.
+
+Every directory or cache that a later command resumes or reuses (a run, a seed group, a sweep,
+an evaluation, the baseline's predictions) records what produced it: the config keys that
+change its result and the content hash of its data. A later command reuses it only when both
+match; otherwise a cache is recomputed and a resumable directory is refused with one line
+naming what changed (never a silent reuse of another configuration's results).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from trainers.errors import ConfigError
+from trainers.metadata import flat_config
+
+DATA_CONTENT = "data (file contents)"  # the pseudo-key a changed data fingerprint shows as
+
+
+def _under(key: str, prefixes: Iterable[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def identity(resolved: dict[str, Any], keys: Iterable[str], free: Iterable[str] = (),
+             data_sha256: str | None = None) -> dict[str, Any]:
+    """The flat ``{dotted key: value}`` of ``resolved`` under ``keys`` and not under ``free``,
+    plus the data's content hash when known."""
+    keys, free = tuple(keys), tuple(free)
+    flat = flat_config(json.loads(json.dumps(resolved, default=str)))
+    out = {k: v for k, v in flat.items() if _under(k, keys) and not _under(k, free)}
+    if data_sha256 is not None:
+        out[DATA_CONTENT] = data_sha256
+    return out
+
+
+def digest(value: Any) -> str:
+    """A short, stable hash of any JSON-able value."""
+    blob = json.dumps(value, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Keys whose values differ (a key only one side has counts, except the data hash, which
+    an older record may lack)."""
+    keys = set(old) | set(new)
+    if DATA_CONTENT not in old or DATA_CONTENT not in new:
+        keys.discard(DATA_CONTENT)
+    return sorted(k for k in keys if old.get(k) != new.get(k))
+
+
+def describe(old: dict[str, Any], new: dict[str, Any], changed: list[str], most: int = 3) -> str:
+    """``data.path ('a' → 'b'), trainer.eval_every (20 → 5) and 2 more``."""
+    def short(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    shown = ", ".join(k if k == DATA_CONTENT else f"{k} ({short(old.get(k))} → "
+                      f"{short(new.get(k))})" for k in changed[:most])
+    return shown + (f" and {len(changed) - most} more" if len(changed) > most else "")
+
+
+def refuse_if_changed(directory: Path, what: str, old: dict[str, Any] | None,
+                      new: dict[str, Any], key: str = "run_name") -> None:
+    """One-line error when ``directory`` holds ``what`` made by another configuration."""
+    if old is None:
+        return
+    changed = changes(old, new)
+    if changed:
+        raise ConfigError(key, f"{directory} holds {what} of another configuration: "
+                          f"{describe(old, new, changed)} changed",
+                          f"use another {key}, or delete that directory to start over")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's content, or None when it is missing or unreadable (half-written)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write through a temporary file and rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+@contextmanager
+def replaced_on_success(target: Path) -> Iterator[Path]:
+    """A fresh staging directory that replaces ``target`` only when the block succeeds.
+
+    A failure inside the block leaves ``target`` (an earlier evaluation, say) byte-identical
+    and removes the staging directory.
+    """
+    staging = target.with_name(f".{target.name}.{os.getpid()}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
