@@ -78,10 +78,15 @@ def compress(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
 
 
 def _quality(m: dict[str, Any] | None) -> str:
+    """Across seeds: mean ± std [CI of the mean]; one seed: its CI over examples (distill.json
+    ``examples_ci``) or ``n=1 seed``; one evaluation: value [CI over examples]."""
     if m is None:
         return "–"
     if "mean" in m:
-        return f"{m['mean']:.4f} ± {m['std']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
+        from trainers.aggregate import format_stat
+
+        example = m.get("examples_ci")
+        return format_stat(m, example, (example or {}).get("split", "test"))
     return f"{m['value']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
 
 

@@ -3,6 +3,10 @@
 Quality with CIs (teacher on the test split; student and control across seeds), the paired
 comparison student vs control (did KD help?) and student vs teacher (what was lost), then
 parameters, size on disk, CPU latency at batch 1 and 32 and throughput, measured here.
+
+Every interval says what it is over: the teacher's and a one-seed arm's are 95% CIs over the
+split's examples (a single seed has no spread across seeds to show), a seed group's the 95%
+CI of the mean across seeds.
 """
 
 from __future__ import annotations
@@ -11,8 +15,44 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainers.aggregate import example_interval
 from trainers.config import TrainConfig
 from trainers.speed import measure
+
+
+def quality_table(teacher: dict[str, float], summary: dict[str, Any], split: str,
+                  figures: dict[str, Any]) -> list[str]:
+    """Teacher, student and control accuracy on ``split``, each with the interval it has.
+
+    ``teacher``: the evaluation's accuracy (value and CI over examples). A seed group shows
+    mean ± std and the CI of the mean across seeds; a one-seed arm its CI over the examples
+    (from its saved evaluation), or no interval: never the collapsed across-seed CI.
+    """
+    logged = "val" if split == "validation" else split  # how the loop names the split's metrics
+    size = f"{teacher['n']} " if "n" in teacher else ""
+    lines = [f"| model | {split} accuracy | 95% CI | CI over | seeds |", "|---|---|---|---|---|",
+             f"| teacher | {teacher['value']:.4f} | [{teacher['ci_low']:.4f}, "
+             f"{teacher['ci_high']:.4f}] | {size}{split} examples | 1 |"]
+    for name in ("student", "control"):
+        group = summary.get(name)
+        if not group:
+            continue
+        m = group["metrics"][f"{logged}/accuracy"]
+        figures[f"{name}_accuracy"] = m
+        if m["n"] > 1:
+            lines.append(f"| {name} | {m['mean']:.4f} ± {m['std']:.4f} | "
+                         f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}] | seeds | {m['n']} |")
+            continue
+        example = example_interval(Path(group["per_seed"][0]["run_dir"]), split, "accuracy")
+        figures[f"{name}_accuracy"] = {  # what compress shows for a one-seed student
+            **m, "examples_ci": example and {**example, "split": split}}
+        if example is None:
+            lines.append(f"| {name} | {m['mean']:.4f} | — | n=1 seed, no interval | 1 |")
+        else:
+            n = f"{example['n']} " if "n" in example else ""
+            lines.append(f"| {name} | {m['mean']:.4f} | [{example['ci_low']:.4f}, "
+                         f"{example['ci_high']:.4f}] | {n}{split} examples (n=1 seed) | 1 |")
+    return lines
 
 
 def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
@@ -40,16 +80,7 @@ def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
                                                data=run.data, paths=run.paths))
         acc = teacher_eval["metrics"]["accuracy"]
         figures["teacher_accuracy"] = acc
-        lines += [f"| model | {split} accuracy | 95% CI | seeds |", "|---|---|---|---|",
-                  f"| teacher | {acc['value']:.4f} | [{acc['ci_low']:.4f}, "
-                  f"{acc['ci_high']:.4f}] | 1 |"]
-        for name in ("student", "control"):
-            group = summary.get(name)
-            if group:
-                m = group["metrics"][f"{logged}/accuracy"]
-                figures[f"{name}_accuracy"] = m
-                lines.append(f"| {name} | {m['mean']:.4f} ± {m['std']:.4f} | "
-                             f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}] | {m['n']} |")
+        lines += quality_table(acc, summary, split, figures)
         student_acc = summary["student"]["metrics"][f"{logged}/accuracy"]["mean"]
         figures["retention"] = student_acc / acc["value"]
         lines += ["", f"The student keeps **{100 * figures['retention']:.1f}%** of the "

@@ -78,12 +78,18 @@ def test_verdicts_and_seed_only_comparison():
     assert lone.p_value == 1.0 and verdict(lone, 0.01) == "iterate"  # one seed says little
 
 
-def _fake_run(path: Path, seed: int, gold: np.ndarray, pred: np.ndarray, channel: np.ndarray):
-    """A finished run as the train and evaluate jobs leave it, with chosen predictions."""
+def _fake_run(path: Path, seed: int, gold: np.ndarray, pred: np.ndarray, channel: np.ndarray,
+              data: tuple[str, str] = ("sample", "5a" * 32)):
+    """A finished run as the train and evaluate jobs leave it, with chosen predictions.
+
+    ``data``: the data set's name and fingerprint (sha256) its run_meta.json records."""
     labels = [f"c{i}" for i in range(5)]
     (path / "eval" / "test").mkdir(parents=True)
     (path / "config.json").write_text("{}")
-    (path / "run_meta.json").write_text(json.dumps({"seed": seed, "git": {"commit": "abc"}}))
+    (path / "run_meta.json").write_text(json.dumps({
+        "seed": seed, "git": {"commit": "abc"},
+        "dataset": {"name": data[0], "fingerprint": {"sha256": data[1], "files": []},
+                    "splits": {"test": {"rows": len(gold)}}}}))
     (path / "metrics.json").write_text(json.dumps(
         {"test/accuracy": float(np.mean(gold == pred)), "test/loss": 1.0 - np.mean(gold == pred)}))
     (path / "metrics.jsonl").write_text("".join(
@@ -162,3 +168,84 @@ def test_report_renders_groups_with_seed_bands_comparison_and_trend(two_groups, 
     assert "## Trend across versions" in text
     for png in ("curve_train_loss.png", "distribution.png", "trend.png"):
         assert (out / png).stat().st_size > 1000, png
+
+
+def _finished_at(run: Path, when: float) -> None:
+    """The report orders entries by when metrics.json was written."""
+    import os
+
+    os.utime(run / "metrics.json", (when, when))
+
+
+def test_report_keeps_runs_on_other_data_apart(tmp_path):
+    """Three single runs finish in turn: sample, intents (other data), sample again.
+
+    The intents run gets its own section; it is neither compared with the sample runs nor
+    a step of their trend, and the second sample run's change is against the first."""
+    rng = np.random.default_rng(7)
+    root = tmp_path / "runs"
+    gold = rng.integers(0, 5, 300)
+    other = rng.integers(0, 5, 300)  # as many rows: only the fingerprint tells them apart
+    chat = np.array(["chat"] * 300)
+    accs = {"v1": 0.80, "hwu": 0.40, "v2": 0.84}
+    for when, (name, acc) in enumerate(accs.items(), start=1):
+        g = other if name == "hwu" else gold
+        data = ("intents", "c3" * 32) if name == "hwu" else ("sample", "5a" * 32)
+        _fake_run(root / name, 0, g, _predictions(rng, g, acc), chat, data=data)
+        _finished_at(root / name, 1_000_000 + when)
+    out = tmp_path / "report"
+    assert main(["report", str(root), f"out={out}", "compare.resamples=200",
+                 "compare.metric=accuracy"]) == 0
+    text = (out / "report.md").read_text()
+    heads = [line for line in text.splitlines() if line.startswith("## ")]
+    assert any("sample" in h and "5a5a5a5a" in h for h in heads), heads
+    assert any("intents" in h and "c3c3c3c3" in h for h in heads), heads
+    sections = text.split("\n## ")
+    intents = next(s for s in sections if s.startswith("intents"))
+    assert "v1" not in intents and "v2" not in intents  # alone on its data
+    assert not (out / "compare_hwu").exists() and "hwu: not compared" not in text
+    assert "Comparisons against hwu" not in text
+    trend = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 2 and cells[1] in accs and cells[0].isdigit():
+            trend[cells[1]] = cells[-1]
+    v1, v2 = (json.loads((root / n / "metrics.json").read_text())["test/accuracy"]
+              for n in ("v1", "v2"))
+    assert trend == {"v1": "", "hwu": "", "v2": f"{v2 - v1:+.4f}"}  # no step across data
+
+
+def test_a_single_seed_never_shows_a_zero_width_interval(tmp_path):
+    """One run each: with stored eval metrics, with predictions only, with neither."""
+    from trainers.stats import accuracy, bootstrap
+
+    rng = np.random.default_rng(8)
+    root = tmp_path / "runs"
+    gold = rng.integers(0, 5, 400)
+    chat = np.array(["chat"] * 400)
+    for i, name in enumerate(("stored", "predicted", "bare")):
+        _fake_run(root / name, 0, gold, _predictions(rng, gold, 0.7 + 0.05 * i), chat,
+                  data=(name, f"{i}e" * 32))
+    stored = json.loads((root / "stored" / "metrics.json").read_text())["test/accuracy"]
+    (root / "stored" / "eval" / "test" / "metrics.json").write_text(json.dumps(
+        {"split": "test", "metrics": {"accuracy": {"value": stored, "ci_low": stored - 0.04,
+                                                   "ci_high": stored + 0.05, "n": 400}}}))
+    frame = pd.read_parquet(root / "predicted" / "eval" / "test" / "predictions.parquet")
+    expected = bootstrap(accuracy, frame["gold_label"].to_numpy(), frame["pred_label"].to_numpy())
+    (root / "bare" / "eval" / "test" / "predictions.parquet").unlink()
+    out = tmp_path / "report"
+    assert main(["report", str(root), f"out={out}"]) == 0
+    text = (out / "report.md").read_text()
+    import re
+
+    for low, high in re.findall(r"\[([-+]?\d\.\d+), ([-+]?\d\.\d+)\]", text):
+        assert low != high, text  # no collapsed interval anywhere
+    assert "± 0.0000" not in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines()
+            if line.startswith("| stored ") or line.startswith("| predicted ")
+            or line.startswith("| bare ")}
+    assert f"[{stored - 0.04:.4f}, {stored + 0.05:.4f}]" in rows["stored"]
+    assert "400 test examples" in rows["stored"]
+    assert f"[{expected.low:.4f}, {expected.high:.4f}]" in rows["predicted"]
+    assert "400 test examples" in rows["predicted"]
+    assert "n=1 seed" in rows["bare"] and "[" not in rows["bare"]

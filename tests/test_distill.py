@@ -266,3 +266,34 @@ def test_student_from_a_resized_config_and_from_a_path(teacher_run, tmp_path):
     assert (tmp_path / "init" / "tokenizer.json").exists()  # the teacher's vocabulary
     run.distill = DistillSpec(teacher=str(teacher_run), student="path")
     assert student_init(run, tmp_path / "p")[0]["name_or_path"] == run.model.name_or_path
+
+
+def test_a_one_seed_arm_shows_its_interval_over_examples_not_a_collapsed_one(tmp_path):
+    """The quality table of distill_report.md (and compress's) with a one-seed student, a
+    one-seed control whose evaluation is not saved, and no zero-width interval anywhere."""
+    import re
+
+    from distill.compress import _quality
+    from distill.report import quality_table
+    from trainers.aggregate import describe
+
+    student = tmp_path / "student" / "seed0"
+    (student / "eval" / "test").mkdir(parents=True)
+    (student / "eval" / "test" / "metrics.json").write_text(json.dumps(
+        {"metrics": {"accuracy": {"value": 0.81, "ci_low": 0.78, "ci_high": 0.84, "n": 700}}}))
+    summary = {"student": {"metrics": {"test/accuracy": describe([0.81])},
+                           "per_seed": [{"run_dir": str(student)}]},
+               "control": {"metrics": {"test/accuracy": describe([0.79])},
+                           "per_seed": [{"run_dir": str(tmp_path / "control" / "seed0")}]}}
+    figures: dict = {}
+    teacher = {"value": 0.9, "ci_low": 0.88, "ci_high": 0.92, "n": 700}
+    text = "\n".join(quality_table(teacher, summary, "test", figures))
+    for low, high in re.findall(r"\[(\d\.\d+), (\d\.\d+)\]", text):
+        assert low != high, text
+    row = {line.split("|")[1].strip(): line for line in text.splitlines()[2:]}
+    assert "[0.7800, 0.8400] | 700 test examples (n=1 seed)" in row["student"]
+    assert "n=1 seed, no interval" in row["control"] and "[" not in row["control"]
+    assert "± 0.0000" not in text
+    shown = _quality(figures["student_accuracy"])
+    assert "[0.7800, 0.8400]" in shown and "700 test examples" in shown
+    assert _quality(figures["control_accuracy"]) == "0.7900 (n=1 seed, no interval)"
