@@ -243,7 +243,8 @@ class Splits:
             from trainers.errors import ConfigError
 
             raise ConfigError("split", f"the data has no '{split}' split "
-                              f"(has: {', '.join(self.datasets)})", "set data.test_path")
+                              f"(has: {', '.join(self.datasets)})",
+                              f"set data.{split}_path, or split=<one of those>")
         return self.datasets[split]
 
 

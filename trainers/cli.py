@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.errors import ConfigError, ShardtuneError, find_user_error
-from trainers.overrides import check_group_options, unset_group_error
+from trainers.overrides import check_group_options, own_data_overrides, unset_group_error
 from trainers.stop import received, stopped_any
 
 CODE_DIR = Path(__file__).resolve().parent.parent
@@ -106,6 +106,7 @@ def compose(overrides: list[str], config_name: str = "train") -> Any:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    overrides = own_data_overrides(overrides, config_name, CONF_DIR)  # data.path alone: yours
     _register_schemas()
     injected = []
     if config_name not in ("card", "submit"):  # the configs that have paths.*

@@ -103,6 +103,8 @@ def hide_user_error_logs() -> None:
     """Attach :class:`HideUserErrors` to the console handlers Ray installs."""
     import logging
 
+    import ray.data  # noqa: F401 - its import replaces ray.data's handlers: filter the new ones
+
     for name in ("ray", "ray.data", "ray.train"):
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, HideUserErrors) for f in handler.filters):

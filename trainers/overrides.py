@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from trainers.errors import ConfigError
@@ -31,3 +32,68 @@ def unset_group_error(overrides: list[str], conf_dir: Path) -> ConfigError:
     group = dotted.lstrip("+~").partition(".")[0]
     return ConfigError(group, f"is not set, so {dotted.partition('=')[0]} has nothing to change",
                        f"choose it first: {group}=<option> (conf/{group}/)")
+
+
+OWN_DATA_CONFIGS = ("train", "baseline")  # the configs whose data group defaults to the sample
+GENERIC_NAMES = {"train", "training", "dev", "val", "valid", "validation", "test", "data",
+                 "dataset", "datasets", "input", "inputs", "all", "full"}
+
+
+def own_data_overrides(overrides: list[str], config_name: str, conf_dir: Path) -> list[str]:
+    """``data.path=…`` without a data group means the user's data alone: ``data=custom``
+    (conf/data/custom.yaml: no test split, no metadata fields, format by extension) named after
+    the path, instead of the shipped sample's group with only its training path swapped.
+
+    An explicit ``data=<group>``, or an experiment that picks one, is kept as it is; an
+    experiment that sets ``data.path`` without a group (a sweep's ``<name>_best``) counts as
+    the command line does. ``evaluate`` reads the run's own data and is left alone."""
+    if config_name not in OWN_DATA_CONFIGS:
+        return overrides
+    keys = {o.lstrip("+").partition("=")[0]: o.partition("=")[2]
+            for o in overrides if not o.startswith("~")}
+    if "data" in keys:
+        return overrides
+    path, name = keys.get("data.path"), keys.get("data.name")
+    if keys.get("experiment", "null") != "null":
+        picks_group, data = _experiment_data(conf_dir / "experiment" / f"{keys['experiment']}.yaml")
+        if picks_group:
+            return overrides
+        path = path if path is not None else data.get("path")
+        name = name if name is not None else data.get("name")
+    if path is None or path == "null":
+        return overrides
+    named = [] if name is not None else [f"data.name='{data_name(str(path))}'"]
+    return ["data=custom", *named, *overrides]
+
+
+def _experiment_data(file: Path) -> tuple[bool, dict]:
+    """(whether the experiment picks a data group, its ``data`` keys)."""
+    import yaml
+
+    try:
+        body = yaml.safe_load(file.read_text()) or {}
+    except (OSError, yaml.YAMLError):  # a missing option is reported by check_group_options
+        return True, {}
+    entries = [e for e in body.get("defaults") or [] if isinstance(e, dict)]
+    picks = any(k.replace("override", "").strip().lstrip("/").partition("@")[0] == "data"
+                for e in entries for k in e)
+    data = body.get("data")
+    return picks, data if isinstance(data, dict) else {}
+
+
+def data_name(path: str) -> str:
+    """A name for the user's data from its path, for reports and ``runs/<verb>/<data.name>``:
+    the last folder or file stem that is not a glob, an interpolation or a split's usual name
+    (``/data/tickets/train.jsonl`` → ``tickets``, ``s3://b/intents/`` → ``intents``);
+    ``custom`` when none is left."""
+    first = path.strip().strip("[]").split(",")[0].strip().strip("'\"")
+    first = first.partition("#")[0].partition("?")[0]
+    for part in reversed(re.split(r"[/\\]", first)):
+        stem = part
+        while re.search(r"\.[A-Za-z][A-Za-z0-9]{0,7}$", stem):
+            stem = stem.rsplit(".", 1)[0]
+        if (not stem or stem.endswith(":") or any(c in stem for c in "*?[]{}$")
+                or stem.lower() in GENERIC_NAMES or stem in (".", "..")):
+            continue
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
+    return "custom"
