@@ -158,6 +158,21 @@ def test_compare_refuses_runs_evaluated_on_other_examples(two_groups, tmp_path, 
     assert "needs two runs or groups" in capsys.readouterr().err
 
 
+def test_compare_refuses_runs_evaluated_on_other_data_with_the_same_row_ids(two_groups,
+                                                                           capsys):
+    """Row ids such as ``test.jsonl:7`` coincide across data sets of one size: what each
+    evaluation records about its rows decides, not the ids."""
+    from trainers.eval_outputs import weights_hash
+
+    a, b = two_groups
+    for i, member in enumerate(sorted(b.glob("seed*"))):
+        (member / "eval" / "test" / "metrics.json").write_text(json.dumps(
+            {"made_by": {"weights": weights_hash(member), "rows": "other" if i else "same"}}))
+    assert main(["compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "were evaluated on different data (test split)" in err and "cand/seed0" in err
+
+
 def test_report_renders_groups_with_seed_bands_comparison_and_trend(two_groups, tmp_path):
     base, cand = two_groups
     out = tmp_path / "report"

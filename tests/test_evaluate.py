@@ -46,6 +46,49 @@ def test_evaluate_reproduces_logged_metric_and_writes_artefacts(trained, capsys)
     assert (out_dir / "confusion.png").stat().st_size > 1000
 
 
+def test_new_data_is_evaluated_beside_the_runs_own_results_never_over_them(
+        trained, tmp_path, capsys, monkeypatch):
+    """The README's own-data workflow: a run evaluated on its test split, then on a new batch
+    given as ``data.test_path`` alone (the run's data config is the base)."""
+    import trainers.eval_report
+
+    run_dir = Path(trained["run_dir"])
+    assert main(["evaluate", f"run={run_dir}", "resamples=200"]) == 0
+    own = run_dir / "eval" / "test"
+
+    def snapshot() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(own.iterdir())}
+
+    before = snapshot()
+    test_path = json.loads((run_dir / "config.json").read_text())["data"]["test_path"]
+    rows = Path(test_path).read_text().splitlines()[:40]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("\n".join(reversed(rows)) + "\n")  # other ids, other order, 40 rows
+    assert main(["evaluate", f"run={run_dir}", f"data.test_path={batch}", "resamples=200"]) == 0
+    [other] = [p for p in run_dir.glob("eval-sample-*") if p.is_dir()]  # name + fingerprint
+    result = json.loads((other / "test" / "metrics.json").read_text())
+    assert result["metrics"]["examples"] == 40 and result["baseline"] is not None
+    predicted = pd.read_parquet(other / "test" / "predictions.parquet")
+    baseline = pd.read_parquet(run_dir / f"baseline-{other.name[5:]}" / "test" /
+                               "predictions.parquet")  # fitted for the new rows
+    assert sorted(baseline["_src"]) == sorted(predicted["_src"])
+    assert all(str(s).startswith(f"{batch}:") for s in predicted["_src"])
+    assert snapshot() == before  # the run's own evaluation untouched
+    assert main(["evaluate", f"run={run_dir}", f"data.test_path={batch}", "name=march",
+                 "resamples=200"]) == 0
+    assert (run_dir / "eval-march" / "test" / "report.md").is_file()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("injected after prediction")
+
+    monkeypatch.setattr(trainers.eval_report, "write_eval_report", fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        main(["evaluate", f"run={run_dir}", "resamples=200"])
+    assert snapshot() == before  # byte-identical, and no staging folder left behind
+    assert not [p for p in own.parent.iterdir() if p.name.startswith(".")]
+    capsys.readouterr()
+
+
 def test_model_card_is_written_from_tracked_artefacts(trained, capsys):
     import yaml
 

@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainers.identity import read_json, replaced_on_success, write_json
+
 BASELINE_DIR = "baseline"
+PROVENANCE = "provenance.json"
 
 
 def fit_predict(train_texts: list[str], train_labels: list[str], texts: list[str],
@@ -38,10 +41,14 @@ def fit_predict(train_texts: list[str], train_labels: list[str], texts: list[str
     return probs.argmax(axis=1), probs, seconds
 
 
-def baseline_predictions(run_dir: Path, split: str, splits, labels: list[str]) -> pd.DataFrame:
-    """The baseline's predictions for ``split``, cached under ``runs/<run>/baseline/<split>``."""
-    out = run_dir / BASELINE_DIR / split / "predictions.parquet"
-    if out.exists():
+def baseline_predictions(cache: Path, split: str, splits, labels: list[str], made_from: str
+                         ) -> pd.DataFrame:
+    """The baseline's predictions for ``split``, cached in ``cache`` with ``made_from`` (a
+    hash of the data config and file contents): a cache made from other data is refitted."""
+    out = cache / "predictions.parquet"
+    saved = read_json(cache / PROVENANCE)
+    if out.exists() and saved is not None and saved.get("made_from") == made_from \
+            and saved.get("labels") == labels:
         return pd.read_parquet(out)
     train = splits.datasets["train"].to_pandas()
     target = splits.datasets[split].to_pandas()
@@ -49,9 +56,11 @@ def baseline_predictions(run_dir: Path, split: str, splits, labels: list[str]) -
                                        target["text"].tolist(), labels)
     frame = pd.DataFrame({"_src": target["_src"], "pred": pred,
                           "confidence": probs.max(axis=1), "probs": list(probs)})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out)
-    (out.parent / "fit_seconds.txt").write_text(f"{seconds:.2f}\n")
+    with replaced_on_success(cache) as staging:
+        frame.to_parquet(staging / "predictions.parquet")
+        (staging / "fit_seconds.txt").write_text(f"{seconds:.2f}\n")
+        write_json(staging / PROVENANCE, {"made_from": made_from, "labels": labels,
+                                          "rows": len(frame)})
     return frame
 
 
@@ -64,7 +73,9 @@ def run_baseline(cfg) -> dict:
     from cluster.config import ClusterConfig
     from cluster.scaling import ensure_ray
     from data.pipeline import build_splits
+    from trainers.eval_outputs import data_identity
     from trainers.evaluate import score_frame
+    from trainers.identity import digest
 
     ensure_ray(ClusterConfig())
     splits = build_splits(cfg.data, "seq_cls")
@@ -72,7 +83,9 @@ def run_baseline(cfg) -> dict:
     labels = splits.labels
     out = Path(cfg.paths.runs) / "baseline" / cfg.data.name
     start = time.perf_counter()
-    predicted = baseline_predictions(out, cfg.split, splits, labels)
+    made_from = digest(data_identity(cfg.data, splits.fingerprint))
+    predicted = baseline_predictions(out / BASELINE_DIR / cfg.split, cfg.split, splits, labels,
+                                     made_from)
     seconds = time.perf_counter() - start
     rows = splits.datasets[cfg.split].to_pandas()
     index = {name: i for i, name in enumerate(labels)}

@@ -206,9 +206,19 @@ def distill_overrides(overrides: list[str], verb: str = "distill") -> list[str]:
     return out
 
 
+def run_data_overrides(verb: str, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides, ``data.*`` keys) for ``evaluate`` without ``data=<group>``: those keys
+    change the run's own data config, read from the run (the verb's config has none)."""
+    if verb != "evaluate" or any(o.lstrip("+").startswith("data=") for o in overrides):
+        return overrides, []
+    data = [o for o in overrides if o.lstrip("+").startswith("data.")]
+    return [o for o in overrides if o not in data], data
+
+
 def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
     if verb in ("distill", "compress"):
         overrides = distill_overrides(overrides, verb)
+    overrides, data_overrides = run_data_overrides(verb, overrides)
     cfg = compose(overrides, CONFIG_NAMES.get(verb, "train"))
     if show_cfg:
         from omegaconf import OmegaConf
@@ -219,7 +229,7 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
     from trainers.storage import mirrored
 
     with mirrored(getattr(run, "paths", None)):  # paths.store: what the verb wrote goes up
-        code = _dispatch(verb, run, cfg, overrides)
+        code = _dispatch(verb, run, cfg, overrides, data_overrides)
     signum = received()
     if signum and stopped_any():  # a graceful stop (trainers/stop.py): checkpoint, then out
         print(f"stopped by {signal.Signals(signum).name}: re-run the same command to resume",
@@ -228,7 +238,8 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
     return code
 
 
-def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str]) -> int:
+def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str],
+              data_overrides: list[str]) -> int:
     if verb == "train":
         from trainers.console import print_summary
         from trainers.train import train
@@ -251,7 +262,7 @@ def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str]) -> int:
     if verb == "evaluate":
         from trainers.evaluate import evaluate
 
-        return print_evaluation(evaluate(run))
+        return print_evaluation(evaluate(run, data_overrides=data_overrides))
     if verb == "baseline":
         from trainers.baseline import run_baseline
 

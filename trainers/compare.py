@@ -18,6 +18,7 @@ import pandas as pd
 
 from trainers.errors import ConfigError, DataError
 from trainers.eval_config import CompareConfig, CompareSpec
+from trainers.identity import read_json
 from trainers.paired import Effect, adjust_p_values, paired_bootstrap, seeds_only, verdict
 from trainers.stats import length_buckets
 from trainers.storage import local_run
@@ -57,15 +58,35 @@ def higher_is_better(metric: str) -> bool:
 
 
 def saved_predictions(member: Path, split: str, paths: Any) -> pd.DataFrame | None:
-    """A member's saved predictions on ``split`` (evaluated now if missing); None: no labels."""
+    """A member's saved predictions on ``split`` (evaluated now if missing or made by other
+    weights); None: no labels."""
+    from trainers.eval_outputs import is_current
+
     path = member / "eval" / split / "predictions.parquet"
-    if not path.exists():
+    if not is_current(path.parent, member):
         from trainers.eval_config import EvaluateConfig
         from trainers.evaluate import evaluate
 
         evaluate(EvaluateConfig(run=str(member), split=split, baseline=False, paths=paths))
     frame = pd.read_parquet(path)
     return frame if "gold_label" in frame else None
+
+
+def same_data(a: Side, b: Side, split: str) -> None:
+    """Refuse to pair examples evaluated on different data (row ids such as ``test.jsonl:7``
+    coincide across data sets of the same size). Evaluations saved before the record existed
+    are paired by their rows alone, as before."""
+    def made_from(member: Path) -> str | None:
+        saved = read_json(member / "eval" / split / "metrics.json") or {}
+        return (saved.get("made_by") or {}).get("rows")
+
+    seen = {made_from(m): m for m in a.members + b.members}
+    seen.pop(None, None)
+    if len(seen) > 1:
+        first, other = list(seen.values())[:2]
+        raise DataError(f"{a.name} vs {b.name}", f"{first} and {other} were evaluated on "
+                        f"different data ({split} split): their examples cannot be paired",
+                        "evaluate both on the same data config and files")
 
 
 def align(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame], a: str, b: str
@@ -165,6 +186,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
             raise ConfigError("compare.metric", f"{spec.metric} needs classification "
                               "predictions; these runs have none",
                               "use a metrics.json key, e.g. compare.metric=test/entity_f1")
+        same_data(side_a, side_b, cfg.split)
         gold, pa, pb, groups = align(frames_a, frames_b, side_a.name, side_b.name)
         for metric in PAIRED_METRICS:
             effects[metric] = paired_bootstrap(gold, pa, pb, metric, spec.resamples, spec.seed)

@@ -45,7 +45,11 @@ class EvaluateConfig:
     Args:
         run: A finished run directory (``runs/<run_name>``).
         split: ``test``, ``validation`` or ``train`` of the data config.
-        data: Another data config (``data=<group>``); ``null`` = the run's own data.
+        data: Another data config (``data=<group>``); ``null`` = the run's own data, which
+            ``data.*`` keys on the command line change (``data.test_path=new.jsonl``).
+        name: Folder name for an evaluation on data other than the run's own:
+            ``runs/<run>/eval-<name>/<split>/``; ``null`` = the data's name and fingerprint.
+            The run's own data always goes to ``runs/<run>/eval/<split>/`` unless named.
         resamples: Bootstrap resamples for confidence intervals.
         actors: Ray Data actors doing batch inference (one GPU each when present).
         batch_size: Examples per forward pass.
@@ -58,6 +62,7 @@ class EvaluateConfig:
     run: str = "???"
     split: str = "test"
     data: Optional[DataConfig] = None
+    name: Optional[str] = None
     gate: GateConfig = field(default_factory=GateConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     resamples: int = 1000

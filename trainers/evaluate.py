@@ -17,10 +17,21 @@ import pandas as pd
 from cluster.config import ClusterConfig
 from cluster.scaling import ensure_ray
 from data.pipeline import build_splits
-from trainers.baseline import baseline_predictions
+from trainers.baseline import BASELINE_DIR, baseline_predictions
 from trainers.config import TaskKind
 from trainers.errors import DataError
 from trainers.eval_config import EvaluateConfig
+from trainers.eval_outputs import (
+    EVAL_DIR,
+    check_name,
+    data_config,
+    data_identity,
+    output_dir,
+    own_data,
+    rows_digest,
+    weights_hash,
+)
+from trainers.identity import digest, replaced_on_success
 from trainers.models import load_run_config
 from trainers.stats import (
     accuracy,
@@ -111,41 +122,51 @@ def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataF
     return frame, time.perf_counter() - start
 
 
-def evaluate(cfg: EvaluateConfig, splits: Any = None) -> dict[str, Any]:
+def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] = ()
+             ) -> dict[str, Any]:
     """Evaluate one split of a finished run; returns the metrics and where files went.
 
     ``splits``: data already read for this run's data config (a seed group reads it once).
+    ``data_overrides``: ``data.*`` keys applied to the run's own data config (no ``data=``).
     """
     run_dir = Path(local_run(cfg.run, "run", cfg.paths)).expanduser().resolve()
     run = load_run_config(run_dir)
-    if run.task.kind != TaskKind.seq_cls:
-        return _evaluate_other(cfg, run_dir, run, splits)
-    labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
+    check_name(cfg.name)
+    data = data_config(run.data, cfg.data, list(data_overrides))
     ensure_ray(ClusterConfig())
-    splits = splits or build_splits(cfg.data or run.data, "seq_cls")
+    splits = splits or build_splits(data, run.task.kind.value)
     splits.pick(cfg.split)
+    files = splits.fingerprint
+    out_dir = output_dir(run_dir, cfg.split, own_data(run_dir, run.data, data, files), data,
+                         files, cfg.name)
+    made_by = {"weights": weights_hash(run_dir), "data": data_identity(data, files)}
+    if run.task.kind != TaskKind.seq_cls:
+        return _evaluate_other(cfg, run_dir, run, splits, data.name, out_dir, made_by)
+    labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
     frame, seconds = _predict(cfg, run_dir, splits.datasets[cfg.split])
-    base_frame = baseline_predictions(run_dir, cfg.split, splits, labels) if cfg.baseline \
-        else None
-    return score_frame(frame, labels, cfg, run_dir, (cfg.data or run.data).name, seconds,
-                       base_frame)
+    base_frame = None
+    if cfg.baseline:
+        cache = run_dir / out_dir.parent.name.replace(EVAL_DIR, BASELINE_DIR, 1) / cfg.split
+        base_frame = baseline_predictions(cache, cfg.split, splits, labels,
+                                          digest(made_by["data"]))
+    return score_frame(frame, labels, cfg, run_dir, data.name, seconds, base_frame,
+                       out_dir=out_dir, made_by=made_by)
 
 
-def score_frame(frame: pd.DataFrame, labels: list[str], cfg: EvaluateConfig, run_dir: Path,
-                data_name: str, seconds: float, base_frame: pd.DataFrame | None = None
+def score_frame(frame: pd.DataFrame, labels: list[str], cfg: Any, run_dir: Path,
+                data_name: str, seconds: float, base_frame: pd.DataFrame | None = None,
+                out_dir: Path | None = None, made_by: dict[str, Any] | None = None
                 ) -> dict[str, Any]:
     """Metrics, slices, baseline comparison, gates and report for one predictions frame.
 
     Shared by ``evaluate`` (the model) and ``baseline`` (TF-IDF alone, same report format).
+    Everything is written to a staging folder that replaces ``out_dir`` at the end: a failure
+    leaves an earlier evaluation there as it was.
     """
     from trainers.eval_report import write_eval_report
     from trainers.gates import check_gates
 
-    out_dir = run_dir / "eval" / cfg.split
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frame.assign(gold_label=[labels[i] for i in frame["gold"]],
-                 pred_label=[labels[i] for i in frame["pred"]]).to_parquet(
-        out_dir / "predictions.parquet")
+    out_dir = out_dir or run_dir / EVAL_DIR / cfg.split
     gold, pred = frame["gold"].to_numpy(), frame["pred"].to_numpy()
     probs = np.stack(frame["probs"].to_numpy())
     metrics = classification_report(gold, pred, probs, labels, cfg.resamples)
@@ -153,16 +174,26 @@ def score_frame(frame: pd.DataFrame, labels: list[str], cfg: EvaluateConfig, run
     metrics["examples"] = len(frame)
     base = None
     if base_frame is not None:
-        base_pred = frame[["_src"]].merge(base_frame, on="_src", how="left")["pred"].to_numpy()
+        base_pred = frame[["_src"]].merge(base_frame, on="_src", how="left")["pred"]
+        if base_pred.isna().any():  # a cache of other rows would have been caught: a bug
+            raise RuntimeError(f"baseline predictions miss {int(base_pred.isna().sum())} rows")
+        base_pred = base_pred.to_numpy().astype(int)
         base = {"accuracy": bootstrap(accuracy, gold, base_pred, cfg.resamples).as_dict(),
                 "macro_f1": bootstrap(macro_f1, gold, base_pred, cfg.resamples).as_dict()}
         frame["baseline_pred"] = base_pred
     slices = _slices(frame, labels)
+    made_by = {**(made_by or {}), "rows": rows_digest(frame)}
     result = {"run": str(run_dir), "split": cfg.split, "data": data_name,
-              "metrics": metrics, "baseline": base, "slices": slices}
+              "metrics": metrics, "baseline": base, "slices": slices, "made_by": made_by}
     result["gates"] = check_gates(cfg.gate, result)
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
-    result["report"] = str(write_eval_report(result, frame, labels, out_dir))
+    with replaced_on_success(out_dir) as staging:
+        frame.drop(columns=["baseline_pred"], errors="ignore").assign(
+            gold_label=[labels[i] for i in frame["gold"]],
+            pred_label=[labels[i] for i in frame["pred"]]).to_parquet(
+            staging / "predictions.parquet")
+        (staging / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
+        report = write_eval_report(result, frame, labels, staging).name
+    result["report"] = str(out_dir / report)
     result["out_dir"] = str(out_dir)
     return result
 
@@ -193,8 +224,8 @@ def _slices(frame: pd.DataFrame, labels: list[str]) -> list[dict]:
     return sorted(rows, key=lambda r: r["value"])
 
 
-def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any = None
-                    ) -> dict[str, Any]:
+def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, data_name: str,
+                    out_dir: Path, made_by: dict[str, Any]) -> dict[str, Any]:
     """token_cls (entity F1 per type) and causal_lm (perplexity per slice)."""
 
     from trainers.evaluate_tasks import (
@@ -207,20 +238,18 @@ def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any = 
     from trainers.gates import check_gates
 
     task = run.task.kind
-    ensure_ray(ClusterConfig())
-    splits = splits or build_splits(cfg.data or run.data, task.value)
-    splits.pick(cfg.split)
     udf = PredictTags if task == TaskKind.token_cls else ScoreLM
     frame = score_split(udf, cfg, run_dir, splits.datasets[cfg.split], cfg.batch_size * 8,
                         num_cpus=1)
-    out_dir = run_dir / "eval" / cfg.split
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out_dir / "predictions.parquet")
     metrics = (token_metrics(frame, cfg.resamples) if task == TaskKind.token_cls
                else lm_metrics(frame, cfg.resamples))
-    result = {"run": str(run_dir), "split": cfg.split, "data": (cfg.data or run.data).name,
-              "metrics": metrics, "baseline": None, "slices": []}
+    result = {"run": str(run_dir), "split": cfg.split, "data": data_name,
+              "metrics": metrics, "baseline": None, "slices": [],
+              "made_by": {**made_by, "rows": rows_digest(frame)}}
     result["gates"] = check_gates(cfg.gate, result)
-    result["report"] = str(write_task_report(result, out_dir))
+    with replaced_on_success(out_dir) as staging:
+        frame.to_parquet(staging / "predictions.parquet")
+        report = write_task_report(result, staging).name
+    result["report"] = str(out_dir / report)
     result["out_dir"] = str(out_dir)
     return result

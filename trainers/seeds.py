@@ -114,10 +114,11 @@ def _evaluate_member(run_dir: str, split: str, prep: Prepared, paths: Any,
                      reuse: bool = False) -> dict[str, Any]:
     """The member's evaluation: reused when it finished earlier and was evaluated then."""
     from trainers.eval_config import EvaluateConfig
+    from trainers.eval_outputs import is_current
     from trainers.evaluate import evaluate
 
     saved = Path(run_dir) / "eval" / split / "metrics.json"
-    if reuse and saved.exists() and (saved.parent / "predictions.parquet").exists():
+    if reuse and is_current(saved.parent, Path(run_dir)):
         return json.loads(saved.read_text())
 
     return evaluate(EvaluateConfig(run=run_dir, split=split, baseline=False, paths=paths),

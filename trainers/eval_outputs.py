@@ -1,0 +1,126 @@
+"""Where an evaluation goes and whether a saved one is still current.
+
+A run's own data (its data config and the same file contents) is evaluated into
+``runs/<run>/eval/<split>/``; any other data into ``runs/<run>/eval-<name>/<split>/``, where
+``<name>`` is ``name=`` or the data's name and fingerprint, so a new batch never overwrites the
+run's test results. Each ``metrics.json`` records what made it (the model's weights hash, the
+data config and file contents); a later command reuses saved predictions only when those still
+match, and evaluates again otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from data.config import DataConfig
+from trainers.errors import ConfigError
+from trainers.identity import digest, identity, read_json
+from trainers.train import RESUME_FREE
+
+EVAL_DIR = "eval"
+WEIGHTS = ("adapter", "merged")  # what a run's predictions depend on besides its config
+
+
+def data_config(run_data: DataConfig, chosen: DataConfig | None, overrides: list[str]
+                ) -> DataConfig:
+    """The data to evaluate on: ``data=<group>`` when chosen, else the run's own data config
+    with the command's ``data.*`` keys applied (``data.test_path=new.jsonl`` alone works)."""
+    if chosen is not None or not overrides:
+        return chosen or run_data
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    base = OmegaConf.structured(run_data)
+    try:
+        for item in overrides:
+            key, _, value = item.lstrip("+").partition("=")
+            OmegaConf.update(base, key.removeprefix("data."), OmegaConf.from_dotlist(
+                [f"v={value}"]).v, merge=False)
+        return OmegaConf.to_object(base)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or item.partition("=")[0]
+        raise ConfigError(f"data.{key.removeprefix('data.')}", str(exc).splitlines()[0]) \
+            from None
+
+
+def _real(value: Any) -> Any:
+    """Local paths in their resolved form: ``a/../b`` and ``b`` are one file."""
+    if isinstance(value, list):
+        return [_real(v) for v in value]
+    if isinstance(value, str) and "://" not in value:
+        return os.path.realpath(value)
+    return value
+
+
+def contents(fingerprint: dict[str, Any] | None) -> str | None:
+    """The data files' content hashes, whatever path spelled them."""
+    if not fingerprint:
+        return None
+    return digest(sorted((f["sha256"], f["bytes"]) for f in fingerprint.get("files", [])))
+
+
+def data_identity(data: DataConfig, fingerprint: dict[str, Any] | None) -> dict[str, Any]:
+    """The data config keys that change which examples are read, and the files' contents."""
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(OmegaConf.structured(data), enum_to_str=True)
+    for key in ("path", "validation_path", "test_path"):
+        tree[key] = _real(tree[key])
+    keys = identity({"data": tree}, ("data",), RESUME_FREE + ("data.name",))
+    return {"config": digest(keys), "files": contents(fingerprint)}
+
+
+def weights_hash(run_dir: Path) -> str:
+    """A hash of the run's exported weights: predictions are stale once they change."""
+    total = hashlib.sha256()
+    for folder in WEIGHTS:
+        for path in sorted((run_dir / folder).rglob("*.safetensors")):
+            total.update(path.name.encode())
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    total.update(chunk)
+    return total.hexdigest()[:16]
+
+
+def own_data(run_dir: Path, run_data: DataConfig, data: DataConfig,
+             fingerprint: dict[str, Any]) -> bool:
+    """Whether ``data`` is the run's own: the same config keys and the same file contents."""
+    meta = read_json(run_dir / "run_meta.json") or {}
+    trained_on = contents(meta.get("dataset", {}).get("fingerprint"))
+    return data_identity(data, None) == data_identity(run_data, None) and \
+        trained_on in (None, contents(fingerprint))
+
+
+def output_dir(run_dir: Path, split: str, own: bool, data: DataConfig,
+               fingerprint: dict[str, Any], name: str | None) -> Path:
+    """``eval/<split>`` for the run's own data, ``eval-<name>/<split>`` for any other."""
+    if own and name is None:
+        return run_dir / EVAL_DIR / split
+    label = name or f"{data.name}-{digest(data_identity(data, fingerprint))[:8]}"
+    return run_dir / f"{EVAL_DIR}-{label}" / split
+
+
+def check_name(name: str | None) -> None:
+    if name is not None and (not name or "/" in name or name.startswith(".")):
+        raise ConfigError("name", f"{name!r} cannot name an evaluation folder",
+                          "e.g. name=march_batch")
+
+
+def rows_digest(frame: Any) -> str:
+    """A hash of the evaluated rows (ids and texts, in id order): two evaluations pair
+    example by example only when it is equal."""
+    cols = [c for c in ("_src", "text") if c in frame]
+    rows = frame[cols].astype(str).sort_values(cols[0]).to_numpy().tolist()
+    return digest(rows)
+
+
+def is_current(out_dir: Path, run_dir: Path) -> bool:
+    """Saved predictions in ``out_dir`` were made by the run's present weights (predictions
+    saved before that was recorded count as current, as they did then)."""
+    if not (out_dir / "predictions.parquet").is_file():
+        return False
+    made_by = (read_json(out_dir / "metrics.json") or {}).get("made_by")
+    return made_by is None or made_by.get("weights") == weights_hash(run_dir)
