@@ -12,6 +12,7 @@ from typing import Any
 from cluster.submit import Submission, runtime_env
 from cluster.submit_config import SubmitSpec
 from trainers.errors import ClusterError
+from trainers.storage import _shown
 
 ACTIVE = ("PENDING", "RUNNING")
 # a freshly started head needs a moment before it takes jobs: 10 tries of ~12 s
@@ -41,7 +42,7 @@ def client(address: str | None) -> Any:
     try:
         return JobSubmissionClient(address, headers=auth_headers())
     except Exception as exc:  # noqa: BLE001 - connection failures come in many types
-        raise ClusterError(f"cannot reach the Ray job server at {address} "
+        raise ClusterError(f"cannot reach the Ray job server at {_shown(address)} "
                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
                            "is the cluster up and the dashboard port (8265) reachable?") from None
 
@@ -94,8 +95,29 @@ def follow(address: str | None, job_id: str) -> int:
 
     asyncio.run(tail())
     state = _status(jobs, job_id)
+    refused = preflight_failure(jobs, job_id) if state == "FAILED" else None
+    if refused:
+        raise ClusterError(f"job {job_id} failed before shardtune started: {refused}")
     print(f"job {job_id}: {state}")
     return 0 if state == "SUCCEEDED" else 1
+
+
+def preflight_failure(jobs: Any, job_id: str) -> str | None:
+    """The one line of a job whose preflight refused the cluster's Python
+    (cluster/preflight.py: exit code 78 and a ``shardtune preflight:`` line), else None."""
+    from cluster.preflight import ADVICE, EXIT_CODE, MARKER
+
+    exit_code = getattr(jobs.get_job_info(job_id), "driver_exit_code", None)
+    try:
+        logs = jobs.get_job_logs(job_id)
+    except RuntimeError:  # logs gone (a restarted head): the exit code alone still says it
+        logs = ""
+    line = next((ln for ln in logs.splitlines() if MARKER in ln), None)
+    if line is not None:
+        return line.split(MARKER, 1)[1].strip()
+    if exit_code == EXIT_CODE:
+        return f"the cluster's Python cannot run shardtune (exit code {EXIT_CODE}); {ADVICE}"
+    return None
 
 
 def jobs_command(action: str, job_id: str | None, address: str | None) -> int:
@@ -111,7 +133,8 @@ def jobs_command(action: str, job_id: str | None, address: str | None) -> int:
         raise ClusterError(f"no job {job_id!r} on this cluster", "see: shardtune jobs list")
     if action == "status":
         info = jobs.get_job_info(job_id)
-        print(f"{job_id}\t{info.status.value}\t{info.message or ''}")
+        refused = preflight_failure(jobs, job_id) if info.status.value == "FAILED" else None
+        print(f"{job_id}\t{info.status.value}\t{refused or info.message or ''}")
         return 0
     if action == "logs":
         print(jobs.get_job_logs(job_id), end="")

@@ -29,6 +29,7 @@ def _resources(cpu: str, memory: str, gpus: int, gpu_resource: str) -> dict[str,
 
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def template(kind: str) -> dict[str, Any]:
@@ -95,10 +96,20 @@ def render(sub: Submission, k8s: K8sConfig, use_gpu: bool) -> dict[str, Any]:
     # RFC 1123: lowercase alphanumerics and '-', at most 63 characters
     name = k8s.name or re.sub(r"[^a-z0-9-]", "-", sub.submission_id.lower())[:63].strip("-")
     if k8s.kind == "raycluster":  # a long-lived cluster sized for this job; submit to it
-        head["rayStartParams"]["dashboard-host"] = "0.0.0.0"
+        # the job server must answer on the pod's address for the head Service (and clients
+        # through it) to reach it; a host set in the template (127.0.0.1: reachable by
+        # kubectl port-forward only) is kept (docs/security.md)
+        head["rayStartParams"].setdefault("dashboard-host", "0.0.0.0")
         _fill_metadata(cluster, name, k8s, sub)
         return cluster
     job = template("rayjob")
+    if head["rayStartParams"].get("dashboard-host") in LOOPBACK and \
+            job["spec"].get("submissionMode", "K8sJobMode") in ("K8sJobMode", "HTTPMode"):
+        raise ClusterError(
+            f"cluster/templates/raycluster.yaml sets dashboard-host: "
+            f"{head['rayStartParams']['dashboard-host']}, but a RayJob's submitter reaches the "
+            f"job server through the head Service", "remove it for RayJobs and restrict the "
+            "dashboard with a NetworkPolicy instead (docs/security.md)")
     _fill_metadata(job, name, k8s, sub)
     runtime_env = {"env_vars": {FORWARDED_NAMES: "WANDB_API_KEY" if k8s.wandb_secret else ""}}
     job["spec"].update(

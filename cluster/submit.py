@@ -17,12 +17,13 @@ from typing import Any
 from cluster.config import ClusterMode
 from cluster.submit_config import SubmitSpec
 from trainers.errors import ClusterError, ConfigError
-from trainers.storage import check_uri, is_uri
+from trainers.storage import check_uri, is_uri, refuse_credentials
 
 SUBMITTABLE = ("train", "sweep", "ablate", "distill", "quantize", "compress", "evaluate",
                "baseline", "compare", "report", "card")
 FORWARDED_NAMES = "SHARDTUNE_FORWARDED_ENV"  # the job records which names it received
 CODE_DIR = Path(__file__).resolve().parent.parent
+PREFLIGHT = "python -m cluster.preflight"
 
 
 @dataclass
@@ -43,7 +44,9 @@ class Submission:
 
     @property
     def command(self) -> str:
-        return shlex.join(self.entrypoint)
+        """The job's shell command: the preflight (can the cluster's ``python`` run shardtune?
+        else one line and exit code 78: cluster/preflight.py), then the verb."""
+        return f"{PREFLIGHT} && {shlex.join(self.entrypoint)}"
 
     @property
     def location(self) -> str:
@@ -76,6 +79,9 @@ def plan(verb: str, overrides: list[str], spec: SubmitSpec, storage: str | None 
 
     if verb not in SUBMITTABLE:
         raise ConfigError("verb", f"cannot submit {verb!r}", f"one of: {', '.join(SUBMITTABLE)}")
+    for item in overrides:  # every override goes into the job's entrypoint, as typed
+        key, _, value = item.partition("=")
+        refuse_credentials(value, key.lstrip("+~"))
     checked = distill_overrides(list(overrides), verb) if verb in ("distill", "compress") \
         else list(overrides)
     run = to_run_config(compose(checked, CONFIG_NAMES.get(verb, "train")))

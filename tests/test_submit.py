@@ -275,3 +275,130 @@ def test_rendering_starts_from_the_editable_templates(tmp_path, monkeypatch):
     assert doc["metadata"]["annotations"] == {"team": "nlp"}
     assert doc["metadata"]["labels"]["shardtune/verb"] == "train"
     assert "workerGroupSpecs" not in doc["spec"]["rayClusterSpec"]  # cluster=local: head only
+
+
+def _python_without_dependencies(tmp_path: Path) -> dict[str, str]:
+    """An environment whose ``python`` is this interpreter without site-packages: what a Ray
+    head started outside the project's venv gives its jobs (no torch, no transformers)."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python").write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    (shim / "python").chmod(0o755)
+    return {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}
+
+
+def test_the_preflight_names_what_the_python_lacks_in_one_line_and_exits_78(tmp_path):
+    from cluster import preflight
+    from cluster.submit import CODE_DIR
+
+    env = _python_without_dependencies(tmp_path)
+    bare = subprocess.run(["python", "-m", "cluster.preflight"], cwd=CODE_DIR, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert bare.returncode == preflight.EXIT_CODE == 78 and not bare.stdout
+    line = bare.stderr.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("shardtune preflight: ")
+    assert "lacks shardtune's dependencies: torch, ray, transformers" in line
+    assert "submit.pip=true" in line and "image" in line and "ray start --head" in line
+    ok = subprocess.run([sys.executable, "-m", "cluster.preflight"], cwd=CODE_DIR,
+                        capture_output=True, text=True, timeout=60)  # the project's Python
+    assert ok.returncode == 0 and not ok.stdout + ok.stderr
+    old = preflight.problem.__globals__["sys"]
+    try:  # a Python older than setup.cfg's python_requires
+        preflight.problem.__globals__["sys"] = type("S", (), {"version_info": (3, 9, 18),
+                                                              "executable": "/usr/bin/python"})
+        assert "is older than shardtune needs (>= 3.11)" in preflight.problem()
+    finally:
+        preflight.problem.__globals__["sys"] = old
+
+
+class _FakeJobs:
+    """A job server that runs the submitted entrypoint in a shell, as Ray's job supervisor
+    does, with the given environment; enough of JobSubmissionClient for submit and jobs."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env, self.jobs = env, {}
+
+    def submit_job(self, entrypoint, submission_id, **_):
+        from cluster.submit import CODE_DIR
+
+        done = subprocess.run(entrypoint, shell=True, cwd=CODE_DIR, env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        self.jobs[submission_id] = (entrypoint, done.returncode, done.stdout + done.stderr)
+        return submission_id
+
+    def get_job_status(self, job_id):
+        if job_id not in self.jobs:
+            raise RuntimeError(f"Job {job_id} does not exist")
+        return type("S", (), {"value": "SUCCEEDED" if self.jobs[job_id][1] == 0 else "FAILED"})
+
+    def get_job_info(self, job_id):
+        status = self.get_job_status(job_id)
+        return type("I", (), {"status": status, "driver_exit_code": self.jobs[job_id][1],
+                              "message": "Job entrypoint command failed with exit code "
+                                         f"{self.jobs[job_id][1]}, last available logs:\n..."})
+
+    def get_job_logs(self, job_id):
+        return self.jobs[job_id][2]
+
+    async def tail_job_logs(self, job_id):
+        yield self.jobs[job_id][2]
+
+
+def test_a_cluster_python_without_the_dependencies_is_one_line_at_submit(tmp_path, monkeypatch,
+                                                                         capsys):
+    """``shardtune submit --wait`` to a head whose ``python`` lacks torch: the job's first step
+    (the preflight) fails, and submit says in one line what to do instead of a traceback."""
+    from cluster import jobs
+
+    fake = _FakeJobs(_python_without_dependencies(tmp_path))
+    monkeypatch.setattr(jobs, "client", lambda address: fake)
+    argv = ["submit", "--address", "http://head:8265", "--wait", "train",
+            f"submit.storage={tmp_path}", "run_name=nodeps"]
+    assert main(argv) == 2
+    out = capsys.readouterr()
+    (job_id, (entrypoint, code, logs)), = fake.jobs.items()
+    assert entrypoint.startswith("python -m cluster.preflight && python -m trainers.cli train ")
+    assert code == 78 and "Traceback" not in logs and "ModuleNotFoundError" not in logs
+    assert out.err.startswith(f"error: job {job_id} failed before shardtune started: the "
+                              "cluster's Python") and len(out.err.strip().splitlines()) == 1
+    assert "lacks shardtune's dependencies: torch" in out.err and "submit.pip=true" in out.err
+    assert main(["jobs", "status", job_id, "--address", "http://head:8265"]) == 0
+    status = capsys.readouterr().out
+    assert status.startswith(f"{job_id}\tFAILED\tthe cluster's Python") and \
+        len(status.strip().splitlines()) == 1
+
+
+def test_rendered_raycluster_keeps_a_dashboard_host_set_in_the_template(tmp_path, monkeypatch,
+                                                                         capsys):
+    """docs/security.md: the RayCluster's job server listens on the pod's address unless the
+    template restricts it; a RayJob (its submitter comes through the head Service) refuses a
+    loopback host in one line."""
+    import shutil
+
+    import yaml
+
+    from cluster import k8s
+
+    def render(kind: str) -> tuple[int, dict]:
+        out = tmp_path / f"{kind}.yaml"
+        code = main(["submit", "--k8s", "--render", str(out), f"submit.k8s.kind={kind}",
+                     "submit.k8s.image=repo/st:0.1", "submit.storage=s3://b/runs", "train"])
+        return code, yaml.safe_load(out.read_text()) if out.exists() else {}
+
+    code, doc = render("raycluster")
+    assert code == 0 and doc["spec"]["headGroupSpec"]["rayStartParams"]["dashboard-host"] == \
+        "0.0.0.0"
+    edited = tmp_path / "templates"
+    shutil.copytree(k8s.TEMPLATES, edited)
+    cluster = yaml.safe_load((edited / "raycluster.yaml").read_text())
+    cluster["spec"]["headGroupSpec"]["rayStartParams"]["dashboard-host"] = "127.0.0.1"
+    (edited / "raycluster.yaml").write_text(yaml.safe_dump(cluster))
+    monkeypatch.setattr(k8s, "TEMPLATES", edited)
+    code, doc = render("raycluster")
+    assert code == 0 and doc["spec"]["headGroupSpec"]["rayStartParams"]["dashboard-host"] == \
+        "127.0.0.1"
+    capsys.readouterr()
+    assert render("rayjob") == (2, {})
+    err = capsys.readouterr().err
+    assert err.startswith("error: cluster/templates/raycluster.yaml sets dashboard-host: "
+                          "127.0.0.1") and len(err.strip().splitlines()) == 1

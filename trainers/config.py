@@ -347,6 +347,9 @@ class TrainConfig:
         if self.task.kind == TaskKind.token_cls and self.data.format not in ("conll", "auto"):
             if self.data.format.value in ("text",):
                 raise ConfigError("data.format", "task=token_cls needs tagged input (conll)")
+        from trainers.storage import check_data_uris
+
+        check_data_uris(self.data)  # a presigned URL or SAS token would land in config.json
 
     @property
     def run_dir(self) -> str:

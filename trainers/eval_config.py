@@ -78,6 +78,12 @@ class EvaluateConfig:
             raise ConfigError("resamples", f"must be >= 100, got {self.resamples}")
         if self.actors < 1 or self.batch_size < 1:
             raise ConfigError("actors" if self.actors < 1 else "batch_size", "must be >= 1")
+        from trainers.storage import check_data_uris, refuse_credentials
+
+        if self.data is not None:
+            check_data_uris(self.data)
+        refuse_credentials(self.run, "run")
+        refuse_credentials(self.gate.reference, "gate.reference")
 
 
 @dataclass
@@ -99,6 +105,9 @@ class BaselineConfig:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError("split", f"must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        from trainers.storage import check_data_uris
+
+        check_data_uris(self.data)
 
 
 @dataclass

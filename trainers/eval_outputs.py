@@ -39,11 +39,15 @@ def data_config(run_data: DataConfig, chosen: DataConfig | None, overrides: list
             key, _, value = item.lstrip("+").partition("=")
             OmegaConf.update(base, key.removeprefix("data."), OmegaConf.from_dotlist(
                 [f"v={value}"]).v, merge=False)
-        return OmegaConf.to_object(base)
+        data = OmegaConf.to_object(base)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", "") or item.partition("=")[0]
         raise ConfigError(f"data.{key.removeprefix('data.')}", str(exc).splitlines()[0]) \
             from None
+    from trainers.storage import check_data_uris
+
+    check_data_uris(data)  # a presigned URL or SAS token would land in metrics.json
+    return data
 
 
 def _real(value: Any) -> Any:

@@ -15,7 +15,10 @@ the store is where runs live across machines, pods and Ray jobs:
 
 Credentials come from the cloud SDK's usual environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS);
 shardtune never reads or writes them. A non-AWS S3 endpoint (MinIO, Ceph) goes in the URI:
-``s3://bucket/runs?endpoint_override=http://minio:9000``.
+``s3://bucket/runs?endpoint_override=http://minio:9000``. A URI that carries a credential
+(``user:password@``, a presigned URL's signature, an Azure SAS token or client secret) is
+refused wherever shardtune takes one (``paths.store``, ``data.*``, ``submit.storage``, a run's
+URI): every such URI is written into the run's config, metadata, logs and job.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from trainers.errors import ConfigError, ShardtuneError
 
@@ -42,17 +46,74 @@ LOCAL_ONLY = ("index.jsonl",)  # the local run index: per run, run_meta.json is 
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
 
 
+# Query parameters that are credentials: presigned URLs (AWS SigV4 and V2, GCS V4 and V2),
+# Azure SAS tokens (``sig``) and service-principal secrets, and the usual token/key names.
+SECRET_PARAMS = frozenset({
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token", "awsaccesskeyid",
+    "x-goog-signature", "x-goog-credential", "googleaccessid", "signature", "sig",
+    "client_secret", "sas_token", "sas", "account_key", "accountkey", "sharedaccesssignature",
+    "token", "access_token", "id_token", "refresh_token", "session_token", "security_token",
+    "secret", "secret_key", "secret_access_key", "access_key", "password", "passwd", "pwd",
+    "api_key", "apikey", "key", "credential", "credentials", "auth", "authorization"})
+# abfs://container@account.dfs.core.windows.net/…: there the part before '@' is a container
+CONTAINER_AT_ACCOUNT = ("abfs", "abfss", "wasb", "wasbs")
+CREDENTIAL_HINT = ("pass credentials through the environment: AWS_*, "
+                   "GOOGLE_APPLICATION_CREDENTIALS, AZURE_*, or an IAM role; for a presigned "
+                   "URL, copy the file or use its s3:// or gs:// URI")
+
+
+def credential(uri: str) -> str | None:
+    """What in ``uri`` is a credential (``user:password@``, a query parameter), or None.
+
+    Only the name is returned, never the value: it goes into error messages.
+    """
+    if not isinstance(uri, str) or "://" not in uri:
+        return None
+    scheme, _, rest = uri.partition("://")
+    userinfo = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[0]
+    if ":" in userinfo:
+        return "a user:password before '@'"
+    if userinfo and scheme.lower() not in CONTAINER_AT_ACCOUNT:
+        return "a user name or key before '@'"
+    for name, value in parse_qsl(rest.partition("?")[2].partition("#")[0],
+                                 keep_blank_values=True):
+        if name.strip().lower() in SECRET_PARAMS:
+            return f"query parameter '{name.strip()}'"
+        inner = credential(value)  # ?endpoint_override=http://user:pass@minio:9000
+        if inner:
+            return f"{inner} in query parameter '{name.strip()}'"
+    return None
+
+
+def refuse_credentials(uri: str, key: str) -> str:
+    """``uri`` unchanged, or a one-line config error naming the key and the credential's kind
+    (never its value): a URI is written into the run's config, metadata, logs and job."""
+    found = credential(uri)
+    if found:
+        raise ConfigError(key, f"credentials in the URI are refused ({found}): shardtune "
+                          "writes URIs into the run's config, metadata and logs",
+                          CREDENTIAL_HINT)
+    return uri
+
+
+def check_data_uris(data: Any, prefix: str = "data") -> None:
+    """Every URI of a data config (``data.path``, ``data.validation_path``, ``data.test_path``)
+    free of credentials."""
+    for name in ("path", "validation_path", "test_path"):
+        value = getattr(data, name, None)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            refuse_credentials(item, f"{prefix}.{name}")
+
+
 def check_uri(uri: str, key: str) -> str:
-    """A store URI with a scheme pyarrow serves and a bucket, or a one-line config error."""
+    """A store URI with a scheme pyarrow serves, a bucket and no credentials, or a one-line
+    config error."""
+    refuse_credentials(uri, key)
     scheme, _, rest = uri.partition("://")
     if scheme not in SCHEMES or not rest.split("?")[0].strip("/"):
         raise ConfigError(key, f"cannot open {_shown(uri)}: not an object-store URI pyarrow "
                           f"serves ({', '.join(s + '://' for s in SCHEMES)})",
                           "e.g. s3://bucket/prefix or gs://bucket/prefix")
-    if "@" in rest.split("/", 1)[0]:  # s3://KEY:SECRET@bucket would land in config.json
-        raise ConfigError(key, "credentials in the URI are refused (they would be written "
-                          "into the run's config)", "set them in the environment: AWS_*, "
-                          "GOOGLE_APPLICATION_CREDENTIALS, or the cluster's IAM role")
     return uri
 
 
@@ -180,8 +241,14 @@ class Store:
 
 
 def _shown(uri: str) -> str:
-    """A URI without its query: endpoints are not secrets, but keep messages short."""
-    return uri.split("?", 1)[0]
+    """A URI for messages: without its query (endpoints are not secrets, but keep messages
+    short) and without anything before an '@' but an Azure container's name."""
+    shown = uri.split("?", 1)[0]
+    if credential(shown):
+        scheme, _, rest = shown.partition("://")
+        userinfo = re.split(r"[/#]", rest, maxsplit=1)[0].rpartition("@")[0]
+        shown = f"{scheme}://***@{rest[len(userinfo) + 1:]}"
+    return shown
 
 
 def _unreachable(uri: str, exc: OSError) -> ShardtuneError:
