@@ -8,6 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from cluster.config import ClusterConfig, ClusterMode
+from trainers.console_logs import (
+    announce_ray,
+    capture_worker_output,
+    quiet_console_handlers,
+)
 from trainers.errors import ClusterError, ConfigError, hide_user_error_logs
 
 
@@ -84,8 +89,10 @@ def ensure_ray(cluster: ClusterConfig) -> None:
 
     if ray.is_initialized():
         hide_user_error_logs()
+        capture_worker_output()
         return
     quiet_ray_logs()
+    quiet_console_handlers()  # a CLI command: Ray's start-up notices to its log file
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if cluster.address:
         _probe(cluster.address)
@@ -105,6 +112,8 @@ def ensure_ray(cluster: ClusterConfig) -> None:
         else:
             ray.init(**kwargs)
         hide_user_error_logs()
+        capture_worker_output()  # a CLI command: worker output to its log file
+        announce_ray(joining)
     except ConnectionError as exc:
         auth = "" if os.environ.get("RAY_AUTH_MODE") else (
             "; a cluster with token auth (Ray's default) needs RAY_AUTH_MODE=token and its "

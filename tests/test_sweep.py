@@ -161,6 +161,17 @@ def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducibl
         other = [*changed, "run_name=pytest_other", "sweep.space={optim.lr:{grid:[5.0e-3]}}",
                  f"sweep.export_dir={tmp_path / 'exp'}", f"paths.root={tmp_path}"]
         assert main(["sweep", *other]) == 0
+        # its console: one line per trial event, then the result table; no worker output
+        shown = capsys.readouterr().out.splitlines()
+        assert shown[:2] == ["  t1 started    optim.lr=0.005",
+                             "  t1 completed     val/accuracy " + shown[1].split()[-4]
+                             + " at step 6"], shown
+        assert shown[2].startswith("sweep pytest_other: 1 trials (1 completed)")
+        assert shown[3].split()[:4] == ["t1", "val/accuracy", shown[1].split()[-4],
+                                        "completed"]
+        assert len(shown) == 6 and shown[4].startswith("best:") and "report:" in shown[5]
+        assert "Wrote the latest version" in \
+            (tmp_path / "runs" / "pytest_other" / "console.log").read_text()  # Tune's INFO
         mine = json.loads((tmp_path / "runs" / "pytest_other" / "sweep.json").read_text())
         assert mine["resumed"] is False and mine["trials"] == 1
         assert mine["best"]["config"] == {"optim.lr": 5e-3}

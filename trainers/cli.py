@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from trainers.errors import ConfigError, ShardtuneError, find_user_error
-from trainers.overrides import check_group_options, own_data_overrides, unset_group_error
+from trainers.overrides import (
+    check_group_options,
+    distill_overrides,
+    own_data_overrides,
+    run_data_overrides,
+    unset_group_error,
+)
 from trainers.stop import received, stopped_any
 
 CODE_DIR = Path(__file__).resolve().parent.parent
@@ -48,6 +54,7 @@ GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "track
           "ablation", "distill", "quant")
 
 USAGE = """usage: shardtune <verb> [key=value ...] [group=option ...] [--cfg job] [--debug]
+                 [--verbose]
 
 verbs:
 {verbs}
@@ -195,26 +202,6 @@ def resolved_dict(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def distill_overrides(overrides: list[str], verb: str = "distill") -> list[str]:
-    """``teacher=…`` / ``student=…`` are ``distill.teacher`` / ``distill.student``; the
-    distill group (and for compress the int8 quant group) is chosen when not named."""
-    out = [f"distill.{o}" if o.startswith(("teacher=", "student=")) else o for o in overrides]
-    if not any(o.lstrip("+").startswith("distill=") for o in out):
-        out.insert(0, "distill=default")
-    if verb == "compress" and not any(o.lstrip("+").startswith("quant=") for o in out):
-        out.insert(0, "quant=int8")
-    return out
-
-
-def run_data_overrides(verb: str, overrides: list[str]) -> tuple[list[str], list[str]]:
-    """(overrides, ``data.*`` keys) for ``evaluate`` without ``data=<group>``: those keys
-    change the run's own data config, read from the run (the verb's config has none)."""
-    if verb != "evaluate" or any(o.lstrip("+").startswith("data=") for o in overrides):
-        return overrides, []
-    data = [o for o in overrides if o.lstrip("+").startswith("data.")]
-    return [o for o in overrides if o not in data], data
-
-
 def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
     if verb in ("distill", "compress"):
         overrides = distill_overrides(overrides, verb)
@@ -226,9 +213,11 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
         print(OmegaConf.to_yaml(cfg, resolve=True))
         return 0
     run = to_run_config(cfg)
+    from trainers.console_logs import routed
     from trainers.storage import mirrored
 
-    with mirrored(getattr(run, "paths", None)):  # paths.store: what the verb wrote goes up
+    log = console_log(verb, run, overrides)
+    with mirrored(getattr(run, "paths", None)), routed(log, show_progress=verb != "sweep"):
         code = _dispatch(verb, run, cfg, overrides, data_overrides)
     signum = received()
     if signum and stopped_any():  # a graceful stop (trainers/stop.py): checkpoint, then out
@@ -236,6 +225,26 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
               file=sys.stderr)
         return 128 + signum
     return code
+
+
+def console_log(verb: str, run: Any, overrides: list[str]) -> Path:
+    """The command's log file: ``runs/<name>/console.log`` for a verb that makes a run, sweep
+    or ablation, ``runs/logs/<verb>-<time>.log`` for the others."""
+    import time
+
+    runs = Path(getattr(getattr(run, "paths", None), "runs", "runs"))
+    name = None
+    if verb == "sweep" and getattr(run, "sweep", None) is not None:
+        from tuning.sweep import sweep_name
+
+        name = sweep_name(run, overrides)
+    elif verb == "ablate" and getattr(run, "ablation", None) is not None:
+        name = run.ablation.name
+    elif verb in ("train", "distill", "compress"):
+        name = run.run_name
+    if name:
+        return runs / name / "console.log"
+    return runs / "logs" / f"{verb}-{time.strftime('%Y%m%d-%H%M%S')}.log"
 
 
 def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str],
@@ -373,7 +382,9 @@ def report_user_error(exc: Exception, debug: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
+    if "--verbose" in args:  # every library and worker line on the console, as Ray prints it
+        os.environ["SHARDTUNE_VERBOSE"] = "1"
+    args = [a for a in args if a not in ("--debug", "--verbose")]
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         return 0

@@ -89,7 +89,7 @@ def print_evaluation(result: dict[str, Any]) -> int:
 def print_sweep(summary: dict[str, Any]) -> None:
     from rich.console import Console
 
-    console = Console()
+    console = Console(soft_wrap=True)  # a path or a config on one line, however long
     metric = summary["metric"]
     counts = ", ".join(f"{v} {k}" for k, v in summary["status"].items())
     console.print(f"[bold]sweep {summary['name']}[/]: {summary['trials']} trials ({counts}), "

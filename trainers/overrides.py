@@ -97,3 +97,23 @@ def data_name(path: str) -> str:
             continue
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
     return "custom"
+
+
+def distill_overrides(overrides: list[str], verb: str = "distill") -> list[str]:
+    """``teacher=…`` / ``student=…`` are ``distill.teacher`` / ``distill.student``; the
+    distill group (and for compress the int8 quant group) is chosen when not named."""
+    out = [f"distill.{o}" if o.startswith(("teacher=", "student=")) else o for o in overrides]
+    if not any(o.lstrip("+").startswith("distill=") for o in out):
+        out.insert(0, "distill=default")
+    if verb == "compress" and not any(o.lstrip("+").startswith("quant=") for o in out):
+        out.insert(0, "quant=int8")
+    return out
+
+
+def run_data_overrides(verb: str, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides, ``data.*`` keys) for ``evaluate`` without ``data=<group>``: those keys
+    change the run's own data config, read from the run (the verb's config has none)."""
+    if verb != "evaluate" or any(o.lstrip("+").startswith("data=") for o in overrides):
+        return overrides, []
+    data = [o for o in overrides if o.lstrip("+").startswith("data.")]
+    return [o for o in overrides if o not in data], data

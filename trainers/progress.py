@@ -46,7 +46,10 @@ class ProgressLine:
         elapsed = time.perf_counter() - self.start_time
         done = max(step - self.start_step, 1)
         eta = elapsed / done * max(self.total - step, 0)
-        print(f"step {step}/{self.total}  {info}  eta {eta:.0f}s", flush=True)
+        # not print(): Ray Train patches it on workers to tee into its logger, which echoes
+        # every line to the same console a second time
+        sys.stdout.write(f"step {step}/{self.total}  {info}  eta {eta:.0f}s\n")
+        sys.stdout.flush()
 
     def close(self) -> None:
         if self._bar is not None:

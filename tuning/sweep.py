@@ -24,6 +24,7 @@ from trainers.identity import identity, read_json, refuse_if_changed, write_json
 from trainers.train import RESUME_FREE, RESUME_KEYS
 from tuning.config import SweepSpec
 from tuning.space import apply_values, tune_space, validate
+from tuning.sweep_console import trial_events
 
 DRIVER_CPUS = 0.1  # the trial function only waits on its Train workers
 # Keys that change the tokenised data: a sweep over them prepares data per trial.
@@ -224,7 +225,8 @@ def sweep(run: TrainConfig, resolved: dict[str, Any], overrides: list[str]) -> d
                 max_concurrent_trials=None if spec.search != "tpe" else parallel,
                 time_budget_s=spec.time_budget_s, reuse_actors=False),
             run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0,
-                                      callbacks=[release_callback()],
+                                      callbacks=[release_callback(),
+                                                 trial_events(list(spec.space), spec.metric)],
                                       failure_config=tune.FailureConfig(max_failures=0)))
         resumed = False
     before = set(ray.util.placement_group_table())

@@ -14,6 +14,7 @@ import pandas as pd
 from trainers.config import TrainConfig
 from tuning.config import SweepSpec
 from tuning.space import apply_values
+from tuning.sweep_console import trial_number
 
 GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "tracking")
 NOT_EXPORTED = ("sweep", "paths.", "run_name", "seed", "seeds", "experiment", "+experiment")
@@ -24,7 +25,8 @@ def results_frame(spec: SweepSpec, grid: Any, cpus_per_trial: float) -> pd.DataF
     rows = []
     for result in grid:
         m = result.metrics or {}
-        row = {"trial": Path(result.path).name if result.path else "?"}
+        trial_id = m.get("trial_id") or _trial_id(result.path)
+        row = {"trial": trial_number(trial_id)}
         config = result.config or _params(result.path)  # a crashed trial reported nothing
         row.update({k: config.get(k) for k in spec.space})
         row[spec.metric] = m.get(spec.metric)
@@ -39,7 +41,7 @@ def results_frame(spec: SweepSpec, grid: Any, cpus_per_trial: float) -> pd.DataF
             row["status"] = "completed"
         else:
             row["status"] = "stopped early"
-        row["trial_id"] = m.get("trial_id")
+        row["trial_id"] = trial_id
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -47,6 +49,12 @@ def results_frame(spec: SweepSpec, grid: Any, cpus_per_trial: float) -> pd.DataF
     ascending = spec.mode == "min"
     return frame.sort_values(spec.metric, ascending=ascending, na_position="last"
                              ).reset_index(drop=True)
+
+
+def _trial_id(trial_path: str | None) -> str | None:
+    """Tune's directory name ``run_trial_46f14_00002_2_optim_lr=…`` → ``46f14_00002``."""
+    parts = Path(trial_path or "").name.split("_")
+    return "_".join(parts[2:4]) if len(parts) >= 4 and parts[0] == "run" else None
 
 
 def _params(trial_path: str | None) -> dict[str, Any]:
