@@ -50,3 +50,17 @@ def test_trials_are_named_by_number():
     assert _trial_id("/x/run_trial_46f14_00002_2_optim_lr=0.0050_2026-12-01_21-50-54") == \
         "46f14_00002"
     assert _trial_id(None) is None
+
+
+def test_a_one_seed_group_shows_no_collapsed_interval(capsys):
+    from rich.console import Console
+
+    from trainers.console import print_group
+
+    stat = {"mean": 0.9089, "std": 0.0, "ci_low": 0.9089, "ci_high": 0.9089, "min": 0.9089,
+            "max": 0.9089, "n": 1}
+    print_group({"group_name": "g", "seeds": [0], "config_group": "abc",
+                 "metrics": {"test/accuracy": stat}, "slices": [], "wall_s": 1.0,
+                 "concurrent_runs": 1}, Console(width=200))
+    out = capsys.readouterr().out
+    assert "n=1 seed" in out and "[0.9089, 0.9089]" not in out and "± 0.0000" not in out

@@ -44,8 +44,9 @@ def print_group(group: dict[str, Any], console: Any) -> None:
         table.add_column(col, justify="left" if col == "metric" else "right")
     for key, s in group["metrics"].items():
         if key.split("/")[0] in ("test", "val") and not key.endswith("examples"):
-            table.add_row(key, f"{s['mean']:.4f} ± {s['std']:.4f}",
-                          f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}]",
+            one = s.get("n", 2) < 2  # one seed: no spread and no interval across seeds
+            table.add_row(key, f"{s['mean']:.4f}" + ("" if one else f" ± {s['std']:.4f}"),
+                          "n=1 seed" if one else f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}]",
                           f"{s['min']:.4f} – {s['max']:.4f}")
     console.print(table)
     worst = group["slices"][:3]
@@ -105,6 +106,7 @@ def print_sweep(summary: dict[str, Any]) -> None:
         if best.get("not_exported"):
             console.print(f"  ({best['not_exported']})")
     for i, r in enumerate(summary.get("top_k") or [], start=1):
-        console.print(f"  top{i} over {r['n']} seeds: {r['mean']:.4f} ± {r['std']:.4f} "
-                      f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]  {r['config']}")
+        spread = f" ± {r['std']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]" \
+            if r["n"] > 1 else " (n=1 seed, no interval)"
+        console.print(f"  top{i} over {r['n']} seeds: {r['mean']:.4f}{spread}  {r['config']}")
     console.print(f"report: {summary['report']}")

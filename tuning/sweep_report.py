@@ -261,8 +261,10 @@ def write_summary(summary: dict[str, Any], sweep_dir: Path) -> Path:
                   f"| rank | sweep rank | config | {metric} mean ± std | 95% CI | seeds |",
                   "|---|---|---|---|---|---|"]
         for i, r in enumerate(summary["top_k"], start=1):
-            lines.append(f"| {i} | {r['rank_in_sweep']} | {r['config']} | {r['mean']:.4f} ± "
-                         f"{r['std']:.4f} | [{r['ci_low']:.4f}, {r['ci_high']:.4f}] | {r['n']} |")
+            spread, interval = (f" ± {r['std']:.4f}", f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]") \
+                if r["n"] > 1 else ("", "n=1 seed, none")
+            lines.append(f"| {i} | {r['rank_in_sweep']} | {r['config']} | {r['mean']:.4f}"
+                         f"{spread} | {interval} | {r['n']} |")
     path = sweep_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
