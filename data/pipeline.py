@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -18,7 +19,7 @@ import numpy as np
 from data.check import dedup_plan
 from data.config import DataConfig, OnError
 from data.pii import redact
-from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records
+from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records, why_no_rows
 from trainers.errors import DataError
 
 ROWS_PER_BLOCK = 2048
@@ -174,7 +175,7 @@ def read_split(paths: list[str], key: str, cfg: DataConfig, task: str, split: st
     """A lazy Ray Dataset of validated rows from ``paths`` (the config ``key`` names them)."""
     import ray.data
 
-    shards = expand_paths(paths, key)
+    shards = expand_paths(paths, key, cfg.format)
     items = [{"uri": s.uri, "fragment": s.fragment or ""} for s in shards]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
@@ -255,15 +256,21 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # same seed, same order (local mode)
     context.enable_progress_bars = False  # the loop prints its own progress line
+    # ... and without the WARNING Ray Data prints once a process when they are off
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     train, shards = read_split(cfg.path, "data.path", cfg, task, "train")
     if cfg.materialize:  # parse the source once: train, the held-out split and skip counts
         train = train.materialize()  # all read from it
     all_shards = list(shards)
     val = test = None
     datasets: dict[str, Any] = {}
+    # where each split's rows come from: (config key, its files, the parsed rows)
+    sources = {"train": Source("data.path", shards, train),
+               "validation": Source("data.path", shards, train)}
     if cfg.validation_path:
         val, more = read_split(cfg.validation_path, "data.validation_path", cfg, task, "validation")
         all_shards += more
+        sources["validation"] = Source("data.validation_path", more, val)
         datasets["train"] = train.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
         datasets["validation"] = val.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
     else:
@@ -279,6 +286,7 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
     if cfg.test_path:
         test, more = read_split(cfg.test_path, "data.test_path", cfg, task, "test")
         all_shards += more
+        sources["test"] = Source("data.test_path", more, test)
         datasets["test"] = test.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
     if cfg.max_examples:
         datasets = {k: subsample(v, cfg.max_examples) for k, v in datasets.items()}
@@ -287,7 +295,7 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
     dropped: dict[str, int] = {}
     if cfg.dedup:
         datasets["train"], dropped = _dedup(datasets, cfg.materialize)
-    summaries = {k: _count(v, k) for k, v in datasets.items()}
+    summaries = {k: _count(v, k, sources[k], cfg) for k, v in datasets.items()}
     summaries["train"].dedup_dropped = dropped
     if cfg.on_error == OnError.skip:  # bad rows were dropped: count them once, per source
         raw = {"train": train, "validation": val, "test": test}
@@ -299,7 +307,7 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
     labels = sorted(summaries["train"].labels) if task != "causal_lm" else []
     if task == "token_cls" and "O" in labels:  # keep "O" first: readable label maps
         labels = ["O"] + [t for t in labels if t != "O"]
-    _check_labels(summaries, labels, task)
+    _check_labels(summaries, labels, task, sources["train"])
     return Splits(datasets, summaries, fingerprint(all_shards), labels)
 
 
@@ -321,30 +329,106 @@ def _dedup(datasets: dict[str, Any], materialize: bool) -> tuple[Any, dict[str, 
     return (train.materialize() if materialize else train), counts
 
 
-def _count(ds, split: str) -> SplitSummary:
+@dataclass(frozen=True)
+class Source:
+    """Where a split's rows come from: the config key, its files and their parsed rows."""
+
+    key: str
+    shards: list[Shard]
+    rows: Any
+
+    @property
+    def where(self) -> str:
+        """The file, or the key when there are several."""
+        if len(self.shards) == 1:
+            return self.shards[0].display
+        return f"{self.key} ({len(self.shards)} files)"
+
+
+def _count(ds, split: str, source: Source, cfg: DataConfig) -> SplitSummary:
     summary = summarize(ds)
     if summary.rows == 0:
-        raise DataError(
-            f"split '{split}'", "has no usable examples",
-            "check data.path / data.val_fraction / data.max_examples",
-        )
+        raise _no_examples(split, source, cfg)
     return summary
 
 
-def _check_labels(summaries: dict[str, SplitSummary], labels: list[str], task: str) -> None:
+def _no_examples(split: str, source: Source, cfg: DataConfig) -> DataError:
+    """Why ``split`` ended up empty, naming the file or the key that made it so."""
+    read = summarize(source.rows)
+    if read.rows == 0 and read.skipped:
+        return DataError(source.where, f"all {read.skipped} rows of split '{split}' are bad and "
+                         f"were skipped (first: {read.first_errors[0]})",
+                         f"fix them, or check {source.key}")
+    if read.rows == 0:
+        why = {s.display: why_no_rows(s, cfg.format, cfg.columns) for s in source.shards}
+        if len(why) == 1:
+            return DataError(source.where, why[source.where] or "the file holds no rows",
+                             f"check {source.key}")
+        kinds = Counter(reason or "holds no rows" for reason in why.values())
+        return DataError(source.where, "none of the files holds a row ("
+                         + ", ".join(f"{n}: {k.removeprefix('the file ')}"
+                                     for k, n in sorted(kinds.items())) + ")",
+                         f"check {source.key}")
+    if source.key == "data.path" and split in ("train", "validation") and not cfg.max_examples:
+        side = "into" if split == "validation" else "outside"
+        return DataError(f"split '{split}'", f"none of the {read.rows} rows of {source.where} "
+                         f"fell {side} the data.val_fraction={cfg.val_fraction} hold-out (chosen "
+                         "by a hash of each text)", "give more rows, another data.val_fraction, "
+                         "or a separate data.validation_path")
+    return DataError(f"split '{split}'", "has no usable examples",
+                     "check data.path / data.val_fraction / data.max_examples")
+
+
+def _first_row_with(ds, label: str, task: str) -> str | None:
+    """``file:line`` of the first valid row with ``label`` (a tag, for token tasks)."""
+    column = "tags" if task == "token_cls" else "label"
+
+    def pick(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = batch.get(column, [None] * len(batch["_error"]))
+        found = [src for src, value, error in zip(batch["_src"], values, batch["_error"],
+                                                  strict=True)
+                 if not error and value is not None
+                 and (label in list(value) if column == "tags" else str(value) == label)]
+        return {"src": np.array(found[:1], dtype=object)}
+
+    found = ds.map_batches(pick, batch_size=ROWS_PER_BLOCK).take_all()  # no early exit: it logs
+    return str(found[0]["src"]) if found else None
+
+
+def _normal(label: str) -> str:
+    return " ".join(label.split()).casefold()
+
+
+def _check_labels(summaries: dict[str, SplitSummary], labels: list[str], task: str,
+                  train: Source) -> None:
     if task == "causal_lm":
         return
+    alike: dict[str, list[str]] = {}
+    for label in labels:
+        alike.setdefault(_normal(label), []).append(label)
+    clash = next((group for group in alike.values() if len(group) > 1), None)
+    if clash:  # one class spelled two ways, or two classes: the data must say which
+        counts = summaries["train"].labels
+        common, rare = sorted(clash, key=lambda label: (-counts[label], label))[:2]
+        raise DataError(_first_row_with(train.rows, rare, task) or train.where,
+                        f"label {rare!r} differs from label {common!r} only in case or "
+                        f"whitespace ({counts[rare]} vs {counts[common]} training rows)",
+                        "make them one spelling in the data; shardtune does not merge labels")
     if task == "seq_cls" and len(labels) < 2:
         raise DataError(
-            "split 'train'", f"needs at least 2 classes, found {labels}",
-            "check data.label_field",
+            train.where, f"the training split has {len(labels)} class ({', '.join(labels)}): "
+            "a classifier needs at least 2", f"check data.label_field and {train.key}",
         )
     known = set(labels)
+    spelled = {_normal(label): label for label in labels}
     for split, summary in summaries.items():
         unseen = sorted(set(summary.labels) - known)
         if unseen:
+            near = [f"{label!r} (training has {spelled[_normal(label)]!r})"
+                    for label in unseen[:5] if _normal(label) in spelled]
             raise DataError(
                 f"split '{split}'",
-                f"labels not seen in training: {', '.join(unseen[:5])}",
+                f"labels not seen in training: {', '.join(unseen[:5])}"
+                + (f"; differ only in case or whitespace: {', '.join(near)}" if near else ""),
                 "add examples of them to the training data or drop them",
             )

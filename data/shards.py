@@ -31,6 +31,7 @@ _EXTENSIONS = {
     ".annotated": DataFormat.conll,
 }
 _GLOB_CHARS = set("*?[")
+DOCSTART = "-DOCSTART-"  # CoNLL-2003: a document boundary, not a token
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,11 @@ def _hidden(path: str, root: str) -> bool:
     return any(part.startswith((".", "_")) for part in relative.split(os.sep))
 
 
-def expand_paths(paths: list[str], key: str) -> list[Shard]:
+def expand_paths(paths: list[str], key: str, fmt: DataFormat | None = None) -> list[Shard]:
     """Turn files, directories, globs and URIs into a sorted list of shards.
 
-    Raises a DataError naming the config key for a missing path or an empty directory/glob.
+    Raises a DataError naming the config key for a missing path or an empty directory/glob;
+    with ``fmt=auto``, also for a directory none of whose files has a data extension.
     """
     shards: list[Shard] = []
     for raw in paths:
@@ -81,6 +83,12 @@ def expand_paths(paths: list[str], key: str) -> list[Shard]:
             found = sorted(p for p in fs.find(root) if not _hidden(p, root) and fs.isfile(p))
             if not found:
                 raise DataError(raw, "the directory holds no data files", f"check {key}")
+            if fmt == DataFormat.auto and not any(_extension(p) in _EXTENSIONS for p in found):
+                names = ", ".join(os.path.relpath(p, root) for p in found[:3])
+                more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+                raise DataError(raw, f"the directory holds no data files ({names}{more}: none "
+                                f"ends in {', '.join(sorted(_EXTENSIONS))})",
+                                f"check {key}, or set data.format=<format> to read them as one")
         elif fs.exists(root):
             found = [root]
         elif _GLOB_CHARS & set(root):
@@ -93,10 +101,14 @@ def expand_paths(paths: list[str], key: str) -> list[Shard]:
     return shards
 
 
+def _extension(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
 def detect_format(shard: Shard, fmt: DataFormat) -> DataFormat:
     if fmt != DataFormat.auto:
         return fmt
-    ext = os.path.splitext(shard.uri)[1].lower()
+    ext = _extension(shard.uri)
     if ext not in _EXTENSIONS:
         raise DataError(
             shard.display, f"cannot tell the format from the extension {ext!r}",
@@ -297,6 +309,8 @@ def _delimited_rows(
 
 
 def _conll_sentences(raw: Any, where: str) -> Iterator[tuple[str, Row]]:
+    """Sentences of ``token<TAB>tag`` lines, split at blank lines. A ``-DOCSTART-`` line is
+    CoNLL-2003's document separator: it ends the sentence before it and is no example."""
     tokens: list[str] = []
     tags: list[str] = []
     start = 0
@@ -304,7 +318,7 @@ def _conll_sentences(raw: Any, where: str) -> Iterator[tuple[str, Row]]:
         if isinstance(line, RowError):
             yield line.where, line
             continue
-        if not line.strip():
+        if not line.strip() or line.split(None, 1)[0] == DOCSTART:
             if tokens:
                 yield f"{where}:{start}", {"tokens": tokens, "tags": tags}
             tokens, tags = [], []
@@ -319,3 +333,22 @@ def _conll_sentences(raw: Any, where: str) -> Iterator[tuple[str, Row]]:
         tags.append(parts[-1].strip())
     if tokens:
         yield f"{where}:{start}", {"tokens": tokens, "tags": tags}
+
+
+def why_no_rows(shard: Shard, fmt: DataFormat, columns: list[str] | None) -> str | None:
+    """Why a file gave no rows: empty, a header line alone, or no rows at all; ``None`` when it
+    holds some (then its rows were skipped, split off or sampled away)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(shard.uri)
+        if fs.size(path) == 0:
+            return "the file is empty (0 bytes)"
+        fmt = detect_format(shard, fmt)
+        if any(True for _ in iter_records(shard, fmt, columns, skip_bad=True)):
+            return None
+        with fs.open(path, "rb") as f:
+            blank = not f.read(1 << 20).strip()
+    except (OSError, DataError):
+        return None
+    if fmt in (DataFormat.csv, DataFormat.tsv) and not columns and not blank:
+        return "the file has a header line but no rows"
+    return "the file holds no rows"

@@ -17,6 +17,10 @@ SHARED = Path(os.environ.get("SHARDTUNE_SHARED", ROOT.parent / "shared" / "datas
 needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f"real data sets not found at {SHARED} (../shared is absent)"
 )
+# What the tests that skip without ../shared read: the data sets and the KubeRay CRD schemas.
+SHARED_DIRS = (SHARED, SHARED.parent / "schemas" / "kuberay")
+# CI (.ci/run) sets it: there a missing ../shared fails the run instead of skipping ~20 tests.
+REQUIRE_SHARED = "SHARDTUNE_REQUIRE_SHARED"
 
 # Fake credentials in every variable shardtune, wandb, the hub or fsspec's cloud backends read,
 # planted for the whole session before Ray starts (its workers inherit them): the last test
@@ -34,6 +38,13 @@ LAST = "test_no_planted_secret_in_any_file_the_suite_wrote"
 
 
 def pytest_configure(config: Any) -> None:
+    missing = [str(p) for p in SHARED_DIRS if not p.is_dir()]
+    if os.environ.get(REQUIRE_SHARED, "") not in ("", "0") and missing:
+        raise pytest.UsageError(
+            f"{REQUIRE_SHARED} is set but ../shared is missing ({', '.join(missing)}): the "
+            "tests of real data sets, sweeps and KubeRay manifests would be skipped, not run. "
+            "Put ../shared beside the checkout (or set SHARDTUNE_SHARED=<its datasets dir>), "
+            f"or unset {REQUIRE_SHARED} to let them skip")
     for name, value in PLANTED.items():
         os.environ.setdefault(name, value)  # a real value already set is searched for instead
 

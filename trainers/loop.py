@@ -7,11 +7,14 @@ local mode). Task heads differ; the loop does not. Only rank 0 writes files.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from trainers.checkpoint import (
     resume_point,
     rng_state,
     save_state,
+    stop_when_disk_full,
     unwrap,
 )
 from trainers.collective import all_reduce, gather
@@ -144,16 +148,19 @@ class Publisher:
         if self.placement_group:  # lets a sweep free the workers of a trial it stops
             metrics = {**metrics, PLACEMENT_GROUP_KEY: self.placement_group}
         rng_by_rank = gather(rng_state(), self.world) if state is not None else []
-        with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(self.run.run_dir)
+        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as writing:
             checkpoint = None
+            if state is not None:  # a full disk: one line naming the resume point
+                writing.enter_context(stop_when_disk_full(run_dir, progress.step, Path(tmp)))
             if self.rank == 0 and state is not None:
-                metrics_log = Path(self.run.run_dir) / METRICS_FILE
+                metrics_log = run_dir / METRICS_FILE
                 if self.store is not None and metrics_log.is_file():  # for a resume elsewhere
                     extra_files = {**(extra_files or {}), METRICS_FILE: metrics_log.read_text()}
                 save_state(Path(tmp), *state, progress, self.tokenizer, self.labels, rng_by_rank,
                            extra_files)
                 if self.local_mode:
-                    final = persist_local(Path(tmp), Path(self.run.run_dir), progress.step,
+                    final = persist_local(Path(tmp), run_dir, progress.step,
                                           self.run.trainer.keep_checkpoints)
                     if self.store is not None:
                         persist_store(final, self.store, self.run.trainer.keep_checkpoints)
@@ -165,6 +172,21 @@ class Publisher:
                 ray.train.report(metrics)
 
 
+def _release_on_error(loop: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    """A loop that fails (a full disk, a bad row mid-stream) lets go of its frames at once: the
+    Ray Data iterators they hold close while Ray runs, not when the garbage collector gets to
+    them after the error line (their shutdown logs would print below it)."""
+    @functools.wraps(loop)
+    def run(loop_cfg: dict[str, Any]) -> None:
+        try:
+            loop(loop_cfg)
+        except BaseException as exc:
+            traceback.clear_frames(exc.__traceback__)
+            raise
+    return run
+
+
+@_release_on_error
 def train_loop(loop_cfg: dict[str, Any]) -> None:
     """Ray Train worker function: restore → train with periodic eval/checkpoints → final eval."""
     import ray.train
