@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,10 @@ def test_sweep_cli_refuses_asha_without_intermediate_evaluations(tmp_path, capsy
 
 SWEEP = ["data=agnews_subset", f"paths.datasets={SHARED}", "data.max_examples=300",
          "task.max_length=32", "trainer.batch_size=16", "trainer.max_steps=6",
-         "trainer.eval_every=2", "trainer.log_every=4", "sweep=pytest_crash",
+         "trainer.eval_every=2", "trainer.log_every=4", "sweep=smoke",
+         # the smoke sweep with its last trial replaced by one that crashes when it starts (a
+         # learning rate the trial's config refuses): recorded as failed with its error
+         "sweep.space={optim.lr:{grid:[4.0e-3,1.0e-6,-1.0]}}",
          "sweep.name=pytest_sweep", "sweep.trial_cpus=0.4", "sweep.max_concurrent_trials=1"]
 
 
@@ -104,24 +108,23 @@ def _killed_midway(args: list[str], sweep_dir: Path) -> None:
 @needs_shared
 @pytest.mark.usefixtures("ray_session")
 def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducible_best(
-        tmp_path, capsys):
+        tmp_path, capsys, monkeypatch):
     from ray.util import placement_group_table
 
-    best_file = ROOT / "conf" / "experiment" / "pytest_sweep_best.yaml"
+    # the best trial's experiment goes into a copy of conf/, the one the CLI composes from here
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    monkeypatch.setattr("trainers.cli.CONF_DIR", conf)
+    best_file = conf / "experiment" / "pytest_sweep_best.yaml"
     sweep_dir = tmp_path / "runs" / "pytest_sweep"
-    # the smoke sweep with its last trial replaced by one that crashes when it starts (a
-    # learning rate the trial's config refuses): recorded as failed with its error
-    crash = ROOT / "conf" / "sweep" / "pytest_crash.yaml"
-    smoke = (ROOT / "conf" / "sweep" / "smoke.yaml").read_text()
-    assert "1.0e-6, 5.0e-3]" in smoke
-    crash.write_text(smoke.replace("1.0e-6, 5.0e-3]", "1.0e-6, -1.0]"))
+    export = f"sweep.export_dir={best_file.parent}"
     try:
-        _killed_midway([*SWEEP, f"paths.root={tmp_path}"], sweep_dir)
+        _killed_midway([*SWEEP, f"paths.root={tmp_path}", export], sweep_dir)
         done = _terminated(sweep_dir / "tune")
         assert 1 <= len(done) < 3
         logs = {t: (sweep_dir / f"trial_{t}" / "metrics.jsonl").stat().st_mtime for t in done}
         # the same command again: restored; finished trials are not re-run
-        assert main(["sweep", *SWEEP, f"paths.root={tmp_path}"]) == 0
+        assert main(["sweep", *SWEEP, f"paths.root={tmp_path}", export]) == 0
         summary = json.loads((sweep_dir / "sweep.json").read_text())
         assert summary["resumed"] is True
         assert {t: (sweep_dir / f"trial_{t}" / "metrics.jsonl").stat().st_mtime
@@ -179,9 +182,8 @@ def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducibl
         assert (tmp_path / "runs" / "pytest_other" / "pytest_other_best.yaml").is_file()
         assert (sweep_dir / "sweep.json").read_bytes() == before
         assert best_file.read_text() == best_text
-    finally:
-        best_file.unlink(missing_ok=True)
-        crash.unlink(missing_ok=True)
+    finally:  # nothing written into the checkout's conf/
+        assert not list((ROOT / "conf").glob("*/pytest_*.yaml"))
 
 
 @pytest.mark.usefixtures("ray_session")
