@@ -39,8 +39,7 @@ def routed(log_file: Path, show_progress: bool = True) -> Iterator[None]:
     if verbose() or _route:
         yield
         return
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    to_file = logging.FileHandler(log_file)
+    to_file = _LazyFile(log_file)  # no file (nor folder) for a command that fails first
     to_file.setLevel(logging.INFO)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     saved_env = os.environ.get("RAY_AIR_NEW_OUTPUT")
@@ -65,6 +64,17 @@ def routed(log_file: Path, show_progress: bool = True) -> Iterator[None]:
         yield
     finally:
         _restore(saved_env)
+
+
+class _LazyFile(logging.FileHandler):
+    """A log file made (with its folder) at its first line."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, delay=True)
+
+    def _open(self):  # noqa: ANN202 - logging's own hook
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
 
 
 def _restore(saved_env: str | None) -> None:
@@ -125,6 +135,7 @@ def _worker_lines(data: dict[str, Any]) -> None:
     lines = [str(line) for line in data.get("lines", [])]
     source = data.get("actor_name") or data.get("task_name") or "worker"
     stamp = time.strftime("%H:%M:%S")
+    Path(_route["file"]).parent.mkdir(parents=True, exist_ok=True)
     with Path(_route["file"]).open("a") as f:
         f.writelines(f"{stamp} ({source} pid={data.get('pid')}) {line}\n" for line in lines)
     if _route.get("progress"):
