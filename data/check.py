@@ -122,12 +122,26 @@ def check_splits(texts: dict[str, list[str]], labels: dict[str, Counter],
 
 def render_markdown(report: dict[str, Any], name: str) -> str:
     lines = [f"# Data check: `{name}`", "",
-             "| split | rows | classes | exact dups | near dups | short | long | PII hits |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| split | rows | classes | exact dups | near dups | short | long | PII hits | "
+             "truncated (tokens) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for split, e in report["splits"].items():
+        cut = (f"{e['truncated_examples']} ({e['truncated_tokens']})"
+               if "truncated_examples" in e else "—")
         lines.append(f"| {split} | {e['rows']} | {len(e['labels'])} | {e['exact_duplicates']} | "
                      f"{e.get('near_duplicates', '—')} | {e['short_texts']} | {e['long_texts']} "
-                     f"| {sum(e['pii'].values())} |")
+                     f"| {sum(e['pii'].values())} | {cut} |")
+    if "max_length" in report:
+        lines += ["", f"Truncated: examples longer than task.max_length={report['max_length']} "
+                  "tokens, as training tokenises them (the tokens they lose in brackets)."]
+    for split, read in report.get("read", {}).items():
+        if read["skipped"] or read["lost_shards"]:
+            lines.append(f"- {split}: {read['skipped']} bad rows skipped, "
+                         f"{len(read['lost_shards'])} unreadable shard(s) "
+                         f"{', '.join(read['lost_shards'])} (data.on_error=skip)")
+    for key, files in report.get("hidden_files", {}).items():
+        lines.append(f"- {key}: {len(files)} hidden or _-prefixed file(s) not read: "
+                     f"{', '.join(files[:5])}{' …' if len(files) > 5 else ''}")
     for split, leak in report.get("leakage", {}).items():
         lines += ["", f"## Leakage train → {split}", "",
                   f"- exact: {leak['exact']}" + (f", near: {leak['near']}" if "near" in leak
@@ -178,24 +192,55 @@ def summary_line(report: dict[str, Any]) -> dict[str, Any]:
             "seconds": round(report["seconds"], 2)}
 
 
-def dedup_plan(train: list[tuple[str, str]], others: list[str]) -> tuple[set[str], dict[str, int]]:
+def dedup_plan(train: list[tuple[str, str, str]], others: list[str]
+               ) -> tuple[set[str], dict[str, int], list[str]]:
     """Which train rows (by ``_src``) ``data.dedup`` drops: repeats after the first occurrence,
-    and rows whose text occurs in validation/test. Returns (ids, counts by reason)."""
+    and rows whose text occurs in validation/test. ``train`` holds (``_src``, text, label).
+
+    Returns (ids, counts by reason, examples of conflicts). ``counts["conflicting"]`` is the
+    part of ``duplicates`` whose label differs from the first occurrence's, the one kept: the
+    data says two things about one text and the run keeps one without being told which."""
     held_out = {normalise(t) for t in others}
-    seen: set[str] = set()
+    kept: dict[str, tuple[str, str]] = {}
     drop: set[str] = set()
-    counts = {"duplicates": 0, "leaked": 0}
-    for src, text in train:
+    counts = {"duplicates": 0, "leaked": 0, "conflicting": 0}
+    conflicts: list[str] = []
+    for src, text, label in train:
         key = normalise(text)
         if key in held_out:
             drop.add(src)
             counts["leaked"] += 1
-        elif key in seen:
+        elif key in kept:
             drop.add(src)
             counts["duplicates"] += 1
+            first_src, first_label = kept[key]
+            if label != first_label:
+                counts["conflicting"] += 1
+                if len(conflicts) < EXAMPLES:
+                    conflicts.append(f"{src} ({label!r}) dropped, {first_src} ({first_label!r}) "
+                                     "kept")
         else:
-            seen.add(key)
-    return drop, counts
+            kept[key] = (src, label)
+    return drop, counts, conflicts
+
+
+def lost_in_reading(run: Any, splits: Any) -> dict[str, Any]:
+    """What reading the data as the run would leaves out: files not read (hidden, ``_``),
+    shards unreadable and rows skipped (``data.on_error=skip``), and examples truncated at
+    ``task.max_length`` (the run's tokenizer, as training tokenises)."""
+    from data.tokenize import count_truncation_raw
+    from trainers.models import tokenizer_location
+
+    task = run.task.kind.value
+    truncation = {name: (0, 0) for name in splits.datasets}
+    if task != "causal_lm" or not run.task.pack:  # packed blocks lose no token
+        truncation = count_truncation_raw(splits.datasets, tokenizer_location(run.model), task,
+                                          run.task.max_length, splits.labels, run.task.pack)
+    return {"max_length": run.task.max_length, "truncation": truncation,
+            "hidden_files": splits.hidden,
+            "read": {name: {"skipped": s.skipped, "lost_shards": s.lost_shards,
+                            "first_errors": s.first_errors}
+                     for name, s in splits.summaries.items()}}
 
 
 def check_command(run: Any) -> int:
@@ -206,7 +251,11 @@ def check_command(run: Any) -> int:
     from data.pipeline import build_splits
 
     ensure_ray(run.cluster)
-    report = check_dataset_splits(build_splits(run.data, run.task.kind.value), fast=False)
+    splits = build_splits(run.data, run.task.kind.value)
+    report = check_dataset_splits(splits, fast=False)
+    report.update(lost_in_reading(run, splits))
+    for split, (examples, tokens) in report.pop("truncation").items():
+        report["splits"][split].update(truncated_examples=examples, truncated_tokens=tokens)
     out = Path(run.paths.runs) / "data_check" / run.data.name
     out.mkdir(parents=True, exist_ok=True)
     (out / "data_check.json").write_text(json.dumps(report, indent=1, default=str))

@@ -92,6 +92,10 @@ class DataConfig:
                     "e.g. data.path=/data/tickets/ or data.path='[a.jsonl,b.jsonl]'",
                 )
             setattr(self, key, [str(p) for p in paths])
+        named = [c for i, c in enumerate(self.columns or []) if c in (self.columns or [])[:i]]
+        if named:  # rows become dicts: the last same-named column would win, silently
+            raise ConfigError("data.columns", f"names {named[0]!r} twice ({self.columns})",
+                              "give every column its own name")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         if self.max_examples is not None and self.max_examples < 1:

@@ -8,7 +8,6 @@ tokenise with a class UDF in ``map_batches``. Workers then take their shard with
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,12 +16,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from data.check import dedup_plan
-from data.config import DataConfig, OnError
+from data.config import DataConfig, DataFormat, OnError
+from data.labels import check_label_types, check_labels, label_kind
 from data.pii import redact
 from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records, why_no_rows
+from data.summary import ROWS_PER_BLOCK, SplitSummary, summarize
 from trainers.errors import DataError
-
-ROWS_PER_BLOCK = 2048
 
 
 def split_key(text: str) -> float:
@@ -35,8 +34,12 @@ def uid(src: str) -> int:
     return int(hashlib.blake2b(src.encode(), digest_size=8).hexdigest(), 16) >> 1
 
 
-def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str) -> dict[str, Any]:
-    """Check one raw record and map it onto the internal columns; raise DataError if bad."""
+def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str,
+           typed: bool = True) -> dict[str, Any]:
+    """Check one raw record and map it onto the internal columns; raise DataError if bad.
+
+    ``typed``: the format keeps value types (JSON, parquet): the label's type is kept in
+    ``_ltype`` so a column mixing ``1`` and ``"1"`` can be refused (data/labels.py)."""
     if task == "token_cls":
         tokens, tags = record.get("tokens"), record.get("tags")
         if not tokens or len(tokens) != len(tags or []):
@@ -78,6 +81,8 @@ def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str) -> di
         ):
             raise DataError(where, f"label {label!r} is not a class name or integer id")
         row["label"] = str(int(label)) if isinstance(label, float) else str(label)
+        if typed:
+            row["_ltype"] = label_kind(label)
     for name in cfg.metadata_fields:
         row[f"meta_{name}"] = "" if record.get(name) is None else str(record.get(name))
     return row
@@ -98,13 +103,14 @@ def _read_shard(batch: dict[str, np.ndarray], spec: ReadSpec) -> Iterator[dict[s
     for uri, fragment in zip(batch["uri"], batch["fragment"], strict=True):
         shard = Shard(str(uri), str(fragment) or None)
         fmt = detect_format(shard, spec.cfg.format)
+        typed = fmt in (DataFormat.jsonl, DataFormat.json, DataFormat.parquet)
         skip = spec.cfg.on_error == OnError.skip
         try:
             for where, record in iter_records(shard, fmt, spec.cfg.columns, skip_bad=skip):
                 try:
                     if isinstance(record, DataError):
                         raise record
-                    row = _clean(where, record, spec.cfg, spec.task)
+                    row = _clean(where, record, spec.cfg, spec.task, typed)
                     row["_error"] = ""
                 except DataError as exc:
                     if spec.cfg.on_error == OnError.error:
@@ -122,7 +128,9 @@ def _read_shard(batch: dict[str, np.ndarray], spec: ReadSpec) -> Iterator[dict[s
                              "data.on_error=skip to train on without its rows (counted)")
             if not skip:
                 raise lost from None
-            rows.append({"_error": str(lost), "_src": shard.display})
+            # a whole shard, not a row: counted apart (SplitSummary.lost_shards)
+            rows.append({"_error": str(lost), "_src": shard.display,
+                         "_lost_shard": shard.display})
     if rows:
         yield _to_columns(rows)
 
@@ -141,60 +149,19 @@ def _to_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-@dataclass
-class SplitSummary:
-    """Counts from one pass over a split: rows, skipped rows, label distribution."""
-
-    rows: int = 0
-    skipped: int = 0
-    first_errors: list[str] = field(default_factory=list)
-    labels: Counter = field(default_factory=Counter)
-    pii_redacted: int = 0
-    dedup_dropped: dict[str, int] = field(default_factory=dict)
-
-
-def _summarize(batch: dict[str, np.ndarray]) -> dict[str, list]:
-    errors = [e for e in batch["_error"] if e]
-    labels: Counter = Counter()
-    if "label" in batch:
-        labels.update(str(v) for v, e in zip(batch["label"], batch["_error"], strict=True) if not e)
-    if "tags" in batch:
-        for tags, e in zip(batch["tags"], batch["_error"], strict=True):
-            if not e:
-                labels.update(str(t) for t in tags)
-    return {
-        "rows": [len(batch["_error"]) - len(errors)],
-        "skipped": [len(errors)],
-        "first_errors": [json.dumps(errors[:3])],
-        "labels": [json.dumps(labels)],
-        "pii": [int(sum(int(x or 0) for x in batch["_pii"])) if "_pii" in batch else 0],
-    }
-
-
-def read_split(paths: list[str], key: str, cfg: DataConfig, task: str, split: str):
-    """A lazy Ray Dataset of validated rows from ``paths`` (the config ``key`` names them)."""
+def read_split(paths: list[str], key: str, cfg: DataConfig, task: str, split: str,
+               hidden: list[str] | None = None):
+    """A lazy Ray Dataset of validated rows from ``paths`` (the config ``key`` names them);
+    ``hidden`` collects the hidden and ``_`` files of directories, which are not read."""
     import ray.data
 
-    shards = expand_paths(paths, key, cfg.format)
+    shards = expand_paths(paths, key, cfg.format, hidden)
     items = [{"uri": s.uri, "fragment": s.fragment or ""} for s in shards]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         _read_shard, fn_kwargs={"spec": ReadSpec(cfg, task, split)}, batch_size=1
     )
     return ds, shards
-
-
-def summarize(ds) -> SplitSummary:
-    """One pass over a split: counts and labels, without materialising the rows."""
-    summary = SplitSummary()
-    for part in ds.map_batches(_summarize, batch_size=ROWS_PER_BLOCK).iter_rows():
-        summary.rows += int(part["rows"])
-        summary.skipped += int(part["skipped"])
-        summary.first_errors.extend(json.loads(part["first_errors"]))
-        summary.labels.update(json.loads(part["labels"]))
-        summary.pii_redacted += int(part["pii"])
-    summary.first_errors = summary.first_errors[:5]
-    return summary
 
 
 def _keep_split(batch: dict[str, np.ndarray], want_val: bool, fraction: float) -> dict:
@@ -216,17 +183,18 @@ def _keep_sampled(batch: dict[str, np.ndarray], fraction: float) -> dict:
     return {k: v[keep] for k, v in batch.items()}
 
 
-def subsample(ds, n: int):
-    """About ``n`` rows chosen by a stable hash of the text, not the first ``n``.
+def subsample(ds, n: int) -> tuple[Any, int]:
+    """About ``n`` rows chosen by a stable hash of the text, not the first ``n``; and how many
+    rows there were before.
 
     Files sorted by label (BANKING77 is) would otherwise lose whole classes; for the same
     reason the sample is not cut to exactly ``n`` (a cut would drop the file's tail).
     """
     total = summarize(ds).rows
     if total <= n:
-        return ds
+        return ds, total
     return ds.map_batches(_keep_sampled, fn_kwargs={"fraction": n / total},
-                          batch_size=ROWS_PER_BLOCK)
+                          batch_size=ROWS_PER_BLOCK), total
 
 
 @dataclass
@@ -237,6 +205,8 @@ class Splits:
     summaries: dict[str, SplitSummary]
     fingerprint: dict[str, Any]
     labels: list[str]
+    # hidden and ``_`` files in the data directories, not read: {config key: paths}
+    hidden: dict[str, list[str]] = field(default_factory=dict)
 
     def pick(self, split: str) -> Any:
         """The named split's dataset, or an error naming the config key that would add it."""
@@ -258,7 +228,9 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
     context.enable_progress_bars = False  # the loop prints its own progress line
     # ... and without the WARNING Ray Data prints once a process when they are off
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    train, shards = read_split(cfg.path, "data.path", cfg, task, "train")
+    hidden: dict[str, list[str]] = {"data.path": [], "data.validation_path": [],
+                                    "data.test_path": []}
+    train, shards = read_split(cfg.path, "data.path", cfg, task, "train", hidden["data.path"])
     if cfg.materialize:  # parse the source once: train, the held-out split and skip counts
         train = train.materialize()  # all read from it
     all_shards = list(shards)
@@ -268,7 +240,8 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
     sources = {"train": Source("data.path", shards, train),
                "validation": Source("data.path", shards, train)}
     if cfg.validation_path:
-        val, more = read_split(cfg.validation_path, "data.validation_path", cfg, task, "validation")
+        val, more = read_split(cfg.validation_path, "data.validation_path", cfg, task,
+                               "validation", hidden["data.validation_path"])
         all_shards += more
         sources["validation"] = Source("data.validation_path", more, val)
         datasets["train"] = train.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
@@ -284,19 +257,26 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
                 batch_size=ROWS_PER_BLOCK,
             )
     if cfg.test_path:
-        test, more = read_split(cfg.test_path, "data.test_path", cfg, task, "test")
+        test, more = read_split(cfg.test_path, "data.test_path", cfg, task, "test",
+                                hidden["data.test_path"])
         all_shards += more
         sources["test"] = Source("data.test_path", more, test)
         datasets["test"] = test.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
+    before: dict[str, int] = {}
     if cfg.max_examples:
-        datasets = {k: subsample(v, cfg.max_examples) for k, v in datasets.items()}
+        for k, v in datasets.items():
+            datasets[k], before[k] = subsample(v, cfg.max_examples)
     if cfg.materialize:
         datasets = {k: v.materialize() for k, v in datasets.items()}
     dropped: dict[str, int] = {}
+    conflicts: list[str] = []
     if cfg.dedup:
-        datasets["train"], dropped = _dedup(datasets, cfg.materialize)
+        datasets["train"], dropped, conflicts = _dedup(datasets, cfg.materialize)
     summaries = {k: _count(v, k, sources[k], cfg) for k, v in datasets.items()}
     summaries["train"].dedup_dropped = dropped
+    summaries["train"].dedup_conflicts = conflicts
+    for split, total in before.items():
+        summaries[split].rows_before_sampling = total
     if cfg.on_error == OnError.skip:  # bad rows were dropped: count them once, per source
         raw = {"train": train, "validation": val, "test": test}
         for split, source in raw.items():
@@ -304,11 +284,15 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
                 counted = summarize(source)
                 summaries[split].skipped = counted.skipped
                 summaries[split].first_errors = counted.first_errors
+                summaries[split].lost_shards = counted.lost_shards
     labels = sorted(summaries["train"].labels) if task != "causal_lm" else []
     if task == "token_cls" and "O" in labels:  # keep "O" first: readable label maps
         labels = ["O"] + [t for t in labels if t != "O"]
-    _check_labels(summaries, labels, task, sources["train"])
-    return Splits(datasets, summaries, fingerprint(all_shards), labels)
+    if task == "seq_cls":
+        check_label_types(summaries, datasets, cfg.label_field)
+    check_labels(summaries, labels, task, sources["train"])
+    return Splits(datasets, summaries, fingerprint(all_shards), labels,
+                  {key: files for key, files in hidden.items() if files})
 
 
 def _drop_sources(batch: dict[str, np.ndarray], drop: frozenset) -> dict:
@@ -316,17 +300,25 @@ def _drop_sources(batch: dict[str, np.ndarray], drop: frozenset) -> dict:
     return {k: v[keep] for k, v in batch.items()}
 
 
-def _dedup(datasets: dict[str, Any], materialize: bool) -> tuple[Any, dict[str, int]]:
-    """Drop exact duplicates within train and train rows leaked into validation/test."""
-    def pairs(name: str) -> list[tuple[str, str]]:
-        frame = datasets[name].select_columns(["_src", "text"]).to_pandas()
-        return list(zip(frame["_src"].astype(str), frame["text"].astype(str), strict=True))
+def _dedup(datasets: dict[str, Any], materialize: bool
+           ) -> tuple[Any, dict[str, int], list[str]]:
+    """Drop exact duplicates within train and train rows leaked into validation/test; count
+    the dropped duplicates whose label differs from the row kept."""
+    def rows(name: str, label: bool) -> list[tuple[str, str, str]]:
+        names = datasets[name].schema().names
+        column = next((c for c in ("label", "tags") if label and c in names), None)
+        frame = datasets[name].select_columns(["_src", "text"] + ([column] if column else [])
+                                              ).to_pandas()
+        labels = (frame[column].map(lambda v: " ".join(map(str, v)) if column == "tags"
+                                    else str(v)) if column else [""] * len(frame))
+        return list(zip(frame["_src"].astype(str), frame["text"].astype(str), labels,
+                        strict=True))
 
-    others = [text for name in datasets if name != "train" for _, text in pairs(name)]
-    drop, counts = dedup_plan(pairs("train"), others)
+    others = [text for name in datasets if name != "train" for _, text, _ in rows(name, False)]
+    drop, counts, conflicts = dedup_plan(rows("train", True), others)
     train = datasets["train"].map_batches(_drop_sources, fn_kwargs={"drop": frozenset(drop)},
                                           batch_size=ROWS_PER_BLOCK)
-    return (train.materialize() if materialize else train), counts
+    return (train.materialize() if materialize else train), counts, conflicts
 
 
 @dataclass(frozen=True)
@@ -377,58 +369,3 @@ def _no_examples(split: str, source: Source, cfg: DataConfig) -> DataError:
                          "or a separate data.validation_path")
     return DataError(f"split '{split}'", "has no usable examples",
                      "check data.path / data.val_fraction / data.max_examples")
-
-
-def _first_row_with(ds, label: str, task: str) -> str | None:
-    """``file:line`` of the first valid row with ``label`` (a tag, for token tasks)."""
-    column = "tags" if task == "token_cls" else "label"
-
-    def pick(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = batch.get(column, [None] * len(batch["_error"]))
-        found = [src for src, value, error in zip(batch["_src"], values, batch["_error"],
-                                                  strict=True)
-                 if not error and value is not None
-                 and (label in list(value) if column == "tags" else str(value) == label)]
-        return {"src": np.array(found[:1], dtype=object)}
-
-    found = ds.map_batches(pick, batch_size=ROWS_PER_BLOCK).take_all()  # no early exit: it logs
-    return str(found[0]["src"]) if found else None
-
-
-def _normal(label: str) -> str:
-    return " ".join(label.split()).casefold()
-
-
-def _check_labels(summaries: dict[str, SplitSummary], labels: list[str], task: str,
-                  train: Source) -> None:
-    if task == "causal_lm":
-        return
-    alike: dict[str, list[str]] = {}
-    for label in labels:
-        alike.setdefault(_normal(label), []).append(label)
-    clash = next((group for group in alike.values() if len(group) > 1), None)
-    if clash:  # one class spelled two ways, or two classes: the data must say which
-        counts = summaries["train"].labels
-        common, rare = sorted(clash, key=lambda label: (-counts[label], label))[:2]
-        raise DataError(_first_row_with(train.rows, rare, task) or train.where,
-                        f"label {rare!r} differs from label {common!r} only in case or "
-                        f"whitespace ({counts[rare]} vs {counts[common]} training rows)",
-                        "make them one spelling in the data; shardtune does not merge labels")
-    if task == "seq_cls" and len(labels) < 2:
-        raise DataError(
-            train.where, f"the training split has {len(labels)} class ({', '.join(labels)}): "
-            "a classifier needs at least 2", f"check data.label_field and {train.key}",
-        )
-    known = set(labels)
-    spelled = {_normal(label): label for label in labels}
-    for split, summary in summaries.items():
-        unseen = sorted(set(summary.labels) - known)
-        if unseen:
-            near = [f"{label!r} (training has {spelled[_normal(label)]!r})"
-                    for label in unseen[:5] if _normal(label) in spelled]
-            raise DataError(
-                f"split '{split}'",
-                f"labels not seen in training: {', '.join(unseen[:5])}"
-                + (f"; differ only in case or whitespace: {', '.join(near)}" if near else ""),
-                "add examples of them to the training data or drop them",
-            )

@@ -66,11 +66,14 @@ def _hidden(path: str, root: str) -> bool:
     return any(part.startswith((".", "_")) for part in relative.split(os.sep))
 
 
-def expand_paths(paths: list[str], key: str, fmt: DataFormat | None = None) -> list[Shard]:
+def expand_paths(paths: list[str], key: str, fmt: DataFormat | None = None,
+                 hidden: list[str] | None = None) -> list[Shard]:
     """Turn files, directories, globs and URIs into a sorted list of shards.
 
     Raises a DataError naming the config key for a missing path or an empty directory/glob;
-    with ``fmt=auto``, also for a directory none of whose files has a data extension.
+    with ``fmt=auto``, also for a directory none of whose files has a data extension. Files a
+    directory holds under hidden or ``_`` names (``_SUCCESS``, ``.part-0.crc``) are not read:
+    ``hidden``, when given, collects them so the run can count and report them.
     """
     shards: list[Shard] = []
     for raw in paths:
@@ -80,7 +83,11 @@ def expand_paths(paths: list[str], key: str, fmt: DataFormat | None = None) -> l
         except (ImportError, ValueError) as exc:
             raise DataError(raw, f"cannot open this location ({exc})", f"check {key}") from exc
         if fs.isdir(root):
-            found = sorted(p for p in fs.find(root) if not _hidden(p, root) and fs.isfile(p))
+            files = [p for p in fs.find(root) if fs.isfile(p)]
+            if hidden is not None:
+                hidden.extend(sorted(fs.unstrip_protocol(p).removeprefix("file://")
+                                     for p in files if _hidden(p, root)))
+            found = sorted(p for p in files if not _hidden(p, root))
             if not found:
                 raise DataError(raw, "the directory holds no data files", f"check {key}")
             if fmt == DataFormat.auto and not any(_extension(p) in _EXTENSIONS for p in found):
@@ -292,6 +299,7 @@ def _delimited_rows(
                 if not record or not any(h.strip() for h in record):
                     continue  # blank lines before the header
                 header = [h.strip() for h in record]
+                _unique_header(header, f"{where}:{current[0]}")
                 continue
             if not record or (len(record) == 1 and not record[0].strip()):
                 continue
@@ -306,6 +314,17 @@ def _delimited_rows(
         raise DataError(f"{where}:{current[0]}", f"malformed CSV ({exc})") from None
     for bad in pending:
         yield bad.where, bad
+
+
+def _unique_header(header: list[str], where: str) -> None:
+    """Two columns of one name: the row dict would keep the last one's value silently."""
+    seen: set[str] = set()
+    for number, name in enumerate(header, start=1):
+        if name in seen:
+            raise DataError(where, f"column {name!r} appears twice in the header (again as "
+                            f"column {number})", "rename one of them: shardtune would read only "
+                            "the last")
+        seen.add(name)
 
 
 def _conll_sentences(raw: Any, where: str) -> Iterator[tuple[str, Row]]:

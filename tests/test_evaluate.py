@@ -74,9 +74,24 @@ def test_new_data_is_evaluated_beside_the_runs_own_results_never_over_them(
     assert sorted(baseline["_src"]) == sorted(predicted["_src"])
     assert all(str(s).startswith(f"{batch}:") for s in predicted["_src"])
     assert snapshot() == before  # the run's own evaluation untouched
+    assert result["lost"] == {"skipped_rows": 0, "lost_shards": [], "max_length": 64,
+                              "truncated_examples": 0, "truncated_tokens": 0}
+    # what the scores leave out is in metrics.json and the report: skipped rows, truncation
+    long = json.loads(rows[0]) | {"text": " ".join(["refund"] * 80)}
+    with batch.open("a") as f:
+        f.write("{broken\n" + json.dumps(long) + "\n")
     assert main(["evaluate", f"run={run_dir}", f"data.test_path={batch}", "name=march",
-                 "resamples=200"]) == 0
-    assert (run_dir / "eval-march" / "test" / "report.md").is_file()
+                 "data.on_error=skip", "resamples=200"]) == 0
+    march = json.loads((run_dir / "eval-march" / "test" / "metrics.json").read_text())
+    assert march["metrics"]["examples"] == 41
+    from transformers import AutoTokenizer
+
+    cut = len(AutoTokenizer.from_pretrained(run_dir / "tokenizer")(long["text"])["input_ids"]) - 64
+    assert march["lost"] == {"skipped_rows": 1, "lost_shards": [], "max_length": 64,
+                             "truncated_examples": 1, "truncated_tokens": cut}
+    assert ("Not scored: 1 bad rows skipped and 0 unreadable shard(s) left out "
+            f"(data.on_error=skip); 1 examples truncated at task.max_length=64 ({cut} tokens not "
+            "seen).") in (run_dir / "eval-march" / "test" / "report.md").read_text()
 
     def fail(*args, **kwargs):
         raise RuntimeError("injected after prediction")

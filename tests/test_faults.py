@@ -210,9 +210,39 @@ def test_a_shard_deleted_mid_run_is_named_or_counted_never_silently_lost(
         return
     assert code == 0, err.err
     final = json.loads((tmp_path / "runs" / "default" / "metrics.json").read_text())
-    # epoch 2 lost part2's training rows (~43 of 48; the rest were validation rows)
-    assert 30 <= final["data/rows_lost"] <= 48
+    from data.pipeline import split_key
+
+    held_out = sum(split_key(json.loads(line)["text"]) < 0.1
+                   for line in _part2_lines())
+    # epoch 2 (and epoch 1 too, if it had not read part2 yet) lost part2's training rows,
+    # exactly; the final evaluation lost its validation rows, counted too
+    assert final["data/rows_lost"] in (48 - held_out, 2 * (48 - held_out))
+    assert held_out and final["data/validation_rows_lost"] == held_out
     meta = json.loads((tmp_path / "runs" / "default" / "run_meta.json").read_text())
     assert meta["final_metrics"]["data/rows_lost"] == final["data/rows_lost"]
-    assert "recorded as data/rows_lost" in err.out
+    assert "recorded in the final metrics" in err.out and "split 'validation'" in err.out
+
+
+def _part2_lines() -> list[str]:
+    return [json.dumps({"text": f"shard 2 example {i} " + "word " * (i % 7),
+                        "label": "ab"[i % 2]}) for i in range(48)]
+
+
+@pytest.mark.parametrize("world, expected, seen, lost", [
+    (1, 100, 100, 0), (4, 102, 100, 0),  # Ray Train's equal split leaves 102 % 4 out
+    (4, 100, 97, 3),  # fewer than world rows: once tolerated silently
+    (4, 100, 104, -4),  # more rows than counted at the start: once ignored
+    (2, 101, 90, 10)])
+def test_streamed_epochs_are_checked_exactly_against_the_rows_due(monkeypatch, capsys, world,
+                                                                  expected, seen, lost):
+    from trainers import data_loss
+    from trainers.errors import DataError
+
+    monkeypatch.setattr(data_loss, "all_reduce", lambda values, world: [seen])
+    assert data_loss.train_rows_lost("skip", 0, seen, expected, world, rank=0) == lost
+    assert ("warning: train: epoch 1 saw" in capsys.readouterr().out) == (lost != 0)
+    if lost:
+        with pytest.raises(DataError, match="more than the" if lost < 0 else "lost"):
+            data_loss.train_rows_lost("error", 0, seen, expected, world, rank=0)
+    assert data_loss.eval_rows_lost("skip", "test", seen, seen + 2, world, 0) == 2
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data.config import DataConfig
@@ -79,3 +80,44 @@ def test_max_examples_keeps_every_class_of_a_label_sorted_file(tmp_path):
                           "seq_cls")
     assert 30 <= splits.summaries["train"].rows <= 90  # about 60, by hash
     assert len(splits.labels) == 6  # the first 60 rows alone would hold one class
+    assert splits.summaries["train"].rows_before_sampling == 360  # recorded in run_meta
+
+
+def test_a_label_column_mixing_value_types_is_refused_and_one_type_is_recorded(tmp_path):
+    """JSON ``1`` and ``"1"`` would both be the class "1": an error naming the first row of the
+    rarer type. One type is fine, and recorded (booleans become the classes "False"/"True");
+    CSV holds text only, so a CSV beside JSON labels is no mix."""
+    from trainers.errors import DataError
+
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps({"text": f"t {i}", "label": lab}) + "\n"
+                             for i, lab in enumerate(["1", "2", 1, "2"])))
+    with pytest.raises(DataError, match=rf"^{mixed}:3: label 1 is a number, but 3 labels of "
+                                        rf"'label' are strings \(first: '1' at {mixed}:1\)"):
+        build_splits(DataConfig(path=[str(mixed)], val_fraction=0.0), "seq_cls")
+    flags = tmp_path / "flags.jsonl"
+    flags.write_text("".join(json.dumps({"text": f"t {i}", "label": i % 2 == 0}) + "\n"
+                             for i in range(6)))
+    text = tmp_path / "more.csv"
+    text.write_text("text,label\nu 1,True\n")
+    splits = build_splits(DataConfig(path=[str(flags), str(text)], val_fraction=0.0), "seq_cls")
+    assert splits.labels == ["False", "True"]
+    assert splits.summaries["train"].label_types == {"bool": 6}
+
+
+def test_an_unreadable_shard_is_counted_as_a_lost_shard_not_as_one_bad_row(tmp_path):
+    """data.on_error=skip: a shard gone since the run listed it is one error row in the data,
+    counted apart from bad rows (run_meta's lost_shards, report.md's column)."""
+    from data.config import OnError
+    from data.pipeline import ReadSpec, _read_shard
+    from data.summary import _summarize
+
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"text": "x", "label": "a"}) + "\n{broken\n")
+    spec = ReadSpec(DataConfig(path=[str(good)], on_error=OnError.skip), "seq_cls", "test")
+    uris = np.array([f"file://{good}", f"file://{tmp_path}/gone.jsonl"], dtype=object)
+    [block] = list(_read_shard({"uri": uris, "fragment": np.array(["", ""], dtype=object)},
+                               spec))
+    counted = _summarize(block)
+    assert counted["rows"] == [1] and counted["skipped"] == [1]
+    assert json.loads(counted["lost"][0]) == [f"{tmp_path}/gone.jsonl"]

@@ -53,9 +53,12 @@ def test_expand_directory_sorted_and_skips_hidden_and_underscore(tmp_path):
     d.mkdir()
     for name in ["b.jsonl", "a.jsonl", "c.csv", ".hidden.jsonl", "_SUCCESS", "_meta.json"]:
         _write(d / name, "x\n")
-    shards = expand_paths([str(d)], "data.path")
+    hidden: list[str] = []
+    shards = expand_paths([str(d)], "data.path", hidden=hidden)
     assert [Path(s.display).name for s in shards] == ["a.jsonl", "b.jsonl", "c.csv"]
     assert all(s.uri.startswith("file://") for s in shards)
+    # not read, but named so the run can count and report them (run_meta, report.md)
+    assert hidden == [str(d / ".hidden.jsonl"), str(d / "_SUCCESS"), str(d / "_meta.json")]
 
 
 def test_expand_directory_recurses_into_subdirectories(tmp_path):
@@ -259,6 +262,24 @@ def test_csv_blank_lines_skipped_and_line_numbers_kept(tmp_path):
                     (f"{f}:4", {"text": "b", "label": "2"})]
 
 
+@pytest.mark.parametrize("header", ["text,label,text", "text,label, label "])
+def test_a_column_named_twice_in_a_csv_header_is_an_error_naming_file_and_column(tmp_path,
+                                                                                 header):
+    """csv rows become dicts: the last of two same-named columns would win, silently."""
+    f = _write(tmp_path / "t.csv", f"\n{header}\nhello,a,bye\n")
+    name = header.split(",")[-1].strip()
+    with pytest.raises(DataError, match=rf"^{re.escape(str(f))}:2: column '{name}' appears twice "
+                                        r"in the header \(again as column 3\)"):
+        _read(f, DataFormat.csv)
+
+
+def test_duplicate_names_in_data_columns_are_a_config_error():
+    from trainers.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.columns.*'text' twice"):
+        DataConfig(path=["x.csv"], columns=["text", "label", "text"])
+
+
 def test_csv_without_header_uses_columns(tmp_path):
     f = _write(tmp_path / "t.csv", "hello,pos\nbye,neg\n")
     rows = _read(f, DataFormat.csv, columns=["text", "label"])
@@ -377,12 +398,13 @@ def test_non_parquet_file_read_as_parquet(tmp_path):
 def test_clean_maps_text_and_string_label(tmp_path):
     cfg = _cfg(tmp_path / "t.jsonl")
     row = _clean("t.jsonl:1", {"text": "hi", "label": "pos", "x": 1}, cfg, "seq_cls")
-    assert row == {"text": "hi", "label": "pos"}
+    assert row == {"text": "hi", "label": "pos", "_ltype": "str"}
 
 
 def test_clean_custom_fields(tmp_path):
     cfg = _cfg(tmp_path / "t.jsonl", text_field="body", label_field="y")
-    assert _clean("w", {"body": "hi", "y": "a"}, cfg, "seq_cls") == {"text": "hi", "label": "a"}
+    assert _clean("w", {"body": "hi", "y": "a"}, cfg, "seq_cls") == {"text": "hi", "label": "a",
+                                                                    "_ltype": "str"}
 
 
 def test_clean_missing_text_field_names_field_and_hint(tmp_path):
@@ -424,6 +446,18 @@ def test_clean_label_normalised_to_string(tmp_path, label, expected):
     assert row["label"] == expected
 
 
+@pytest.mark.parametrize("label, kind", [("1", "str"), (1, "int"), (1.0, "int"),
+                                         (True, "bool"), (False, "bool")])
+def test_clean_keeps_the_label_value_type_of_typed_formats(tmp_path, label, kind):
+    """``1`` and ``"1"`` both become the class "1": the type is kept so a column mixing them is
+    refused (data/labels.py); CSV/TSV hold text only and keep none."""
+    cfg = _cfg(tmp_path / "t.jsonl")
+    row = _clean("w", {"text": "hi", "label": label}, cfg, "seq_cls")
+    assert row["label"] == str(int(label) if isinstance(label, float) else label)
+    assert row["_ltype"] == kind
+    assert "_ltype" not in _clean("w", {"text": "hi", "label": "1"}, cfg, "seq_cls", typed=False)
+
+
 @pytest.mark.parametrize("label", [2.5, float("nan"), ["a"], {"a": 1}])
 def test_clean_rejects_non_class_labels(tmp_path, label):
     with pytest.raises(DataError, match="is not a class name or integer id"):
@@ -434,7 +468,7 @@ def test_clean_metadata_fields_copied_as_strings(tmp_path):
     cfg = _cfg(tmp_path / "t.jsonl", metadata_fields=["source", "id", "missing", "none"])
     record = {"text": "hi", "label": 1, "source": "web", "id": 42, "none": None}
     assert _clean("w", record, cfg, "seq_cls") == {
-        "text": "hi", "label": "1", "meta_source": "web", "meta_id": "42",
+        "text": "hi", "label": "1", "_ltype": "int", "meta_source": "web", "meta_id": "42",
         "meta_missing": "", "meta_none": "",
     }
 

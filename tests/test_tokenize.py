@@ -86,3 +86,35 @@ def test_bucketed_batches_cover_every_row_once_with_less_padding():
     bucketed = sum(len(b["length"]) * b["length"].max() for b in batches)
     plain = list(bucketed_batches(_FakeShard(lengths), 8, 1, seed=1, epoch=0, shuffle=False))
     assert bucketed < sum(len(b["length"]) * b["length"].max() for b in plain)
+
+
+def test_truncation_at_max_length_is_counted_per_row_for_every_task():
+    """Each row carries the tokens truncation cut from it; a row that fits carries 0."""
+    long, short = "one two three four five six seven eight nine ten eleven", "hello there"
+    seq = Tokenize(TOK, "seq_cls", max_length=6, labels=["a"], pack=False)
+    out = seq(_batch(text=[long, short], label=["a", "a"]))
+    whole = len(seq.tok(long)["input_ids"])  # [CLS] 11 words [SEP]
+    assert whole > 6 and list(out["truncated"]) == [whole - 6, 0]
+    assert list(out["length"]) == [6, len(seq.tok(short)["input_ids"])]
+
+    ner = Tokenize(TOK, "token_cls", max_length=6, labels=["O"], pack=False)
+    words = long.split()
+    out = ner(_batch(tokens=[words, ["hello"]], tags=[["O"] * len(words), ["O"]]))
+    assert list(out["truncated"]) == [len(words) + 2 - 6, 0] and out["length"][0] == 6
+
+    lm = Tokenize(TOK, "causal_lm", max_length=6, labels=[], pack=False)
+    out = lm(_batch(text=[long, short]))
+    content = len(lm.tok(long, add_special_tokens=False)["input_ids"])
+    assert list(out["truncated"]) == [content + 1 - 6, 0]  # + EOS
+    packed = Tokenize(TOK, "causal_lm", max_length=6, labels=[], pack=True)
+    assert not packed(_batch(text=[long, short]))["truncated"].any()  # blocks lose no token
+
+
+def test_evaluation_counts_the_words_truncation_cuts_off():
+    """token_cls evaluation: a word with no sub-word left is predicted "O", and counted."""
+    from trainers.evaluate_tasks import word_tags
+
+    sentence = ["EU", "rejects", "German", "call"]  # the last two words fell past the cut
+    tags, cut = word_tags(sentence, [None, 0, 1, 1, None], [0, 1, 2, 2, 0],
+                          ["O", "B-ORG", "B-MISC"])
+    assert tags == ["B-ORG", "B-MISC", "O", "O"] and cut == 2

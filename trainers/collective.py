@@ -6,6 +6,7 @@ tensors. Every helper here puts its tensor where the process group wants it.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -35,3 +36,25 @@ def gather(obj: Any, world: int) -> list[Any]:
     out: list[Any] = [None] * world
     torch.distributed.all_gather_object(out, obj)
     return out
+
+
+def weights_hash(net: Any) -> str:
+    """A short hash of the trainable weights: equal on every rank when DDP kept them in step."""
+    from trainers.checkpoint import unwrap
+
+    digest = hashlib.sha256()
+    for name, p in sorted(unwrap(net).named_parameters()):
+        if p.requires_grad:
+            digest.update(name.encode())
+            digest.update(p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def distributed_checks(net: Any, seen_uids: list[int], world: int) -> dict[str, Any]:
+    """Evidence that DDP worked: disjoint data per rank and identical weights after training."""
+    hashes = gather(weights_hash(net), world)
+    uid_sets = [set(u) for u in gather(seen_uids, world)]
+    overlap = sum(len(a & b) for i, a in enumerate(uid_sets) for b in uid_sets[i + 1:])
+    return {"dist/world_size": world, "dist/weights_equal": float(len(set(hashes)) == 1),
+            "dist/weights_hash": hashes[0], "dist/rows_per_rank": [len(s) for s in uid_sets],
+            "dist/overlap": overlap}

@@ -128,3 +128,35 @@ def is_current(out_dir: Path, run_dir: Path) -> bool:
         return False
     made_by = (read_json(out_dir / "metrics.json") or {}).get("made_by")
     return made_by is None or made_by.get("weights") == weights_hash(run_dir)
+
+
+def data_lost(frame: Any, summary: Any, max_length: int) -> dict[str, Any]:
+    """What of the split the scores do not cover: rows skipped and shards unreadable while
+    reading it (``data.on_error=skip``), and what truncation at ``task.max_length`` hid from
+    the model (token_cls: words past the cut, scored as predicted ``O``)."""
+    cut = frame["truncated"] if "truncated" in frame else None
+    lost = {"skipped_rows": summary.skipped, "lost_shards": list(summary.lost_shards),
+            "max_length": max_length,
+            "truncated_examples": int((cut > 0).sum()) if cut is not None else 0,
+            "truncated_tokens": int(cut.sum()) if cut is not None else 0}
+    if "words_cut" in frame:
+        lost["truncated_words"] = int(frame["words_cut"].sum())
+    return lost
+
+
+def lost_line(lost: dict[str, Any] | None) -> str:
+    """One sentence for a report: what the scores do not cover, or that nothing was left out."""
+    if not lost:
+        return ""
+    parts = []
+    if lost["skipped_rows"] or lost["lost_shards"]:
+        parts.append(f"{lost['skipped_rows']} bad rows skipped and {len(lost['lost_shards'])} "
+                     "unreadable shard(s) left out (data.on_error=skip)")
+    if lost["truncated_examples"]:
+        words = (f"; {lost['truncated_words']} words past the cut count as predicted O"
+                 if lost.get("truncated_words") else "")
+        parts.append(f"{lost['truncated_examples']} examples truncated at task.max_length="
+                     f"{lost['max_length']} ({lost['truncated_tokens']} tokens not seen{words})")
+    return ("Not scored: " + "; ".join(parts) + ".") if parts else (
+        f"Every row was read and no example was truncated at task.max_length="
+        f"{lost['max_length']}.")

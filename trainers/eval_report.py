@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trainers.eval_outputs import lost_line
+
 
 def _plots(result: dict[str, Any], frame: pd.DataFrame, labels: list[str], out: Path) -> None:
     import matplotlib
@@ -62,6 +64,7 @@ def write_eval_report(result: dict[str, Any], frame: pd.DataFrame, labels: list[
              f"{result['split']}", "",
              f"{m['examples']} examples, {m['examples_per_s']:.1f} examples/s. "
              "95% bootstrap intervals in brackets.", "",
+             *([lost_line(result["lost"]), ""] if result.get("lost") else []),
              "| metric | model | TF-IDF + LR baseline |", "| --- | ---: | ---: |",
              f"| accuracy | {_est(m['accuracy'])} | {_est(base.get('accuracy'))} |",
              f"| macro-F1 | {_est(m['macro_f1'])} | {_est(base.get('macro_f1'))} |",

@@ -17,6 +17,7 @@ import pandas as pd
 from cluster.config import ClusterConfig
 from cluster.scaling import ensure_ray
 from data.pipeline import build_splits
+from data.tokenize import tokens_cut
 from trainers.baseline import BASELINE_DIR, baseline_predictions
 from trainers.config import TaskKind
 from trainers.errors import DataError
@@ -26,6 +27,7 @@ from trainers.eval_outputs import (
     check_name,
     data_config,
     data_identity,
+    data_lost,
     output_dir,
     own_data,
     rows_digest,
@@ -68,6 +70,7 @@ class Predict:
         order = np.argsort([len(t) for t in texts], kind="stable")
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         n_tokens = np.zeros(len(texts), dtype=np.int32)
+        cut = tokens_cut(self.tok, texts, self.max_length)  # what truncation hides from it
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start:start + self.batch_size]
@@ -85,7 +88,7 @@ class Predict:
             gold.append(self.label_id[str(label)])
         out = {k: v for k, v in batch.items() if k in ("_src", "text") or k.startswith("meta_")}
         out.update(gold=np.array(gold), pred=probs.argmax(1), confidence=probs.max(1),
-                   n_tokens=n_tokens)
+                   n_tokens=n_tokens, truncated=cut)
         out["probs"] = list(probs)
         return out
 
@@ -150,13 +153,14 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
         base_frame = baseline_predictions(cache, cfg.split, splits, labels,
                                           digest(made_by["data"]))
     return score_frame(frame, labels, cfg, run_dir, data.name, seconds, base_frame,
-                       out_dir=out_dir, made_by=made_by)
+                       out_dir=out_dir, made_by=made_by,
+                       lost=data_lost(frame, splits.summaries[cfg.split], run.task.max_length))
 
 
 def score_frame(frame: pd.DataFrame, labels: list[str], cfg: Any, run_dir: Path,
                 data_name: str, seconds: float, base_frame: pd.DataFrame | None = None,
-                out_dir: Path | None = None, made_by: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
+                out_dir: Path | None = None, made_by: dict[str, Any] | None = None,
+                lost: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metrics, slices, baseline comparison, gates and report for one predictions frame.
 
     Shared by ``evaluate`` (the model) and ``baseline`` (TF-IDF alone, same report format).
@@ -185,6 +189,8 @@ def score_frame(frame: pd.DataFrame, labels: list[str], cfg: Any, run_dir: Path,
     made_by = {**(made_by or {}), "rows": rows_digest(frame)}
     result = {"run": str(run_dir), "split": cfg.split, "data": data_name,
               "metrics": metrics, "baseline": base, "slices": slices, "made_by": made_by}
+    if lost is not None:
+        result["lost"] = lost
     result["gates"] = check_gates(cfg.gate, result)
     with replaced_on_success(out_dir) as staging:
         frame.drop(columns=["baseline_pred"], errors="ignore").assign(
@@ -245,7 +251,8 @@ def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, d
                else lm_metrics(frame, cfg.resamples))
     result = {"run": str(run_dir), "split": cfg.split, "data": data_name,
               "metrics": metrics, "baseline": None, "slices": [],
-              "made_by": {**made_by, "rows": rows_digest(frame)}}
+              "made_by": {**made_by, "rows": rows_digest(frame)},
+              "lost": data_lost(frame, splits.summaries[cfg.split], run.task.max_length)}
     result["gates"] = check_gates(cfg.gate, result)
     with replaced_on_success(out_dir) as staging:
         frame.to_parquet(staging / "predictions.parquet")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data.tokenize import IGNORE_INDEX
+from data.tokenize import IGNORE_INDEX, tokens_cut
 from trainers.stats import Estimate, length_buckets
 
 
@@ -38,6 +38,7 @@ class PredictTags:
 
         words = [list(t) for t in batch["tokens"]]
         preds: list[list[str]] = []
+        words_cut: list[int] = []
         with torch.no_grad():
             for start in range(0, len(words), self.batch_size):
                 chunk = words[start:start + self.batch_size]
@@ -48,15 +49,28 @@ class PredictTags:
                                     ).logits.cpu()
                 best = logits.argmax(-1).tolist()
                 for i, sentence in enumerate(chunk):
-                    tags = ["O"] * len(sentence)  # words cut by truncation count as "O"
-                    previous = None
-                    for pos, word in enumerate(enc.word_ids(i)):
-                        if word is not None and word != previous:
-                            tags[word] = self.labels[best[i][pos]]
-                        previous = word
+                    tags, cut = word_tags(sentence, enc.word_ids(i), best[i], self.labels)
                     preds.append(tags)
+                    words_cut.append(cut)
         return {"_src": batch["_src"], "text": batch["text"], "gold_tags": batch["tags"],
-                "pred_tags": _objects(preds), "n_words": np.array([len(w) for w in words])}
+                "pred_tags": _objects(preds), "n_words": np.array([len(w) for w in words]),
+                "truncated": tokens_cut(self.tok, words, self.max_length,
+                                        is_split_into_words=True),
+                "words_cut": np.array(words_cut, dtype=np.int32)}
+
+
+def word_tags(sentence: list[str], word_ids: list[int | None], best: list[int],
+              labels: list[str]) -> tuple[list[str], int]:
+    """Each word's tag from its first sub-word, as training labelled them; and how many words
+    truncation cut off: they have no sub-word left and count as predicted "O"."""
+    tags = ["O"] * len(sentence)
+    previous, seen = None, set()
+    for pos, word in enumerate(word_ids):
+        if word is not None and word != previous:
+            tags[word] = labels[best[pos]]
+            seen.add(word)
+        previous = word
+    return tags, len(sentence) - len(seen)
 
 
 class ScoreLM:
@@ -80,10 +94,14 @@ class ScoreLM:
 
         texts = [str(t) for t in batch["text"]]
         nll, count = np.zeros(len(texts)), np.zeros(len(texts), dtype=np.int64)
+        cut = np.zeros(len(texts), dtype=np.int32)  # tokens past task.max_length: not scored
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
-                ids = [(x + [self.eos])[: self.max_length] for x in self.tok(
-                    texts[start:start + self.batch_size], add_special_tokens=False)["input_ids"]]
+                whole = self.tok(texts[start:start + self.batch_size], add_special_tokens=False,
+                                 verbose=False)["input_ids"]
+                cut[start:start + len(whole)] = [max(len(x) + 1 - self.max_length, 0)
+                                                 for x in whole]
+                ids = [(x + [self.eos])[: self.max_length] for x in whole]
                 width = max(len(x) for x in ids)
                 input_ids = torch.full((len(ids), width), self.tok.pad_token_id)
                 labels = torch.full((len(ids), width), IGNORE_INDEX)
@@ -100,7 +118,7 @@ class ScoreLM:
                 nll[start:start + len(ids)] = losses.sum(1).numpy()
                 count[start:start + len(ids)] = (target != IGNORE_INDEX).sum(1).numpy()
         out = {k: v for k, v in batch.items() if k in ("_src", "text") or k.startswith("meta_")}
-        out.update(nll=nll, tokens=count)
+        out.update(nll=nll, tokens=count, truncated=cut)
         return out
 
 
@@ -168,6 +186,10 @@ def write_task_report(result: dict[str, Any], out: Path) -> Path:
     m = result["metrics"]
     lines = [f"# Evaluation: `{Path(result['run']).name}` on `{result['data']}` / "
              f"{result['split']}", ""]
+    if result.get("lost"):
+        from trainers.eval_outputs import lost_line
+
+        lines += [lost_line(result["lost"]), ""]
     if "entity_f1" in m:
         e = m["entity_f1"]
         lines += [f"Entity-level F1 (seqeval): {e['value']:.4f} [{e['ci_low']:.4f}, "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import math
 import tempfile
@@ -33,9 +32,10 @@ from trainers.checkpoint import (
     stop_when_disk_full,
     unwrap,
 )
-from trainers.collective import all_reduce, gather
+from trainers.collective import all_reduce, distributed_checks, gather
 from trainers.config import Strategy, TrainConfig
-from trainers.errors import ConfigError, DataError
+from trainers.data_loss import eval_rows_lost, train_rows_lost
+from trainers.errors import ConfigError
 from trainers.models import apply_peft, build_base_model, load_tokenizer, trainable_summary
 from trainers.progress import ProgressLine
 from trainers.stop import StopPoll
@@ -97,37 +97,35 @@ def _scheduler(optimizer: torch.optim.Optimizer, run: TrainConfig, total: int) -
                          num_training_steps=total)
 
 
-def _weights_hash(net: Any) -> str:
-    digest = hashlib.sha256()
-    for name, p in sorted(unwrap(net).named_parameters()):
-        if p.requires_grad:
-            digest.update(name.encode())
-            digest.update(p.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def evaluate(net: Any, dataset: Any, run: TrainConfig, labels: list[str], rank: int, world: int,
-             device: torch.device, pad_id: int) -> dict[str, float]:
-    """Score one split; each rank takes every world-th batch, results are merged exactly."""
+             device: torch.device, pad_id: int, split: str = "validation",
+             expected: int | None = None) -> dict[str, float]:
+    """Score one split; each rank takes every world-th batch, results are merged exactly.
+
+    ``expected``: the rows the split had at the start; a difference is an error, or with
+    ``data.on_error=skip`` a ``rows_lost`` entry in the metrics (data/data_loss.py)."""
     model = unwrap(net)
     model.eval()
     state = EvalState()
     use_bf16 = device.type == "cuda" and run.trainer.bf16
+    scored = 0
     with torch.no_grad():
         batches = bucketed_batches(dataset, run.trainer.eval_batch_size, 8, 0, 0, shuffle=False)
         for i, rows in enumerate(batches):
             if i % world != rank:
                 continue
+            scored += len(rows["uid"])
             batch = {k: v.to(device) for k, v in collate(rows, pad_id, _multiple(device)).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             labels=batch["labels"])
             accumulate(state, run.task.kind, batch, out.loss.float(), out.logits.float())
     model.train()
+    lost = eval_rows_lost(run.data.on_error.value, split, scored, expected, world, rank)
     merged = EvalState()
     for part in gather(state, world):
         merged.merge(part)
-    return score(merged, run.task.kind, labels)
+    return {**score(merged, run.task.kind, labels), **({"rows_lost": lost} if lost else {})}
 
 
 class Publisher:
@@ -255,7 +253,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     def state() -> tuple:
         return (net, optimizer, scheduler)
 
-    rows_lost = 0
+    rows_lost = rows_extra = 0
+    eval_rows = loop_cfg.get("eval_rows", {})
     poll = StopPoll(loop_cfg.get("stop_key"), rank, world, local_mode)
     while progress.epoch < run.trainer.epochs and progress.step < total_steps:
         micro = 0
@@ -300,7 +299,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
                 stopped_early = _after_step(run, progress, total_steps, window, tracker, line,
                                             publish, state, evaluate_val=lambda: evaluate(
                                                 net, val_shard, run, labels, rank, world, device,
-                                                pad_id) if val_shard is not None else {},
+                                                pad_id, "validation", eval_rows.get("validation")
+                                            ) if val_shard is not None else {},
                                             world=world, scheduler=scheduler, signals=poll())
                 if stopped_early or (progress.step >= total_steps and micro < micro_per_epoch):
                     break
@@ -309,8 +309,9 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
             if pending:  # its micro-batch count was not a multiple of grad_accum
                 _optimizer_step(net, optimizer, scheduler, run)
                 progress.step += 1
-            rows_lost += _rows_lost(run, progress.epoch, epoch_rows, loop_cfg["train_rows"],
-                                    world, rank)
+            lost = train_rows_lost(run.data.on_error.value, progress.epoch, epoch_rows,
+                                   loop_cfg["train_rows"], world, rank)
+            rows_lost, rows_extra = rows_lost + max(lost, 0), rows_extra + max(-lost, 0)
             progress.epoch += 1
             progress.micro_in_epoch = 0
         if stopped_early:
@@ -323,37 +324,24 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     final: dict[str, Any] = {"step": progress.step, "epoch": progress.epoch, **sizes}
     if rows_lost:
         final["data/rows_lost"] = rows_lost
-    if val_shard is not None:
-        final.update({f"val/{k}": v for k, v in evaluate(net, val_shard, run, labels, rank, world,
-                                                          device, pad_id).items()})
-    if loop_cfg["has_test"]:
-        test = ray.train.get_dataset_shard("test")
-        final.update({f"test/{k}": v for k, v in evaluate(net, test, run, labels, rank, world,
-                                                           device, pad_id).items()})
-    final.update(_distributed_checks(net, seen_uids, world))
+    if rows_extra:
+        final["data/rows_extra"] = rows_extra
+    for split, prefix in (("validation", "val"), ("test", "test")):
+        shard = val_shard if split == "validation" else (
+            ray.train.get_dataset_shard("test") if loop_cfg["has_test"] else None)
+        if shard is None:
+            continue
+        scored = evaluate(net, shard, run, labels, rank, world, device, pad_id, split,
+                          eval_rows.get(split))
+        if "rows_lost" in scored:
+            final[f"data/{split}_rows_lost"] = scored.pop("rows_lost")
+        final.update({f"{prefix}/{k}": v for k, v in scored.items()})
+    final.update(distributed_checks(net, seen_uids, world))
     progress.done = True
     tracker.log({k: v for k, v in final.items() if isinstance(v, (int, float))}, progress.step)
     tracker.summary(final)
     tracker.finish()
     publish(final, state(), progress, extra_files={FINAL_METRICS: json.dumps(final)})
-
-
-def _rows_lost(run: TrainConfig, epoch: int, seen: int, expected: int, world: int,
-               rank: int) -> int:
-    """Training examples an epoch should have seen but did not (a shard gone mid-run): an
-    error, or with ``data.on_error=skip`` a count kept in the final metrics. Never silent."""
-    seen = int(all_reduce([seen], world)[0])
-    lost = expected - seen
-    if lost <= world - 1:  # an equal split across ranks drops at most world - 1 rows
-        return 0
-    message = (f"epoch {epoch + 1} saw {seen:,} of {expected:,} training examples: "
-               f"{lost:,} lost (a shard deleted or unreadable since the run started?)")
-    if run.data.on_error.value != "skip":
-        raise DataError("train", message, "restore the data and re-run the same command to "
-                        "resume, or set data.on_error=skip to train on and count the loss")
-    if rank == 0:
-        print(f"warning: {message}; recorded as data/rows_lost", flush=True)
-    return lost
 
 
 def _optimizer_step(net: Any, optimizer: Any, scheduler: Any, run: TrainConfig) -> None:
@@ -404,13 +392,3 @@ def _after_step(run: TrainConfig, progress: Progress, total_steps: int, window: 
         publish(metrics, state() if (want_ckpt or stop) else None, progress)
         window["t0"] = time.perf_counter()
     return stop and step < total_steps
-
-
-def _distributed_checks(net: Any, seen_uids: list[int], world: int) -> dict[str, Any]:
-    """Evidence that DDP worked: disjoint data per rank and identical weights after training."""
-    hashes = gather(_weights_hash(net), world)
-    uid_sets = [set(u) for u in gather(seen_uids, world)]
-    overlap = sum(len(a & b) for i, a in enumerate(uid_sets) for b in uid_sets[i + 1:])
-    return {"dist/world_size": world, "dist/weights_equal": float(len(set(hashes)) == 1),
-            "dist/weights_hash": hashes[0], "dist/rows_per_rank": [len(s) for s in uid_sets],
-            "dist/overlap": overlap}

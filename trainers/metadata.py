@@ -71,10 +71,11 @@ def run_metadata(run: TrainConfig, resolved: dict[str, Any], splits: Any) -> dic
             "name": run.data.name,
             "fingerprint": splits.fingerprint,
             "labels": splits.labels,
-            "splits": {k: {"rows": s.rows, "skipped": s.skipped, "first_errors": s.first_errors,
-                           "pii_redacted": s.pii_redacted, "dedup_dropped": s.dedup_dropped,
-                           "label_counts": dict(sorted(s.labels.items()))}
+            "splits": {k: split_counts(s, run.task.max_length)
                        for k, s in splits.summaries.items()},
+            # files of the data directories not read (hidden or _-prefixed), by config key
+            "hidden_files": {key: {"count": len(files), "first": files[:10]}
+                             for key, files in getattr(splits, "hidden", {}).items()},
         },
         "code_dir": str(Path(run.paths.code).resolve()),
         # names a submitted job was given (shardtune submit), and whether each arrived;
@@ -82,6 +83,19 @@ def run_metadata(run: TrainConfig, resolved: dict[str, Any], splits: Any) -> dic
         "forwarded_env": {name: name in os.environ for name in
                           os.environ.get("SHARDTUNE_FORWARDED_ENV", "").split(",") if name},
     }
+
+
+def split_counts(s: Any, max_length: int) -> dict[str, Any]:
+    """Everything counted about one split (data/summary.py): what it holds, and every row or
+    token that did not reach the model, by cause."""
+    return {"rows": s.rows, "skipped": s.skipped, "first_errors": s.first_errors,
+            "lost_shards": s.lost_shards, "rows_before_sampling": s.rows_before_sampling,
+            "pii_redacted": s.pii_redacted, "dedup_dropped": s.dedup_dropped,
+            "dedup_conflicts": s.dedup_conflicts,
+            "truncated": {"max_length": max_length, "examples": s.truncated_examples,
+                          "tokens": s.truncated_tokens},
+            "label_types": dict(sorted(s.label_types.items())),
+            "label_counts": dict(sorted(s.labels.items()))}
 
 
 def append_index(run: TrainConfig, meta: dict[str, Any], metrics: dict[str, Any]) -> None:

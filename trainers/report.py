@@ -12,6 +12,46 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _rows(split: dict[str, Any]) -> str:
+    before = split.get("rows_before_sampling")
+    return f"{split['rows']} (of {before})" if before is not None else str(split["rows"])
+
+
+def _truncated(split: dict[str, Any]) -> str:
+    cut = split.get("truncated") or {}
+    return f"{cut.get('examples', 0)} ({cut.get('tokens', 0)})"
+
+
+def _data_notes(run: TrainConfig, meta: dict[str, Any]) -> list[str]:
+    """Below the data table: what each count means where it is not zero."""
+    data, notes = meta["dataset"], []
+    if run.data.max_examples:
+        notes.append(f"- rows (of N): data.max_examples={run.data.max_examples} sampled them "
+                     "from N by a hash of the text")
+    notes.append(f"- truncated: examples cut at task.max_length={run.task.max_length} (tokens "
+                 "they lost); packed causal-LM blocks lose none")
+    for split, v in data["splits"].items():
+        for shard in v.get("lost_shards") or []:
+            notes.append(f"- {split}: `{shard}` was unreadable and skipped whole "
+                         "(data.on_error=skip)")
+        if (v.get("dedup_dropped") or {}).get("conflicting"):
+            notes.append(f"- {split}: {v['dedup_dropped']['conflicting']} dropped duplicates had "
+                         f"another label than the row kept, e.g. {v['dedup_conflicts'][0]}")
+        kinds = v.get("label_types") or {}
+        if set(kinds) - {"str"}:
+            notes.append(f"- {split}: labels read from {', '.join(sorted(kinds))} values "
+                         "(class names are their text: 1 → '1', true → 'True')")
+    for key, hidden in (data.get("hidden_files") or {}).items():
+        notes.append(f"- {key}: {hidden['count']} hidden or _-prefixed file(s) not read, e.g. "
+                     f"`{hidden['first'][0]}`")
+    split = meta.get("train_split") or {}
+    if split.get("rows_left_out_per_epoch"):
+        notes.append(f"- train: {split['workers']} workers take equal shares; "
+                     f"{split['rows_left_out_per_epoch']} row(s) per epoch are left out (a "
+                     "different few each epoch)")
+    return notes + ([""] if notes else [])
+
+
 def write_report(run: TrainConfig, meta: dict[str, Any], metrics: dict[str, Any],
                  run_dir: Path) -> Path:
     data = meta["dataset"]
@@ -28,11 +68,14 @@ def write_report(run: TrainConfig, meta: dict[str, Any], metrics: dict[str, Any]
         "",
         "## Data",
         "",
-        "| split | rows | skipped | PII redacted | dropped by dedup |",
-        "| --- | ---: | ---: | ---: | --- |",
-        *[f"| {k} | {v['rows']} | {v['skipped']} | {v.get('pii_redacted', 0)} | "
-          f"{v.get('dedup_dropped') or '—'} |" for k, v in data["splits"].items()],
+        "| split | rows | skipped | lost shards | truncated (tokens) | PII redacted | "
+        "dropped by dedup |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        *[f"| {k} | {_rows(v)} | {v['skipped']} | {len(v.get('lost_shards') or [])} | "
+          f"{_truncated(v)} | {v.get('pii_redacted', 0)} | {v.get('dedup_dropped') or '—'} |"
+          for k, v in data["splits"].items()],
         "",
+        *_data_notes(run, meta),
         "## Metrics",
         "",
         "| metric | value |",

@@ -11,7 +11,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from cluster.config import ClusterMode
 from cluster.scaling import check_placement, check_strategy, ensure_ray, scaling_config
 from data.check import check_dataset_splits, summary_line
 from data.pipeline import build_splits
-from data.tokenize import tokenize_splits
+from data.tokenize import count_truncation, count_truncation_raw, tokenize_splits
 from trainers.checkpoint import (
     checkpoint_name,
     checkpoint_step,
@@ -27,6 +27,7 @@ from trainers.checkpoint import (
     scan,
 )
 from trainers.config import TrainConfig
+from trainers.data_loss import due_per_epoch
 from trainers.identity import identity, read_json, refuse_if_changed
 from trainers.loop import train_loop
 from trainers.metadata import append_index, run_metadata
@@ -47,6 +48,8 @@ class Prepared:
     datasets: dict[str, Any]
     train_rows: int
     data_check: dict[str, Any]
+    # rows (LM: blocks) each evaluation split must give; the loop counts any shortfall
+    eval_rows: dict[str, int] = field(default_factory=dict)
 
 
 def prepare(run: TrainConfig) -> Prepared:
@@ -63,12 +66,20 @@ def prepare(run: TrainConfig) -> Prepared:
         splits.datasets, tokenizer_location(run.model), task, run.task.max_length, splits.labels,
         run.task.pack, run.data.tokenize_actors, run.data.materialize, run.data.task_rows,
     )
+    if task != "causal_lm" or not run.task.pack:  # packed blocks lose no token
+        counted = count_truncation(datasets) if run.data.materialize else count_truncation_raw(
+            splits.datasets, tokenizer_location(run.model), task, run.task.max_length,
+            splits.labels, run.task.pack)
+        for split, (examples, tokens) in counted.items():
+            splits.summaries[split].truncated_examples = examples
+            splits.summaries[split].truncated_tokens = tokens
     if task == "causal_lm":  # packing changes the row count: count blocks
-        train_rows = datasets["train"].count()
+        rows = {name: ds.count() for name, ds in datasets.items()}
     else:
-        train_rows = splits.summaries["train"].rows
-    return Prepared(splits, datasets, train_rows,
-                    summary_line(check_dataset_splits(splits, fast=True)))
+        rows = {name: summary.rows for name, summary in splits.summaries.items()}
+    return Prepared(splits, datasets, rows["train"],
+                    summary_line(check_dataset_splits(splits, fast=True)),
+                    {name: n for name, n in rows.items() if name != "train"})
 
 
 def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +114,10 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         _check_resume_config(run_dir, resolved, splits.fingerprint["sha256"])
     meta = run_metadata(run, resolved, splits)
     meta["train_rows"] = train_rows  # per epoch; more than the split's with KD copies
+    world = 1 if run.cluster.mode == ClusterMode.local else run.cluster.num_workers
+    meta["train_split"] = {"workers": world,  # Ray Train's equal split: the rest sits out
+                           "rows_left_out_per_epoch": train_rows - due_per_epoch(train_rows,
+                                                                                 world)}
     meta["data_check"] = prep.data_check
     (run_dir / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
     (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
@@ -114,6 +129,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
               f"{checkpoint_name(resume_from) if resume_from else 'the start'}", file=sys.stderr)
     loop_cfg = {
         "run": run, "labels": splits.labels, "train_rows": train_rows,
+        "eval_rows": prep.eval_rows,
         "local_mode": run.cluster.mode == ClusterMode.local,
         "has_validation": "validation" in datasets, "has_test": "test" in datasets,
         "tracked_config": resolved, "config_group": meta["config_group"],
