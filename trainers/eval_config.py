@@ -169,7 +169,8 @@ class ReportConfig:
     """``shardtune report PATH ...``: groups and runs side by side from the local tracker.
 
     Args:
-        runs: Run groups or runs to show; the first is the reference for comparisons. A
+        runs: Run groups or runs to show, a section per data set and split; the first of each
+            section is the reference for its comparisons. A
             directory holding several groups (e.g. ``runs``) stands for all of them.
         out: Output folder for report.md and its PNGs; ``null`` = ``runs/report``.
         metric: Headline metric of tables, plots and the trend.
