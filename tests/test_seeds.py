@@ -107,9 +107,9 @@ def test_seed_group_trains_each_seed_once_and_aggregates(tmp_path):
 
 def test_group_and_run_refuse_other_data_contents(tmp_path):
     """Same config keys, other file contents: the data's hash names the change."""
-    from trainers.identity import DATA_CONTENT
+    from trainers.identity import DATA_CONTENT, run_identity
     from trainers.seeds import check_group
-    from trainers.train import _check_resume_config, run_identity
+    from trainers.train import _check_resume_config
 
     run, resolved = compose_run(tmp_path, [*FAST, "run_name=g", "seeds=[0]"])
     group = Path(run.run_dir)

@@ -17,8 +17,7 @@ from typing import Any
 
 from data.config import DataConfig
 from trainers.errors import ConfigError
-from trainers.identity import digest, identity, read_json
-from trainers.train import RESUME_FREE
+from trainers.identity import RESUME_FREE, digest, identity, read_json
 
 EVAL_DIR = "eval"
 WEIGHTS = ("adapter", "merged")  # what a run's predictions depend on besides its config

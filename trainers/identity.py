@@ -114,3 +114,16 @@ def replaced_on_success(target: Path) -> Iterator[Path]:
         os.replace(target, old)
     os.replace(staging, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# What a resumed run must share with the run it continues: whatever shapes the weights, the
+# data order or the schedule. Workers, logging, tracking and stop/retry settings may change.
+RESUME_KEYS = ("model", "task", "data", "peft", "optim", "distill", "trainer.epochs",
+               "trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
+               "trainer.bucket_batches", "trainer.strategy")
+RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows")  # how, not what
+
+
+def run_identity(resolved: dict[str, Any], data_sha256: str | None) -> dict[str, Any]:
+    """What a run's checkpoints depend on: the keys above and the data's content hash."""
+    return identity(resolved, RESUME_KEYS, RESUME_FREE, data_sha256)

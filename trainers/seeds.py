@@ -21,10 +21,10 @@ from cluster.config import ClusterMode
 from cluster.scaling import wants_gpu
 from trainers.aggregate import aggregate_metrics, aggregate_slices
 from trainers.config import TrainConfig
-from trainers.identity import read_json, refuse_if_changed
+from trainers.identity import read_json, refuse_if_changed, run_identity
 from trainers.metadata import config_group
 from trainers.stop import received, stop_flag, stopped
-from trainers.train import Prepared, fit, prepare, run_identity
+from trainers.train import Prepared, fit, prepare
 
 GROUP_FILE = "group.json"
 AGGREGATE_FILE = "aggregate.json"

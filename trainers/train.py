@@ -28,7 +28,7 @@ from trainers.checkpoint import (
 )
 from trainers.config import TrainConfig
 from trainers.data_loss import due_per_epoch
-from trainers.identity import identity, read_json, refuse_if_changed
+from trainers.identity import read_json, refuse_if_changed, run_identity
 from trainers.loop import train_loop
 from trainers.metadata import append_index, run_metadata
 from trainers.models import check_model, tokenizer_location
@@ -238,19 +238,6 @@ def _final_checkpoint(run_dir: Path, store: Store | None) -> Path:
         if log.is_file() and not (run_dir / METRICS_FILE).is_file():
             shutil.copy2(log, run_dir / METRICS_FILE)
     return local
-
-
-# What a resumed run must share with the run it continues: whatever shapes the weights, the
-# data order or the schedule. Workers, logging, tracking and stop/retry settings may change.
-RESUME_KEYS = ("model", "task", "data", "peft", "optim", "distill", "trainer.epochs",
-               "trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
-               "trainer.bucket_batches", "trainer.strategy")
-RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows")  # how, not what
-
-
-def run_identity(resolved: dict[str, Any], data_sha256: str | None) -> dict[str, Any]:
-    """What a run's checkpoints depend on: the keys above and the data's content hash."""
-    return identity(resolved, RESUME_KEYS, RESUME_FREE, data_sha256)
 
 
 def saved_run_identity(run_dir: Path) -> dict[str, Any] | None:

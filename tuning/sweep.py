@@ -20,8 +20,14 @@ from typing import Any
 
 from cluster.config import ClusterMode
 from trainers.config import TrainConfig
-from trainers.identity import identity, read_json, refuse_if_changed, write_json
-from trainers.train import RESUME_FREE, RESUME_KEYS
+from trainers.identity import (
+    RESUME_FREE,
+    RESUME_KEYS,
+    identity,
+    read_json,
+    refuse_if_changed,
+    write_json,
+)
 from tuning.config import SweepSpec
 from tuning.space import apply_values, tune_space, validate
 from tuning.sweep_console import trial_events
