@@ -17,6 +17,10 @@ def test_worker_lines_go_to_the_log_file_and_only_progress_to_the_console(tmp_pa
     lines = ["step 5/10  loss 1.2  40.0 samples/s  eta 3s",
              "Failed to query Ray Train Controller actor state. Continuing to monitor.",
              "pooler.dense.weight | UNEXPECTED |  |"]
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.get_logger("transformers")  # configured as it is after any model load
+    propagates = logging.getLogger("transformers").propagate
     with console_logs.routed(log):
         console_logs._worker_lines({"lines": lines, "pid": 7, "actor_name": "RayTrainWorker"})
         logging.getLogger("transformers").warning("BertModel LOAD REPORT")
@@ -29,7 +33,7 @@ def test_worker_lines_go_to_the_log_file_and_only_progress_to_the_console(tmp_pa
     assert all(f"(RayTrainWorker pid=7) {line}" in text for line in lines)
     assert "LOAD REPORT" in text
     assert not console_logs._route  # restored after the command
-    assert logging.getLogger("transformers").propagate
+    assert logging.getLogger("transformers").propagate == propagates  # its own setting back
 
 
 def test_a_sweep_routes_no_worker_line_to_the_console_and_verbose_routes_nothing(

@@ -44,6 +44,13 @@ def routed(log_file: Path, show_progress: bool = True) -> Iterator[None]:
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     saved_env = os.environ.get("RAY_AIR_NEW_OUTPUT")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's legacy reporter: silent at verbose=0
+    try:  # transformers configures its logger (own handler, no propagation) on first use:
+        from transformers.utils import logging as hf_logging  # before its state is saved
+
+        hf_logging.get_logger("transformers")
+        hf_logging.disable_progress_bar()  # "Loading weights: 100%" bars of the local mode
+    except ImportError:
+        pass
     _route.update(file=log_file, progress=show_progress, handler=to_file, levels={},
                   propagate={})
     logging.captureWarnings(True)
@@ -52,13 +59,6 @@ def routed(log_file: Path, show_progress: bool = True) -> Iterator[None]:
         logger.addHandler(to_file)
         _route["propagate"][name] = logger.propagate
         logger.propagate = name.startswith("ray")  # the others reach the file only
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.get_logger("transformers")  # its console handler exists from here on
-        hf_logging.disable_progress_bar()  # "Loading weights: 100%" bars of the local mode
-    except ImportError:
-        pass
     quiet_console_handlers()
     try:
         yield
