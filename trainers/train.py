@@ -88,6 +88,8 @@ def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         from trainers.seeds import train_group
 
         return train_group(run, resolved)
+    if scan(Path(run.run_dir))[0]:  # a changed config is refused before any data is read
+        _check_resume_config(Path(run.run_dir), resolved, None)
     return fit(run, resolved, prepare(run))
 
 
@@ -249,7 +251,8 @@ def saved_run_identity(run_dir: Path) -> dict[str, Any] | None:
     return run_identity(saved, meta.get("dataset", {}).get("fingerprint", {}).get("sha256"))
 
 
-def _check_resume_config(run_dir: Path, resolved: dict[str, Any], data_sha256: str) -> None:
+def _check_resume_config(run_dir: Path, resolved: dict[str, Any], data_sha256: str | None
+                         ) -> None:
     """Refuse to continue a run's checkpoint under a configuration (or data) that changes what
     it trains: the weights would load (or fail to load) and the result would be neither run."""
     refuse_if_changed(run_dir, "checkpoints", saved_run_identity(run_dir),
