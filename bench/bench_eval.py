@@ -40,9 +40,9 @@ def bare_inference(run_dir: Path, texts: list[str], batch: int, sort: bool) -> f
 
 def main() -> None:
     from data.pipeline import build_splits
+    from evaluation.config import EvaluateConfig
+    from evaluation.evaluate import _predict
     from tests.conftest import compose_run
-    from trainers.eval_config import EvaluateConfig
-    from trainers.evaluate import _predict
     from trainers.train import train
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))

@@ -121,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    from cluster.scaling import start_local_ray
+    from trainers.scaling import start_local_ray
 
     start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     tmp = Path(tempfile.mkdtemp(prefix="bench_faults_"))

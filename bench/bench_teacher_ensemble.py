@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from common import save
 
-from trainers.compare import saved_predictions
+from evaluation.compare import saved_predictions
 from trainers.config import PathsConfig
 
 

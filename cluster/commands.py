@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
+from trainers.config import VerbConfig
 
 SUBMIT_USAGE = ("usage: shardtune submit [--address URL] [--wait] <verb> [submit.key=value] "
                 "[overrides]\n       shardtune submit --k8s --render out.yaml [--apply] <verb> "
@@ -36,9 +37,10 @@ def _flags(args: list[str]) -> tuple[dict[str, Any], list[str]]:
     return flags, rest
 
 
-def submit_main(args: list[str]) -> int:
+def submit_main(args: list[str], verb_config: VerbConfig) -> int:
+    """``verb_config`` is the application's composition (shardtune/compose.py): the submitted
+    verb's config is built exactly as the job will build it."""
     from cluster.submit import plan, split_overrides
-    from trainers.cli import compose, to_run_config
 
     flags, rest = _flags(args)
     verbs = [a for a in rest if "=" not in a]
@@ -48,7 +50,7 @@ def submit_main(args: list[str]) -> int:
     verb = verbs[0]
     overrides = [a for a in rest if a != verb]
     mine, theirs = split_overrides(overrides)
-    spec = to_run_config(compose(mine, "submit")).submit
+    spec = verb_config("submit", mine).submit
     if flags["--k8s"]:
         from cluster.k8s import apply, render, write
 
@@ -58,8 +60,8 @@ def submit_main(args: list[str]) -> int:
         storage = spec.storage or (spec.k8s.storage_mount if spec.k8s.storage_pvc else None)
         if spec.k8s.storage_pvc:
             spec.shared_storage = True
-        sub = plan(verb, theirs, spec, storage)
-        run = to_run_config(compose(theirs, "train")) if verb == "train" else None
+        sub = plan(verb, theirs, spec, verb_config, storage)
+        run = verb_config("train", theirs) if verb == "train" else None
         use_gpu = bool(run and run.cluster.use_gpu)
         manifest = render(sub, spec.k8s, use_gpu)
         out = Path(flags.get("--render") or f"{sub.submission_id}.rayjob.yaml")
@@ -67,7 +69,7 @@ def submit_main(args: list[str]) -> int:
         return apply(out) if flags["--apply"] else 0
     from cluster.jobs import follow, submit
 
-    sub = plan(verb, theirs, spec)
+    sub = plan(verb, theirs, spec, verb_config)
     address = flags.get("--address") or spec.address
     job_id = submit(sub, spec, address)
     print(f"submitted: {job_id}\n  entrypoint: {sub.command}\n  forwarded env (names): "

@@ -11,7 +11,7 @@ from typing import Any
 
 from cluster.submit import Submission, runtime_env
 from cluster.submit_config import SubmitSpec
-from trainers.errors import ClusterError
+from data.errors import ClusterError
 from trainers.storage import _shown
 
 ACTIVE = ("PENDING", "RUNNING")

@@ -18,7 +18,7 @@ from typing import Any
 
 from cluster.submit import FORWARDED_NAMES, Submission
 from cluster.submit_config import K8sConfig
-from trainers.errors import ClusterError, ConfigError
+from data.errors import ClusterError, ConfigError
 
 
 def _resources(cpu: str, memory: str, gpus: int, gpu_resource: str) -> dict[str, Any]:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.config import ClusterMode
 from cluster.submit_config import SubmitSpec
-from trainers.errors import ClusterError, ConfigError
+from data.errors import ClusterError, ConfigError
+from trainers.cluster_config import ClusterMode
+from trainers.config import VerbConfig
 from trainers.storage import check_uri, is_uri, refuse_credentials
 
 SUBMITTABLE = ("train", "sweep", "ablate", "distill", "quantize", "compress", "evaluate",
@@ -72,19 +73,17 @@ def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     return mine, [a for a in args if a not in mine]
 
 
-def plan(verb: str, overrides: list[str], spec: SubmitSpec, storage: str | None = None
-         ) -> Submission:
-    """Validate the verb's config locally and build the job; raises before any upload."""
-    from trainers.cli import CONFIG_NAMES, compose, distill_overrides, to_run_config
+def plan(verb: str, overrides: list[str], spec: SubmitSpec, verb_config: VerbConfig,
+         storage: str | None = None) -> Submission:
+    """Validate the verb's config locally (``verb_config``: the application's composition)
+    and build the job; raises before any upload."""
 
     if verb not in SUBMITTABLE:
         raise ConfigError("verb", f"cannot submit {verb!r}", f"one of: {', '.join(SUBMITTABLE)}")
     for item in overrides:  # every override goes into the job's entrypoint, as typed
         key, _, value = item.partition("=")
         refuse_credentials(value, key.lstrip("+~"))
-    checked = distill_overrides(list(overrides), verb) if verb in ("distill", "compress") \
-        else list(overrides)
-    run = to_run_config(compose(checked, CONFIG_NAMES.get(verb, "train")))
+    run = verb_config(verb, list(overrides))
     storage = storage or spec.storage
     if not storage:
         raise ConfigError("submit.storage", "is required: where the job's runs go",
@@ -107,7 +106,7 @@ def plan(verb: str, overrides: list[str], spec: SubmitSpec, storage: str | None 
             "use an object store (submit.storage=s3://bucket/prefix), or a path on a "
             "filesystem mounted on every node with submit.shared_storage=true")
     run_name = getattr(run, "run_name", None) or Path(str(getattr(run, "run", verb))).name
-    entrypoint = ["python", "-m", "trainers.cli", verb, *overrides, location_override(storage)]
+    entrypoint = ["python", "-m", "shardtune", verb, *overrides, location_override(storage)]
     digest = hashlib.sha256(" ".join(entrypoint).encode()).hexdigest()[:8]
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in run_name)[:40]
     return Submission(

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 
 # Never shipped in working_dir: outputs, environments, caches, weights and data files.
 DEFAULT_EXCLUDES = ["runs/", ".venv/", "venv/", "wandb/", ".git/", "**/__pycache__/",

@@ -7,11 +7,9 @@ scan. ``fast=True`` (run automatically at the start of ``train``) skips the MinH
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from data.pii import find_pii
@@ -222,45 +220,3 @@ def dedup_plan(train: list[tuple[str, str, str]], others: list[str]
         else:
             kept[key] = (src, label)
     return drop, counts, conflicts
-
-
-def lost_in_reading(run: Any, splits: Any) -> dict[str, Any]:
-    """What reading the data as the run would leaves out: files not read (hidden, ``_``),
-    shards unreadable and rows skipped (``data.on_error=skip``), and examples truncated at
-    ``task.max_length`` (the run's tokenizer, as training tokenises)."""
-    from data.tokenize import count_truncation_raw
-    from trainers.models import tokenizer_location
-
-    task = run.task.kind.value
-    truncation = {name: (0, 0) for name in splits.datasets}
-    if task != "causal_lm" or not run.task.pack:  # packed blocks lose no token
-        truncation = count_truncation_raw(splits.datasets, tokenizer_location(run.model), task,
-                                          run.task.max_length, splits.labels, run.task.pack)
-    return {"max_length": run.task.max_length, "truncation": truncation,
-            "hidden_files": splits.hidden,
-            "read": {name: {"skipped": s.skipped, "lost_shards": s.lost_shards,
-                            "first_errors": s.first_errors}
-                     for name, s in splits.summaries.items()}}
-
-
-def check_command(run: Any) -> int:
-    """``shardtune data check [data=<group>] [data.path=...]``: full report, printed and saved."""
-    from rich.console import Console
-
-    from cluster.scaling import ensure_ray
-    from data.pipeline import build_splits
-
-    ensure_ray(run.cluster)
-    splits = build_splits(run.data, run.task.kind.value)
-    report = check_dataset_splits(splits, fast=False)
-    report.update(lost_in_reading(run, splits))
-    for split, (examples, tokens) in report.pop("truncation").items():
-        report["splits"][split].update(truncated_examples=examples, truncated_tokens=tokens)
-    out = Path(run.paths.runs) / "data_check" / run.data.name
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "data_check.json").write_text(json.dumps(report, indent=1, default=str))
-    text = render_markdown(report, run.data.name)
-    (out / "data_check.md").write_text(text)
-    Console().print(text)
-    print(f"written: {out / 'data_check.md'}")
-    return 0

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 
 
 class DataFormat(str, Enum):

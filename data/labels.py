@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from data.errors import DataError
 from data.summary import ROWS_PER_BLOCK
-from trainers.errors import DataError
 
 # What a label's JSON/parquet value was (``_ltype``); CSV/TSV/CoNLL hold text and carry none.
 KINDS = {"str": "a string", "int": "a number", "bool": "a boolean"}

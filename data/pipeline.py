@@ -17,11 +17,11 @@ import numpy as np
 
 from data.check import dedup_plan
 from data.config import DataConfig, DataFormat, OnError
+from data.errors import DataError
 from data.labels import check_label_types, check_labels, label_kind
 from data.pii import redact
 from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records, why_no_rows
 from data.summary import ROWS_PER_BLOCK, SplitSummary, summarize
-from trainers.errors import DataError
 
 
 def split_key(text: str) -> float:
@@ -211,7 +211,7 @@ class Splits:
     def pick(self, split: str) -> Any:
         """The named split's dataset, or an error naming the config key that would add it."""
         if split not in self.datasets:
-            from trainers.errors import ConfigError
+            from data.errors import ConfigError
 
             raise ConfigError("split", f"the data has no '{split}' split "
                               f"(has: {', '.join(self.datasets)})",

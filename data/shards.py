@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import fsspec
 
 from data.config import DataFormat
-from trainers.errors import DataError
+from data.errors import DataError
 
 _EXTENSIONS = {
     ".jsonl": DataFormat.jsonl,

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from data.errors import DataError
 from data.pipeline import uid
-from trainers.errors import DataError
 
 IGNORE_INDEX = -100
 

@@ -14,16 +14,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distill.quant_config import QuantGate, QuantSpec
+from data.errors import ConfigError
+from distill.quant_config import QuantGate
 from trainers.config import TrainConfig
-from trainers.errors import ConfigError
+from trainers.quant_spec import QuantSpec
 
 
 def compress(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     from distill.quant_run import QuantizeConfig, quantize
     from distill.run import distill
     from distill.teacher import teacher_dir
-    from trainers.speed import measure_isolated, speed_texts
+    from evaluation.speed import measure_isolated, speed_texts
 
     spec = run.compress
     root = Path(run.run_dir)
@@ -83,7 +84,7 @@ def _quality(m: dict[str, Any] | None) -> str:
     if m is None:
         return "–"
     if "mean" in m:
-        from trainers.aggregate import format_stat
+        from evaluation.aggregate import format_stat
 
         example = m.get("examples_ci")
         return format_stat(m, example, (example or {}).get("split", "test"))

@@ -14,6 +14,16 @@ import torch
 from distill.loss import distill_loss, hidden_term
 
 
+def distiller(run: Any, net: torch.nn.Module, device: torch.device) -> Distiller:
+    """The loop's objective factory for a student (trainers/objective.py): the KD loss, and
+    the student-to-teacher projection a hidden-state loss needs, owned by the student."""
+    objective = Distiller(run, device)
+    if objective.wants_hidden and objective.teacher is not None:
+        objective.attach_projection(net, net.config.hidden_size,
+                                    objective.teacher.config.hidden_size)
+    return objective
+
+
 class Distiller:
     def __init__(self, run: Any, device: torch.device) -> None:
         self.spec = run.distill

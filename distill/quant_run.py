@@ -21,10 +21,11 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from distill.quant_config import QuantGate, QuantSpec
+from data.errors import ConfigError
+from distill.quant_config import QuantGate
+from evaluation.speed import measure_isolated, speed_texts
 from trainers.config import PathsConfig
-from trainers.errors import ConfigError
-from trainers.speed import measure_isolated, speed_texts
+from trainers.quant_spec import QuantSpec
 from trainers.storage import local_run
 
 HIGHER_WORSE = ("perplexity", "loss")
@@ -78,7 +79,8 @@ def source_dir(run: str, paths: PathsConfig) -> Path:
 
 def write_quantized(src: Path, spec: QuantSpec, out: Path) -> dict[str, Any]:
     """Steps 1–2: merged full-precision model → quantised, saved run-like directory."""
-    from distill.quantize import (
+    from trainers.models import load_trained
+    from trainers.quantize import (
         linear_bytes,
         merge_full_precision,
         quantize_linears,
@@ -86,7 +88,6 @@ def write_quantized(src: Path, spec: QuantSpec, out: Path) -> dict[str, Any]:
         save_quantized,
         target_linears,
     )
-    from trainers.models import load_trained
 
     device = resolve_device(spec)
     model, tokenizer, _, _ = load_trained(src)
@@ -118,9 +119,9 @@ def gate_metric(asked: str, task: str) -> str:
 
 
 def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
-    from trainers.compare import compare
-    from trainers.eval_config import CompareConfig, CompareSpec, EvaluateConfig
-    from trainers.evaluate import evaluate
+    from evaluation.compare import compare
+    from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
+    from evaluation.evaluate import evaluate
     from trainers.models import load_run_config
 
     spec = cfg.quant

@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from trainers.aggregate import example_interval
+from evaluation.aggregate import example_interval
+from evaluation.speed import measure
 from trainers.config import TrainConfig
-from trainers.speed import measure
 
 
 def quality_table(teacher: dict[str, float], summary: dict[str, Any], split: str,
@@ -60,9 +60,9 @@ def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
     """``texts``: held-out texts (already read by the caller) for the speed measurements."""
     from distill.student import merged_teacher
     from distill.teacher import load_teacher, teacher_dir
-    from trainers.compare import compare
-    from trainers.eval_config import CompareConfig, CompareSpec, EvaluateConfig
-    from trainers.evaluate import evaluate
+    from evaluation.compare import compare
+    from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
+    from evaluation.evaluate import evaluate
     from trainers.models import load_trained
 
     spec = run.distill

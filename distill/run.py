@@ -18,10 +18,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from data.errors import ConfigError
+from distill.objective import distiller
 from distill.student import every_other, keep_layers, layer_count, merged_teacher, save_student
 from distill.teacher import load_teacher, offline_outputs, provenance, teacher_dir
 from trainers.config import TrainConfig
-from trainers.errors import ConfigError
 
 
 def student_init(run: TrainConfig, out: Path, teacher: tuple[Any, Any, list[str]] | None = None
@@ -72,8 +73,8 @@ def _check_vocab(teacher_tok: Any, student_tokenizer: str) -> None:
 
 def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     from distill.report import write_distill_report
-    from trainers.seeds import train_group
     from trainers.train import prepare
+    from tuning.seeds import train_group
 
     spec = run.distill
     if spec.augment and run.task.kind.value != "seq_cls":
@@ -118,7 +119,7 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train})
     base = {**resolved, "seeds": seeds, "run_name": "student",
             "paths": {**resolved["paths"], "runs": str(root)}}
-    kd = train_group(student, base, prep)
+    kd = train_group(student, base, prep, objective=distiller)
     if kd["status"] != "done":  # stopped (a signal): re-running the command resumes it
         return {"run_dir": str(root), "status": "stopped"}
     control = None

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 

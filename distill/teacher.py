@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 from trainers.storage import local_run
 
 PROVENANCE = "provenance.json"
@@ -42,7 +42,7 @@ def load_teacher(location: str, task: Any) -> tuple[Any, Any, list[str]]:
     else:
         import transformers
 
-        from trainers.locations import resolve_location
+        from data.locations import resolve_location
         from trainers.models import _AUTO_CLASSES
 
         location = resolve_location(location, "distill.teacher")

@@ -67,7 +67,7 @@ def ray_session():
     # Train's controller polls its workers every 2 s: each short test run waited ~1-2 s on it
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     if not ray.is_initialized():
-        from cluster.scaling import start_local_ray
+        from trainers.scaling import start_local_ray
 
         # as shardtune's own: loopback only, no secrets in Ray's INFO logs
         start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -97,7 +97,7 @@ def s3_store() -> Any:
 
 def compose_run(tmp_path: Path, overrides: list[str]) -> tuple[Any, dict]:
     """Compose the real config with ``paths.root=tmp_path``; returns (TrainConfig, resolved)."""
-    from trainers.cli import compose, resolved_dict, to_run_config
+    from shardtune.compose import compose, resolved_dict, to_run_config
 
     cfg = compose([f"paths.root={tmp_path}", f"paths.datasets={SHARED}", *overrides])
     return to_run_config(cfg), resolved_dict(cfg)
@@ -105,9 +105,10 @@ def compose_run(tmp_path: Path, overrides: list[str]) -> tuple[Any, dict]:
 
 def train_run(tmp_path: Path, overrides: list[str]) -> dict:
     from trainers.train import train
+    from tuning.seeds import train_group
 
     run, resolved = compose_run(tmp_path, overrides)
-    return train(run, resolved)
+    return (train_group if run.seeds else train)(run, resolved)
 
 
 # Real-data runs that more than one module needs (the task tests check that they learn, the

@@ -13,7 +13,7 @@ from unittest import mock
 
 import pytest
 
-from trainers.cli import main
+from shardtune.cli import main
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -162,8 +162,8 @@ def test_on_error_skip_counts_bad_rows_and_records_them(tmp_path, capsys):
     report.md: bad rows, files not read, truncation at task.max_length, sampling."""
     from transformers import AutoTokenizer
 
+    from data.locations import resolve_location
     from data.pipeline import split_key
-    from trainers.locations import resolve_location
 
     long = "a much longer ticket that goes on and on about a card that never arrived"
     rows = GOOD + ["{broken", json.dumps({"text": "", "label": "a"}), json.dumps({"x": 1}),
@@ -203,6 +203,7 @@ def test_on_error_skip_counts_bad_rows_and_records_them(tmp_path, capsys):
 
 def test_a_full_disk_while_copying_a_checkpoint_in_leaves_the_previous_one_to_resume(tmp_path,
                                                                                     monkeypatch):
+    from data.errors import ShardtuneError
     from trainers.checkpoint import (
         Progress,
         is_complete,
@@ -211,7 +212,6 @@ def test_a_full_disk_while_copying_a_checkpoint_in_leaves_the_previous_one_to_re
         seal,
         stop_when_disk_full,
     )
-    from trainers.errors import ShardtuneError
 
     run_dir, staged = tmp_path / "run", tmp_path / "staged"
     staged.mkdir()
@@ -287,7 +287,7 @@ def tiny_run(tmp_path_factory) -> Path:
 def _other_verbs(tmp: Path, tiny: Path) -> list[Case]:
     from transformers import AutoTokenizer
 
-    from trainers.locations import resolve_location
+    from data.locations import resolve_location
 
     broken = tmp / "runs" / "broken_adapter"
     shutil.copytree(tiny, broken)
@@ -376,7 +376,7 @@ def test_an_unreachable_ray_address_fails_in_seconds_with_the_key(tmp_path):
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-m", "trainers.cli", "train", f"paths.root={tmp_path}",
+    done = subprocess.run([sys.executable, "-m", "shardtune.cli", "train", f"paths.root={tmp_path}",
                            "cluster.address=127.0.0.1:9"], cwd=root, capture_output=True,
                           text=True, timeout=120)
     last = done.stderr.strip().splitlines()[-1]

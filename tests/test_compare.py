@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from trainers.cli import main
-from trainers.paired import (
+from evaluation.paired import (
     Effect,
     paired_bootstrap,
     seeds_only,
@@ -19,6 +18,7 @@ from trainers.paired import (
     weighted_accuracy,
     weighted_macro_f1,
 )
+from shardtune.cli import main
 
 
 def _predictions(rng, gold, accuracy):
@@ -162,7 +162,7 @@ def test_compare_refuses_runs_evaluated_on_other_data_with_the_same_row_ids(two_
                                                                            capsys):
     """Row ids such as ``test.jsonl:7`` coincide across data sets of one size: what each
     evaluation records about its rows decides, not the ids."""
-    from trainers.eval_outputs import weights_hash
+    from evaluation.outputs import weights_hash
 
     a, b = two_groups
     for i, member in enumerate(sorted(b.glob("seed*"))):
@@ -232,7 +232,7 @@ def test_report_keeps_runs_on_other_data_apart(tmp_path):
 
 def test_a_single_seed_never_shows_a_zero_width_interval(tmp_path):
     """One run each: with stored eval metrics, with predictions only, with neither."""
-    from trainers.stats import accuracy, bootstrap
+    from evaluation.stats import accuracy, bootstrap
 
     rng = np.random.default_rng(8)
     root = tmp_path / "runs"

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from data.errors import ConfigError
+from shardtune.cli import main
 from tests.conftest import compose_run
-from trainers.cli import main
 from trainers.config import PeftMethod, TaskKind
-from trainers.errors import ConfigError
 
 
 def test_default_config_is_typed_and_absolute(tmp_path):

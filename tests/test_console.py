@@ -59,7 +59,7 @@ def test_trials_are_named_by_number():
 def test_a_one_seed_group_shows_no_collapsed_interval(capsys):
     from rich.console import Console
 
-    from trainers.console import print_group
+    from shardtune.console import print_group
 
     stat = {"mean": 0.9089, "std": 0.0, "ci_low": 0.9089, "ci_high": 0.9089, "min": 0.9089,
             "max": 0.9089, "n": 1}

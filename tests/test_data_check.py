@@ -82,9 +82,9 @@ def test_check_splits_report_counts():
 def test_cli_data_check_writes_report(tmp_path, capsys, ray_session):
     from transformers import AutoTokenizer
 
+    from data.locations import resolve_location
     from data.pipeline import split_key
-    from trainers.cli import main
-    from trainers.locations import resolve_location
+    from shardtune.cli import main
 
     assert main(["data", "check", f"paths.root={tmp_path}", "task.max_length=16"]) == 0
     out = tmp_path / "runs/data_check/sample"

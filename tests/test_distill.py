@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from data.errors import ConfigError
 from distill.loss import distill_loss
+from shardtune.cli import main
 from tests.conftest import FAST, SHARED, needs_shared, train_run
-from trainers.cli import main
-from trainers.errors import ConfigError
 
 
 def _softmax(x):
@@ -275,7 +275,7 @@ def test_a_one_seed_arm_shows_its_interval_over_examples_not_a_collapsed_one(tmp
 
     from distill.compress import _quality
     from distill.report import quality_table
-    from trainers.aggregate import describe
+    from evaluation.aggregate import describe
 
     student = tmp_path / "student" / "seed0"
     (student / "eval" / "test").mkdir(parents=True)

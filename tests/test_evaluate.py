@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from shardtune.cli import main
 from tests.conftest import FAST, needs_shared, train_run
-from trainers.cli import main
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -50,7 +50,7 @@ def test_new_data_is_evaluated_beside_the_runs_own_results_never_over_them(
         trained, tmp_path, capsys, monkeypatch):
     """The README's own-data workflow: a run evaluated on its test split, then on a new batch
     given as ``data.test_path`` alone (the run's data config is the base)."""
-    import trainers.eval_report
+    import evaluation.eval_report
 
     run_dir = Path(trained["run_dir"])
     assert main(["evaluate", f"run={run_dir}", "resamples=200"]) == 0
@@ -96,7 +96,7 @@ def test_new_data_is_evaluated_beside_the_runs_own_results_never_over_them(
     def fail(*args, **kwargs):
         raise RuntimeError("injected after prediction")
 
-    monkeypatch.setattr(trainers.eval_report, "write_eval_report", fail)
+    monkeypatch.setattr(evaluation.eval_report, "write_eval_report", fail)
     with pytest.raises(RuntimeError, match="injected"):
         main(["evaluate", f"run={run_dir}", "resamples=200"])
     assert snapshot() == before  # byte-identical, and no staging folder left behind

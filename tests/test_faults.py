@@ -94,7 +94,7 @@ def _driver(tmp_path: Path, args: list[str]) -> subprocess.Popen:
     address = ray.get_runtime_context().gcs_address
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     return subprocess.Popen(
-        [sys.executable, "-m", "trainers.cli", "train", f"paths.root={tmp_path}", *args,
+        [sys.executable, "-m", "shardtune.cli", "train", f"paths.root={tmp_path}", *args,
          f"cluster.address={address}"], cwd=ROOT, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -104,7 +104,7 @@ def test_a_killed_driver_rerun_resumes_the_same_run_exactly(tmp_path, monkeypatc
     143. SIGKILL once the next even checkpoint is written. Then the same command: same run
     directory, same W&B run id, each step logged once, and the weights of an uninterrupted run
     of the same seed (which also shows a seed fixes everything)."""
-    from trainers.cli import main
+    from shardtune.cli import main
 
     short = [*FAST, "trainer.max_steps=8", "trainer.epochs=2"]
     args = [*short, "trainer.ckpt_every=2", "run_name=killed", "tracking.wandb=true"]
@@ -184,7 +184,7 @@ def test_half_written_checkpoints_are_never_resumed_from_and_retention_keeps_a_g
 @pytest.mark.parametrize("on_error", ["error", "skip"])
 def test_a_shard_deleted_mid_run_is_named_or_counted_never_silently_lost(
         on_error, tmp_path, capsys):
-    from trainers.cli import main
+    from shardtune.cli import main
 
     data = tmp_path / "data"
     data.mkdir()
@@ -235,8 +235,8 @@ def _part2_lines() -> list[str]:
     (2, 101, 90, 10)])
 def test_streamed_epochs_are_checked_exactly_against_the_rows_due(monkeypatch, capsys, world,
                                                                   expected, seen, lost):
+    from data.errors import DataError
     from trainers import data_loss
-    from trainers.errors import DataError
 
     monkeypatch.setattr(data_loss, "all_reduce", lambda values, world: [seen])
     assert data_loss.train_rows_lost("skip", 0, seen, expected, world, rank=0) == lost

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from shardtune.cli import main
+from shardtune.compose import CONF_DIR, compose
+from shardtune.overrides import data_name, own_data_overrides
 from tests.conftest import SHARED, compose_run
-from trainers.cli import CONF_DIR, compose, main
-from trainers.overrides import data_name, own_data_overrides
 
 QUEUES = ("payments", "shipping", "accounts")  # none of the sample's six labels
 
@@ -95,7 +96,7 @@ def test_ray_data_console_keeps_the_user_error_filter_in_a_fresh_process():
     import subprocess
     import sys
 
-    probe = ("import logging\nfrom trainers.errors import HideUserErrors, hide_user_error_logs\n"
+    probe = ("import logging\nfrom data.errors import HideUserErrors, hide_user_error_logs\n"
              "hide_user_error_logs()\nimport ray.data\n"
              "handlers = [h for h in logging.getLogger('ray.data').handlers\n"
              "            if type(h).__name__ == 'PlainRayHandler']\n"

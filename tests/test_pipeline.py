@@ -87,7 +87,7 @@ def test_a_label_column_mixing_value_types_is_refused_and_one_type_is_recorded(t
     """JSON ``1`` and ``"1"`` would both be the class "1": an error naming the first row of the
     rarer type. One type is fine, and recorded (booleans become the classes "False"/"True");
     CSV holds text only, so a CSV beside JSON labels is no mix."""
-    from trainers.errors import DataError
+    from data.errors import DataError
 
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text("".join(json.dumps({"text": f"t {i}", "label": lab}) + "\n"

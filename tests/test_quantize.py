@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.quant_config import QuantSpec
-from distill.quantize import (
+from data.errors import ConfigError
+from shardtune.cli import main
+from tests.conftest import FAST, train_run
+from trainers.quant_spec import QuantSpec
+from trainers.quantize import (
     QuantError,
     is_quantized,
     linear_bytes,
@@ -20,9 +23,6 @@ from distill.quantize import (
     save_quantized,
     target_linears,
 )
-from tests.conftest import FAST, train_run
-from trainers.cli import main
-from trainers.errors import ConfigError
 
 CPU = torch.device("cpu")
 
@@ -159,8 +159,8 @@ def test_unsupported_quantisations_are_clear_errors(tmp_path, monkeypatch, capsy
 
 
 def test_quantize_reloads_evaluates_measures_and_gates(sample_run, monkeypatch, capsys):
-    from trainers.eval_config import EvaluateConfig
-    from trainers.evaluate import evaluate
+    from evaluation.config import EvaluateConfig
+    from evaluation.evaluate import evaluate
 
     root, run_dir = sample_run
     assert main(["quantize", f"run={run_dir}", "quant=int8", "gate.max_drop=1.0",
@@ -251,7 +251,7 @@ def test_gpt2_conv1d_layers_quantise_and_the_tied_head_reloads_tied(tmp_path):
 
 
 def test_dequantising_after_cpu_inference_gives_the_weights_back():
-    from distill.quantize import CODECS
+    from trainers.quantize import CODECS
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 32)

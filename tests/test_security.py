@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from shardtune.cli import main
 from tests.conftest import FAST, LAST, PLANTED
-from trainers.cli import main
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

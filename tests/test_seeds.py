@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data.errors import ConfigError
+from evaluation.aggregate import aggregate_metrics, aggregate_slices, describe
 from tests.conftest import FAST, compose_run, logged, stop_while_training, train_run
-from trainers.aggregate import aggregate_metrics, aggregate_slices, describe
-from trainers.errors import ConfigError
 
 
 def test_describe_on_fixed_numbers():
@@ -108,8 +108,8 @@ def test_seed_group_trains_each_seed_once_and_aggregates(tmp_path):
 def test_group_and_run_refuse_other_data_contents(tmp_path):
     """Same config keys, other file contents: the data's hash names the change."""
     from trainers.identity import DATA_CONTENT, run_identity
-    from trainers.seeds import check_group
     from trainers.train import _check_resume_config
+    from tuning.seeds import check_group
 
     run, resolved = compose_run(tmp_path, [*FAST, "run_name=g", "seeds=[0]"])
     group = Path(run.run_dir)

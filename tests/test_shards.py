@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from data.config import DataConfig, DataFormat
+from data.errors import DataError
 from data.pipeline import _clean, split_key
 from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records
-from trainers.errors import DataError
 
 
 def _shard(path: Path, fragment: str | None = None) -> Shard:
@@ -274,7 +274,7 @@ def test_a_column_named_twice_in_a_csv_header_is_an_error_naming_file_and_column
 
 
 def test_duplicate_names_in_data_columns_are_a_config_error():
-    from trainers.errors import ConfigError
+    from data.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"data\.columns.*'text' twice"):
         DataConfig(path=["x.csv"], columns=["text", "label", "text"])

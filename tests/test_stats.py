@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from trainers import stats
-from trainers.eval_config import GateConfig
-from trainers.gates import check_gates
-from trainers.stats import (
+from evaluation import stats
+from evaluation.config import GateConfig
+from evaluation.gates import check_gates
+from evaluation.stats import (
     Estimate,
     accuracy,
     bootstrap,
@@ -542,8 +542,8 @@ def test_all_gates_together():
 
 
 def test_a_result_exactly_on_the_threshold_passes():
-    from trainers.eval_config import GateConfig
-    from trainers.gates import check_gates
+    from evaluation.config import GateConfig
+    from evaluation.gates import check_gates
 
     est = {"value": 0.85, "ci_low": 0.8, "ci_high": 0.9, "n": 100}
     base = {"value": 0.90, "ci_low": 0.85, "ci_high": 0.95, "n": 100}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from data.errors import ConfigError
+from shardtune.cli import main
 from tests.conftest import PLANTED, compose_run, logged, stop_while_training, train_run
 from trainers.checkpoint import Progress, checkpoint_name, persist_store, seal
-from trainers.cli import main
-from trainers.errors import ConfigError
 from trainers.storage import Store, is_uri, join
 
 TINY = ["task.max_length=32", "trainer.batch_size=8", "trainer.log_every=1"]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from data.errors import ConfigError
+from shardtune.cli import main
 from tests.conftest import FAST, SHARED, compose_run, needs_shared
-from trainers.cli import main
-from trainers.errors import ConfigError
 from tuning.config import SweepSpec
 from tuning.space import validate
 
@@ -88,7 +88,7 @@ def _killed_midway(args: list[str], sweep_dir: Path) -> None:
     import ray
 
     address = ray.get_runtime_context().gcs_address
-    proc = subprocess.Popen([sys.executable, "-m", "trainers.cli", "sweep", *args,
+    proc = subprocess.Popen([sys.executable, "-m", "shardtune.cli", "sweep", *args,
                              f"cluster.address={address}"], cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -115,7 +115,7 @@ def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducibl
     # the best trial's experiment goes into a copy of conf/, the one the CLI composes from here
     conf = tmp_path / "conf"
     shutil.copytree(ROOT / "conf", conf)
-    monkeypatch.setattr("trainers.cli.CONF_DIR", conf)
+    monkeypatch.setattr("shardtune.compose.CONF_DIR", conf)
     best_file = conf / "experiment" / "pytest_sweep_best.yaml"
     sweep_dir = tmp_path / "runs" / "pytest_sweep"
     export = f"sweep.export_dir={best_file.parent}"

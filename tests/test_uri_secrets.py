@@ -13,8 +13,8 @@ import os
 
 import pytest
 
+from data.errors import ConfigError
 from tests.conftest import PLANTED
-from trainers.errors import ConfigError
 
 
 def _planted(name: str) -> str:
@@ -98,7 +98,7 @@ def test_a_command_given_a_uri_with_a_credential_writes_and_prints_nothing_of_it
         key, form, tmp_path, capsys):
     """Refused before anything is written: no config.json, run_meta.json, W&B config or
     manifest exists to hold the secret, and the one error line names the key only."""
-    from trainers.cli import main
+    from shardtune.cli import main
 
     uri = FORMS[form][0]
     assert main(_argv(key, uri, tmp_path)) == 2
@@ -112,7 +112,7 @@ def test_a_command_given_a_uri_with_a_credential_writes_and_prints_nothing_of_it
 def test_a_submitted_override_with_a_credential_never_reaches_the_entrypoint(tmp_path, capsys):
     """Any override goes into the job's entrypoint (Ray's job table): refused by its key before
     the job server is contacted (this address would fail with 'cannot reach')."""
-    from trainers.cli import main
+    from shardtune.cli import main
 
     argv = ["submit", "--address", "http://127.0.0.1:9", "evaluate",
             f"run='{FORMS['S3 presigned v4'][0]}'", f"submit.storage={tmp_path}"]
@@ -124,9 +124,9 @@ def test_a_submitted_override_with_a_credential_never_reaches_the_entrypoint(tmp
 
 def test_evaluate_on_other_data_refuses_a_credential_in_a_data_key():
     """``evaluate run=… data.test_path=<presigned>`` changes the run's own data config
-    (trainers/eval_outputs.py), which goes into metrics.json."""
+    (evaluation/outputs.py), which goes into metrics.json."""
     from data.config import DataConfig
-    from trainers.eval_outputs import data_config
+    from evaluation.outputs import data_config
 
     own = DataConfig(path=["/data/train.jsonl"])
     with pytest.raises(ConfigError, match=r"^config key 'data\.test_path': credentials in the URI"):
@@ -149,7 +149,8 @@ def test_a_run_uri_with_a_credential_is_refused_before_any_fetch(tmp_path, monke
 def test_the_azure_container_at_account_form_is_accepted_by_every_key(tmp_path):
     import yaml
 
-    from trainers.cli import compose, main, to_run_config
+    from shardtune.cli import main
+    from shardtune.compose import compose, to_run_config
 
     uri = "abfs://container@account.dfs.core.windows.net/shardtune"
     run = to_run_config(compose([f"paths.store={uri}", f"data.path={uri}/train.jsonl",

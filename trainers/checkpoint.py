@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import torch
 from safetensors import SafetensorError
 
-from trainers.errors import ShardtuneError
+from data.errors import ShardtuneError
 
 PROGRESS_FILE = "progress.json"
 STATE_FILE = "training_state.pt"

@@ -1,7 +1,9 @@
 """Typed run configuration: the Hydra schema and the object every worker receives.
 
 Each dataclass backs one config group in ``conf/`` (``task``, ``model``, ``peft``, ``optim``,
-``trainer``, ``tracking``, ``data``, ``cluster``). Hydra merges YAML onto these schemas, so a
+``trainer``, ``tracking``, ``data``, ``cluster``). The keys of the verbs built on training
+(``sweep``, ``ablation``, ``distill``, ``quant``, ``compress``) extend this in
+``shardtune/config.py``. Hydra merges YAML onto these schemas, so a
 misspelled key or a wrong type is one clear error; checks across fields live in
 ``__post_init__``, which ``OmegaConf.to_object`` runs on the merged values.
 """
@@ -12,16 +14,14 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
-from cluster.config import ClusterConfig
 from data.config import DataConfig
-from distill.config import DistillSpec
-from distill.quant_config import COMPUTE_DTYPES, HEAD_MODULES, CompressSpec, QuantSpec
-from trainers.errors import ConfigError
-from tuning.config import AblationSpec, SweepSpec
+from data.errors import ConfigError
+from trainers.cluster_config import ClusterConfig
+from trainers.quant_spec import COMPUTE_DTYPES, HEAD_MODULES
 
 
 class TaskKind(str, Enum):
@@ -311,11 +311,6 @@ class TrainConfig:
         seeds: When set, one run per seed in ``runs/<run_name>/seed<k>/``, grouped and
             aggregated (mean, std, CI across seeds); ``seed`` is then ignored.
         group_name: Set by the seed-group runner on each member; not a user key.
-        sweep: The search of ``shardtune sweep`` (``sweep=<name>``, conf/sweep/).
-        ablation: The arms of ``shardtune ablate`` (``ablation=<name>``, conf/ablation/).
-        distill: Train this run as a student of ``distill.teacher`` (``shardtune distill``).
-        quant: Post-training quantisation of ``shardtune compress`` (``quant=<method>``).
-        compress: Stages and gates of ``shardtune compress``.
     """
 
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -331,11 +326,6 @@ class TrainConfig:
     seed: int = 0
     seeds: List[int] = field(default_factory=list)
     group_name: Optional[str] = None
-    sweep: Optional[SweepSpec] = None
-    ablation: Optional[AblationSpec] = None
-    distill: Optional[DistillSpec] = None
-    quant: Optional[QuantSpec] = None
-    compress: CompressSpec = field(default_factory=CompressSpec)
 
     def __post_init__(self) -> None:
         if len(set(self.seeds)) != len(self.seeds):
@@ -359,7 +349,12 @@ class TrainConfig:
         return f"{self.paths.runs}/{self.run_name}"
 
 
-def register_configs() -> None:
-    """Register the schema so ``conf/train.yaml`` is validated against ``TrainConfig``."""
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
+# (verb, overrides) -> that verb's typed config. The application (shardtune/compose.py) passes
+# its composition down as this callable, so packages below it never import the application.
+VerbConfig = Callable[[str, List[str]], Any]
+
+
+def config_dict(config: Any) -> Dict[str, Any]:
+    """The plain form of a typed config (config.json, W&B, identity hashes): always derived
+    from the typed object, never kept beside it."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)

@@ -9,8 +9,8 @@ the final metrics. Never silent.
 
 from __future__ import annotations
 
+from data.errors import DataError
 from trainers.collective import all_reduce
-from trainers.errors import DataError
 
 RESTORE = ("restore the data and re-run the same command to resume, or set data.on_error=skip "
            "to go on and count the difference")

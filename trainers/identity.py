@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 from trainers.metadata import flat_config
 
 DATA_CONTENT = "data (file contents)"  # the pseudo-key a changed data fingerprint shows as

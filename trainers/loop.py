@@ -1,4 +1,4 @@
-"""The one training loop every job kind shares (LoRA, DoRA, full fine-tuning; later KD).
+"""The one training loop every job kind shares (LoRA, DoRA, full fine-tuning, KD students).
 
 A plain function, as in Ray's examples: Ray Train runs it in each worker (or in-process in
 local mode). Task heads differ; the loop does not. Only rank 0 writes files.
@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from data.batches import bucketed_batches, collate
+from data.errors import ConfigError
 from trainers.checkpoint import (
     Progress,
     checkpoint_name,
@@ -35,8 +36,8 @@ from trainers.checkpoint import (
 from trainers.collective import all_reduce, distributed_checks, gather
 from trainers.config import Strategy, TrainConfig
 from trainers.data_loss import eval_rows_lost, train_rows_lost
-from trainers.errors import ConfigError
 from trainers.models import apply_peft, build_base_model, load_tokenizer, trainable_summary
+from trainers.objective import task_loss
 from trainers.progress import ProgressLine
 from trainers.stop import StopPoll
 from trainers.storage import run_store
@@ -201,14 +202,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     set_seed(run.seed)  # adapter/head init, dropout and data order all follow the one seed
     tokenizer = load_tokenizer(run.model)
     net = apply_peft(build_base_model(run.model, task, labels, tokenizer), run.peft, task, device)
-    distiller = None
-    if run.distill is not None:  # knowledge distillation: same loop, another objective
-        from distill.objective import Distiller
-
-        distiller = Distiller(run, device)
-        if distiller.wants_hidden and distiller.teacher is not None:
-            distiller.attach_projection(net, net.config.hidden_size,
-                                        distiller.teacher.config.hidden_size)
+    objective = loop_cfg.get("objective", task_loss)(run, net, device)  # before the optimizer
     sizes = trainable_summary(net)
     micro_per_epoch, total_steps = plan_steps(run, loop_cfg["train_rows"], world)
     optimizer = _optimizer(net, run)
@@ -279,9 +273,9 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
             with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                           labels=batch["labels"],
-                          **({"output_hidden_states": True} if distiller and
-                             distiller.wants_hidden else {}))
-                loss = out.loss if distiller is None else distiller.loss(net, out, batch)[0]
+                          **({"output_hidden_states": True} if objective.wants_hidden
+                             else {}))
+                loss = objective.loss(net, out, batch)[0]
                 (loss / accum).backward()
             micro += 1
             pending += 1

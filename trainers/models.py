@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
+from data.errors import ConfigError
+from data.locations import resolve_location
 from trainers.config import ModelConfig, PeftMethod, PeftSpec, TaskKind
-from trainers.errors import ConfigError
-from trainers.locations import resolve_location
 
 _AUTO_CLASSES = {
     TaskKind.seq_cls: "AutoModelForSequenceClassification",
@@ -131,8 +131,8 @@ def _mean_pool_model(model: ModelConfig, labels: list[str], tokenizer) -> Any:
 def quantize_base(net: Any, spec: PeftSpec, device: Any = None) -> Any:
     """QLoRA: the frozen base's linear layers become 4-bit bitsandbytes layers on ``device``
     (bitsandbytes quantises when a layer moves to a device, CPU included)."""
-    from distill.quant_config import QuantSpec
-    from distill.quantize import quantize_linears
+    from trainers.quant_spec import QuantSpec
+    from trainers.quantize import quantize_linears
 
     base = spec.base
     quant = QuantSpec(method=base.quant_type, skip_modules=list(base.skip_modules),
@@ -209,9 +209,14 @@ def load_run_config(run_dir: Path) -> Any:
 
 # Keys that moved between versions: a run saved before the move still loads.
 MOVED_KEYS = {("cluster", "max_failures"): ("trainer", "max_failures")}
+# Keys config.json records for the verb that made the run (shardtune/config.py JobConfig);
+# the trained model does not depend on them, so the core config leaves them out.
+JOB_KEYS = ("sweep", "ablation", "distill", "quant", "compress")
 
 
 def _migrate(saved: dict[str, Any]) -> dict[str, Any]:
+    for key in JOB_KEYS:
+        saved.pop(key, None)
     for (old_group, old_key), (new_group, new_key) in MOVED_KEYS.items():
         old = saved.get(old_group)
         if isinstance(old, dict) and old_key in old:
@@ -238,7 +243,7 @@ def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
                           f"({type(exc).__name__})", "copy them from a checkpoint of the run"
                           ) from None
     if (run_dir / "model" / "quantization.json").is_file():  # shardtune quantize output
-        from distill.quantize import load_quantized
+        from trainers.quantize import load_quantized
 
         return load_quantized(run_dir / "model", run.task.kind.value), tokenizer, labels, run
     adapter = run_dir / "adapter"

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from trainers.errors import ConfigError, ShardtuneError
+from data.errors import ConfigError, ShardtuneError
 
 CHECKPOINT_PREFIX = "checkpoint_"
 LOCAL_ONLY = ("index.jsonl",)  # the local run index: per run, run_meta.json is the record

@@ -92,11 +92,11 @@ def wandb_run_id(run: TrainConfig) -> str:
     return hashlib.sha1(run.run_dir.encode()).hexdigest()[:16]
 
 
-def job_type(run: TrainConfig) -> str:
-    """W&B job type: what produced this run (a distilled student, a sweep trial, a train)."""
-    if run.distill is not None:
+def job_type(config: dict[str, Any]) -> str:
+    """W&B job type from the tracked config: a distilled student, a sweep trial, a train."""
+    if config.get("distill") is not None:
         return "distill"
-    return "sweep" if run.sweep is not None else "train"
+    return "sweep" if config.get("sweep") is not None else "train"
 
 
 def display_name(run: TrainConfig) -> str:
@@ -113,7 +113,7 @@ class WandbTracker:
         run_id = wandb_run_id(run)
         self._run = wandb.init(
             project=run.tracking.project, entity=run.tracking.entity, id=run_id,
-            resume="allow", name=display_name(run), job_type=job_type(run),
+            resume="allow", name=display_name(run), job_type=job_type(config),
             group=group, tags=list(run.tracking.tags), config=config,
             dir=run.run_dir,
         )
@@ -155,13 +155,14 @@ def open_tracker(run: TrainConfig, rank: int, resume_step: int, config: dict[str
     return MultiTracker(trackers)
 
 
-def upload_artifacts(run: TrainConfig, paths: list[Path], group: str | None) -> None:
+def upload_artifacts(run: TrainConfig, paths: list[Path], group: str | None,
+                     config: dict[str, Any]) -> None:
     """The finished run's files as one ``model`` artifact, on the same (resumed) W&B run."""
     import wandb
 
     with wandb.init(project=run.tracking.project, entity=run.tracking.entity,
                     id=wandb_run_id(run), resume="allow", name=display_name(run),
-                    job_type=job_type(run), group=group, dir=run.run_dir) as wb:
+                    job_type=job_type(config), group=group, dir=run.run_dir) as wb:
         artifact = wandb.Artifact(display_name(run), type="model",
                                   metadata={"config_group": group, "seed": run.seed})
         for path in paths:

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.config import ClusterMode
-from cluster.scaling import check_placement, check_strategy, ensure_ray, scaling_config
 from data.check import check_dataset_splits, summary_line
 from data.pipeline import build_splits
 from data.tokenize import count_truncation, count_truncation_raw, tokenize_splits
@@ -26,13 +24,16 @@ from trainers.checkpoint import (
     latest_checkpoint,
     scan,
 )
+from trainers.cluster_config import ClusterMode
 from trainers.config import TrainConfig
 from trainers.data_loss import due_per_epoch
 from trainers.identity import read_json, refuse_if_changed, run_identity
 from trainers.loop import train_loop
 from trainers.metadata import append_index, run_metadata
 from trainers.models import check_model, tokenizer_location
+from trainers.objective import ObjectiveFactory, task_loss
 from trainers.report import write_report
+from trainers.scaling import check_placement, check_strategy, ensure_ray, scaling_config
 from trainers.stop import received, stop_flag, stopped
 from trainers.storage import Store, run_store, upload_written
 from trainers.tracking import METRICS_FILE
@@ -83,20 +84,20 @@ def prepare(run: TrainConfig) -> Prepared:
 
 
 def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
-    """Run one training job end to end, or one per seed when ``seeds`` is set."""
+    """Run one training job end to end (a seed group, ``seeds=[...]``, is tuning/seeds.py)."""
     if run.seeds:
-        from trainers.seeds import train_group
-
-        return train_group(run, resolved)
+        raise ValueError("a seed group (seeds=[...]) trains with tuning.seeds.train_group")
     if scan(Path(run.run_dir))[0]:  # a changed config is refused before any data is read
         _check_resume_config(Path(run.run_dir), resolved, None)
     return fit(run, resolved, prepare(run))
 
 
 def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
-        callbacks: list[Any] | None = None, stop_key: str | None = None) -> dict[str, Any]:
+        callbacks: list[Any] | None = None, stop_key: str | None = None,
+        objective: ObjectiveFactory = task_loss) -> dict[str, Any]:
     """Train one seed on prepared data, export its artefacts and return its summary.
 
+    ``objective``: what the loop minimises (trainers/objective.py); a student passes KD's.
     ``callbacks``: Ray Train callbacks (a sweep trial passes Tune's report callback).
     ``stop_key``: the stop flag of the driver that started this fit in a Ray task (a seed
     group's concurrent runs); by default the fit's own.
@@ -135,6 +136,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         "local_mode": run.cluster.mode == ClusterMode.local,
         "has_validation": "validation" in datasets, "has_test": "test" in datasets,
         "tracked_config": resolved, "config_group": meta["config_group"],
+        "objective": objective,
     }
     with stop_flag() as key:  # SIGTERM / Ctrl-C: checkpoint at the next step, then stop
         loop_cfg["stop_key"] = stop_key or key
@@ -185,7 +187,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         from trainers.tracking import upload_artifacts
 
         upload_artifacts(run, [run_dir / "adapter", run_dir / "report.md",
-                               run_dir / "metrics.json"], meta["config_group"])
+                               run_dir / "metrics.json"], meta["config_group"], resolved)
     return summary
 
 
@@ -262,8 +264,8 @@ def _check_resume_config(run_dir: Path, resolved: dict[str, Any], data_sha256: s
 def export_merged(run: TrainConfig, run_dir: Path) -> Path:
     """Merge the adapter into full-precision base weights and save a standalone model (a
     QLoRA base is dequantised first: the adapter was trained against the 4-bit weights)."""
-    from distill.quantize import merge_full_precision
     from trainers.models import load_tokenizer, load_trained
+    from trainers.quantize import merge_full_precision
 
     tokenizer = load_tokenizer(run.model)
     merged = merge_full_precision(load_trained(run_dir)[0])

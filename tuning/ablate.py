@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from trainers.config import TrainConfig
-from trainers.eval_config import CompareConfig, CompareSpec, ReportConfig
+from evaluation.config import CompareConfig, CompareSpec, ReportConfig
+from trainers.config import TrainConfig, VerbConfig, config_dict
 
 
 def _arm_overrides(base: list[str], arm: list[str], name: str, root: Path, seeds: list[int],
@@ -26,11 +26,13 @@ def _arm_overrides(base: list[str], arm: list[str], name: str, root: Path, seeds
             f"seeds=[{','.join(map(str, seeds))}]"]
 
 
-def ablate(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
-    from trainers.cli import compose, resolved_dict, to_run_config
-    from trainers.compare import compare
-    from trainers.group_report import write_report
-    from trainers.seeds import check_group, train_group
+def ablate(run: TrainConfig, overrides: list[str], verb_config: VerbConfig
+           ) -> dict[str, Any]:
+    """Every arm's config comes from ``verb_config`` (the application's composition of
+    ``shardtune train`` overrides): an arm may switch a group (``peft=dora``)."""
+    from evaluation.compare import compare
+    from evaluation.group_report import write_report
+    from tuning.seeds import check_group, train_group
 
     spec = run.ablation
     root = Path(run.paths.runs) / spec.name
@@ -38,9 +40,10 @@ def ablate(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
                                                 for k, v in spec.variants.items()}}
     groups: dict[str, dict[str, Any]] = {}
     for name, arm in arms.items():  # composed up front: a bad variant fails before training
-        cfg = compose(_arm_overrides(overrides, arm, name, root, list(spec.seeds),
-                                     run.paths.below(spec.name).store))
-        groups[name] = {"run": to_run_config(cfg), "resolved": resolved_dict(cfg)}
+        arm_run = verb_config("train", _arm_overrides(overrides, arm, name, root,
+                                                      list(spec.seeds),
+                                                      run.paths.below(spec.name).store))
+        groups[name] = {"run": arm_run, "resolved": config_dict(arm_run)}
         check_group(groups[name]["run"], groups[name]["resolved"])  # before any arm trains
     for arm in groups.values():
         arm["summary"] = train_group(arm["run"], arm["resolved"])

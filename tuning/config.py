@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 
 SEARCHES = ("grid", "random", "tpe")
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "qrandint")

@@ -10,7 +10,7 @@ import copy
 import difflib
 from typing import Any
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 from trainers.metadata import flat_config
 from tuning.config import DISTRIBUTIONS, SweepSpec
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.config import ClusterMode
+from trainers.cluster_config import ClusterMode
 from trainers.config import TrainConfig
 from trainers.identity import (
     RESUME_FREE,
@@ -86,7 +86,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], sweep_dir: str, prep
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from trainers.errors import hide_user_error_logs
+    from data.errors import hide_user_error_logs
     from trainers.train import fit, prepare
 
     hide_user_error_logs()

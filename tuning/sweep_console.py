@@ -21,7 +21,7 @@ def _values(config: dict[str, Any], keys: list[str]) -> str:
 
 def _error_line(trial: Any) -> str:
     """A user mistake's one line, else the last line of the trial's error."""
-    from trainers.errors import find_user_error
+    from data.errors import find_user_error
 
     try:
         error = trial.get_pickled_error() or trial.get_error()

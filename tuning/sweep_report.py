@@ -206,7 +206,7 @@ def write_results(spec: SweepSpec, grid: Any, sweep_dir: Path, base: dict[str, A
 def rerun_top_k(spec: SweepSpec, summary: dict[str, Any], base: dict[str, Any],
                 run: TrainConfig) -> list[dict[str, Any]]:
     """The best ``top_k`` configurations, each as a seed group; ranked by mean with CI."""
-    from trainers.seeds import train_group
+    from tuning.seeds import train_group
 
     ok = [r for r in summary["table"] if r["status"] == "completed"
           and r.get(spec.metric) is not None and not math.isnan(r[spec.metric])]

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from distill.quant_config import QuantSpec
-from trainers.errors import ConfigError
+from data.errors import ConfigError
+from trainers.quant_spec import QuantSpec
 
 QUANT_FILE = "quantization.json"
 WEIGHTS_FILE = "quantized.safetensors"

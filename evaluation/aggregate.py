@@ -91,7 +91,7 @@ def example_interval(run_dir: Path, split: str, metric: str, resamples: int = 10
     if found is None and name in ("accuracy", "macro_f1") and predictions.exists():
         import pandas as pd
 
-        from trainers import stats as example_stats
+        from evaluation import stats as example_stats
 
         frame = pd.read_parquet(predictions)
         if {"gold_label", "pred_label"} <= set(frame.columns):

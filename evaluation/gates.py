@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from trainers.eval_config import GateConfig
+from evaluation.config import GateConfig
 
 EPS = 1e-9  # a result exactly on a threshold passes (0.90 - 0.85 is 0.0500000000000000444)
 

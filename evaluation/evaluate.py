@@ -14,15 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cluster.config import ClusterConfig
-from cluster.scaling import ensure_ray
+from data.errors import DataError
 from data.pipeline import build_splits
 from data.tokenize import tokens_cut
-from trainers.baseline import BASELINE_DIR, baseline_predictions
-from trainers.config import TaskKind
-from trainers.errors import DataError
-from trainers.eval_config import EvaluateConfig
-from trainers.eval_outputs import (
+from evaluation.baseline import BASELINE_DIR, baseline_predictions
+from evaluation.config import EvaluateConfig
+from evaluation.outputs import (
     EVAL_DIR,
     check_name,
     data_config,
@@ -33,9 +30,7 @@ from trainers.eval_outputs import (
     rows_digest,
     weights_hash,
 )
-from trainers.identity import digest, replaced_on_success
-from trainers.models import load_run_config
-from trainers.stats import (
+from evaluation.stats import (
     accuracy,
     bootstrap,
     classification_report,
@@ -43,6 +38,11 @@ from trainers.stats import (
     macro_f1,
     slice_table,
 )
+from trainers.cluster_config import ClusterConfig
+from trainers.config import TaskKind
+from trainers.identity import digest, replaced_on_success
+from trainers.models import load_run_config
+from trainers.scaling import ensure_ray
 from trainers.storage import local_run
 
 
@@ -167,8 +167,8 @@ def score_frame(frame: pd.DataFrame, labels: list[str], cfg: Any, run_dir: Path,
     Everything is written to a staging folder that replaces ``out_dir`` at the end: a failure
     leaves an earlier evaluation there as it was.
     """
-    from trainers.eval_report import write_eval_report
-    from trainers.gates import check_gates
+    from evaluation.eval_report import write_eval_report
+    from evaluation.gates import check_gates
 
     out_dir = out_dir or run_dir / EVAL_DIR / cfg.split
     gold, pred = frame["gold"].to_numpy(), frame["pred"].to_numpy()
@@ -234,14 +234,14 @@ def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, d
                     out_dir: Path, made_by: dict[str, Any]) -> dict[str, Any]:
     """token_cls (entity F1 per type) and causal_lm (perplexity per slice)."""
 
-    from trainers.evaluate_tasks import (
+    from evaluation.evaluate_tasks import (
         PredictTags,
         ScoreLM,
         lm_metrics,
         token_metrics,
         write_task_report,
     )
-    from trainers.gates import check_gates
+    from evaluation.gates import check_gates
 
     task = run.task.kind
     udf = PredictTags if task == TaskKind.token_cls else ScoreLM

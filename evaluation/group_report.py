@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from trainers.aggregate import aggregate_metrics, describe, example_interval, format_stat
-from trainers.errors import DataError
-from trainers.eval_config import CompareConfig, ReportConfig
+from data.errors import DataError
+from evaluation.aggregate import aggregate_metrics, describe, example_interval, format_stat
+from evaluation.config import CompareConfig, ReportConfig
 
 GROUP_FILE = "group.json"
 SPLIT_PREFIXES = {"test": "test", "val": "validation", "validation": "validation",
@@ -343,7 +343,7 @@ def _worst_slices(entry: Entry) -> list[str]:
 
 
 def _section(sec: Section, cfg: ReportConfig, out: Path, tag: str) -> list[str]:
-    from trainers.compare import compare
+    from evaluation.compare import compare
 
     entries = sec.entries
     key = entries[0].key

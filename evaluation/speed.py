@@ -108,8 +108,8 @@ def _measure_saved(run_dir: str, texts: list[str], threads: int) -> dict[str, fl
     """In a fresh process: load ``run_dir``'s model (adapters merged), then ``measure``."""
     import torch
 
-    from distill.quantize import merge_full_precision
     from trainers.models import load_trained
+    from trainers.quantize import merge_full_precision
 
     torch.set_num_threads(threads)
     before = _rss_mib()

@@ -70,12 +70,12 @@ def run_baseline(cfg) -> dict:
     Writes ``runs/baseline/<data.name>/eval/<split>/`` (predictions, metrics with CIs, slices,
     report), so a model's report and the baseline's can be read side by side or gated.
     """
-    from cluster.config import ClusterConfig
-    from cluster.scaling import ensure_ray
     from data.pipeline import build_splits
-    from trainers.eval_outputs import data_identity
-    from trainers.evaluate import score_frame
+    from evaluation.evaluate import score_frame
+    from evaluation.outputs import data_identity
+    from trainers.cluster_config import ClusterConfig
     from trainers.identity import digest
+    from trainers.scaling import ensure_ray
 
     ensure_ray(ClusterConfig())
     splits = build_splits(cfg.data, "seq_cls")

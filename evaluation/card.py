@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from hydra.core.config_store import ConfigStore
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 from trainers.storage import local_run
 
 

@@ -8,8 +8,8 @@ from typing import Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 
 from data.config import DataConfig
+from data.errors import ConfigError
 from trainers.config import PathsConfig
-from trainers.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 
 
 def check_group_options(overrides: list[str], conf_dir: Path) -> None:

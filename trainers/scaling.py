@@ -7,13 +7,13 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from cluster.config import ClusterConfig, ClusterMode
+from data.errors import ClusterError, ConfigError, hide_user_error_logs
+from trainers.cluster_config import ClusterConfig, ClusterMode
 from trainers.console_logs import (
     announce_ray,
     capture_worker_output,
     quiet_console_handlers,
 )
-from trainers.errors import ClusterError, ConfigError, hide_user_error_logs
 
 
 def quiet_ray_logs() -> None:

@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.config import ClusterMode
-from cluster.scaling import wants_gpu
-from trainers.aggregate import aggregate_metrics, aggregate_slices
+from evaluation.aggregate import aggregate_metrics, aggregate_slices
+from trainers.cluster_config import ClusterMode
 from trainers.config import TrainConfig
 from trainers.identity import read_json, refuse_if_changed, run_identity
 from trainers.metadata import config_group
+from trainers.objective import ObjectiveFactory, task_loss
+from trainers.scaling import wants_gpu
 from trainers.stop import received, stop_flag, stopped
 from trainers.train import Prepared, fit, prepare
 
@@ -62,23 +63,25 @@ def concurrency(run: TrainConfig, n_runs: int) -> int:
     return max(1, min(fits, n_runs))
 
 
-def _fit_task(one: TrainConfig, resolved: dict[str, Any], prep: Prepared, stop_key: str
-              ) -> dict[str, Any]:
-    from trainers.errors import hide_user_error_logs
+def _fit_task(one: TrainConfig, resolved: dict[str, Any], prep: Prepared, stop_key: str,
+              objective: ObjectiveFactory) -> dict[str, Any]:
+    from data.errors import hide_user_error_logs
 
     hide_user_error_logs()
-    return fit(one, resolved, prep, stop_key=stop_key)
+    return fit(one, resolved, prep, stop_key=stop_key, objective=objective)
 
 
 def _fit_all(run: TrainConfig, members: list[TrainConfig], resolved: dict[str, Any],
-             prep: Prepared, parallel: int) -> list[dict[str, Any]]:
+             prep: Prepared, parallel: int, objective: ObjectiveFactory
+             ) -> list[dict[str, Any]]:
     """Sequentially in this process, or as Ray tasks, at most ``parallel`` at a time.
 
     In local mode a task does the training itself and reserves the CPUs (or GPU) one run
     needs; in ray mode it is a light driver (0.1 CPU) whose Train workers reserve their own.
     """
     if parallel == 1:
-        return [fit(m, member_resolved(resolved, m), prep) for m in members]
+        return [fit(m, member_resolved(resolved, m), prep, objective=objective)
+                for m in members]
     import ray
 
     if run.cluster.mode == ClusterMode.local:
@@ -96,7 +99,7 @@ def _fit_all(run: TrainConfig, members: list[TrainConfig], resolved: dict[str, A
             while queue and len(pending) < parallel and not received():
                 m = queue.pop(0)
                 pending[remote.remote(m, member_resolved(resolved, m), prep_ref,
-                                      stop_key)] = m.seed
+                                      stop_key, objective)] = m.seed
             if not pending:  # stopped before the rest began: they start on the re-run
                 break
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -113,9 +116,9 @@ def _fit_all(run: TrainConfig, members: list[TrainConfig], resolved: dict[str, A
 def _evaluate_member(run_dir: str, split: str, prep: Prepared, paths: Any,
                      reuse: bool = False) -> dict[str, Any]:
     """The member's evaluation: reused when it finished earlier and was evaluated then."""
-    from trainers.eval_config import EvaluateConfig
-    from trainers.eval_outputs import is_current
-    from trainers.evaluate import evaluate
+    from evaluation.config import EvaluateConfig
+    from evaluation.evaluate import evaluate
+    from evaluation.outputs import is_current
 
     saved = Path(run_dir) / "eval" / split / "metrics.json"
     if reuse and is_current(saved.parent, Path(run_dir)):
@@ -136,11 +139,12 @@ def check_group(run: TrainConfig, resolved: dict[str, Any], data_sha256: str | N
     refuse_if_changed(Path(run.run_dir), "a seed group", old, run_identity(resolved, data_sha256))
 
 
-def train_group(run: TrainConfig, resolved: dict[str, Any], prep: Prepared | None = None
-                ) -> dict[str, Any]:
+def train_group(run: TrainConfig, resolved: dict[str, Any], prep: Prepared | None = None,
+                objective: ObjectiveFactory = task_loss) -> dict[str, Any]:
     """Train, evaluate and aggregate every seed of ``run.seeds``.
 
     ``prep``: data already prepared (a distillation passes the split with teacher outputs).
+    ``objective``: what each seed's loop minimises (a distillation passes the KD loss).
     """
     start = time.perf_counter()
     check_group(run, resolved)  # the config before any data is read, the data after
@@ -157,7 +161,7 @@ def train_group(run: TrainConfig, resolved: dict[str, Any], prep: Prepared | Non
              "config": {k: v for k, v in resolved.items() if k not in ("seed", "seeds")}}
     (group_dir / GROUP_FILE).write_text(json.dumps(index, indent=1, default=str))
     parallel = concurrency(run, len(members))
-    summaries = _fit_all(run, members, resolved, prep, parallel)
+    summaries = _fit_all(run, members, resolved, prep, parallel, objective)
     unfinished = [s for s in summaries if s["status"] != "done"]
     if unfinished:
         return {"run_dir": str(group_dir), "status": "stopped",

@@ -3,33 +3,33 @@
 User mistakes (bad config keys, bad data, an unplaceable cluster) end with one line on stderr
 and exit code 2; ``--debug`` shows the traceback too. Anything else is a bug and keeps its
 traceback.
+
+Each verb's package is imported when that verb runs (``_dispatch``): ``shardtune --help`` and a
+mistyped key answer at once instead of importing torch, transformers and Ray first.
 """
 
 from __future__ import annotations
 
-import difflib
-import functools
 import json
 import os
-import re
 import signal
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-from trainers.errors import ConfigError, ShardtuneError, find_user_error
-from trainers.overrides import (
-    check_group_options,
-    distill_overrides,
-    own_data_overrides,
-    run_data_overrides,
-    unset_group_error,
+from data.errors import ConfigError, ShardtuneError, find_user_error
+from shardtune.compose import (
+    CONF_DIR,
+    CONFIG_NAMES,
+    compose,
+    resolved_dict,
+    to_run_config,
+    verb_config,
 )
+from shardtune.overrides import distill_overrides, run_data_overrides
 from trainers.stop import received, stopped_any
 
-CODE_DIR = Path(__file__).resolve().parent.parent
-CONF_DIR = CODE_DIR / "conf"
 VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
          "evaluate": "score a finished run on a split: CIs, slices, errors, baseline, gates",
          "data": "'data check': duplicates, near duplicates, leakage, PII of a data config",
@@ -46,10 +46,6 @@ VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
          "submit": "'submit [--address URL] [--wait] <verb> ...': run a verb as a Ray job; "
                    "--k8s renders a KubeRay RayJob",
          "jobs": "'jobs list|status|logs|stop [<id>]': Ray jobs on a cluster"}
-CONFIG_NAMES = {"train": "train", "evaluate": "evaluate", "card": "card",
-                "baseline": "baseline", "compare": "compare", "report": "report",
-                "sweep": "train", "ablate": "train", "distill": "train", "compress": "train",
-                "quantize": "quantize"}
 GROUPS = ("task", "model", "data", "peft", "optim", "trainer", "cluster", "tracking", "sweep",
           "ablation", "distill", "quant")
 
@@ -82,124 +78,6 @@ def usage() -> str:
     verbs = "\n".join(f"  {k:<10} {v}" for k, v in VERBS.items())
     groups = "\n".join(f"  {g:<10} {', '.join(_options(g))}" for g in GROUPS)
     return USAGE.format(verbs=verbs, groups=groups)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text.replace("full_key: ", "key: ")
-
-
-@functools.cache
-def _register_schemas() -> None:
-    """Once a process: storing the dataclass schemas costs ~0.1 s and they never change."""
-    from cluster.submit_config import register_submit_config
-    from distill.quant_run import register_quantize_config
-    from trainers.card import register_card_config
-    from trainers.config import register_configs
-    from trainers.eval_config import register_eval_configs
-
-    register_configs()
-    register_eval_configs()
-    register_card_config()
-    register_submit_config()
-    register_quantize_config()
-
-
-def compose(overrides: list[str], config_name: str = "train") -> Any:
-    """Compose ``conf/<config_name>.yaml`` with overrides; Hydra errors become one-line errors."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    overrides = own_data_overrides(overrides, config_name, CONF_DIR)  # data.path alone: yours
-    _register_schemas()
-    injected = []
-    if config_name not in ("card", "submit"):  # the configs that have paths.*
-        if not any(o.startswith("paths.root=") for o in overrides):
-            injected.append(f"paths.root={os.getcwd()}")
-        if not any(o.startswith("paths.code=") for o in overrides):
-            injected.append(f"paths.code={CODE_DIR}")
-    check_group_options(overrides, CONF_DIR)
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name, overrides=injected + list(overrides))
-    except AssertionError as exc:  # OmegaConf: a dotted override under an unset group
-        if "Unexpected type for root: NoneType" not in str(exc):
-            raise
-        raise unset_group_error(overrides, CONF_DIR) from None
-    except (HydraException, OmegaConfBaseException) as exc:
-        unknown = re.search(r"Could not override '([^']+)'", str(exc))
-        if unknown and re.search(r"not in struct|Key .* not in", _causes(exc)):
-            key = unknown.group(1)
-            close = difflib.get_close_matches(key, known_keys(), n=2, cutoff=0.7)
-            hint = f"did you mean {' or '.join(close)}?" if close else "see --cfg job for keys"
-            deeper = re.search(r"full_key: (\S+)", _causes(exc))
-            if deeper and deeper.group(1).startswith(key + "."):  # a new key in a mapping
-                return_hint = f"add map entries one by one: +{deeper.group(1)}=<value>"
-                raise ConfigError(key, f"has no entry '{deeper.group(1)[len(key) + 1:]}'",
-                                  return_hint) from exc
-            raise ConfigError(key, "no such key", hint) from exc
-        typed = re.search(r"(Value '[^']*' of type '\w+' could not be converted to \w+|"
-                          r"Invalid value '[^']*', expected one of \[[^\]]*\])\s+"
-                          r"full_key: (\S+)", _causes(exc))
-        if typed:  # a value of the wrong type, or not one of an enum's names
-            raise ConfigError(typed.group(2), typed.group(1)[0].lower() + typed.group(1)[1:],
-                              "see --cfg job for the current value") from exc
-        group = re.search(r"Could not find '([^'/]+)/([^']+)'\s+Available options in '[^']+':"
-                          r"\s+((?:\S+\s*)+?)\s*Config search path", str(exc))
-        if group:
-            options = ", ".join(group.group(3).split())
-            raise ConfigError(group.group(1), f"no option '{group.group(2)}'",
-                              f"choose one of: {options}") from exc
-        raise ShardtuneError(f"config: {_one_line(exc)}",
-                             "see 'shardtune train --help' for groups and keys") from exc
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def _causes(exc: BaseException) -> str:
-    parts = []
-    while exc is not None:
-        parts.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    return " ".join(parts)
-
-
-def known_keys() -> list[str]:
-    """Every dotted key of the default config (for 'did you mean' hints)."""
-    from omegaconf import OmegaConf
-
-    from trainers.config import TrainConfig
-    from trainers.metadata import flat_config
-
-    return list(flat_config(OmegaConf.to_container(OmegaConf.structured(TrainConfig))))
-
-
-def to_run_config(cfg: Any) -> Any:
-    """Resolve interpolations and build the typed TrainConfig (runs every __post_init__)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-
-    try:
-        return OmegaConf.to_object(cfg)
-    except MissingMandatoryValue as exc:
-        key = getattr(exc, "full_key", "") or "?"
-        raise ConfigError(key, "is required", f"e.g. {key}=runs/default" if key == "run"
-                          else "set it on the command line") from exc
-    except OmegaConfBaseException as exc:
-        inner = find_user_error(exc)
-        if inner is not None:
-            raise inner from exc
-        raise ShardtuneError(f"config: {_one_line(exc)}") from exc
-
-
-def resolved_dict(cfg: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
@@ -250,34 +128,35 @@ def console_log(verb: str, run: Any, overrides: list[str]) -> Path:
 def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str],
               data_overrides: list[str]) -> int:
     if verb == "train":
-        from trainers.console import print_summary
+        from shardtune.console import print_summary
         from trainers.train import train
+        from tuning.seeds import train_group
 
-        summary = train(run, resolved_dict(cfg))
+        summary = (train_group if run.seeds else train)(run, resolved_dict(cfg))
         print_summary(summary)
         print(json.dumps({"run_dir": summary["run_dir"], "status": summary["status"]}))
         return 0
     if verb == "data":
-        from data.check import check_command
+        from evaluation.data_check import check_command
 
         return check_command(run)
     if verb == "card":
-        from trainers.card import write_card
+        from evaluation.card import write_card
 
         print(f"written: {write_card(run)}")
         return 0
-    from trainers.console import print_evaluation
+    from shardtune.console import print_evaluation
 
     if verb == "evaluate":
-        from trainers.evaluate import evaluate
+        from evaluation.evaluate import evaluate
 
         return print_evaluation(evaluate(run, data_overrides=data_overrides))
     if verb == "baseline":
-        from trainers.baseline import run_baseline
+        from evaluation.baseline import run_baseline
 
         return print_evaluation(run_baseline(run))
     if verb == "compare":
-        from trainers.compare import compare
+        from evaluation.compare import compare
 
         result = compare(run)
         print(f"{result['verdict'].upper()}: {result['headline']}")
@@ -286,12 +165,12 @@ def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str],
         print(f"  report: {result['report']}")
         return 0
     if verb == "report":
-        from trainers.group_report import write_report
+        from evaluation.group_report import write_report
 
         print(f"written: {write_report(run)}")
         return 0
     if verb == "sweep":
-        from trainers.console import print_sweep
+        from shardtune.console import print_sweep
         from tuning.sweep import sweep
 
         if run.sweep is None:
@@ -334,7 +213,7 @@ def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str],
         if run.ablation is None:
             raise ConfigError("ablation", "no ablation chosen", "shardtune ablate "
                               f"ablation=<name>, one of: {', '.join(_options('ablation'))}")
-        print(f"written: {ablate(run, overrides)['report']}")
+        print(f"written: {ablate(run, overrides, verb_config)['report']}")
         return 0
     raise ShardtuneError(f"unknown verb {verb!r}", f"choose one of: {', '.join(VERBS)}")
 
@@ -362,7 +241,7 @@ def _cluster_verb(verb: str, rest: list[str], debug: bool) -> int:
               "list|status|logs|stop [<id>] [--address URL]")
         return 0
     try:
-        return submit_main(rest) if verb == "submit" else jobs_main(rest)
+        return submit_main(rest, verb_config) if verb == "submit" else jobs_main(rest)
     except Exception as exc:  # noqa: BLE001 - same policy as main()
         return report_user_error(exc, debug)
 

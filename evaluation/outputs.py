@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from data.config import DataConfig
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 from trainers.identity import RESUME_FREE, digest, identity, read_json
 
 EVAL_DIR = "eval"

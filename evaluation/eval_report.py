@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainers.eval_outputs import lost_line
+from evaluation.outputs import lost_line
 
 
 def _plots(result: dict[str, Any], frame: pd.DataFrame, labels: list[str], out: Path) -> None:

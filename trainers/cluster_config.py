@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 
 
 class ClusterMode(str, Enum):

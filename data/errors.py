@@ -96,7 +96,7 @@ class HideUserErrors:
             text += repr(record.exc_info[1])
         if text.startswith("Exception occurred in Ray Data or Ray Core internal code"):
             return False  # Ray's preface to re-raising a UDF error; real bugs re-raise anyway
-        return "trainers.errors." not in text
+        return "data.errors." not in text
 
 
 def hide_user_error_logs() -> None:

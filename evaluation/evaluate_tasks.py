@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from data.tokenize import IGNORE_INDEX, tokens_cut
-from trainers.stats import Estimate, length_buckets
+from evaluation.stats import Estimate, length_buckets
 
 
 class PredictTags:
@@ -187,7 +187,7 @@ def write_task_report(result: dict[str, Any], out: Path) -> Path:
     lines = [f"# Evaluation: `{Path(result['run']).name}` on `{result['data']}` / "
              f"{result['split']}", ""]
     if result.get("lost"):
-        from trainers.eval_outputs import lost_line
+        from evaluation.outputs import lost_line
 
         lines += [lost_line(result["lost"]), ""]
     if "entity_f1" in m:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from trainers.errors import ConfigError
+from data.errors import ConfigError
 
 PKG_SCHEME = "pkg://"
 
