@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,22 @@ PLANTED = {
     "AZURE_STORAGE_KEY": "azure0planted0key0" + "f" * 22,
 }
 LAST = "test_no_planted_secret_in_any_file_the_suite_wrote"
+# Fake secrets tests set with monkeypatch.setenv (a variable named like a credential): the
+# last test searches for these too.
+SET_BY_TESTS: set[str] = set()
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+@pytest.fixture(autouse=True)
+def _record_fake_secrets(monkeypatch: Any) -> None:
+    setenv = monkeypatch.setenv
+
+    def recording(name: str, value: str, prepend: str | None = None) -> None:
+        if _SECRET_NAME.search(name) and len(str(value)) >= 12:
+            SET_BY_TESTS.add(str(value))
+        setenv(name, value, prepend)
+
+    monkeypatch.setenv = recording
 
 
 def pytest_configure(config: Any) -> None:

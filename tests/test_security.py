@@ -3,26 +3,82 @@ interpolated; the local Ray exposes no dashboard."""
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import json
+import lzma
 import os
 import re
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shardtune.cli import main
-from tests.conftest import FAST, LAST, PLANTED
+from tests.conftest import FAST, LAST, PLANTED, SET_BY_TESTS
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
+def _secrets() -> list[str]:
+    """The planted values and every fake secret a test set with monkeypatch (conftest)."""
+    planted = [os.environ[name] for name in PLANTED if os.environ.get(name)]
+    return sorted({*planted, *SET_BY_TESTS})
+
+
+def _readable(path: Path) -> bytes:
+    """A file's bytes as a secret would show in them: parquet's (compressed) columns as
+    values, gzip/bz2/xz/zip members decompressed; anything else as stored."""
+    raw = path.read_bytes()
+    with contextlib.suppress(Exception):  # not what its name says: searched as stored
+        if path.suffix == ".parquet" or raw[:4] == b"PAR1":
+            import pyarrow.parquet as pq
+
+            return raw + json.dumps(pq.read_table(path).to_pylist(), default=str).encode()
+        if raw[:2] == b"\x1f\x8b":
+            return raw + gzip.decompress(raw)
+        if raw[:3] == b"BZh":
+            return raw + bz2.decompress(raw)
+        if raw[:6] == b"\xfd7zXZ\x00":
+            return raw + lzma.decompress(raw)
+        if raw[:4] == b"PK\x03\x04":
+            with zipfile.ZipFile(path) as archive:
+                return raw + b"".join(archive.read(n) for n in archive.namelist())
+    return raw
+
+
 def _leaks(paths: list[Path], texts: list[str]) -> list[str]:
-    values = {name: os.environ[name] for name in PLANTED if os.environ.get(name)}
-    pattern = re.compile("|".join(re.escape(v) for v in values.values()).encode())
-    found = [str(p) for p in paths if p.is_file() and pattern.search(p.read_bytes())]
+    pattern = re.compile("|".join(re.escape(v) for v in _secrets()).encode())
+    found = [str(p) for p in paths if p.is_file() and pattern.search(_readable(p))]
     found += [f"output {i}" for i, t in enumerate(texts) if pattern.search(t.encode())]
     return found
+
+
+def test_the_scan_reads_parquet_compressed_files_and_keys_other_tests_set(tmp_path,
+                                                                         monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    secret = PLANTED["WANDB_API_KEY"]
+    texts = [f"row {i:03d}" + (f" quoting {secret}" if i == 50 else "") for i in range(100)]
+    pq.write_table(pa.table({"text": texts}), tmp_path / "predictions.parquet",
+                   compression="zstd")  # the secret mid-column: not in the min/max stats
+    (tmp_path / "log.gz").write_bytes(gzip.compress(secret.encode() * 10))
+    (tmp_path / "log.xz").write_bytes(lzma.compress(secret.encode() * 10))
+    with zipfile.ZipFile(tmp_path / "bundle.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("inner.txt", secret * 10)
+    files = sorted(tmp_path.iterdir())
+    assert not any(secret.encode() in p.read_bytes() for p in files)  # hidden from a grep
+    assert _leaks(files, []) == [str(p) for p in files]
+    other = "another0fake0token0" + "g" * 21  # set by a test, not planted by conftest
+    monkeypatch.setenv("SOME_SERVICE_TOKEN", other)
+    (tmp_path / "plain.txt").write_text(other)
+    assert _leaks([tmp_path / "plain.txt"], []) == [str(tmp_path / "plain.txt")]
+    for path in tmp_path.iterdir():  # planted on purpose: not for the last test to find
+        path.unlink()
 
 
 def test_planted_secrets_appear_in_no_file_log_report_manifest_or_output(tmp_path, monkeypatch,
@@ -112,12 +168,18 @@ def _loopback(ip: str, ipaddress: Any) -> bool:
 
 def test_no_planted_secret_in_any_file_the_suite_wrote(tmp_path_factory):
     """Runs last (conftest): every file of every test — sweeps, distillation, compression,
-    submitted jobs, W&B offline runs, reports — and the Ray session's logs."""
+    submitted jobs, W&B offline runs and W&B's staging directories, reports — and the Ray
+    session's whole directory (logs, runtime resources, spilled objects), parquet and
+    compressed files read as their contents, for the planted keys and every fake key a test
+    set."""
     import ray
 
     roots = [tmp_path_factory.getbasetemp(),
-             Path(ray._private.worker._global_node.get_logs_dir_path())]
-    files = [p for root in roots for p in root.rglob("*") if p.is_file()]
+             Path(ray._private.worker._global_node.get_session_dir_path()),
+             *Path(tempfile.gettempdir()).glob("*wandb*"),
+             Path.home() / ".cache" / "wandb", Path.home() / ".config" / "wandb"]
+    files = [p for root in roots if root.is_dir() for p in root.rglob("*")
+             if p.is_file() and not p.is_symlink() and not p.is_socket()]
     assert files  # the whole suite's output (many thousand files in a full run)
     leaked = _leaks(files, [])
     assert not leaked, leaked
