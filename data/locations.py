@@ -1,4 +1,4 @@
-"""Resolve model and tokenizer locations, including weights shipped inside Python packages."""
+"""Resolve model and tokenizer locations: weights shipped inside Python packages, GGUF files."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import importlib.util
 import os
 
 from data.errors import ConfigError
+from data.gguf import hf_directory
 
 PKG_SCHEME = "pkg://"
 
@@ -20,7 +21,7 @@ def resolve_location(location: str, key: str) -> str:
         if not os.path.exists(os.path.expanduser(location)):
             raise ConfigError(key, f"no such file or directory: {location}",
                               "check the path (relative paths start from the current directory)")
-        return os.path.expanduser(location)
+        return _unpacked(os.path.expanduser(location), key)
     if not location.startswith(PKG_SCHEME):
         return location
     package, _, folder = location[len(PKG_SCHEME):].partition("/")
@@ -30,4 +31,12 @@ def resolve_location(location: str, key: str) -> str:
     path = os.path.join(list(spec.submodule_search_locations)[0], folder)
     if not os.path.exists(path):
         raise ConfigError(key, f"'{folder}' not found inside package '{package}'")
+    return _unpacked(path, key)
+
+
+def _unpacked(path: str, key: str) -> str:
+    """A GGUF file becomes its cached Hugging Face directory (data/gguf.py); a directory or
+    any other file is returned as it is."""
+    if path.endswith(".gguf") and os.path.isfile(path):
+        return hf_directory(path, key)
     return path
