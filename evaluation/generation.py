@@ -1,0 +1,88 @@
+"""Scores of generated text against one or more references per input.
+
+Corpus BLEU and chrF come from sacrebleu (its default tokenisation, so figures compare with
+published ones), ROUGE-L from rouge-score (the best F-measure over an input's references,
+averaged over inputs), exact match after whitespace normalisation. An input may have any
+number of references (E2E has 1 to 40 a meaning representation).
+
+Intervals: corpus BLEU and chrF are not means of per-example numbers, so their bootstrap
+resamples inputs and recomputes the corpus score from the resampled inputs' sufficient
+statistics (n-gram matches and lengths), as sacrebleu's own paired bootstrap does; ROUGE-L and
+exact match are means, resampled the same way. Per-example scores (sentence BLEU, chrF,
+ROUGE-L, exact) go into predictions for the worst examples, slices and paired comparison.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU, CHRF
+
+from data.errors import DataError
+
+CORPUS = ("bleu", "chrf")  # recomputed from summed statistics
+MEANS = ("rouge_l", "exact_match")  # averaged over inputs
+METRICS = CORPUS + MEANS
+
+
+def reference_streams(references: list[list[str]]) -> list[list[str | None]]:
+    """sacrebleu's layout: stream k holds every input's k-th reference (None past its last)."""
+    if any(not refs for refs in references):
+        first = next(i for i, refs in enumerate(references) if not refs)
+        raise DataError(f"example {first}", "has no reference to score against")
+    depth = max(len(refs) for refs in references)
+    return [[refs[k] if k < len(refs) else None for refs in references] for k in range(depth)]
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+def per_example(hypotheses: list[str], references: list[list[str]]) -> dict[str, list[float]]:
+    """Each input's sentence BLEU, chrF, best ROUGE-L F and exact match (0–100 like corpus)."""
+    bleu, chrf = BLEU(effective_order=True), CHRF()
+    rouge = rouge_scorer.RougeScorer(["rougeL"])
+    out: dict[str, list[float]] = {name: [] for name in METRICS}
+    for hyp, refs in zip(hypotheses, references, strict=True):
+        out["bleu"].append(bleu.sentence_score(hyp, refs).score)
+        out["chrf"].append(chrf.sentence_score(hyp, refs).score)
+        out["rouge_l"].append(100 * rouge.score_multi(refs, hyp)["rougeL"].fmeasure)
+        out["exact_match"].append(100.0 * any(_normalise(hyp) == _normalise(r) for r in refs))
+    return out
+
+
+def corpus_scores(hypotheses: list[str], references: list[list[str]],
+                  examples: dict[str, list[float]] | None = None) -> dict[str, float]:
+    """Corpus BLEU and chrF, mean ROUGE-L and exact match, all 0–100."""
+    streams = reference_streams(references)
+    examples = examples or per_example(hypotheses, references)
+    return {"bleu": BLEU().corpus_score(hypotheses, streams).score,
+            "chrf": CHRF().corpus_score(hypotheses, streams).score,
+            **{name: float(np.mean(examples[name])) for name in MEANS}}
+
+
+def bootstrap(hypotheses: list[str], references: list[list[str]],
+              examples: dict[str, list[float]], n: int = 1000, seed: int = 0,
+              level: float = 0.95) -> dict[str, dict[str, float]]:
+    """Percentile intervals of every metric from ``n`` resamples of the inputs."""
+    streams = reference_streams(references)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(hypotheses), size=(n, len(hypotheses)))
+    out: dict[str, dict[str, float]] = {}
+    low, high = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
+        stats = np.asarray(metric._extract_corpus_statistics(hypotheses, streams))
+        values = [metric._compute_score_from_stats(list(stats[idx].sum(0))).score
+                  for idx in draws]
+        out[name] = _interval(values, low, high)
+    for name in MEANS:
+        per = np.asarray(examples[name])
+        out[name] = _interval(per[draws].mean(1), low, high)
+    return out
+
+
+def _interval(values: Any, low: float, high: float) -> dict[str, float]:
+    lo, hi = np.percentile(values, [low, high])
+    return {"low": float(lo), "high": float(hi)}

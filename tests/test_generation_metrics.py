@@ -1,0 +1,52 @@
+"""Generation scores equal the libraries' own on fixed strings; intervals bracket them."""
+
+from __future__ import annotations
+
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from data.errors import DataError
+from evaluation.generation import bootstrap, corpus_scores, per_example, reference_streams
+
+HYPS = ["The Eagle is a cheap coffee shop near Burger King.",
+        "Alimentum is not family-friendly.",
+        "Zizzi serves French food in the city centre.",
+        "The Punter is a pub."]
+REFS = [["The Eagle is a low-priced coffee shop near Burger King.",
+         "Near Burger King, The Eagle is a cheap coffee shop."],
+        ["Alimentum is not family-friendly."],
+        ["Zizzi is a French restaurant in the city centre.", "In the city centre, Zizzi "
+         "serves French food.", "Zizzi offers French food in the centre of the city."],
+        ["The Punter is a riverside pub with a high customer rating."]]
+
+
+def test_corpus_bleu_chrf_and_rouge_l_equal_the_libraries_with_uneven_references():
+    streams = reference_streams(REFS)
+    assert len(streams) == 3 and streams[2][1] is None  # one input, one reference
+    scores = corpus_scores(HYPS, REFS)
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, streams).score)
+    assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, streams).score)
+    rouge = rouge_scorer.RougeScorer(["rougeL"])
+    expected = sum(rouge.score_multi(r, h)["rougeL"].fmeasure
+                   for h, r in zip(HYPS, REFS, strict=True)) / 4
+    assert scores["rouge_l"] == pytest.approx(100 * expected)
+    assert scores["exact_match"] == 25.0  # the second input, word for word
+    examples = per_example(HYPS, REFS)
+    assert examples["exact_match"] == [0.0, 100.0, 0.0, 0.0]
+    assert examples["bleu"][1] == pytest.approx(100.0)
+
+
+def test_bootstrap_intervals_bracket_the_corpus_scores_and_are_not_zero_width():
+    hyps, refs = HYPS * 5, REFS * 5
+    examples = per_example(hyps, refs)
+    scores = corpus_scores(hyps, refs, examples)
+    intervals = bootstrap(hyps, refs, examples, n=300, seed=0)
+    for name, value in scores.items():
+        assert intervals[name]["low"] <= value <= intervals[name]["high"], name
+        assert intervals[name]["high"] > intervals[name]["low"], name
+
+
+def test_an_input_without_references_is_an_error_naming_it():
+    with pytest.raises(DataError, match="example 1: has no reference"):
+        corpus_scores(HYPS[:2], [REFS[0], []])
