@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cluster.jobs import follow, jobs_command, submit
+from cluster.k8s import apply, render, write
+from cluster.submit import plan, split_overrides
 from data.errors import ConfigError
 from trainers.config import VerbConfig
 
@@ -40,8 +43,6 @@ def _flags(args: list[str]) -> tuple[dict[str, Any], list[str]]:
 def submit_main(args: list[str], verb_config: VerbConfig) -> int:
     """``verb_config`` is the application's composition (shardtune/compose.py): the submitted
     verb's config is built exactly as the job will build it."""
-    from cluster.submit import plan, split_overrides
-
     flags, rest = _flags(args)
     verbs = [a for a in rest if "=" not in a]
     if not verbs:
@@ -52,8 +53,6 @@ def submit_main(args: list[str], verb_config: VerbConfig) -> int:
     mine, theirs = split_overrides(overrides)
     spec = verb_config("submit", mine).submit
     if flags["--k8s"]:
-        from cluster.k8s import apply, render, write
-
         if not spec.k8s.image:
             raise ConfigError("submit.k8s.image", "is required for --k8s: the container image "
                               "with shardtune and its dependencies", "see cluster/Dockerfile")
@@ -67,8 +66,6 @@ def submit_main(args: list[str], verb_config: VerbConfig) -> int:
         out = Path(flags.get("--render") or f"{sub.submission_id}.rayjob.yaml")
         print(f"rendered: {write(manifest, out)}")
         return apply(out) if flags["--apply"] else 0
-    from cluster.jobs import follow, submit
-
     sub = plan(verb, theirs, spec, verb_config)
     address = flags.get("--address") or spec.address
     job_id = submit(sub, spec, address)
@@ -82,8 +79,6 @@ def submit_main(args: list[str], verb_config: VerbConfig) -> int:
 
 
 def jobs_main(args: list[str]) -> int:
-    from cluster.jobs import jobs_command
-
     flags, rest = _flags(args)
     if not rest or rest[0] not in ("list", "status", "logs", "stop"):
         raise ConfigError("jobs", "needs an action", "shardtune jobs list|status|logs|stop "

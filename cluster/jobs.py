@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.preflight import ADVICE, EXIT_CODE, MARKER
 from cluster.submit import Submission, runtime_env
 from cluster.submit_config import SubmitSpec
 from data.errors import ClusterError
@@ -33,7 +34,7 @@ def auth_headers() -> dict[str, str]:
 
 
 def client(address: str | None) -> Any:
-    from ray.job_submission import JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient  # Ray loads only to reach a job server
 
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
@@ -105,8 +106,6 @@ def follow(address: str | None, job_id: str) -> int:
 def preflight_failure(jobs: Any, job_id: str) -> str | None:
     """The one line of a job whose preflight refused the cluster's Python
     (cluster/preflight.py: exit code 78 and a ``shardtune preflight:`` line), else None."""
-    from cluster.preflight import ADVICE, EXIT_CODE, MARKER
-
     exit_code = getattr(jobs.get_job_info(job_id), "driver_exit_code", None)
     try:
         logs = jobs.get_job_logs(job_id)

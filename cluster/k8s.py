@@ -16,6 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from cluster.submit import FORWARDED_NAMES, Submission
 from cluster.submit_config import K8sConfig
 from data.errors import ClusterError, ConfigError
@@ -34,8 +36,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def template(kind: str) -> dict[str, Any]:
     """cluster/templates/<kind>.yaml: the skeleton every rendered manifest starts from."""
-    import yaml
-
     return yaml.safe_load((TEMPLATES / f"{kind}.yaml").read_text())
 
 
@@ -72,8 +72,6 @@ def _fill_pod(pod: dict[str, Any], k8s: K8sConfig, resources: dict[str, Any], gp
 def render(sub: Submission, k8s: K8sConfig, use_gpu: bool) -> dict[str, Any]:
     """The RayJob (or RayCluster) manifest as a dict, to dump or validate against the CRD:
     cluster/templates/ filled from the run's config and ``submit.k8s.*``."""
-    import yaml
-
     if not k8s.image:
         raise ConfigError("submit.k8s.image", "is required for --k8s: the container image with "
                           "shardtune and its dependencies", "see cluster/Dockerfile")
@@ -130,8 +128,6 @@ def _fill_metadata(manifest: dict[str, Any], name: str, k8s: K8sConfig, sub: Sub
 
 
 def write(manifest: dict[str, Any], path: Path) -> Path:
-    import yaml
-
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     return path
@@ -147,8 +143,6 @@ def apply(path: Path) -> int:
 
 def crd_schema(crd_file: Path) -> dict[str, Any]:
     """The v1 openAPIV3Schema of a KubeRay CRD file (for validating rendered manifests)."""
-    import yaml
-
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(crd_file.read_text(), Loader=loader)
     return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"][

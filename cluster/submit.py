@@ -7,6 +7,7 @@ multi-node job, and the forwarded environment (names only; values go to Ray, not
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import os
 import shlex
@@ -131,8 +132,6 @@ def runtime_env(sub: Submission, spec: SubmitSpec) -> dict[str, Any]:
 
 def requirements() -> list[str]:
     """install_requires from setup.cfg, so a cluster without the image can install them."""
-    import configparser
-
     parser = configparser.ConfigParser()
     parser.read(CODE_DIR / "setup.cfg")
     return [line.strip() for line in parser["options"]["install_requires"].splitlines()
