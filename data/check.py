@@ -32,7 +32,7 @@ def _shingles(text: str) -> set[bytes]:
 
 
 def _minhashes(texts: list[str]) -> list[Any]:
-    from datasketch import LeanMinHash, MinHash
+    from datasketch import LeanMinHash, MinHash  # ~1 s import: only near-duplicate search
 
     return [LeanMinHash(m) for m in MinHash.bulk([_shingles(t) for t in texts],
                                                  num_perm=NUM_PERM)]
@@ -40,7 +40,7 @@ def _minhashes(texts: list[str]) -> list[Any]:
 
 def near_duplicates(texts: list[str]) -> list[tuple[int, int, float]]:
     """Pairs (i, j, estimated Jaccard) within ``texts`` above the threshold, not exact dups."""
-    from datasketch import MinHashLSH
+    from datasketch import MinHashLSH  # ~1 s import: only near-duplicate search
 
     hashes = _minhashes(texts)
     lsh = MinHashLSH(threshold=NEAR_THRESHOLD, num_perm=NUM_PERM)
@@ -61,7 +61,7 @@ def leakage(train: list[str], other: list[str], near: bool) -> dict[str, Any]:
     exact = [t for t in other if normalise(t) in train_norm]
     out: dict[str, Any] = {"exact": len(exact), "exact_examples": exact[:EXAMPLES]}
     if near:
-        from datasketch import MinHashLSH
+        from datasketch import MinHashLSH  # ~1 s import: only near-duplicate search
 
         lsh = MinHashLSH(threshold=NEAR_THRESHOLD, num_perm=NUM_PERM)
         train_hashes = _minhashes(train)

@@ -6,6 +6,8 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import logging
+
 
 class ShardtuneError(Exception):
     """A mistake the user can fix; ``str()`` is the whole message."""
@@ -101,8 +103,6 @@ class HideUserErrors:
 
 def hide_user_error_logs() -> None:
     """Attach :class:`HideUserErrors` to the console handlers Ray installs."""
-    import logging
-
     import ray.data  # noqa: F401 - its import replaces ray.data's handlers: filter the new ones
 
     for name in ("ray", "ray.data", "ray.train"):

@@ -17,7 +17,7 @@ import numpy as np
 
 from data.check import dedup_plan
 from data.config import DataConfig, DataFormat, OnError
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from data.labels import check_label_types, check_labels, label_kind
 from data.pii import redact
 from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records, why_no_rows
@@ -153,7 +153,7 @@ def read_split(paths: list[str], key: str, cfg: DataConfig, task: str, split: st
                hidden: list[str] | None = None):
     """A lazy Ray Dataset of validated rows from ``paths`` (the config ``key`` names them);
     ``hidden`` collects the hidden and ``_`` files of directories, which are not read."""
-    import ray.data
+    import ray.data  # Ray loads only when data is read: the CLI imports this module without it
 
     shards = expand_paths(paths, key, cfg.format, hidden)
     items = [{"uri": s.uri, "fragment": s.fragment or ""} for s in shards]
@@ -211,8 +211,6 @@ class Splits:
     def pick(self, split: str) -> Any:
         """The named split's dataset, or an error naming the config key that would add it."""
         if split not in self.datasets:
-            from data.errors import ConfigError
-
             raise ConfigError("split", f"the data has no '{split}' split "
                               f"(has: {', '.join(self.datasets)})",
                               f"set data.{split}_path, or split=<one of those>")
@@ -221,7 +219,7 @@ class Splits:
 
 def build_splits(cfg: DataConfig, task: str) -> Splits:
     """Read, validate and split; compute the label vocabulary and dataset fingerprint."""
-    import ray.data
+    import ray.data  # Ray loads only when data is read: the CLI imports this module without it
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # same seed, same order (local mode)

@@ -221,7 +221,7 @@ def _jsonl_rows(raw: Any, where: str) -> Iterator[tuple[str, Row | RowError]]:
 
 
 def _parquet_rows(raw: Any, where: str) -> Iterator[tuple[str, Row]]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # only for parquet shards: JSONL and CSV readers skip it
 
     try:
         table_file = pq.ParquetFile(raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ class Tokenize:
 
     def __init__(self, tokenizer_path: str, task: str, max_length: int,
                  labels: list[str], pack: bool = True) -> None:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # in the tokenizing actor; the driver skips it
 
         self.tok = AutoTokenizer.from_pretrained(tokenizer_path)
         self.task = task
@@ -168,8 +169,6 @@ def _cached(tokenizer_path: str, stamp: float, task: str, max_length: int,
 def _stamp(tokenizer_path: str) -> float:
     """Newest file time of a local tokenizer directory (0 for a hub id): a tokenizer rewritten
     at the same path is loaded again, not served from the cache."""
-    from pathlib import Path
-
     path = Path(tokenizer_path)
     return max((f.stat().st_mtime for f in path.iterdir()), default=0.0) if path.is_dir() \
         else 0.0
@@ -223,7 +222,7 @@ def _truncation(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _block_truncation(block: Any) -> tuple[int, int]:
-    from ray.data.block import BlockAccessor
+    from ray.data.block import BlockAccessor  # runs as a Ray task: Ray is loaded there
 
     rows = BlockAccessor.for_block(block)
     if rows.num_rows() == 0:  # other splits' rows filtered out of this block
@@ -236,7 +235,7 @@ def count_truncation(tokenized: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """(examples truncated at ``task.max_length``, tokens they lost) per materialised tokenised
     split: one small Ray task per block, run where the block is (~20 ms; a Ray Data pass costs
     ~10x that, on every run). Streamed splits: :func:`count_truncation_raw`."""
-    import ray
+    import ray  # Ray loads only when a job runs: the CLI imports this module without it
 
     task = ray.remote(num_cpus=0)(_block_truncation)
     refs = {name: [task.remote(ref) for bundle in ds.iter_internal_ref_bundles()
