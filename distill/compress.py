@@ -16,16 +16,16 @@ from typing import Any
 
 from data.errors import ConfigError
 from distill.quant_config import QuantGate
+from distill.quant_run import QuantizeConfig, quantize
+from distill.run import distill
+from distill.teacher import teacher_dir
+from evaluation.aggregate import format_stat
+from evaluation.speed import measure_isolated, speed_texts
 from trainers.config import TrainConfig
 from trainers.quant_spec import QuantSpec
 
 
-def compress(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
-    from distill.quant_run import QuantizeConfig, quantize
-    from distill.run import distill
-    from distill.teacher import teacher_dir
-    from evaluation.speed import measure_isolated, speed_texts
-
+def compress(run: TrainConfig) -> dict[str, Any]:
     spec = run.compress
     root = Path(run.run_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ def compress(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
                               "failed": None}
     model_dir = tdir
     if spec.distill:
-        summary = distill(run, resolved)
+        summary = distill(run)
         figures = json.loads((root / "distill.json").read_text())
         teacher_acc = figures["teacher_accuracy"]["value"]
         student = figures["student_accuracy"]
@@ -84,8 +84,6 @@ def _quality(m: dict[str, Any] | None) -> str:
     if m is None:
         return "–"
     if "mean" in m:
-        from evaluation.aggregate import format_stat
-
         example = m.get("examples_ci")
         return format_stat(m, example, (example or {}).get("split", "test"))
     return f"{m['value']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"

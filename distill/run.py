@@ -12,17 +12,22 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from data.errors import ConfigError
+from distill.augment import transfer_rows
 from distill.objective import distiller
+from distill.report import write_distill_report
 from distill.student import every_other, keep_layers, layer_count, merged_teacher, save_student
 from distill.teacher import load_teacher, offline_outputs, provenance, teacher_dir
 from trainers.config import TrainConfig
+from trainers.models import load_tokenizer, tokenizer_location
+from trainers.train import prepare
+from tuning.seeds import train_group
 
 
 def student_init(run: TrainConfig, out: Path, teacher: tuple[Any, Any, list[str]] | None = None
@@ -62,7 +67,7 @@ def _pooling(teacher: str, run: TrainConfig) -> str:
 def _check_vocab(teacher_tok: Any, student_tokenizer: str) -> None:
     """The teacher reads the student's token ids, and token-level KD compares distributions
     over tokens: teacher and student must share one vocabulary."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # a slow import: only a distillation needs it
 
     student_tok = AutoTokenizer.from_pretrained(student_tokenizer)
     if teacher_tok.get_vocab() != student_tok.get_vocab():
@@ -71,11 +76,7 @@ def _check_vocab(teacher_tok: Any, student_tokenizer: str) -> None:
                           "token-level KD needs one tokenizer: use the teacher's")
 
 
-def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
-    from distill.report import write_distill_report
-    from trainers.train import prepare
-    from tuning.seeds import train_group
-
+def distill(run: TrainConfig) -> dict[str, Any]:
     spec = run.distill
     if spec.augment and run.task.kind.value != "seq_cls":
         raise ConfigError("distill.augment", f"copies are made for seq_cls, not "
@@ -85,8 +86,6 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     teacher = load_teacher(spec.teacher, run.task.kind)  # once: labels, tokenizer, init
     teacher_labels = teacher[2]
     model, kept = student_init(run, root / "student_init", teacher)
-    resolved = copy.deepcopy(resolved)
-    resolved["model"] = {**resolved["model"], **model}
     seeds = list(run.seeds) or [run.seed]
     student = dataclasses.replace(
         run, model=dataclasses.replace(run.model, **{k: model[k] for k in (
@@ -100,15 +99,10 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
                           f"teacher's ({len(teacher_labels)})", "distil on the teacher's data")
     plain = prep
     if spec.augment:
-        from distill.augment import transfer_rows
-        from trainers.models import tokenizer_location
-
         train, rows = transfer_rows(prep, student, tokenizer_location(student.model))
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train},
                                    train_rows=rows)
     if spec.teacher_mode == "offline":
-        from trainers.models import load_tokenizer
-
         out_dir = Path(spec.outputs_dir) if spec.outputs_dir else (
             (teacher_dir(spec.teacher) or root) / "teacher_outputs" / run.data.name)
         wanted = provenance(spec, str(teacher_dir(spec.teacher) or spec.teacher),
@@ -117,9 +111,7 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         train = offline_outputs(prep.datasets["train"], spec, spec.teacher, out_dir, wanted,
                                 run.task.kind.value, load_tokenizer(student.model).pad_token_id)
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train})
-    base = {**resolved, "seeds": seeds, "run_name": "student",
-            "paths": {**resolved["paths"], "runs": str(root)}}
-    kd = train_group(student, base, prep, objective=distiller)
+    kd = train_group(student, prep, objective=distiller)
     if kd["status"] != "done":  # stopped (a signal): re-running the command resumes it
         return {"run_dir": str(root), "status": "stopped"}
     control = None
@@ -127,9 +119,7 @@ def distill(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         trainer = control_schedule(student.trainer, spec.augment)
         control_run = dataclasses.replace(student, distill=None, run_name="control",
                                           trainer=trainer)
-        control = train_group(control_run, {**base, "distill": None, "run_name": "control",
-                                            "trainer": {**base["trainer"],
-                                                        "epochs": trainer.epochs}}, plain)
+        control = train_group(control_run, plain)
         if control["status"] != "done":
             return {"run_dir": str(root), "status": "stopped"}
     summary = {"run_dir": str(root), "status": "done", "teacher": spec.teacher,
@@ -153,9 +143,5 @@ def control_schedule(trainer: Any, augment: int) -> Any:
 
 def _tokenizer_hash(student: TrainConfig) -> str:
     """What the teacher outputs are aligned to: the student's token ids."""
-    import hashlib
-
-    from trainers.models import load_tokenizer
-
     vocab = load_tokenizer(student.model).get_vocab()
     return hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()[:16]

@@ -14,21 +14,26 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from data.errors import ConfigError, ShardtuneError, find_user_error
 from shardtune.compose import (
     CONF_DIR,
     CONFIG_NAMES,
     compose,
-    resolved_dict,
     to_run_config,
     verb_config,
 )
+from shardtune.console import print_evaluation, print_summary, print_sweep
 from shardtune.overrides import distill_overrides, run_data_overrides
+from trainers.console_logs import routed
 from trainers.stop import received, stopped_any
+from trainers.storage import mirrored
 
 VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
          "evaluate": "score a finished run on a split: CIs, slices, errors, baseline, gates",
@@ -86,17 +91,12 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
     overrides, data_overrides = run_data_overrides(verb, overrides)
     cfg = compose(overrides, CONFIG_NAMES.get(verb, "train"))
     if show_cfg:
-        from omegaconf import OmegaConf
-
         print(OmegaConf.to_yaml(cfg, resolve=True))
         return 0
     run = to_run_config(cfg)
-    from trainers.console_logs import routed
-    from trainers.storage import mirrored
-
     log = console_log(verb, run, overrides)
     with mirrored(getattr(run, "paths", None)), routed(log, show_progress=verb != "sweep"):
-        code = _dispatch(verb, run, cfg, overrides, data_overrides)
+        code = _dispatch(verb, run, overrides, data_overrides)
     signum = received()
     if signum and stopped_any():  # a graceful stop (trainers/stop.py): checkpoint, then out
         print(f"stopped by {signal.Signals(signum).name}: re-run the same command to resume",
@@ -108,8 +108,6 @@ def run_verb(verb: str, overrides: list[str], show_cfg: bool) -> int:
 def console_log(verb: str, run: Any, overrides: list[str]) -> Path:
     """The command's log file: ``runs/<name>/console.log`` for a verb that makes a run, sweep
     or ablation, ``runs/logs/<verb>-<time>.log`` for the others."""
-    import time
-
     runs = Path(getattr(getattr(run, "paths", None), "runs", "runs"))
     name = None
     if verb == "sweep" and getattr(run, "sweep", None) is not None:
@@ -125,14 +123,12 @@ def console_log(verb: str, run: Any, overrides: list[str]) -> Path:
     return runs / "logs" / f"{verb}-{time.strftime('%Y%m%d-%H%M%S')}.log"
 
 
-def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str],
-              data_overrides: list[str]) -> int:
+def _dispatch(verb: str, run: Any, overrides: list[str], data_overrides: list[str]) -> int:
     if verb == "train":
-        from shardtune.console import print_summary
         from trainers.train import train
         from tuning.seeds import train_group
 
-        summary = (train_group if run.seeds else train)(run, resolved_dict(cfg))
+        summary = (train_group if run.seeds else train)(run)
         print_summary(summary)
         print(json.dumps({"run_dir": summary["run_dir"], "status": summary["status"]}))
         return 0
@@ -145,8 +141,6 @@ def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str],
 
         print(f"written: {write_card(run)}")
         return 0
-    from shardtune.console import print_evaluation
-
     if verb == "evaluate":
         from evaluation.evaluate import evaluate
 
@@ -170,18 +164,17 @@ def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str],
         print(f"written: {write_report(run)}")
         return 0
     if verb == "sweep":
-        from shardtune.console import print_sweep
         from tuning.sweep import sweep
 
         if run.sweep is None:
             raise ConfigError("sweep", "no sweep chosen", f"shardtune sweep sweep=<name>, one "
                               f"of: {', '.join(_options('sweep'))}")
-        print_sweep(sweep(run, resolved_dict(cfg), overrides))
+        print_sweep(sweep(run, overrides))
         return 0
     if verb == "distill":
         from distill.run import distill
 
-        summary = distill(run, resolved_dict(cfg))
+        summary = distill(run)
         if summary["status"] != "done":
             return 0
         print(Path(summary["report"]).read_text())
@@ -200,7 +193,7 @@ def _dispatch(verb: str, run: Any, cfg: Any, overrides: list[str],
     if verb == "compress":
         from distill.compress import compress, stage_message
 
-        result = compress(run, resolved_dict(cfg))
+        result = compress(run)
         print(Path(result["report"]).read_text())
         if result["failed"]:
             print(f"error: {stage_message(result)}", file=sys.stderr)

@@ -145,10 +145,3 @@ def verb_config(verb: str, overrides: list[str]) -> Any:
     if verb in ("distill", "compress"):
         overrides = distill_overrides(list(overrides), verb)
     return to_run_config(compose(list(overrides), CONFIG_NAMES.get(verb, "train")))
-
-
-def resolved_dict(cfg: Any) -> dict[str, Any]:
-    """The composed config as plain, resolved containers (what config.json records)."""
-    return OmegaConf.to_container(cfg, resolve=True)
-
-

@@ -112,20 +112,20 @@ def s3_store() -> Any:
     server.stop()
 
 
-def compose_run(tmp_path: Path, overrides: list[str]) -> tuple[Any, dict]:
-    """Compose the real config with ``paths.root=tmp_path``; returns (TrainConfig, resolved)."""
-    from shardtune.compose import compose, resolved_dict, to_run_config
+def compose_run(tmp_path: Path, overrides: list[str]) -> Any:
+    """The typed config of the real config with ``paths.root=tmp_path`` (a JobConfig)."""
+    from shardtune.compose import compose, to_run_config
 
-    cfg = compose([f"paths.root={tmp_path}", f"paths.datasets={SHARED}", *overrides])
-    return to_run_config(cfg), resolved_dict(cfg)
+    return to_run_config(compose([f"paths.root={tmp_path}", f"paths.datasets={SHARED}",
+                                  *overrides]))
 
 
 def train_run(tmp_path: Path, overrides: list[str]) -> dict:
     from trainers.train import train
     from tuning.seeds import train_group
 
-    run, resolved = compose_run(tmp_path, overrides)
-    return (train_group if run.seeds else train)(run, resolved)
+    run = compose_run(tmp_path, overrides)
+    return (train_group if run.seeds else train)(run)
 
 
 # Real-data runs that more than one module needs (the task tests check that they learn, the

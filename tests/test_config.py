@@ -9,16 +9,16 @@ import pytest
 from data.errors import ConfigError
 from shardtune.cli import main
 from tests.conftest import compose_run
-from trainers.config import PeftMethod, TaskKind
+from trainers.config import PeftMethod, TaskKind, config_dict
 
 
 def test_default_config_is_typed_and_absolute(tmp_path):
-    run, resolved = compose_run(tmp_path, [])
+    run = compose_run(tmp_path, [])
     assert run.task.kind == TaskKind.seq_cls
     assert run.peft.method == PeftMethod.lora
     assert run.data.path[0].startswith("/") and run.data.path[0].endswith("sample/train.jsonl")
     assert run.run_dir == f"{tmp_path}/runs/default"
-    assert resolved["data"]["name"] == "sample"
+    assert run.data.name == "sample"
 
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -26,7 +26,7 @@ def test_default_config_is_typed_and_absolute(tmp_path):
     (["task=token_cls", "data=wnut17"], TaskKind.token_cls),
 ])
 def test_group_choices_compose(tmp_path, overrides, expected):
-    run, _ = compose_run(tmp_path, overrides)
+    run = compose_run(tmp_path, overrides)
     assert run.task.kind == expected
 
 
@@ -76,8 +76,8 @@ def test_a_run_saved_by_an_older_version_loads_and_an_unknown_key_is_one_error(t
     loads (as a distillation teacher, an evaluation's run); a key no version knows is named."""
     from trainers.models import load_run_config
 
-    _, resolved = compose_run(tmp_path, ["trainer.max_failures=0"])
-    old = json.loads(json.dumps(resolved, default=str))
+    run = compose_run(tmp_path, ["trainer.max_failures=0"])
+    old = json.loads(json.dumps(config_dict(run), default=str))
     old["cluster"]["max_failures"] = old["trainer"].pop("max_failures") + 2
     (tmp_path / "config.json").write_text(json.dumps(old))
     assert load_run_config(tmp_path).trainer.max_failures == 2
@@ -85,3 +85,54 @@ def test_a_run_saved_by_an_older_version_loads_and_an_unknown_key_is_one_error(t
     (tmp_path / "config.json").write_text(json.dumps(old))
     with pytest.raises(ConfigError, match="trainer.warp_speed is not a key"):
         load_run_config(tmp_path)
+
+
+@pytest.mark.parametrize("overrides", [
+    [], ["data=banking77", "seeds=[0,1]"], ["sweep=grid_example", "trainer.eval_every=2"],
+    ["data.path=[a.jsonl]", "data.format=jsonl"],  # a one-entry list: a list in Hydra's tree
+])
+def test_records_written_from_hydras_tree_still_resume(tmp_path, overrides):
+    """config.json, group.json and a sweep's identity.json were once written from Hydra's
+    resolved tree (``data.path`` a string; the typed config holds a list): what was saved then
+    resumes under the typed config, keeps its config group, and a real change is refused."""
+    import dataclasses
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    from shardtune.compose import compose, to_run_config
+    from tests.conftest import SHARED
+    from trainers.identity import identity, run_identity, write_json
+    from trainers.metadata import NOT_CONFIG, config_group
+    from trainers.train import _check_resume_config
+    from tuning.seeds import check_group
+    from tuning.sweep import IDENTITY_FILE, SWEEP_FREE, SWEEP_KEYS, check_identity
+
+    cfg = compose([f"paths.root={tmp_path}", f"paths.datasets={SHARED}", *overrides])
+    hydra = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True), default=str))
+    run = to_run_config(cfg)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "config.json").write_text(json.dumps(hydra))
+    (saved / "run_meta.json").write_text(json.dumps(
+        {"dataset": {"fingerprint": {"sha256": "a" * 64}}}))
+    (saved / "group.json").write_text(json.dumps({"identity": run_identity(hydra, "a" * 64)}))
+    write_json(saved / IDENTITY_FILE, identity(hydra, SWEEP_KEYS, SWEEP_FREE, "a" * 64))
+    group_run = dataclasses.replace(run, paths=dataclasses.replace(run.paths,
+                                                                   runs=str(tmp_path)))
+    group_run = dataclasses.replace(group_run, run_name="saved")
+    _check_resume_config(saved, run, "a" * 64)
+    check_group(group_run, "a" * 64)
+    check_identity(saved, run, "a" * 64)
+    if not overrides or not overrides[0].startswith("data.path=["):  # the string form
+        trimmed = {k: v for k, v in hydra.items() if k not in NOT_CONFIG}
+        old_group = hashlib.sha256(json.dumps(trimmed, sort_keys=True).encode()).hexdigest()
+        assert config_group(run) == old_group[:12]
+
+    changed = dataclasses.replace(run, optim=dataclasses.replace(run.optim, lr=0.123))
+    for check in (lambda: _check_resume_config(saved, changed, "a" * 64),
+                  lambda: check_group(dataclasses.replace(changed, paths=group_run.paths,
+                                                          run_name="saved"), "a" * 64),
+                  lambda: check_identity(saved, changed, "a" * 64)):
+        with pytest.raises(ConfigError, match=r"optim.lr \(.* → 0.123\) changed"):
+            check()

@@ -39,19 +39,19 @@ def test_readme_own_data_example_trains_on_the_users_data_alone(tmp_path, monkey
 
 
 def test_data_path_alone_composes_the_users_data_and_a_group_choice_is_kept(tmp_path):
-    run, _ = compose_run(tmp_path, [f"data.path={tmp_path}/x.csv", "data.format=csv"])
+    run = compose_run(tmp_path, [f"data.path={tmp_path}/x.csv", "data.format=csv"])
     assert run.data.path == [f"{tmp_path}/x.csv"] and run.data.format.value == "csv"
     assert run.data.test_path is None and run.data.validation_path is None
     assert run.data.metadata_fields == [] and run.data.name == "x"
-    run, _ = compose_run(tmp_path, [f"data.path={tmp_path}/x.jsonl", "data.name=mine"])
+    run = compose_run(tmp_path, [f"data.path={tmp_path}/x.jsonl", "data.name=mine"])
     assert run.data.name == "mine" and run.data.format.value == "auto"
     baseline = compose([f"data.path={tmp_path}/x.csv", f"paths.root={tmp_path}"], "baseline")
     assert baseline.data.test_path is None and baseline.data.name == "x"
     for choice in (["data=banking77"], ["experiment=banking77_lora"]):
-        run, _ = compose_run(tmp_path, [*choice, f"data.path={tmp_path}/b.csv"])
+        run = compose_run(tmp_path, [*choice, f"data.path={tmp_path}/b.csv"])
         assert run.data.name == "banking77" and run.data.path == [f"{tmp_path}/b.csv"]
         assert run.data.test_path == [f"{SHARED}/banking77/test.csv"]
-    run, _ = compose_run(tmp_path, ["data=sample", f"data.path={tmp_path}/t.jsonl"])
+    run = compose_run(tmp_path, ["data=sample", f"data.path={tmp_path}/t.jsonl"])
     assert run.data.metadata_fields == ["channel"] and run.data.test_path is not None
     evaluate = ["run=runs/default", f"data.path={tmp_path}/x.csv"]
     assert own_data_overrides(evaluate, "evaluate", CONF_DIR) == evaluate  # the run's own data

@@ -72,7 +72,7 @@ def test_seed_group_trains_each_seed_once_and_aggregates(tmp_path):
     assert index["status"] == "done" and index["seeds"] == [0, 1]
     assert [Path(m).name for m in index["members"]] == ["seed0", "seed1"]
     # the group id is the config hash without the seed: a lone run of it shares the id
-    _, lone = compose_run(tmp_path, [*short, "run_name=lone", "seed=7"])
+    lone = compose_run(tmp_path, [*short, "run_name=lone", "seed=7"])
     assert index["config_group"] == config_group(lone)
 
     metas = [json.loads((Path(m) / "run_meta.json").read_text()) for m in index["members"]]
@@ -107,28 +107,29 @@ def test_seed_group_trains_each_seed_once_and_aggregates(tmp_path):
 
 def test_group_and_run_refuse_other_data_contents(tmp_path):
     """Same config keys, other file contents: the data's hash names the change."""
+    from trainers.config import config_dict
     from trainers.identity import DATA_CONTENT, run_identity
     from trainers.train import _check_resume_config
     from tuning.seeds import check_group
 
-    run, resolved = compose_run(tmp_path, [*FAST, "run_name=g", "seeds=[0]"])
+    run = compose_run(tmp_path, [*FAST, "run_name=g", "seeds=[0]"])
     group = Path(run.run_dir)
     group.mkdir(parents=True)
     (group / "group.json").write_text(json.dumps(
-        {"identity": run_identity(resolved, "a" * 64)}))
-    check_group(run, resolved)  # the config alone matches
-    check_group(run, resolved, "a" * 64)
+        {"identity": run_identity(config_dict(run), "a" * 64)}))
+    check_group(run)  # the config alone matches
+    check_group(run, "a" * 64)
     with pytest.raises(ConfigError, match=re.escape(f"{DATA_CONTENT} changed")):
-        check_group(run, resolved, "b" * 64)
+        check_group(run, "b" * 64)
     one = tmp_path / "one"
     one.mkdir()
-    (one / "config.json").write_text(json.dumps(resolved))
+    (one / "config.json").write_text(json.dumps(config_dict(run), default=str))
     (one / "run_meta.json").write_text(json.dumps(
         {"dataset": {"fingerprint": {"sha256": "a" * 64}}}))
-    _check_resume_config(one, resolved, "a" * 64)
+    _check_resume_config(one, run, "a" * 64)
     with pytest.raises(ConfigError, match=re.escape(f"checkpoints of another configuration: "
                                                     f"{DATA_CONTENT} changed")):
-        _check_resume_config(one, resolved, "b" * 64)
+        _check_resume_config(one, run, "b" * 64)
 
 
 def _trained(run_dir: Path) -> bool:

@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"search": "tpe", "space": {"peft.r": {"grid": [4, 8]}}}, "cannot take grid axes"),
 ])
 def test_bad_sweep_definitions_fail_before_any_trial(change, message, tmp_path):
-    _, resolved = compose_run(tmp_path, ["sweep=grid_example", "trainer.eval_every=2"])
+    run = compose_run(tmp_path, ["sweep=grid_example", "trainer.eval_every=2"])
     spec = dataclasses.replace(SweepSpec(name="x", space={"peft.r": {"choice": [4]}}), **change)
     with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("(", r"\(")):
-        validate(spec, resolved, "seq_cls", has_validation=True)
+        validate(spec, run, has_validation=True)
 
 
 def test_nested_and_dotted_axes_are_the_same_axis():

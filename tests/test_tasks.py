@@ -41,10 +41,10 @@ def test_clinc150_and_agnews_configs_read_their_formats(tmp_path):
     from data.pipeline import build_splits
     from tests.conftest import compose_run
 
-    run, _ = compose_run(tmp_path, ["data=clinc150"])
+    run = compose_run(tmp_path, ["data=clinc150"])
     splits = build_splits(run.data, "seq_cls")
     assert splits.summaries["train"].rows == 15000 and len(splits.labels) == 150
     assert splits.summaries["validation"].rows == 3000
-    run, _ = compose_run(tmp_path, ["data=agnews_subset", "data.max_examples=50"])
+    run = compose_run(tmp_path, ["data=agnews_subset", "data.max_examples=50"])
     splits = build_splits(run.data, "seq_cls")
     assert set(splits.labels) <= {"World", "Sports", "Business", "Sci/Tech"}

@@ -354,7 +354,25 @@ class TrainConfig:
 VerbConfig = Callable[[str, List[str]], Any]
 
 
+# Data locations DataConfig holds as lists; Hydra's tree keeps one location as the string given.
+DATA_LOCATIONS = ("path", "validation_path", "test_path")
+
+
 def config_dict(config: Any) -> Dict[str, Any]:
     """The plain form of a typed config (config.json, W&B, identity hashes): always derived
-    from the typed object, never kept beside it."""
-    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    from the typed object, never kept beside it. It matches what these records held when
+    Hydra's tree was their source, so a run, group or sweep saved then still resumes."""
+    out = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    return single_locations(out)
+
+
+def single_locations(tree: Dict[str, Any]) -> Dict[str, Any]:
+    """A one-entry data location as its string, in a config tree or a flat identity
+    (``data.path``): one form whether a record came from the typed config or Hydra's tree."""
+    data = tree.get("data")
+    for key in DATA_LOCATIONS:
+        for holder, name in ((data, key), (tree, f"data.{key}")):
+            if isinstance(holder, dict) and isinstance(holder.get(name), list) \
+                    and len(holder[name]) == 1:
+                holder[name] = holder[name][0]
+    return tree

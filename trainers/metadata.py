@@ -7,11 +7,12 @@ import json
 import os
 import platform
 import subprocess
+import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from trainers.config import TrainConfig
+from trainers.config import TrainConfig, config_dict
 
 # Keys that name or place a run but do not change what is trained.
 NOT_CONFIG = ("seed", "seeds", "run_name", "group_name", "paths", "sweep", "ablation")
@@ -50,19 +51,19 @@ def flat_config(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_group(resolved: dict[str, Any]) -> str:
-    """Hash of the resolved config minus seed, run name and paths: one config's seeds share it."""
-    trimmed = {k: v for k, v in resolved.items() if k not in NOT_CONFIG}
+def config_group(run: TrainConfig) -> str:
+    """Hash of the config minus seed, run name and paths: one config's seeds share it."""
+    trimmed = {k: v for k, v in config_dict(run).items() if k not in NOT_CONFIG}
     blob = json.dumps(trimmed, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def run_metadata(run: TrainConfig, resolved: dict[str, Any], splits: Any) -> dict[str, Any]:
+def run_metadata(run: TrainConfig, splits: Any) -> dict[str, Any]:
     return {
         "run_name": run.run_name,
         "group_name": run.group_name,
         "seed": run.seed,
-        "config_group": config_group(resolved),
+        "config_group": config_group(run),
         "git": _git(run.paths.code),
         "versions": _versions(),
         "python": platform.python_version(),
@@ -100,8 +101,6 @@ def split_counts(s: Any, max_length: int) -> dict[str, Any]:
 
 def append_index(run: TrainConfig, meta: dict[str, Any], metrics: dict[str, Any]) -> None:
     """One line per finished run in ``runs/index.jsonl``: the trend table reads it."""
-    import time
-
     entry = {"time": time.time(), "run_dir": run.run_dir, "run_name": run.run_name,
              "group_name": run.group_name, "config_group": meta["config_group"],
              "seed": run.seed, "commit": meta["git"]["commit"],

@@ -25,18 +25,19 @@ from trainers.checkpoint import (
     scan,
 )
 from trainers.cluster_config import ClusterMode
-from trainers.config import TrainConfig
+from trainers.config import TrainConfig, config_dict, single_locations
 from trainers.data_loss import due_per_epoch
 from trainers.identity import read_json, refuse_if_changed, run_identity
 from trainers.loop import train_loop
 from trainers.metadata import append_index, run_metadata
-from trainers.models import check_model, tokenizer_location
+from trainers.models import check_model, load_tokenizer, load_trained, tokenizer_location
 from trainers.objective import ObjectiveFactory, task_loss
+from trainers.quantize import merge_full_precision
 from trainers.report import write_report
 from trainers.scaling import check_placement, check_strategy, ensure_ray, scaling_config
 from trainers.stop import received, stop_flag, stopped
 from trainers.storage import Store, run_store, upload_written
-from trainers.tracking import METRICS_FILE
+from trainers.tracking import METRICS_FILE, upload_artifacts
 
 EXPORTED = ("adapter", "tokenizer", "label_map.json")
 
@@ -83,16 +84,16 @@ def prepare(run: TrainConfig) -> Prepared:
                     {name: n for name, n in rows.items() if name != "train"})
 
 
-def train(run: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
+def train(run: TrainConfig) -> dict[str, Any]:
     """Run one training job end to end (a seed group, ``seeds=[...]``, is tuning/seeds.py)."""
     if run.seeds:
         raise ValueError("a seed group (seeds=[...]) trains with tuning.seeds.train_group")
     if scan(Path(run.run_dir))[0]:  # a changed config is refused before any data is read
-        _check_resume_config(Path(run.run_dir), resolved, None)
-    return fit(run, resolved, prepare(run))
+        _check_resume_config(Path(run.run_dir), run, None)
+    return fit(run, prepare(run))
 
 
-def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
+def fit(run: TrainConfig, prep: Prepared,
         callbacks: list[Any] | None = None, stop_key: str | None = None,
         objective: ObjectiveFactory = task_loss) -> dict[str, Any]:
     """Train one seed on prepared data, export its artefacts and return its summary.
@@ -102,7 +103,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     ``stop_key``: the stop flag of the driver that started this fit in a Ray task (a seed
     group's concurrent runs); by default the fit's own.
     """
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig  # slow import
 
     splits, datasets, train_rows = prep.splits, prep.datasets, prep.train_rows
     run_dir = Path(run.run_dir)
@@ -114,15 +115,16 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
     store = run_store(run.paths.store, run.run_dir, run.paths.runs)
     resume_from, half_written = _resume_candidates(run_dir, store)
     if resume_from is not None:
-        _check_resume_config(run_dir, resolved, splits.fingerprint["sha256"])
-    meta = run_metadata(run, resolved, splits)
+        _check_resume_config(run_dir, run, splits.fingerprint["sha256"])
+    config = config_dict(run)  # what config.json and W&B record
+    meta = run_metadata(run, splits)
     meta["train_rows"] = train_rows  # per epoch; more than the split's with KD copies
     world = 1 if run.cluster.mode == ClusterMode.local else run.cluster.num_workers
     meta["train_split"] = {"workers": world,  # Ray Train's equal split: the rest sits out
                            "rows_left_out_per_epoch": train_rows - due_per_epoch(train_rows,
                                                                                  world)}
     meta["data_check"] = prep.data_check
-    (run_dir / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
+    (run_dir / "config.json").write_text(json.dumps(config, indent=1, default=str))
     (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
     if store is not None:  # a resume on another machine checks its config against this one
         upload_written(run_dir, store, started)
@@ -135,7 +137,7 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         "eval_rows": prep.eval_rows,
         "local_mode": run.cluster.mode == ClusterMode.local,
         "has_validation": "validation" in datasets, "has_test": "test" in datasets,
-        "tracked_config": resolved, "config_group": meta["config_group"],
+        "tracked_config": config, "config_group": meta["config_group"],
         "objective": objective,
     }
     with stop_flag() as key:  # SIGTERM / Ctrl-C: checkpoint at the next step, then stop
@@ -184,17 +186,15 @@ def fit(run: TrainConfig, resolved: dict[str, Any], prep: Prepared,
         return summary
     append_index(run, meta, metrics_out)
     if run.tracking.wandb and run.tracking.log_artifacts:
-        from trainers.tracking import upload_artifacts
-
         upload_artifacts(run, [run_dir / "adapter", run_dir / "report.md",
-                               run_dir / "metrics.json"], meta["config_group"], resolved)
+                               run_dir / "metrics.json"], meta["config_group"], config)
     return summary
 
 
 def _trainer_class() -> Any:
     """TorchTrainer without Ray Train's Ctrl-C handler (Ray 2.60 aborts the run on SIGINT and
     loses the work since the last checkpoint; trainers/stop.py checkpoints first)."""
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchTrainer  # seconds to import: only when a run starts
 
     class Trainer(TorchTrainer):
         def _register_sigint_handler(self, controller: Any) -> None:
@@ -250,23 +250,20 @@ def saved_run_identity(run_dir: Path) -> dict[str, Any] | None:
     if saved is None:
         return None
     meta = read_json(run_dir / "run_meta.json") or {}
-    return run_identity(saved, meta.get("dataset", {}).get("fingerprint", {}).get("sha256"))
+    return run_identity(single_locations(saved),  # saved by this version or an older one
+                        meta.get("dataset", {}).get("fingerprint", {}).get("sha256"))
 
 
-def _check_resume_config(run_dir: Path, resolved: dict[str, Any], data_sha256: str | None
-                         ) -> None:
+def _check_resume_config(run_dir: Path, run: TrainConfig, data_sha256: str | None) -> None:
     """Refuse to continue a run's checkpoint under a configuration (or data) that changes what
     it trains: the weights would load (or fail to load) and the result would be neither run."""
     refuse_if_changed(run_dir, "checkpoints", saved_run_identity(run_dir),
-                      run_identity(resolved, data_sha256))
+                      run_identity(config_dict(run), data_sha256))
 
 
 def export_merged(run: TrainConfig, run_dir: Path) -> Path:
     """Merge the adapter into full-precision base weights and save a standalone model (a
     QLoRA base is dequantised first: the adapter was trained against the 4-bit weights)."""
-    from trainers.models import load_tokenizer, load_trained
-    from trainers.quantize import merge_full_precision
-
     tokenizer = load_tokenizer(run.model)
     merged = merge_full_precision(load_trained(run_dir)[0])
     out = run_dir / "merged"

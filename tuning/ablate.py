@@ -13,8 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evaluation.compare import compare
 from evaluation.config import CompareConfig, CompareSpec, ReportConfig
-from trainers.config import TrainConfig, VerbConfig, config_dict
+from evaluation.group_report import write_report
+from trainers.config import TrainConfig, VerbConfig
+from trainers.tracking import log_summary_run
+from tuning.seeds import check_group, train_group
 
 
 def _arm_overrides(base: list[str], arm: list[str], name: str, root: Path, seeds: list[int],
@@ -30,23 +34,18 @@ def ablate(run: TrainConfig, overrides: list[str], verb_config: VerbConfig
            ) -> dict[str, Any]:
     """Every arm's config comes from ``verb_config`` (the application's composition of
     ``shardtune train`` overrides): an arm may switch a group (``peft=dora``)."""
-    from evaluation.compare import compare
-    from evaluation.group_report import write_report
-    from tuning.seeds import check_group, train_group
-
     spec = run.ablation
     root = Path(run.paths.runs) / spec.name
     arms = {"baseline": list(spec.baseline), **{k: list(spec.baseline) + list(v)
                                                 for k, v in spec.variants.items()}}
-    groups: dict[str, dict[str, Any]] = {}
+    arm_runs: dict[str, TrainConfig] = {}
     for name, arm in arms.items():  # composed up front: a bad variant fails before training
-        arm_run = verb_config("train", _arm_overrides(overrides, arm, name, root,
-                                                      list(spec.seeds),
-                                                      run.paths.below(spec.name).store))
-        groups[name] = {"run": arm_run, "resolved": config_dict(arm_run)}
-        check_group(groups[name]["run"], groups[name]["resolved"])  # before any arm trains
-    for arm in groups.values():
-        arm["summary"] = train_group(arm["run"], arm["resolved"])
+        arm_runs[name] = verb_config("train", _arm_overrides(overrides, arm, name, root,
+                                                             list(spec.seeds),
+                                                             run.paths.below(spec.name).store))
+        check_group(arm_runs[name])  # before any arm trains
+    for arm_run in arm_runs.values():
+        train_group(arm_run)
     rows = []
     for name in spec.variants:
         result = compare(CompareConfig(
@@ -66,8 +65,6 @@ def ablate(run: TrainConfig, overrides: list[str], verb_config: VerbConfig
     (root / "ablation.json").write_text(json.dumps(out, indent=1, default=float))
     out["report"] = str(_write(out, root))
     if run.tracking.wandb:
-        from trainers.tracking import log_summary_run
-
         log_summary_run(run, "ablation", spec.name, {"seeds": list(spec.seeds)},
                         [{"variant": r["variant"], "verdict": r["verdict"],
                           **{f"{m}_delta": e["delta"] for m, e in r["effects"].items()}}

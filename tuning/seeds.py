@@ -9,7 +9,6 @@ members and the group id: a hash of the config without the seed) and ``aggregate
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -17,9 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from data.errors import hide_user_error_logs
 from evaluation.aggregate import aggregate_metrics, aggregate_slices
+from evaluation.config import EvaluateConfig
+from evaluation.evaluate import evaluate
+from evaluation.outputs import is_current
 from trainers.cluster_config import ClusterMode
-from trainers.config import TrainConfig
+from trainers.config import TrainConfig, config_dict, single_locations
 from trainers.identity import read_json, refuse_if_changed, run_identity
 from trainers.metadata import config_group
 from trainers.objective import ObjectiveFactory, task_loss
@@ -39,15 +42,9 @@ def member(run: TrainConfig, seed: int) -> TrainConfig:
                                run_name=f"seed{seed}")
 
 
-def member_resolved(resolved: dict[str, Any], one: TrainConfig) -> dict[str, Any]:
-    out = copy.deepcopy(resolved)
-    out.update(seed=one.seed, seeds=[], group_name=one.group_name, run_name=one.run_name)
-    return out
-
-
 def concurrency(run: TrainConfig, n_runs: int) -> int:
     """How many seeds train at once: what the cluster can place side by side (or as told)."""
-    import ray
+    import ray  # a slow import: only a group that trains needs it
 
     if run.cluster.concurrent_runs:
         return min(run.cluster.concurrent_runs, n_runs)
@@ -63,26 +60,22 @@ def concurrency(run: TrainConfig, n_runs: int) -> int:
     return max(1, min(fits, n_runs))
 
 
-def _fit_task(one: TrainConfig, resolved: dict[str, Any], prep: Prepared, stop_key: str,
-              objective: ObjectiveFactory) -> dict[str, Any]:
-    from data.errors import hide_user_error_logs
-
+def _fit_task(one: TrainConfig, prep: Prepared, stop_key: str, objective: ObjectiveFactory
+              ) -> dict[str, Any]:
     hide_user_error_logs()
-    return fit(one, resolved, prep, stop_key=stop_key, objective=objective)
+    return fit(one, prep, stop_key=stop_key, objective=objective)
 
 
-def _fit_all(run: TrainConfig, members: list[TrainConfig], resolved: dict[str, Any],
-             prep: Prepared, parallel: int, objective: ObjectiveFactory
-             ) -> list[dict[str, Any]]:
+def _fit_all(run: TrainConfig, members: list[TrainConfig], prep: Prepared, parallel: int,
+             objective: ObjectiveFactory) -> list[dict[str, Any]]:
     """Sequentially in this process, or as Ray tasks, at most ``parallel`` at a time.
 
     In local mode a task does the training itself and reserves the CPUs (or GPU) one run
     needs; in ray mode it is a light driver (0.1 CPU) whose Train workers reserve their own.
     """
     if parallel == 1:
-        return [fit(m, member_resolved(resolved, m), prep, objective=objective)
-                for m in members]
-    import ray
+        return [fit(m, prep, objective=objective) for m in members]
+    import ray  # see concurrency()
 
     if run.cluster.mode == ClusterMode.local:
         gpu = 1 if wants_gpu(run.cluster) else 0
@@ -98,8 +91,7 @@ def _fit_all(run: TrainConfig, members: list[TrainConfig], resolved: dict[str, A
         while queue or pending:
             while queue and len(pending) < parallel and not received():
                 m = queue.pop(0)
-                pending[remote.remote(m, member_resolved(resolved, m), prep_ref,
-                                      stop_key, objective)] = m.seed
+                pending[remote.remote(m, prep_ref, stop_key, objective)] = m.seed
             if not pending:  # stopped before the rest began: they start on the re-run
                 break
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -116,10 +108,6 @@ def _fit_all(run: TrainConfig, members: list[TrainConfig], resolved: dict[str, A
 def _evaluate_member(run_dir: str, split: str, prep: Prepared, paths: Any,
                      reuse: bool = False) -> dict[str, Any]:
     """The member's evaluation: reused when it finished earlier and was evaluated then."""
-    from evaluation.config import EvaluateConfig
-    from evaluation.evaluate import evaluate
-    from evaluation.outputs import is_current
-
     saved = Path(run_dir) / "eval" / split / "metrics.json"
     if reuse and is_current(saved.parent, Path(run_dir)):
         return json.loads(saved.read_text())
@@ -128,18 +116,19 @@ def _evaluate_member(run_dir: str, split: str, prep: Prepared, paths: Any,
                     splits=prep.splits)
 
 
-def check_group(run: TrainConfig, resolved: dict[str, Any], data_sha256: str | None = None
-                ) -> None:
+def check_group(run: TrainConfig, data_sha256: str | None = None) -> None:
     """Refuse to continue ``runs/<run_name>/`` when another configuration (or other data) made
     the seed group there: its finished seeds would be aggregated with the new ones."""
     saved = read_json(Path(run.run_dir) / GROUP_FILE)
     if saved is None:
         return
-    old = saved.get("identity") or run_identity(saved.get("config", {}), None)
-    refuse_if_changed(Path(run.run_dir), "a seed group", old, run_identity(resolved, data_sha256))
+    # saved by this version or an older one (Hydra's tree): one form of the data locations
+    old = single_locations(saved.get("identity") or run_identity(saved.get("config", {}), None))
+    refuse_if_changed(Path(run.run_dir), "a seed group", old,
+                      run_identity(config_dict(run), data_sha256))
 
 
-def train_group(run: TrainConfig, resolved: dict[str, Any], prep: Prepared | None = None,
+def train_group(run: TrainConfig, prep: Prepared | None = None,
                 objective: ObjectiveFactory = task_loss) -> dict[str, Any]:
     """Train, evaluate and aggregate every seed of ``run.seeds``.
 
@@ -147,21 +136,22 @@ def train_group(run: TrainConfig, resolved: dict[str, Any], prep: Prepared | Non
     ``objective``: what each seed's loop minimises (a distillation passes the KD loss).
     """
     start = time.perf_counter()
-    check_group(run, resolved)  # the config before any data is read, the data after
+    check_group(run)  # the config before any data is read, the data after
     prep = prep or prepare(run)
     data_sha256 = prep.splits.fingerprint["sha256"]
-    check_group(run, resolved, data_sha256)
+    check_group(run, data_sha256)
     members = [member(run, s) for s in run.seeds]
     group_dir = Path(run.run_dir)
     group_dir.mkdir(parents=True, exist_ok=True)
-    group_id = config_group(resolved)
+    config = config_dict(run)
+    group_id = config_group(run)
     index = {"group_name": run.run_name, "config_group": group_id, "seeds": list(run.seeds),
              "members": [m.run_dir for m in members], "status": "running",
-             "identity": run_identity(resolved, data_sha256),
-             "config": {k: v for k, v in resolved.items() if k not in ("seed", "seeds")}}
+             "identity": run_identity(config, data_sha256),
+             "config": {k: v for k, v in config.items() if k not in ("seed", "seeds")}}
     (group_dir / GROUP_FILE).write_text(json.dumps(index, indent=1, default=str))
     parallel = concurrency(run, len(members))
-    summaries = _fit_all(run, members, resolved, prep, parallel, objective)
+    summaries = _fit_all(run, members, prep, parallel, objective)
     unfinished = [s for s in summaries if s["status"] != "done"]
     if unfinished:
         return {"run_dir": str(group_dir), "status": "stopped",

@@ -1,18 +1,23 @@
 """Search spaces: YAML distributions → Ray Tune domains, checked before any trial starts.
 
-A trial's values are applied to the base run's resolved config through OmegaConf's typed merge,
+A trial's values are applied to the base run's typed config through OmegaConf's typed update,
 so a trial cannot set a key that does not exist or a value of the wrong type.
 """
 
 from __future__ import annotations
 
-import copy
 import difflib
-from typing import Any
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from data.errors import ConfigError
+from trainers.config import TrainConfig, config_dict
 from trainers.metadata import flat_config
 from tuning.config import DISTRIBUTIONS, SweepSpec
+
+Run = TypeVar("Run", bound=TrainConfig)
 
 VAL_METRICS = {"seq_cls": ("accuracy", "macro_f1", "loss"),
                "token_cls": ("entity_f1", "entity_precision", "entity_recall",
@@ -21,7 +26,7 @@ VAL_METRICS = {"seq_cls": ("accuracy", "macro_f1", "loss"),
 
 
 def _domain(key: str, spec: Any) -> Any:
-    from ray import tune
+    from ray import tune  # a slow import: only a sweep that starts needs it
 
     where = f"sweep.space.{key}"
     if not isinstance(spec, dict) or len(spec) != 1:
@@ -76,29 +81,24 @@ def tune_space(spec: SweepSpec) -> dict[str, Any]:
     return {key: _domain(key, dist) for key, dist in space_spec.items()}
 
 
-def apply_values(resolved: dict[str, Any], values: dict[str, Any], **fields: Any
-                 ) -> tuple[Any, dict[str, Any]]:
-    """The typed TrainConfig and resolved dict of ``resolved`` with ``values`` set."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from trainers.config import TrainConfig
-
-    merged = copy.deepcopy(resolved)
-    merged.update(fields)
-    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), merged)
-    for key, value in values.items():
+def apply_values(run: Run, values: dict[str, Any], **fields: Any) -> Run:
+    """``run`` with ``values`` (``{dotted key: value}``) and top-level ``fields`` set, converted
+    to each key's type and checked like a composed config; the same class as ``run``."""
+    cfg = OmegaConf.structured(run)
+    for key, value in {**fields, **values}.items():
         try:
             OmegaConf.update(cfg, key, value, merge=False)
         except OmegaConfBaseException as exc:
-            raise ConfigError(f"sweep.space.{key}", f"value {value!r} does not fit: "
+            where = key if key in fields else f"sweep.space.{key}"
+            raise ConfigError(where, f"value {value!r} does not fit: "
                               f"{str(exc).splitlines()[0]}") from None
-    return OmegaConf.to_object(cfg), OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_object(cfg)
 
 
-def validate(spec: SweepSpec, resolved: dict[str, Any], task: str, has_validation: bool) -> None:
+def validate(spec: SweepSpec, run: TrainConfig, has_validation: bool) -> None:
     """Every mistake a sweep definition can hold, found before the first trial starts."""
-    known = set(flat_config({k: v for k, v in resolved.items()
+    task = run.task.kind.value
+    known = set(flat_config({k: v for k, v in config_dict(run).items()
                              if k not in ("sweep", "ablation")}))
     for key in spec.space:
         if key not in known and not any(k.startswith(key + ".") for k in known):
@@ -110,7 +110,7 @@ def validate(spec: SweepSpec, resolved: dict[str, Any], task: str, has_validatio
     space = tune_space(spec)
     for key, domain in space.items():  # a sample of every axis must fit its typed key
         sample = domain["grid_search"][0] if isinstance(domain, dict) else domain.sample()
-        apply_values(resolved, {key: sample})
+        apply_values(run, {key: sample})
     metric = spec.metric
     name = metric.split("/", 1)[1] if metric.startswith("val/") else None
     if name not in VAL_METRICS[task]:
@@ -120,6 +120,6 @@ def validate(spec: SweepSpec, resolved: dict[str, Any], task: str, has_validatio
     if not has_validation:
         raise ConfigError("sweep.metric", f"{metric} needs a validation split",
                           "set data.validation_path or data.val_fraction > 0")
-    if spec.scheduler == "asha" and not resolved["trainer"]["eval_every"]:
+    if spec.scheduler == "asha" and not run.trainer.eval_every:
         raise ConfigError("trainer.eval_every", "is 0: ASHA needs the metric during training",
                           "e.g. trainer.eval_every=20, or sweep.scheduler=fifo")

@@ -6,6 +6,9 @@ the validation metric at every evaluation, which ASHA uses to stop weak trials e
 data is read and tokenised once, in the driver, and shared with every trial through the object
 store. Re-running the same command restores the Tune experiment: finished trials are not run
 again.
+
+Ray and Tune are imported inside the functions that use them: they take seconds to import, and
+checking a sweep definition (``validate``) needs neither.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from data.errors import hide_user_error_logs
 from trainers.cluster_config import ClusterMode
-from trainers.config import TrainConfig
+from trainers.config import TrainConfig, config_dict, single_locations
 from trainers.identity import (
     RESUME_FREE,
     RESUME_KEYS,
@@ -28,9 +32,13 @@ from trainers.identity import (
     refuse_if_changed,
     write_json,
 )
+from trainers.loop import PLACEMENT_GROUP_KEY
+from trainers.tracking import log_summary_run
+from trainers.train import fit, prepare
 from tuning.config import SweepSpec
 from tuning.space import apply_values, tune_space, validate
 from tuning.sweep_console import trial_events
+from tuning.sweep_report import rerun_top_k, write_results, write_summary
 
 DRIVER_CPUS = 0.1  # the trial function only waits on its Train workers
 # Keys that change the tokenised data: a sweep over them prepares data per trial.
@@ -51,50 +59,51 @@ def sweep_name(run: TrainConfig, overrides: list[str]) -> str:
     return given[-1] if given else run.sweep.name
 
 
-def check_identity(sweep_dir: Path, resolved: dict[str, Any], data_sha256: str | None = None
+def check_identity(sweep_dir: Path, run: TrainConfig, data_sha256: str | None = None
                    ) -> dict[str, Any]:
     """Refuse to resume ``sweep_dir`` when another configuration (or other data) made it;
     returns this sweep's identity."""
-    new = identity(resolved, SWEEP_KEYS, SWEEP_FREE, data_sha256)
-    refuse_if_changed(sweep_dir, "a sweep", read_json(sweep_dir / IDENTITY_FILE), new)
+    new = identity(config_dict(run), SWEEP_KEYS, SWEEP_FREE, data_sha256)
+    old = read_json(sweep_dir / IDENTITY_FILE)  # written by this version or an older one
+    refuse_if_changed(sweep_dir, "a sweep", old and single_locations(old), new)
     return new
 
 
-def trial_cluster(run: TrainConfig, spec: SweepSpec) -> dict[str, Any]:
-    """Trials always use Ray Train workers (Train's local mode cannot report to Tune)."""
+def trial_base(run: TrainConfig, spec: SweepSpec) -> TrainConfig:
+    """What every trial starts from: Ray Train workers (Train's local mode cannot report to
+    Tune), a checkpoint at each evaluation (ASHA's rungs) and the sweep's tag."""
     workers = run.cluster.num_workers if run.cluster.mode == ClusterMode.ray else 1
-    return {"mode": "ray", "num_workers": workers, "cpus_per_worker": spec.trial_cpus}
+    return apply_values(run, {"cluster.mode": "ray", "cluster.num_workers": workers,
+                              "cluster.cpus_per_worker": spec.trial_cpus,
+                              "trainer.ckpt_every": run.trainer.eval_every,
+                              "tracking.tags": [*run.tracking.tags, f"sweep:{spec.name}"]})
 
 
-def concurrency(run: TrainConfig, spec: SweepSpec, cluster: dict[str, Any]) -> int:
+def concurrency(run: TrainConfig, spec: SweepSpec, base: TrainConfig) -> int:
     import ray
 
     if spec.max_concurrent_trials:
         return spec.max_concurrent_trials
     cpus = ray.cluster_resources().get("CPU", 1)
-    per_trial = cluster["num_workers"] * cluster["cpus_per_worker"] + DRIVER_CPUS
+    per_trial = base.cluster.num_workers * base.cluster.cpus_per_worker + DRIVER_CPUS
     fits = math.floor(cpus / per_trial + 1e-9)
     if run.cluster.use_gpu:
         gpus = ray.cluster_resources().get("GPU", 0)
-        fits = min(fits, math.floor(gpus / (cluster["num_workers"]
+        fits = min(fits, math.floor(gpus / (base.cluster.num_workers
                                             * run.cluster.gpus_per_worker)))
     return max(1, fits)
 
 
-def run_trial(config: dict[str, Any], base: dict[str, Any], sweep_dir: str, prep: Any) -> None:
+def run_trial(config: dict[str, Any], base: TrainConfig, sweep_dir: str, prep: Any) -> None:
     """One trial: the base config plus this trial's values, trained on Ray Train."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from data.errors import hide_user_error_logs
-    from trainers.train import fit, prepare
-
     hide_user_error_logs()
     trial_id = tune.get_context().get_trial_id()
-    run, resolved = apply_values(base, config, run_name=f"trial_{trial_id}",
-                                 group_name=None, seeds=[])
+    run = apply_values(base, config, run_name=f"trial_{trial_id}", group_name=None, seeds=[])
     run = dataclasses.replace(run, paths=run.paths.below(Path(sweep_dir).name))
-    fit(run, resolved, prep if prep is not None else prepare(run),
+    fit(run, prep if prep is not None else prepare(run),
         callbacks=[TuneReportCallback()])
 
 
@@ -107,8 +116,6 @@ def release_callback() -> Any:
     their placement group id (``_placement_group``), so the driver can remove it itself.
     """
     from ray.tune import Callback
-
-    from trainers.loop import PLACEMENT_GROUP_KEY
 
     class ReleaseEndedTrials(Callback):
         def __init__(self) -> None:
@@ -178,28 +185,20 @@ def _scheduler(spec: SweepSpec) -> Any:
                          reduction_factor=spec.reduction_factor, max_t=10_000)
 
 
-def sweep(run: TrainConfig, resolved: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def sweep(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
     """Run (or resume) the sweep; write the results table, plots and the best config."""
     import ray
     from ray import tune
-
-    from trainers.train import prepare
-    from tuning.sweep_report import rerun_top_k, write_results
 
     start = time.perf_counter()
     spec: SweepSpec = dataclasses.replace(run.sweep, name=sweep_name(run, overrides))
     sweep_dir = Path(run.paths.runs) / spec.name
     has_validation = bool(run.data.validation_path) or run.data.val_fraction > 0
-    validate(spec, resolved, run.task.kind.value, has_validation)  # before anything starts
-    check_identity(sweep_dir, resolved)  # the config before any data is read, the data after
+    validate(spec, run, has_validation)  # before anything starts
+    check_identity(sweep_dir, run)  # the config before any data is read, the data after
     prep = prepare(run)  # starts Ray, checks the model, reads and tokenises the data once
-    sweep_identity = check_identity(sweep_dir, resolved, prep.splits.fingerprint["sha256"])
-    cluster = trial_cluster(run, spec)
-    base = dict(resolved)
-    base["cluster"] = {**resolved["cluster"], **cluster}
-    base["trainer"] = {**resolved["trainer"], "ckpt_every": resolved["trainer"]["eval_every"]}
-    base["tracking"] = {**resolved["tracking"],
-                        "tags": [*resolved["tracking"]["tags"], f"sweep:{spec.name}"]}
+    sweep_identity = check_identity(sweep_dir, run, prep.splits.fingerprint["sha256"])
+    base = trial_base(run, spec)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json(sweep_dir / IDENTITY_FILE, sweep_identity)
     shares_data = not any(k.startswith(DATA_KEYS) for k in spec.space)
@@ -218,7 +217,7 @@ def sweep(run: TrainConfig, resolved: dict[str, Any], overrides: list[str]) -> d
         resumed = True
     else:
         search, samples = _search(spec, run.seed)
-        parallel = concurrency(run, spec, cluster)
+        parallel = concurrency(run, spec, base)
         if search is None:  # grid / random: Tune's generator, seeded for repeatable draws
             from ray.tune.search import BasicVariantGenerator
 
@@ -247,13 +246,9 @@ def sweep(run: TrainConfig, resolved: dict[str, Any], overrides: list[str]) -> d
     if spec.seeds and summary["best"] is not None:
         summary["top_k"] = rerun_top_k(spec, summary, base, run)
     if run.tracking.wandb:
-        from trainers.tracking import log_summary_run
-
         log_summary_run(run, "sweep", spec.name, {"best": summary["best"],
                                                   "trials": summary["trials"]},
                         summary["table"])
-    from tuning.sweep_report import write_summary
-
     summary["report"] = str(write_summary(summary, sweep_dir))
     (sweep_dir / "sweep.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary

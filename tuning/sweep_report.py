@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from omegaconf import OmegaConf
 
-from trainers.config import TrainConfig
+from trainers.config import TrainConfig, config_dict
 from tuning.config import SweepSpec
+from tuning.seeds import train_group
 from tuning.space import apply_values
 from tuning.sweep_console import trial_number
 
@@ -59,8 +61,6 @@ def _trial_id(trial_path: str | None) -> str | None:
 
 def _params(trial_path: str | None) -> dict[str, Any]:
     """The values Tune gave a trial (``params.json`` in its directory), or {}."""
-    import json
-
     path = Path(trial_path or "") / "params.json"
     return json.loads(path.read_text()) if trial_path and path.is_file() else {}
 
@@ -72,7 +72,7 @@ def _best(frame: pd.DataFrame, spec: SweepSpec) -> pd.Series | None:
     return None if pool.empty else pool.iloc[0]
 
 
-def export_best(spec: SweepSpec, best: pd.Series, base: dict[str, Any], overrides: list[str],
+def export_best(spec: SweepSpec, best: pd.Series, base: TrainConfig, overrides: list[str],
                 run: TrainConfig, sweep_dir: Path) -> dict[str, str | None]:
     """``<name>_best.yaml``: the command's overrides + the trial's values, as an experiment.
 
@@ -81,8 +81,6 @@ def export_best(spec: SweepSpec, best: pd.Series, base: dict[str, Any], override
     package or a job's unpacked working_dir). A file there that another sweep wrote is left as
     it is (the path says so): two sweeps never overwrite each other's file.
     """
-    from omegaconf import OmegaConf
-
     choices, keys = [], []
     for item in overrides:
         key = item.lstrip("+~").split("=", 1)[0]
@@ -92,8 +90,9 @@ def export_best(spec: SweepSpec, best: pd.Series, base: dict[str, Any], override
     body = OmegaConf.from_dotlist(keys)
     for key in spec.space:
         OmegaConf.update(body, key, _plain(best[key]), merge=False)
-    OmegaConf.update(body, "cluster", base["cluster"], merge=True)
-    OmegaConf.update(body, "trainer.ckpt_every", base["trainer"]["ckpt_every"], merge=False)
+    cluster = json.loads(json.dumps(config_dict(base)["cluster"]))  # enums as their values
+    OmegaConf.update(body, "cluster", cluster, merge=True)
+    OmegaConf.update(body, "trainer.ckpt_every", base.trainer.ckpt_every, merge=False)
     body.run_name = f"{spec.name}_best"
     body.seed = run.seed
     owner = f"# Written by the sweep in {sweep_dir.resolve()}"
@@ -134,7 +133,7 @@ def _plain(value: Any) -> Any:
 
 
 def _plots(frame: pd.DataFrame, spec: SweepSpec, out: Path) -> list[str]:
-    import matplotlib
+    import matplotlib  # a slow import, and the backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -183,10 +182,9 @@ def _plots(frame: pd.DataFrame, spec: SweepSpec, out: Path) -> list[str]:
     return ["metric_vs_hparams.png", "parallel_coordinates.png"]
 
 
-def write_results(spec: SweepSpec, grid: Any, sweep_dir: Path, base: dict[str, Any],
+def write_results(spec: SweepSpec, grid: Any, sweep_dir: Path, base: TrainConfig,
                   overrides: list[str], run: TrainConfig) -> dict[str, Any]:
-    cluster = base["cluster"]
-    frame = results_frame(spec, grid, cluster["num_workers"] * cluster["cpus_per_worker"])
+    frame = results_frame(spec, grid, base.cluster.num_workers * base.cluster.cpus_per_worker)
     frame.to_csv(sweep_dir / "results.csv", index=False)
     best = _best(frame, spec) if not frame.empty else None
     summary: dict[str, Any] = {
@@ -203,20 +201,18 @@ def write_results(spec: SweepSpec, grid: Any, sweep_dir: Path, base: dict[str, A
     return summary
 
 
-def rerun_top_k(spec: SweepSpec, summary: dict[str, Any], base: dict[str, Any],
+def rerun_top_k(spec: SweepSpec, summary: dict[str, Any], base: TrainConfig,
                 run: TrainConfig) -> list[dict[str, Any]]:
     """The best ``top_k`` configurations, each as a seed group; ranked by mean with CI."""
-    from tuning.seeds import train_group
-
     ok = [r for r in summary["table"] if r["status"] == "completed"
           and r.get(spec.metric) is not None and not math.isnan(r[spec.metric])]
     ranked = []
     for i, row in enumerate(ok[:spec.top_k], start=1):
         values = {k: _plain(row[k]) for k in spec.space}
-        member, resolved = apply_values(base, values, run_name=f"top{i}", seeds=list(spec.seeds),
-                                         group_name=None)
+        member = apply_values(base, values, run_name=f"top{i}", seeds=list(spec.seeds),
+                              group_name=None)
         member = dataclasses.replace(member, paths=run.paths.below(spec.name))  # the sweep's
-        group = train_group(member, resolved)["group"]
+        group = train_group(member)["group"]
         stat = group["metrics"][spec.metric]
         ranked.append({"rank_in_sweep": i, "trial": row["trial"], "config": values, **stat,
                        "group_dir": str(Path(member.run_dir))})
