@@ -136,3 +136,17 @@ def test_records_written_from_hydras_tree_still_resume(tmp_path, overrides):
                   lambda: check_identity(saved, changed, "a" * 64)):
         with pytest.raises(ConfigError, match=r"optim.lr \(.* → 0.123\) changed"):
             check()
+
+
+def test_a_value_that_looks_like_an_interpolation_stays_text(tmp_path, monkeypatch):
+    """The typed config is resolved once, at composition: a value that reads ``${oc.env:…}``
+    is text when config.json/W&B's config is derived and when a sweep trial is built from it."""
+    from tuning.space import apply_values
+
+    monkeypatch.setenv("SHARDTUNE_TEST_SECRET", "s3cr3t")
+    run = compose_run(tmp_path, [r"tracking.project=\${oc.env:SHARDTUNE_TEST_SECRET}"])
+    trial = apply_values(run, {"optim.lr": 1e-3}, run_name="trial_x")
+    assert type(trial) is type(run) and trial.optim.lr == 1e-3
+    for one in (run, trial):
+        assert one.tracking.project == "${oc.env:SHARDTUNE_TEST_SECRET}"
+        assert "s3cr3t" not in json.dumps(config_dict(one), default=str)

@@ -361,8 +361,10 @@ DATA_LOCATIONS = ("path", "validation_path", "test_path")
 def config_dict(config: Any) -> Dict[str, Any]:
     """The plain form of a typed config (config.json, W&B, identity hashes): always derived
     from the typed object, never kept beside it. It matches what these records held when
-    Hydra's tree was their source, so a run, group or sweep saved then still resumes."""
-    out = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    Hydra's tree was their source, so a run, group or sweep saved then still resumes. The typed
+    values are resolved already: a value that looks like ``${...}`` is text, never resolved
+    again (an ``oc.env`` one would write a secret into config.json and W&B)."""
+    out = OmegaConf.to_container(OmegaConf.structured(config), resolve=False)
     return single_locations(out)
 
 

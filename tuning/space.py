@@ -84,7 +84,8 @@ def tune_space(spec: SweepSpec) -> dict[str, Any]:
 def apply_values(run: Run, values: dict[str, Any], **fields: Any) -> Run:
     """``run`` with ``values`` (``{dotted key: value}``) and top-level ``fields`` set, converted
     to each key's type and checked like a composed config; the same class as ``run``."""
-    cfg = OmegaConf.structured(run)
+    cfg = OmegaConf.merge(OmegaConf.structured(type(run)),
+                          _as_text(OmegaConf.to_container(OmegaConf.structured(run))))
     for key, value in {**fields, **values}.items():
         try:
             OmegaConf.update(cfg, key, value, merge=False)
@@ -93,6 +94,18 @@ def apply_values(run: Run, values: dict[str, Any], **fields: Any) -> Run:
             raise ConfigError(where, f"value {value!r} does not fit: "
                               f"{str(exc).splitlines()[0]}") from None
     return OmegaConf.to_object(cfg)
+
+
+def _as_text(value: Any) -> Any:
+    """Escape ``${`` in every string: the typed values are resolved already, and one that looks
+    like an interpolation is text (resolving ``oc.env`` again would put a secret in a trial)."""
+    if isinstance(value, str):
+        return value.replace("${", "\\${")
+    if isinstance(value, dict):
+        return {k: _as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_text(v) for v in value]
+    return value
 
 
 def validate(spec: SweepSpec, run: TrainConfig, has_validation: bool) -> None:
