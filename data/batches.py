@@ -40,12 +40,27 @@ def collate(rows: dict[str, np.ndarray], pad_id: int, pad_multiple: int = 1) -> 
         labels = torch.as_tensor(labels_col, dtype=torch.long)
     out = {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
            "uid": torch.as_tensor(rows["uid"], dtype=torch.long)}
+    if "position_ids" in rows:  # packed conversations: padding is a segment of its own
+        width = input_ids.shape[1]
+        out["position_ids"] = torch.from_numpy(np.stack([
+            np.concatenate([p, np.arange(width - len(p))]) for p in rows["position_ids"]
+        ]).astype(np.int64))
     per_token = labels_col.dtype == object or labels_col.ndim > 1
     for name, dtype in (("teacher_logp", np.float32), ("teacher_index", np.int64)):
         if name in rows:  # offline distillation: the teacher's outputs ride with the batch
             out[name] = _teacher(list(rows[name]), [len(s) for s in ids], input_ids.shape[1],
                                  per_token, dtype)
     return out
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What a model is called with. Packed conversations pass ``position_ids`` and neither an
+    attention mask nor a cache: transformers then confines attention to each conversation
+    (data/packing.py); every other batch passes its padding mask."""
+    if "position_ids" in batch:
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"],
+                "use_cache": False}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
 def _teacher(values: list[np.ndarray], lengths: list[int], longest: int, per_token: bool,

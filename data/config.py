@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
 
+from data.chat import ChatSpec
 from data.errors import ConfigError
 
 
@@ -56,6 +57,7 @@ class DataConfig:
             inside the pipeline before tokenisation (counted in run metadata).
         dedup: Drop exact duplicates within train and train examples whose text also occurs in
             validation/test (counted in run metadata). Collects train texts on the driver.
+        chat: ``task=sft`` only: how a row becomes a conversation (data/chat.py ChatSpec).
     """
 
     name: str = "sample"
@@ -76,6 +78,7 @@ class DataConfig:
     metadata_fields: List[str] = field(default_factory=list)
     pii: str = "keep"
     dedup: bool = False
+    chat: ChatSpec = field(default_factory=ChatSpec)
 
     def __post_init__(self) -> None:
         if self.path == "???":  # the schema's own default instance: nothing merged yet

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -72,9 +73,16 @@ def _convert(path: Path, out: Path, key: str) -> None:
     try:
         GGUFReader(path)  # maps every tensor: a truncated file fails here, in seconds
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+        print(f"model: converting {name} once into {out.parent} (de-quantised to fp32)",
+              file=sys.stderr, flush=True)
+        hf_logging.disable_progress_bar()  # a bar per tensor otherwise: the line above says it
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+        finally:
+            hf_logging.enable_progress_bar()
     except Exception as exc:  # noqa: BLE001 - gguf/transformers raise many types on bad files
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise ConfigError(key, f"{path} is not a readable GGUF model ({first})",

@@ -3,8 +3,9 @@
 Several tokenised conversations share one row of at most ``max_length`` tokens; each keeps its
 own ``position_ids`` (restarting at 0) and its own labels. transformers (>= 5) reads restarting
 ``position_ids`` with no 2-D attention mask and no cache (``use_cache=False``: with a cache it
-does not look) as packed sequences and builds a block-diagonal causal mask (SDPA and eager on CPU; flash-attention's varlen kernel on GPU where installed), so
-attention stays inside each conversation and a packed batch gives every conversation the loss
+does not look) as packed sequences and builds a block-diagonal causal mask (SDPA and eager
+on CPU; flash-attention's varlen kernel on GPU where installed), so attention stays inside
+each conversation and a packed batch gives every conversation the loss
 it has alone (tests/test_packing.py). The mask is never lost in packing: labels travel with
 their tokens (karpathy/nanochat #582 lost them), and each conversation's first label is
 ignored, since the shifted loss would predict it from the conversation before.

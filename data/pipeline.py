@@ -8,6 +8,7 @@ tokenise with a class UDF in ``map_batches``. Workers then take their shard with
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from data.chat import to_messages
 from data.check import dedup_plan
 from data.config import DataConfig, DataFormat, OnError
 from data.errors import ConfigError, DataError
@@ -45,6 +47,8 @@ def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str,
         if not tokens or len(tokens) != len(tags or []):
             raise DataError(where, "sentence has no tokens or a tag count that differs")
         return {"text": " ".join(tokens), "tokens": tokens, "tags": tags}
+    if task == "sft":
+        return _chat_row(where, record, cfg)
     if cfg.text_field not in record:
         raise DataError(
             where, f"missing text field '{cfg.text_field}' (has: {', '.join(map(str, record))})",
@@ -83,6 +87,29 @@ def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str,
         row["label"] = str(int(label)) if isinstance(label, float) else str(label)
         if typed:
             row["_ltype"] = label_kind(label)
+    for name in cfg.metadata_fields:
+        row[f"meta_{name}"] = "" if record.get(name) is None else str(record.get(name))
+    return row
+
+
+def _chat_row(where: str, record: dict[str, Any], cfg: DataConfig) -> dict[str, Any]:
+    """``task=sft``: the row's conversation (data/chat.py) as JSON in ``chat``; ``text`` is its
+    prompt side (system and user turns), so the validation split, leakage checks and slices
+    group the rows of one prompt (E2E: every reference of a meaning representation)."""
+    messages = to_messages(record, cfg.chat, where)
+    row: dict[str, Any] = {}
+    if cfg.pii == "redact":
+        found = 0
+        for message in messages:
+            message["content"], counts = redact(message["content"])
+            found += sum(counts.values())
+        row["_pii"] = found
+    size = sum(len(m["content"]) for m in messages)
+    if size > cfg.max_text_chars:
+        raise DataError(where, f"conversation is {size:,} characters, over "
+                        f"data.max_text_chars={cfg.max_text_chars:,}")
+    row["text"] = "\n".join(m["content"] for m in messages if m["role"] != "assistant")
+    row["chat"] = json.dumps(messages, ensure_ascii=False)
     for name in cfg.metadata_fields:
         row[f"meta_{name}"] = "" if record.get(name) is None else str(record.get(name))
     return row
@@ -283,7 +310,7 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
                 summaries[split].skipped = counted.skipped
                 summaries[split].first_errors = counted.first_errors
                 summaries[split].lost_shards = counted.lost_shards
-    labels = sorted(summaries["train"].labels) if task != "causal_lm" else []
+    labels = sorted(summaries["train"].labels) if task not in ("causal_lm", "sft") else []
     if task == "token_cls" and "O" in labels:  # keep "O" first: readable label maps
         labels = ["O"] + [t for t in labels if t != "O"]
     if task == "seq_cls":

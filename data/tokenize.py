@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from data.chat import encode as chat_encode
 from data.errors import DataError
+from data.packing import pack
 from data.pipeline import uid
 
 IGNORE_INDEX = -100
@@ -50,7 +53,8 @@ class Tokenize:
     """
 
     def __init__(self, tokenizer_path: str, task: str, max_length: int,
-                 labels: list[str], pack: bool = True) -> None:
+                 labels: list[str], pack: bool = True, chat_template: str | None = None,
+                 train_on_prompt: bool = False) -> None:
         from transformers import AutoTokenizer  # in the tokenizing actor; the driver skips it
 
         self.tok = AutoTokenizer.from_pretrained(tokenizer_path)
@@ -58,6 +62,7 @@ class Tokenize:
         self.max_length = max_length
         self.label2id = {name: i for i, name in enumerate(labels)}
         self.pack = pack
+        self.chat_template, self.train_on_prompt = chat_template, train_on_prompt
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         if "split" not in batch:
@@ -75,6 +80,8 @@ class Tokenize:
             return self._seq_cls(batch)
         if self.task == "token_cls":
             return self._token_cls(batch)
+        if self.task == "sft":
+            return self._sft(batch)
         return self._causal_lm(batch)
 
     def _label_id(self, label: str, src: str) -> int:
@@ -121,6 +128,34 @@ class Tokenize:
             "uid": np.array([uid(str(s)) for s in batch["_src"]], dtype=np.int64),
         }
 
+    def _sft(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Chats → ids with assistant-only labels (data/chat.py), truncated from the right and
+        counted; with ``pack``, several conversations per row (data/packing.py)."""
+        encoded = [chat_encode(self.tok, json.loads(str(c)), self.max_length,
+                               self.train_on_prompt, self.chat_template)
+                   for c in batch["chat"]]
+        srcs = [str(s) for s in batch["_src"]]
+        cut = np.array([e["truncated_tokens"] for e in encoded], dtype=np.int32)
+        if not self.pack:
+            ids = [e["input_ids"] for e in encoded]
+            return {"input_ids": _ragged(ids), "labels": _ragged([e["labels"] for e in encoded]),
+                    "length": np.array([len(x) for x in ids], dtype=np.int32),
+                    "truncated": cut, "uid": np.array([uid(s) for s in srcs], dtype=np.int64)}
+        rows = pack(encoded, self.max_length)
+        # a packed row's truncation is the sum of its conversations': counts stay exact
+        ends = np.cumsum([int(r["segments"]) for r in rows])
+        starts = np.concatenate([[0], ends[:-1]]).astype(int)
+        return {"input_ids": _ragged([r["input_ids"] for r in rows]),
+                "labels": _ragged([r["labels"] for r in rows]),
+                "position_ids": _ragged([r["position_ids"] for r in rows]),
+                "length": np.array([len(r["input_ids"]) for r in rows], dtype=np.int32),
+                "truncated": np.array([int(cut[a:b].sum()) for a, b in zip(starts, ends,
+                                                                           strict=True)],
+                                      dtype=np.int32),
+                "truncated_rows": np.array([int((cut[a:b] > 0).sum()) for a, b in
+                                            zip(starts, ends, strict=True)], dtype=np.int32),
+                "uid": np.array([uid(srcs[a]) for a in starts], dtype=np.int64)}
+
     def _causal_lm(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         eos = self.tok.eos_token_id if self.tok.eos_token_id is not None else self.tok.sep_token_id
         enc = self.tok(list(batch["text"]), add_special_tokens=False)["input_ids"]
@@ -162,8 +197,10 @@ def _only(batch: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]:
 
 @functools.lru_cache(maxsize=4)
 def _cached(tokenizer_path: str, stamp: float, task: str, max_length: int,
-            labels: tuple[str, ...], pack: bool) -> Tokenize:
-    return Tokenize(tokenizer_path, task, max_length, list(labels), pack)
+            labels: tuple[str, ...], pack: bool, chat_template: str | None = None,
+            train_on_prompt: bool = False) -> Tokenize:
+    return Tokenize(tokenizer_path, task, max_length, list(labels), pack, chat_template,
+                    train_on_prompt)
 
 
 def _stamp(tokenizer_path: str) -> float:
@@ -181,7 +218,8 @@ def _tokenize_task(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, Any
 
 def tokenize_splits(datasets: dict[str, Any], tokenizer_path: str, task: str, max_length: int,
                     labels: list[str], pack: bool, actors: int, materialize: bool,
-                    task_rows: int = 0) -> dict:
+                    task_rows: int = 0, chat_template: str | None = None,
+                    train_on_prompt: bool = False) -> dict:
     """Tokenise every split in one pass through :class:`Tokenize` actors.
 
     One pipeline for all splits starts the actor pool once (each start imports transformers
@@ -194,7 +232,7 @@ def tokenize_splits(datasets: dict[str, Any], tokenizer_path: str, task: str, ma
               for n in names]
     union = tagged[0].union(*tagged[1:]) if len(tagged) > 1 else tagged[0]
     kwargs = {"tokenizer_path": tokenizer_path, "task": task, "max_length": max_length,
-              "pack": pack}
+              "pack": pack, "chat_template": chat_template, "train_on_prompt": train_on_prompt}
     if materialize and task_rows and sum(datasets[n].count() for n in names) <= task_rows:
         tokenized = union.map_batches(_tokenize_task, fn_kwargs={**kwargs,
                                                                  "labels": tuple(labels)},
@@ -213,11 +251,19 @@ def tokenize_splits(datasets: dict[str, Any], tokenizer_path: str, task: str, ma
     return out
 
 
+def _examples_cut(batch: dict[str, np.ndarray], keep: np.ndarray) -> int:
+    """Examples truncated: a packed row of conversations says how many of its were."""
+    if "truncated_rows" in batch:
+        return int(batch["truncated_rows"][keep].sum())
+    return int((batch["truncated"][keep] > 0).sum())
+
+
 def _truncation(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     names = list(dict.fromkeys(batch["split"]))
     cuts = [batch["truncated"][batch["split"] == name] for name in names]
+    hit = [_examples_cut(batch, batch["split"] == name) for name in names]
     return {"split": np.array(names, dtype=object),
-            "examples": np.array([int((c > 0).sum()) for c in cuts], dtype=np.int64),
+            "examples": np.array(hit, dtype=np.int64),
             "tokens": np.array([int(c.sum()) for c in cuts], dtype=np.int64)}
 
 
@@ -228,6 +274,8 @@ def _block_truncation(block: Any) -> tuple[int, int]:
     if rows.num_rows() == 0:  # other splits' rows filtered out of this block
         return 0, 0
     cut = np.asarray(rows.to_numpy("truncated"))
+    if "truncated_rows" in rows.schema().names:
+        return int(np.asarray(rows.to_numpy("truncated_rows")).sum()), int(cut.sum())
     return int((cut > 0).sum()), int(cut.sum())
 
 
@@ -248,7 +296,8 @@ def count_truncation(tokenized: dict[str, Any]) -> dict[str, tuple[int, int]]:
 
 
 def count_truncation_raw(datasets: dict[str, Any], tokenizer_path: str, task: str,
-                         max_length: int, labels: list[str], pack: bool
+                         max_length: int, labels: list[str], pack: bool,
+                         chat_template: str | None = None, train_on_prompt: bool = False
                          ) -> dict[str, tuple[int, int]]:
     """The same counts from untokenised splits: one pass that reads and tokenises them all
     (Ray tasks, the tokenizer cached in the reused workers; nothing is kept). For streamed
@@ -258,7 +307,8 @@ def count_truncation_raw(datasets: dict[str, Any], tokenizer_path: str, task: st
               for n in names]
     union = tagged[0].union(*tagged[1:]) if len(tagged) > 1 else tagged[0]
     kwargs = {"tokenizer_path": tokenizer_path, "task": task, "max_length": max_length,
-              "pack": pack, "labels": tuple(labels)}
+              "pack": pack, "labels": tuple(labels), "chat_template": chat_template,
+              "train_on_prompt": train_on_prompt}
     out = {name: (0, 0) for name in names}
     for row in union.map_batches(_tokenize_task, fn_kwargs=kwargs, batch_size=1024,
                                  num_cpus=0.5).map_batches(_truncation,

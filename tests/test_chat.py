@@ -98,3 +98,58 @@ def test_a_template_naming_a_missing_column_is_one_error():
     spec = ChatSpec(prompt_template="Describe: {meaning}", completion_field="ref")
     with pytest.raises(DataError, match="names 'meaning' but the row has only"):
         to_messages({"mr": "x", "ref": "y"}, spec, "e2e.csv:2")
+
+
+def test_a_run_saved_before_the_chat_keys_existed_is_not_another_configuration():
+    import copy
+
+    from trainers.config import TrainConfig, config_dict
+    from trainers.identity import changes, run_identity
+
+    new = config_dict(TrainConfig())
+    old = copy.deepcopy(new)  # config.json of a run saved before task.chat / data.chat
+    del old["task"]["chat"], old["task"]["chat_template"], old["data"]["chat"]
+    assert changes(run_identity(old, None), run_identity(new, None)) == []
+    new["task"]["chat"] = True  # a key a later version added, not at its default: a change
+    assert changes(run_identity(old, None), run_identity(new, None)) == ["task.chat"]
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer_dir(tokenizer, tmp_path_factory):
+    where = tmp_path_factory.mktemp("chat_tokenizer")
+    tokenizer.save_pretrained(where)
+    return str(where)
+
+
+def _chat_batch(rows: list[dict], spec: ChatSpec) -> dict:
+    import numpy as np
+
+    from data.config import DataConfig
+    from data.pipeline import _chat_row
+
+    cfg = DataConfig(path="x.jsonl", chat=spec)
+    cleaned = [_chat_row(f"x.jsonl:{i + 1}", row, cfg) for i, row in enumerate(rows)]
+    return {"chat": np.array([c["chat"] for c in cleaned], dtype=object),
+            "text": np.array([c["text"] for c in cleaned], dtype=object),
+            "_src": np.array([f"x.jsonl:{i + 1}" for i in range(len(rows))], dtype=object)}
+
+
+def test_sft_rows_tokenise_packed_with_exact_truncation_counts(chat_tokenizer_dir, tokenizer):
+    from data.tokenize import Tokenize
+
+    spec = ChatSpec(prompt_template="Describe: {mr}", completion_field="ref")
+    rows = [{"mr": f"name[Place {i}]", "ref": "A quiet place." * (1 + 3 * (i == 2))}
+            for i in range(4)]
+    batch = _chat_batch(rows, spec)
+    assert batch["text"][0] == "Describe: name[Place 0]"  # the prompt side: split and slices
+    alone = Tokenize(chat_tokenizer_dir, "sft", 64, [], pack=False)._one_split(batch)
+    packed = Tokenize(chat_tokenizer_dir, "sft", 64, [], pack=True)._one_split(batch)
+    assert len(packed["input_ids"]) < len(alone["input_ids"])  # conversations share rows
+    assert sum(len(x) for x in packed["input_ids"]) == sum(len(x) for x in alone["input_ids"])
+    # every answer token trains, except each conversation's first label (from the one before)
+    answers = sum(int((x != IGNORE).sum()) for x in alone["labels"])
+    assert sum(int((x != IGNORE).sum()) for x in packed["labels"]) == answers - sum(
+        int(x[0] != IGNORE) for x in alone["labels"])
+    longest = int(alone["length"].max())
+    short = Tokenize(chat_tokenizer_dir, "sft", longest - 5, [], pack=True)._one_split(batch)
+    assert int(short["truncated"].sum()) == 5 and int(short["truncated_rows"].sum()) == 1

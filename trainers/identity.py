@@ -9,6 +9,7 @@ naming what changed (never a silent reuse of another configuration's results).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from data.errors import ConfigError
+from trainers.config import TrainConfig, config_dict
 from trainers.metadata import flat_config
 
 DATA_CONTENT = "data (file contents)"  # the pseudo-key a changed data fingerprint shows as
@@ -46,13 +48,21 @@ def digest(value: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return flat_config(json.loads(json.dumps(config_dict(TrainConfig()), default=str)))
+
+
 def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Keys whose values differ (a key only one side has counts, except the data hash, which
-    an older record may lack)."""
+    """Keys whose values differ. A key only one side has counts, except the data hash (an
+    older record may lack it) and a key a later version added that is at its default (the
+    older version behaved as the default: ``task.chat`` false, ``data.chat.*``)."""
     keys = set(old) | set(new)
     if DATA_CONTENT not in old or DATA_CONTENT not in new:
         keys.discard(DATA_CONTENT)
-    return sorted(k for k in keys if old.get(k) != new.get(k))
+    defaults = _defaults()
+    added = {k for k in set(new) - set(old) if k in defaults and new[k] == defaults[k]}
+    return sorted(k for k in keys - added if old.get(k) != new.get(k))
 
 
 def describe(old: dict[str, Any], new: dict[str, Any], changed: list[str], most: int = 3) -> str:

@@ -62,20 +62,22 @@ def prepare(run: TrainConfig) -> Prepared:
         model_ok.result()
     check_placement(run.cluster)
     check_strategy(run.cluster, run.trainer.strategy.value)
-    task = run.task.kind.value
+    task = run.task.data_task  # "sft" for chats (task=sft), else the task kind
+    chat = {"chat_template": run.task.chat_template,
+            "train_on_prompt": run.data.chat.train_on_prompt}
     splits = build_splits(run.data, task)
     datasets = tokenize_splits(
         splits.datasets, tokenizer_location(run.model), task, run.task.max_length, splits.labels,
         run.task.pack, run.data.tokenize_actors, run.data.materialize, run.data.task_rows,
-    )
-    if task != "causal_lm" or not run.task.pack:  # packed blocks lose no token
+        **chat)
+    if task != "causal_lm" or not run.task.pack:  # packed text blocks lose no token
         counted = count_truncation(datasets) if run.data.materialize else count_truncation_raw(
             splits.datasets, tokenizer_location(run.model), task, run.task.max_length,
-            splits.labels, run.task.pack)
+            splits.labels, run.task.pack, **chat)
         for split, (examples, tokens) in counted.items():
             splits.summaries[split].truncated_examples = examples
             splits.summaries[split].truncated_tokens = tokens
-    if task == "causal_lm":  # packing changes the row count: count blocks
+    if task in ("causal_lm", "sft"):  # packing changes the row count: count rows made
         rows = {name: ds.count() for name, ds in datasets.items()}
     else:
         rows = {name: summary.rows for name, summary in splits.summaries.items()}

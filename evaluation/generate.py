@@ -1,0 +1,197 @@
+"""``evaluate`` for chat runs (``task=sft``): generate an answer per prompt, score it against
+every reference that prompt has.
+
+Rows that share a prompt (E2E: the references of one meaning representation) are grouped
+first: each prompt is generated once and scored against all its references. Generation runs
+through the same scoring UDF path as classification (in-process for small splits, Ray Data
+actors otherwise): left-padded batches, greedy or beam search, ``max_new_tokens``, stopping at
+the tokenizer's end-of-turn token. The base model's zero-shot answers, generated the same way,
+are the baseline (as TF-IDF is for classification).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data.locations import resolve_location
+from evaluation.gates import check_gates
+from evaluation.generation import bootstrap, corpus_scores, per_example
+from trainers.identity import digest, replaced_on_success
+from trainers.models import inference_device, load_trained
+
+
+def _prompt_and_answer(chat: str) -> tuple[list[dict[str, str]], str]:
+    """The turns before the last answer (the prompt) and that answer (a reference)."""
+    messages = json.loads(chat)
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last], messages[last]["content"]
+
+
+def group_prompts(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct prompt: its turns, every reference, the first row's source and
+    metadata (slices), and how many rows it stands for."""
+    parts = [_prompt_and_answer(c) for c in frame["chat"]]
+    frame = frame.assign(prompt=[json.dumps(p, ensure_ascii=False) for p, _ in parts],
+                         reference=[a for _, a in parts])
+    meta = [c for c in frame.columns if c.startswith("meta_")]
+    grouped = frame.groupby("prompt", sort=False)
+    out = grouped.agg(_src=("_src", "first"), text=("text", "first"),
+                      references=("reference", list), rows=("reference", "size"),
+                      **{c: (c, "first") for c in meta}).reset_index()
+    return out
+
+
+class Generate:
+    """Ray Data class UDF: a run's model (or its base model) loads once, answers prompts."""
+
+    def __init__(self, run_dir: str, batch_size: int, threads: int = 1,
+                 max_new_tokens: int = 64, num_beams: int = 1, base: bool = False) -> None:
+        from transformers import AutoModelForCausalLM  # the base model: only for the baseline
+
+        self.model, self.tok, _, run = load_trained(Path(run_dir))
+        if base:  # zero-shot baseline: the weights the run started from, no adapter
+            self.model = AutoModelForCausalLM.from_pretrained(
+                resolve_location(run.model.name_or_path, "model.name_or_path"))
+        self.template = run.task.chat_template
+        self.device = inference_device(self.model)
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads)
+        self.model.to(self.device).eval()
+        self.batch_size, self.max_new_tokens, self.num_beams = \
+            batch_size, max_new_tokens, num_beams
+        self.tok.padding_side = "left"  # generation continues from the right end
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.stop = [i for i in {self.tok.eos_token_id,
+                                 self.tok.convert_tokens_to_ids("<|im_end|>")}
+                     if isinstance(i, int) and i != self.tok.unk_token_id]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        prompts = [self.tok.apply_chat_template(json.loads(str(p)), tokenize=False,
+                                                add_generation_prompt=True,
+                                                chat_template=self.template)
+                   for p in batch["prompt"]]
+        answers, new_tokens, stopped = [""] * len(prompts), [0] * len(prompts), \
+            [False] * len(prompts)
+        order = np.argsort([len(p) for p in prompts], kind="stable")
+        with torch.no_grad():
+            for start in range(0, len(prompts), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                enc = self.tok([prompts[i] for i in idx], add_special_tokens=False,
+                               padding=True, return_tensors="pt").to(self.device)
+                out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens,
+                                          num_beams=self.num_beams, do_sample=False,
+                                          eos_token_id=self.stop,
+                                          pad_token_id=self.tok.pad_token_id)
+                for row, ids in zip(idx, out[:, enc["input_ids"].shape[1]:], strict=True):
+                    ids = ids.tolist()
+                    ends = [k for k, t in enumerate(ids) if t in self.stop]
+                    stopped[row] = bool(ends)
+                    ids = ids[:ends[0]] if ends else ids  # up to the end-of-turn token
+                    new_tokens[row] = len(ids)
+                    answers[row] = self.tok.decode(ids, skip_special_tokens=True).strip()
+        out_batch = {k: v for k, v in batch.items() if k != "references"}
+        out_batch.update(generated=np.array(answers, dtype=object),
+                         new_tokens=np.array(new_tokens, dtype=np.int32),
+                         stopped=np.array(stopped, dtype=bool))
+        return out_batch
+
+
+class GenerateBase(Generate):
+    """The same generation from the run's base model: the zero-shot baseline."""
+
+    def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
+        super().__init__(run_dir, batch_size, threads, base=True)
+
+
+def score_generations(frame: pd.DataFrame, resamples: int) -> dict[str, Any]:
+    """Corpus and per-example scores of ``frame`` (one row per prompt, ``generated`` and
+    ``references``), each metric with its bootstrap interval over prompts."""
+    hyps = [str(h) for h in frame["generated"]]
+    refs = [list(r) for r in frame["references"]]
+    examples = per_example(hyps, refs)
+    corpus = corpus_scores(hyps, refs, examples)
+    intervals = bootstrap(hyps, refs, examples, n=resamples)
+    metrics: dict[str, Any] = {name: {"value": value, "ci_low": intervals[name]["low"],
+                                      "ci_high": intervals[name]["high"]}
+                               for name, value in corpus.items()}
+    metrics.update(examples=len(hyps), references=int(sum(len(r) for r in refs)),
+                   stopped=float(np.mean(frame["stopped"])),
+                   mean_new_tokens=float(np.mean(frame["new_tokens"])))
+    return {"metrics": metrics, "per_example": examples}
+
+
+def write_generation_report(result: dict[str, Any], frame: pd.DataFrame, out: Path,
+                            worst: int = 10) -> Path:
+    """report.md: scores with intervals, the baseline beside them, the worst answers."""
+    m, base = result["metrics"], (result.get("baseline") or {}).get("metrics")
+    lines = [f"# Evaluation: `{Path(result['run']).name}` on `{result['data']}` / "
+             f"{result['split']}", "",
+             f"{m['examples']} prompts, {m['references']} references; {m['stopped']:.0%} of "
+             f"answers ended with the end-of-turn token (mean {m['mean_new_tokens']:.1f} "
+             "new tokens).", "", "| metric | model | 95% CI | base model (zero-shot) |",
+             "| --- | ---: | --- | ---: |"]
+    for name in ("bleu", "rouge_l", "chrf", "exact_match"):
+        value = m[name]
+        beside = f"{base[name]['value']:.2f}" if base else "—"
+        lines.append(f"| {name} | {value['value']:.2f} | [{value['ci_low']:.2f}, "
+                     f"{value['ci_high']:.2f}] | {beside} |")
+    lines += ["", f"## The {worst} lowest ROUGE-L answers", "",
+              "| prompt | answer | a reference | ROUGE-L |", "| --- | --- | --- | ---: |"]
+    for _, row in frame.nsmallest(worst, "rouge_l").iterrows():
+        cells = [str(row["text"]), str(row["generated"]), str(list(row["references"])[0])]
+        cells = [c.replace("|", "\\|").replace("\n", " ")[:160] for c in cells]
+        lines.append(f"| {cells[0]} | {cells[1]} | {cells[2]} | {row['rouge_l']:.1f} |")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
+    return path
+
+
+def finish_generation(cfg: Any, run_dir: Path, data_name: str, out_dir: Path,
+                      made_by: dict[str, Any], prompts: pd.DataFrame, frame: pd.DataFrame,
+                      base: pd.DataFrame | None, lost: Any) -> dict[str, Any]:
+    """Score the generated answers (and the base model's), write predictions.parquet,
+    metrics.json and report.md into ``out_dir`` atomically; return the result."""
+    refs = prompts.set_index("prompt")["references"]
+    frame = frame.assign(references=[list(refs[p]) for p in frame["prompt"]])
+    scored = score_generations(frame, cfg.resamples)
+    frame = frame.assign(**scored["per_example"])
+    result: dict[str, Any] = {
+        "run": str(run_dir), "split": cfg.split, "data": data_name,
+        "metrics": scored["metrics"], "baseline": None, "slices": _slices(frame),
+        "made_by": {**made_by, "rows": digest(sorted(frame["_src"].astype(str)))},
+        "lost": lost}
+    if base is not None:
+        base = base.assign(references=[list(refs[p]) for p in base["prompt"]])
+        result["baseline"] = {"name": "base model, zero-shot",
+                              "metrics": score_generations(base, cfg.resamples)["metrics"]}
+    result["gates"] = check_gates(cfg.gate, result)
+    with replaced_on_success(out_dir) as staging:
+        frame.assign(references=[json.dumps(r, ensure_ascii=False) for r in
+                                 frame["references"]]).to_parquet(
+            staging / "predictions.parquet")
+        report = write_generation_report(result, frame, staging).name
+    result["report"] = str(out_dir / report)
+    result["out_dir"] = str(out_dir)
+    return result
+
+
+def _slices(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Mean per-example ROUGE-L and BLEU by metadata column and by references per prompt."""
+    groups = {"references": frame["references"].map(len).astype(str)}
+    groups.update({c[5:]: frame[c].astype(str) for c in frame if c.startswith("meta_")})
+    out = []
+    for column, values in groups.items():
+        for value in sorted(set(values)):
+            part = frame[values == value]
+            out.append({"slice": f"{column}={value}", "n": len(part),
+                        "rouge_l": float(part["rouge_l"].mean()),
+                        "bleu": float(part["bleu"].mean())})
+    return sorted(out, key=lambda s: s["rouge_l"])
