@@ -16,7 +16,7 @@ def test_sft_on_e2e_rows_packs_trains_on_answers_and_counts_what_it_cut(tmp_path
 
     run = compose_run(tmp_path, [*FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
                                  "data.max_examples=300", "trainer.max_steps=8",
-                                 "task.max_length=96", "optim.lr=1e-2", "run_name=sft"])
+                                 "task.max_length=256", "optim.lr=1e-2", "run_name=sft"])
     run.task.chat_template = CHATML  # MiniLM's tokenizer has none; SmolLM2's has its own
     summary = train(run)
     losses = [r["train/loss"] for r in logged(summary["run_dir"]) if "train/loss" in r]
