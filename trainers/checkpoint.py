@@ -12,6 +12,7 @@ A checkpoint counts only when progress.json is there and every file it lists has
 size: Ray Train uploads a checkpoint file by file in no set order, so a worker or driver killed
 mid-upload leaves a directory that looks plausible but must never be resumed from. Local mode
 has no Ray persistence; the same directory is written here atomically (temporary name, rename).
+The name and manifest rule itself (torch-free, shared with the store) is trainers/manifest.py.
 """
 
 from __future__ import annotations
@@ -21,38 +22,29 @@ import errno
 import json
 import os
 import pickle
-import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_model
 
 from data.errors import ShardtuneError
+from trainers.collective import unwrap
+from trainers.manifest import (
+    PROGRESS_FILE,
+    Progress,
+    checkpoint_name,
+    checkpoint_step,
+    is_complete,
+    read_progress,
+    seal,
+)
 
-PROGRESS_FILE = "progress.json"
 STATE_FILE = "training_state.pt"
 FULL_WEIGHTS = "full_weights.safetensors"
-_CKPT_RE = re.compile(r"^checkpoint_(\d{6,})$")
-
-
-@dataclass
-class Progress:
-    """Where the run stands; restored on resume and checked against the config."""
-
-    seed: int
-    epoch: int = 0  # epochs fully finished
-    step: int = 0  # optimizer steps taken
-    micro_in_epoch: int = 0  # micro-batches consumed in the current epoch
-    samples: int = 0  # training examples seen (this rank)
-    done: bool = False
-
-
-def unwrap(net: Any) -> Any:
-    return net.module if hasattr(net, "module") else net
 
 
 def _save_base_quantization(model: Any, adapter_dir: Path) -> None:
@@ -88,8 +80,6 @@ def save_state(out: Path, net: Any, optimizer: Any, scheduler: Any, progress: Pr
         model.save_pretrained(out / "adapter")
         _save_base_quantization(model, out / "adapter")
     else:  # full fine-tuning: an exportable model, plus exact weights for resume
-        from safetensors.torch import save_model
-
         model.save_pretrained(out / "adapter", safe_serialization=True)
         save_model(model, str(out / FULL_WEIGHTS))
     tokenizer.save_pretrained(out / "tokenizer")
@@ -102,63 +92,19 @@ def save_state(out: Path, net: Any, optimizer: Any, scheduler: Any, progress: Pr
     seal(out, progress)
 
 
-def seal(out: Path, progress: Progress) -> None:
-    """Write progress.json last: the position plus every other file's size (the manifest)."""
-    files = {str(f.relative_to(out)): f.stat().st_size
-             for f in sorted(out.rglob("*")) if f.is_file() and f.name != PROGRESS_FILE}
-    (out / PROGRESS_FILE).write_text(json.dumps({"progress": asdict(progress), "files": files}))
-
-
-def _read_progress(src: Path) -> tuple[Progress, dict[str, int] | None]:
-    """(position, manifest); checkpoints written before the manifest existed have none."""
-    data = json.loads((src / PROGRESS_FILE).read_text())
-    if "progress" in data:
-        return Progress(**data["progress"]), data["files"]
-    return Progress(**data), None
-
-
-def manifest_complete(progress_text: str, sizes: dict[str, int]) -> bool:
-    """progress.json's manifest matches the files found (relative path → size)."""
-    try:
-        data = json.loads(progress_text)
-        Progress(**data.get("progress", data))
-    except (ValueError, TypeError, AttributeError):
-        return False
-    return all(sizes.get(name) == size for name, size in (data.get("files") or {}).items())
-
-
-def is_complete(src: Path) -> bool:
-    """progress.json present and every file it lists there with its listed size."""
-    try:
-        text = (src / PROGRESS_FILE).read_text()
-        listed = json.loads(text).get("files") or {}
-    except (OSError, ValueError, AttributeError):
-        return False
-    sizes = {}
-    for name in listed:
-        try:
-            sizes[name] = (src / name).stat().st_size
-        except OSError:
-            return False
-    return manifest_complete(text, sizes)
-
-
 def load_state(src: Path, net: Any, optimizer: Any, scheduler: Any, rank: int = 0) -> Progress:
     """Restore weights, optimizer, scheduler and this rank's RNG from a checkpoint directory
     (a run resumed on fewer ranks than it was saved with reuses rank 0's stream)."""
     try:
-        progress = _read_progress(src)[0]
+        progress = read_progress(src)[0]
         model = unwrap(net)
         adapter_dir = src / "adapter"
         if hasattr(model, "peft_config"):
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
+            from peft import set_peft_model_state_dict  # peft takes seconds: adapters only
 
             weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
             set_peft_model_state_dict(model, weights)
         else:
-            from safetensors.torch import load_model
-
             load_model(model, str(src / FULL_WEIGHTS))
         state = torch.load(src / STATE_FILE, map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
@@ -180,12 +126,6 @@ def load_state(src: Path, net: Any, optimizer: Any, scheduler: Any, rank: int = 
             "delete that checkpoint directory to resume from the one before it",
         ) from exc
     return progress
-
-
-def checkpoint_step(path: Path | str) -> int | None:
-    """The step in a checkpoint directory's name (``checkpoint_000040`` → 40)."""
-    match = _CKPT_RE.match(Path(path).name)
-    return int(match.group(1)) if match else None
 
 
 def scan(run_dir: Path) -> tuple[list[Path], list[Path]]:
@@ -211,10 +151,6 @@ def incomplete_checkpoints(run_dir: Path) -> list[Path]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = complete_checkpoints(run_dir)
     return found[-1] if found else None
-
-
-def checkpoint_name(step: int) -> str:
-    return f"checkpoint_{step:06d}"
 
 
 def persist_local(tmp: Path, run_dir: Path, step: int, keep: int) -> Path:
@@ -305,7 +241,7 @@ def resume_point(run_dir: Path, store: Any = None) -> Iterator[Path | None]:
     resuming from the older one would repeat a whole interval. On a new machine only the
     store (``paths.store``) has the run. Half-written ones never count.
     """
-    import ray.train
+    import ray.train  # Ray loads only when a job runs: tests import this module without it
 
     on_disk = latest_checkpoint(run_dir)
     best = checkpoint_step(on_disk) if on_disk is not None else -1

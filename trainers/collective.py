@@ -38,10 +38,13 @@ def gather(obj: Any, world: int) -> list[Any]:
     return out
 
 
+def unwrap(net: Any) -> Any:
+    """The model inside DDP's wrapper (``net`` itself when not wrapped)."""
+    return net.module if hasattr(net, "module") else net
+
+
 def weights_hash(net: Any) -> str:
     """A short hash of the trainable weights: equal on every rank when DDP kept them in step."""
-    from trainers.checkpoint import unwrap
-
     digest = hashlib.sha256()
     for name, p in sorted(unwrap(net).named_parameters()):
         if p.requires_grad:

@@ -22,6 +22,7 @@ from data.config import DataConfig
 from data.errors import ConfigError
 from trainers.cluster_config import ClusterConfig
 from trainers.quant_spec import COMPUTE_DTYPES, HEAD_MODULES
+from trainers.storage import check_data_uris, check_uri, is_uri, join
 
 
 class TaskKind(str, Enum):
@@ -279,8 +280,6 @@ class PathsConfig:
 
     def __post_init__(self) -> None:
         if self.store is not None:
-            from trainers.storage import check_uri, is_uri
-
             if not is_uri(self.store):
                 raise ConfigError("paths.store", f"must be an object-store URI, got "
                                   f"{self.store!r}", "e.g. paths.store=s3://bucket/shardtune; "
@@ -295,8 +294,6 @@ class PathsConfig:
 
     def below(self, name: str) -> PathsConfig:
         """The paths of a sub-tree of runs (an ablation's, a sweep's); the store follows."""
-        from trainers.storage import join
-
         return dataclasses.replace(self, runs=f"{self.runs}/{name}",
                                    store=join(self.store, name) if self.store else None)
 
@@ -337,8 +334,6 @@ class TrainConfig:
         if self.task.kind == TaskKind.token_cls and self.data.format not in ("conll", "auto"):
             if self.data.format.value in ("text",):
                 raise ConfigError("data.format", "task=token_cls needs tagged input (conll)")
-        from trainers.storage import check_data_uris
-
         check_data_uris(self.data)  # a presigned URL or SAS token would land in config.json
 
     @property

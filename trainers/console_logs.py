@@ -91,6 +91,7 @@ def _restore(saved_env: str | None) -> None:
     else:
         os.environ["RAY_AIR_NEW_OUTPUT"] = saved_env
     if _route.get("captured"):
+        # Ray loads only when a job runs: the CLI imports this module without it
         from ray._private import worker
         from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
@@ -118,6 +119,7 @@ def capture_worker_output() -> None:
     """Once Ray runs: every worker line to the log file, only progress lines to the console."""
     if not _route:
         return
+    # Ray loads only when a job runs: the CLI imports this module without it
     from ray._private import worker
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
@@ -148,7 +150,7 @@ def announce_ray(joined: str | None) -> None:
     """The one line where Ray starts (Ray's own notices are in the log file)."""
     if not _route:
         return
-    import ray
+    import ray  # Ray loads only when a job runs: the CLI imports this module without it
 
     cpus = int(ray.cluster_resources().get("CPU", 0))
     where = f"joined {joined}" if joined else "started locally, on 127.0.0.1 only"

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers.modeling_outputs import SequenceClassifierOutput
+from safetensors.torch import load_file, save_file
+
+if TYPE_CHECKING:
+    from transformers.modeling_outputs import SequenceClassifierOutput
 
 HEAD_FILE = "pooling_head.safetensors"
 HEAD_CONFIG = "pooling_head.json"
@@ -40,6 +43,9 @@ class MeanPoolClassifier(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor | None = None, output_hidden_states: bool = False,
                 **kwargs: Any) -> SequenceClassifierOutput:
+        # transformers loads with a model: trainers.models imports this module without it
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
         encoded = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                                output_hidden_states=output_hidden_states)
         hidden = encoded.last_hidden_state
@@ -54,8 +60,6 @@ class MeanPoolClassifier(torch.nn.Module):
 
     def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
         """Encoder in Hugging Face format plus the head beside it (merged export, full FT)."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         self.encoder.save_pretrained(path, safe_serialization=True)
         save_file({k: v.contiguous() for k, v in self.classifier.state_dict().items()},
@@ -65,8 +69,7 @@ class MeanPoolClassifier(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> MeanPoolClassifier:
-        from safetensors.torch import load_file
-        from transformers import AutoModel
+        from transformers import AutoModel  # loads with a model, as in forward
 
         path = Path(path)
         head = json.loads((path / HEAD_CONFIG).read_text())

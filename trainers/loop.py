@@ -22,8 +22,6 @@ import torch
 from data.batches import bucketed_batches, collate
 from data.errors import ConfigError
 from trainers.checkpoint import (
-    Progress,
-    checkpoint_name,
     load_state,
     persist_local,
     persist_store,
@@ -31,11 +29,11 @@ from trainers.checkpoint import (
     rng_state,
     save_state,
     stop_when_disk_full,
-    unwrap,
 )
-from trainers.collective import all_reduce, distributed_checks, gather
+from trainers.collective import all_reduce, distributed_checks, gather, unwrap
 from trainers.config import Strategy, TrainConfig
 from trainers.data_loss import eval_rows_lost, train_rows_lost
+from trainers.manifest import Progress, checkpoint_name
 from trainers.models import apply_peft, build_base_model, load_tokenizer, trainable_summary
 from trainers.objective import task_loss
 from trainers.progress import ProgressLine
@@ -49,7 +47,7 @@ PLACEMENT_GROUP_KEY = "_placement_group"
 
 
 def _placement_group_id() -> str | None:
-    from ray.util import get_current_placement_group
+    from ray.util import get_current_placement_group  # in the worker; importers stay Ray-free
 
     pg = get_current_placement_group()
     return pg.id.hex() if pg is not None else None
@@ -68,7 +66,7 @@ def plan_steps(run: TrainConfig, train_rows: int, world: int) -> tuple[int, int]
 
 def _device(run: TrainConfig, world: int) -> torch.device:
     if world > 1 or run.cluster.mode.value == "ray":
-        import ray.train.torch
+        import ray.train.torch  # in the worker; importers stay Ray-free
 
         return ray.train.torch.get_device()
     want_gpu = run.cluster.use_gpu is not False and torch.cuda.is_available()
@@ -90,7 +88,7 @@ def _optimizer(net: Any, run: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, run: TrainConfig, total: int) -> Any:
-    from transformers import get_scheduler
+    from transformers import get_scheduler  # in the worker; importers stay transformers-free
 
     name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
     return get_scheduler(name[run.optim.schedule], optimizer,
@@ -141,7 +139,7 @@ class Publisher:
 
     def __call__(self, metrics: dict[str, Any], state: tuple | None, progress: Progress,
                  extra_files: dict[str, str] | None = None) -> None:
-        import ray.train
+        import ray.train  # in the worker; importers stay Ray-free
 
         name = checkpoint_name(progress.step)
         if self.placement_group:  # lets a sweep free the workers of a trial it stops
@@ -188,7 +186,7 @@ def _release_on_error(loop: Callable[[dict[str, Any]], None]) -> Callable[[dict[
 @_release_on_error
 def train_loop(loop_cfg: dict[str, Any]) -> None:
     """Ray Train worker function: restore → train with periodic eval/checkpoints → final eval."""
-    import ray.train
+    import ray.train  # in the worker; importers stay Ray-free
     from transformers import set_seed
 
     run: TrainConfig = loop_cfg["run"]

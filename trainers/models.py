@@ -1,15 +1,27 @@
-"""Build tokenizer, model and adapter from typed config: one place for every task."""
+"""Build tokenizer, model and adapter from typed config: one place for every task.
+
+transformers and peft are imported inside the functions that use them: the evaluation driver,
+the speed probe and distillation import this module for ``load_run_config`` and
+``tokenizer_location`` and must not pay seconds of imports (or their memory) for them.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from safetensors import SafetensorError
 
 from data.errors import ConfigError
 from data.locations import resolve_location
-from trainers.config import ModelConfig, PeftMethod, PeftSpec, TaskKind
+from trainers.config import ModelConfig, PeftMethod, PeftSpec, TaskKind, TrainConfig
+from trainers.heads import MeanPoolClassifier
+from trainers.quant_spec import QuantSpec
+from trainers.quantize import load_quantized, quantize_linears
 
 _AUTO_CLASSES = {
     TaskKind.seq_cls: "AutoModelForSequenceClassification",
@@ -33,7 +45,7 @@ def tokenizer_location(model: ModelConfig) -> str:
 
 def check_model(model: ModelConfig) -> None:
     """Fail on the driver, before any data work, when weights or tokenizer cannot be found."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # slow import: see the docstring
 
     load_tokenizer(model)
     if model.init_config is None:
@@ -49,7 +61,7 @@ def check_model(model: ModelConfig) -> None:
 
 
 def load_tokenizer(model: ModelConfig):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # slow import: see the docstring
 
     key = "model.tokenizer" if model.tokenizer else "model.name_or_path"
     try:
@@ -75,7 +87,7 @@ def _dtype(name: str) -> Any:
 
 def build_base_model(model: ModelConfig, task: TaskKind, labels: list[str], tokenizer) -> Any:
     """Load pretrained weights (or build from ``init_config``) with the task's head."""
-    import transformers
+    import transformers  # slow import: see the docstring
 
     if task == TaskKind.seq_cls and model.pooling == "mean":
         return _mean_pool_model(model, labels, tokenizer)
@@ -110,9 +122,7 @@ def build_base_model(model: ModelConfig, task: TaskKind, labels: list[str], toke
 
 
 def _mean_pool_model(model: ModelConfig, labels: list[str], tokenizer) -> Any:
-    from transformers import AutoConfig, AutoModel
-
-    from trainers.heads import MeanPoolClassifier
+    from transformers import AutoConfig, AutoModel  # slow import: see the docstring
 
     if model.init_config is not None:
         cfg_kwargs = dict(model.init_config)
@@ -131,9 +141,6 @@ def _mean_pool_model(model: ModelConfig, labels: list[str], tokenizer) -> Any:
 def quantize_base(net: Any, spec: PeftSpec, device: Any = None) -> Any:
     """QLoRA: the frozen base's linear layers become 4-bit bitsandbytes layers on ``device``
     (bitsandbytes quantises when a layer moves to a device, CPU included)."""
-    from trainers.quant_spec import QuantSpec
-    from trainers.quantize import quantize_linears
-
     base = spec.base
     quant = QuantSpec(method=base.quant_type, skip_modules=list(base.skip_modules),
                       double_quant=base.double_quant, compute_dtype=base.compute_dtype)
@@ -148,12 +155,10 @@ def apply_peft(net: Any, spec: PeftSpec, task: TaskKind, device: Any = None) -> 
     for full fine-tuning."""
     if spec.method == PeftMethod.none:
         return net
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # peft takes seconds: not for full fine-tuning
 
     if spec.method == PeftMethod.qlora:
         net = quantize_base(net, spec, device)
-
-    from trainers.heads import MeanPoolClassifier
 
     custom_head = isinstance(net, MeanPoolClassifier)
     lora = LoraConfig(
@@ -184,18 +189,10 @@ def trainable_summary(net: Any) -> dict[str, int]:
 
 def load_run_config(run_dir: Path) -> Any:
     """The typed TrainConfig a finished run was trained with (from its config.json)."""
-    import json
-
-    from omegaconf import OmegaConf
-
-    from trainers.config import TrainConfig
-
     path = run_dir / "config.json"
     if not path.is_file():
         raise ConfigError("run", f"{run_dir} is not a shardtune run (no config.json)",
                           "pass runs/<run_name> of a finished training run")
-    from omegaconf.errors import OmegaConfBaseException
-
     saved = _migrate(json.loads(path.read_text()))
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), saved))
@@ -227,12 +224,7 @@ def _migrate(saved: dict[str, Any]) -> dict[str, Any]:
 
 def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
     """(model, tokenizer, labels, TrainConfig) of a finished run, ready for inference."""
-    import json
-
-    from safetensors import SafetensorError
-    from transformers import AutoTokenizer
-
-    from trainers.heads import MeanPoolClassifier
+    from transformers import AutoTokenizer  # slow import: see the docstring
 
     run = load_run_config(run_dir)
     try:
@@ -243,15 +235,13 @@ def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
                           f"({type(exc).__name__})", "copy them from a checkpoint of the run"
                           ) from None
     if (run_dir / "model" / "quantization.json").is_file():  # shardtune quantize output
-        from trainers.quantize import load_quantized
-
         return load_quantized(run_dir / "model", run.task.kind.value), tokenizer, labels, run
     adapter = run_dir / "adapter"
     if not adapter.is_dir():
         raise ConfigError("run", f"{run_dir} has no adapter/ (did training finish?)")
     try:
         if run.peft.method != PeftMethod.none:
-            from peft import PeftModel
+            from peft import PeftModel  # peft takes seconds: only runs trained with adapters
 
             base = build_base_model(run.model, run.task.kind, labels, tokenizer)
             if run.peft.method == PeftMethod.qlora:  # the adapter was trained on a 4-bit base

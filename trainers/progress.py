@@ -19,7 +19,7 @@ class ProgressLine:
         self.start_step = start_step
         self._bar: Any = None
         if enabled and sys.stdout.isatty():
-            from rich.progress import (
+            from rich.progress import (  # a bar only on a terminal; workers and logs never draw
                 BarColumn,
                 Progress,
                 TextColumn,

@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
 from data.errors import ConfigError
+from trainers.heads import HEAD_CONFIG, MeanPoolClassifier
 from trainers.quant_spec import QuantSpec
 
 QUANT_FILE = "quantization.json"
@@ -51,6 +54,7 @@ logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
 
 def _bnb() -> Any:
+    """bitsandbytes, imported on first use: optional (CUDA-built), and it warns on import."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import bitsandbytes as bnb
@@ -71,11 +75,9 @@ class DynamicInt8:
 
     @staticmethod
     def _module(qweight: torch.Tensor, bias: torch.Tensor | None, n_in: int, n_out: int) -> Any:
-        from torch.ao.nn.quantized.dynamic import Linear
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            module = Linear(n_in, n_out, bias_=bias is not None, dtype=torch.qint8)
+            module = DynamicLinear(n_in, n_out, bias_=bias is not None, dtype=torch.qint8)
             module.set_weight_bias(qweight, None if bias is None else bias.detach().float())
         return module
 
@@ -262,7 +264,7 @@ def dequantize_linears(model: Any) -> int:
 
 def merge_full_precision(model: Any) -> Any:
     """Adapters folded into full-precision weights; a QLoRA base is dequantised first."""
-    from peft import PeftModel
+    from peft import PeftModel  # peft takes seconds: only a model with adapters needs it
 
     if not isinstance(model, PeftModel):
         return model
@@ -289,8 +291,6 @@ def linear_bytes(model: Any, names: list[str]) -> int:
 def save_quantized(model: Any, spec: QuantSpec, names: list[str], out: Path,
                    extra: dict[str, Any]) -> Path:
     """``out/quantized.safetensors`` + ``quantization.json`` + the architecture's config."""
-    from safetensors.torch import save_file
-
     out.mkdir(parents=True, exist_ok=True)
     codec = CODECS[spec.method]
     tensors: dict[str, torch.Tensor] = {}
@@ -321,8 +321,6 @@ def save_quantized(model: Any, spec: QuantSpec, names: list[str], out: Path,
 
 
 def _save_architecture(model: Any, out: Path) -> None:
-    from trainers.heads import HEAD_CONFIG, MeanPoolClassifier
-
     if isinstance(model, MeanPoolClassifier):
         model.encoder.config.save_pretrained(out)
         (out / HEAD_CONFIG).write_text(json.dumps({"pooling": "mean",
@@ -332,10 +330,9 @@ def _save_architecture(model: Any, out: Path) -> None:
 
 
 def _skeleton(model_dir: Path, task: str) -> Any:
+    # transformers loads when a model is rebuilt: trainers.models imports this module without it
     import transformers
     from transformers import AutoConfig, AutoModel
-
-    from trainers.heads import HEAD_CONFIG, MeanPoolClassifier
 
     config = AutoConfig.from_pretrained(model_dir)
     if (model_dir / HEAD_CONFIG).exists():
@@ -353,12 +350,10 @@ def _skeleton(model_dir: Path, task: str) -> Any:
 
 def load_quantized(model_dir: Path, task: str, device: str | None = None) -> Any:
     """Rebuild the quantised model saved by ``save_quantized`` (eval mode)."""
-    from safetensors.torch import load_file
-
     meta = json.loads((model_dir / QUANT_FILE).read_text())
     spec = QuantSpec(**meta["spec"], device=device or "auto")
     dev = resolve_device(spec)
-    from accelerate import init_empty_weights
+    from accelerate import init_empty_weights  # ~1 s import: only to rebuild a saved model
 
     with init_empty_weights():  # parameters on the meta device: no full-precision copy
         model = _skeleton(model_dir, task)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,7 +37,7 @@ def start_local_ray(**kwargs: Any) -> None:
     so it uses the switch Ray itself applies on macOS/Windows: node IP = loopback, and with it
     every gRPC server bound to loopback (asserted in tests/test_security.py).
     """
-    import ray
+    import ray  # Ray loads only when a job runs: the CLI imports this module without it
 
     quiet_ray_logs()
     with _loopback_node():
@@ -45,6 +47,7 @@ def start_local_ray(**kwargs: Any) -> None:
 @contextlib.contextmanager
 def _loopback_node() -> Iterator[None]:
     """Ray's own switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``): this node is 127.0.0.1."""
+    # Ray loads only when a job runs: the CLI imports this module without it
     from ray._private import ray_constants
 
     cluster_ready = ray_constants.ENABLE_RAY_CLUSTER
@@ -64,8 +67,6 @@ def _host_port(address: str) -> tuple[str, str]:
 def _is_loopback(address: str) -> bool:
     """A head on this machine's loopback (a Ray started by shardtune, or a one-machine head):
     Ray would otherwise rewrite 127.0.0.1 to the network address, where nothing listens."""
-    import ipaddress
-
     host, _ = _host_port(address)
     if host == "localhost":
         return True
@@ -85,7 +86,7 @@ JOINED_ENV = ("WANDB_MODE", "WANDB_SILENT", "WANDB_PROJECT", "WANDB_ENTITY", "WA
 def ensure_ray(cluster: ClusterConfig) -> None:
     """Connect to (or start) Ray once; a locally started Ray has no dashboard and listens on
     127.0.0.1 only."""
-    import ray
+    import ray  # Ray loads only when a job runs: the CLI imports this module without it
 
     if ray.is_initialized():
         hide_user_error_logs()
@@ -126,8 +127,6 @@ def ensure_ray(cluster: ClusterConfig) -> None:
 
 def _probe(address: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds on an address nothing listens at: ray.init retries for minutes."""
-    import socket
-
     if address in ("auto", "local"):
         return
     host, port = _host_port(address)
@@ -145,7 +144,7 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
 
 
 def wants_gpu(cluster: ClusterConfig) -> bool:
-    import ray
+    import ray  # Ray loads only when a job runs: the CLI imports this module without it
 
     if cluster.use_gpu is not None:
         return cluster.use_gpu
@@ -154,6 +153,7 @@ def wants_gpu(cluster: ClusterConfig) -> bool:
 
 def scaling_config(cluster: ClusterConfig) -> Any:
     """ScalingConfig for Ray Train: ``num_workers=0`` is Train's in-process local mode."""
+    # Ray loads only when a job runs: the CLI imports this module without it
     from ray.train import ScalingConfig
 
     if cluster.mode == ClusterMode.local:
@@ -168,7 +168,7 @@ def scaling_config(cluster: ClusterConfig) -> Any:
 
 def check_placement(cluster: ClusterConfig) -> None:
     """Fail before training when the workers can never be placed (Ray would wait forever)."""
-    import ray
+    import ray  # Ray loads only when a job runs: the CLI imports this module without it
 
     if cluster.mode == ClusterMode.local:
         return

@@ -62,6 +62,7 @@ def request(signum: int = signal.SIGTERM) -> None:
 
 
 def _post_flags() -> None:
+    # Ray loads only when a job runs: the CLI imports this module without it
     from ray.experimental.internal_kv import _internal_kv_put
 
     for key in list(_active):
@@ -101,6 +102,7 @@ def stop_flag() -> Iterator[str]:
 
     Installed after ``ray.init``, whose own SIGTERM handler exits the driver at once.
     """
+    # Ray loads only when a job runs: the CLI imports this module without it
     from ray.experimental.internal_kv import _internal_kv_del
 
     key = f"stop/{uuid.uuid4().hex}"
@@ -145,7 +147,7 @@ class StopPoll:
     def _read_flag(self) -> bool:
         if self.key in _active:  # the loop runs in the process that got the signal
             return bool(_received)
-        from ray.experimental.internal_kv import _internal_kv_get
+        from ray.experimental.internal_kv import _internal_kv_get  # Ray: only while a fit runs
 
         try:
             return bool(_internal_kv_get(self.key, namespace=NAMESPACE))
@@ -164,7 +166,7 @@ class StopPoll:
         self.asked = bool(asked)
         newly_preempted = False
         if preempt_due and not self.preempted:
-            import ray.train
+            import ray.train  # only in Ray Train's workers (local mode never polls preemption)
 
             self.preempted = newly_preempted = ray.train.get_preemption_info() is not None
         return self.asked, newly_preempted

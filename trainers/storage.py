@@ -36,6 +36,7 @@ from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from data.errors import ConfigError, ShardtuneError
+from trainers.manifest import PROGRESS_FILE, checkpoint_step, manifest_complete
 
 CHECKPOINT_PREFIX = "checkpoint_"
 LOCAL_ONLY = ("index.jsonl",)  # the local run index: per run, run_meta.json is the record
@@ -139,7 +140,7 @@ class Store:
 
     @classmethod
     def open(cls, uri: str, key: str = "paths.store") -> Store:
-        import pyarrow.fs as pafs
+        import pyarrow.fs as pafs  # only with a store (paths.store): the CLI imports this module
 
         check_uri(uri, key)
         try:
@@ -160,7 +161,7 @@ class Store:
 
     def sizes(self) -> dict[str, int]:
         """Every file below this directory: relative path → size (empty when absent)."""
-        import pyarrow.fs as pafs
+        import pyarrow.fs as pafs  # only with a store (paths.store): the CLI imports this module
 
         selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
         try:
@@ -225,8 +226,6 @@ class Store:
 
     def checkpoints(self) -> tuple[list[str], list[str]]:
         """(complete, half-written) checkpoint names, oldest first, by the manifest rule."""
-        from trainers.checkpoint import PROGRESS_FILE, checkpoint_step, manifest_complete
-
         by_ckpt: dict[str, dict[str, int]] = {}
         for rel, size in self.sizes().items():
             top, _, rest = rel.partition("/")

@@ -68,7 +68,7 @@ def score(state: EvalState, task: TaskKind, labels: list[str]) -> dict[str, floa
     else:
         out["examples"] = float(len(state.uids))
     if task == TaskKind.seq_cls:
-        from sklearn.metrics import accuracy_score, f1_score
+        from sklearn.metrics import accuracy_score, f1_score  # per task: seqeval has f1_score too
 
         out["accuracy"] = float(accuracy_score(state.gold, state.pred))
         out["macro_f1"] = float(
@@ -76,7 +76,7 @@ def score(state: EvalState, task: TaskKind, labels: list[str]) -> dict[str, floa
                      zero_division=0)
         )
     elif task == TaskKind.token_cls:
-        from seqeval.metrics import f1_score, precision_score, recall_score
+        from seqeval.metrics import f1_score, precision_score, recall_score  # entity level
 
         gold = [[labels[i] for i in row] for row in state.gold]
         pred = [[labels[i] for i in row] for row in state.pred]

@@ -108,7 +108,7 @@ class WandbTracker:
     """One W&B run per training run, resumable: the id derives from the run directory."""
 
     def __init__(self, run: TrainConfig, config: dict[str, Any], group: str | None) -> None:
-        import wandb
+        import wandb  # optional and slow to import: only with tracking.wandb on
 
         run_id = wandb_run_id(run)
         self._run = wandb.init(
@@ -158,7 +158,7 @@ def open_tracker(run: TrainConfig, rank: int, resume_step: int, config: dict[str
 def upload_artifacts(run: TrainConfig, paths: list[Path], group: str | None,
                      config: dict[str, Any]) -> None:
     """The finished run's files as one ``model`` artifact, on the same (resumed) W&B run."""
-    import wandb
+    import wandb  # optional and slow to import: only with tracking.wandb on
 
     with wandb.init(project=run.tracking.project, entity=run.tracking.entity,
                     id=wandb_run_id(run), resume="allow", name=display_name(run),
@@ -176,7 +176,7 @@ def upload_artifacts(run: TrainConfig, paths: list[Path], group: str | None,
 def log_summary_run(run: TrainConfig, kind: str, name: str, summary: dict[str, Any],
                     rows: list[dict[str, Any]]) -> None:
     """One W&B run per sweep or ablation (``kind``) holding its results table."""
-    import wandb
+    import wandb  # optional and slow to import: only with tracking.wandb on
 
     run_id = hashlib.sha1(f"{run.paths.runs}/{kind}/{name}".encode()).hexdigest()[:16]
     with wandb.init(project=run.tracking.project, entity=run.tracking.entity, name=name,
