@@ -77,30 +77,43 @@ class Generate:
                                                 add_generation_prompt=True,
                                                 chat_template=self.template)
                    for p in batch["prompt"]]
-        answers, new_tokens, stopped = [""] * len(prompts), [0] * len(prompts), \
-            [False] * len(prompts)
-        order = np.argsort([len(p) for p in prompts], kind="stable")
-        with torch.no_grad():
-            for start in range(0, len(prompts), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                enc = self.tok([prompts[i] for i in idx], add_special_tokens=False,
-                               padding=True, return_tensors="pt").to(self.device)
-                out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens,
-                                          num_beams=self.num_beams, do_sample=False,
-                                          eos_token_id=self.stop,
-                                          pad_token_id=self.tok.pad_token_id)
-                for row, ids in zip(idx, out[:, enc["input_ids"].shape[1]:], strict=True):
-                    ids = ids.tolist()
-                    ends = [k for k, t in enumerate(ids) if t in self.stop]
-                    stopped[row] = bool(ends)
-                    ids = ids[:ends[0]] if ends else ids  # up to the end-of-turn token
-                    new_tokens[row] = len(ids)
-                    answers[row] = self.tok.decode(ids, skip_special_tokens=True).strip()
-        out_batch = {k: v for k, v in batch.items() if k != "references"}
-        out_batch.update(generated=np.array(answers, dtype=object),
-                         new_tokens=np.array(new_tokens, dtype=np.int32),
-                         stopped=np.array(stopped, dtype=bool))
-        return out_batch
+        answers, new_tokens, stopped = generate_answers(
+            self.model, self.tok, prompts, self.stop, self.max_new_tokens, self.num_beams,
+            self.batch_size)
+        out = {k: v for k, v in batch.items() if k != "references"}
+        out.update(generated=np.array(answers, dtype=object),
+                   new_tokens=np.array(new_tokens, dtype=np.int32),
+                   stopped=np.array(stopped, dtype=bool))
+        return out
+
+
+def generate_answers(model: Any, tok: Any, prompts: list[str], stop: list[int],
+                     max_new_tokens: int, num_beams: int, batch_size: int
+                     ) -> tuple[list[str], list[int], list[bool]]:
+    """(answer text up to the first end-of-turn token, tokens generated before it, whether it
+    came) per rendered prompt; left-padded, length-sorted batches, greedy or beam search."""
+    answers, new_tokens, stopped = [""] * len(prompts), [0] * len(prompts), \
+        [False] * len(prompts)
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for start in range(0, len(prompts), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tok([prompts[i] for i in idx], add_special_tokens=False, padding=True,
+                      return_tensors="pt").to(device)
+            out = model.generate(input_ids=enc["input_ids"],
+                                 attention_mask=enc["attention_mask"],
+                                 max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                 do_sample=False, eos_token_id=stop,
+                                 pad_token_id=tok.pad_token_id)
+            for row, ids in zip(idx, out[:, enc["input_ids"].shape[1]:], strict=True):
+                ids = ids.tolist()
+                ends = [k for k, t in enumerate(ids) if t in stop]
+                stopped[row] = bool(ends)
+                ids = ids[:ends[0]] if ends else ids
+                new_tokens[row] = len(ids)
+                answers[row] = tok.decode(ids, skip_special_tokens=True).strip()
+    return answers, new_tokens, stopped
 
 
 class GenerateBase(Generate):
