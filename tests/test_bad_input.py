@@ -130,6 +130,36 @@ def _cases(tmp: Path) -> list[Case]:
         ("labels differing only in whitespace",
          [f"data.path={_jsonl(tmp / 'space.jsonl', GOOD + [_row('x', 'b ')])}"],
          ["space.jsonl:21", "label 'b ' differs from label 'b'"]),
+        *_chat_cases(tmp),
+    ]
+
+
+CHATS = [json.dumps({"messages": [{"role": "user", "content": f"question {i}"},
+                                  {"role": "assistant", "content": f"answer {i}"}]})
+         for i in range(20)]
+
+
+def _chat_cases(tmp: Path) -> list[Case]:
+    """task=sft rows that are no conversation, and a model file that is no GGUF model."""
+    sft = ["task=sft", "model=tiny_llama"]
+
+    def chat(name: str, messages: Any) -> str:
+        return f"data.path={_jsonl(tmp / name, CHATS + [json.dumps({'messages': messages})])}"
+
+    (tmp / "broken.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 4)
+    return [
+        ("chat: messages not a list", [*sft, chat("c_str.jsonl", "hello")],
+         ["c_str.jsonl:21", "non-empty list of {role, content} turns"]),
+        ("chat: unknown role", [*sft, chat("c_role.jsonl", [{"role": "bot", "content": "hi"}])],
+         ["c_role.jsonl:21", "unknown role 'bot'"]),
+        ("chat: no assistant turn",
+         [*sft, chat("c_noans.jsonl", [{"role": "user", "content": "hi"}])],
+         ["c_noans.jsonl:21", "no assistant turn", "data.on_error=skip"]),
+        ("chat: empty content", [*sft, chat("c_empty.jsonl", [
+            {"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}])],
+         ["c_empty.jsonl:21", "empty or non-text content"]),
+        ("a corrupt GGUF model file", ["task=sft", f"model.name_or_path={tmp}/broken.gguf"],
+         ["model.name_or_path", "broken.gguf is not a readable GGUF model"]),
     ]
 
 
