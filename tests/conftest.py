@@ -36,6 +36,11 @@ PLANTED = {
     "AZURE_STORAGE_KEY": "azure0planted0key0" + "f" * 22,
 }
 LAST = "test_no_planted_secret_in_any_file_the_suite_wrote"
+# Ray Train extras no test looks at, off for the session (every Ray the suite starts or joins):
+# the preemption watcher is one more actor process per Ray Train run (~2.5 s of CPU to start
+# on 2 cores; it watches for cloud nodes being preempted), the metrics callbacks export
+# Prometheus gauges from the controller and every worker each step.
+RAY_TEST_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
 # Fake secrets tests set with monkeypatch.setenv (a variable named like a credential): the
 # last test searches for these too.
 SET_BY_TESTS: set[str] = set()
@@ -64,6 +69,8 @@ def pytest_configure(config: Any) -> None:
             f"or unset {REQUIRE_SHARED} to let them skip")
     for name, value in PLANTED.items():
         os.environ.setdefault(name, value)  # a real value already set is searched for instead
+    for name, value in RAY_TEST_ENV.items():  # before any Ray starts: its processes inherit
+        os.environ.setdefault(name, value)
 
 
 def pytest_collection_modifyitems(items: list[Any]) -> None:
