@@ -143,7 +143,7 @@ def score_generations(frame: pd.DataFrame, resamples: int) -> dict[str, Any]:
 def write_generation_report(result: dict[str, Any], frame: pd.DataFrame, out: Path,
                             worst: int = 10) -> Path:
     """report.md: scores with intervals, the baseline beside them, the worst answers."""
-    m, base = result["metrics"], (result.get("baseline") or {}).get("metrics")
+    m, base = result["metrics"], result.get("baseline")
     lines = [f"# Evaluation: `{Path(result['run']).name}` on `{result['data']}` / "
              f"{result['split']}", "",
              f"{m['examples']} prompts, {m['references']} references; {m['stopped']:.0%} of "
@@ -184,7 +184,7 @@ def finish_generation(cfg: Any, run_dir: Path, data_name: str, out_dir: Path,
     if base is not None:
         base = base.assign(references=[list(refs[p]) for p in base["prompt"]])
         result["baseline"] = {"name": "base model, zero-shot",
-                              "metrics": score_generations(base, cfg.resamples)["metrics"]}
+                              **score_generations(base, cfg.resamples)["metrics"]}
     result["gates"] = check_gates(cfg.gate, result)
     with replaced_on_success(out_dir) as staging:
         frame.assign(references=[json.dumps(r, ensure_ascii=False) for r in
@@ -205,6 +205,7 @@ def _slices(frame: pd.DataFrame) -> list[dict[str, Any]]:
         for value in sorted(set(values)):
             part = frame[values == value]
             out.append({"slice": f"{column}={value}", "n": len(part),
+                        "value": float(part["rouge_l"].mean()),  # the slice's headline
                         "rouge_l": float(part["rouge_l"].mean()),
                         "bleu": float(part["bleu"].mean())})
     return sorted(out, key=lambda s: s["rouge_l"])

@@ -64,7 +64,7 @@ def print_evaluation(result: dict[str, Any]) -> int:
     m, base = result["metrics"], result.get("baseline")
     console.print(f"[bold]{Path(result['run']).name}[/] on {result['data']}/{result['split']}: "
                   f"{m['examples']} examples")
-    for key in ("accuracy", "macro_f1", "entity_f1", "perplexity"):
+    for key in ("accuracy", "macro_f1", "entity_f1", "perplexity", "bleu", "rouge_l", "chrf"):
         if key not in m:
             continue
         est = m[key]

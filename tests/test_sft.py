@@ -15,13 +15,12 @@ from tests.test_chat import CHATML
 
 @needs_shared
 @pytest.mark.usefixtures("ray_session")
-def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path):
-    from evaluation.config import EvaluateConfig
-    from evaluation.evaluate import evaluate
+def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, capsys):
+    from shardtune.cli import main
     from trainers.train import train
 
     run = compose_run(tmp_path, [*FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
-                                 "data.max_examples=300", "trainer.max_steps=8",
+                                 "data.max_examples=120", "trainer.max_steps=8",
                                  "task.max_length=256", "optim.lr=1e-2", "run_name=sft"])
     run.task.chat_template = CHATML  # MiniLM's tokenizer has none; SmolLM2's has its own
     summary = train(run)
@@ -30,10 +29,14 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path):
     assert summary["metrics"]["val/perplexity"] > 1
     meta = json.loads((Path(summary["run_dir"]) / "run_meta.json").read_text())
     train_split = meta["dataset"]["splits"]["train"]
-    assert train_split["rows"] <= 300 and meta["train_rows"] < train_split["rows"]  # packed
+    assert train_split["rows"] <= 140 and meta["train_rows"] < train_split["rows"]  # packed
 
-    result = evaluate(EvaluateConfig(run=summary["run_dir"], split="test", resamples=200,
-                                     paths=run.paths))
+    assert main(["evaluate", f"run={summary['run_dir']}", "split=test", "resamples=200",
+                 f"paths.root={tmp_path}"]) == 0
+    assert "rouge_l" in capsys.readouterr().out  # the console's screen for generation
+    result = json.loads((Path(summary["run_dir"]) / "eval" / "test" / "metrics.json")
+                        .read_text())
+    result["out_dir"] = str(Path(summary["run_dir"]) / "eval" / "test")
     m = result["metrics"]
     frame = __import__("pandas").read_parquet(Path(result["out_dir"]) / "predictions.parquet")
     # one answer per distinct meaning representation, scored against all its references
@@ -42,7 +45,7 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path):
     for name in ("bleu", "rouge_l", "chrf", "exact_match"):
         assert m[name]["ci_low"] <= m[name]["value"] <= m[name]["ci_high"]
     assert result["baseline"] is None  # a random-init model has no base model to ask
-    assert "lowest ROUGE-L answers" in Path(result["report"]).read_text()
+    assert "lowest ROUGE-L answers" in (Path(result["out_dir"]) / "report.md").read_text()
 
 
 def test_generation_stops_at_the_end_of_turn_token():
