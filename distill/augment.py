@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from data.tokenize import IGNORE_INDEX
+from data.tokenize import IGNORE_INDEX, tokenize_splits
 
 
 def perturb(text: str, rng: np.random.Generator, p: float, mask_token: str | None) -> str:
@@ -67,9 +67,7 @@ def transfer_rows(prep: Any, run: Any, tokenizer_path: str) -> tuple[Any, int]:
 
     Sequence classification only: a token-level task's copies would need word-aligned tags.
     """
-    from transformers import AutoTokenizer
-
-    from data.tokenize import tokenize_splits
+    from transformers import AutoTokenizer  # loads every tokenizer family: only when augmenting
 
     spec = run.distill
     raw = prep.splits.datasets["train"].select_columns(["text", "label", "_src"])

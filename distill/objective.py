@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from distill.loss import distill_loss, hidden_term
+from distill.teacher import load_teacher
 
 
 def distiller(run: Any, net: torch.nn.Module, device: torch.device) -> Distiller:
@@ -30,8 +31,6 @@ class Distiller:
         self.task = run.task.kind.value
         self.teacher = None
         if self.spec.teacher_mode == "online":
-            from distill.teacher import load_teacher
-
             self.teacher, _, _ = load_teacher(self.spec.teacher, run.task.kind)
             self.teacher.to(device)
         self.wants_hidden = self.spec.hidden_loss != "none"

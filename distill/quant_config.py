@@ -1,11 +1,16 @@
-"""Typed specs of the quantisation gate (``gate.*``) and ``compress.*``."""
+"""Typed configs of ``shardtune quantize`` (``QuantizeConfig``, its gate ``gate.*``) and
+``compress.*``: light, the CLI composes with them before any verb's package is imported."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
+from hydra.core.config_store import ConfigStore
+
 from data.errors import ConfigError
+from trainers.config import PathsConfig
+from trainers.quant_spec import QuantSpec
 
 
 @dataclass
@@ -54,3 +59,33 @@ class CompressSpec:
             raise ConfigError("compress", "both stages are off",
                               "set compress.distill=true and/or compress.quantize=true")
 
+
+@dataclass
+class QuantizeConfig:
+    """``shardtune quantize run=<run> quant=<method>``.
+
+    Args:
+        run: A finished run directory (its adapter is merged first) — a training run, a seed
+            of a group (``runs/<group>/seed0``) or a distilled student.
+        split: Split scored for the quality comparison.
+        out: Output directory; ``null`` = ``<run>/quant/<method>``.
+        speed: Measure CPU latency, throughput and memory of both models.
+        resamples: Bootstrap resamples for the CIs.
+    """
+
+    run: str = "???"
+    quant: QuantSpec = field(default_factory=QuantSpec)
+    split: str = "test"
+    out: Optional[str] = None
+    gate: QuantGate = field(default_factory=QuantGate)
+    speed: bool = True
+    resamples: int = 1000
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "validation", "test"):
+            raise ConfigError("split", f"must be train, validation or test, got {self.split!r}")
+
+
+def register_quantize_config() -> None:
+    ConfigStore.instance().store(name="quantize_schema", node=QuantizeConfig)

@@ -15,53 +15,31 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
-
-from hydra.core.config_store import ConfigStore
+from typing import Any
 
 from data.errors import ConfigError
-from distill.quant_config import QuantGate
+from distill.quant_config import QuantizeConfig, register_quantize_config  # noqa: F401 (re-export)
+from evaluation.compare import compare
+from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
+from evaluation.evaluate import evaluate
 from evaluation.speed import measure_isolated, speed_texts
 from trainers.config import PathsConfig
+from trainers.models import load_run_config, load_trained
 from trainers.quant_spec import QuantSpec
+from trainers.quantize import (
+    linear_bytes,
+    merge_full_precision,
+    quantize_linears,
+    resolve_device,
+    save_quantized,
+    target_linears,
+)
 from trainers.storage import local_run
 
 HIGHER_WORSE = ("perplexity", "loss")
 GATE_METRICS = {"seq_cls": ("accuracy", "macro_f1"), "token_cls": ("entity_f1",),
                 "causal_lm": ("perplexity",)}
-
-
-@dataclass
-class QuantizeConfig:
-    """``shardtune quantize run=<run> quant=<method>``.
-
-    Args:
-        run: A finished run directory (its adapter is merged first) — a training run, a seed
-            of a group (``runs/<group>/seed0``) or a distilled student.
-        split: Split scored for the quality comparison.
-        out: Output directory; ``null`` = ``<run>/quant/<method>``.
-        speed: Measure CPU latency, throughput and memory of both models.
-        resamples: Bootstrap resamples for the CIs.
-    """
-
-    run: str = "???"
-    quant: QuantSpec = field(default_factory=QuantSpec)
-    split: str = "test"
-    out: Optional[str] = None
-    gate: QuantGate = field(default_factory=QuantGate)
-    speed: bool = True
-    resamples: int = 1000
-    paths: PathsConfig = field(default_factory=PathsConfig)
-
-    def __post_init__(self) -> None:
-        if self.split not in ("train", "validation", "test"):
-            raise ConfigError("split", f"must be train, validation or test, got {self.split!r}")
-
-
-def register_quantize_config() -> None:
-    ConfigStore.instance().store(name="quantize_schema", node=QuantizeConfig)
 
 
 def source_dir(run: str, paths: PathsConfig) -> Path:
@@ -79,16 +57,6 @@ def source_dir(run: str, paths: PathsConfig) -> Path:
 
 def write_quantized(src: Path, spec: QuantSpec, out: Path) -> dict[str, Any]:
     """Steps 1–2: merged full-precision model → quantised, saved run-like directory."""
-    from trainers.models import load_trained
-    from trainers.quantize import (
-        linear_bytes,
-        merge_full_precision,
-        quantize_linears,
-        resolve_device,
-        save_quantized,
-        target_linears,
-    )
-
     device = resolve_device(spec)
     model, tokenizer, _, _ = load_trained(src)
     full = merge_full_precision(model)
@@ -119,11 +87,6 @@ def gate_metric(asked: str, task: str) -> str:
 
 
 def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
-    from evaluation.compare import compare
-    from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
-    from evaluation.evaluate import evaluate
-    from trainers.models import load_run_config
-
     spec = cfg.quant
     src = source_dir(cfg.run, cfg.paths)
     metric = gate_metric(cfg.gate.metric, load_run_config(src).task.kind.value)

@@ -15,9 +15,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from distill.student import merged_teacher
+from distill.teacher import load_teacher, teacher_dir
 from evaluation.aggregate import example_interval
+from evaluation.compare import compare
+from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
+from evaluation.evaluate import evaluate
 from evaluation.speed import measure
 from trainers.config import TrainConfig
+from trainers.models import load_trained
 
 
 def quality_table(teacher: dict[str, float], summary: dict[str, Any], split: str,
@@ -58,13 +64,6 @@ def quality_table(teacher: dict[str, float], summary: dict[str, Any], split: str
 def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
                          texts: list[str]) -> Path:
     """``texts``: held-out texts (already read by the caller) for the speed measurements."""
-    from distill.student import merged_teacher
-    from distill.teacher import load_teacher, teacher_dir
-    from evaluation.compare import compare
-    from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
-    from evaluation.evaluate import evaluate
-    from trainers.models import load_trained
-
     spec = run.distill
     tdir = teacher_dir(spec.teacher)
     lines = [f"# Distillation `{root.name}`", "",

@@ -57,7 +57,7 @@ def every_other(count: int) -> list[int]:
 
 def merged_teacher(teacher: Any) -> Any:
     """Adapters folded into full-precision weights (a plain module to copy layers from)."""
-    from peft import PeftModel
+    from peft import PeftModel  # peft takes seconds to import: only merging a teacher needs it
 
     if isinstance(teacher, PeftModel):
         return teacher.merge_and_unload()

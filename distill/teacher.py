@@ -16,8 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from data.batches import collate
 from data.errors import ConfigError
+from data.locations import resolve_location
+from trainers.config import TaskKind
+from trainers.models import _AUTO_CLASSES, load_trained
 from trainers.storage import local_run
 
 PROVENANCE = "provenance.json"
@@ -36,14 +41,9 @@ def load_teacher(location: str, task: Any) -> tuple[Any, Any, list[str]]:
     """(frozen model in eval mode, tokenizer, labels)."""
     run_dir = teacher_dir(location)
     if run_dir is not None:
-        from trainers.models import load_trained
-
         model, tokenizer, labels, _ = load_trained(run_dir)
     else:
-        import transformers
-
-        from data.locations import resolve_location
-        from trainers.models import _AUTO_CLASSES
+        import transformers  # loads with a model: importers of this module stay without it
 
         location = resolve_location(location, "distill.teacher")
         try:
@@ -84,10 +84,6 @@ class TeacherOutputs:
 
     def __init__(self, location: str, task: str, temperature: float, top_k: int,
                  pad_id: int, batch_size: int = 64, threads: int = 1) -> None:
-        import torch
-
-        from trainers.config import TaskKind
-
         self.model, _, _ = load_teacher(location, TaskKind(task))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu":
@@ -97,10 +93,6 @@ class TeacherOutputs:
         self.pad_id, self.batch_size = pad_id, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        import torch
-
-        from data.batches import collate
-
         n = len(batch["uid"])
         order = np.argsort(batch["length"], kind="stable")
         logp_out: list[Any] = [None] * n
@@ -160,9 +152,8 @@ def check_provenance(stored: dict[str, Any], wanted: dict[str, Any], where: Path
 def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
                     wanted: dict[str, Any], task: str, pad_id: int) -> Any:
     """The train split with teacher outputs: reused when provenance matches, else made."""
-    import ray
+    import ray  # Ray loads only when a job runs: the CLI and tests import this module without it
     import ray.data
-    import torch
 
     stamp = out_dir / PROVENANCE
     if stamp.exists() and not spec.recompute:

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
+
+from evaluation import stats as example_stats
 
 CONFIDENCE = 0.95
 
@@ -89,10 +92,6 @@ def example_interval(run_dir: Path, split: str, metric: str, resamples: int = 10
             found = {k: stored[k] for k in ("value", "ci_low", "ci_high", "n") if k in stored}
     predictions = folder / "predictions.parquet"
     if found is None and name in ("accuracy", "macro_f1") and predictions.exists():
-        import pandas as pd
-
-        from evaluation import stats as example_stats
-
         frame = pd.read_parquet(predictions)
         if {"gold_label", "pred_label"} <= set(frame.columns):
             labels = sorted(set(frame["gold_label"]) | set(frame["pred_label"]))

@@ -11,8 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline, make_union
 
-from trainers.identity import read_json, replaced_on_success, write_json
+from data.pipeline import build_splits
+from evaluation.outputs import data_identity
+from evaluation.scoring import score_frame
+from trainers.cluster_config import ClusterConfig
+from trainers.identity import digest, read_json, replaced_on_success, write_json
+from trainers.scaling import ensure_ray
 
 BASELINE_DIR = "baseline"
 PROVENANCE = "provenance.json"
@@ -21,10 +29,6 @@ PROVENANCE = "provenance.json"
 def fit_predict(train_texts: list[str], train_labels: list[str], texts: list[str],
                 labels: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
     """(predicted label ids, class probabilities, fit seconds) with the run's label order."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
-
     features = make_union(
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
         TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
@@ -70,13 +74,6 @@ def run_baseline(cfg) -> dict:
     Writes ``runs/baseline/<data.name>/eval/<split>/`` (predictions, metrics with CIs, slices,
     report), so a model's report and the baseline's can be read side by side or gated.
     """
-    from data.pipeline import build_splits
-    from evaluation.evaluate import score_frame
-    from evaluation.outputs import data_identity
-    from trainers.cluster_config import ClusterConfig
-    from trainers.identity import digest
-    from trainers.scaling import ensure_ray
-
     ensure_ray(ClusterConfig())
     splits = build_splits(cfg.data, "seq_cls")
     splits.pick(cfg.split)

@@ -110,7 +110,7 @@ def _evaluation_section(evaluation: dict | None, run_dir: Path, split: str) -> l
               f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}]" for s in evaluation["slices"][:5]]
     predictions = run_dir / "eval" / split / "predictions.parquet"
     if predictions.is_file():
-        import pandas as pd
+        import pandas as pd  # pandas loads only here: the CLI imports this module to compose
 
         frame = pd.read_parquet(predictions, columns=["gold_label", "pred_label"])
         wrong = frame[frame["gold_label"] != frame["pred_label"]]

@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 
 from data.errors import ConfigError, DataError
-from evaluation.config import CompareConfig, CompareSpec
+from evaluation.compare_report import write_compare_report
+from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
+from evaluation.evaluate import evaluate
+from evaluation.outputs import is_current
 from evaluation.paired import Effect, adjust_p_values, paired_bootstrap, seeds_only, verdict
 from evaluation.stats import length_buckets
 from trainers.identity import read_json
@@ -60,13 +63,8 @@ def higher_is_better(metric: str) -> bool:
 def saved_predictions(member: Path, split: str, paths: Any) -> pd.DataFrame | None:
     """A member's saved predictions on ``split`` (evaluated now if missing or made by other
     weights); None: no labels."""
-    from evaluation.outputs import is_current
-
     path = member / "eval" / split / "predictions.parquet"
     if not is_current(path.parent, member):
-        from evaluation.config import EvaluateConfig
-        from evaluation.evaluate import evaluate
-
         evaluate(EvaluateConfig(run=str(member), split=split, baseline=False, paths=paths))
     frame = pd.read_parquet(path)
     return frame if "gold_label" in frame else None
@@ -212,7 +210,5 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     out = Path(cfg.out) if cfg.out else side_b.path / "compare" / side_a.name
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(result, indent=1, default=float))
-    from evaluation.compare_report import write_compare_report
-
     result["report"] = str(write_compare_report(result, out))
     return result

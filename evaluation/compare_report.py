@@ -15,7 +15,7 @@ def forest_plot(slices: list[dict[str, Any]], out: Path, limit: int = 25) -> Pat
     rows = [s for s in slices if s.get("tested")][:limit]
     if not rows:
         return None
-    import matplotlib
+    import matplotlib  # matplotlib loads when the plot is drawn, Agg chosen first
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -10,6 +10,7 @@ from hydra.core.config_store import ConfigStore
 from data.config import DataConfig
 from data.errors import ConfigError
 from trainers.config import PathsConfig
+from trainers.storage import check_data_uris, refuse_credentials
 
 SPLITS = ("train", "validation", "test")
 
@@ -78,8 +79,6 @@ class EvaluateConfig:
             raise ConfigError("resamples", f"must be >= 100, got {self.resamples}")
         if self.actors < 1 or self.batch_size < 1:
             raise ConfigError("actors" if self.actors < 1 else "batch_size", "must be >= 1")
-        from trainers.storage import check_data_uris, refuse_credentials
-
         if self.data is not None:
             check_data_uris(self.data)
         refuse_credentials(self.run, "run")
@@ -105,8 +104,6 @@ class BaselineConfig:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError("split", f"must be one of {', '.join(SPLITS)}, got {self.split!r}")
-        from trainers.storage import check_data_uris
-
         check_data_uris(self.data)
 
 

@@ -13,7 +13,7 @@ from evaluation.outputs import lost_line
 
 
 def _plots(result: dict[str, Any], frame: pd.DataFrame, labels: list[str], out: Path) -> None:
-    import matplotlib
+    import matplotlib  # matplotlib loads when the plots are drawn, Agg chosen first
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

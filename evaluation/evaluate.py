@@ -13,12 +13,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from data.errors import DataError
 from data.pipeline import build_splits
 from data.tokenize import tokens_cut
 from evaluation.baseline import BASELINE_DIR, baseline_predictions
 from evaluation.config import EvaluateConfig
+from evaluation.evaluate_tasks import (
+    PredictTags,
+    ScoreLM,
+    lm_metrics,
+    token_metrics,
+    write_task_report,
+)
+from evaluation.gates import check_gates
 from evaluation.outputs import (
     EVAL_DIR,
     check_name,
@@ -30,18 +39,11 @@ from evaluation.outputs import (
     rows_digest,
     weights_hash,
 )
-from evaluation.stats import (
-    accuracy,
-    bootstrap,
-    classification_report,
-    length_buckets,
-    macro_f1,
-    slice_table,
-)
+from evaluation.scoring import score_frame
 from trainers.cluster_config import ClusterConfig
 from trainers.config import TaskKind
 from trainers.identity import digest, replaced_on_success
-from trainers.models import load_run_config
+from trainers.models import inference_device, load_run_config, load_trained
 from trainers.scaling import ensure_ray
 from trainers.storage import local_run
 
@@ -50,10 +52,6 @@ class Predict:
     """Ray Data class UDF: the trained model loads once per actor, batches are length-sorted."""
 
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
-        import torch
-
-        from trainers.models import inference_device, load_trained
-
         self.model, self.tok, self.labels, run = load_trained(Path(run_dir))
         self.device = inference_device(self.model)
         if self.device.type == "cpu":  # Ray pins actors to 1 thread: use this actor's share
@@ -64,8 +62,6 @@ class Predict:
         self.label_id = {name: i for i, name in enumerate(self.labels)}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        import torch
-
         texts = [str(t) for t in batch["text"]]
         order = np.argsort([len(t) for t in texts], kind="stable")
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
@@ -98,8 +94,7 @@ def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows
     """Run a scoring UDF (model loads in its constructor) over a split: in this process for
     small splits, where an actor's start-up (a process, imports, model load) would dominate;
     through Ray Data actors otherwise."""
-    import ray
-    import torch
+    import ray  # Ray loads only when a job runs: the CLI and tests import this module without it
 
     if cfg.inprocess_rows and dataset.count() <= cfg.inprocess_rows:
         score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads())
@@ -116,8 +111,6 @@ def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows
 
 
 def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataFrame, float]:
-    import torch
-
     gpus = 1 if torch.cuda.is_available() else 0
     start = time.perf_counter()
     frame = score_split(Predict, cfg, run_dir, dataset, cfg.batch_size * 32, num_gpus=gpus,
@@ -157,92 +150,9 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
                        lost=data_lost(frame, splits.summaries[cfg.split], run.task.max_length))
 
 
-def score_frame(frame: pd.DataFrame, labels: list[str], cfg: Any, run_dir: Path,
-                data_name: str, seconds: float, base_frame: pd.DataFrame | None = None,
-                out_dir: Path | None = None, made_by: dict[str, Any] | None = None,
-                lost: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Metrics, slices, baseline comparison, gates and report for one predictions frame.
-
-    Shared by ``evaluate`` (the model) and ``baseline`` (TF-IDF alone, same report format).
-    Everything is written to a staging folder that replaces ``out_dir`` at the end: a failure
-    leaves an earlier evaluation there as it was.
-    """
-    from evaluation.eval_report import write_eval_report
-    from evaluation.gates import check_gates
-
-    out_dir = out_dir or run_dir / EVAL_DIR / cfg.split
-    gold, pred = frame["gold"].to_numpy(), frame["pred"].to_numpy()
-    probs = np.stack(frame["probs"].to_numpy())
-    metrics = classification_report(gold, pred, probs, labels, cfg.resamples)
-    metrics["examples_per_s"] = len(frame) / max(seconds, 1e-9)
-    metrics["examples"] = len(frame)
-    base = None
-    if base_frame is not None:
-        base_pred = frame[["_src"]].merge(base_frame, on="_src", how="left")["pred"]
-        if base_pred.isna().any():  # a cache of other rows would have been caught: a bug
-            raise RuntimeError(f"baseline predictions miss {int(base_pred.isna().sum())} rows")
-        base_pred = base_pred.to_numpy().astype(int)
-        base = {"accuracy": bootstrap(accuracy, gold, base_pred, cfg.resamples).as_dict(),
-                "macro_f1": bootstrap(macro_f1, gold, base_pred, cfg.resamples).as_dict()}
-        frame["baseline_pred"] = base_pred
-    slices = _slices(frame, labels)
-    made_by = {**(made_by or {}), "rows": rows_digest(frame)}
-    result = {"run": str(run_dir), "split": cfg.split, "data": data_name,
-              "metrics": metrics, "baseline": base, "slices": slices, "made_by": made_by}
-    if lost is not None:
-        result["lost"] = lost
-    result["gates"] = check_gates(cfg.gate, result)
-    with replaced_on_success(out_dir) as staging:
-        frame.drop(columns=["baseline_pred"], errors="ignore").assign(
-            gold_label=[labels[i] for i in frame["gold"]],
-            pred_label=[labels[i] for i in frame["pred"]]).to_parquet(
-            staging / "predictions.parquet")
-        (staging / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
-        report = write_eval_report(result, frame, labels, staging).name
-    result["report"] = str(out_dir / report)
-    result["out_dir"] = str(out_dir)
-    return result
-
-
-def _groupings(frame: pd.DataFrame, labels: list[str]) -> dict[str, np.ndarray]:
-    groups = {c[len("meta_"):]: frame[c].astype(str).to_numpy()
-              for c in frame.columns if c.startswith("meta_")}
-    groups["length"] = length_buckets(frame["n_tokens"].to_numpy())
-    groups["gold"] = np.array([labels[i] for i in frame["gold"]])
-    return groups
-
-
-def _slices(frame: pd.DataFrame, labels: list[str]) -> list[dict]:
-    """Model accuracy with CI per slice (metadata, length bucket, gold label); worst first.
-
-    When the baseline's predictions are in ``frame`` each slice also gets its accuracy.
-    """
-    gold, pred = frame["gold"].to_numpy(), frame["pred"].to_numpy()
-    base = frame["baseline_pred"].to_numpy() if "baseline_pred" in frame else None
-    rows: list[dict] = []
-    for column, values in _groupings(frame, labels).items():
-        table = slice_table(values, gold, pred, column)
-        if base is not None:
-            for row in table:
-                inside = values == row["slice"].split("=", 1)[1]
-                row["baseline"] = accuracy(gold[inside], base[inside])
-        rows += table
-    return sorted(rows, key=lambda r: r["value"])
-
-
 def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, data_name: str,
                     out_dir: Path, made_by: dict[str, Any]) -> dict[str, Any]:
     """token_cls (entity F1 per type) and causal_lm (perplexity per slice)."""
-
-    from evaluation.evaluate_tasks import (
-        PredictTags,
-        ScoreLM,
-        lm_metrics,
-        token_metrics,
-        write_task_report,
-    )
-    from evaluation.gates import check_gates
-
     task = run.task.kind
     udf = PredictTags if task == TaskKind.token_cls else ScoreLM
     frame = score_split(udf, cfg, run_dir, splits.datasets[cfg.split], cfg.batch_size * 8,

@@ -14,19 +14,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from scipy import stats
+from seqeval.metrics import classification_report, f1_score
 
 from data.tokenize import IGNORE_INDEX, tokens_cut
+from evaluation.outputs import lost_line
 from evaluation.stats import Estimate, length_buckets
+from trainers.models import inference_device, load_trained
 
 
 class PredictTags:
     """Per-word tags from the first sub-word of each word (as training labelled them)."""
 
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
-        import torch
-
-        from trainers.models import inference_device, load_trained
-
         torch.set_num_threads(threads)
         self.model, self.tok, self.labels, run = load_trained(Path(run_dir))
         self.device = inference_device(self.model)
@@ -34,8 +35,6 @@ class PredictTags:
         self.max_length, self.batch_size = run.task.max_length, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        import torch
-
         words = [list(t) for t in batch["tokens"]]
         preds: list[list[str]] = []
         words_cut: list[int] = []
@@ -77,10 +76,6 @@ class ScoreLM:
     """Per-document negative log-likelihood and predicted-token count (no packing)."""
 
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
-        import torch
-
-        from trainers.models import inference_device, load_trained
-
         torch.set_num_threads(threads)
         self.model, self.tok, _, run = load_trained(Path(run_dir))
         self.device = inference_device(self.model)
@@ -90,8 +85,6 @@ class ScoreLM:
             else self.tok.sep_token_id
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        import torch
-
         texts = [str(t) for t in batch["text"]]
         nll, count = np.zeros(len(texts)), np.zeros(len(texts), dtype=np.int64)
         cut = np.zeros(len(texts), dtype=np.int32)  # tokens past task.max_length: not scored
@@ -131,8 +124,6 @@ def _objects(rows: list[list[str]]) -> np.ndarray:
 def _bootstrap_index(statistic, n: int, resamples: int) -> Estimate:
     """Percentile CI of ``statistic(indices)`` from ``scipy.stats.bootstrap`` over examples
     (sentences or documents), so corpus-level metrics resample whole examples."""
-    from scipy import stats
-
     value = float(statistic(np.arange(n)))
     if n < 2:
         return Estimate(value, value, value, n)
@@ -146,8 +137,6 @@ def _bootstrap_index(statistic, n: int, resamples: int) -> Estimate:
 
 
 def token_metrics(frame: pd.DataFrame, resamples: int) -> dict[str, Any]:
-    from seqeval.metrics import classification_report, f1_score
-
     gold = [list(t) for t in frame["gold_tags"]]
     pred = [list(t) for t in frame["pred_tags"]]
 
@@ -187,8 +176,6 @@ def write_task_report(result: dict[str, Any], out: Path) -> Path:
     lines = [f"# Evaluation: `{Path(result['run']).name}` on `{result['data']}` / "
              f"{result['split']}", ""]
     if result.get("lost"):
-        from evaluation.outputs import lost_line
-
         lines += [lost_line(result["lost"]), ""]
     if "entity_f1" in m:
         e = m["entity_f1"]

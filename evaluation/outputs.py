@@ -15,9 +15,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from data.config import DataConfig
 from data.errors import ConfigError
 from trainers.identity import RESUME_FREE, digest, identity, read_json
+from trainers.storage import check_data_uris
 
 EVAL_DIR = "eval"
 WEIGHTS = ("adapter", "merged")  # what a run's predictions depend on besides its config
@@ -29,9 +33,6 @@ def data_config(run_data: DataConfig, chosen: DataConfig | None, overrides: list
     with the command's ``data.*`` keys applied (``data.test_path=new.jsonl`` alone works)."""
     if chosen is not None or not overrides:
         return chosen or run_data
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     base = OmegaConf.structured(run_data)
     try:
         for item in overrides:
@@ -43,8 +44,6 @@ def data_config(run_data: DataConfig, chosen: DataConfig | None, overrides: list
         key = getattr(exc, "full_key", "") or item.partition("=")[0]
         raise ConfigError(f"data.{key.removeprefix('data.')}", str(exc).splitlines()[0]) \
             from None
-    from trainers.storage import check_data_uris
-
     check_data_uris(data)  # a presigned URL or SAS token would land in metrics.json
     return data
 
@@ -67,8 +66,6 @@ def contents(fingerprint: dict[str, Any] | None) -> str | None:
 
 def data_identity(data: DataConfig, fingerprint: dict[str, Any] | None) -> dict[str, Any]:
     """The data config keys that change which examples are read, and the files' contents."""
-    from omegaconf import OmegaConf
-
     tree = OmegaConf.to_container(OmegaConf.structured(data), enum_to_str=True)
     for key in ("path", "validation_path", "test_path"):
         tree[key] = _real(tree[key])

@@ -7,18 +7,25 @@ models measured in one process would share a figure).
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import tempfile
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import psutil
+import torch
+
+from trainers.models import load_trained
+from trainers.quantize import merge_full_precision
 
 
 def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int,
             disk_bytes: int | None = None) -> dict[str, float]:
     """Median CPU latency at batch 1 and 32, throughput at 32, parameters, bytes on disk."""
-    import torch
-
     if not getattr(model, "cpu_only", False):
         model = model.to("cpu")
     model = model.eval()
@@ -55,7 +62,7 @@ def speed_texts(run_dir: Path, splits: tuple[str, ...] = ("test", "validation"),
                 limit: int = 640) -> list[str]:
     """Held-out texts to time a model on: those of the run's saved predictions (first split
     that has them); [] when there are none or they carry no text column."""
-    import pandas as pd
+    import pandas as pd  # kept out of the measuring process: its base RSS is torch's alone
 
     for split in splits:
         path = Path(run_dir) / "eval" / split / "predictions.parquet"
@@ -67,8 +74,6 @@ def speed_texts(run_dir: Path, splits: tuple[str, ...] = ("test", "validation"),
 
 def tensor_bytes(model: Any) -> int:
     """Bytes of every tensor the model holds (quantised packed weights included)."""
-    import torch
-
     total = 0
     for value in model.state_dict().values():
         parts = value if isinstance(value, (tuple, list)) else (value,)
@@ -77,8 +82,6 @@ def tensor_bytes(model: Any) -> int:
 
 
 def _rss_mib() -> float:
-    import psutil
-
     return psutil.Process().memory_info().rss / 2**20
 
 
@@ -87,8 +90,6 @@ class _PeakRSS:
     carry the parent's peak over fork + exec)."""
 
     def __init__(self) -> None:
-        import threading
-
         self.peak = _rss_mib()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -106,11 +107,6 @@ class _PeakRSS:
 
 def _measure_saved(run_dir: str, texts: list[str], threads: int) -> dict[str, float]:
     """In a fresh process: load ``run_dir``'s model (adapters merged), then ``measure``."""
-    import torch
-
-    from trainers.models import load_trained
-    from trainers.quantize import merge_full_precision
-
     torch.set_num_threads(threads)
     before = _rss_mib()
     peak = _PeakRSS()
@@ -129,11 +125,6 @@ def _measure_saved(run_dir: str, texts: list[str], threads: int) -> dict[str, fl
 
 def measure_isolated(run_dir: str | Path, texts: list[str]) -> dict[str, float]:
     """``measure`` plus the model's resident memory, in a spawned process of its own."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    import torch
-
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
         return pool.submit(_measure_saved, str(run_dir), texts,

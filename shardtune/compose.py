@@ -25,7 +25,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from cluster.submit_config import register_submit_config
 from data.errors import ConfigError, ShardtuneError, find_user_error
-from distill.quant_run import register_quantize_config
+from distill.quant_config import register_quantize_config
 from evaluation.card import register_card_config
 from evaluation.config import register_eval_configs
 from shardtune.config import JobConfig
