@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from data.errors import ConfigError
-from distill.quant_config import QuantizeConfig, register_quantize_config  # noqa: F401 (re-export)
+from distill.quant_config import QuantizeConfig
 from evaluation.compare import compare
 from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
 from evaluation.evaluate import evaluate

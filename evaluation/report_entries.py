@@ -1,5 +1,5 @@
-"""What ``shardtune report`` compares: run groups and single runs read from the local tracker,
-grouped into sections by the data they were evaluated on.
+"""What ``shardtune report`` compares: run groups and single runs read from the local tracker
+(``Entry``, ``collect``), and the sections they fall into (``Section``, ``sections``).
 
 Entries are grouped by the data they were evaluated on: the data set's fingerprint in
 run_meta.json (``dataset.fingerprint.sha256``), the evaluated split and its row count (a
