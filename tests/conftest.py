@@ -36,11 +36,16 @@ PLANTED = {
     "AZURE_STORAGE_KEY": "azure0planted0key0" + "f" * 22,
 }
 LAST = "test_no_planted_secret_in_any_file_the_suite_wrote"
-# Ray Train extras no test looks at, off for the session (every Ray the suite starts or joins):
-# the preemption watcher is one more actor process per Ray Train run (~2.5 s of CPU to start
-# on 2 cores; it watches for cloud nodes being preempted), the metrics callbacks export
-# Prometheus gauges from the controller and every worker each step.
-RAY_TEST_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
+# Set for the session before any Ray starts (every process the suite starts inherits them):
+# - Ray Train extras no test looks at: the preemption watcher is one more actor process per Ray
+#   Train run (~2.5 s of CPU to start on 2 cores; it watches for cloud nodes being preempted),
+#   the metrics callbacks export Prometheus gauges from the controller and every worker.
+# - torch.compile off: shardtune never compiles, but importing peft imports bitsandbytes,
+#   which wraps a few fallback kernels in torch.compile at import time, and that imports
+#   torch._inductor: ~1.8 s of CPU in every worker, trial and driver process (the wrapped
+#   kernels run eagerly instead; on CPU they never compiled: the inductor cache stays empty).
+RAY_TEST_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0",
+                "TORCHDYNAMO_DISABLE": "1"}
 # Fake secrets tests set with monkeypatch.setenv (a variable named like a credential): the
 # last test searches for these too.
 SET_BY_TESTS: set[str] = set()
@@ -69,7 +74,7 @@ def pytest_configure(config: Any) -> None:
             f"or unset {REQUIRE_SHARED} to let them skip")
     for name, value in PLANTED.items():
         os.environ.setdefault(name, value)  # a real value already set is searched for instead
-    for name, value in RAY_TEST_ENV.items():  # before any Ray starts: its processes inherit
+    for name, value in RAY_TEST_ENV.items():
         os.environ.setdefault(name, value)
 
 
