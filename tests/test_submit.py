@@ -55,12 +55,15 @@ def ray_head(tmp_path_factory):
     address = f"http://127.0.0.1:{dash}"
     from cluster.jobs import client as job_client
 
-    for _ in range(90):  # the job server comes up a little after the head
+    deadline = time.monotonic() + 120
+    while True:  # the job server comes up a little after the head (polled 4x a second)
         try:
             job_client(address).list_jobs()
             break
         except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(1)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
     yield address
     os.killpg(head.pid, signal.SIGTERM)
     try:
@@ -78,7 +81,7 @@ def _wait_status(address: str, job_id: str, want: set[str], timeout: float = 120
         status = str(client.get_job_status(job_id).value)
         if status in want:
             return status
-        time.sleep(1)
+        time.sleep(0.25)
     return status
 
 
