@@ -2,28 +2,37 @@
 
 NCCL reduces CUDA tensors only: a CPU tensor handed to it fails. Gloo (CPU workers) takes CPU
 tensors. Every helper here puts its tensor where the process group wants it.
+
+torch is imported inside the helpers that need it: the CLI imports ``trainers.stop`` (its
+signal handling), which imports this module, and answers ``--help`` without torch.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def _device() -> torch.device:
+    import torch  # see the module docstring
+
     if torch.distributed.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
 def all_reduce(values: list[float], world: int, op: str = "sum",
-               dtype: torch.dtype = torch.float64) -> list[float]:
-    """Element-wise sum or max of ``values`` over all ranks (unchanged when world is 1)."""
+               dtype: torch.dtype | None = None) -> list[float]:
+    """Element-wise sum or max of ``values`` over all ranks (unchanged when world is 1);
+    reduced as ``dtype`` (float64 when None)."""
     if world == 1:
         return list(values)
-    tensor = torch.tensor(values, dtype=dtype, device=_device())
+    import torch  # see the module docstring
+
+    tensor = torch.tensor(values, dtype=dtype or torch.float64, device=_device())
     reduce_op = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
     torch.distributed.all_reduce(tensor, op=reduce_op)
     return tensor.cpu().tolist()
@@ -33,6 +42,8 @@ def gather(obj: Any, world: int) -> list[Any]:
     """Every rank's ``obj`` (picklable), in rank order."""
     if world == 1:
         return [obj]
+    import torch  # see the module docstring
+
     out: list[Any] = [None] * world
     torch.distributed.all_gather_object(out, obj)
     return out
