@@ -28,6 +28,7 @@ from evaluation.evaluate_tasks import (
     write_task_report,
 )
 from evaluation.gates import check_gates
+from evaluation.generate import Generate, GenerateBase, finish_generation, group_prompts
 from evaluation.outputs import (
     EVAL_DIR,
     check_name,
@@ -130,12 +131,14 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
     check_name(cfg.name)
     data = data_config(run.data, cfg.data, list(data_overrides))
     ensure_ray(ClusterConfig())
-    splits = splits or build_splits(data, run.task.kind.value)
+    splits = splits or build_splits(data, run.task.data_task)
     splits.pick(cfg.split)
     files = splits.fingerprint
     out_dir = output_dir(run_dir, cfg.split, own_data(run_dir, run.data, data, files), data,
                          files, cfg.name)
     made_by = {"weights": weights_hash(run_dir), "data": data_identity(data, files)}
+    if run.task.chat:  # task=sft: answers generated and scored against references
+        return _evaluate_chat(cfg, run_dir, run, splits, data.name, out_dir, made_by)
     if run.task.kind != TaskKind.seq_cls:
         return _evaluate_other(cfg, run_dir, run, splits, data.name, out_dir, made_by)
     labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
@@ -148,6 +151,24 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
     return score_frame(frame, labels, cfg, run_dir, data.name, seconds, base_frame,
                        out_dir=out_dir, made_by=made_by,
                        lost=data_lost(frame, splits.summaries[cfg.split], run.task.max_length))
+
+
+def _evaluate_chat(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, data_name: str,
+                   out_dir: Path, made_by: dict[str, Any]) -> dict[str, Any]:
+    """Each distinct prompt answered once by the run (and zero-shot by its base model), scored
+    against all of its references (evaluation/generate.py)."""
+    import ray.data  # Ray loads only when a job runs
+
+    rows = splits.datasets[cfg.split].to_pandas()
+    prompts = group_prompts(rows)
+    dataset = ray.data.from_pandas(prompts.drop(columns=["references"]))
+    frame = score_split(Generate, cfg, run_dir, dataset, cfg.batch_size * 8, num_cpus=1)
+    pretrained = run.model.init_config is None  # a random-init model has no base to ask
+    base = score_split(GenerateBase, cfg, run_dir, dataset, cfg.batch_size * 8,
+                       num_cpus=1) if cfg.baseline and pretrained else None
+    lost = data_lost(rows, splits.summaries[cfg.split], run.task.max_length)  # prompts whole
+    return finish_generation(cfg, run_dir, data_name, out_dir, made_by, prompts, frame, base,
+                             lost)
 
 
 def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, data_name: str,

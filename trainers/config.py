@@ -39,16 +39,31 @@ class TaskConfig:
         kind: ``seq_cls`` (one label per text), ``token_cls`` (BIO tags per token, CoNLL
             input) or ``causal_lm`` (next token, with sequence packing).
         max_length: Tokens per example after truncation (per packed block for LM).
-        pack: Concatenate LM examples into full ``max_length`` blocks (no padding).
+        pack: Concatenate LM examples into full ``max_length`` blocks (no padding); with
+            ``chat``, several conversations per row, each attending only to itself.
+        chat: ``causal_lm`` on conversations (``task=sft``): rows become chats
+            (``data.chat.*``), rendered by the tokenizer's chat template, loss on assistant
+            tokens only (data/chat.py).
+        chat_template: A Jinja chat template used instead of the tokenizer's own.
     """
 
     kind: TaskKind = TaskKind.seq_cls
     max_length: int = 128
     pack: bool = True
+    chat: bool = False
+    chat_template: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
             raise ConfigError("task.max_length", f"must be >= 8, got {self.max_length}")
+        if self.chat and self.kind != TaskKind.causal_lm:
+            raise ConfigError("task.chat", f"needs task.kind=causal_lm, got {self.kind.value}",
+                              "task=sft sets both")
+
+    @property
+    def data_task(self) -> str:
+        """What the data pipeline reads and tokenises: ``sft`` (chats) or the task kind."""
+        return "sft" if self.chat else self.kind.value
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from data.batches import bucketed_batches, collate
+from data.batches import bucketed_batches, collate, model_inputs
 from data.errors import ConfigError
 from trainers.checkpoint import (
     load_state,
@@ -116,8 +116,7 @@ def evaluate(net: Any, dataset: Any, run: TrainConfig, labels: list[str], rank: 
             scored += len(rows["uid"])
             batch = {k: v.to(device) for k, v in collate(rows, pad_id, _multiple(device)).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            labels=batch["labels"])
+                out = model(**model_inputs(batch), labels=batch["labels"])
             accumulate(state, run.task.kind, batch, out.loss.float(), out.logits.float())
     model.train()
     lost = eval_rows_lost(run.data.on_error.value, split, scored, expected, world, rank)
@@ -269,8 +268,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
             boundary = (micro + 1) % accum == 0 or micro + 1 == micro_per_epoch
             sync = contextlib.nullcontext() if boundary or world == 1 else net.no_sync()
             with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          labels=batch["labels"],
+                out = net(**model_inputs(batch), labels=batch["labels"],
                           **({"output_hidden_states": True} if objective.wants_hidden
                              else {}))
                 loss = objective.loss(net, out, batch)[0]
