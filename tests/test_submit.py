@@ -360,7 +360,7 @@ def test_a_cluster_python_without_the_dependencies_is_one_line_at_submit(tmp_pat
     assert main(argv) == 2
     out = capsys.readouterr()
     (job_id, (entrypoint, code, logs)), = fake.jobs.items()
-    assert entrypoint.startswith("python -m cluster.preflight && python -m shardtune.cli train ")
+    assert entrypoint.startswith("python -m cluster.preflight && python -m shardtune train ")
     assert code == 78 and "Traceback" not in logs and "ModuleNotFoundError" not in logs
     assert out.err.startswith(f"error: job {job_id} failed before shardtune started: the "
                               "cluster's Python") and len(out.err.strip().splitlines()) == 1
