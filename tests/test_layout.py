@@ -29,7 +29,6 @@ MAX_LINES = 420
 LOCAL_IMPORTS_ALLOWED = {
     "shardtune/cli.py": "lazy verb dispatch: `shardtune --help` and a mistyped key answer without "
                         "importing torch, transformers and Ray (see its module docstring)",
-    "tuning/sweep_console.py": "TODO: moved by the config-path change",
 }
 
 

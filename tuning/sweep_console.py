@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from data.errors import find_user_error
+
 
 def trial_number(trial_id: str | None) -> str:
     """``46f14_00002`` → ``t3``: Tune numbers a sweep's trials from 0 in its ids."""
@@ -21,8 +23,6 @@ def _values(config: dict[str, Any], keys: list[str]) -> str:
 
 def _error_line(trial: Any) -> str:
     """A user mistake's one line, else the last line of the trial's error."""
-    from data.errors import find_user_error
-
     try:
         error = trial.get_pickled_error() or trial.get_error()
     except Exception:  # noqa: BLE001 - the line is informative only
