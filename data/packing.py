@@ -8,7 +8,8 @@ on CPU; flash-attention's varlen kernel on GPU where installed), so attention st
 each conversation and a packed batch gives every conversation the loss
 it has alone (tests/test_packing.py). The mask is never lost in packing: labels travel with
 their tokens (karpathy/nanochat #582 lost them), and each conversation's first label is
-ignored, since the shifted loss would predict it from the conversation before.
+ignored, since the shifted loss would predict it from the conversation before. Batches of
+packed rows go through the one collation (data/batches.py: padding is a segment of its own).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from data.chat import IGNORE
 
@@ -52,19 +52,3 @@ def pack(examples: list[dict[str, Any]], max_length: int) -> list[dict[str, np.n
         segments += 1
     close()
     return rows
-
-
-def collate_packed(rows: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad packed rows to the longest; padding is a segment of its own (positions from 0,
-    labels ignored), and no 2-D attention mask is passed, so packing stays in effect."""
-    longest = max(len(r["input_ids"]) for r in rows)
-    ids = np.full((len(rows), longest), pad_id, np.int64)
-    labels = np.full((len(rows), longest), IGNORE, np.int64)
-    positions = np.zeros((len(rows), longest), np.int64)
-    for i, row in enumerate(rows):
-        n = len(row["input_ids"])
-        ids[i, :n], labels[i, :n], positions[i, :n] = row["input_ids"], row["labels"], \
-            row["position_ids"]
-        positions[i, n:] = np.arange(longest - n)
-    return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
-            "position_ids": torch.from_numpy(positions)}

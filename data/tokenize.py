@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from data.chat import IGNORE
 from data.chat import encode as chat_encode
 from data.errors import DataError
 from data.packing import pack
 from data.pipeline import uid
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = IGNORE  # one ignored-label value for every task (data/chat.py)
 
 
 def encode(tok: Any, inputs: list, max_length: int, **kwargs: Any) -> tuple[Any, np.ndarray]:

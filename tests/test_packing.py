@@ -6,13 +6,26 @@ import numpy as np
 import pytest
 import torch
 
+from data.batches import collate, model_inputs
 from data.chat import IGNORE
-from data.packing import collate_packed, pack
+from data.packing import pack
 
 
 def _conversation(rng: np.random.Generator, n: int, answer_from: int) -> dict:
     ids = rng.integers(5, 500, size=n).tolist()
     return {"input_ids": ids, "labels": [IGNORE] * answer_from + ids[answer_from:]}
+
+
+def _collate(rows: list[dict]) -> dict:
+    """The loop's own collation of packed rows (data/batches.py)."""
+    def ragged(key: str) -> np.ndarray:
+        out = np.empty(len(rows), dtype=object)
+        out[:] = [r[key] for r in rows]
+        return out
+
+    return collate({"input_ids": ragged("input_ids"), "labels": ragged("labels"),
+                    "position_ids": ragged("position_ids"),
+                    "uid": np.arange(len(rows))}, pad_id=0)
 
 
 def _loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -33,11 +46,10 @@ def test_a_packed_batch_gives_each_conversation_the_loss_it_has_alone():
     chats = [_conversation(rng, n, a) for n, a in ((9, 4), (14, 6), (7, 2), (20, 11))]
     rows = pack(chats, max_length=32)
     assert [int(r["segments"]) for r in rows] == [3, 1]  # 9+14+7, then 20
-    batch = collate_packed(rows, pad_id=0)
+    batch = _collate(rows)
     assert batch["position_ids"][1].tolist()[20:] == list(range(10))  # padding: its own
     with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                       use_cache=False).logits  # with a cache, transformers does not pack
+        packed = model(**model_inputs(batch)).logits  # position_ids, no mask, no cache
         alone = [_loss_sum(model(input_ids=torch.tensor([c["input_ids"]])).logits[0],
                            torch.tensor(c["labels"])) for c in chats]
     lengths = iter(len(c["input_ids"]) for c in chats)  # packing keeps the order
