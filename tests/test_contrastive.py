@@ -1,0 +1,280 @@
+"""The embedding losses of trainers/contrastive.py, checked against numbers.
+
+Two real gloo processes (a tiny Linear encoder, a global batch of 8 split 4+4) must give the
+one-process loss and gradients of the whole batch, and the labels must point at each query's
+own positive when hard negatives are gathered too. Each of those checks is also run on the
+bug it guards against (a gradient-less gather, a row-by-row layout) to show that it fails.
+The ranks are spawned, not forked: a fork of a process with Ray or OpenMP threads can hang.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import distributed as dist
+
+from trainers import contrastive
+from trainers.contrastive import (
+    Scale,
+    cached_in_batch_negatives_step,
+    cosent_loss,
+    cosine_similarity_loss,
+    gather_with_grad,
+    in_batch_logits,
+    in_batch_negatives_loss,
+)
+
+WORLD, B, N, D_IN, H = 2, 4, 2, 6, 5  # 2 ranks x 4 queries, 2 hard negatives each
+ALIGN_H = 16
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    """Float64 throughout: gradients of ~10 (scale 20) then compare at atol 1e-6 exactly."""
+    g = torch.Generator().manual_seed(0)
+    return {k: torch.randn(rows, D_IN, generator=g, dtype=torch.float64)
+            for k, rows in (("q", WORLD * B), ("p", WORLD * B), ("n", WORLD * B * N))}
+
+
+def _model(dropout: float = 0.0) -> tuple[torch.nn.Module, Scale]:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(D_IN, H), torch.nn.Dropout(dropout))
+    return net.double(), Scale().double()
+
+
+def _encoder(net: torch.nn.Module) -> Any:
+    return lambda x: F.normalize(net(x["x"] if isinstance(x, dict) else x), dim=-1)
+
+
+def _plain_loss(net: torch.nn.Module, scale: Scale, q: torch.Tensor, p: torch.Tensor,
+                n: torch.Tensor | None) -> torch.Tensor:
+    enc = _encoder(net)
+    negatives = None if n is None else enc(n).view(len(q), -1, H)
+    return in_batch_negatives_loss(enc(q), enc(p), negatives, scale())
+
+
+def _grads(net: torch.nn.Module, scale: Scale, world: int = 1) -> list[torch.Tensor]:
+    """The parameter gradients, averaged over ranks as DDP does."""
+    grads = [p.grad.clone() for p in [*net.parameters(), *scale.parameters()]]
+    for g in grads if world > 1 else []:
+        dist.all_reduce(g)
+        g /= world
+    return grads
+
+
+def _alignment(rank: int, world: int, row_by_row: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(argmax of each local query's logits, its label) where each query equals its positive
+    and each hard negative is a near-duplicate of it: a right layout has argmax == label."""
+    g = torch.Generator().manual_seed(1)
+    pos = F.normalize(torch.randn(world * B, ALIGN_H, generator=g), dim=-1)
+    neg = F.normalize(pos[:, None] + 0.05 * torch.randn(world * B, N, ALIGN_H, generator=g),
+                      dim=-1)
+    q, p, n = (t[rank * B:(rank + 1) * B] for t in (pos, pos, neg))
+    logits, labels = in_batch_logits(q, p, n, scale=20.0)
+    if row_by_row:  # sentence-transformers before #3453: gathered P N N P N N ..., same labels
+        logits = 20.0 * q @ gather_with_grad(torch.cat([p[:, None], n], 1).flatten(0, 1)).T
+    return logits.argmax(dim=1), labels
+
+
+def _rank_main(rank: int, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=WORLD, timeout=timedelta(seconds=60))
+    try:
+        mine = {k: v[rank * len(v) // WORLD:(rank + 1) * len(v) // WORLD]
+                for k, v in _batch().items()}
+        result: dict[str, Any] = {}
+        for name, negatives in (("plain", None), ("hard", mine["n"])):
+            net, scale = _model()
+            loss = _plain_loss(net, scale, mine["q"], mine["p"], negatives)
+            loss.backward()
+            result[name] = (loss.detach(), _grads(net, scale, WORLD))
+        net, scale = _model()
+        with mock.patch.object(contrastive, "gather_with_grad", _no_grad_gather):
+            _plain_loss(net, scale, mine["q"], mine["p"], mine["n"]).backward()
+        result["no_grad_gather"] = _grads(net, scale, WORLD)
+        net, scale = _model()
+        loss = cached_in_batch_negatives_step(_encoder(net), mine["q"], mine["p"], mine["n"],
+                                              chunk=3, scale=scale())
+        result["cached"] = (loss, _grads(net, scale, WORLD))
+        result["aligned"] = _alignment(rank, WORLD)
+        result["row_by_row"] = _alignment(rank, WORLD, row_by_row=True)
+        try:
+            gather_with_grad(torch.zeros(2 + rank, H))
+        except ValueError as e:
+            result["ragged"] = str(e)
+        torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _no_grad_gather(x: torch.Tensor) -> torch.Tensor:
+    """The gather of sentence-transformers #2831/#3149: other ranks' rows are constants, only
+    the own slot keeps its gradient."""
+    parts = [torch.empty_like(x) for _ in range(WORLD)]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[dist.get_rank()] = x
+    return torch.cat(parts)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """What each of two gloo processes computed on its half of the batch."""
+    tmp = tmp_path_factory.mktemp("contrastive")
+    procs = mp.start_processes(_rank_main, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD,
+                               join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    while not procs.join(timeout=1):  # raises if a rank failed
+        if time.monotonic() > deadline:
+            for p in procs.processes:
+                p.kill()
+            pytest.fail("the 2-process run did not finish within 120 s")
+    return [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def _reference(hard: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Loss and gradients of the whole batch of 8 in one process."""
+    batch = _batch()
+    net, scale = _model()
+    loss = _plain_loss(net, scale, batch["q"], batch["p"], batch["n"] if hard else None)
+    loss.backward()
+    return loss.detach(), _grads(net, scale)
+
+
+def _close(got: list[torch.Tensor], want: list[torch.Tensor], atol: float = 1e-6) -> bool:
+    return all(torch.allclose(a, b, atol=atol, rtol=0) for a, b in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("name", ["plain", "hard"])
+def test_two_ranks_give_the_one_process_loss_and_gradients(ranks, name):
+    want_loss, want_grads = _reference(hard=name == "hard")
+    assert sum(r[name][0] for r in ranks) / WORLD == pytest.approx(want_loss.item(), abs=1e-6)
+    for r in ranks:
+        assert _close(r[name][1], want_grads)
+
+
+def test_a_gather_without_gradient_would_fail_the_gradient_check(ranks):
+    _, want_grads = _reference(hard=True)
+    assert not _close(ranks[0]["no_grad_gather"], want_grads, atol=1e-4)
+
+
+def test_labels_point_at_each_querys_own_positive_across_ranks(ranks):
+    for rank, r in enumerate(ranks):
+        argmax, labels = r["aligned"]
+        assert labels.tolist() == list(range(rank * B, (rank + 1) * B))
+        assert torch.equal(argmax, labels)
+        bad_argmax, bad_labels = r["row_by_row"]  # the same check fails on the #3453 layout
+        assert not torch.equal(bad_argmax, bad_labels)
+
+
+def test_cached_step_across_ranks_gives_the_one_process_gradients(ranks):
+    want_loss, want_grads = _reference(hard=True)
+    assert sum(r["cached"][0] for r in ranks) / WORLD == pytest.approx(want_loss.item(),
+                                                                      abs=1e-6)
+    for r in ranks:
+        assert _close(r["cached"][1], want_grads)
+
+
+def test_ragged_shapes_raise_on_every_rank(ranks):
+    for r in ranks:
+        assert "same shape on every rank" in r["ragged"] and "[(2, 5), (3, 5)]" in r["ragged"]
+
+
+def test_one_process_gather_is_the_identity():
+    x = torch.randn(3, 2)
+    assert gather_with_grad(x) is x
+
+
+def test_loss_matches_a_hand_computation():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    hand = (-2.0 + math.log(math.exp(2.0) + math.exp(1.2))
+            - 1.6 + math.log(math.exp(0.0) + math.exp(1.6))) / 2  # scale 2: logits 2*q.p
+    assert in_batch_negatives_loss(q, p, scale=2.0).item() == pytest.approx(hand, abs=1e-6)
+    n = torch.tensor([[[0.0, 1.0]], [[0.8, 0.6]]])  # documents: p1 p2 n1 n2
+    row1 = [2.0, 1.2, 0.0, 1.6]
+    row2 = [0.0, 1.6, 2.0, 1.2]
+    hand = (-row1[0] + math.log(sum(map(math.exp, row1)))
+            - row2[1] + math.log(sum(map(math.exp, row2)))) / 2
+    assert in_batch_negatives_loss(q, p, n, scale=2.0).item() == pytest.approx(hand, abs=1e-6)
+    argmax, labels = _alignment(0, 1)
+    assert torch.equal(argmax, labels) and labels.tolist() == list(range(B))
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="positives must be"):
+        in_batch_negatives_loss(torch.zeros(2, 3), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="negatives must be"):
+        in_batch_negatives_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+def test_scale_learnable_or_fixed_and_clamped():
+    learnt, fixed = Scale(20.0), Scale(20.0, learnable=False)
+    assert learnt().item() == pytest.approx(20.0) and fixed().item() == pytest.approx(20.0)
+    assert [n for n, _ in learnt.named_parameters()] == ["log_scale"]
+    assert list(fixed.parameters()) == [] and "log_scale" in dict(fixed.named_buffers())
+    assert "log_scale" in fixed.state_dict()
+    with torch.no_grad():
+        learnt.log_scale.fill_(math.log(1000.0))
+    assert learnt().item() == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="scale init"):
+        Scale(200.0)
+
+
+def _unit(cosines: list[float]) -> torch.Tensor:
+    return torch.tensor([[c, math.sqrt(1 - c * c)] for c in cosines])
+
+
+def test_cosent_matches_a_hand_computation_and_prefers_the_gold_order():
+    b = torch.tensor([[1.0, 0.0]] * 3)
+    gold = torch.tensor([3.0, 1.0, 2.0])
+    c = [0.9, 0.1, 0.5]  # same order as gold: pairs (0,1), (0,2), (2,1) have gold_i > gold_j
+    hand = math.log(1 + math.exp(2 * (c[1] - c[0])) + math.exp(2 * (c[2] - c[0]))
+                    + math.exp(2 * (c[1] - c[2])))
+    assert cosent_loss(_unit(c), b, gold, scale=2.0).item() == pytest.approx(hand, abs=1e-6)
+    against = cosent_loss(_unit([0.1, 0.9, 0.5]), b, gold, scale=2.0).item()
+    assert cosent_loss(_unit(c), b, gold, scale=2.0).item() < against
+
+
+def test_cosine_similarity_loss_matches_a_hand_computation():
+    b = torch.tensor([[1.0, 0.0]] * 2)
+    got = cosine_similarity_loss(_unit([0.8, 0.2]), b, torch.tensor([5.0, 0.0]), (0.0, 5.0))
+    assert got.item() == pytest.approx(((0.8 - 1.0) ** 2 + 0.2 ** 2) / 2, abs=1e-6)
+    with pytest.raises(ValueError, match="outside the declared range"):
+        cosine_similarity_loss(_unit([0.8]), b[:1], torch.tensor([4.0]), (0.0, 1.0))
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_cached_step_gives_the_plain_gradients(as_dict):
+    batch = _batch()
+    _, want_grads = _reference(hard=True)
+    net, scale = _model()
+    inputs = [{"x": batch[k]} if as_dict else batch[k] for k in "qpn"]
+    cached_in_batch_negatives_step(_encoder(net), *inputs, chunk=3, scale=scale())
+    assert _close(_grads(net, scale), want_grads)
+
+
+def test_cached_step_replays_dropout_masks():
+    """With dropout, the cached step equals the plain loss on chunks embedded in the same
+    order from the same seed, and leaves the RNG where that plain pass leaves it."""
+    batch = _batch()
+    net, scale = _model(dropout=0.5)
+    torch.manual_seed(5)
+    enc = _encoder(net)
+    q, p, n = (torch.cat([enc(c) for c in batch[k].split(3)]) for k in "qpn")
+    in_batch_negatives_loss(q, p, n.view(len(q), N, H), scale()).backward()
+    want_grads, want_next = _grads(net, scale), torch.rand(1)
+    net, scale = _model(dropout=0.5)
+    torch.manual_seed(5)
+    cached_in_batch_negatives_step(_encoder(net), batch["q"], batch["p"], batch["n"], chunk=3,
+                                   scale=scale())
+    assert _close(_grads(net, scale), want_grads) and torch.equal(torch.rand(1), want_next)
