@@ -5,9 +5,7 @@ half-written one, and ``weights_only`` loading against a pickle that would run c
 from __future__ import annotations
 
 import json
-import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +16,10 @@ from trainers import checkpoint, stop
 
 
 def _signal_self(signum: int) -> None:
-    os.kill(os.getpid(), signum)
-    time.sleep(0.05)  # the handler runs in the main thread at the next bytecode
+    # raise(3), not kill(getpid()): kill may hand the signal to any thread (Ray's and torch's
+    # among them), whose C handler can run after this returns on a loaded machine; raise
+    # delivers it to this thread, and Python runs the handler at the next bytecode
+    signal.raise_signal(signum)
 
 
 def test_ctrl_c_asks_for_a_checkpoint_and_a_second_ctrl_c_stops_at_once():
