@@ -36,10 +36,18 @@ def collate(rows: dict[str, np.ndarray], pad_id: int, pad_multiple: int = 1) -> 
     labels_col = rows["labels"]
     if labels_col.dtype == object:  # per-token labels (token_cls, causal_lm)
         labels = _pad(list(labels_col), IGNORE_INDEX, pad_multiple)
+    elif labels_col.dtype.kind == "f":  # a similarity score per pair (task=embedding)
+        labels = torch.as_tensor(labels_col, dtype=torch.float32)
     else:
         labels = torch.as_tensor(labels_col, dtype=torch.long)
     out = {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
            "uid": torch.as_tensor(rows["uid"], dtype=torch.long)}
+    for prefix in ("doc_", "neg_"):  # the other sides of embedding pairs, padded on their own
+        if f"{prefix}input_ids" in rows:
+            side = list(rows[f"{prefix}input_ids"])
+            out[f"{prefix}input_ids"] = _pad(side, pad_id, pad_multiple)
+            out[f"{prefix}attention_mask"] = _pad(
+                [np.ones(len(x), dtype=np.int64) for x in side], 0, pad_multiple)
     if "position_ids" in rows:  # packed conversations: padding is a segment of its own
         width = input_ids.shape[1]
         out["position_ids"] = torch.from_numpy(np.stack([
@@ -60,7 +68,8 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     if "position_ids" in batch:
         return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"],
                 "use_cache": False}
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    pairs = {k: v for k, v in batch.items() if k.startswith(("doc_", "neg_"))}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **pairs}
 
 
 def _teacher(values: list[np.ndarray], lengths: list[int], longest: int, per_token: bool,

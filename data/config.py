@@ -8,6 +8,7 @@ from typing import Any, List, Optional
 
 from data.chat import ChatSpec
 from data.errors import ConfigError
+from data.pairs import PairSpec
 
 
 class DataFormat(str, Enum):
@@ -19,6 +20,8 @@ class DataFormat(str, Enum):
     parquet = "parquet"
     text = "text"  # one example per non-blank line (causal LM)
     conll = "conll"  # token<TAB>tag lines, blank line between sentences (NER)
+    beir = "beir"  # qrels/<split>.tsv with corpus.jsonl and queries.jsonl (retrieval pairs)
+    sts = "sts"  # STS-B: tab-separated, score and two sentences (scored pairs)
 
 
 class OnError(str, Enum):
@@ -58,6 +61,7 @@ class DataConfig:
         dedup: Drop exact duplicates within train and train examples whose text also occurs in
             validation/test (counted in run metadata). Collects train texts on the driver.
         chat: ``task=sft`` only: how a row becomes a conversation (data/chat.py ChatSpec).
+        pairs: ``task=embedding`` only: which fields hold a pair (data/pairs.py PairSpec).
     """
 
     name: str = "sample"
@@ -79,6 +83,7 @@ class DataConfig:
     pii: str = "keep"
     dedup: bool = False
     chat: ChatSpec = field(default_factory=ChatSpec)
+    pairs: PairSpec = field(default_factory=PairSpec)
 
     def __post_init__(self) -> None:
         if self.path == "???":  # the schema's own default instance: nothing merged yet

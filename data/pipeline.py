@@ -21,6 +21,7 @@ from data.check import dedup_plan
 from data.config import DataConfig, DataFormat, OnError
 from data.errors import ConfigError, DataError
 from data.labels import check_label_types, check_labels, label_kind
+from data.pairs import pair_row, read_pair_files
 from data.pii import redact
 from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records, why_no_rows
 from data.summary import ROWS_PER_BLOCK, SplitSummary, summarize
@@ -49,6 +50,8 @@ def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str,
         return {"text": " ".join(tokens), "tokens": tokens, "tags": tags}
     if task == "sft":
         return _chat_row(where, record, cfg)
+    if task == "embedding":
+        return pair_row(where, record, cfg.pairs)
     if cfg.text_field not in record:
         raise DataError(
             where, f"missing text field '{cfg.text_field}' (has: {', '.join(map(str, record))})",
@@ -177,11 +180,17 @@ def _to_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def read_split(paths: list[str], key: str, cfg: DataConfig, task: str, split: str,
-               hidden: list[str] | None = None):
+               hidden: list[str] | None = None, dropped: dict[str, int] | None = None):
     """A lazy Ray Dataset of validated rows from ``paths`` (the config ``key`` names them);
-    ``hidden`` collects the hidden and ``_`` files of directories, which are not read."""
+    ``hidden`` collects the hidden and ``_`` files of directories, which are not read;
+    ``dropped`` the judgments a BEIR split counted and did not keep (data/retrieval.py)."""
     import ray.data  # Ray loads only when data is read: the CLI imports this module without it
 
+    if cfg.format.value in ("beir", "sts"):  # a row needs several files: joined on the driver
+        ds, files, counts = read_pair_files(paths, cfg.format.value, cfg.pairs)
+        if dropped is not None:
+            dropped.update(counts)
+        return ds, [Shard(f if "://" in f else f"file://{f}") for f in files]
     shards = expand_paths(paths, key, cfg.format, hidden)
     items = [{"uri": s.uri, "fragment": s.fragment or ""} for s in shards]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
@@ -255,7 +264,9 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     hidden: dict[str, list[str]] = {"data.path": [], "data.validation_path": [],
                                     "data.test_path": []}
-    train, shards = read_split(cfg.path, "data.path", cfg, task, "train", hidden["data.path"])
+    dropped_pairs: dict[str, dict[str, int]] = {"train": {}, "test": {}}  # BEIR judgments
+    train, shards = read_split(cfg.path, "data.path", cfg, task, "train", hidden["data.path"],
+                               dropped_pairs["train"])
     if cfg.materialize:  # parse the source once: train, the held-out split and skip counts
         train = train.materialize()  # all read from it
     all_shards = list(shards)
@@ -283,7 +294,7 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
             )
     if cfg.test_path:
         test, more = read_split(cfg.test_path, "data.test_path", cfg, task, "test",
-                                hidden["data.test_path"])
+                                hidden["data.test_path"], dropped_pairs["test"])
         all_shards += more
         sources["test"] = Source("data.test_path", more, test)
         datasets["test"] = test.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
@@ -302,6 +313,9 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
     summaries["train"].dedup_conflicts = conflicts
     for split, total in before.items():
         summaries[split].rows_before_sampling = total
+    for split, counts in dropped_pairs.items():
+        if split in summaries:
+            summaries[split].judgments_dropped = counts
     if cfg.on_error == OnError.skip:  # bad rows were dropped: count them once, per source
         raw = {"train": train, "validation": val, "test": test}
         for split, source in raw.items():
@@ -310,7 +324,7 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
                 summaries[split].skipped = counted.skipped
                 summaries[split].first_errors = counted.first_errors
                 summaries[split].lost_shards = counted.lost_shards
-    labels = sorted(summaries["train"].labels) if task not in ("causal_lm", "sft") else []
+    labels = sorted(summaries["train"].labels) if task in ("seq_cls", "token_cls") else []
     if task == "token_cls" and "O" in labels:  # keep "O" first: readable label maps
         labels = ["O"] + [t for t in labels if t != "O"]
     if task == "seq_cls":

@@ -30,6 +30,7 @@ class SplitSummary:
     rows_before_sampling: int | None = None  # data.max_examples: the split's rows before it
     truncated_examples: int = 0  # examples cut at task.max_length (data/tokenize.py)
     truncated_tokens: int = 0  # tokens those examples lost
+    judgments_dropped: dict[str, int] = field(default_factory=dict)  # BEIR qrels not kept
 
 
 def _summarize(batch: dict[str, np.ndarray]) -> dict[str, list]:

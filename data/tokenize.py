@@ -83,6 +83,8 @@ class Tokenize:
             return self._token_cls(batch)
         if self.task == "sft":
             return self._sft(batch)
+        if self.task == "embedding":
+            return self._pairs(batch)
         return self._causal_lm(batch)
 
     def _label_id(self, label: str, src: str) -> int:
@@ -105,6 +107,25 @@ class Tokenize:
             ),
             "uid": np.array([uid(str(s)) for s in batch["_src"]], dtype=np.int64),
         }
+
+    def _pairs(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Query (``input_ids``), document (``doc_input_ids``) and an optional hard negative,
+        each truncated at ``max_length`` and counted; ``labels``: the pair's score (scored
+        pairs) or 0 (the loss finds each query's positive by position)."""
+        out: dict[str, Any] = {}
+        cut = np.zeros(len(batch["text"]), dtype=np.int32)
+        for side, prefix in (("text", ""), ("document", "doc_"), ("negative", "neg_")):
+            if side in batch:
+                enc, lost = encode(self.tok, [str(t) for t in batch[side]], self.max_length)
+                out[f"{prefix}input_ids"] = _ragged(enc["input_ids"])
+                cut += lost
+        out["length"] = np.array([len(q) + len(d) for q, d in zip(
+            out["input_ids"], out["doc_input_ids"], strict=True)], dtype=np.int32)
+        out["truncated"] = cut
+        out["labels"] = (np.asarray(batch["score"], dtype=np.float32) if "score" in batch
+                         else np.zeros(len(cut), dtype=np.int64))
+        out["uid"] = np.array([uid(str(s)) for s in batch["_src"]], dtype=np.int64)
+        return out
 
     def _token_cls(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         words = [list(t) for t in batch["tokens"]]

@@ -20,6 +20,7 @@ from data.pipeline import build_splits
 from data.tokenize import tokens_cut
 from evaluation.baseline import BASELINE_DIR, baseline_predictions
 from evaluation.config import EvaluateConfig
+from evaluation.embedding_eval import evaluate_retrieval, evaluate_similarity
 from evaluation.evaluate_tasks import (
     PredictTags,
     ScoreLM,
@@ -29,6 +30,7 @@ from evaluation.evaluate_tasks import (
 )
 from evaluation.gates import check_gates
 from evaluation.generate import Generate, GenerateBase, finish_generation, group_prompts
+from evaluation.inference import score_split
 from evaluation.outputs import (
     EVAL_DIR,
     check_name,
@@ -90,27 +92,6 @@ class Predict:
         return out
 
 
-def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows: int,
-                **resources: Any) -> pd.DataFrame:
-    """Run a scoring UDF (model loads in its constructor) over a split: in this process for
-    small splits, where an actor's start-up (a process, imports, model load) would dominate;
-    through Ray Data actors otherwise."""
-    import ray  # Ray loads only when a job runs: the CLI and tests import this module without it
-
-    if cfg.inprocess_rows and dataset.count() <= cfg.inprocess_rows:
-        score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads())
-        return pd.concat([pd.DataFrame(score(batch)) for batch in dataset.iter_batches(
-            batch_size=rows, batch_format="numpy")], ignore_index=True)
-    # On CPU, each actor reserves one core (so reads can still be scheduled) but runs its
-    # matmuls on an equal share of the machine's cores; the driver only waits meanwhile.
-    threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)
-    return dataset.map_batches(
-        udf, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size,
-                                    "threads": threads},
-        batch_size=rows, concurrency=cfg.actors, **resources,
-    ).to_pandas()
-
-
 def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataFrame, float]:
     gpus = 1 if torch.cuda.is_available() else 0
     start = time.perf_counter()
@@ -137,6 +118,12 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
     out_dir = output_dir(run_dir, cfg.split, own_data(run_dir, run.data, data, files), data,
                          files, cfg.name)
     made_by = {"weights": weights_hash(run_dir), "data": data_identity(data, files)}
+    if run.task.kind == TaskKind.embedding:  # rank a corpus (BEIR) or score pairs (STS)
+        if data.format.value == "beir":
+            return evaluate_retrieval(cfg, run_dir, run, _split_paths(data, cfg.split),
+                                      data.name, out_dir, made_by)
+        return evaluate_similarity(cfg, run_dir, run, splits.datasets[cfg.split].to_pandas(),
+                                   splits.summaries[cfg.split], data.name, out_dir, made_by)
     if run.task.chat:  # task=sft: answers generated and scored against references
         return _evaluate_chat(cfg, run_dir, run, splits, data.name, out_dir, made_by)
     if run.task.kind != TaskKind.seq_cls:
@@ -151,6 +138,12 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
     return score_frame(frame, labels, cfg, run_dir, data.name, seconds, base_frame,
                        out_dir=out_dir, made_by=made_by,
                        lost=data_lost(frame, splits.summaries[cfg.split], run.task.max_length))
+
+
+def _split_paths(data: Any, split: str) -> list[str]:
+    """The files of one split: ``validation`` is held out of ``data.path`` unless given."""
+    return {"train": data.path, "test": data.test_path}.get(split) or \
+        data.validation_path or data.path
 
 
 def _evaluate_chat(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, data_name: str,

@@ -62,15 +62,20 @@ def print_evaluation(result: dict[str, Any]) -> int:
 
     console = Console()
     m, base = result["metrics"], result.get("baseline")
+    unit = next(u for u in ("examples", "queries", "pairs", "") if not u or u in m)
     console.print(f"[bold]{Path(result['run']).name}[/] on {result['data']}/{result['split']}: "
-                  f"{m['examples']} examples")
-    for key in ("accuracy", "macro_f1", "entity_f1", "perplexity", "bleu", "rouge_l", "chrf"):
+                  f"{m.get(unit, '')} {unit}".rstrip())
+    # an embedding run's baselines are several systems (BM25, the base model), by name
+    systems = base if base and not any(k in base for k in m) else {"baseline": base or {}}
+    for key in ("accuracy", "macro_f1", "entity_f1", "perplexity", "bleu", "rouge_l", "chrf",
+                "ndcg@10", "mrr@10", "recall@100", "spearman", "pearson"):
         if key not in m:
             continue
         est = m[key]
         line = f"  {key:<10} {est['value']:.4f} [{est['ci_low']:.4f}, {est['ci_high']:.4f}]"
-        if base:
-            line += f"   baseline {base[key]['value']:.4f}"
+        for name, scores in systems.items():
+            if key in scores:
+                line += f"   {name} {scores[key]['value']:.4f}"
         console.print(line)
     worst = result["slices"][:3]
     if worst:

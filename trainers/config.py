@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from data.config import DataConfig
 from data.errors import ConfigError
 from trainers.cluster_config import ClusterConfig
+from trainers.embedding_spec import EmbeddingSpec
 from trainers.quant_spec import COMPUTE_DTYPES, HEAD_MODULES
 from trainers.storage import check_data_uris, check_uri, is_uri, join
 
@@ -29,6 +30,7 @@ class TaskKind(str, Enum):
     seq_cls = "seq_cls"
     token_cls = "token_cls"
     causal_lm = "causal_lm"
+    embedding = "embedding"
 
 
 @dataclass
@@ -37,7 +39,8 @@ class TaskConfig:
 
     Args:
         kind: ``seq_cls`` (one label per text), ``token_cls`` (BIO tags per token, CoNLL
-            input) or ``causal_lm`` (next token, with sequence packing).
+            input), ``causal_lm`` (next token, with sequence packing) or ``embedding``
+            (a bi-encoder on text pairs: ``task.embedding``, ``data.pairs``).
         max_length: Tokens per example after truncation (per packed block for LM).
         pack: Concatenate LM examples into full ``max_length`` blocks (no padding); with
             ``chat``, several conversations per row, each attending only to itself.
@@ -45,6 +48,7 @@ class TaskConfig:
             (``data.chat.*``), rendered by the tokenizer's chat template, loss on assistant
             tokens only (data/chat.py).
         chat_template: A Jinja chat template used instead of the tokenizer's own.
+        embedding: ``task=embedding``: loss, scale, negatives across workers.
     """
 
     kind: TaskKind = TaskKind.seq_cls
@@ -52,6 +56,7 @@ class TaskConfig:
     pack: bool = True
     chat: bool = False
     chat_template: Optional[str] = None
+    embedding: EmbeddingSpec = field(default_factory=EmbeddingSpec)
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
@@ -349,6 +354,12 @@ class TrainConfig:
         if self.task.kind == TaskKind.token_cls and self.data.format not in ("conll", "auto"):
             if self.data.format.value in ("text",):
                 raise ConfigError("data.format", "task=token_cls needs tagged input (conll)")
+        if self.task.kind == TaskKind.embedding:
+            self.task.embedding.resolve(bool(self.data.pairs.score_field)
+                                        or self.data.format.value == "sts")
+        elif self.data.format.value in ("beir", "sts"):
+            raise ConfigError("data.format", f"{self.data.format.value} holds text pairs: it "
+                              "needs task=embedding")
         check_data_uris(self.data)  # a presigned URL or SAS token would land in config.json
 
     @property

@@ -106,8 +106,10 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 def in_batch_logits(queries: torch.Tensor, positives: torch.Tensor,
                     negatives: torch.Tensor | None = None,
-                    scale: float | torch.Tensor = 20.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits [B, W*B*(1+N)], labels [B]) of the local queries against all ranks' documents.
+                    scale: float | torch.Tensor = 20.0,
+                    gather: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [B, W*B*(1+N)], labels [B]) of the local queries against all ranks' documents
+    (``gather=False``: this rank's only, W=1: evaluation, whose ranks score unequal batches).
 
     Documents are ``cat(all ranks' positives [W*B], all ranks' negatives [W*B*N])``: one block
     ``[positives; negatives]`` per rank is gathered (one collective) and rearranged, so local
@@ -124,9 +126,9 @@ def in_batch_logits(queries: torch.Tensor, positives: torch.Tensor,
     if negatives.dim() != 3 or negatives.shape[0] != b or negatives.shape[2] != h:
         raise ValueError(f"negatives must be [{b}, N, {h}], got {tuple(negatives.shape)}")
     n = negatives.shape[1]
-    world, rank = _world_rank()
+    world, rank = _world_rank() if gather else (1, 0)
     block = torch.cat([positives, negatives.reshape(b * n, h)])  # [B*(1+N), H]
-    per_rank = gather_with_grad(block).view(world, b * (1 + n), h)
+    per_rank = (gather_with_grad(block) if gather else block).view(world, b * (1 + n), h)
     docs = torch.cat([per_rank[:, :b].reshape(world * b, h),
                       per_rank[:, b:].reshape(world * b * n, h)])
     labels = torch.arange(b, device=queries.device) + rank * b

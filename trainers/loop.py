@@ -34,7 +34,13 @@ from trainers.collective import all_reduce, distributed_checks, gather, unwrap
 from trainers.config import Strategy, TrainConfig
 from trainers.data_loss import eval_rows_lost, train_rows_lost
 from trainers.manifest import Progress, checkpoint_name
-from trainers.models import apply_peft, build_base_model, load_tokenizer, trainable_summary
+from trainers.models import (
+    apply_peft,
+    build_base_model,
+    load_tokenizer,
+    score_range,
+    trainable_summary,
+)
 from trainers.objective import task_loss
 from trainers.progress import ProgressLine
 from trainers.stop import StopPoll
@@ -198,7 +204,9 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
 
     set_seed(run.seed)  # adapter/head init, dropout and data order all follow the one seed
     tokenizer = load_tokenizer(run.model)
-    net = apply_peft(build_base_model(run.model, task, labels, tokenizer), run.peft, task, device)
+    base = build_base_model(run.model, task, labels, tokenizer, run.task.embedding,
+                            score_range(run))
+    net = apply_peft(base, run.peft, task, device)
     objective = loop_cfg.get("objective", task_loss)(run, net, device)  # before the optimizer
     sizes = trainable_summary(net)
     micro_per_epoch, total_steps = plan_steps(run, loop_cfg["train_rows"], world)

@@ -19,6 +19,8 @@ from safetensors import SafetensorError
 from data.errors import ConfigError
 from data.locations import resolve_location
 from trainers.config import ModelConfig, PeftMethod, PeftSpec, TaskKind, TrainConfig
+from trainers.embedding import EMBEDDING_CONFIG, BiEncoder, load_encoder
+from trainers.embedding_spec import EmbeddingSpec
 from trainers.heads import MeanPoolClassifier
 from trainers.quant_spec import QuantSpec
 from trainers.quantize import load_quantized, quantize_linears
@@ -85,10 +87,14 @@ def _dtype(name: str) -> Any:
         raise ConfigError("model.dtype", f"unknown dtype {name!r}") from None
 
 
-def build_base_model(model: ModelConfig, task: TaskKind, labels: list[str], tokenizer) -> Any:
+def build_base_model(model: ModelConfig, task: TaskKind, labels: list[str], tokenizer,
+                     embedding: EmbeddingSpec | None = None,
+                     score_range: tuple[float, float] = (0.0, 5.0)) -> Any:
     """Load pretrained weights (or build from ``init_config``) with the task's head."""
     import transformers  # slow import: see the docstring
 
+    if task == TaskKind.embedding:
+        return _bi_encoder(model, embedding or EmbeddingSpec(loss="in_batch"), score_range)
     if task == TaskKind.seq_cls and model.pooling == "mean":
         return _mean_pool_model(model, labels, tokenizer)
     auto = getattr(transformers, _AUTO_CLASSES[task])
@@ -138,6 +144,33 @@ def _mean_pool_model(model: ModelConfig, labels: list[str], tokenizer) -> Any:
     return MeanPoolClassifier(encoder, len(labels))
 
 
+def _bi_encoder(model: ModelConfig, spec: EmbeddingSpec, score_range: tuple[float, float]
+                ) -> BiEncoder:
+    from transformers import AutoConfig, AutoModel  # slow import: see the docstring
+
+    if model.init_config is not None:
+        cfg_kwargs = dict(model.init_config)
+        config = AutoConfig.for_model(cfg_kwargs.pop("model_type"), **cfg_kwargs)
+        return BiEncoder(AutoModel.from_config(config), spec, score_range)
+    location = resolve_location(model.name_or_path, "model.name_or_path")
+    if (Path(location) / EMBEDDING_CONFIG).exists():  # a trained bi-encoder as the start
+        return BiEncoder.from_pretrained(location)
+    try:
+        encoder = load_encoder(location, dtype=_dtype(model.dtype),
+                               low_cpu_mem_usage=model.low_cpu_mem_usage,
+                               trust_remote_code=model.trust_remote_code)
+    except OSError as exc:
+        raise ConfigError(
+            "model.name_or_path", f"cannot load {model.name_or_path!r}: {str(exc).splitlines()[0]}",
+            "pass a local directory or a hub id reachable from this machine") from None
+    return BiEncoder(encoder, spec, score_range)
+
+
+def score_range(run: TrainConfig) -> tuple[float, float]:
+    """The declared range of scored pairs (the cosine loss rescales gold scores from it)."""
+    return (run.data.pairs.score_low, run.data.pairs.score_high)
+
+
 def quantize_base(net: Any, spec: PeftSpec, device: Any = None) -> Any:
     """QLoRA: the frozen base's linear layers become 4-bit bitsandbytes layers on ``device``
     (bitsandbytes quantises when a layer moves to a device, CPU included)."""
@@ -160,13 +193,16 @@ def apply_peft(net: Any, spec: PeftSpec, task: TaskKind, device: Any = None) -> 
     if spec.method == PeftMethod.qlora:
         net = quantize_base(net, spec, device)
 
-    custom_head = isinstance(net, MeanPoolClassifier)
+    custom_head = isinstance(net, (MeanPoolClassifier, BiEncoder))
+    saved = ["classifier"] if isinstance(net, MeanPoolClassifier) else None
+    if isinstance(net, BiEncoder) and net.spec.learnable_scale:
+        saved = ["scale"]  # a learnt temperature is part of the trained model
     lora = LoraConfig(
         r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
         target_modules=list(spec.target_modules) or None,
         use_dora=spec.method == PeftMethod.dora,
         task_type=None if custom_head else _PEFT_TASK[task],
-        modules_to_save=["classifier"] if custom_head else None,
+        modules_to_save=saved,
     )
     try:
         return get_peft_model(net, lora)
@@ -243,10 +279,13 @@ def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
         if run.peft.method != PeftMethod.none:
             from peft import PeftModel  # peft takes seconds: only runs trained with adapters
 
-            base = build_base_model(run.model, run.task.kind, labels, tokenizer)
+            base = build_base_model(run.model, run.task.kind, labels, tokenizer,
+                                    run.task.embedding, score_range(run))
             if run.peft.method == PeftMethod.qlora:  # the adapter was trained on a 4-bit base
                 base = quantize_base(base, run.peft, inference_device())
             model = PeftModel.from_pretrained(base, str(adapter))
+        elif (adapter / EMBEDDING_CONFIG).exists():
+            model = BiEncoder.from_pretrained(adapter)
         elif (adapter / "pooling_head.json").exists():
             model = MeanPoolClassifier.from_pretrained(adapter)
         else:

@@ -37,6 +37,9 @@ def _data_notes(run: TrainConfig, meta: dict[str, Any]) -> list[str]:
         if (v.get("dedup_dropped") or {}).get("conflicting"):
             notes.append(f"- {split}: {v['dedup_dropped']['conflicting']} dropped duplicates had "
                          f"another label than the row kept, e.g. {v['dedup_conflicts'][0]}")
+        if v.get("judgments_dropped"):
+            notes.append(f"- {split}: relevance judgments not kept, by reason: " + ", ".join(
+                f"{reason} {n}" for reason, n in sorted(v["judgments_dropped"].items())))
         kinds = v.get("label_types") or {}
         if set(kinds) - {"str"}:
             notes.append(f"- {split}: labels read from {', '.join(sorted(kinds))} values "

@@ -52,6 +52,15 @@ def accumulate(state: EvalState, task: TaskKind, batch: dict[str, torch.Tensor],
             state.gold.append([row_gold[i] for i in keep])
             state.pred.append([row_pred[i] for i in keep])
         state.uids += batch["uid"].tolist()
+    elif task == TaskKind.embedding:  # evaluation scores each batch alone (no gather)
+        weight = len(labels)
+        if logits.dim() == 2:  # in-batch rows: query i's own document is column i
+            state.gold += list(range(len(labels)))
+            state.pred += logits.argmax(-1).tolist()
+        else:  # scored pairs: the cosine against the gold score
+            state.gold += labels.tolist()
+            state.pred += logits.tolist()
+        state.uids += batch["uid"].tolist()
     else:  # causal LM: HF shifts labels by one, so the loss averages over len-1 tokens per row
         shifted = labels[:, 1:]
         weight = int((shifted != IGNORE_INDEX).sum())
@@ -87,10 +96,18 @@ def score(state: EvalState, task: TaskKind, labels: list[str]) -> dict[str, floa
             np.mean([g == p for gr, pr in zip(gold, pred, strict=True)
                      for g, p in zip(gr, pr, strict=True)]) if gold else 0.0
         )
+    elif task == TaskKind.embedding:
+        gold, pred = np.asarray(state.gold), np.asarray(state.pred)
+        if gold.dtype.kind in "iu":  # in-batch retrieval: the own document ranked first
+            out["in_batch_accuracy"] = float(np.mean(gold == pred)) if len(gold) else 0.0
+        elif len(gold) > 1:
+            from scipy.stats import spearmanr  # per task, like the metrics above
+
+            out["spearman"] = float(spearmanr(pred, gold).statistic)
     else:
         out["perplexity"] = float(math.exp(min(loss, 50.0)))
     return out
 
 
 HEADLINE = {TaskKind.seq_cls: "accuracy", TaskKind.token_cls: "entity_f1",
-            TaskKind.causal_lm: "perplexity"}
+            TaskKind.causal_lm: "perplexity", TaskKind.embedding: "loss"}

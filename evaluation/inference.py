@@ -1,0 +1,32 @@
+"""Run a scoring UDF over a split: the one path every evaluation's model inference takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from evaluation.config import EvaluateConfig
+
+
+def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows: int,
+                **resources: Any) -> pd.DataFrame:
+    """Run a scoring UDF (model loads in its constructor) over a split: in this process for
+    small splits, where an actor's start-up (a process, imports, model load) would dominate;
+    through Ray Data actors otherwise."""
+    import ray  # Ray loads only when a job runs: the CLI and tests import this module without it
+
+    if cfg.inprocess_rows and dataset.count() <= cfg.inprocess_rows:
+        score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads())
+        return pd.concat([pd.DataFrame(score(batch)) for batch in dataset.iter_batches(
+            batch_size=rows, batch_format="numpy")], ignore_index=True)
+    # On CPU, each actor reserves one core (so reads can still be scheduled) but runs its
+    # matmuls on an equal share of the machine's cores; the driver only waits meanwhile.
+    threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)
+    return dataset.map_batches(
+        udf, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size,
+                                    "threads": threads},
+        batch_size=rows, concurrency=cfg.actors, **resources,
+    ).to_pandas()

@@ -1,0 +1,168 @@
+"""task=embedding end to end with the real MiniLM: query/positive pairs from a BEIR layout and
+scored pairs in STS-B's, trained through the shared loop; evaluate ranks the corpus (beside BM25
+and the base model) or correlates cosines with gold scores. The losses' cross-worker
+correctness is tests/test_contrastive.py's; the metrics' arithmetic tests/test_retrieval_metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.errors import ConfigError
+from tests.conftest import FAST, compose_run
+
+TOPICS = {  # (document, a query that shares its rare words): one topic per document
+    "d1": ("Volcanic eruptions release sulfur dioxide into the stratosphere.",
+           "volcano sulfur stratosphere"),
+    "d2": ("Honeybees communicate the location of flowers with a waggle dance.",
+           "bees waggle dance flowers"),
+    "d3": ("Insulin lowers blood glucose by moving sugar into muscle cells.",
+           "insulin blood glucose"),
+    "d4": ("Tidal forces from the moon raise the ocean twice a day.", "moon tides ocean"),
+    "d5": ("Penicillin was discovered when mould killed bacteria on a plate.",
+           "penicillin mould bacteria"),
+    "d6": ("Glaciers carve U-shaped valleys as they slide downhill.", "glacier valley carve"),
+    "d7": ("The mitochondrion makes ATP through oxidative phosphorylation.",
+           "mitochondria ATP energy"),
+    "d8": ("Coral reefs bleach when warm water expels their algae.", "coral bleaching warm"),
+    "d9": ("Quartz crystals vibrate at a precise frequency in watches.", "quartz watch frequency"),
+    "d10": ("Whales sing songs that travel hundreds of kilometres.", "whale songs travel"),
+    "d11": ("Lightning heats the air to five times the sun's surface.", "lightning heat air"),
+    "d12": ("Ants follow pheromone trails laid by their nestmates.", "ants pheromone trails"),
+}
+
+
+def _beir(root: Path, test_ids: tuple[str, ...] = ("d10", "d11", "d12")) -> Path:
+    """A BEIR folder: every topic a document and a query; the last three queries are test.
+    train.tsv also names a document the corpus lacks (counted, not kept)."""
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps(
+        {"_id": d, "title": "", "text": text}) + "\n" for d, (text, _) in TOPICS.items()))
+    (root / "queries.jsonl").write_text("".join(json.dumps(
+        {"_id": f"q{d}", "text": query}) + "\n" for d, (_, query) in TOPICS.items()))
+    head = "query-id\tcorpus-id\tscore\n"
+    (root / "qrels" / "train.tsv").write_text(head + "".join(
+        f"q{d}\t{d}\t1\n" for d in TOPICS if d not in test_ids) + "qd1\tmissing\t1\n")
+    (root / "qrels" / "test.tsv").write_text(head + "".join(f"q{d}\t{d}\t1\n"
+                                                           for d in test_ids))
+    return root
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_embedding_trains_on_beir_pairs_and_evaluate_ranks_the_corpus(tmp_path, capsys):
+    from shardtune.cli import main
+    from trainers.models import load_trained
+
+    root = _beir(tmp_path / "beir")
+    args = [*FAST, "task=embedding", "data=scifact", f"data.path={root}/qrels/train.tsv",
+            f"data.test_path={root}/qrels/test.tsv", "data.val_fraction=0",
+            "trainer.batch_size=4", "trainer.max_steps=2", "task.max_length=32",
+            "run_name=emb", f"paths.root={tmp_path}"]
+    assert main(["train", *args]) == 0
+    run_dir = tmp_path / "runs" / "emb"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["task"]["embedding"]["loss"] == "in_batch"  # auto, for unscored pairs
+    meta = json.loads((run_dir / "run_meta.json").read_text())
+    train = meta["dataset"]["splits"]["train"]
+    assert train["rows"] == 9 and train["judgments_dropped"] == {"qrels_unknown_doc": 1}
+    assert "qrels_unknown_doc 1" in (run_dir / "report.md").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["test/in_batch_accuracy"] <= 1 and metrics["test/examples"] == 3
+
+    capsys.readouterr()
+    assert main(["evaluate", f"run={run_dir}", "resamples=200", f"paths.root={tmp_path}"]) == 0
+    shown = capsys.readouterr().out
+    assert "3 queries" in shown and "ndcg@10" in shown and "bm25" in shown
+    result = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
+    m = result["metrics"]
+    assert m["queries"] == 3 and m["documents"] == 12
+    for name in ("ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100"):
+        assert m[name]["ci_low"] <= m[name]["value"] <= m[name]["ci_high"]
+        assert set(result["baseline"]) == {"bm25", "base_model"}
+    # every query shares rare words with its document alone: BM25 ranks it first
+    assert result["baseline"]["bm25"]["mrr@10"]["value"] == 1.0
+    assert result["versus"]["bm25"]["ndcg@10"]["value"] == pytest.approx(
+        m["ndcg@10"]["value"] - 1.0)
+    assert len(result["worst_queries"]) == 3
+
+    # the ranking is the trained model's: recompute one query's by hand
+    model, tok, _, _ = load_trained(run_dir)
+    texts = [text for text, _ in TOPICS.values()]
+    with np.errstate(all="ignore"):
+        enc = tok(texts + ["whale songs travel"], padding=True, truncation=True, max_length=32,
+                  return_tensors="pt")
+        emb = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+                    ).logits.detach().numpy()
+    expected = [list(TOPICS)[i] for i in np.argsort(-(emb[:-1] @ emb[-1]), kind="stable")[:10]]
+    frame = pd.read_parquet(run_dir / "eval" / "test" / "predictions.parquet")
+    got = list(frame.set_index("query_id").loc["qd10", "retrieved"])
+    assert got[:3] == expected[:3]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, capsys):
+    from shardtune.cli import main
+
+    rng = np.random.default_rng(0)
+    sentences = [text for text, _ in TOPICS.values()]
+    for name, n in (("train", 24), ("test", 12)):
+        lines = []
+        for i in range(n):
+            a, b = rng.choice(len(sentences), 2, replace=False)
+            same = i % 3 == 0
+            score = 5.0 if same else float(rng.uniform(0, 2))
+            lines.append(f"g\tf\t2017\t{i:04d}\t{score:.3f}\t{sentences[a]}\t"
+                         f"{sentences[a] if same else sentences[b]}")
+        (tmp_path / f"sts-{name}.csv").write_text("\n".join(lines) + "\n")
+    args = [*FAST, "task=embedding", "data=stsb", f"data.path={tmp_path}/sts-train.csv",
+            "data.validation_path=null", f"data.test_path={tmp_path}/sts-test.csv",
+            "trainer.batch_size=8", "trainer.max_steps=2", "task.max_length=32",
+            "run_name=sts", f"paths.root={tmp_path}"]
+    assert main(["train", *args]) == 0
+    run_dir = tmp_path / "runs" / "sts"
+    assert json.loads((run_dir / "config.json").read_text())["task"]["embedding"]["loss"] == \
+        "cosent"
+    assert "test/spearman" in json.loads((run_dir / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", f"run={run_dir}", "resamples=200", f"paths.root={tmp_path}"]) == 0
+    assert "spearman" in capsys.readouterr().out
+    result = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
+    m = result["metrics"]
+    assert m["pairs"] == 12 and set(result["baseline"]) == {"base_model"}
+    # identical sentences score 5, the rest below 2: a pretrained encoder orders them well
+    assert m["spearman"]["value"] > 0.5
+    assert m["spearman"]["ci_low"] <= m["spearman"]["value"] <= m["spearman"]["ci_high"]
+    frame = pd.read_parquet(run_dir / "eval" / "test" / "predictions.parquet")
+    assert frame.loc[frame["gold"] == 5.0, "cosine"].min() > 0.99  # a sentence and itself
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task=embedding", "data=scifact", "task.embedding.loss=cosent"],
+     "cosent needs scored pairs, but the data's pairs are unscored"),
+    (["task=embedding", "data=stsb", "task.embedding.loss=in_batch"],
+     "in_batch needs query/positive pairs, but the data's pairs are scored"),
+    (["data=scifact"], "beir holds text pairs: it needs task=embedding"),
+    (["task=embedding", "task.embedding.loss=triplet"], "must be one of auto, in_batch"),
+])
+def test_embedding_config_mistakes_are_named(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose_run(tmp_path, overrides)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_pair_rows_with_an_empty_side_name_file_and_line(tmp_path, capfd):
+    from shardtune.cli import main
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"query": "a question", "positive": "an answer"}) + "\n"
+                    + json.dumps({"query": "another", "positive": "  "}) + "\n")
+    capfd.readouterr()
+    code = main(["train", "task=embedding", f"data.path={data}", "data.format=jsonl",
+                 "run_name=bad", f"paths.root={tmp_path}"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"{data}:2" in err[0] and "empty text in field 'positive'" in err[0]

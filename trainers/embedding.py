@@ -1,0 +1,116 @@
+"""A bi-encoder for ``task=embedding``: one encoder embeds queries and documents alike.
+
+Its forward takes both sides of a batch of pairs and returns the loss, so the shared loop,
+DDP/FSDP, checkpoints and PEFT treat it as any other model. Embeddings are the mean of the
+token states over the attention mask, L2-normalised: how MiniLM and most sentence-transformers
+models were trained (reading [CLS] instead would be another model).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from trainers.contrastive import Scale, cosent_loss, cosine_similarity_loss, in_batch_logits
+from trainers.embedding_spec import EmbeddingSpec
+
+if TYPE_CHECKING:
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+SCALE_FILE = "embedding_scale.safetensors"
+EMBEDDING_CONFIG = "embedding.json"
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class BiEncoder(torch.nn.Module):
+    """Encoder → mean pooling → (normalised) embedding; the pair loss in ``forward``.
+
+    In training the documents of every worker are gathered (``task.embedding.gather``), so each
+    query meets the global batch's documents as negatives; in evaluation each batch stands
+    alone (ranks score different numbers of batches, a collective there would hang).
+    """
+
+    def __init__(self, encoder: Any, spec: EmbeddingSpec,
+                 score_range: tuple[float, float] = (0.0, 5.0)) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.config = encoder.config  # PEFT reads model_type from here
+        self.name_or_path = getattr(encoder.config, "_name_or_path", None)
+        self.spec = spec
+        self.score_range = score_range
+        self.scale = Scale(spec.scale, learnable=spec.learnable_scale)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              output_hidden_states: bool = False) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                           output_hidden_states=output_hidden_states)
+        pooled = mean_pool(out.last_hidden_state, attention_mask)
+        return F.normalize(pooled.float(), dim=-1) if self.spec.normalize else pooled.float()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                doc_input_ids: torch.Tensor | None = None,
+                doc_attention_mask: torch.Tensor | None = None,
+                neg_input_ids: torch.Tensor | None = None,
+                neg_attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs: Any) -> SequenceClassifierOutput:
+        """Queries alone: their embeddings as ``logits``. With documents: the loss, and as
+        ``logits`` the in-batch similarity rows (in_batch) or each pair's cosine (scored)."""
+        from transformers.modeling_outputs import SequenceClassifierOutput  # with a model
+
+        queries = self.embed(input_ids, attention_mask)
+        if doc_input_ids is None:
+            return SequenceClassifierOutput(logits=queries)
+        docs = self.embed(doc_input_ids, doc_attention_mask)
+        if self.spec.loss == "in_batch":
+            negatives = None
+            if neg_input_ids is not None:
+                negatives = self.embed(neg_input_ids, neg_attention_mask).unsqueeze(1)
+            logits, target = in_batch_logits(queries, docs, negatives, self.scale(),
+                                             gather=self.training and self.spec.gather)
+            return SequenceClassifierOutput(loss=F.cross_entropy(logits, target),
+                                            logits=logits)
+        cosine = (queries * docs).sum(-1) if self.spec.normalize else \
+            F.cosine_similarity(queries, docs, dim=-1)
+        loss = None
+        if labels is not None:
+            loss = cosent_loss(queries, docs, labels, float(self.scale())) \
+                if self.spec.loss == "cosent" else \
+                cosine_similarity_loss(queries, docs, labels, self.score_range)
+        return SequenceClassifierOutput(loss=loss, logits=cosine)
+
+    def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
+        """The encoder in Hugging Face format, the scale and spec beside it (full FT)."""
+        path = Path(path)
+        self.encoder.save_pretrained(path, safe_serialization=True)
+        save_file({"log_scale": self.scale.log_scale.detach().contiguous()}, str(path / SCALE_FILE))
+        (path / EMBEDDING_CONFIG).write_text(json.dumps({"pooling": "mean", **vars(self.spec),
+                                                         "score_range": self.score_range}))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> BiEncoder:
+        path = Path(path)
+        saved = json.loads((path / EMBEDDING_CONFIG).read_text())
+        saved.pop("pooling")
+        score_range = tuple(saved.pop("score_range"))
+        model = cls(load_encoder(str(path)), EmbeddingSpec(**saved), score_range)
+        model.scale.log_scale.data.copy_(load_file(str(path / SCALE_FILE))["log_scale"])
+        return model
+
+
+def load_encoder(location: str, **kwargs: Any) -> Any:
+    """The bare encoder (no pooler: mean pooling never trained one)."""
+    from transformers import AutoModel  # loads with a model
+
+    try:
+        return AutoModel.from_pretrained(location, add_pooling_layer=False, **kwargs)
+    except TypeError:  # architectures without that option
+        return AutoModel.from_pretrained(location, **kwargs)

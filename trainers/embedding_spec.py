@@ -1,0 +1,60 @@
+"""Typed spec of an embedding model's training (``task.embedding.*``, ``task=embedding``).
+
+Torch-free so the config schema imports it; the model and losses live in
+trainers/embedding.py and trainers/contrastive.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from data.errors import ConfigError
+
+LOSSES = ("auto", "in_batch", "cosent", "cosine")
+
+
+@dataclass
+class EmbeddingSpec:
+    """How a bi-encoder learns.
+
+    Args:
+        loss: ``auto`` (by the data: ``cosent`` for scored pairs, else ``in_batch``),
+            ``in_batch`` (query/document pairs: every other document of the global batch is
+            a negative; MultipleNegativesRanking/InfoNCE), ``cosent`` or ``cosine`` (pairs
+            with a similarity score, e.g. STS-B: rank or regress the cosine).
+        scale: Inverse temperature of the in-batch softmax (20 as sentence-transformers).
+        learnable_scale: Learn the scale (CLIP's logit scale, capped at 100) instead.
+        gather: On ``cluster=ray``, share every worker's documents as negatives (the global
+            batch); off, each worker sees only its own batch's.
+        normalize: L2-normalise embeddings (the cosine), as MiniLM was trained.
+    """
+
+    loss: str = "auto"
+    scale: float = 20.0
+    learnable_scale: bool = False
+    gather: bool = True
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError("task.embedding.loss", f"must be one of {', '.join(LOSSES)}, "
+                              f"got {self.loss!r}")
+        if not 0 < self.scale <= 100:
+            raise ConfigError("task.embedding.scale", f"must be in (0, 100], got {self.scale}")
+
+    def resolve(self, scored_data: bool) -> None:
+        """Pick ``auto``'s loss, and refuse a loss that does not fit the data's pairs."""
+        if self.loss == "auto":
+            self.loss = "cosent" if scored_data else "in_batch"
+        if scored_data != (self.loss != "in_batch"):
+            wants = "scored pairs" if self.loss != "in_batch" else "query/positive pairs"
+            has = "scored" if scored_data else "unscored"
+            raise ConfigError("task.embedding.loss", f"{self.loss} needs {wants}, but the "
+                              f"data's pairs are {has}",
+                              "set data.pairs.score_field for scored pairs, or "
+                              "task.embedding.loss=auto")
+
+    @property
+    def scored(self) -> bool:
+        """Pairs carry a similarity score (STS-B) rather than being positives."""
+        return self.loss not in ("auto", "in_batch")
