@@ -131,6 +131,7 @@ def _cases(tmp: Path) -> list[Case]:
          [f"data.path={_jsonl(tmp / 'space.jsonl', GOOD + [_row('x', 'b ')])}"],
          ["space.jsonl:21", "label 'b ' differs from label 'b'"]),
         *_chat_cases(tmp),
+        *_pair_cases(tmp),
     ]
 
 
@@ -160,6 +161,47 @@ def _chat_cases(tmp: Path) -> list[Case]:
          ["c_empty.jsonl:21", "empty or non-text content"]),
         ("a corrupt GGUF model file", ["task=sft", f"model.name_or_path={tmp}/broken.gguf"],
          ["model.name_or_path", "broken.gguf is not a readable GGUF model"]),
+    ]
+
+
+def _pair_cases(tmp: Path) -> list[Case]:
+    """task=embedding: pairs with a side missing, STS scores out of range, BEIR folders whose
+    corpus or judgments cannot be used."""
+    emb = ["task=embedding"]
+    pairs = tmp / "pairs.jsonl"
+    pairs.write_text(json.dumps({"query": "a question", "positive": "an answer"}) + "\n"
+                     + json.dumps({"query": "another", "positive": "  "}) + "\n")
+    (tmp / "sts.csv").write_text("g\tf\t2017\t1\t4.0\tA cat.\tA cat sits.\n"
+                                 "g\tf\t2017\t2\t7.5\tA dog.\tA dog runs.\n")
+
+    def beir(name: str, corpus: list[dict], qrels: str) -> str:
+        (tmp / name / "qrels").mkdir(parents=True)
+        (tmp / name / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
+        (tmp / name / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "cats"}))
+        (tmp / name / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
+        return f"data.path={tmp / name / 'qrels' / 'train.tsv'}"
+
+    doc = {"_id": "d1", "title": "", "text": "Cats purr."}
+    return [
+        ("pairs: an empty side", [*emb, f"data.path={pairs}", "data.format=jsonl"],
+         ["pairs.jsonl:2", "empty text in field 'positive'"]),
+        ("sts: a score outside the declared range", [*emb, "data=stsb",
+                                                     f"data.path={tmp}/sts.csv",
+                                                     "data.validation_path=null",
+                                                     "data.test_path=null"],
+         ["sts.csv:2", "outside [0, 5]"]),
+        ("beir: duplicate document ids",
+         [*emb, "data=scifact", beir("dup", [doc, doc], "q1\td1\t1\n"), "data.test_path=null"],
+         ["corpus.jsonl:2", "duplicate document id 'd1'"]),
+        ("beir: an empty corpus",
+         [*emb, "data=scifact", beir("nocorpus", [], "q1\td1\t1\n"), "data.test_path=null"],
+         ["corpus.jsonl", "holds no documents"]),
+        ("beir: judgments naming only unknown documents",
+         [*emb, "data=scifact", beir("unknown", [doc], "q1\td9\t1\n"), "data.test_path=null"],
+         ["train.tsv", "none of its 1 judgments names a query in queries.jsonl and a document"]),
+        ("embedding: a loss that does not fit the pairs",
+         [*emb, "data=scifact", "task.embedding.loss=cosent"],
+         ["task.embedding.loss", "cosent needs scored pairs"]),
     ]
 
 

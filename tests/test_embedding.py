@@ -151,18 +151,3 @@ def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, 
 def test_embedding_config_mistakes_are_named(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         compose_run(tmp_path, overrides)
-
-
-@pytest.mark.usefixtures("ray_session")
-def test_pair_rows_with_an_empty_side_name_file_and_line(tmp_path, capfd):
-    from shardtune.cli import main
-
-    data = tmp_path / "pairs.jsonl"
-    data.write_text(json.dumps({"query": "a question", "positive": "an answer"}) + "\n"
-                    + json.dumps({"query": "another", "positive": "  "}) + "\n")
-    capfd.readouterr()
-    code = main(["train", "task=embedding", f"data.path={data}", "data.format=jsonl",
-                 "run_name=bad", f"paths.root={tmp_path}"])
-    err = capfd.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1, err
-    assert f"{data}:2" in err[0] and "empty text in field 'positive'" in err[0]
