@@ -288,8 +288,10 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
             window["loss"] += float(loss.detach())
             window["n"] += 1
             window["samples"] += len(batch["input_ids"])
-            window["tokens"] += batch["input_ids"].numel()
-            window["real_tokens"] += int(batch["attention_mask"].sum())
+            for key in ("", "doc_", "neg_"):  # embedding pairs: every side is model work
+                if f"{key}input_ids" in batch:
+                    window["tokens"] += batch[f"{key}input_ids"].numel()
+                    window["real_tokens"] += int(batch[f"{key}attention_mask"].sum())
             if boundary:
                 _optimizer_step(net, optimizer, scheduler, run)
                 pending = 0
