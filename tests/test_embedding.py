@@ -97,10 +97,13 @@ def test_embedding_trains_on_beir_pairs_and_evaluate_ranks_the_corpus(tmp_path, 
                   return_tensors="pt")
         emb = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
                     ).logits.detach().numpy()
-    expected = [list(TOPICS)[i] for i in np.argsort(-(emb[:-1] @ emb[-1]), kind="stable")[:10]]
+    scores = dict(zip(TOPICS, emb[:-1] @ emb[-1], strict=True))
     frame = pd.read_parquet(run_dir / "eval" / "test" / "predictions.parquet")
     got = list(frame.set_index("query_id").loc["qd10", "retrieved"])
-    assert got[:3] == expected[:3]
+    assert len(got) == 10 and max(scores[d] for d in TOPICS if d not in got) <= \
+        min(scores[d] for d in got) + 1e-5  # the ten best by the model's own cosines ...
+    assert all(scores[a] >= scores[b] - 1e-5  # ... in order
+               for a, b in zip(got, got[1:], strict=False))
 
 
 @pytest.mark.usefixtures("ray_session")
