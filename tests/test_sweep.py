@@ -54,8 +54,9 @@ def test_sweep_cli_refuses_asha_without_intermediate_evaluations(tmp_path, capsy
 
 
 SWEEP = ["data=agnews_subset", f"paths.datasets={SHARED}", "data.max_examples=300",
-         "task.max_length=32", "trainer.batch_size=16", "trainer.max_steps=6",
+         "task.max_length=32", "trainer.batch_size=16", "trainer.max_steps=4",
          "trainer.eval_every=2", "trainer.log_every=4", "sweep=smoke",
+         # the evaluation at step 2 is ASHA's first rung: the weak trial is cut there
          # the smoke sweep with its last trial replaced by one that crashes when it starts (a
          # learning rate the trial's config refuses): recorded as failed with its error
          "sweep.space={optim.lr:{grid:[4.0e-3,1.0e-6,-1.0]}}",
@@ -110,6 +111,7 @@ def _killed_midway(args: list[str], sweep_dir: Path) -> None:
 @pytest.mark.usefixtures("ray_session")
 def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducible_best(
         tmp_path, capsys, monkeypatch):
+    import torch
     from ray.util import placement_group_table
 
     # the best trial's experiment goes into a copy of conf/, the one the CLI composes from here
@@ -142,15 +144,25 @@ def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducibl
         left = [pg for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
         assert not left, left
 
-        # the exported experiment reproduces the best trial's metric (in local mode: a trial's
-        # one Ray Train worker and the in-process loop see the same data in the same order)
+        # the exported experiment reproduces the best trial exactly: in local mode, as the
+        # trial trained in its actor, and with one torch thread, as Ray gave that actor (the
+        # same arithmetic; two threads on a busy 2-core machine also ran 10x slower)
         best_metric = summary["best"]["val/accuracy"]
         assert best_file.exists()
-        assert main(["train", "experiment=pytest_sweep_best", f"paths.root={tmp_path}",
-                     f"paths.datasets={SHARED}", "cluster=local"]) == 0
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert main(["train", "experiment=pytest_sweep_best", f"paths.root={tmp_path}",
+                         f"paths.datasets={SHARED}", "cluster=local"]) == 0
+        finally:
+            torch.set_num_threads(threads)
         final = json.loads((tmp_path / "runs" / "pytest_sweep_best" / "metrics.json")
                            .read_text())
         assert final["val/accuracy"] == pytest.approx(best_metric, abs=1e-9)
+        [best_row] = [r for r in summary["table"] if r["trial"] == summary["best"]["trial"]]
+        trial = json.loads((sweep_dir / f"trial_{best_row['trial_id']}" / "metrics.json")
+                           .read_text())
+        assert final == trial  # every metric, and the weights' hash (dist/weights_hash)
         assert (sweep_dir / "pytest_sweep_best.yaml").read_text() == best_file.read_text()
 
         # the same sweep name under another configuration: refused before anything starts
@@ -161,20 +173,32 @@ def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducibl
         err = capsys.readouterr().err
         assert "holds a sweep of another configuration: sweep.max_trials (8 → 2), " \
                "trainer.eval_every (2 → 3) changed" in err
-        # under its own run_name that configuration runs its own trial, into its own folder
-        other = [*changed, "run_name=pytest_other", "sweep.space={optim.lr:{grid:[5.0e-3]}}",
+        # under its own run_name that configuration runs its own trials, into its own folder:
+        # the same values twice, the second in the process the first one trained in (Tune
+        # reuses the trial's actor), ending with the same weights (nothing carried over)
+        other = [*changed, "run_name=pytest_other",
+                 "sweep.space={optim.lr:{grid:[5.0e-3,5.0e-3]}}",
                  "trainer.max_steps=2", "trainer.eval_every=2", "sweep.scheduler=fifo",
                  f"sweep.export_dir={tmp_path / 'exp'}", f"paths.root={tmp_path}"]
         assert main(["sweep", *other]) == 0
         # its console: one line per trial event, then the result table; no worker output
         shown = capsys.readouterr().out.splitlines()
-        assert shown[0] == "  t1 started    optim.lr=0.005", shown
-        assert re.fullmatch(r"  t1 completed     val/accuracy 0\.\d{4} at step 2", shown[1])
-        assert shown[2].startswith("sweep pytest_other: 1 trials (1 completed)")
-        assert shown[3].split()[:1] == ["t1"] and shown[4].startswith("best:")
-        assert len(shown) == 6 and "report:" in shown[5]
-        mine = json.loads((tmp_path / "runs" / "pytest_other" / "sweep.json").read_text())
-        assert mine["resumed"] is False and mine["trials"] == 1
+        for i, trial in enumerate(("t1", "t2")):
+            assert shown[2 * i] == f"  {trial} started    optim.lr=0.005", shown
+            assert re.fullmatch(rf"  {trial} completed     val/accuracy 0\.\d{{4}} at step 2",
+                                shown[2 * i + 1])
+        assert shown[4].startswith("sweep pytest_other: 2 trials (2 completed)")
+        assert sorted(line.split()[0] for line in shown[5:7]) == ["t1", "t2"]
+        assert shown[7].startswith("best:") and len(shown) == 9 and "report:" in shown[8]
+        other_dir = tmp_path / "runs" / "pytest_other"
+        mine = json.loads((other_dir / "sweep.json").read_text())
+        assert mine["resumed"] is False and mine["trials"] == 2
+        first, second = (json.loads((other_dir / f"trial_{r['trial_id']}" / "metrics.json")
+                                    .read_text()) for r in mine["table"])
+        assert first == second and first["dist/weights_hash"]  # bit-identical weights
+        pids = {json.loads(line)["pid"] for result in other_dir.glob("tune/run_trial_*/result.json")
+                for line in result.read_text().splitlines()}
+        assert len(pids) == 1, pids  # one process trained both
         assert mine["best"]["experiment"] == str(tmp_path / "exp" / "pytest_other_best.yaml")
         assert (tmp_path / "runs" / "pytest_other" / "pytest_other_best.yaml").is_file()
         assert (sweep_dir / "sweep.json").read_bytes() == before

@@ -101,7 +101,8 @@ def fit(run: TrainConfig, prep: Prepared,
     """Train one seed on prepared data, export its artefacts and return its summary.
 
     ``objective``: what the loop minimises (trainers/objective.py); a student passes KD's.
-    ``callbacks``: Ray Train callbacks (a sweep trial passes Tune's report callback).
+    ``callbacks``: Ray Train callbacks, called in local mode too (a sweep trial passes the
+    one that hands its reports to Tune).
     ``stop_key``: the stop flag of the driver that started this fit in a Ray task (a seed
     group's concurrent runs); by default the fit's own.
     """
@@ -195,12 +196,36 @@ def fit(run: TrainConfig, prep: Prepared,
 
 def _trainer_class() -> Any:
     """TorchTrainer without Ray Train's Ctrl-C handler (Ray 2.60 aborts the run on SIGINT and
-    loses the work since the last checkpoint; trainers/stop.py checkpoints first)."""
+    loses the work since the last checkpoint; trainers/stop.py checkpoints first), whose local
+    mode tells the run's callbacks of every report as Train's controller does (Ray 2.60's local
+    mode ignores them; a sweep trial trained in its own Tune actor reports through one)."""
     from ray.train.torch import TorchTrainer  # seconds to import: only when a run starts
 
     class Trainer(TorchTrainer):
         def _register_sigint_handler(self, controller: Any) -> None:
             pass
+
+        def _initialize_and_run_local_controller(self, train_func: Any) -> Any:
+            callbacks, context = list(self.run_config.callbacks or []), self.train_run_context
+
+            def reporting() -> Any:
+                from ray.train.v2._internal.execution.train_fn_utils import get_train_fn_utils
+
+                utils = get_train_fn_utils()  # the local controller's, set before this runs
+                report = utils.report
+
+                def report_and_tell(metrics: dict[str, Any], checkpoint: Any = None,
+                                    **kwargs: Any) -> None:
+                    report(metrics, checkpoint=checkpoint, **kwargs)
+                    for callback in callbacks:
+                        callback.after_report(run_context=context, metrics=[metrics],
+                                              checkpoint=checkpoint)
+
+                utils.report = report_and_tell
+                return train_func()
+
+            return super()._initialize_and_run_local_controller(
+                reporting if callbacks else train_func)
 
     return Trainer
 

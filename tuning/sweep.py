@@ -1,11 +1,14 @@
 """``shardtune sweep sweep=<name>``: a resumable, budgeted Ray Tune search over train keys.
 
-Each trial is a full Ray Train job: a Tune function trainable runs ``TorchTrainer`` with
-``TuneReportCallback`` (the Train V2 pattern), so a trial can itself be multi-worker and reports
-the validation metric at every evaluation, which ASHA uses to stop weak trials early. The
-data is read and tokenised once, in the driver, and shared with every trial through the object
-store. Re-running the same command restores the Tune experiment: finished trials are not run
-again.
+A trial of one worker (the default) trains in its own Tune actor, in Ray Train's local mode,
+and Tune reuses a finished trial's actor for the next trial: torch, transformers and peft are
+imported once per actor, not once per trial, and no Train controller or worker starts
+(tuning/trial.py). A trial of several workers (``cluster=ray cluster.num_workers=N``) is a
+full Ray Train job: a Tune function trainable runs ``TorchTrainer`` with
+``TuneReportCallback`` (the Train V2 pattern). Either way the trial reports the validation
+metric at every evaluation, which ASHA uses to stop weak trials early. The data is read and
+tokenised once, in the driver, and shared with every trial through the object store.
+Re-running the same command restores the Tune experiment: finished trials are not run again.
 
 Ray and Tune are imported inside the functions that use them: they take seconds to import, and
 checking a sweep definition (``validate``) needs neither.
@@ -21,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from data.errors import hide_user_error_logs
 from trainers.cluster_config import ClusterMode
 from trainers.config import TrainConfig, config_dict, single_locations
 from trainers.identity import (
@@ -33,14 +35,15 @@ from trainers.identity import (
     write_json,
 )
 from trainers.loop import PLACEMENT_GROUP_KEY
+from trainers.scaling import wants_gpu
 from trainers.tracking import log_summary_run
-from trainers.train import fit, prepare
+from trainers.train import prepare
 from tuning.config import SweepSpec
 from tuning.space import apply_values, tune_space, validate
 from tuning.sweep_console import trial_events
 from tuning.sweep_report import rerun_top_k, write_results, write_summary
 
-DRIVER_CPUS = 0.1  # the trial function only waits on its Train workers
+DRIVER_CPUS = 0.1  # a Ray Train job's trial function only waits on its workers
 # Keys that change the tokenised data: a sweep over them prepares data per trial.
 DATA_KEYS = ("data.", "task.", "model.")
 IDENTITY_FILE = "identity.json"
@@ -50,7 +53,7 @@ SWEEP_KEYS = (*RESUME_KEYS, "trainer", "seed", "sweep")
 SWEEP_FREE = (*RESUME_FREE, "trainer.log_every", "trainer.keep_checkpoints",
               "trainer.max_failures", "sweep.name", "sweep.max_concurrent_trials",
               "sweep.trial_cpus", "sweep.export_dir", "sweep.seeds", "sweep.top_k",
-              "sweep.time_budget_s")
+              "sweep.time_budget_s", "sweep.reuse_actors")
 
 
 def sweep_name(run: TrainConfig, overrides: list[str]) -> str:
@@ -69,42 +72,51 @@ def check_identity(sweep_dir: Path, run: TrainConfig, data_sha256: str | None = 
     return new
 
 
-def trial_base(run: TrainConfig, spec: SweepSpec) -> TrainConfig:
-    """What every trial starts from: Ray Train workers (Train's local mode cannot report to
-    Tune), a checkpoint at each evaluation (ASHA's rungs) and the sweep's tag."""
-    workers = run.cluster.num_workers if run.cluster.mode == ClusterMode.ray else 1
-    return apply_values(run, {"cluster.mode": "ray", "cluster.num_workers": workers,
+def trial_base(run: TrainConfig, spec: SweepSpec, use_gpu: bool) -> TrainConfig:
+    """What every trial starts from: one worker trains in the trial's own actor (Train's local
+    mode; tuning/trial.py), several (``cluster=ray``, or FSDP) as a Ray Train job; each worker
+    gets ``sweep.trial_cpus`` and ``use_gpu`` as resolved for the cluster; a checkpoint at each
+    evaluation (ASHA's rungs) and the sweep's tag."""
+    job = run.cluster.mode == ClusterMode.ray and (
+        run.cluster.num_workers > 1 or run.trainer.strategy.value == "fsdp")
+    return apply_values(run, {"cluster.mode": "ray" if job else "local",
+                              "cluster.num_workers": run.cluster.num_workers if job else 1,
                               "cluster.cpus_per_worker": spec.trial_cpus,
+                              "cluster.use_gpu": use_gpu,
                               "trainer.ckpt_every": run.trainer.eval_every,
                               "tracking.tags": [*run.tracking.tags, f"sweep:{spec.name}"]})
 
 
-def concurrency(run: TrainConfig, spec: SweepSpec, base: TrainConfig) -> int:
+def trial_resources(base: TrainConfig) -> dict[str, float]:
+    """What Tune reserves for a trial's actor: a trial trained in it holds its worker's CPUs
+    (and GPU); a Ray Train job's trial only waits, its workers hold their own."""
+    cluster = base.cluster
+    if cluster.mode == ClusterMode.ray:
+        return {"cpu": DRIVER_CPUS}
+    return {"cpu": cluster.cpus_per_worker, **({"gpu": cluster.gpus_per_worker}
+                                                 if cluster.use_gpu else {})}
+
+
+def concurrency(spec: SweepSpec, base: TrainConfig) -> int:
+    """``sweep.max_concurrent_trials``, or as many trials as the cluster can place at once."""
     import ray
 
     if spec.max_concurrent_trials:
         return spec.max_concurrent_trials
-    cpus = ray.cluster_resources().get("CPU", 1)
-    per_trial = base.cluster.num_workers * base.cluster.cpus_per_worker + DRIVER_CPUS
-    fits = math.floor(cpus / per_trial + 1e-9)
-    if run.cluster.use_gpu:
+    workers = base.cluster.num_workers if base.cluster.mode == ClusterMode.ray else 0
+    per_trial = trial_resources(base)["cpu"] + workers * base.cluster.cpus_per_worker
+    fits = math.floor(ray.cluster_resources().get("CPU", 1) / per_trial + 1e-9)
+    if base.cluster.use_gpu:
         gpus = ray.cluster_resources().get("GPU", 0)
-        fits = min(fits, math.floor(gpus / (base.cluster.num_workers
-                                            * run.cluster.gpus_per_worker)))
+        fits = min(fits, math.floor(gpus / (max(workers, 1) * base.cluster.gpus_per_worker)))
     return max(1, fits)
 
 
-def run_trial(config: dict[str, Any], base: TrainConfig, sweep_dir: str, prep: Any) -> None:
-    """One trial: the base config plus this trial's values, trained on Ray Train."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    hide_user_error_logs()
-    trial_id = tune.get_context().get_trial_id()
-    run = apply_values(base, config, run_name=f"trial_{trial_id}", group_name=None, seeds=[])
-    run = dataclasses.replace(run, paths=run.paths.below(Path(sweep_dir).name))
-    fit(run, prep if prep is not None else prepare(run),
-        callbacks=[TuneReportCallback()])
+def reuse_actors(spec: SweepSpec, base: TrainConfig) -> bool:
+    """Whether Tune hands a finished trial's actor to the next trial. Never for a Ray Train
+    job's trial: ASHA stops it while its function waits on the Train controller, and Tune
+    would find the actor still busy when resetting it (which errors the next trial)."""
+    return spec.reuse_actors and base.cluster.mode == ClusterMode.local
 
 
 def release_callback() -> Any:
@@ -113,7 +125,8 @@ def release_callback() -> Any:
     Train V2 frees a stopped trial's workers through a detached cleaner that asks the State
     API (the dashboard) whether the Train controller is alive; on a Ray without a dashboard it
     never learns, and each trial ASHA stops would keep its CPUs/GPUs for good. Workers report
-    their placement group id (``_placement_group``), so the driver can remove it itself.
+    their placement group id (``_placement_group``), so the driver can remove it itself. (A
+    trial trained in its own actor has no Train workers: Tune frees what it holds.)
     """
     from ray.tune import Callback
 
@@ -198,14 +211,14 @@ def sweep(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
     check_identity(sweep_dir, run)  # the config before any data is read, the data after
     prep = prepare(run)  # starts Ray, checks the model, reads and tokenises the data once
     sweep_identity = check_identity(sweep_dir, run, prep.splits.fingerprint["sha256"])
-    base = trial_base(run, spec)
+    base = trial_base(run, spec, wants_gpu(run.cluster))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json(sweep_dir / IDENTITY_FILE, sweep_identity)
     shares_data = not any(k.startswith(DATA_KEYS) for k in spec.space)
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=base, sweep_dir=str(sweep_dir),
-                             prep=prep if shares_data else None),
-        {"cpu": DRIVER_CPUS})
+    from tuning.trial import trainable as make_trainable  # Tune and torch: only a sweep's
+
+    trainable = make_trainable(base, str(sweep_dir), prep if shares_data else None,
+                               trial_resources(base))
     storage = str(sweep_dir)
     tune_dir = sweep_dir / "tune"
     # Tune saves its experiment state every ~10+ s by default; a driver killed inside that
@@ -217,7 +230,7 @@ def sweep(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
         resumed = True
     else:
         search, samples = _search(spec, run.seed)
-        parallel = concurrency(run, spec, base)
+        parallel = concurrency(spec, base)
         if search is None:  # grid / random: Tune's generator, seeded for repeatable draws
             from ray.tune.search import BasicVariantGenerator
 
@@ -228,8 +241,11 @@ def sweep(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
                 metric=spec.metric, mode=spec.mode, search_alg=search,
                 scheduler=_scheduler(spec), num_samples=samples,
                 max_concurrent_trials=None if spec.search != "tpe" else parallel,
-                time_budget_s=spec.time_budget_s, reuse_actors=False),
+                time_budget_s=spec.time_budget_s, reuse_actors=reuse_actors(spec, base)),
             run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0,
+                                      # a trial's checkpoints are its run's, in its directory
+                                      checkpoint_config=tune.CheckpointConfig(
+                                          checkpoint_at_end=False),
                                       callbacks=[release_callback(),
                                                  trial_events(list(spec.space), spec.metric)],
                                       failure_config=tune.FailureConfig(max_failures=0)))
