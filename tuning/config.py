@@ -60,7 +60,7 @@ class SweepSpec:
         export_dir: Where ``<name>_best.yaml`` goes; ``null`` = ``conf/experiment``.
         reuse_actors: Tune hands a finished one-worker trial's actor (its process, with torch
             and the model libraries imported) to the next trial: ~1 s from a trial's start to
-            its first step instead of ~10. ``false``: a fresh process per trial (to measure it,
+            its first step instead of ~6. ``false``: a fresh process per trial (to measure it,
             or to rule out anything carried from one trial to the next).
     """
 
