@@ -42,6 +42,7 @@ from tuning.config import SweepSpec
 from tuning.space import apply_values, tune_space, validate
 from tuning.sweep_console import trial_events
 from tuning.sweep_report import rerun_top_k, write_results, write_summary
+from tuning.trial import trainable as make_trainable
 
 DRIVER_CPUS = 0.1  # a Ray Train job's trial function only waits on its workers
 # Keys that change the tokenised data: a sweep over them prepares data per trial.
@@ -215,8 +216,6 @@ def sweep(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json(sweep_dir / IDENTITY_FILE, sweep_identity)
     shares_data = not any(k.startswith(DATA_KEYS) for k in spec.space)
-    from tuning.trial import trainable as make_trainable  # Tune and torch: only a sweep's
-
     trainable = make_trainable(base, str(sweep_dir), prep if shares_data else None,
                                trial_resources(base))
     storage = str(sweep_dir)
