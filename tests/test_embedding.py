@@ -61,7 +61,7 @@ def test_embedding_trains_on_beir_pairs_and_evaluate_ranks_the_corpus(tmp_path, 
     args = [*FAST, "task=embedding", "data=scifact", f"data.path={root}/qrels/train.tsv",
             f"data.test_path={root}/qrels/test.tsv", "data.val_fraction=0",
             "trainer.batch_size=4", "trainer.max_steps=2", "task.max_length=32",
-            "run_name=emb", f"paths.root={tmp_path}"]
+            "peft.merged_export=true", "run_name=emb", f"paths.root={tmp_path}"]
     assert main(["train", *args]) == 0
     run_dir = tmp_path / "runs" / "emb"
     config = json.loads((run_dir / "config.json").read_text())
@@ -105,6 +105,18 @@ def test_embedding_trains_on_beir_pairs_and_evaluate_ranks_the_corpus(tmp_path, 
     assert all(scores[a] >= scores[b] - 1e-5  # ... in order
                for a, b in zip(got, got[1:], strict=False))
 
+    # the merged export is a sentence-transformers model giving the same embeddings
+    merged = run_dir / "merged"
+    modules = json.loads((merged / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling",
+                                                               "Normalize"]
+    assert json.loads((merged / "sentence_bert_config.json").read_text())[
+        "max_seq_length"] == 32
+    st = pytest.importorskip("sentence_transformers")  # a dev dependency (setup.cfg)
+    encoder = st.SentenceTransformer(str(merged), device="cpu")
+    theirs = encoder.encode(texts + ["whale songs travel"], convert_to_numpy=True)
+    np.testing.assert_allclose(theirs, emb, atol=1e-5)
+
 
 @pytest.mark.usefixtures("ray_session")
 def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, capsys):
@@ -124,7 +136,7 @@ def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, 
     args = [*FAST, "task=embedding", "data=stsb", f"data.path={tmp_path}/sts-train.csv",
             "data.validation_path=null", f"data.test_path={tmp_path}/sts-test.csv",
             "trainer.batch_size=8", "trainer.max_steps=2", "task.max_length=32",
-            "run_name=sts", f"paths.root={tmp_path}"]
+            "peft=none", "run_name=sts", f"paths.root={tmp_path}"]  # a full fine-tune
     assert main(["train", *args]) == 0
     run_dir = tmp_path / "runs" / "sts"
     assert json.loads((run_dir / "config.json").read_text())["task"]["embedding"]["loss"] == \
@@ -141,6 +153,16 @@ def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, 
     assert m["spearman"]["ci_low"] <= m["spearman"]["value"] <= m["spearman"]["ci_high"]
     frame = pd.read_parquet(run_dir / "eval" / "test" / "predictions.parquet")
     assert frame.loc[frame["gold"] == 5.0, "cosine"].min() > 0.99  # a sentence and itself
+
+    # a full fine-tune's adapter/ is the encoder itself: a sentence-transformers model too
+    from trainers.models import load_trained
+
+    model, tok, _, _ = load_trained(run_dir)
+    enc = tok(sentences[:3], padding=True, truncation=True, max_length=32, return_tensors="pt")
+    ours = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    st = pytest.importorskip("sentence_transformers")  # a dev dependency (setup.cfg)
+    theirs = st.SentenceTransformer(str(run_dir / "adapter"), device="cpu").encode(sentences[:3])
+    np.testing.assert_allclose(theirs, ours.detach().numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("overrides, message", [

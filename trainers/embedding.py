@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 SCALE_FILE = "embedding_scale.safetensors"
 EMBEDDING_CONFIG = "embedding.json"
+# sentence-transformers' module types (its modules.json names them; its loader imports them)
+ST_MODULES = ("sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
+              "sentence_transformers.models.Normalize")
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -114,3 +117,33 @@ def load_encoder(location: str, **kwargs: Any) -> Any:
         return AutoModel.from_pretrained(location, add_pooling_layer=False, **kwargs)
     except TypeError:  # architectures without that option
         return AutoModel.from_pretrained(location, **kwargs)
+
+
+def write_sentence_transformers_layout(path: str | Path, max_length: int) -> None:
+    """Make a saved bi-encoder folder a sentence-transformers model too.
+
+    The encoder and tokenizer already sit at its root in Hugging Face format; these files say
+    how sentence-transformers turns their output into the embedding shardtune trains and
+    evaluates (mean pooling over the mask, then L2 normalisation when the run normalised), so
+    ``SentenceTransformer(path)`` gives the same vectors. The layout of the packaged MiniLM.
+    """
+    path = Path(path)
+    spec = json.loads((path / EMBEDDING_CONFIG).read_text())
+    hidden = json.loads((path / "config.json").read_text())["hidden_size"]
+    modules = [("", ST_MODULES[0]), ("1_Pooling", ST_MODULES[1])]
+    if spec.get("normalize", True):
+        modules.append(("2_Normalize", ST_MODULES[2]))
+        (path / "2_Normalize").mkdir(exist_ok=True)
+    (path / "modules.json").write_text(json.dumps(
+        [{"idx": i, "name": str(i), "path": where, "type": kind}
+         for i, (where, kind) in enumerate(modules)], indent=2))
+    (path / "sentence_bert_config.json").write_text(json.dumps(
+        {"max_seq_length": max_length, "do_lower_case": False}, indent=2))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": hidden, "pooling_mode_cls_token": False,
+         "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+         "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+    (path / "config_sentence_transformers.json").write_text(json.dumps(
+        {"model_type": "SentenceTransformer", "similarity_fn_name": "cosine",
+         "prompts": {}, "default_prompt_name": None}, indent=2))

@@ -25,8 +25,9 @@ from trainers.checkpoint import (
     scan,
 )
 from trainers.cluster_config import ClusterMode
-from trainers.config import TrainConfig, config_dict, single_locations
+from trainers.config import TaskKind, TrainConfig, config_dict, single_locations
 from trainers.data_loss import due_per_epoch
+from trainers.embedding import write_sentence_transformers_layout
 from trainers.identity import read_json, refuse_if_changed, run_identity
 from trainers.loop import train_loop
 from trainers.metadata import append_index, run_metadata
@@ -175,6 +176,13 @@ def fit(run: TrainConfig, prep: Prepared,
             shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
         summary[name] = str(dst)
+    if run.task.kind == TaskKind.embedding and run.peft.method.value == "none":
+        # a full fine-tune's adapter/ is the whole encoder: with its tokenizer, a
+        # sentence-transformers model (a LoRA run's is merged/, peft.merged_export)
+        tokenizer_dir = run_dir / "tokenizer"
+        for item in tokenizer_dir.iterdir() if tokenizer_dir.is_dir() else ():
+            shutil.copy2(item, run_dir / "adapter" / item.name)
+        write_sentence_transformers_layout(run_dir / "adapter", run.task.max_length)
     if run.peft.merged_export and run.peft.method.value != "none":
         summary["merged"] = str(export_merged(run, run_dir))
     metrics_out = {k: v for k, v in metrics.items() if k != "already_done"}
@@ -296,4 +304,6 @@ def export_merged(run: TrainConfig, run_dir: Path) -> Path:
     out = run_dir / "merged"
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    if run.task.kind == TaskKind.embedding:  # also loads as SentenceTransformer(out)
+        write_sentence_transformers_layout(out, run.task.max_length)
     return out
