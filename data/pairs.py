@@ -9,6 +9,7 @@ up; one row per relevant pair) and STS-B (``data.format=sts``: tab-separated, no
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ class PairSpec:
         score_field: For scored pairs (STS-B): the similarity; unset for query/positive pairs.
         score_low: The lowest score the data declares (a score outside the range is an error).
         score_high: The highest.
+        negatives_path: A BEIR split's mined hard negatives (``shardtune mine`` writes it:
+            ``negatives.jsonl`` beside its ``provenance.json``); the qrels file they were
+            mined for gets one negative per pair, other splits are read as they are.
     """
 
     query_field: str = "query"
@@ -37,6 +41,7 @@ class PairSpec:
     score_field: Optional[str] = None
     score_low: float = 0.0
     score_high: float = 5.0
+    negatives_path: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not self.score_low < self.score_high:
@@ -124,7 +129,62 @@ def read_whole(path: str, fmt: str, spec: PairSpec) -> tuple[list[dict[str, Any]
         return rows, [str(local)], {}
     root, split = beir_root(local)
     beir = read_beir(root, split)
-    rows = [{"text": p["query"], "document": p["positive"],
-             "_src": f"{local}#{p['query_id']}/{p['doc_id']}"} for p in training_pairs(beir)]
+    pairs = training_pairs(beir)
     files = [str(root / "corpus.jsonl"), str(root / "queries.jsonl"), str(local)]
-    return rows, files, dropped_judgments(beir.counts)
+    counts = dropped_judgments(beir.counts)
+    negatives = mined_for(spec.negatives_path, local)
+    if negatives is not None:
+        pairs = _with_negatives(pairs, negatives, beir.docs_by_id(), counts)
+        files.append(str(Path(spec.negatives_path) / NEGATIVES_FILE))
+    rows = [{"text": p["query"], "document": p["positive"],
+             **({"negative": p["negative"]} if "negative" in p else {}),
+             "_src": f"{local}#{p['query_id']}/{p['doc_id']}"} for p in pairs]
+    return rows, files, counts
+
+
+NEGATIVES_FILE = "negatives.jsonl"
+PROVENANCE_FILE = "provenance.json"
+
+
+def mined_for(negatives_path: str | None, qrels: Path) -> dict[tuple[str, str], str] | None:
+    """{(query id, relevant doc id): negative doc id} when ``negatives_path`` was mined for
+    this qrels file, else None (the other splits of the same data read as they are)."""
+    if not negatives_path:
+        return None
+    folder = Path(negatives_path)
+    try:
+        provenance = json.loads((folder / PROVENANCE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError("data.pairs.negatives_path", f"{folder}: no readable "
+                          f"{PROVENANCE_FILE} ({type(exc).__name__})",
+                          "pass the folder `shardtune mine` printed") from None
+    if Path(provenance["qrels"]).resolve() != qrels.resolve():
+        return None
+    found: dict[tuple[str, str], str] = {}
+    with open(folder / NEGATIVES_FILE, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+                found[(record["query_id"], record["doc_id"])] = record["negative_id"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError(f"{folder / NEGATIVES_FILE}:{number}", "not a "
+                                "{query_id, doc_id, negative_id} record") from None
+    return found
+
+
+def _with_negatives(pairs: list[dict[str, Any]], negatives: dict[tuple[str, str], str],
+                    docs: dict[str, str], counts: dict[str, int]) -> list[dict[str, Any]]:
+    """Each pair with its mined negative; a pair the miner found none for is not kept (every
+    row of a batch needs one) and counted as ``no_hard_negative``."""
+    kept = []
+    for pair in pairs:
+        negative = negatives.get((pair["query_id"], pair["doc_id"]))
+        if negative is None:
+            counts["no_hard_negative"] = counts.get("no_hard_negative", 0) + 1
+            continue
+        if negative not in docs:
+            raise DataError(f"negatives for {pair['query_id']}/{pair['doc_id']}",
+                            f"negative {negative!r} is not in the corpus",
+                            "mine again against this corpus (`shardtune mine`)")
+        kept.append({**pair, "negative": docs[negative]})
+    return kept

@@ -86,6 +86,38 @@ class EvaluateConfig:
 
 
 @dataclass
+class MineSpec:
+    """Hard-negative mining of ``shardtune mine`` (``mine.*``) for a BEIR training split.
+
+    Args:
+        miner: The model that ranks the corpus: a trained embedding run, a model path or a
+            hub id; ``null`` = ``model.name_or_path`` (the base the run will start from).
+        range_min: Ranks skipped at the top (0-based count): unjudged relevant documents
+            rank there, and a false negative trains the model away from a right answer.
+        range_max: The deepest rank a negative is taken from.
+        margin: A negative scores at most the pair's own document's score minus this.
+        batch_size: Texts per forward pass.
+        actors: Ray Data actors embedding the corpus (one GPU each when present).
+        inprocess_rows: Up to this many texts are embedded in this process (no actor).
+    """
+
+    miner: Optional[str] = None
+    range_min: int = 10
+    range_max: int = 50
+    margin: float = 0.0
+    batch_size: int = 64
+    actors: int = 1
+    inprocess_rows: int = 4096
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.range_min < self.range_max:
+            raise ConfigError("mine.range_min", f"need 0 <= mine.range_min < mine.range_max "
+                              f"(got {self.range_min} and {self.range_max})")
+        if self.margin < 0:
+            raise ConfigError("mine.margin", f"must be >= 0, got {self.margin}")
+
+
+@dataclass
 class BaselineConfig:
     """``shardtune baseline``: the TF-IDF + logistic regression model alone, on a data config.
 

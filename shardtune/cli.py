@@ -40,6 +40,8 @@ VERBS = {"train": "fine-tune a model (LoRA, DoRA or full) on Ray Train",
          "data": "'data check': duplicates, near duplicates, leakage, PII of a data config",
          "card": "write MODEL_CARD.md for a run from its tracked artefacts",
          "baseline": "TF-IDF + logistic regression on a data config, in the evaluation format",
+         "mine": "hard negatives for task=embedding on BEIR data: rank the corpus with a "
+                 "model, keep the best non-relevant document per pair (mine.*)",
          "sweep": "Ray Tune search over any train keys (sweep=<name>): ASHA, TPE, resumable",
          "ablate": "baseline + variants with seeds (ablation=<name>): deltas with CIs, verdicts",
          "distill": "teacher=<run> [student=layers]: a smaller student by KD, with its control",
@@ -149,6 +151,16 @@ def _dispatch(verb: str, run: Any, overrides: list[str], data_overrides: list[st
         from evaluation.baseline import run_baseline
 
         return print_evaluation(run_baseline(run))
+    if verb == "mine":
+        from evaluation.negatives import mine
+
+        folder, provenance = mine(run, run.mine)
+        counts = provenance["counts"]
+        print(f"{'cached' if provenance['cached'] else 'mined'}: {counts['pairs']} pairs, "
+              f"{counts['pairs'] - counts['no_candidate']} with a negative "
+              f"({counts['no_candidate']} without: not kept in training, counted there)")
+        print(f"train with: data.pairs.negatives_path={folder}")
+        return 0
     if verb == "compare":
         from evaluation.compare import compare
 

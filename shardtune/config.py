@@ -13,6 +13,7 @@ from typing import Optional
 
 from distill.config import DistillSpec
 from distill.quant_config import CompressSpec
+from evaluation.config import MineSpec
 from trainers.config import TrainConfig
 from trainers.quant_spec import QuantSpec
 from tuning.config import AblationSpec, SweepSpec
@@ -28,6 +29,7 @@ class JobConfig(TrainConfig):
         distill: Train this run as a student of ``distill.teacher`` (``shardtune distill``).
         quant: Post-training quantisation of ``shardtune compress`` (``quant=<method>``).
         compress: Stages and gates of ``shardtune compress``.
+        mine: Hard-negative mining of ``shardtune mine`` (``task=embedding``, BEIR data).
     """
 
     sweep: Optional[SweepSpec] = None
@@ -35,3 +37,4 @@ class JobConfig(TrainConfig):
     distill: Optional[DistillSpec] = None
     quant: Optional[QuantSpec] = None
     compress: CompressSpec = field(default_factory=CompressSpec)
+    mine: MineSpec = field(default_factory=MineSpec)

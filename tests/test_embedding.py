@@ -176,3 +176,72 @@ def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, 
 def test_embedding_config_mistakes_are_named(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         compose_run(tmp_path, overrides)
+
+
+def test_pick_negatives_skips_the_top_ranks_relevant_documents_and_the_margin():
+    from evaluation.config import MineSpec
+    from evaluation.negatives import pick_negatives
+
+    doc_ids = ["a", "b", "c", "d", "e"]
+    ranked = np.array([[0, 1, 2, 3, 4], [4, 3, 2, 1, 0]])
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5], [0.9, 0.8, 0.7, 0.6, 0.5]])
+    qrels = {"q1": {"a": 1, "c": 1}, "q2": {"b": 1, "x": 0}}
+    positive = {("q1", "a"): 0.9, ("q1", "c"): 0.7, ("q2", "b"): 0.6}
+    records, counts = pick_negatives(ranked, scores, doc_ids, ["q1", "q2"], qrels, positive,
+                                     MineSpec(range_min=1, range_max=5, margin=0.05))
+    # q1/a: rank 2 is b (0.8 <= 0.85); q1/c: b scores above 0.65, c is relevant, d fits
+    # q2/b: ranks 2..5 are d 0.8, c 0.7, b (relevant), a 0.5: d and c within the margin
+    assert [(r["query_id"], r["doc_id"], r["negative_id"], r["rank"]) for r in records] == \
+        [("q1", "a", "b", 2), ("q1", "c", "d", 4), ("q2", "b", "a", 5)]
+    assert counts == {"pairs": 3, "no_candidate": 0, "skipped_relevant": 2,
+                      "skipped_margin": 3}
+    _, counts = pick_negatives(ranked, scores, doc_ids, ["q1", "q2"], qrels, positive,
+                               MineSpec(range_min=3, range_max=4, margin=0.0))
+    assert counts["no_candidate"] == 1  # only rank 4 may serve: q2's is its own relevant b
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_mine_then_train_on_hard_negatives(tmp_path, capsys):
+    from data.errors import DataError
+    from data.pairs import PairSpec, mined_for, read_whole
+    from shardtune.cli import main
+
+    root = _beir(tmp_path / "beir")
+    base = ["task=embedding", "data=scifact", f"data.path={root}/qrels/train.tsv",
+            f"data.test_path={root}/qrels/test.tsv", "data.val_fraction=0",
+            "task.max_length=32", f"paths.root={tmp_path}"]
+    mine = ["mine", *base, "mine.range_min=1", "mine.range_max=6"]
+    assert main(mine) == 0
+    out = capsys.readouterr().out
+    folder = Path(out.split("data.pairs.negatives_path=")[1].split()[0])
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["counts"]["pairs"] == 9 and provenance["documents"] == 12
+    assert provenance["range_min"] == 1 and provenance["miner"].endswith("model")
+    records = [json.loads(line) for line in (folder / "negatives.jsonl").read_text()
+               .splitlines()]
+    assert len(records) == 9 - provenance["counts"]["no_candidate"] > 0
+    for r in records:  # never the pair's own document, never the miner's first rank
+        assert r["negative_id"] != r["doc_id"] and 2 <= r["rank"] <= 6
+        assert r["score"] <= r["positive_score"]
+    assert main(mine) == 0 and capsys.readouterr().out.startswith("cached:")
+
+    # training reads them: each kept pair carries the corpus text of its negative
+    spec = PairSpec(negatives_path=str(folder))
+    rows, files, counts = read_whole(str(root / "qrels" / "train.tsv"), "beir", spec)
+    texts = {d: text for d, (text, _) in TOPICS.items()}
+    by_pair = {(r["query_id"], r["doc_id"]): texts[r["negative_id"]] for r in records}
+    assert len(rows) == len(records) and str(folder / "negatives.jsonl") in files
+    assert all(row["negative"] == by_pair[tuple(row["_src"].split("#")[1].split("/"))]
+               for row in rows)
+    assert counts.get("no_hard_negative", 0) == 9 - len(records)
+    assert mined_for(str(folder), root / "qrels" / "test.tsv") is None  # other splits as is
+    assert main(["train", *base, *FAST, "trainer.batch_size=4", "trainer.max_steps=2",
+                 f"data.pairs.negatives_path={folder}", "run_name=hard"]) == 0
+    meta = json.loads((tmp_path / "runs" / "hard" / "run_meta.json").read_text())
+    assert meta["dataset"]["splits"]["train"]["rows"] == len(records)
+
+    (folder / "negatives.jsonl").write_text("not json\n")
+    with pytest.raises(DataError, match="negatives.jsonl:1"):
+        mined_for(str(folder), root / "qrels" / "train.tsv")
+    with pytest.raises(ConfigError, match="data.pairs.negatives_path"):
+        mined_for(str(tmp_path), root / "qrels" / "train.tsv")
