@@ -123,16 +123,56 @@ def test_submit_runs_a_train_job_with_a_forwarded_secret_and_jobs_commands(
     assert "no job 'nope'" in capsys.readouterr().err
 
 
-def test_a_running_job_is_not_submitted_twice_and_can_be_stopped(ray_head, tmp_path, capsys):
-    args = ["submit", "--address", ray_head, "train", f"submit.storage={tmp_path}",
-            "run_name=long", "trainer.epochs=1000"]
+def test_a_running_job_is_not_submitted_twice_and_a_stopped_one_resumes(ray_head, tmp_path,
+                                                                         capsys):
+    """``jobs stop`` on a real head: Ray SIGTERMs the job's driver, which checkpoints at the
+    step it is on (no periodic checkpoint here) and exits; the same command submitted again
+    resumes from that step."""
+    from trainers.checkpoint import checkpoint_step, is_complete
+
+    train = ["train", f"submit.storage={tmp_path}", "run_name=long", "trainer.epochs=1000",
+             "trainer.ckpt_every=100000", "trainer.log_every=1", "trainer.batch_size=16",
+             "task.max_length=64"]
+    args = ["submit", "--address", ray_head, *train]
     assert main(args) == 0
     job_id = capsys.readouterr().out.split("submitted: ")[1].split()[0]
     assert _wait_status(ray_head, job_id, {"RUNNING"}) == "RUNNING"
     assert main(args) == 2
     assert "already RUNNING" in capsys.readouterr().err
+    run_dir = tmp_path / "runs" / "long"  # a path as storage is the job's paths.root
+    deadline = time.monotonic() + 180
+    while not [r for r in _logged(run_dir) if r.get("step", 0) >= 2 and "train/loss" in r]:
+        assert time.monotonic() < deadline, "the job never logged step 2"
+        time.sleep(0.25)
     assert main(["jobs", "stop", job_id, "--address", ray_head]) == 0
     assert _wait_status(ray_head, job_id, {"STOPPED", "FAILED"}) == "STOPPED"
+    saved = [p for p in run_dir.glob("checkpoint_*") if is_complete(p)]
+    assert len(saved) == 1, saved  # the stop's own checkpoint
+    stopped_at = checkpoint_step(saved[0])
+    assert stopped_at >= 2 and _train_steps(run_dir)[-1] == stopped_at
+
+    capsys.readouterr()  # the same command again (ending 2 steps later): it resumes
+    assert main(["submit", "--address", ray_head, "--wait", *train,
+                 f"trainer.stop_after_steps={stopped_at + 2}"]) == 0
+    [resumed] = [r for r in _logged(run_dir) if r.get("event") == "resumed"]
+    assert resumed["step"] == stopped_at
+    assert _train_steps(run_dir) == list(range(1, stopped_at + 3))  # each step logged once
+
+
+def _logged(run_dir: Path) -> list[dict]:
+    """The run's metrics.jsonl records so far (a line being written is not yet one)."""
+    path = run_dir / "metrics.jsonl"
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return records
+
+
+def _train_steps(run_dir: Path) -> list[int]:
+    return [r["step"] for r in _logged(run_dir) if "train/loss" in r]
 
 
 @pytest.mark.parametrize("argv, message", [
