@@ -8,6 +8,7 @@ and per-slice deltas so a slice that regresses is seen even when the aggregate i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
 from evaluation.evaluate import evaluate
 from evaluation.outputs import is_current
 from evaluation.paired import Effect, adjust_p_values, paired_bootstrap, seeds_only, verdict
+from evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from evaluation.stats import length_buckets
 from trainers.identity import read_json
 from trainers.storage import local_run
@@ -68,6 +70,36 @@ def saved_predictions(member: Path, split: str, paths: Any) -> pd.DataFrame | No
         evaluate(EvaluateConfig(run=str(member), split=split, baseline=False, paths=paths))
     frame = pd.read_parquet(path)
     return frame if "gold_label" in frame else None
+
+
+def saved_query_scores(member: Path, split: str, paths: Any) -> pd.DataFrame:
+    """A retrieval run's per-query metrics on ``split`` (evaluated now if missing or made by
+    other weights)."""
+    path = member / "eval" / split / "predictions.parquet"
+    if not is_current(path.parent, member):
+        evaluate(EvaluateConfig(run=str(member), split=split, baseline=False, paths=paths))
+    frame = pd.read_parquet(path)
+    if "query_id" not in frame:
+        raise ConfigError("compare.metric", f"{member} is not a retrieval run (its "
+                          f"{split} predictions have no per-query scores)",
+                          "retrieval metrics compare task=embedding runs on BEIR data")
+    return frame
+
+
+def align_queries(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame], a: str, b: str,
+                  metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query ``metric`` (seeds × queries) of each side, in one query order."""
+    keys = np.sort(frames_a[0]["query_id"].to_numpy())
+    for name, frame in [(a, f) for f in frames_a] + [(b, f) for f in frames_b]:
+        if len(frame) != len(keys) or set(frame["query_id"]) != set(keys):
+            raise DataError(name, f"evaluated on other queries than {a} ({len(frame)} vs "
+                            f"{len(keys)})", "compare runs evaluated on the same qrels")
+
+    def scores(frames: list[pd.DataFrame]) -> np.ndarray:
+        return np.stack([f.set_index("query_id").loc[keys, metric].to_numpy(float)
+                         for f in frames])
+
+    return scores(frames_a), scores(frames_b)
 
 
 def same_data(a: Side, b: Side, split: str) -> None:
@@ -177,13 +209,23 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     paired = spec.metric in PAIRED_METRICS
     effects: dict[str, Effect] = {}
     slices: list[dict[str, Any]] = []
-    if paired:
+    if spec.metric in RETRIEVAL_METRICS:  # per-query scores, the queries paired
+        frames_a = [saved_query_scores(m, cfg.split, cfg.paths) for m in side_a.members]
+        frames_b = [saved_query_scores(m, cfg.split, cfg.paths) for m in side_b.members]
+        same_data(side_a, side_b, cfg.split)
+        for metric in RETRIEVAL_METRICS:
+            pa, pb = align_queries(frames_a, frames_b, side_a.name, side_b.name, metric)
+            effect = paired_bootstrap(np.zeros(pa.shape[1], dtype=int), pa, pb, "mean",
+                                      spec.resamples, spec.seed)
+            effects[metric] = dataclasses.replace(effect, metric=metric)
+    elif paired:
         frames_a = [saved_predictions(m, cfg.split, cfg.paths) for m in side_a.members]
         frames_b = [saved_predictions(m, cfg.split, cfg.paths) for m in side_b.members]
         if any(f is None for f in frames_a + frames_b):
             raise ConfigError("compare.metric", f"{spec.metric} needs classification "
                               "predictions; these runs have none",
-                              "use a metrics.json key, e.g. compare.metric=test/entity_f1")
+                              "use a metrics.json key, e.g. compare.metric=test/entity_f1, "
+                              "or for retrieval runs compare.metric=ndcg@10")
         same_data(side_a, side_b, cfg.split)
         gold, pa, pb, groups = align(frames_a, frames_b, side_a.name, side_b.name)
         for metric in PAIRED_METRICS:

@@ -145,8 +145,10 @@ class CompareSpec:
 
     Args:
         metric: The metric the verdict rests on: ``macro_f1`` or ``accuracy`` (from saved
-            predictions), or any key of the runs' metrics.json such as ``test/entity_f1``
-            (then across seeds only).
+            predictions), a retrieval metric (``ndcg@10``, ``mrr@10``, ``recall@10``,
+            ``recall@100``, ``map@100``: per-query scores of task=embedding runs, the queries
+            paired), or any key of the runs' metrics.json such as ``test/entity_f1`` (then
+            across seeds only).
         min_effect: Smallest improvement worth shipping, in metric units (0.01 = 1 point).
         resamples: Bootstrap replicates.
         min_slice_size: Slices with fewer examples are listed but not tested (too noisy).

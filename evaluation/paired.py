@@ -63,8 +63,14 @@ def weighted_macro_f1(w: np.ndarray, gold: np.ndarray, pred: np.ndarray, n_class
     return f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
 
 
+def weighted_mean(w: np.ndarray, gold: np.ndarray, pred: np.ndarray, n_classes: int
+                  ) -> np.ndarray:
+    """The mean of per-example scores (a retrieval metric per query, say); ``gold`` unused."""
+    return w @ pred.astype(np.float64) / w.sum(axis=1)
+
+
 METRICS: dict[str, Callable[..., np.ndarray]] = {
-    "accuracy": weighted_accuracy, "macro_f1": weighted_macro_f1,
+    "accuracy": weighted_accuracy, "macro_f1": weighted_macro_f1, "mean": weighted_mean,
 }
 
 

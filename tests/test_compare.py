@@ -50,6 +50,21 @@ def test_paired_bootstrap_finds_a_real_five_point_difference():
     assert verdict(paired_bootstrap(gold, a, b, "accuracy", 1000), 0.01) == "ship"
 
 
+def test_per_query_scores_pair_by_query_and_resample_seeds():
+    """Retrieval metrics: the effect is the mean per-query difference, the queries resampled
+    together; a constant gain has no spread, a gain on one query of many is not significant."""
+    a = np.array([[0.1, 0.5, 0.9, 0.3]])
+    e = paired_bootstrap(np.zeros(4, dtype=int), a, a + 0.1, "mean", resamples=500)
+    assert e.delta == pytest.approx(0.1) and e.low == pytest.approx(0.1) == e.high
+    assert e.p_value == pytest.approx(1 / 500)
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, size=(2, 200))  # two seeds
+    lucky = base.copy()
+    lucky[:, 0] += 0.5
+    e = paired_bootstrap(np.zeros(200, dtype=int), base, lucky, "mean", resamples=1000)
+    assert e.delta == pytest.approx(0.5 / 200) and e.low <= 0 < e.high and e.seeds_b == 2
+
+
 def test_zero_difference_is_called_significant_at_about_the_stated_rate():
     rng = np.random.default_rng(3)
     hits = 0

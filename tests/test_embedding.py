@@ -88,6 +88,13 @@ def test_embedding_trains_on_beir_pairs_and_evaluate_ranks_the_corpus(tmp_path, 
     assert result["versus"]["bm25"]["ndcg@10"]["value"] == pytest.approx(
         m["ndcg@10"]["value"] - 1.0)
     assert len(result["worst_queries"]) == 3
+    # compare pairs the per-query scores (here the run with itself: no difference, 3 queries)
+    assert main(["compare", str(run_dir), str(run_dir), "compare.metric=ndcg@10",
+                 f"paths.root={tmp_path}"]) == 0
+    effects = json.loads((run_dir / "compare" / "emb" / "compare.json").read_text())["effects"]
+    assert set(effects) == {"ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100"}
+    assert effects["ndcg@10"]["n"] == 3 and effects["ndcg@10"]["delta"] == 0
+    assert effects["mrr@10"]["a"] == pytest.approx(m["mrr@10"]["value"])
 
     # the ranking is the trained model's: recompute one query's by hand
     model, tok, _, _ = load_trained(run_dir)

@@ -15,7 +15,7 @@ from typing import Any
 from trainers.config import TrainConfig, config_dict
 
 # Keys that name or place a run but do not change what is trained.
-NOT_CONFIG = ("seed", "seeds", "run_name", "group_name", "paths", "sweep", "ablation")
+NOT_CONFIG = ("seed", "seeds", "run_name", "group_name", "paths", "sweep", "ablation", "mine")
 INDEX_FILE = "index.jsonl"
 _PACKAGES = ("shardtune", "torch", "transformers", "peft", "ray", "accelerate", "hydra-core")
 

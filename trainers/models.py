@@ -244,7 +244,7 @@ def load_run_config(run_dir: Path) -> Any:
 MOVED_KEYS = {("cluster", "max_failures"): ("trainer", "max_failures")}
 # Keys config.json records for the verb that made the run (shardtune/config.py JobConfig);
 # the trained model does not depend on them, so the core config leaves them out.
-JOB_KEYS = ("sweep", "ablation", "distill", "quant", "compress")
+JOB_KEYS = ("sweep", "ablation", "distill", "quant", "compress", "mine")
 
 
 def _migrate(saved: dict[str, Any]) -> dict[str, Any]:
