@@ -5,7 +5,8 @@ queries through the one scoring path (in this process for small corpora, Ray Dat
 otherwise); an exact search ranks the corpus for each query; each (query, relevant document)
 pair gets the highest-ranked document that is neither judged relevant, nor among the first
 ``range_min`` ranks (where unjudged relevant documents sit: false negatives teach the model
-the wrong thing), nor scored within ``margin`` of the pair's own document. The result is a
+the wrong thing), nor (with ``margin`` set) scored within ``margin`` of the pair's own
+document. The result is a
 cached folder, like teacher outputs: ``negatives.jsonl`` (ids, ranks, scores) beside
 ``provenance.json`` (the miner, the data's fingerprints, the settings, what was counted), and
 training reads it with ``data.pairs.negatives_path``.
@@ -83,16 +84,17 @@ def pick_negatives(ranked: np.ndarray, scores: np.ndarray, doc_ids: list[str],
                    positive_scores: dict[tuple[str, str], float], spec: MineSpec
                    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """One negative per (query, relevant document): the best-ranked candidate in
-    ``[range_min, range_max)`` that is not judged relevant and scores at most the pair's own
-    document's score minus ``margin``. Returns the records and the counts of what was not
-    found or skipped (nothing is dropped silently)."""
+    ``[range_min, range_max)`` that is not judged relevant and, with ``margin`` set, scores at
+    most the pair's own document's score minus ``margin``. Returns the records and the
+    counts of what was not found or skipped (nothing is dropped silently)."""
     records, counts = [], {"pairs": 0, "no_candidate": 0, "skipped_relevant": 0,
                            "skipped_margin": 0}
     for row, query in enumerate(query_ids):
         relevant = {d for d, s in qrels[query].items() if s > 0}
         for doc in sorted(relevant):
             counts["pairs"] += 1
-            ceiling = positive_scores[(query, doc)] - spec.margin
+            ceiling = np.inf if spec.margin is None else \
+                positive_scores[(query, doc)] - spec.margin
             chosen = None
             for rank in range(spec.range_min, min(spec.range_max, ranked.shape[1])):
                 candidate = doc_ids[ranked[row, rank]]

@@ -202,6 +202,9 @@ def test_pick_negatives_skips_the_top_ranks_relevant_documents_and_the_margin():
         [("q1", "a", "b", 2), ("q1", "c", "d", 4), ("q2", "b", "a", 5)]
     assert counts == {"pairs": 3, "no_candidate": 0, "skipped_relevant": 2,
                       "skipped_margin": 3}
+    records, _ = pick_negatives(ranked, scores, doc_ids, ["q1", "q2"], qrels, positive,
+                                MineSpec(range_min=1, range_max=5))  # no margin: by rank only
+    assert [r["negative_id"] for r in records] == ["b", "b", "d"]
     _, counts = pick_negatives(ranked, scores, doc_ids, ["q1", "q2"], qrels, positive,
                                MineSpec(range_min=3, range_max=4, margin=0.0))
     assert counts["no_candidate"] == 1  # only rank 4 may serve: q2's is its own relevant b
@@ -217,7 +220,7 @@ def test_mine_then_train_on_hard_negatives(tmp_path, capsys):
     base = ["task=embedding", "data=scifact", f"data.path={root}/qrels/train.tsv",
             f"data.test_path={root}/qrels/test.tsv", "data.val_fraction=0",
             "task.max_length=32", f"paths.root={tmp_path}"]
-    mine = ["mine", *base, "mine.range_min=1", "mine.range_max=6"]
+    mine = ["mine", *base, "mine.range_min=1", "mine.range_max=6", "mine.margin=0"]
     assert main(mine) == 0
     out = capsys.readouterr().out
     folder = Path(out.split("data.pairs.negatives_path=")[1].split()[0])
