@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from data.errors import ConfigError
 from data.gguf import file_sha256
@@ -47,8 +48,6 @@ class EmbedWithMiner(Embed):
     max_length = 256
 
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
-        import torch
-
         if (Path(run_dir) / "run_meta.json").is_file():  # a shardtune run: its trained model
             self.model, self.tok, _, _ = load_trained(Path(run_dir))
         else:
@@ -70,7 +69,6 @@ def _miner_udf(max_length: int) -> type:
 def _embed(udf: type, cfg: EvaluateConfig, miner: str, ids: list[str], texts: list[str]
            ) -> np.ndarray:
     import ray.data  # Ray loads only when a job runs
-    import torch
 
     dataset = ray.data.from_items([{"id": i, "text": t} for i, t in zip(ids, texts,
                                                                        strict=True)])
