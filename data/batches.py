@@ -45,6 +45,10 @@ def collate(rows: dict[str, np.ndarray], pad_id: int, pad_multiple: int = 1) -> 
     for prefix in ("doc_", "neg_"):  # the other sides of embedding pairs, padded on their own
         if f"{prefix}input_ids" in rows:
             side = list(rows[f"{prefix}input_ids"])
+            if prefix == "neg_" and not any(len(x) for x in side):
+                continue  # a split without hard negatives (tokenised beside one with them)
+            if not all(len(x) for x in side):
+                raise ValueError(f"a batch mixes rows with and without {prefix}input_ids")
             out[f"{prefix}input_ids"] = _pad(side, pad_id, pad_multiple)
             out[f"{prefix}attention_mask"] = _pad(
                 [np.ones(len(x), dtype=np.int64) for x in side], 0, pad_multiple)

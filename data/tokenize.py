@@ -115,10 +115,19 @@ class Tokenize:
         out: dict[str, Any] = {}
         cut = np.zeros(len(batch["text"]), dtype=np.int32)
         for side, prefix in (("text", ""), ("document", "doc_"), ("negative", "neg_")):
-            if side in batch:
-                enc, lost = encode(self.tok, [str(t) for t in batch[side]], self.max_length)
-                out[f"{prefix}input_ids"] = _ragged(enc["input_ids"])
-                cut += lost
+            # splits are tokenised together and Ray Data merges their blocks: rows without a
+            # negative (the test qrels beside mined training pairs: None, or no column in a
+            # block of their own) get an empty one, so every block has the same columns
+            values = batch.get(side, [None] * len(cut))
+            present = [i for i, t in enumerate(values) if isinstance(t, str)]
+            ids: list[list[int]] = [[] for _ in values]
+            if present:
+                enc, lost = encode(self.tok, [values[i] for i in present],
+                                   self.max_length)
+                for i, row_ids in zip(present, enc["input_ids"], strict=True):
+                    ids[i] = row_ids
+                cut[present] += lost
+            out[f"{prefix}input_ids"] = _ragged(ids)
         out["length"] = np.array([len(q) + len(d) for q, d in zip(
             out["input_ids"], out["doc_input_ids"], strict=True)], dtype=np.int32)
         out["truncated"] = cut

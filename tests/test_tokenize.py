@@ -118,3 +118,22 @@ def test_evaluation_counts_the_words_truncation_cuts_off():
     tags, cut = word_tags(sentence, [None, 0, 1, 1, None], [0, 1, 2, 2, 0],
                           ["O", "B-ORG", "B-MISC"])
     assert tags == ["B-ORG", "B-MISC", "O", "O"] and cut == 2
+
+
+def test_pairs_of_a_split_without_negatives_tokenised_beside_one_with_them():
+    """Mined training pairs carry a negative, test pairs do not: tokenised in one batch (Ray
+    Data merges the splits' rows), the test rows get no negative tokens (not the text
+    'None'), and each split's micro-batches collate with or without the negative side."""
+    udf = Tokenize(TOK, "embedding", max_length=32, labels=[])
+    batch = _batch(text=["q one", "q two", "q three"], document=["d one", "d two", "d three"],
+                   negative=["hard one", "hard two", None],
+                   split=["train", "train", "test"])
+    out = udf(batch)
+    lengths = [len(x) for x in out["neg_input_ids"]]
+    assert lengths[:2] == [4, 4] and lengths[2] == 0
+    train, test = (out["split"] == "train"), (out["split"] == "test")
+    with_negatives = collate({k: v[train] for k, v in out.items()}, pad_id=0)
+    assert with_negatives["neg_input_ids"].shape == (2, 4)
+    assert "neg_input_ids" not in collate({k: v[test] for k, v in out.items()}, pad_id=0)
+    with pytest.raises(ValueError, match="mixes rows with and without neg_input_ids"):
+        collate(out, pad_id=0)
