@@ -134,7 +134,8 @@ def read_whole(path: str, fmt: str, spec: PairSpec) -> tuple[list[dict[str, Any]
     counts = dropped_judgments(beir.counts)
     negatives = mined_for(spec.negatives_path, local)
     if negatives is not None:
-        pairs = _with_negatives(pairs, negatives, beir.docs_by_id(), counts)
+        pairs = _with_negatives(pairs, negatives, beir.docs_by_id(), counts,
+                                Path(spec.negatives_path) / NEGATIVES_FILE)
         files.append(str(Path(spec.negatives_path) / NEGATIVES_FILE))
     rows = [{"text": p["query"], "document": p["positive"],
              **({"negative": p["negative"]} if "negative" in p else {}),
@@ -161,6 +162,9 @@ def mined_for(negatives_path: str | None, qrels: Path) -> dict[tuple[str, str], 
     if Path(provenance["qrels"]).resolve() != qrels.resolve():
         return None
     found: dict[tuple[str, str], str] = {}
+    if not (folder / NEGATIVES_FILE).is_file():
+        raise ConfigError("data.pairs.negatives_path", f"{folder}: no {NEGATIVES_FILE}",
+                          "pass the folder `shardtune mine` printed, or mine again")
     with open(folder / NEGATIVES_FILE, encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             try:
@@ -173,7 +177,8 @@ def mined_for(negatives_path: str | None, qrels: Path) -> dict[tuple[str, str], 
 
 
 def _with_negatives(pairs: list[dict[str, Any]], negatives: dict[tuple[str, str], str],
-                    docs: dict[str, str], counts: dict[str, int]) -> list[dict[str, Any]]:
+                    docs: dict[str, str], counts: dict[str, int], source: Path
+                    ) -> list[dict[str, Any]]:
     """Each pair with its mined negative; a pair the miner found none for is not kept (every
     row of a batch needs one) and counted as ``no_hard_negative``."""
     kept = []
@@ -183,7 +188,7 @@ def _with_negatives(pairs: list[dict[str, Any]], negatives: dict[tuple[str, str]
             counts["no_hard_negative"] = counts.get("no_hard_negative", 0) + 1
             continue
         if negative not in docs:
-            raise DataError(f"negatives for {pair['query_id']}/{pair['doc_id']}",
+            raise DataError(f"{source} ({pair['query_id']}/{pair['doc_id']})",
                             f"negative {negative!r} is not in the corpus",
                             "mine again against this corpus (`shardtune mine`)")
         kept.append({**pair, "negative": docs[negative]})
