@@ -113,6 +113,16 @@ def pick_negatives(ranked: np.ndarray, scores: np.ndarray, doc_ids: list[str],
     return records, counts
 
 
+def _weights_digest(folder: Path) -> str:
+    """sha256 over the weight files under a model or run folder (names and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in (".safetensors", ".bin", ".gguf") and "checkpoint_" not in str(path):
+            digest.update(str(path.relative_to(folder)).encode())
+            digest.update(file_sha256(path).encode())
+    return digest.hexdigest()[:16]
+
+
 def _cache_dir(run: TrainConfig, spec: MineSpec, miner: str, qrels: Path,
                fingerprints: dict[str, str]) -> Path:
     key = json.dumps({"miner": miner, "max_length": run.task.max_length,
@@ -137,11 +147,13 @@ def mine(run: TrainConfig, spec: MineSpec) -> tuple[Path, dict[str, Any]]:
     root, split = beir_root(qrels)
     miner = resolve_location(spec.miner or run.model.name_or_path,
                              "mine.miner" if spec.miner else "model.name_or_path")
-    if (Path(miner) / "run_meta.json").is_file() or Path(miner).is_dir():
+    if Path(miner).is_dir():
         miner = str(Path(miner).resolve())
     fingerprints = {name: file_sha256(root / name)[:16]
                     for name in ("corpus.jsonl", "queries.jsonl")}
     fingerprints["qrels"] = file_sha256(qrels)[:16]
+    if Path(miner).is_dir():  # a local model or run: retrained in place, it mines afresh
+        fingerprints["miner_weights"] = _weights_digest(Path(miner))
     out = _cache_dir(run, spec, miner, qrels, fingerprints)
     if (out / PROVENANCE_FILE).is_file():
         return out, {**json.loads((out / PROVENANCE_FILE).read_text()), "cached": True}

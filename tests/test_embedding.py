@@ -255,3 +255,18 @@ def test_mine_then_train_on_hard_negatives(tmp_path, capsys):
         mined_for(str(folder), root / "qrels" / "train.tsv")
     with pytest.raises(ConfigError, match="data.pairs.negatives_path"):
         mined_for(str(tmp_path), root / "qrels" / "train.tsv")
+
+
+def test_a_miner_retrained_in_place_does_not_reuse_its_old_negatives(tmp_path):
+    from evaluation.negatives import _weights_digest
+
+    (tmp_path / "adapter").mkdir()
+    weights = tmp_path / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(b"before")
+    (tmp_path / "checkpoint_000002").mkdir()  # checkpoints are not the run's weights
+    (tmp_path / "checkpoint_000002" / "model.safetensors").write_bytes(b"x")
+    first = _weights_digest(tmp_path)
+    (tmp_path / "checkpoint_000002" / "model.safetensors").write_bytes(b"y")
+    assert _weights_digest(tmp_path) == first
+    weights.write_bytes(b"after")
+    assert _weights_digest(tmp_path) != first
