@@ -62,23 +62,24 @@ def higher_is_better(metric: str) -> bool:
     return not any(word in metric for word in LOWER_IS_BETTER)
 
 
-def saved_predictions(member: Path, split: str, paths: Any) -> pd.DataFrame | None:
-    """A member's saved predictions on ``split`` (evaluated now if missing or made by other
-    weights); None: no labels."""
+def _current_predictions(member: Path, split: str, paths: Any) -> pd.DataFrame:
+    """A member's saved predictions on ``split``, evaluated now if missing or made by other
+    weights."""
     path = member / "eval" / split / "predictions.parquet"
     if not is_current(path.parent, member):
         evaluate(EvaluateConfig(run=str(member), split=split, baseline=False, paths=paths))
-    frame = pd.read_parquet(path)
+    return pd.read_parquet(path)
+
+
+def saved_predictions(member: Path, split: str, paths: Any) -> pd.DataFrame | None:
+    """A member's classification predictions on ``split``; None: no labels."""
+    frame = _current_predictions(member, split, paths)
     return frame if "gold_label" in frame else None
 
 
 def saved_query_scores(member: Path, split: str, paths: Any) -> pd.DataFrame:
-    """A retrieval run's per-query metrics on ``split`` (evaluated now if missing or made by
-    other weights)."""
-    path = member / "eval" / split / "predictions.parquet"
-    if not is_current(path.parent, member):
-        evaluate(EvaluateConfig(run=str(member), split=split, baseline=False, paths=paths))
-    frame = pd.read_parquet(path)
+    """A retrieval run's per-query metrics on ``split``."""
+    frame = _current_predictions(member, split, paths)
     if "query_id" not in frame:
         raise ConfigError("compare.metric", f"{member} is not a retrieval run (its "
                           f"{split} predictions have no per-query scores)",
