@@ -52,6 +52,10 @@ def collate(rows: dict[str, np.ndarray], pad_id: int, pad_multiple: int = 1) -> 
             out[f"{prefix}input_ids"] = _pad(side, pad_id, pad_multiple)
             out[f"{prefix}attention_mask"] = _pad(
                 [np.ones(len(x), dtype=np.int64) for x in side], 0, pad_multiple)
+    for prefix in ("", "neg_"):  # reranker pairs: which tokens are the document (BERT-style)
+        if f"{prefix}token_type_ids" in rows and f"{prefix}input_ids" in out:
+            out[f"{prefix}token_type_ids"] = _pad(list(rows[f"{prefix}token_type_ids"]), 0,
+                                                  pad_multiple)
     if "position_ids" in rows:  # packed conversations: padding is a segment of its own
         width = input_ids.shape[1]
         out["position_ids"] = torch.from_numpy(np.stack([
@@ -72,7 +76,8 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     if "position_ids" in batch:
         return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"],
                 "use_cache": False}
-    pairs = {k: v for k, v in batch.items() if k.startswith(("doc_", "neg_"))}
+    pairs = {k: v for k, v in batch.items()
+             if k.startswith(("doc_", "neg_")) or k == "token_type_ids"}
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **pairs}
 
 

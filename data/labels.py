@@ -77,7 +77,7 @@ def _shown(label: str, kind: str) -> str:
 
 def check_labels(summaries: dict[str, Any], labels: list[str], task: str, train: Any) -> None:
     """``train``: the training split's :class:`data.pipeline.Source`."""
-    if task in ("causal_lm", "sft", "embedding"):  # no label vocabulary
+    if task in ("causal_lm", "sft", "embedding", "rerank"):  # no label vocabulary
         return
     alike: dict[str, list[str]] = {}
     for label in labels:

@@ -18,6 +18,8 @@ from typing import Any, Optional
 from data.errors import ConfigError, DataError
 from data.retrieval import read_beir, read_sts, training_pairs
 
+PAIR_TASKS = ("embedding", "rerank")  # the tasks that read rows as text pairs
+
 
 @dataclass
 class PairSpec:

@@ -21,7 +21,7 @@ from data.check import dedup_plan
 from data.config import DataConfig, DataFormat, OnError
 from data.errors import ConfigError, DataError
 from data.labels import check_label_types, check_labels, label_kind
-from data.pairs import pair_row, read_pair_files
+from data.pairs import PAIR_TASKS, pair_row, read_pair_files
 from data.pii import redact
 from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records, why_no_rows
 from data.summary import ROWS_PER_BLOCK, SplitSummary, summarize
@@ -50,7 +50,7 @@ def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str,
         return {"text": " ".join(tokens), "tokens": tokens, "tags": tags}
     if task == "sft":
         return _chat_row(where, record, cfg)
-    if task == "embedding":
+    if task in PAIR_TASKS:
         return pair_row(where, record, cfg.pairs)
     if cfg.text_field not in record:
         raise DataError(

@@ -85,6 +85,8 @@ class Tokenize:
             return self._sft(batch)
         if self.task == "embedding":
             return self._pairs(batch)
+        if self.task == "rerank":
+            return self._rerank(batch)
         return self._causal_lm(batch)
 
     def _label_id(self, label: str, src: str) -> int:
@@ -133,6 +135,34 @@ class Tokenize:
         out["truncated"] = cut
         out["labels"] = (np.asarray(batch["score"], dtype=np.float32) if "score" in batch
                          else np.zeros(len(cut), dtype=np.int64))
+        out["uid"] = np.array([uid(str(s)) for s in batch["_src"]], dtype=np.int64)
+        return out
+
+    def _rerank(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """(query, positive) as one sequence (``input_ids``, ``token_type_ids``) and (query,
+        negative) as another (``neg_*``), truncated from the longer side's end (the document's,
+        unless a query is longer: ``longest_first``) and counted. A row without a negative of
+        its own (none given or mined) takes the positive of the next row of another query in
+        the batch: a random negative, so every split, the test qrels included, has pairs to
+        compare."""
+        queries = [str(t) for t in batch["text"]]
+        positives = [str(t) for t in batch["document"]]
+        given = batch.get("negative", [None] * len(queries))
+        negatives = [t if isinstance(t, str) else _other_query_document(i, queries, positives,
+                                                                         str(batch["_src"][i]))
+                     for i, t in enumerate(given)]
+        out: dict[str, Any] = {}
+        cut = np.zeros(len(queries), dtype=np.int32)
+        for prefix, documents in (("", positives), ("neg_", negatives)):
+            enc, lost = encode(self.tok, queries, self.max_length, text_pair=documents)
+            cut += lost
+            out[f"{prefix}input_ids"] = _ragged(enc["input_ids"])
+            if "token_type_ids" in enc:
+                out[f"{prefix}token_type_ids"] = _ragged(enc["token_type_ids"])
+        out["length"] = np.array([len(p) + len(n) for p, n in zip(
+            out["input_ids"], out["neg_input_ids"], strict=True)], dtype=np.int32)
+        out["truncated"] = cut
+        out["labels"] = np.zeros(len(cut), dtype=np.int64)  # the positive is column 0
         out["uid"] = np.array([uid(str(s)) for s in batch["_src"]], dtype=np.int64)
         return out
 
@@ -215,6 +245,17 @@ class Tokenize:
             "uid": np.array([uid(f"{first}#block{i}") for i in range(len(blocks))],
                             dtype=np.int64),
         }
+
+
+def _other_query_document(i: int, queries: list[str], documents: list[str], src: str) -> str:
+    """The document of the next row (cyclically) whose query differs from row ``i``'s."""
+    for step in range(1, len(queries)):
+        j = (i + step) % len(queries)
+        if queries[j] != queries[i] and documents[j] != documents[i]:
+            return documents[j]
+    raise DataError(src, "no negative for this query: every row of its batch has the same "
+                    "query", "give negatives (data.pairs.negative_field, or "
+                    "data.pairs.negatives_path from `shardtune mine`)")
 
 
 def _tag(batch: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]:

@@ -78,6 +78,9 @@ def _check_vocab(teacher_tok: Any, student_tokenizer: str) -> None:
 
 def distill(run: TrainConfig) -> dict[str, Any]:
     spec = run.distill
+    if run.task.kind.value in ("embedding", "rerank"):  # issue #20: not built yet
+        raise ConfigError("task", f"distilling a {run.task.kind.value} model is not supported "
+                          "yet", "distil seq_cls, token_cls, causal_lm or sft runs")
     if spec.augment and run.task.kind.value != "seq_cls":
         raise ConfigError("distill.augment", f"copies are made for seq_cls, not "
                           f"{run.task.kind.value}", "set distill.augment=0")

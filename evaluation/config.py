@@ -40,6 +40,26 @@ class GateConfig:
 
 
 @dataclass
+class RerankSpec:
+    """How ``evaluate`` tests a ``task=rerank`` run (``rerank.*``).
+
+    Args:
+        retriever: The first stage whose candidates the cross-encoder reorders: ``bm25`` or
+            a trained ``task=embedding`` run directory.
+        top_k: Candidates per query the cross-encoder scores (its cost grows with it; the
+            report gives the time per query). At most 100, the first stage's depth.
+    """
+
+    retriever: str = "bm25"
+    top_k: int = 100
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_k <= 100:
+            raise ConfigError("rerank.top_k", f"must be in [1, 100], got {self.top_k}")
+        refuse_credentials(self.retriever, "rerank.retriever")
+
+
+@dataclass
 class EvaluateConfig:
     """What to evaluate and how.
 
@@ -58,6 +78,7 @@ class EvaluateConfig:
             has none yet, and show it beside the model.
         inprocess_rows: Splits up to this many rows are scored in this process (no actor
             start-up, which dominates small splits); 0 = always through Ray Data actors.
+        rerank: A ``task=rerank`` run's first stage and depth.
     """
 
     run: str = "???"
@@ -71,6 +92,7 @@ class EvaluateConfig:
     batch_size: int = 64
     baseline: bool = True
     inprocess_rows: int = 4096
+    rerank: RerankSpec = field(default_factory=RerankSpec)
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:

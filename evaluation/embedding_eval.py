@@ -77,8 +77,8 @@ class EmbedBase(Embed):
     base = True
 
 
-def _embed(udf: type, cfg: EvaluateConfig, run_dir: Path, ids: list[str], texts: list[str]
-           ) -> tuple[np.ndarray, np.ndarray]:
+def embed_texts(udf: type, cfg: EvaluateConfig, run_dir: Path, ids: list[str],
+                texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings in the order given, tokens truncation cut from each text)."""
     import ray.data  # Ray loads only when a job runs
 
@@ -90,14 +90,14 @@ def _embed(udf: type, cfg: EvaluateConfig, run_dir: Path, ids: list[str], texts:
     return np.stack(frame["embedding"].to_numpy()), frame["truncated"].to_numpy()
 
 
-def _paired(run: dict[str, np.ndarray], other: dict[str, np.ndarray], resamples: int
+def paired(run: dict[str, np.ndarray], other: dict[str, np.ndarray], resamples: int
             ) -> dict[str, Any]:
     """The run minus another system, per metric, with a CI over the same resampled queries."""
     return {m: e.as_dict() for m, e in summarise(
         {m: run[m] - other[m] for m in METRICS}, resamples).items()}
 
 
-def _ranking(ids: list[str], indices: np.ndarray | list[list[int]], query_ids: list[str]
+def ranking(ids: list[str], indices: np.ndarray | list[list[int]], query_ids: list[str]
              ) -> dict[str, list[str]]:
     return {q: [ids[i] for i in row] for q, row in zip(query_ids, indices, strict=True)}
 
@@ -107,18 +107,18 @@ def evaluate_retrieval(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list
     """Rank the whole corpus for each judged query of a BEIR split; score run, BM25, base."""
     root, split = beir_root(Path(paths[0][7:] if paths[0].startswith("file://") else paths[0]))
     beir = read_beir(root, split)
-    doc_emb, doc_cut = _embed(Embed, cfg, run_dir, beir.doc_ids, beir.doc_texts)
-    query_emb, query_cut = _embed(Embed, cfg, run_dir, beir.query_ids, beir.query_texts)
+    doc_emb, doc_cut = embed_texts(Embed, cfg, run_dir, beir.doc_ids, beir.doc_texts)
+    query_emb, query_cut = embed_texts(Embed, cfg, run_dir, beir.query_ids, beir.query_texts)
     _, top = exact_search(query_emb, doc_emb, TOP_K)
-    ranked = _ranking(beir.doc_ids, top, beir.query_ids)
+    ranked = ranking(beir.doc_ids, top, beir.query_ids)
     per_query = per_query_metrics(ranked, beir.qrels)
-    systems = {"bm25": per_query_metrics(_ranking(
+    systems = {"bm25": per_query_metrics(ranking(
         beir.doc_ids, bm25_search(beir.doc_texts, beir.query_texts, TOP_K), beir.query_ids),
         beir.qrels)}
     if cfg.baseline and run.model.init_config is None:  # a random-init model has no base
-        base_docs, _ = _embed(EmbedBase, cfg, run_dir, beir.doc_ids, beir.doc_texts)
-        base_queries, _ = _embed(EmbedBase, cfg, run_dir, beir.query_ids, beir.query_texts)
-        systems["base_model"] = per_query_metrics(_ranking(
+        base_docs, _ = embed_texts(EmbedBase, cfg, run_dir, beir.doc_ids, beir.doc_texts)
+        base_queries, _ = embed_texts(EmbedBase, cfg, run_dir, beir.query_ids, beir.query_texts)
+        systems["base_model"] = per_query_metrics(ranking(
             beir.doc_ids, exact_search(base_queries, base_docs, TOP_K)[1], beir.query_ids),
             beir.qrels)
     cut = np.concatenate([doc_cut, query_cut])
@@ -134,13 +134,13 @@ def evaluate_retrieval(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list
                           "queries": len(order), "documents": len(beir.doc_ids)},
               "baseline": {name: {m: e.as_dict() for m, e in summarise(
                   scores, cfg.resamples).items()} for name, scores in systems.items()},
-              "versus": {name: _paired(per_query, scores, cfg.resamples)
+              "versus": {name: paired(per_query, scores, cfg.resamples)
                          for name, scores in systems.items()},
               "worst_queries": worst_queries(per_query, ranked, beir.qrels,
                                              beir.queries_by_id(), beir.docs_by_id()),
               "slices": [], "made_by": {**made_by, "rows": rows_digest(frame.rename(
                   columns={"query_id": "_src"}))}, "lost": lost}
-    return _write(cfg, result, frame, out_dir)
+    return write(cfg, result, frame, out_dir)
 
 
 def evaluate_similarity(cfg: EvaluateConfig, run_dir: Path, run: Any, rows: pd.DataFrame,
@@ -148,10 +148,10 @@ def evaluate_similarity(cfg: EvaluateConfig, run_dir: Path, run: Any, rows: pd.D
                         ) -> dict[str, Any]:
     """Cosine of each scored pair against its gold score: Spearman and Pearson with CIs."""
     keys = [str(s) for s in rows["_src"]]
-    left, left_cut = _embed(Embed, cfg, run_dir, [f"{k}#1" for k in keys],
-                            list(rows["text"]))
-    right, right_cut = _embed(Embed, cfg, run_dir, [f"{k}#2" for k in keys],
-                              list(rows["document"]))
+    left, left_cut = embed_texts(Embed, cfg, run_dir, [f"{k}#1" for k in keys],
+                                 list(rows["text"]))
+    right, right_cut = embed_texts(Embed, cfg, run_dir, [f"{k}#2" for k in keys],
+                                   list(rows["document"]))
     gold = rows["score"].astype(float).to_numpy()
     frame = pd.DataFrame({"_src": keys, "gold": gold, "cosine": (left * right).sum(1),
                           "truncated": left_cut + right_cut})
@@ -161,19 +161,20 @@ def evaluate_similarity(cfg: EvaluateConfig, run_dir: Path, run: Any, rows: pd.D
               "baseline": None, "slices": [], "made_by": {**made_by, "rows": rows_digest(frame)},
               "lost": data_lost(frame, summary, run.task.max_length)}
     if cfg.baseline and run.model.init_config is None:
-        base_l, _ = _embed(EmbedBase, cfg, run_dir, [f"{k}#1" for k in keys], list(rows["text"]))
-        base_r, _ = _embed(EmbedBase, cfg, run_dir, [f"{k}#2" for k in keys],
-                           list(rows["document"]))
+        base_l, _ = embed_texts(EmbedBase, cfg, run_dir, [f"{k}#1" for k in keys],
+                                list(rows["text"]))
+        base_r, _ = embed_texts(EmbedBase, cfg, run_dir, [f"{k}#2" for k in keys],
+                                list(rows["document"]))
         result["baseline"] = {"base_model": {m: e.as_dict() for m, e in sts_correlations(
             (base_l * base_r).sum(1), gold, cfg.resamples).items()}}
-    return _write(cfg, result, frame, out_dir)
+    return write(cfg, result, frame, out_dir)
 
 
 def _fmt(e: dict[str, Any]) -> str:
     return f"{e['value']:.4f} [{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
 
 
-def _write(cfg: EvaluateConfig, result: dict[str, Any], frame: pd.DataFrame, out_dir: Path
+def write(cfg: EvaluateConfig, result: dict[str, Any], frame: pd.DataFrame, out_dir: Path
            ) -> dict[str, Any]:
     result["gates"] = check_gates(cfg.gate, result)
     with replaced_on_success(out_dir) as staging:
@@ -200,6 +201,11 @@ def _report(result: dict[str, Any]) -> str:
         verdict = "better" if d["ci_low"] > 0 else "worse" if d["ci_high"] < 0 else "no clear"
         lines.append(f"- nDCG@10 minus {name}: {_fmt(d)} over the same queries ({verdict} "
                      "difference at 95%)")
+    if result.get("rerank"):
+        r = result["rerank"]
+        lines.append(f"- reranked the top {r['top_k']} of {r['retriever']}: {r['pairs_scored']} "
+                     f"pairs in {r['seconds']:.1f} s, {r['ms_per_query']:.0f} ms per query "
+                     f"({r['pairs_per_s']:.1f} pairs/s)")
     lost = result["lost"]
     lines += ["", f"Truncated at task.max_length={lost['max_length']}: "
               f"{lost['truncated_examples']} texts lost {lost['truncated_tokens']} tokens."]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from data.pipeline import build_splits
 from data.tokenize import tokens_cut
 from evaluation.baseline import BASELINE_DIR, baseline_predictions
@@ -42,6 +42,7 @@ from evaluation.outputs import (
     rows_digest,
     weights_hash,
 )
+from evaluation.rerank_eval import evaluate_rerank
 from evaluation.scoring import score_frame
 from trainers.cluster_config import ClusterConfig
 from trainers.config import TaskKind
@@ -118,6 +119,12 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
     out_dir = output_dir(run_dir, cfg.split, own_data(run_dir, run.data, data, files), data,
                          files, cfg.name)
     made_by = {"weights": weights_hash(run_dir), "data": data_identity(data, files)}
+    if run.task.kind == TaskKind.rerank:  # reorder a first stage's top-k of a corpus
+        if data.format.value != "beir":
+            raise ConfigError("data.format", "evaluating a rerank run needs a BEIR corpus "
+                              "with queries and qrels (data.format=beir)")
+        return evaluate_rerank(cfg, run_dir, run, _split_paths(data, cfg.split), data.name,
+                               out_dir, made_by)
     if run.task.kind == TaskKind.embedding:  # rank a corpus (BEIR) or score pairs (STS)
         if data.format.value == "beir":
             return evaluate_retrieval(cfg, run_dir, run, _split_paths(data, cfg.split),

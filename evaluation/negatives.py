@@ -29,8 +29,7 @@ from data.locations import resolve_location
 from data.pairs import NEGATIVES_FILE, PROVENANCE_FILE, beir_root
 from data.retrieval import read_beir
 from evaluation.config import EvaluateConfig, MineSpec
-from evaluation.embedding_eval import Embed
-from evaluation.inference import score_split
+from evaluation.embedding_eval import Embed, embed_texts
 from evaluation.retrieval import exact_search
 from trainers.config import ModelConfig, TaskKind, TrainConfig
 from trainers.embedding_spec import EmbeddingSpec
@@ -64,17 +63,6 @@ class EmbedWithMiner(Embed):
 
 def _miner_udf(max_length: int) -> type:
     return type("EmbedWithMiner", (EmbedWithMiner,), {"max_length": max_length})
-
-
-def _embed(udf: type, cfg: EvaluateConfig, miner: str, ids: list[str], texts: list[str]
-           ) -> np.ndarray:
-    import ray.data  # Ray loads only when a job runs
-
-    dataset = ray.data.from_items([{"id": i, "text": t} for i, t in zip(ids, texts,
-                                                                       strict=True)])
-    frame = score_split(udf, cfg, Path(miner), dataset, cfg.batch_size * 16,
-                        num_gpus=1 if torch.cuda.is_available() else 0, num_cpus=1)
-    return np.stack(frame.set_index("id").loc[ids]["embedding"].to_numpy())
 
 
 def pick_negatives(ranked: np.ndarray, scores: np.ndarray, doc_ids: list[str],
@@ -162,8 +150,8 @@ def mine(run: TrainConfig, spec: MineSpec) -> tuple[Path, dict[str, Any]]:
     cfg = EvaluateConfig(run=miner, batch_size=spec.batch_size, actors=spec.actors,
                          inprocess_rows=spec.inprocess_rows)
     udf = _miner_udf(run.task.max_length)
-    doc_emb = _embed(udf, cfg, miner, beir.doc_ids, beir.doc_texts)
-    query_emb = _embed(udf, cfg, miner, beir.query_ids, beir.query_texts)
+    doc_emb = embed_texts(udf, cfg, Path(miner), beir.doc_ids, beir.doc_texts)[0]
+    query_emb = embed_texts(udf, cfg, Path(miner), beir.query_ids, beir.query_texts)[0]
     scores, ranked = exact_search(query_emb, doc_emb, spec.range_max)
     where = {d: i for i, d in enumerate(beir.doc_ids)}
     positive_scores = {(q, d): float(query_emb[row] @ doc_emb[where[d]])

@@ -31,6 +31,7 @@ class TaskKind(str, Enum):
     token_cls = "token_cls"
     causal_lm = "causal_lm"
     embedding = "embedding"
+    rerank = "rerank"
 
 
 @dataclass
@@ -39,8 +40,9 @@ class TaskConfig:
 
     Args:
         kind: ``seq_cls`` (one label per text), ``token_cls`` (BIO tags per token, CoNLL
-            input), ``causal_lm`` (next token, with sequence packing) or ``embedding``
-            (a bi-encoder on text pairs: ``task.embedding``, ``data.pairs``).
+            input), ``causal_lm`` (next token, with sequence packing), ``embedding``
+            (a bi-encoder on text pairs: ``task.embedding``, ``data.pairs``) or ``rerank``
+            (a cross-encoder scoring (query, document) pairs: ``data.pairs``).
         max_length: Tokens per example after truncation (per packed block for LM).
         pack: Concatenate LM examples into full ``max_length`` blocks (no padding); with
             ``chat``, several conversations per row, each attending only to itself.
@@ -357,9 +359,13 @@ class TrainConfig:
         if self.task.kind == TaskKind.embedding:
             self.task.embedding.resolve(bool(self.data.pairs.score_field)
                                         or self.data.format.value == "sts")
+        elif self.task.kind == TaskKind.rerank:
+            if self.data.pairs.score_field or self.data.format.value == "sts":
+                raise ConfigError("task", "task=rerank ranks documents for queries; scored "
+                                  "sentence pairs (STS) train task=embedding")
         elif self.data.format.value in ("beir", "sts"):
             raise ConfigError("data.format", f"{self.data.format.value} holds text pairs: it "
-                              "needs task=embedding")
+                              "needs task=embedding or task=rerank")
         check_data_uris(self.data)  # a presigned URL or SAS token would land in config.json
 
     @property

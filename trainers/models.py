@@ -7,6 +7,7 @@ the speed probe and distillation import this module for ``load_run_config`` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from trainers.embedding_spec import EmbeddingSpec
 from trainers.heads import MeanPoolClassifier
 from trainers.quant_spec import QuantSpec
 from trainers.quantize import load_quantized, quantize_linears
+from trainers.reranker import RERANKER_CONFIG, CrossEncoder
 
 _AUTO_CLASSES = {
     TaskKind.seq_cls: "AutoModelForSequenceClassification",
@@ -95,6 +97,10 @@ def build_base_model(model: ModelConfig, task: TaskKind, labels: list[str], toke
 
     if task == TaskKind.embedding:
         return _bi_encoder(model, embedding or EmbeddingSpec(loss="in_batch"), score_range)
+    if task == TaskKind.rerank:  # the architecture's own head with one output, as hub
+        # rerankers are (a mean-pooling head would ignore theirs)
+        return CrossEncoder(build_base_model(dataclasses.replace(model, pooling="cls"),
+                                             TaskKind.seq_cls, ["relevance"], tokenizer))
     if task == TaskKind.seq_cls and model.pooling == "mean":
         return _mean_pool_model(model, labels, tokenizer)
     auto = getattr(transformers, _AUTO_CLASSES[task])
@@ -193,8 +199,8 @@ def apply_peft(net: Any, spec: PeftSpec, task: TaskKind, device: Any = None) -> 
     if spec.method == PeftMethod.qlora:
         net = quantize_base(net, spec, device)
 
-    custom_head = isinstance(net, (MeanPoolClassifier, BiEncoder))
-    saved = ["classifier"] if isinstance(net, MeanPoolClassifier) else None
+    custom_head = isinstance(net, (MeanPoolClassifier, BiEncoder, CrossEncoder))
+    saved = ["classifier"] if isinstance(net, (MeanPoolClassifier, CrossEncoder)) else None
     if isinstance(net, BiEncoder) and net.spec.learnable_scale:
         saved = ["scale"]  # a learnt temperature is part of the trained model
     lora = LoraConfig(
@@ -286,6 +292,8 @@ def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
             model = PeftModel.from_pretrained(base, str(adapter))
         elif (adapter / EMBEDDING_CONFIG).exists():
             model = BiEncoder.from_pretrained(adapter)
+        elif (adapter / RERANKER_CONFIG).exists():
+            model = CrossEncoder.from_pretrained(adapter)
         elif (adapter / "pooling_head.json").exists():
             model = MeanPoolClassifier.from_pretrained(adapter)
         else:

@@ -61,6 +61,11 @@ def accumulate(state: EvalState, task: TaskKind, batch: dict[str, torch.Tensor],
             state.gold += labels.tolist()
             state.pred += logits.tolist()
         state.uids += batch["uid"].tolist()
+    elif task == TaskKind.rerank:  # (positive, negative) scores per query: pairwise order
+        weight = len(labels)
+        state.gold += [1] * len(labels)
+        state.pred += (logits[:, 0] > logits[:, 1]).long().tolist()
+        state.uids += batch["uid"].tolist()
     else:  # causal LM: HF shifts labels by one, so the loss averages over len-1 tokens per row
         shifted = labels[:, 1:]
         weight = int((shifted != IGNORE_INDEX).sum())
@@ -104,10 +109,13 @@ def score(state: EvalState, task: TaskKind, labels: list[str]) -> dict[str, floa
             from scipy.stats import spearmanr  # per task, like the metrics above
 
             out["spearman"] = float(spearmanr(pred, gold).statistic)
+    elif task == TaskKind.rerank:  # the positive scored above the negative
+        out["pair_accuracy"] = float(np.mean(state.pred)) if state.pred else 0.0
     else:
         out["perplexity"] = float(math.exp(min(loss, 50.0)))
     return out
 
 
 HEADLINE = {TaskKind.seq_cls: "accuracy", TaskKind.token_cls: "entity_f1",
-            TaskKind.causal_lm: "perplexity", TaskKind.embedding: "loss"}
+            TaskKind.causal_lm: "perplexity", TaskKind.embedding: "loss",
+            TaskKind.rerank: "pair_accuracy"}

