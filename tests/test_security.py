@@ -9,7 +9,6 @@ import gzip
 import json
 import lzma
 import os
-import re
 import tempfile
 import time
 import zipfile
@@ -51,9 +50,15 @@ def _readable(path: Path) -> bytes:
 
 
 def _leaks(paths: list[Path], texts: list[str]) -> list[str]:
-    pattern = re.compile("|".join(re.escape(v) for v in _secrets()).encode())
-    found = [str(p) for p in paths if p.is_file() and pattern.search(_readable(p))]
-    found += [f"output {i}" for i, t in enumerate(texts) if pattern.search(t.encode())]
+    # bytes containment per secret, not one regex alternation: the suite writes ~2 GB (model
+    # weights in every run and checkpoint), scanned in 3 s instead of 18 s here
+    secrets = [v.encode() for v in _secrets()]
+
+    def leaks(data: bytes) -> bool:
+        return any(secret in data for secret in secrets)
+
+    found = [str(p) for p in paths if p.is_file() and leaks(_readable(p))]
+    found += [f"output {i}" for i, t in enumerate(texts) if leaks(t.encode())]
     return found
 
 
