@@ -42,7 +42,7 @@ from evaluation.outputs import (
     rows_digest,
     weights_hash,
 )
-from evaluation.rerank_eval import evaluate_rerank
+from evaluation.rerank_eval import check_retriever, evaluate_rerank
 from evaluation.scoring import score_frame
 from trainers.cluster_config import ClusterConfig
 from trainers.config import TaskKind
@@ -111,6 +111,8 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
     run_dir = Path(local_run(cfg.run, "run", cfg.paths)).expanduser().resolve()
     run = load_run_config(run_dir)
     check_name(cfg.name)
+    if run.task.kind == TaskKind.rerank:
+        check_retriever(cfg)  # a wrong first stage fails before any data is read
     data = data_config(run.data, cfg.data, list(data_overrides))
     ensure_ray(ClusterConfig())
     splits = splits or build_splits(data, run.task.data_task)

@@ -55,6 +55,7 @@ class ScorePairs:
         self.max_length, self.batch_size = run.task.max_length, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        began = time.perf_counter()
         queries = [str(t) for t in batch["query"]]
         documents = [str(t) for t in batch["document"]]
         order = np.argsort([len(q) + len(d) for q, d in zip(queries, documents, strict=True)],
@@ -67,29 +68,43 @@ class ScorePairs:
                                truncation=True, max_length=self.max_length, padding=True,
                                return_tensors="pt").to(self.device)
                 scores[idx] = self.model(**enc).logits.float().cpu().numpy()
-        return {"id": batch["id"], "score": scores,
-                "truncated": tokens_cut(self.tok, queries, self.max_length,
-                                        text_pair=documents)}
+        busy = time.perf_counter() - began  # tokenising and scoring, not loading
+        return {"id": batch["id"], "score": scores, "busy_s": np.full(len(queries), busy / len(
+            queries)), "truncated": tokens_cut(self.tok, queries, self.max_length,
+                                               text_pair=documents)}
+
+
+def check_retriever(cfg: EvaluateConfig) -> Path | None:
+    """The first stage's run directory (None: BM25); refused before any data is read when it
+    is not an embedding run."""
+    if cfg.rerank.retriever == BM25:
+        return None
+    run_dir = Path(cfg.rerank.retriever).expanduser().resolve()
+    try:
+        kind = load_run_config(run_dir).task.kind
+    except ConfigError as exc:
+        raise ConfigError("rerank.retriever", exc.problem, exc.hint) from None
+    if kind != TaskKind.embedding:
+        raise ConfigError("rerank.retriever", f"{run_dir} is a {kind.value} run, not an "
+                          "embedding run", "pass bm25 or runs/<an embedding run>")
+    return run_dir
 
 
 def first_stage(cfg: EvaluateConfig, beir: BeirSplit) -> tuple[str, list[list[int]]]:
     """(its name, each judged-or-not query's top ``TOP_K`` document indices, best first)."""
-    retriever = cfg.rerank.retriever
-    if retriever == BM25:
+    run_dir = check_retriever(cfg)
+    if run_dir is None:
         return BM25, bm25_search(beir.doc_texts, beir.query_texts, TOP_K)
-    run_dir = Path(retriever).expanduser().resolve()
-    if load_run_config(run_dir).task.kind != TaskKind.embedding:
-        raise ConfigError("rerank.retriever", f"{run_dir} is not an embedding run",
-                          "pass bm25 or runs/<an embedding run>")
     docs, _ = embed_texts(Embed, cfg, run_dir, beir.doc_ids, beir.doc_texts)
     queries, _ = embed_texts(Embed, cfg, run_dir, beir.query_ids, beir.query_texts)
     return run_dir.name, exact_search(queries, docs, TOP_K)[1].tolist()
 
 
 def rerank(cfg: EvaluateConfig, run_dir: Path, beir: BeirSplit, candidates: list[list[int]]
-           ) -> tuple[list[list[int]], float, np.ndarray]:
-    """(each query's candidates re-sorted by the cross-encoder within the top-k, the seconds
-    scoring took, tokens truncation cut per scored pair)."""
+           ) -> tuple[list[list[int]], dict[str, float], np.ndarray]:
+    """(each query's candidates re-sorted by the cross-encoder within the top-k, its time:
+    ``wall_s`` including model loads and actor starts, ``busy_s`` tokenising and scoring,
+    tokens truncation cut per scored pair)."""
     import ray.data  # Ray loads only when a job runs
 
     k = cfg.rerank.top_k
@@ -97,12 +112,12 @@ def rerank(cfg: EvaluateConfig, run_dir: Path, beir: BeirSplit, candidates: list
              for qi, (query, row) in enumerate(zip(beir.query_texts, candidates, strict=True))
              for di in row[:k]]
     if not pairs:
-        return candidates, 0.0, np.zeros(0, dtype=np.int32)
+        return candidates, {"wall_s": 0.0, "busy_s": 0.0}, np.zeros(0, dtype=np.int32)
     start = time.perf_counter()
     frame = score_split(ScorePairs, cfg, run_dir, ray.data.from_items(pairs),
                         cfg.batch_size * 16, num_gpus=1 if torch.cuda.is_available() else 0,
                         num_cpus=1)
-    seconds = time.perf_counter() - start
+    seconds = {"wall_s": time.perf_counter() - start, "busy_s": float(frame["busy_s"].sum())}
     score = dict(zip(frame["id"], frame["score"], strict=True))
     reranked = [sorted(row[:k], key=lambda d, q=qi: -score[f"{q}:{d}"]) + list(row[k:])
                 for qi, row in enumerate(candidates)]
@@ -136,9 +151,10 @@ def evaluate_rerank(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list[st
                                                                  cfg.resamples).items()},
                           "queries": len(order), "documents": len(beir.doc_ids)},
               "rerank": {"retriever": cfg.rerank.retriever, "top_k": cfg.rerank.top_k,
-                         "pairs_scored": int(len(cut)), "seconds": seconds,
-                         "ms_per_query": 1000 * seconds / queries,
-                         "pairs_per_s": len(cut) / seconds if seconds else 0.0},
+                         "pairs_scored": int(len(cut)), **seconds,
+                         "ms_per_query": 1000 * seconds["busy_s"] / queries,
+                         "pairs_per_s": len(cut) / seconds["busy_s"] if seconds["busy_s"]
+                         else 0.0},
               "baseline": {n: {m: e.as_dict() for m, e in summarise(
                   scores, cfg.resamples).items()} for n, scores in systems.items()},
               "versus": {n: paired(per_query, scores, cfg.resamples)

@@ -105,7 +105,9 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
     result = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
     first = "first stage (bm25, top 5)"
     assert set(result["baseline"]) == {first}
-    assert result["rerank"]["pairs_scored"] <= 15 and result["rerank"]["top_k"] == 5
+    timing = result["rerank"]
+    assert timing["pairs_scored"] <= 15 and timing["top_k"] == 5
+    assert 0 < timing["busy_s"] <= timing["wall_s"]  # scoring alone, within the whole call
     assert result["versus"][first]["ndcg@10"]["value"] == pytest.approx(
         result["metrics"]["ndcg@10"]["value"] - result["baseline"][first]["ndcg@10"]["value"])
     assert "reranked the top 5 of bm25" in (run_dir / "eval" / "test" / "report.md").read_text()
@@ -128,10 +130,13 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
         got = list(frame.set_index("query_id").loc[query_id, "retrieved"])
         assert got[:len(want)] == want
 
-    # a first stage that is not an embedding run: one line naming the key
-    assert main(["evaluate", f"run={run_dir}", f"rerank.retriever={run_dir}",
-                 f"paths.root={tmp_path}"]) == 2
-    assert "rerank.retriever" in capsys.readouterr().err
+    # a first stage that is not an embedding run, or no run at all: one line naming the key
+    for retriever, problem in ((run_dir, "is a rerank run, not an embedding run"),
+                               (tmp_path, "is not a shardtune run")):
+        assert main(["evaluate", f"run={run_dir}", f"rerank.retriever={retriever}",
+                     f"paths.root={tmp_path}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: config key 'rerank.retriever'") and problem in err, err
 
 
 def test_distilling_or_quantising_a_reranker_is_refused_in_one_line(tmp_path):
