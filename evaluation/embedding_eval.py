@@ -31,6 +31,7 @@ from evaluation.retrieval import (
     judged_queries,
     per_query_metrics,
     sts_correlations,
+    sts_paired_difference,
     summarise,
     worst_queries,
 )
@@ -165,8 +166,11 @@ def evaluate_similarity(cfg: EvaluateConfig, run_dir: Path, run: Any, rows: pd.D
                                 list(rows["text"]))
         base_r, _ = embed_texts(EmbedBase, cfg, run_dir, [f"{k}#2" for k in keys],
                                 list(rows["document"]))
+        base = (base_l * base_r).sum(1)
         result["baseline"] = {"base_model": {m: e.as_dict() for m, e in sts_correlations(
-            (base_l * base_r).sum(1), gold, cfg.resamples).items()}}
+            base, gold, cfg.resamples).items()}}
+        result["versus"] = {"base_model": {m: e.as_dict() for m, e in sts_paired_difference(
+            frame["cosine"], base, gold, cfg.resamples).items()}}
     return write(cfg, result, frame, out_dir)
 
 
@@ -197,15 +201,18 @@ def _report(result: dict[str, Any]) -> str:
               for name, s in base.items()]
     lines.append("")
     for name, diff in (result.get("versus") or {}).items():
-        d = diff["ndcg@10"]
+        metric = "ndcg@10" if "ndcg@10" in diff else "spearman"
+        d = diff[metric]
         verdict = "better" if d["ci_low"] > 0 else "worse" if d["ci_high"] < 0 else "no clear"
-        lines.append(f"- nDCG@10 minus {name}: {_fmt(d)} over the same queries ({verdict} "
-                     "difference at 95%)")
+        over = "queries" if metric == "ndcg@10" else "pairs"
+        lines.append(f"- {'nDCG@10' if metric == 'ndcg@10' else 'Spearman'} minus {name}: "
+                     f"{_fmt(d)} over the same {over} ({verdict} difference at 95%)")
     if result.get("rerank"):
         r = result["rerank"]
         lines.append(f"- reranked the top {r['top_k']} of {r['retriever']}: {r['pairs_scored']} "
-                     f"pairs in {r['seconds']:.1f} s, {r['ms_per_query']:.0f} ms per query "
-                     f"({r['pairs_per_s']:.1f} pairs/s)")
+                     f"pairs, {r['ms_per_query']:.0f} ms per query tokenising and scoring "
+                     f"({r['pairs_per_s']:.1f} pairs/s; {r['wall_s']:.1f} s in all with model "
+                     "loads)")
     lost = result["lost"]
     lines += ["", f"Truncated at task.max_length={lost['max_length']}: "
               f"{lost['truncated_examples']} texts lost {lost['truncated_tokens']} tokens."]

@@ -168,6 +168,31 @@ def sts_correlations(pred_scores: Sequence[float], gold_scores: Sequence[float],
             "pearson": bootstrap(_pearson, gold, pred, resamples, seed)}
 
 
+def sts_paired_difference(pred_scores: Sequence[float], other_scores: Sequence[float],
+                          gold_scores: Sequence[float], resamples: int = 1000,
+                          seed: int = 0) -> dict[str, Estimate]:
+    """Spearman and Pearson of ``pred`` minus those of ``other`` on the same gold scores, each
+    with a percentile bootstrap interval over the same resampled pairs (both systems scored
+    on each resample): whether a fine-tuned model beats its base on this data."""
+    pred, other = np.asarray(pred_scores, float), np.asarray(other_scores, float)
+    gold = np.asarray(gold_scores, float)
+    if not pred.shape == other.shape == gold.shape or len(gold) < 3:
+        raise ValueError(f"need three equal-length lists of >= 3 scores, got {pred.shape}, "
+                         f"{other.shape} and {gold.shape}")
+    out = {}
+    for name, corr in (("spearman", _spearman), ("pearson", _pearson)):
+        def diff(g: np.ndarray, a: np.ndarray, b: np.ndarray, corr=corr) -> float:
+            return corr(g, a) - corr(g, b)
+
+        value = diff(gold, pred, other)
+        result = stats.bootstrap((gold, pred, other), diff, paired=True, vectorized=False,
+                                 n_resamples=resamples, confidence_level=CONFIDENCE,
+                                 method="percentile", random_state=np.random.default_rng(seed))
+        low, high = (value if np.isnan(x) else float(x) for x in result.confidence_interval)
+        out[name] = Estimate(value, min(low, value), max(high, value), len(gold))
+    return out
+
+
 def worst_queries(per_query: Mapping[str, np.ndarray], run: Mapping[str, Sequence[str]],
                   qrels: Qrels, query_texts: Mapping[str, str], doc_texts: Mapping[str, str],
                   n: int = 10) -> list[dict[str, Any]]:

@@ -158,6 +158,10 @@ def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, 
     # identical sentences score 5, the rest below 2: a pretrained encoder orders them well
     assert m["spearman"]["value"] > 0.5
     assert m["spearman"]["ci_low"] <= m["spearman"]["value"] <= m["spearman"]["ci_high"]
+    versus = result["versus"]["base_model"]["spearman"]  # paired over the same pairs
+    assert versus["value"] == pytest.approx(
+        m["spearman"]["value"] - result["baseline"]["base_model"]["spearman"]["value"])
+    assert "Spearman minus base_model" in (run_dir / "eval" / "test" / "report.md").read_text()
     frame = pd.read_parquet(run_dir / "eval" / "test" / "predictions.parquet")
     assert frame.loc[frame["gold"] == 5.0, "cosine"].min() > 0.99  # a sentence and itself
 

@@ -22,6 +22,7 @@ from evaluation.retrieval import (
     judged_queries,
     per_query_metrics,
     sts_correlations,
+    sts_paired_difference,
     summarise,
     worst_queries,
 )
@@ -122,6 +123,21 @@ def test_sts_correlations_match_scipy():
     assert got["spearman"].value == pytest.approx(stats.spearmanr(gold, pred).statistic)
     assert got["pearson"].value == pytest.approx(stats.pearsonr(gold, pred).statistic)
     assert got["spearman"].low < got["spearman"].value < got["spearman"].high
+
+
+def test_sts_paired_difference_is_the_difference_of_correlations_with_a_paired_interval():
+    rng = np.random.default_rng(0)
+    gold = rng.uniform(0, 5, 300)
+    better, worse = gold + rng.normal(0, 1.0, 300), gold + rng.normal(0, 2.0, 300)
+    got = sts_paired_difference(better, worse, gold, resamples=300, seed=0)
+    for name, corr in (("spearman", stats.spearmanr), ("pearson", stats.pearsonr)):
+        want = corr(gold, better).statistic - corr(gold, worse).statistic
+        assert got[name].value == pytest.approx(want)
+        assert 0 < got[name].low < got[name].value < got[name].high  # clearly better
+    same = sts_paired_difference(better, better, gold, resamples=300)
+    assert same["spearman"].value == same["spearman"].low == same["spearman"].high == 0
+    with pytest.raises(ValueError, match="equal-length"):
+        sts_paired_difference(better[:10], worse, gold)
 
 
 def test_bm25_ranks_the_planted_document_first():
