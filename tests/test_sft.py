@@ -19,13 +19,27 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     from shardtune.cli import main
     from trainers.train import train
 
-    run = compose_run(tmp_path, [*FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
-                                 "data.max_examples=120", "trainer.max_steps=8",
-                                 "task.max_length=256", "optim.lr=1e-2", "run_name=sft"])
-    run.task.chat_template = CHATML  # MiniLM's tokenizer has none; SmolLM2's has its own
-    summary = train(run)
+    def sft(*extra: str) -> dict:
+        run = compose_run(tmp_path, [*FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
+                                     "data.max_examples=120", "trainer.max_steps=8",
+                                     "task.max_length=256", "optim.lr=1e-2", *extra])
+        run.task.chat_template = CHATML  # MiniLM's tokenizer has none; SmolLM2's has its own
+        return train(run)
+
+    summary = sft("run_name=sft")
     losses = [r["train/loss"] for r in logged(summary["run_dir"]) if "train/loss" in r]
     assert len(losses) == 8 and sum(losses[-3:]) < sum(losses[:3]), losses
+    # stopped after step 3 (mid-epoch, checked below) and resumed
+    # from that checkpoint: every step logged once, the uninterrupted run's weights exactly
+    assert sft("run_name=sft_resumed", "trainer.stop_after_steps=3")["status"] == "stopped"
+    resumed = sft("run_name=sft_resumed")
+    assert resumed["resumed_from"].endswith("checkpoint_000003")
+    assert [r["step"] for r in logged(resumed["run_dir"]) if "train/loss" in r] == \
+        list(range(1, 9))
+    assert resumed["metrics"]["dist/weights_hash"] == summary["metrics"]["dist/weights_hash"]
+    packed_rows = json.loads((Path(summary["run_dir"]) / "run_meta.json").read_text())[
+        "train_rows"]
+    assert 3 % -(-packed_rows // 16), packed_rows  # step 3 is not an epoch's end
     assert summary["metrics"]["val/perplexity"] > 1
     meta = json.loads((Path(summary["run_dir"]) / "run_meta.json").read_text())
     train_split = meta["dataset"]["splits"]["train"]
