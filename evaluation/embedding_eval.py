@@ -112,7 +112,6 @@ def evaluate_retrieval(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list
     query_emb, query_cut = embed_texts(Embed, cfg, run_dir, beir.query_ids, beir.query_texts)
     _, top = exact_search(query_emb, doc_emb, TOP_K)
     ranked = ranking(beir.doc_ids, top, beir.query_ids)
-    per_query = per_query_metrics(ranked, beir.qrels)
     systems = {"bm25": per_query_metrics(ranking(
         beir.doc_ids, bm25_search(beir.doc_texts, beir.query_texts, TOP_K), beir.query_ids),
         beir.qrels)}
@@ -122,7 +121,18 @@ def evaluate_retrieval(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list
         systems["base_model"] = per_query_metrics(ranking(
             beir.doc_ids, exact_search(base_queries, base_docs, TOP_K)[1], beir.query_ids),
             beir.qrels)
-    cut = np.concatenate([doc_cut, query_cut])
+    result, frame = ranking_result(cfg, run_dir, run, data_name, beir, ranked, systems,
+                                   np.concatenate([doc_cut, query_cut]), made_by)
+    return write(cfg, result, frame, out_dir)
+
+
+def ranking_result(cfg: EvaluateConfig, run_dir: Path, run: Any, data_name: str,
+                   beir: Any, ranked: dict[str, list[str]], systems: dict[str, Any],
+                   cut: np.ndarray, made_by: dict[str, Any]
+                   ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(the result, the per-query frame) of a ranking of a BEIR split beside other systems'
+    per-query metrics; ``cut``: tokens truncation cut from each text the model read."""
+    per_query = per_query_metrics(ranked, beir.qrels)
     lost = {"skipped_rows": 0, "lost_shards": [], "max_length": run.task.max_length,
             "truncated_examples": int((cut > 0).sum()), "truncated_tokens": int(cut.sum()),
             "judgments_dropped": dropped_judgments(beir.counts)}
@@ -141,7 +151,7 @@ def evaluate_retrieval(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list
                                              beir.queries_by_id(), beir.docs_by_id()),
               "slices": [], "made_by": {**made_by, "rows": rows_digest(frame.rename(
                   columns={"query_id": "_src"}))}, "lost": lost}
-    return write(cfg, result, frame, out_dir)
+    return result, frame
 
 
 def evaluate_similarity(cfg: EvaluateConfig, run_dir: Path, run: Any, rows: pd.DataFrame,

@@ -16,25 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from data.errors import ConfigError
-from data.pairs import beir_root, dropped_judgments
+from data.pairs import beir_root
 from data.retrieval import BeirSplit, read_beir
 from data.tokenize import tokens_cut
 from evaluation.config import EvaluateConfig
-from evaluation.embedding_eval import TOP_K, Embed, embed_texts, paired, ranking, write
+from evaluation.embedding_eval import TOP_K, Embed, embed_texts, ranking, ranking_result, write
 from evaluation.inference import score_split
-from evaluation.outputs import rows_digest
 from evaluation.retrieval import (
-    METRICS,
     bm25_search,
     exact_search,
-    judged_queries,
     per_query_metrics,
-    summarise,
-    worst_queries,
 )
 from trainers.config import TaskKind
 from trainers.models import inference_device, load_run_config, load_trained
@@ -132,35 +126,18 @@ def evaluate_rerank(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list[st
     name, candidates = first_stage(cfg, beir)
     reranked, seconds, cut = rerank(cfg, run_dir, beir, candidates)
     ranked = ranking(beir.doc_ids, reranked, beir.query_ids)
-    per_query = per_query_metrics(ranked, beir.qrels)
     systems = {f"first stage ({name}, top {cfg.rerank.top_k})": per_query_metrics(
         ranking(beir.doc_ids, candidates, beir.query_ids), beir.qrels)}
     if name != BM25:
         systems[BM25] = per_query_metrics(ranking(
             beir.doc_ids, bm25_search(beir.doc_texts, beir.query_texts, TOP_K),
             beir.query_ids), beir.qrels)
-    order = judged_queries(beir.qrels)
-    frame = pd.DataFrame({"query_id": order, **{m: per_query[m] for m in METRICS},
-                          "retrieved": [ranked.get(q, [])[:10] for q in order]})
+    result, frame = ranking_result(cfg, run_dir, run, data_name, beir, ranked, systems, cut,
+                                   made_by)
     queries = max(len(beir.query_ids), 1)
-    lost = {"skipped_rows": 0, "lost_shards": [], "max_length": run.task.max_length,
-            "truncated_examples": int((cut > 0).sum()), "truncated_tokens": int(cut.sum()),
-            "judgments_dropped": dropped_judgments(beir.counts)}
-    result = {"run": str(run_dir), "split": cfg.split, "data": data_name,
-              "metrics": {**{m: e.as_dict() for m, e in summarise(per_query,
-                                                                 cfg.resamples).items()},
-                          "queries": len(order), "documents": len(beir.doc_ids)},
-              "rerank": {"retriever": cfg.rerank.retriever, "top_k": cfg.rerank.top_k,
-                         "pairs_scored": int(len(cut)), **seconds,
-                         "ms_per_query": 1000 * seconds["busy_s"] / queries,
-                         "pairs_per_s": len(cut) / seconds["busy_s"] if seconds["busy_s"]
-                         else 0.0},
-              "baseline": {n: {m: e.as_dict() for m, e in summarise(
-                  scores, cfg.resamples).items()} for n, scores in systems.items()},
-              "versus": {n: paired(per_query, scores, cfg.resamples)
-                         for n, scores in systems.items()},
-              "worst_queries": worst_queries(per_query, ranked, beir.qrels,
-                                             beir.queries_by_id(), beir.docs_by_id()),
-              "slices": [], "made_by": {**made_by, "rows": rows_digest(frame.rename(
-                  columns={"query_id": "_src"}))}, "lost": lost}
+    result["rerank"] = {"retriever": cfg.rerank.retriever, "top_k": cfg.rerank.top_k,
+                        "pairs_scored": int(len(cut)), **seconds,
+                        "ms_per_query": 1000 * seconds["busy_s"] / queries,
+                        "pairs_per_s": len(cut) / seconds["busy_s"] if seconds["busy_s"]
+                        else 0.0}
     return write(cfg, result, frame, out_dir)
