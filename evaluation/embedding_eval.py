@@ -22,7 +22,7 @@ from data.retrieval import read_beir
 from data.tokenize import tokens_cut
 from evaluation.config import EvaluateConfig
 from evaluation.gates import check_gates
-from evaluation.inference import score_split
+from evaluation.inference import place_for_inference, score_split
 from evaluation.outputs import data_lost, rows_digest
 from evaluation.retrieval import (
     METRICS,
@@ -36,7 +36,7 @@ from evaluation.retrieval import (
     worst_queries,
 )
 from trainers.identity import replaced_on_success
-from trainers.models import build_base_model, inference_device, load_trained, score_range
+from trainers.models import build_base_model, load_trained, score_range
 
 TOP_K = 100  # recall@100 and MAP@100 need the first hundred
 
@@ -52,10 +52,7 @@ class Embed:
             model = build_base_model(run.model, run.task.kind, [], self.tok,
                                      run.task.embedding, score_range(run)).eval()
         self.model = model
-        self.device = inference_device(self.model)
-        if self.device.type == "cpu":  # Ray pins actors to 1 thread: use this actor's share
-            torch.set_num_threads(threads)
-        self.model.to(self.device)
+        self.device = place_for_inference(self.model, threads)
         self.max_length, self.batch_size = run.task.max_length, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from evaluation.evaluate_tasks import (
 )
 from evaluation.gates import check_gates
 from evaluation.generate import Generate, GenerateBase, finish_generation, group_prompts
-from evaluation.inference import score_split
+from evaluation.inference import place_for_inference, score_split
 from evaluation.outputs import (
     EVAL_DIR,
     check_name,
@@ -47,7 +47,7 @@ from evaluation.scoring import score_frame
 from trainers.cluster_config import ClusterConfig
 from trainers.config import TaskKind
 from trainers.identity import digest, replaced_on_success
-from trainers.models import inference_device, load_run_config, load_trained
+from trainers.models import load_run_config, load_trained
 from trainers.scaling import ensure_ray
 from trainers.storage import local_run
 
@@ -57,10 +57,7 @@ class Predict:
 
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
         self.model, self.tok, self.labels, run = load_trained(Path(run_dir))
-        self.device = inference_device(self.model)
-        if self.device.type == "cpu":  # Ray pins actors to 1 thread: use this actor's share
-            torch.set_num_threads(threads)
-        self.model.to(self.device)
+        self.device = place_for_inference(self.model, threads)
         self.max_length = run.task.max_length
         self.batch_size = batch_size
         self.label_id = {name: i for i, name in enumerate(self.labels)}

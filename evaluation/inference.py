@@ -9,6 +9,17 @@ import pandas as pd
 import torch
 
 from evaluation.config import EvaluateConfig
+from trainers.models import inference_device
+
+
+def place_for_inference(model: Any, threads: int) -> torch.device:
+    """Move a scoring UDF's model to its device; on CPU use this actor's share of the cores
+    (Ray pins actors to 1 thread)."""
+    device = inference_device(model)
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    model.to(device)
+    return device
 
 
 def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows: int,

@@ -24,14 +24,14 @@ from data.retrieval import BeirSplit, read_beir
 from data.tokenize import tokens_cut
 from evaluation.config import EvaluateConfig
 from evaluation.embedding_eval import TOP_K, Embed, embed_texts, ranking, ranking_result, write
-from evaluation.inference import score_split
+from evaluation.inference import place_for_inference, score_split
 from evaluation.retrieval import (
     bm25_search,
     exact_search,
     per_query_metrics,
 )
 from trainers.config import TaskKind
-from trainers.models import inference_device, load_run_config, load_trained
+from trainers.models import load_run_config, load_trained
 
 BM25 = "bm25"
 
@@ -42,10 +42,7 @@ class ScorePairs:
 
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
         self.model, self.tok, _, run = load_trained(Path(run_dir))
-        self.device = inference_device(self.model)
-        if self.device.type == "cpu":  # Ray pins actors to 1 thread: use this actor's share
-            torch.set_num_threads(threads)
-        self.model.to(self.device)
+        self.device = place_for_inference(self.model, threads)
         self.max_length, self.batch_size = run.task.max_length, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
