@@ -21,8 +21,17 @@ from data.errors import ConfigError, DataError
 from evaluation.compare_report import write_compare_report
 from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
 from evaluation.evaluate import evaluate
+from evaluation.generation import METRICS as GENERATION_METRICS
+from evaluation.generation import replicate_scorer
 from evaluation.outputs import is_current
-from evaluation.paired import Effect, adjust_p_values, paired_bootstrap, seeds_only, verdict
+from evaluation.paired import (
+    Effect,
+    adjust_p_values,
+    paired_bootstrap,
+    paired_scores,
+    seeds_only,
+    verdict,
+)
 from evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from evaluation.stats import length_buckets
 from trainers.identity import read_json
@@ -85,6 +94,39 @@ def saved_query_scores(member: Path, split: str, paths: Any) -> pd.DataFrame:
                           f"{split} predictions have no per-query scores)",
                           "retrieval metrics compare task=embedding runs on BEIR data")
     return frame
+
+
+def saved_generations(member: Path, split: str, paths: Any) -> pd.DataFrame:
+    """A chat run's generated answers on ``split``, one row per prompt with its references."""
+    frame = _current_predictions(member, split, paths)
+    if "generated" not in frame:
+        raise ConfigError("compare.metric", f"{member} is not a generation run (its {split} "
+                          "predictions hold no generated answers)",
+                          "bleu/chrf/rouge_l/exact_match compare task=sft runs")
+    return frame
+
+
+def generation_effects(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame], a: str,
+                       b: str, spec: CompareSpec) -> dict[str, Effect]:
+    """Every generation metric's B − A, the prompts paired (the same resampled prompts for
+    both sides: corpus BLEU/chrF recomputed from their statistics in each replicate)."""
+    keys = np.sort(frames_a[0]["prompt"].to_numpy())
+    for name, frame in [(a, f) for f in frames_a] + [(b, f) for f in frames_b]:
+        if len(frame) != len(keys) or set(frame["prompt"]) != set(keys):
+            raise DataError(name, f"answered other prompts than {a} ({len(frame)} vs "
+                            f"{len(keys)})", "compare runs evaluated on the same data and split")
+
+    def scorers(frames: list[pd.DataFrame], metric: str) -> list[Any]:
+        out = []
+        for frame in frames:
+            rows = frame.set_index("prompt").loc[keys]
+            out.append(replicate_scorer(metric, [str(h) for h in rows["generated"]],
+                                        [json.loads(r) for r in rows["references"]]))
+        return out
+
+    return {metric: paired_scores(len(keys), scorers(frames_a, metric), scorers(frames_b, metric),
+                                  metric, spec.resamples, spec.seed)
+            for metric in GENERATION_METRICS}
 
 
 def align_queries(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame], a: str, b: str,
@@ -181,6 +223,8 @@ def _member_metric(member: Path, metric: str, split: str) -> float:
 def _units(metric: str, value: float, signed: bool = True) -> str:
     if "accuracy" in metric or "f1" in metric:
         return f"{100 * value:+.1f} pt" if signed else f"{100 * value:.1f} pt"
+    if metric in GENERATION_METRICS:  # already 0-100
+        return f"{value:+.2f}" if signed else f"{value:.2f}"
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
@@ -192,6 +236,8 @@ def headline(a: str, b: str, effect: Effect, decision: str, min_effect: float) -
     low, high = sorted((effect.low, effect.high))
     if "accuracy" in effect.metric or "f1" in effect.metric:
         interval = f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+    elif effect.metric in GENERATION_METRICS:
+        interval = f"[{low:+.2f}, {high:+.2f}]"
     else:
         interval = f"[{low:+.4f}, {high:+.4f}]"
     if better:
@@ -219,6 +265,11 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
             effect = paired_bootstrap(np.zeros(pa.shape[1], dtype=int), pa, pb, "mean",
                                       spec.resamples, spec.seed)
             effects[metric] = dataclasses.replace(effect, metric=metric)
+    elif spec.metric in GENERATION_METRICS:
+        frames_a = [saved_generations(m, cfg.split, cfg.paths) for m in side_a.members]
+        frames_b = [saved_generations(m, cfg.split, cfg.paths) for m in side_b.members]
+        same_data(side_a, side_b, cfg.split)
+        effects = generation_effects(frames_a, frames_b, side_a.name, side_b.name, spec)
     elif paired:
         frames_a = [saved_predictions(m, cfg.split, cfg.paths) for m in side_a.members]
         frames_b = [saved_predictions(m, cfg.split, cfg.paths) for m in side_b.members]

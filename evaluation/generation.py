@@ -14,7 +14,7 @@ ROUGE-L, exact) go into predictions for the worst examples, slices and paired co
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from rouge_score import rouge_scorer
@@ -81,6 +81,22 @@ def bootstrap(hypotheses: list[str], references: list[list[str]],
         per = np.asarray(examples[name])
         out[name] = _interval(per[draws].mean(1), low, high)
     return out
+
+
+def replicate_scorer(metric: str, hypotheses: list[str], references: list[list[str]]
+                     ) -> Callable[[np.ndarray], np.ndarray]:
+    """``metric`` for each row of multiplicity weights (replicates × inputs), for the paired
+    bootstrap of ``compare``: corpus BLEU/chrF from the weighted sums of each input's
+    statistics, ROUGE-L and exact match as weighted means of the per-input scores."""
+    if metric in CORPUS:
+        scorer = BLEU() if metric == "bleu" else CHRF()
+        stats = np.asarray(scorer._extract_corpus_statistics(
+            hypotheses, reference_streams(references)), dtype=np.int64)
+        return lambda w: np.array([
+            scorer._compute_score_from_stats(list(np.rint(row @ stats).astype(np.int64))).score
+            for row in w])
+    values = np.asarray(per_example(hypotheses, references)[metric], dtype=np.float64)
+    return lambda w: w @ values / w.sum(axis=1)
 
 
 def _interval(values: Any, low: float, high: float) -> dict[str, float]:

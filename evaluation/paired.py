@@ -87,18 +87,32 @@ def paired_bootstrap(gold: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray,
     fn = METRICS[metric]
     gold = np.asarray(gold)
     preds_a, preds_b = np.atleast_2d(preds_a), np.atleast_2d(preds_b)
-    n, k_a, k_b = len(gold), len(preds_a), len(preds_b)
     n_classes = int(max(gold.max(), preds_a.max(), preds_b.max())) + 1
+
+    def scorer(pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda w: fn(w, gold, pred, n_classes)
+
+    return paired_scores(len(gold), [scorer(p) for p in preds_a], [scorer(p) for p in preds_b],
+                         metric, resamples, seed)
+
+
+def paired_scores(n: int, scorers_a: list[Callable[[np.ndarray], np.ndarray]],
+                  scorers_b: list[Callable[[np.ndarray], np.ndarray]], metric: str,
+                  resamples: int = 2000, seed: int = 0) -> Effect:
+    """The bootstrap itself, for any metric: a scorer per seed maps multiplicity weights
+    (replicates × ``n`` examples) to that seed's metric per replicate. Corpus metrics (BLEU:
+    summed n-gram statistics) and means alike resample the same examples on both sides."""
+    k_a, k_b = len(scorers_a), len(scorers_b)
     ones = np.ones((1, n))
-    point_a = float(np.mean([fn(ones, gold, p, n_classes)[0] for p in preds_a]))
-    point_b = float(np.mean([fn(ones, gold, p, n_classes)[0] for p in preds_b]))
+    point_a = float(np.mean([score(ones)[0] for score in scorers_a]))
+    point_b = float(np.mean([score(ones)[0] for score in scorers_b]))
     rng = np.random.default_rng(seed)
     deltas = np.empty(resamples)
     for start in range(0, resamples, CHUNK):
         count = min(CHUNK, resamples - start)
         w = _weights(rng, n, count)
-        scores_a = np.stack([fn(w, gold, p, n_classes) for p in preds_a], axis=1)
-        scores_b = np.stack([fn(w, gold, p, n_classes) for p in preds_b], axis=1)
+        scores_a = np.stack([score(w) for score in scorers_a], axis=1)
+        scores_b = np.stack([score(w) for score in scorers_b], axis=1)
         pick_a = rng.integers(0, k_a, size=(count, k_a))
         pick_b = rng.integers(0, k_b, size=(count, k_b))
         rows = np.arange(count)[:, None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -279,3 +280,56 @@ def test_a_single_seed_never_shows_a_zero_width_interval(tmp_path):
     assert f"[{expected.low:.4f}, {expected.high:.4f}]" in rows["predicted"]
     assert "400 test examples" in rows["predicted"]
     assert "n=1 seed" in rows["bare"] and "[" not in rows["bare"]
+
+
+def _fake_chat_run(path: Path, answers: list[str], references: list[list[str]]) -> Path:
+    """A finished chat run with chosen answers (evaluation/generate.py's predictions)."""
+    (path / "eval" / "test").mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    (path / "metrics.json").write_text(json.dumps({"test/perplexity": 4.0}))
+    prompts = [json.dumps([{"role": "user", "content": f"mr {i}"}]) for i in range(len(answers))]
+    pd.DataFrame({"prompt": prompts, "_src": [f"test.csv:{i + 2}" for i in range(len(answers))],
+                  "generated": answers, "references": [json.dumps(r) for r in references],
+                  }).to_parquet(path / "eval" / "test" / "predictions.parquet")
+    return path
+
+
+def test_generation_scores_pair_by_prompt_and_recompute_corpus_bleu(tmp_path, capsys):
+    """compare on chat runs: every generation metric's B − A over the same resampled prompts;
+    corpus BLEU/chrF are recomputed from each replicate's statistics, so the all-ones draw
+    gives sacrebleu's own corpus score; identical answers give a zero-width interval."""
+    from evaluation.generation import corpus_scores, replicate_scorer
+
+    rng = np.random.default_rng(3)
+    words = ["the", "cheap", "pub", "near", "cafe", "rated", "high", "serves", "food", "rice"]
+    refs = [[" ".join(rng.choice(words, 8)) for _ in range(2)] for _ in range(60)]
+    weak = [" ".join(rng.choice(words, 8)) for _ in range(60)]
+    strong = [r[0] if i % 3 else w for i, (r, w) in enumerate(zip(refs, weak, strict=True))]
+    corpus = corpus_scores(strong, refs)
+    for metric in ("bleu", "chrf", "rouge_l", "exact_match"):
+        assert replicate_scorer(metric, strong, refs)(np.ones((1, 60)))[0] == pytest.approx(
+            corpus[metric])
+    root = tmp_path / "runs"
+    a = _fake_chat_run(root / "weak", weak, refs)
+    b = _fake_chat_run(root / "strong", strong, refs)
+    assert main(["compare", str(a), str(b), "compare.metric=bleu", "compare.min_effect=1",
+                 "compare.resamples=500"]) == 0
+    assert capsys.readouterr().out.startswith("SHIP: strong beats weak by +")
+    result = json.loads((b / "compare" / "weak" / "compare.json").read_text())
+    bleu = result["effects"]["bleu"]
+    assert bleu["b"] == pytest.approx(corpus["bleu"]) and bleu["low"] > 10
+    assert result["effects"]["exact_match"]["b"] == pytest.approx(100 * 40 / 60)
+    assert set(result["effects"]) == {"bleu", "chrf", "rouge_l", "exact_match"}
+    # the same answers saved in another row order: paired by prompt, every difference is 0
+    shuffled = root / "shuffled"
+    shutil.copytree(b, shuffled)
+    frame = pd.read_parquet(b / "eval/test/predictions.parquet")
+    frame.sample(frac=1, random_state=0).to_parquet(shuffled / "eval/test/predictions.parquet")
+    assert main(["compare", str(b), str(shuffled), "compare.metric=rouge_l"]) == 0
+    same = json.loads((shuffled / "compare" / "strong" / "compare.json").read_text())["effects"]
+    assert all(e["delta"] == e["low"] == e["high"] == 0 for e in same.values()), same
+    # a classification run on the other side: one line naming the key
+    _fake_run(root / "cls", 0, np.zeros(3, int), np.zeros(3, int), np.array(["x"] * 3))
+    capsys.readouterr()
+    assert main(["compare", str(root / "cls"), str(b), "compare.metric=bleu"]) == 2
+    assert "compare.metric" in capsys.readouterr().err
