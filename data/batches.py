@@ -7,7 +7,7 @@ the batches of a chunk are then shuffled so training still sees lengths in rando
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -93,6 +93,45 @@ def _teacher(values: list[np.ndarray], lengths: list[int], longest: int, per_tok
     return torch.from_numpy(out)
 
 
+def token_budget_pieces(order: np.ndarray, lengths: np.ndarray, budget: int) -> list[np.ndarray]:
+    """Cut ``order`` (row indices, in batch order) into consecutive batches of at most
+    ``budget`` padded tokens (rows × the longest row); a row longer than the budget is a batch
+    of its own (the config refuses a budget below ``task.max_length``)."""
+    pieces: list[np.ndarray] = []
+    start, longest = 0, 0
+    for i, row in enumerate(order):
+        wider = max(longest, int(lengths[row]))
+        if i > start and (i - start + 1) * wider > budget:
+            pieces.append(order[start:i])
+            start, wider = i, int(lengths[row])
+        longest = wider
+    if start < len(order):
+        pieces.append(order[start:])
+    return pieces
+
+
+def split_to(pieces: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """Halve the largest batch (the first of equals) until there are ``count``: how ranks with
+    fewer token-budget batches in a chunk match the rank with most (DDP steps in lockstep).
+    Halves keep the budget: fewer rows, no longer a row."""
+    pieces = list(pieces)
+    while len(pieces) < count:
+        k = max(range(len(pieces)), key=lambda j: (len(pieces[j]), -j))
+        if len(pieces[k]) < 2:
+            raise ValueError(f"cannot make {count} batches of {sum(map(len, pieces))} rows")
+        half = len(pieces[k]) // 2
+        pieces[k:k + 1] = [pieces[k][:half], pieces[k][half:]]
+    return pieces
+
+
+def _chunks(shard: Any, chunk: int, seed: int, epoch: int, shuffle: bool
+            ) -> Iterator[dict[str, np.ndarray]]:
+    kwargs: dict[str, Any] = {"batch_size": chunk, "batch_format": "numpy"}
+    if shuffle:
+        kwargs.update(local_shuffle_buffer_size=chunk * 2, local_shuffle_seed=seed * 1000 + epoch)
+    return shard.iter_batches(**kwargs)
+
+
 def bucketed_batches(
     shard: Any, batch_size: int, bucket: int, seed: int, epoch: int, shuffle: bool = True
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -102,11 +141,7 @@ def bucketed_batches(
     ``batch_size`` so every epoch has exactly ceil(rows / batch_size) micro-batches.
     """
     rng = np.random.default_rng([seed, epoch])
-    chunk = batch_size * bucket
-    kwargs: dict[str, Any] = {"batch_size": chunk, "batch_format": "numpy"}
-    if shuffle:
-        kwargs.update(local_shuffle_buffer_size=chunk * 2, local_shuffle_seed=seed * 1000 + epoch)
-    for rows in shard.iter_batches(**kwargs):
+    for rows in _chunks(shard, batch_size * bucket, seed, epoch, shuffle):
         n = len(rows["length"])
         order = np.argsort(rows["length"], kind="stable") if bucket > 1 else np.arange(n)
         pieces = [order[i:i + batch_size] for i in range(0, n, batch_size)]
@@ -114,3 +149,29 @@ def bucketed_batches(
             rng.shuffle(pieces)
         for idx in pieces:
             yield {k: v[idx] for k, v in rows.items()}
+
+
+def budget_batches(
+    shard: Any, batch_size: int, bucket: int, batch_tokens: int, seed: int, epoch: int,
+    agree: Callable[[int], int] | None = None,
+) -> Iterator[tuple[dict[str, np.ndarray], float]]:
+    """Token-budget micro-batches: each chunk of ``bucket`` × ``batch_size`` rows, sorted by
+    length, cut into batches of at most ``batch_tokens`` padded tokens (then shuffled).
+
+    The count per chunk follows the lengths; ``agree`` (the most batches any rank cut from
+    its chunk) makes every rank cut as many, so DDP steps stay in lockstep. Each batch comes
+    with the epoch's position in rows after it, counted the same on every rank (the chunk's
+    rows spread evenly over its batches): the clock a schedule over examples runs on.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    done = 0
+    for rows in _chunks(shard, batch_size * bucket, seed, epoch, shuffle=True):
+        n = len(rows["length"])
+        order = np.argsort(rows["length"], kind="stable") if bucket > 1 else np.arange(n)
+        pieces = token_budget_pieces(order, rows["length"], batch_tokens)
+        if agree is not None:
+            pieces = split_to(pieces, agree(len(pieces)))
+        rng.shuffle(pieces)
+        for j, idx in enumerate(pieces):
+            yield {k: v[idx] for k, v in rows.items()}, done + n * (j + 1) / len(pieces)
+        done += n

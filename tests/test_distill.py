@@ -102,7 +102,7 @@ def test_augmented_copies_are_perturbed_reproducibly_and_keep_a_word():
 def test_the_control_trains_as_many_steps_as_a_student_with_copies():
     from distill.run import control_schedule
     from trainers.config import TrainConfig
-    from trainers.loop import plan_steps
+    from trainers.schedule import plan_steps
 
     student = TrainConfig()
     student.trainer.epochs = 3

@@ -24,6 +24,7 @@ from trainers.cluster_config import ClusterConfig
 from trainers.embedding_spec import EmbeddingSpec
 from trainers.quant_spec import COMPUTE_DTYPES, HEAD_MODULES
 from trainers.storage import check_data_uris, check_uri, is_uri, join
+from trainers.trainer_config import TrainerConfig, check_token_budget
 
 
 class TaskKind(str, Enum):
@@ -203,72 +204,6 @@ class OptimConfig:
             raise ConfigError("optim.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
 
 
-class Strategy(str, Enum):
-    ddp = "ddp"
-    fsdp = "fsdp"
-
-
-@dataclass
-class TrainerConfig:
-    """The loop's rhythm: how long, how often to evaluate, log and checkpoint.
-
-    Args:
-        epochs: Passes over the training split.
-        max_steps: Stop after this many optimizer steps (``null`` = epochs decide).
-        batch_size: Examples per micro-batch per worker.
-        grad_accum: Micro-batches per optimizer step.
-        eval_every: Evaluate every N optimizer steps (and always at the end); 0 = end only.
-        log_every: Report loss and throughput every N optimizer steps.
-        ckpt_every: Checkpoint every N optimizer steps (and at the end); 0 = end only.
-        keep_checkpoints: Checkpoints kept on disk; the newest is never deleted.
-        bucket_batches: Sort each chunk of ``bucket_batches`` micro-batches by length before
-            batching, so padding shrinks; 1 = plain random batches.
-        bf16: bf16 autocast on GPU (ignored on CPU).
-        strategy: ``ddp`` or ``fsdp`` data parallelism for ``cluster.mode=ray``.
-        stop_after_steps: Leave the run after N steps as if preempted (resume testing).
-        max_failures: Times a failed worker group is restarted from the newest checkpoint
-            before the job fails (Ray Train FailureConfig; -1 = no limit). A restart repeats
-            at most ``ckpt_every`` steps.
-    """
-
-    epochs: int = 3
-    max_steps: Optional[int] = None
-    batch_size: int = 32
-    grad_accum: int = 1
-    eval_every: int = 0
-    log_every: int = 10
-    ckpt_every: int = 0
-    keep_checkpoints: int = 2
-    bucket_batches: int = 16
-    bf16: bool = True
-    strategy: Strategy = Strategy.ddp
-    eval_batch_size: int = 64
-    stop_after_steps: Optional[int] = None
-    max_failures: int = 0
-
-    def __post_init__(self) -> None:
-        positive = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "grad_accum": self.grad_accum,
-            "keep_checkpoints": self.keep_checkpoints,
-            "bucket_batches": self.bucket_batches,
-            "eval_batch_size": self.eval_batch_size,
-            "log_every": self.log_every,
-        }
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"trainer.{key}", f"must be >= 1, got {value}")
-        for key in ("eval_every", "ckpt_every"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"trainer.{key}", f"must be >= 0, got {getattr(self, key)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError("trainer.max_steps", f"must be >= 1, got {self.max_steps}")
-        if self.max_failures < -1:
-            raise ConfigError("trainer.max_failures",
-                              f"must be >= -1 (-1 = no limit), got {self.max_failures}")
-
-
 @dataclass
 class TrackingConfig:
     """Where metrics go. The local JSONL tracker is always on.
@@ -366,6 +301,7 @@ class TrainConfig:
         elif self.data.format.value in ("beir", "sts"):
             raise ConfigError("data.format", f"{self.data.format.value} holds text pairs: it "
                               "needs task=embedding or task=rerank")
+        check_token_budget(self.trainer, self.task.kind.value, self.task.max_length)
         check_data_uris(self.data)  # a presigned URL or SAS token would land in config.json
 
     @property

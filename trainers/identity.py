@@ -130,7 +130,7 @@ def replaced_on_success(target: Path) -> Iterator[Path]:
 # data order or the schedule. Workers, logging, tracking and stop/retry settings may change.
 RESUME_KEYS = ("model", "task", "data", "peft", "optim", "distill", "trainer.epochs",
                "trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
-               "trainer.bucket_batches", "trainer.strategy")
+               "trainer.bucket_batches", "trainer.batch_tokens", "trainer.strategy")
 RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows")  # how, not what
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from data.batches import bucketed_batches, collate, model_inputs
+from data.batches import bucketed_batches, budget_batches, collate, model_inputs
 from data.errors import ConfigError
 from trainers.checkpoint import (
     load_state,
@@ -31,7 +31,7 @@ from trainers.checkpoint import (
     stop_when_disk_full,
 )
 from trainers.collective import all_reduce, distributed_checks, gather, unwrap
-from trainers.config import Strategy, TrainConfig
+from trainers.config import TrainConfig
 from trainers.data_loss import eval_rows_lost, train_rows_lost
 from trainers.manifest import Progress, checkpoint_name
 from trainers.models import (
@@ -43,10 +43,18 @@ from trainers.models import (
 )
 from trainers.objective import task_loss
 from trainers.progress import ProgressLine
+from trainers.schedule import (
+    build_optimizer,
+    build_scheduler,
+    optimizer_step,
+    plan_steps,
+    rows_per_rank,
+)
 from trainers.stop import StopPoll
 from trainers.storage import run_store
 from trainers.tasks import EvalState, accumulate, score
 from trainers.tracking import METRICS_FILE, open_tracker, restore_metrics_log
+from trainers.trainer_config import Strategy
 
 FINAL_METRICS = "final_metrics.json"
 PLACEMENT_GROUP_KEY = "_placement_group"
@@ -57,17 +65,6 @@ def _placement_group_id() -> str | None:
 
     pg = get_current_placement_group()
     return pg.id.hex() if pg is not None else None
-
-
-def plan_steps(run: TrainConfig, train_rows: int, world: int) -> tuple[int, int]:
-    """(micro-batches per epoch on one rank, total optimizer steps) for the LR schedule."""
-    rows = train_rows // world if world > 1 else train_rows
-    micro = max(math.ceil(rows / run.trainer.batch_size), 1)
-    per_epoch = math.ceil(micro / run.trainer.grad_accum)
-    total = per_epoch * run.trainer.epochs
-    if run.trainer.max_steps is not None:
-        total = min(total, run.trainer.max_steps)
-    return micro, total
 
 
 def _device(run: TrainConfig, world: int) -> torch.device:
@@ -81,25 +78,6 @@ def _device(run: TrainConfig, world: int) -> torch.device:
 
 def _multiple(device: torch.device) -> int:
     return 8 if device.type == "cuda" else 1
-
-
-def _optimizer(net: Any, run: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, p in net.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": run.optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=run.optim.lr, betas=tuple(run.optim.betas))
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, run: TrainConfig, total: int) -> Any:
-    from transformers import get_scheduler  # in the worker; importers stay transformers-free
-
-    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-    return get_scheduler(name[run.optim.schedule], optimizer,
-                         num_warmup_steps=int(run.optim.warmup_ratio * total),
-                         num_training_steps=total)
 
 
 def evaluate(net: Any, dataset: Any, run: TrainConfig, labels: list[str], rank: int, world: int,
@@ -210,8 +188,11 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     objective = loop_cfg.get("objective", task_loss)(run, net, device)  # before the optimizer
     sizes = trainable_summary(net)
     micro_per_epoch, total_steps = plan_steps(run, loop_cfg["train_rows"], world)
-    optimizer = _optimizer(net, run)
-    scheduler = _scheduler(optimizer, run, total_steps)
+    epoch_rows_due = rows_per_rank(loop_cfg["train_rows"], world)
+    optimizer = build_optimizer(net, run)
+    scheduler = build_scheduler(optimizer, run, total_steps, epoch_rows_due)
+    by_examples = math.isinf(total_steps)  # token budgets: the schedule counts examples
+    clock: float | None = None
 
     progress, final_metrics = Progress(seed=run.seed), None
     store = run_store(run.paths.store, run.run_dir, run.paths.runs)
@@ -239,7 +220,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     publish = Publisher(run, rank, world, local_mode, tokenizer, labels, store)
     tracker = open_tracker(run, rank, progress.step, loop_cfg.get("tracked_config", {}),
                            loop_cfg.get("config_group"))
-    line = ProgressLine(total_steps, progress.step, enabled=rank == 0)
+    line = ProgressLine(None if by_examples else total_steps, progress.step, enabled=rank == 0)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation") if loop_cfg["has_validation"] else None
     use_bf16 = device.type == "cuda" and run.trainer.bf16
@@ -259,10 +240,9 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
         micro = 0
         pending = 0
         epoch_rows = 0
-        batches = bucketed_batches(train_shard, run.trainer.batch_size, run.trainer.bucket_batches,
-                                   run.seed, progress.epoch)
+        batches = _train_batches(run, train_shard, progress.epoch, world)
         fetch_start = time.perf_counter()
-        for rows in batches:
+        for rows, position in batches:
             epoch_rows += len(rows["uid"])
             if micro < progress.micro_in_epoch:  # resume: skip what this epoch already consumed
                 micro += 1
@@ -273,7 +253,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
             window["wait"] += time.perf_counter() - fetch_start
             if progress.epoch == 0:
                 seen_uids.extend(batch["uid"].tolist())
-            boundary = (micro + 1) % accum == 0 or micro + 1 == micro_per_epoch
+            boundary = (micro + 1) % accum == 0 or micro + 1 == micro_per_epoch or (
+                position is not None and position >= epoch_rows_due)  # a budget epoch's last
             sync = contextlib.nullcontext() if boundary or world == 1 else net.no_sync()
             with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = net(**model_inputs(batch), labels=batch["labels"],
@@ -285,6 +266,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
             pending += 1
             progress.micro_in_epoch = micro
             progress.samples += len(batch["input_ids"])
+            if by_examples:  # the same on every rank (data/batches.py budget_batches)
+                clock = progress.epoch * epoch_rows_due + position
             window["loss"] += float(loss.detach())
             window["n"] += 1
             window["samples"] += len(batch["input_ids"])
@@ -293,7 +276,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
                     window["tokens"] += batch[f"{key}input_ids"].numel()
                     window["real_tokens"] += int(batch[f"{key}attention_mask"].sum())
             if boundary:
-                _optimizer_step(net, optimizer, scheduler, run)
+                optimizer_step(net, optimizer, scheduler, run, clock)
                 pending = 0
                 progress.step += 1
                 stopped_early = _after_step(run, progress, total_steps, window, tracker, line,
@@ -302,12 +285,13 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
                                                 pad_id, "validation", eval_rows.get("validation")
                                             ) if val_shard is not None else {},
                                             world=world, scheduler=scheduler, signals=poll())
-                if stopped_early or (progress.step >= total_steps and micro < micro_per_epoch):
+                if stopped_early or (progress.step >= total_steps
+                                     and (micro_per_epoch is None or micro < micro_per_epoch)):
                     break
             fetch_start = time.perf_counter()
         else:  # the epoch ran to its end
             if pending:  # its micro-batch count was not a multiple of grad_accum
-                _optimizer_step(net, optimizer, scheduler, run)
+                optimizer_step(net, optimizer, scheduler, run, clock)
                 progress.step += 1
             lost = train_rows_lost(run.data.on_error.value, progress.epoch, epoch_rows,
                                    loop_cfg["train_rows"], world, rank)
@@ -344,14 +328,16 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     publish(final, state(), progress, extra_files={FINAL_METRICS: json.dumps(final)})
 
 
-def _optimizer_step(net: Any, optimizer: Any, scheduler: Any, run: TrainConfig) -> None:
-    if run.optim.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(
-            [p for p in net.parameters() if p.requires_grad], run.optim.max_grad_norm
-        )
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+def _train_batches(run: TrainConfig, shard: Any, epoch: int, world: int) -> Any:
+    """(rows, position) per micro-batch: ``batch_size`` rows, or a token budget's worth with
+    the position a schedule over examples reads (None for fixed batches)."""
+    trainer = run.trainer
+    if trainer.batch_tokens is None:
+        return ((rows, None) for rows in bucketed_batches(
+            shard, trainer.batch_size, trainer.bucket_batches, run.seed, epoch))
+    agree = (lambda count: int(all_reduce([count], world, "max")[0])) if world > 1 else None
+    return budget_batches(shard, trainer.batch_size, trainer.bucket_batches,
+                          trainer.batch_tokens, run.seed, epoch, agree)
 
 
 def _after_step(run: TrainConfig, progress: Progress, total_steps: int, window: dict,
@@ -365,13 +351,18 @@ def _after_step(run: TrainConfig, progress: Progress, total_steps: int, window: 
     step = progress.step
     if step % run.trainer.log_every == 0 or step == total_steps:
         elapsed = time.perf_counter() - window["t0"]
-        loss = window["loss"] / max(window["n"], 1)
-        loss = all_reduce([loss], world)[0] / world
-        metrics = {"train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
-                   "train/samples_per_s": window["samples"] * world / max(elapsed, 1e-9),
-                   "train/tokens_per_s": window["tokens"] * world / max(elapsed, 1e-9),
-                   "train/real_tokens_per_s": window["real_tokens"] * world / max(elapsed, 1e-9),
-                   "train/data_wait_frac": window["wait"] / max(elapsed, 1e-9),
+        loss, samples, tokens, real = all_reduce(  # ranks' batches differ under token budgets
+            [window["loss"] / max(window["n"], 1), window["samples"], window["tokens"],
+             window["real_tokens"]], world)
+        elapsed = max(elapsed, 1e-9)
+        metrics = {"train/loss": loss / world, "train/lr": scheduler.get_last_lr()[0],
+                   "train/samples_per_s": samples / elapsed,
+                   "train/tokens_per_s": tokens / elapsed,
+                   "train/real_tokens_per_s": real / elapsed,
+                   # per micro-batch and rank: what a token budget (trainer.batch_tokens) makes
+                   "train/rows_per_batch": samples / max(window["n"] * world, 1),
+                   "train/tokens_per_batch": tokens / max(window["n"] * world, 1),
+                   "train/data_wait_frac": window["wait"] / elapsed,
                    "epoch": progress.epoch}
         tracker.log(metrics, step)
         line.update(step, metrics)

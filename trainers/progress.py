@@ -12,7 +12,8 @@ from typing import Any
 
 
 class ProgressLine:
-    def __init__(self, total_steps: int, start_step: int, enabled: bool) -> None:
+    def __init__(self, total_steps: int | None, start_step: int, enabled: bool) -> None:
+        """``total_steps`` None: not known ahead (token-budget batches); no ETA then."""
         self.total = total_steps
         self.enabled = enabled
         self.start_time = time.perf_counter()
@@ -45,10 +46,14 @@ class ProgressLine:
             return
         elapsed = time.perf_counter() - self.start_time
         done = max(step - self.start_step, 1)
-        eta = elapsed / done * max(self.total - step, 0)
+        where = f"step {step}"
+        if self.total is not None:
+            where += f"/{self.total}  {info}  eta {elapsed / done * max(self.total - step, 0):.0f}s"
+        else:
+            where += f"  {info}"
         # not print(): Ray Train patches it on workers to tee into its logger, which echoes
         # every line to the same console a second time
-        sys.stdout.write(f"step {step}/{self.total}  {info}  eta {eta:.0f}s\n")
+        sys.stdout.write(where + "\n")
         sys.stdout.flush()
 
     def close(self) -> None:
