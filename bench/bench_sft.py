@@ -8,6 +8,7 @@ The bare loop renders each chat with the tokenizer's template and masks the prom
 
     python bench/bench_sft.py                                  # CPU scale: ~10 min on 2 cores
     python bench/bench_sft.py --examples 4672 --steps 200 --prompts 630   # GPU clusters
+    python bench/bench_sft.py --generation-ab runs/<sft run>   # generation only, interleaved
 """
 
 from __future__ import annotations
@@ -189,6 +190,9 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--generation-ab", metavar="RUN_DIR",
+                        help="only generation, shardtune and bare interleaved (S B B S) on "
+                        "a finished run: order and machine drift cancel out")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_sft_"))
     run = compose_run(tmp, ["task=sft", "model=smollm2", "data=e2e_nlg",
@@ -196,6 +200,19 @@ def main() -> None:
                             "data.val_fraction=0", "data.test_path=null"])
     ensure_ray(run.cluster)
     chats = [row["chat"] for row in build_splits(run.data, "sft").datasets["train"].take_all()]
+    if args.generation_ab:
+        prompts = prompts_of(chats, args.prompts)
+        rounds = []
+        for name in ("shardtune", "bare", "bare", "shardtune"):
+            result = (shardtune_generate(args.generation_ab, prompts, args.batch, args.new_tokens)
+                      if name == "shardtune" else bare_generate(
+                          args.generation_ab, prompts, args.batch, args.new_tokens, sort=True))
+            rounds.append({"arm": name, **result})
+        mean = {arm: np.mean([r["examples_per_s"] for r in rounds if r["arm"] == arm])
+                for arm in ("shardtune", "bare")}
+        save("sft_generation_ab", {"run": args.generation_ab, "prompts": len(prompts),
+                                   "rounds": rounds, "ratio": mean["shardtune"] / mean["bare"]})
+        return
     peak = fp32_matmul_peak()
     shape = (args.steps, args.batch, args.max_length, args.rank)
     with TreeRSS() as rss_bare:
