@@ -23,6 +23,11 @@ def due_per_epoch(expected: int, world: int) -> int:
     return expected - expected % world
 
 
+def rows_per_rank(expected: int, world: int) -> int:
+    """Training rows one rank sees an epoch under that equal split."""
+    return expected // world
+
+
 def _differs(on_error: str, rank: int, where: str, message: str) -> None:
     if on_error != "skip":
         raise DataError(where, message, RESTORE)

@@ -32,7 +32,7 @@ from trainers.checkpoint import (
 )
 from trainers.collective import all_reduce, distributed_checks, gather, unwrap
 from trainers.config import TrainConfig
-from trainers.data_loss import eval_rows_lost, train_rows_lost
+from trainers.data_loss import eval_rows_lost, rows_per_rank, train_rows_lost
 from trainers.manifest import Progress, checkpoint_name
 from trainers.models import (
     apply_peft,
@@ -48,7 +48,6 @@ from trainers.schedule import (
     build_scheduler,
     optimizer_step,
     plan_steps,
-    rows_per_rank,
 )
 from trainers.stop import StopPoll
 from trainers.storage import run_store

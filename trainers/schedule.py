@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from trainers.config import TrainConfig
+from trainers.data_loss import rows_per_rank
 
 
 def plan_steps(run: TrainConfig, train_rows: int, world: int) -> tuple[int | None, float]:
@@ -24,18 +25,12 @@ def plan_steps(run: TrainConfig, train_rows: int, world: int) -> tuple[int | Non
     Token-budget batches: (None, ``max_steps`` or infinity): the epochs decide."""
     if run.trainer.batch_tokens is not None:
         return None, run.trainer.max_steps or math.inf
-    rows = train_rows // world if world > 1 else train_rows
-    micro = max(math.ceil(rows / run.trainer.batch_size), 1)
+    micro = max(math.ceil(rows_per_rank(train_rows, world) / run.trainer.batch_size), 1)
     per_epoch = math.ceil(micro / run.trainer.grad_accum)
     total = per_epoch * run.trainer.epochs
     if run.trainer.max_steps is not None:
         total = min(total, run.trainer.max_steps)
     return micro, total
-
-
-def rows_per_rank(train_rows: int, world: int) -> int:
-    """Training rows one rank sees an epoch (Ray Train's equal split: the rest sits out)."""
-    return train_rows // world if world > 1 else train_rows
 
 
 def build_optimizer(net: Any, run: TrainConfig) -> torch.optim.Optimizer:
