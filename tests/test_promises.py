@@ -24,6 +24,9 @@ def _signal_self(signum: int) -> None:
 
 def test_ctrl_c_asks_for_a_checkpoint_and_a_second_ctrl_c_stops_at_once():
     stop.reset()
+    # Python's own Ctrl-C, whatever the suite was started with (a shell starts a background
+    # command with SIGINT ignored, and then so is pytest's)
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with stop.stop_flag() as key:
             _signal_self(signal.SIGINT)  # first: flagged, nothing raised
@@ -35,6 +38,24 @@ def test_ctrl_c_asks_for_a_checkpoint_and_a_second_ctrl_c_stops_at_once():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     finally:
         stop.reset()
+        signal.signal(signal.SIGINT, started_with)
+
+
+def test_a_signal_the_process_ignores_stays_ignored_during_training():
+    """``nohup shardtune train … &``: the shell ignores SIGINT for it; a stray SIGINT must
+    neither stop the run nor turn into a graceful stop."""
+    stop.reset()
+    started_with = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop.stop_flag():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # still handled
+            _signal_self(signal.SIGINT)
+            assert stop.received() is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        stop.reset()
+        signal.signal(signal.SIGINT, started_with)
 
 
 def test_a_stopped_command_exits_130_for_ctrl_c_and_143_for_sigterm(monkeypatch, capsys):

@@ -108,14 +108,17 @@ def stop_flag() -> Iterator[str]:
     key = f"stop/{uuid.uuid4().hex}"
     _active.add(key)
     main = threading.current_thread() is threading.main_thread()
+    # a signal the process was started to ignore stays ignored (a shell starts background
+    # commands with SIGINT ignored; nohup ignores SIGHUP): Python itself respects that
     previous = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
+    previous = {s: old for s, old in previous.items() if old is not signal.SIG_IGN}
     if main:
         if not _poster:
             _poster.append(threading.Thread(target=_post_on_wake, name="shardtune-stop",
                                             daemon=True))
             _poster[0].start()
         handle = _handler(previous)
-        for s in SIGNALS:
+        for s in previous:
             signal.signal(s, handle)
     try:
         yield key
