@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from shardtune.cli import main
 from tests.conftest import FAST, needs_shared, train_run
@@ -193,3 +194,33 @@ def test_evaluate_causal_lm_reports_perplexity_with_slices(tmp_path, capsys):
     assert 1 < ppl["ci_low"] <= ppl["value"] <= ppl["ci_high"] < 1e6
     assert result["metrics"]["tokens"] > 0
     assert any(s["slice"].startswith("length=") for s in result["metrics"]["slices"])
+
+
+def test_a_random_init_base_is_rebuilt_as_training_built_it(tmp_path):
+    """An adapter on a random-init base (``init_config``) is saved without that base: loading
+    rebuilds it from the run's seed, the base training built (each load once drew another
+    one, so evaluating a run twice gave two answers), leaving the caller's RNG as it was."""
+    from transformers import set_seed
+
+    from trainers.models import build_base_model, load_tokenizer, load_trained, score_range
+
+    summary = train_run(tmp_path, [*FAST, "task=causal_lm", "model=tiny_llama", "peft=lora",
+                                   "data=tinyshakespeare", "data.max_examples=200",
+                                   "trainer.max_steps=1", "run_name=lm_lora"])
+
+    def base_weights(net) -> dict:
+        return {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                for k, v in net.state_dict().items() if "lora_" not in k}
+
+    rng = torch.random.get_rng_state()
+    first, tokenizer, labels, run = load_trained(Path(summary["run_dir"]))
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    second = base_weights(load_trained(Path(summary["run_dir"]))[0])
+    set_seed(run.seed)  # as the training loop builds it
+    built = base_weights(build_base_model(run.model, run.task.kind, labels,
+                                          load_tokenizer(run.model), run.task.embedding,
+                                          score_range(run)))
+    first = base_weights(first)
+    assert first.keys() == built.keys() and len(built) > 10
+    assert all(torch.equal(first[k], built[k]) and torch.equal(second[k], built[k])
+               for k in built)

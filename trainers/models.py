@@ -264,6 +264,17 @@ def _migrate(saved: dict[str, Any]) -> dict[str, Any]:
     return saved
 
 
+def _rebuilt_base(run: Any, labels: list[str], tokenizer: Any) -> Any:
+    """The frozen base an adapter was trained on. A random-init base (``init_config``) is not
+    saved: it is rebuilt from the run's seed, as training built it (``set_seed`` then
+    ``build_base_model``); ``load_trained`` forks the RNG so the caller's state is untouched.
+    Without the seed every load drew another base: evaluating a run twice gave two answers."""
+    if run.model.init_config is not None:
+        torch.manual_seed(run.seed)
+    return build_base_model(run.model, run.task.kind, labels, tokenizer, run.task.embedding,
+                            score_range(run))
+
+
 def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
     """(model, tokenizer, labels, TrainConfig) of a finished run, ready for inference."""
     from transformers import AutoTokenizer  # slow import: see the docstring
@@ -281,12 +292,17 @@ def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
     adapter = run_dir / "adapter"
     if not adapter.is_dir():
         raise ConfigError("run", f"{run_dir} has no adapter/ (did training finish?)")
+    with torch.random.fork_rng(devices=[]):  # building draws random numbers: not the caller's
+        return _load_model(run, run_dir, adapter, labels, tokenizer), tokenizer, labels, run
+
+
+def _load_model(run: Any, run_dir: Path, adapter: Path, labels: list[str], tokenizer: Any
+                ) -> Any:
     try:
         if run.peft.method != PeftMethod.none:
             from peft import PeftModel  # peft takes seconds: only runs trained with adapters
 
-            base = build_base_model(run.model, run.task.kind, labels, tokenizer,
-                                    run.task.embedding, score_range(run))
+            base = _rebuilt_base(run, labels, tokenizer)
             if run.peft.method == PeftMethod.qlora:  # the adapter was trained on a 4-bit base
                 base = quantize_base(base, run.peft, inference_device())
             model = PeftModel.from_pretrained(base, str(adapter))
@@ -306,4 +322,4 @@ def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
         raise ConfigError("run", f"cannot load the trained model from {adapter}: {reason}",
                           "the adapter files may be corrupted; copy them from a checkpoint"
                           ) from None
-    return model.eval(), tokenizer, labels, run
+    return model.eval()
