@@ -19,10 +19,12 @@ class QuantGate:
 
     Args:
         max_drop: Largest allowed drop of ``metric`` (point estimate, metric units: 0.005 =
-            half a point of accuracy); exceeded → exit code 1. ``null`` = report only.
+            half a point of accuracy, 1.0 = one BLEU point); exceeded → exit code 1.
+            ``null`` = report only.
         metric: Headline metric compared: ``accuracy``/``macro_f1`` (seq_cls), ``entity_f1``
-            (token_cls) or ``perplexity`` (causal LM; a rise is the drop). The default,
-            ``accuracy``, stands for the task's headline metric.
+            (token_cls), ``perplexity`` (causal LM; a rise is the drop) or
+            ``bleu``/``chrf``/``rouge_l``/``exact_match`` (chat runs: answers generated). The
+            default, ``accuracy``, stands for the task's headline metric (BLEU for chat).
     """
 
     max_drop: Optional[float] = None

@@ -23,6 +23,7 @@ from distill.quant_config import QuantizeConfig
 from evaluation.compare import compare
 from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
 from evaluation.evaluate import evaluate
+from evaluation.generation import METRICS as GENERATION_METRICS
 from evaluation.speed import measure_isolated, speed_texts
 from trainers.config import PathsConfig
 from trainers.models import load_run_config, load_trained
@@ -39,7 +40,8 @@ from trainers.storage import local_run
 
 HIGHER_WORSE = ("perplexity", "loss")
 GATE_METRICS = {"seq_cls": ("accuracy", "macro_f1"), "token_cls": ("entity_f1",),
-                "causal_lm": ("perplexity",)}
+                "causal_lm": ("perplexity",), "chat": GENERATION_METRICS}
+PAIRED = ("accuracy", "macro_f1", *GENERATION_METRICS)  # compare pairs them per example/prompt
 
 
 def source_dir(run: str, paths: PathsConfig) -> Path:
@@ -74,9 +76,11 @@ def write_quantized(src: Path, spec: QuantSpec, out: Path) -> dict[str, Any]:
             "linear_bytes_quant": linear_bytes(full, names)}
 
 
-def gate_metric(asked: str, task: str) -> str:
+def gate_metric(asked: str, task: str, chat: bool = False) -> str:
     """The metric the gate compares: ``asked`` if the task reports it with a CI; the default
-    (accuracy) becomes the task's headline metric. Checked before any work is done."""
+    (accuracy) becomes the task's headline metric (BLEU for chat runs, whose evaluation
+    generates answers). Checked before any work is done."""
+    task = "chat" if chat else task
     if task not in GATE_METRICS:  # embedding models and rerankers: issue #20, not built yet
         raise ConfigError("run", f"quantising a {task} run is not supported yet",
                           "quantise seq_cls, token_cls, causal_lm or sft runs")
@@ -92,7 +96,8 @@ def gate_metric(asked: str, task: str) -> str:
 def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     spec = cfg.quant
     src = source_dir(cfg.run, cfg.paths)
-    metric = gate_metric(cfg.gate.metric, load_run_config(src).task.kind.value)
+    task = load_run_config(src).task
+    metric = gate_metric(cfg.gate.metric, task.kind.value, task.chat)
     out = Path(cfg.out).expanduser() if cfg.out else src / "quant" / spec.method
     sizes = write_quantized(src, spec, out)
 
@@ -111,7 +116,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
         "run": str(src), "out": str(out), "method": spec.method, "split": cfg.split,
         "metric": metric, "full": a, "quantized": b, "drop": drop, **sizes,
         "linear_ratio": sizes["linear_bytes_fp"] / max(sizes["linear_bytes_quant"], 1)}
-    if metric in ("accuracy", "macro_f1"):  # seq_cls: paired on the same examples
+    if metric in PAIRED:  # seq_cls examples or chat prompts: paired on the same ones
         paired = compare(CompareConfig(a=str(src), b=str(out), split=cfg.split,
                                        out=str(out / "compare"), paths=cfg.paths,
                                        compare=CompareSpec(metric=metric, min_effect=0.0)))
@@ -133,8 +138,15 @@ def _fmt(m: dict[str, Any]) -> str:
     return f"{m['value']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
 
 
+def _points(metric: str) -> float:
+    """Factor to percentage points: accuracy/F1 are fractions, BLEU/chrF/ROUGE-L already
+    points."""
+    return 1.0 if metric in GENERATION_METRICS else 100.0
+
+
 def write_report(result: dict[str, Any], out: Path) -> Path:
     metric = result["metric"]
+    pts = _points(metric)
     lines = [f"# Quantisation `{result['method']}` of `{result['run']}`", "",
              f"Merged to full precision, then {result['modules']} linear layers quantised "
              f"({result['method']}); the model below was reloaded from `{out}/model`.", "",
@@ -151,13 +163,14 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {name} | {_fmt(result[name])} | {result[bytes_key] / 2**20:.2f} MiB | "
                      + " | ".join(cells) + " |")
     lines += ["", f"Linear weights **{result['linear_ratio']:.2f}×** smaller; {metric} drop "
-              f"**{100 * result['drop']:+.2f} pt**" if metric not in HIGHER_WORSE else
+              f"**{pts * result['drop']:+.2f} pt**" if metric not in HIGHER_WORSE else
               f"{metric} rise **{result['drop']:+.4f}**"]
     if "paired" in result:
         p = result["paired"]
-        lines.append(f"\nPaired bootstrap (quantised − full, {p['n']} examples): "
-                     f"{100 * p['delta']:+.2f} pt [{100 * p['ci_low']:+.2f}, "
-                     f"{100 * p['ci_high']:+.2f}], p = {p['p_value']:.3g}.")
+        unit = "prompts" if metric in GENERATION_METRICS else "examples"
+        lines.append(f"\nPaired bootstrap (quantised − full, {p['n']} {unit}): "
+                     f"{pts * p['delta']:+.2f} pt [{pts * p['ci_low']:+.2f}, "
+                     f"{pts * p['ci_high']:+.2f}], p = {p['p_value']:.3g}.")
     gate = result["gate"]
     if gate["max_drop"] is not None:
         lines += ["", f"Gate `gate.max_drop={gate['max_drop']}`: "

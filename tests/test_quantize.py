@@ -125,6 +125,10 @@ def test_gate_metric_follows_the_task_and_a_wrong_one_fails_first():
     assert gate_metric("macro_f1", "seq_cls") == "macro_f1"
     with pytest.raises(ConfigError, match="gate.metric.*entity_f1"):
         gate_metric("bleu", "token_cls")
+    assert gate_metric("accuracy", "causal_lm", chat=True) == "bleu"  # chat: answers scored
+    assert gate_metric("rouge_l", "causal_lm", chat=True) == "rouge_l"
+    with pytest.raises(ConfigError, match="gate.metric.*bleu, chrf"):
+        gate_metric("perplexity", "causal_lm", chat=True)
 
 
 def test_unsupported_quantisations_are_clear_errors(tmp_path, monkeypatch, capsys):

@@ -61,6 +61,21 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     assert result["baseline"] is None  # a random-init model has no base model to ask
     assert "lowest ROUGE-L answers" in (Path(result["out_dir"]) / "report.md").read_text()
 
+    # quantised (dynamic int8), reloaded, generating beside the full model: the gate's metric
+    # is BLEU (points), paired by prompt; the full side's answers are evaluate's, exactly
+    assert main(["quantize", f"run={summary['run_dir']}", "quant=dynamic_int8", "split=test",
+                 "resamples=200", "speed=false", "gate.max_drop=100",
+                 f"paths.root={tmp_path}"]) == 0
+    quant = json.loads((Path(summary["run_dir"]) / "quant" / "dynamic_int8" / "quantize.json")
+                       .read_text())
+    assert quant["metric"] == "bleu" and quant["gate"]["passed"]
+    assert quant["full"]["value"] == pytest.approx(m["bleu"]["value"], abs=1e-9)
+    assert quant["drop"] == pytest.approx(quant["full"]["value"] - quant["quantized"]["value"])
+    assert quant["paired"]["n"] == m["examples"]
+    assert quant["paired"]["delta"] == pytest.approx(-quant["drop"], abs=1e-9)
+    report = Path(summary["run_dir"]) / "quant" / "dynamic_int8" / "report.md"
+    assert "prompts)" in report.read_text()
+
 
 def test_generation_stops_at_the_end_of_turn_token():
     import torch
