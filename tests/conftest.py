@@ -44,8 +44,12 @@ LAST = "test_no_planted_secret_in_any_file_the_suite_wrote"
 #   which wraps a few fallback kernels in torch.compile at import time, and that imports
 #   torch._inductor: ~1.8 s of CPU in every worker, trial and driver process (the wrapped
 #   kernels run eagerly instead; on CPU they never compiled: the inductor cache stays empty).
+# - Idle Ray workers kept (Ray kills those beyond one per CPU after 1 s idle): the suite
+#   started 93 task workers, 304 CPU-s, mostly re-importing Ray and transformers; with them
+#   kept, tests/test_faults.py started 10 instead of 21 (73 → 48 CPU-s, 253 → 237 s).
 RAY_TEST_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0",
-                "TORCHDYNAMO_DISABLE": "1"}
+                "TORCHDYNAMO_DISABLE": "1", "RAY_num_workers_soft_limit": "8",
+                "RAY_idle_worker_killing_time_threshold_ms": "600000"}
 # Fake secrets tests set with monkeypatch.setenv (a variable named like a credential): the
 # last test searches for these too.
 SET_BY_TESTS: set[str] = set()
