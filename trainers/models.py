@@ -7,6 +7,7 @@ the speed probe and distillation import this module for ``load_run_config`` and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -62,6 +63,17 @@ def check_model(model: ModelConfig) -> None:
                 f"{str(exc).splitlines()[0]}",
                 "pass a local model directory or a hub id reachable from this machine",
             ) from None
+
+
+def import_loop_libraries(peft_method: PeftMethod) -> None:
+    """Import the training loop's libraries ahead (transformers' model code, peft: ~5 s of
+    CPU here), on a thread while the main one waits for Ray to start. Best effort: a failure
+    here shows again, with its real context, where the loop imports them."""
+    with contextlib.suppress(Exception):
+        import transformers.modeling_utils  # noqa: F401 - imported for its side effect
+        import transformers.trainer_utils  # noqa: F401 - set_seed's module (pulls peft in)
+        if peft_method != PeftMethod.none:
+            import peft  # noqa: F401
 
 
 def load_tokenizer(model: ModelConfig):

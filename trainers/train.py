@@ -31,7 +31,13 @@ from trainers.embedding import write_sentence_transformers_layout
 from trainers.identity import read_json, refuse_if_changed, run_identity
 from trainers.loop import train_loop
 from trainers.metadata import append_index, run_metadata
-from trainers.models import check_model, load_tokenizer, load_trained, tokenizer_location
+from trainers.models import (
+    check_model,
+    import_loop_libraries,
+    load_tokenizer,
+    load_trained,
+    tokenizer_location,
+)
 from trainers.objective import ObjectiveFactory, task_loss
 from trainers.quantize import merge_full_precision
 from trainers.report import write_report
@@ -57,8 +63,12 @@ class Prepared:
 
 def prepare(run: TrainConfig) -> Prepared:
     """Start Ray, check model and placement, read, split, check and tokenise the data."""
-    with ThreadPoolExecutor(1) as pool:  # load-check the model while Ray starts (~3 s)
+    # while Ray starts (3–10 s, mostly waiting on its processes): load-check the model and,
+    # when the loop runs in this process, import its libraries (first step ~5 s sooner)
+    with ThreadPoolExecutor(1) as pool:
         model_ok = pool.submit(check_model, run.model)
+        if run.cluster.mode == ClusterMode.local:
+            pool.submit(import_loop_libraries, run.peft.method)
         ensure_ray(run.cluster)
         model_ok.result()
     check_placement(run.cluster)
