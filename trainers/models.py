@@ -305,11 +305,10 @@ def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
     if not adapter.is_dir():
         raise ConfigError("run", f"{run_dir} has no adapter/ (did training finish?)")
     with torch.random.fork_rng(devices=[]):  # building draws random numbers: not the caller's
-        return _load_model(run, run_dir, adapter, labels, tokenizer), tokenizer, labels, run
+        return _load_model(run, adapter, labels, tokenizer), tokenizer, labels, run
 
 
-def _load_model(run: Any, run_dir: Path, adapter: Path, labels: list[str], tokenizer: Any
-                ) -> Any:
+def _load_model(run: Any, adapter: Path, labels: list[str], tokenizer: Any) -> Any:
     try:
         if run.peft.method != PeftMethod.none:
             from peft import PeftModel  # peft takes seconds: only runs trained with adapters
