@@ -1,4 +1,5 @@
-"""Tokenisation as a Ray Data class UDF: the tokenizer loads once per actor, not per batch."""
+"""Tokenisation as a Ray Data class UDF: the tokenizer loads once per actor, not per batch;
+small materialised data is tokenised by the same class in the driver."""
 
 from __future__ import annotations
 
@@ -258,7 +259,7 @@ def _other_query_document(i: int, queries: list[str], documents: list[str], src:
                     "data.pairs.negatives_path from `shardtune mine`)")
 
 
-def _tag(batch: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]:
+def tag_split(batch: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]:
     return {**batch, "split": np.full(len(batch["_src"]), split, dtype=object)}
 
 
@@ -283,7 +284,7 @@ def _stamp(tokenizer_path: str) -> float:
         else 0.0
 
 
-def _tokenize_task(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, Any]:
+def tokenize_task(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, Any]:
     """Task form of :class:`Tokenize`: the tokenizer is cached in the (reused) worker."""
     return _cached(stamp=_stamp(kwargs["tokenizer_path"]), **kwargs)(batch)
 
@@ -291,23 +292,26 @@ def _tokenize_task(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, Any
 def tokenize_splits(datasets: dict[str, Any], tokenizer_path: str, task: str, max_length: int,
                     labels: list[str], pack: bool, actors: int, materialize: bool,
                     task_rows: int = 0, chat_template: str | None = None,
-                    train_on_prompt: bool = False) -> dict:
+                    train_on_prompt: bool = False, driver_rows: int = 0) -> dict:
     """Tokenise every split in one pass through :class:`Tokenize` actors.
 
     One pipeline for all splits starts the actor pool once (each start imports transformers
     and loads the tokenizer: seconds on a small machine); splits are told apart by a tag.
     Up to ``task_rows`` rows in all, plain Ray tasks do it instead: no actor to start, and
     the tokenizer stays cached in Ray's reused worker processes from one run to the next.
+    Up to ``driver_rows`` (:func:`tokenizes_here`), this process does it.
     """
     names = list(datasets)
-    tagged = [datasets[n].map_batches(_tag, fn_kwargs={"split": n}, batch_size=None)
-              for n in names]
-    union = tagged[0].union(*tagged[1:]) if len(tagged) > 1 else tagged[0]
     kwargs = {"tokenizer_path": tokenizer_path, "task": task, "max_length": max_length,
               "pack": pack, "chat_template": chat_template, "train_on_prompt": train_on_prompt}
+    if tokenizes_here(datasets, materialize, driver_rows):
+        return _tokenize_here(datasets, {**kwargs, "labels": tuple(labels)})
+    tagged = [datasets[n].map_batches(tag_split, fn_kwargs={"split": n}, batch_size=None)
+              for n in names]
+    union = tagged[0].union(*tagged[1:]) if len(tagged) > 1 else tagged[0]
     if materialize and task_rows and sum(datasets[n].count() for n in names) <= task_rows:
-        tokenized = union.map_batches(_tokenize_task, fn_kwargs={**kwargs,
-                                                                 "labels": tuple(labels)},
+        tokenized = union.map_batches(tokenize_task, fn_kwargs={**kwargs,
+                                                                "labels": tuple(labels)},
                                       batch_size=1024, num_cpus=0.5)
     else:
         tokenized = union.map_batches(
@@ -323,68 +327,32 @@ def tokenize_splits(datasets: dict[str, Any], tokenizer_path: str, task: str, ma
     return out
 
 
-def _examples_cut(batch: dict[str, np.ndarray], keep: np.ndarray) -> int:
-    """Examples truncated: a packed row of conversations says how many of its were."""
-    if "truncated_rows" in batch:
-        return int(batch["truncated_rows"][keep].sum())
-    return int((batch["truncated"][keep] > 0).sum())
+def tokenizes_here(datasets: dict[str, Any], materialize: bool, driver_rows: int) -> bool:
+    """Whether :func:`tokenize_splits` tokenises in this process: materialised splits of up
+    to ``driver_rows`` rows in all, none of them empty.
+
+    A Ray worker that has not tokenised before imports transformers and loads the tokenizer
+    first: ~4 s of a small run on 2 cores, paid again by every fresh worker, while the driver
+    has both loaded for the run anyway."""
+    if not (materialize and driver_rows):
+        return False
+    counts = [ds.count() for ds in datasets.values()]  # materialised: from block metadata
+    return 0 not in counts and sum(counts) <= driver_rows
 
 
-def _truncation(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    names = list(dict.fromkeys(batch["split"]))
-    cuts = [batch["truncated"][batch["split"] == name] for name in names]
-    hit = [_examples_cut(batch, batch["split"] == name) for name in names]
-    return {"split": np.array(names, dtype=object),
-            "examples": np.array(hit, dtype=np.int64),
-            "tokens": np.array([int(c.sum()) for c in cuts], dtype=np.int64)}
+def _tokenize_here(datasets: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Each split tokenised on its own in 1,024-row batches, then one block per split.
 
+    A split's rows are never batched with another's (so LM packing never mixes them); the
+    block is built by Ray's own batch-to-block conversion, as ``map_batches`` builds it."""
+    import ray.data
+    from ray.data.block import BlockAccessor
 
-def _block_truncation(block: Any) -> tuple[int, int]:
-    from ray.data.block import BlockAccessor  # runs as a Ray task: Ray is loaded there
-
-    rows = BlockAccessor.for_block(block)
-    if rows.num_rows() == 0:  # other splits' rows filtered out of this block
-        return 0, 0
-    cut = np.asarray(rows.to_numpy("truncated"))
-    if "truncated_rows" in rows.schema().names:
-        return int(np.asarray(rows.to_numpy("truncated_rows")).sum()), int(cut.sum())
-    return int((cut > 0).sum()), int(cut.sum())
-
-
-def count_truncation(tokenized: dict[str, Any]) -> dict[str, tuple[int, int]]:
-    """(examples truncated at ``task.max_length``, tokens they lost) per materialised tokenised
-    split: one small Ray task per block, run where the block is (~20 ms; a Ray Data pass costs
-    ~10x that, on every run). Streamed splits: :func:`count_truncation_raw`."""
-    import ray  # Ray loads only when a job runs: the CLI imports this module without it
-
-    task = ray.remote(num_cpus=0)(_block_truncation)
-    refs = {name: [task.remote(ref) for bundle in ds.iter_internal_ref_bundles()
-                   for ref in bundle.block_refs] for name, ds in tokenized.items()}
+    tokenize = _cached(stamp=_stamp(kwargs["tokenizer_path"]), **kwargs)
     out = {}
-    for name, parts in refs.items():
-        counted = ray.get(parts)
-        out[name] = (sum(c[0] for c in counted), sum(c[1] for c in counted))
-    return out
-
-
-def count_truncation_raw(datasets: dict[str, Any], tokenizer_path: str, task: str,
-                         max_length: int, labels: list[str], pack: bool,
-                         chat_template: str | None = None, train_on_prompt: bool = False
-                         ) -> dict[str, tuple[int, int]]:
-    """The same counts from untokenised splits: one pass that reads and tokenises them all
-    (Ray tasks, the tokenizer cached in the reused workers; nothing is kept). For streamed
-    data (``data.materialize=false``) and ``shardtune data check``."""
-    names = list(datasets)
-    tagged = [datasets[n].map_batches(_tag, fn_kwargs={"split": n}, batch_size=None)
-              for n in names]
-    union = tagged[0].union(*tagged[1:]) if len(tagged) > 1 else tagged[0]
-    kwargs = {"tokenizer_path": tokenizer_path, "task": task, "max_length": max_length,
-              "pack": pack, "labels": tuple(labels), "chat_template": chat_template,
-              "train_on_prompt": train_on_prompt}
-    out = {name: (0, 0) for name in names}
-    for row in union.map_batches(_tokenize_task, fn_kwargs=kwargs, batch_size=1024,
-                                 num_cpus=0.5).map_batches(_truncation,
-                                                           batch_size=None).take_all():
-        examples, tokens = out[row["split"]]
-        out[row["split"]] = (examples + int(row["examples"]), tokens + int(row["tokens"]))
+    for name, ds in datasets.items():
+        parts = [tokenize(batch) for batch in ds.iter_batches(batch_size=1024,
+                                                              batch_format="numpy")]
+        merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        out[name] = ray.data.from_arrow(BlockAccessor.batch_to_block(merged))
     return out

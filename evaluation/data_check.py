@@ -15,7 +15,7 @@ from rich.console import Console
 
 from data.check import check_dataset_splits, render_markdown
 from data.pipeline import build_splits
-from data.tokenize import count_truncation_raw
+from data.truncation import count_truncation_raw
 from trainers.models import tokenizer_location
 from trainers.scaling import ensure_ray
 

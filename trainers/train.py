@@ -17,7 +17,8 @@ from typing import Any
 
 from data.check import check_dataset_splits, summary_line
 from data.pipeline import build_splits
-from data.tokenize import count_truncation, count_truncation_raw, tokenize_splits
+from data.tokenize import tokenize_splits, tokenizes_here
+from data.truncation import count_truncation, count_truncation_raw
 from trainers.checkpoint import (
     checkpoint_name,
     checkpoint_step,
@@ -77,14 +78,18 @@ def prepare(run: TrainConfig) -> Prepared:
     chat = {"chat_template": run.task.chat_template,
             "train_on_prompt": run.data.chat.train_on_prompt}
     splits = build_splits(run.data, task)
+    here = tokenizes_here(splits.datasets, run.data.materialize, run.data.driver_rows)
     datasets = tokenize_splits(
         splits.datasets, tokenizer_location(run.model), task, run.task.max_length, splits.labels,
         run.task.pack, run.data.tokenize_actors, run.data.materialize, run.data.task_rows,
-        **chat)
+        **chat, driver_rows=run.data.driver_rows)
     if task != "causal_lm" or not run.task.pack:  # packed text blocks lose no token
-        counted = count_truncation(datasets) if run.data.materialize else count_truncation_raw(
-            splits.datasets, tokenizer_location(run.model), task, run.task.max_length,
-            splits.labels, run.task.pack, **chat)
+        if run.data.materialize:
+            counted = count_truncation(datasets, here)
+        else:
+            counted = count_truncation_raw(
+                splits.datasets, tokenizer_location(run.model), task, run.task.max_length,
+                splits.labels, run.task.pack, **chat)
         for split, (examples, tokens) in counted.items():
             splits.summaries[split].truncated_examples = examples
             splits.summaries[split].truncated_tokens = tokens
