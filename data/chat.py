@@ -112,6 +112,13 @@ def to_messages(row: dict[str, Any], spec: ChatSpec, where: str) -> list[dict[st
 def render(tokenizer: Any, messages: list[dict[str, str]], template: str | None = None
            ) -> tuple[str, list[tuple[int, int]]]:
     """(the conversation's text, character spans of each assistant turn incl. its closing)."""
+    if template is None and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("task.chat_template", f"the tokenizer "
+                          f"({getattr(tokenizer, 'name_or_path', '') or 'given'}) has no chat "
+                          "template and none is configured: chats cannot be rendered",
+                          "set task.chat_template to a Jinja template (ChatML, for example), "
+                          "or use a chat model's tokenizer (model.tokenizer)")
+
     def text(turns: list[dict[str, str]], prompt: bool) -> str:
         return tokenizer.apply_chat_template(turns, tokenize=False, chat_template=template,
                                              add_generation_prompt=prompt)

@@ -57,6 +57,17 @@ def test_a_template_that_cannot_mark_answers_is_an_error_not_an_all_ones_mask(to
         encode(tokenizer, CHAT, max_length=512, template=counting)
 
 
+def test_a_tokenizer_without_a_chat_template_is_one_error_naming_the_key(tokenizer):
+    import copy
+
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = None  # MiniLM's own tokenizer: no template of its own
+    with pytest.raises(ConfigError, match="has no chat template") as err:
+        encode(plain, CHAT, max_length=512)
+    assert err.value.key == "task.chat_template"
+    assert encode(plain, CHAT, max_length=512, template=CHATML)["input_ids"]  # a configured one
+
+
 def test_truncation_cuts_from_the_right_and_is_counted(tokenizer):
     whole = encode(tokenizer, CHAT, max_length=512)
     short = encode(tokenizer, CHAT, max_length=len(whole["input_ids"]) - 3)
