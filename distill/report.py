@@ -17,47 +17,67 @@ from typing import Any
 
 from distill.student import merged_teacher
 from distill.teacher import load_teacher, teacher_dir
-from evaluation.aggregate import example_interval
+from evaluation.aggregate import describe, example_interval
 from evaluation.compare import compare
 from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
 from evaluation.evaluate import evaluate
+from evaluation.generation import METRICS as GENERATION_METRICS
 from evaluation.speed import measure
 from trainers.config import TrainConfig
 from trainers.models import load_trained
 
 
-def quality_table(teacher: dict[str, float], summary: dict[str, Any], split: str,
-                  figures: dict[str, Any]) -> list[str]:
-    """Teacher, student and control accuracy on ``split``, each with the interval it has.
+def quality_metric(run: TrainConfig) -> str | None:
+    """What the report scores the arms by: accuracy for classification, BLEU for chat runs
+    (the generation gate's default); None: no quality table (the loop's own metrics stand)."""
+    if run.task.kind.value == "seq_cls":
+        return "accuracy"
+    return "bleu" if run.task.chat else None
 
-    ``teacher``: the evaluation's accuracy (value and CI over examples). A seed group shows
+
+def arm_metric(group: dict[str, Any], split: str, metric: str) -> dict[str, float]:
+    """An arm's ``metric`` across its seeds: the loop's aggregate where it logs the metric,
+    else each member's saved evaluation of ``split`` (generation scores are made there)."""
+    logged = "val" if split == "validation" else split  # how the loop names the split's metrics
+    if f"{logged}/{metric}" in group["metrics"]:
+        return group["metrics"][f"{logged}/{metric}"]
+    values = [json.loads((Path(m["run_dir"]) / "eval" / split / "metrics.json").read_text())
+              ["metrics"][metric]["value"] for m in group["per_seed"]]
+    return describe(values)
+
+
+def quality_table(teacher: dict[str, float], summary: dict[str, Any], split: str,
+                  figures: dict[str, Any], metric: str = "accuracy") -> list[str]:
+    """Teacher, student and control ``metric`` on ``split``, each with the interval it has.
+
+    ``teacher``: the evaluation's metric (value and CI over examples). A seed group shows
     mean ± std and the CI of the mean across seeds; a one-seed arm its CI over the examples
     (from its saved evaluation), or no interval: never the collapsed across-seed CI.
     """
-    logged = "val" if split == "validation" else split  # how the loop names the split's metrics
+    f = ".2f" if metric in GENERATION_METRICS else ".4f"  # BLEU & co. are in points
     size = f"{teacher['n']} " if "n" in teacher else ""
-    lines = [f"| model | {split} accuracy | 95% CI | CI over | seeds |", "|---|---|---|---|---|",
-             f"| teacher | {teacher['value']:.4f} | [{teacher['ci_low']:.4f}, "
-             f"{teacher['ci_high']:.4f}] | {size}{split} examples | 1 |"]
+    lines = [f"| model | {split} {metric} | 95% CI | CI over | seeds |", "|---|---|---|---|---|",
+             f"| teacher | {teacher['value']:{f}} | [{teacher['ci_low']:{f}}, "
+             f"{teacher['ci_high']:{f}}] | {size}{split} examples | 1 |"]
     for name in ("student", "control"):
         group = summary.get(name)
         if not group:
             continue
-        m = group["metrics"][f"{logged}/accuracy"]
-        figures[f"{name}_accuracy"] = m
+        m = arm_metric(group, split, metric)
+        figures[f"{name}_{metric}"] = m
         if m["n"] > 1:
-            lines.append(f"| {name} | {m['mean']:.4f} ± {m['std']:.4f} | "
-                         f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}] | seeds | {m['n']} |")
+            lines.append(f"| {name} | {m['mean']:{f}} ± {m['std']:{f}} | "
+                         f"[{m['ci_low']:{f}}, {m['ci_high']:{f}}] | seeds | {m['n']} |")
             continue
-        example = example_interval(Path(group["per_seed"][0]["run_dir"]), split, "accuracy")
-        figures[f"{name}_accuracy"] = {  # what compress shows for a one-seed student
+        example = example_interval(Path(group["per_seed"][0]["run_dir"]), split, metric)
+        figures[f"{name}_{metric}"] = {  # what compress shows for a one-seed student
             **m, "examples_ci": example and {**example, "split": split}}
         if example is None:
-            lines.append(f"| {name} | {m['mean']:.4f} | — | n=1 seed, no interval | 1 |")
+            lines.append(f"| {name} | {m['mean']:{f}} | — | n=1 seed, no interval | 1 |")
         else:
             n = f"{example['n']} " if "n" in example else ""
-            lines.append(f"| {name} | {m['mean']:.4f} | [{example['ci_low']:.4f}, "
-                         f"{example['ci_high']:.4f}] | {n}{split} examples (n=1 seed) | 1 |")
+            lines.append(f"| {name} | {m['mean']:{f}} | [{example['ci_low']:{f}}, "
+                         f"{example['ci_high']:{f}}] | {n}{split} examples (n=1 seed) | 1 |")
     return lines
 
 
@@ -72,18 +92,19 @@ def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
                 else "") + f"); α={spec.alpha}, T={spec.temperature}, {spec.kl} KL, "
              f"teacher {spec.teacher_mode}.", ""]
     split = summary["student"]["eval_split"]
-    logged = "val" if split == "validation" else split  # how the loop names the split's metrics
     figures: dict[str, Any] = {"split": split}
-    if run.task.kind.value == "seq_cls" and tdir is not None:
+    metric = quality_metric(run)
+    if metric and tdir is not None:
         teacher_eval = evaluate(EvaluateConfig(run=str(tdir), split=split, baseline=False,
                                                data=run.data, paths=run.paths))
-        acc = teacher_eval["metrics"]["accuracy"]
-        figures["teacher_accuracy"] = acc
-        lines += quality_table(acc, summary, split, figures)
-        student_acc = summary["student"]["metrics"][f"{logged}/accuracy"]["mean"]
-        figures["retention"] = student_acc / acc["value"]
+        score = teacher_eval["metrics"][metric]
+        figures["metric"], figures[f"teacher_{metric}"] = metric, score
+        lines += quality_table(score, summary, split, figures, metric)
+        student = figures[f"student_{metric}"]["mean"]
+        figures["retention"] = student / score["value"] if score["value"] else None
         lines += ["", f"The student keeps **{100 * figures['retention']:.1f}%** of the "
-                  "teacher's accuracy."]
+                  f"teacher's {metric}." if score["value"] else
+                  f"The teacher scores 0 {metric}: no retention figure."]
         pairs = [("control", "student", "did KD help? student (B) vs control (A)")]
         pairs.append(("teacher", "student", "what was lost: student (B) vs teacher (A)"))
         for a, b, title in pairs:
@@ -92,10 +113,12 @@ def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
             a_path = str(tdir) if a == "teacher" else str(root / a)
             result = compare(CompareConfig(a=a_path, b=str(root / b), split=split,
                                            out=str(root / "compare" / f"{b}_vs_{a}"),
-                                           compare=CompareSpec(metric="accuracy"),
+                                           compare=CompareSpec(metric=metric, min_effect=(
+                                               1.0 if metric in GENERATION_METRICS  # points
+                                               else CompareSpec.min_effect)),
                                            paths=run.paths))
             figures[f"{b}_vs_{a}"] = {"verdict": result["verdict"],
-                                      **result["effects"]["accuracy"]}
+                                      **result["effects"][metric]}
             lines += ["", f"- {title}: **{result['verdict']}** — {result['headline']}"]
     teacher, tokenizer, _ = load_teacher(spec.teacher, run.task.kind)
     student_model = load_trained(Path(summary["student"]["per_seed"][0]["run_dir"]))[0]

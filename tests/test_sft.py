@@ -76,6 +76,35 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     report = Path(summary["run_dir"]) / "quant" / "dynamic_int8" / "report.md"
     assert "prompts)" in report.read_text()
 
+    # distilled into a 1-layer student (offline top-k) with its no-KD control: the report
+    # scores teacher, student and control by BLEU on the same test prompts, pairs the student
+    # with each, and the teacher's score is evaluate's above, exactly
+    from distill.run import distill
+    from shardtune.overrides import distill_overrides
+
+    kd = compose_run(tmp_path, distill_overrides([
+        f"teacher={summary['run_dir']}", *FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
+        "data.max_examples=120", "task.max_length=256", "trainer.max_steps=2",
+        "distill.top_k=4", "run_name=sft_kd"]))
+    kd.task.chat_template = CHATML
+    assert distill(kd)["status"] == "done"
+    figures = json.loads((tmp_path / "runs" / "sft_kd" / "distill.json").read_text())
+    assert figures["metric"] == "bleu" and figures["split"] == "test"
+    assert figures["teacher_bleu"]["value"] == pytest.approx(m["bleu"]["value"], abs=1e-9)
+    for arm in ("student", "control"):
+        stored = json.loads((tmp_path / "runs" / "sft_kd" / arm / "seed0" / "eval" / "test" /
+                             "metrics.json").read_text())["metrics"]["bleu"]
+        assert figures[f"{arm}_bleu"]["mean"] == pytest.approx(stored["value"], abs=1e-9)
+        assert figures[f"{arm}_bleu"]["examples_ci"]["ci_low"] == stored["ci_low"]
+    teacher_bleu = figures["teacher_bleu"]["value"]  # a tiny model may score 0: no ratio
+    assert figures["retention"] == (pytest.approx(figures["student_bleu"]["mean"] / teacher_bleu)
+                                    if teacher_bleu else None)
+    for pair in ("student_vs_control", "student_vs_teacher"):
+        assert figures[pair]["n"] == m["examples"]  # paired by prompt
+    text = (tmp_path / "runs" / "sft_kd" / "distill_report.md").read_text()
+    assert "| model | test bleu |" in text
+    assert ("of the teacher's bleu" if teacher_bleu else "no retention figure") in text
+
 
 def test_generation_stops_at_the_end_of_turn_token():
     import torch
