@@ -115,18 +115,47 @@ def generation_effects(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame
         if len(frame) != len(keys) or set(frame["prompt"]) != set(keys):
             raise DataError(name, f"answered other prompts than {a} ({len(frame)} vs "
                             f"{len(keys)})", "compare runs evaluated on the same data and split")
-
-    def scorers(frames: list[pd.DataFrame], metric: str) -> list[Any]:
-        out = []
-        for frame in frames:
-            rows = frame.set_index("prompt").loc[keys]
-            out.append(replicate_scorer(metric, [str(h) for h in rows["generated"]],
-                                        [json.loads(r) for r in rows["references"]]))
-        return out
-
-    return {metric: paired_scores(len(keys), scorers(frames_a, metric), scorers(frames_b, metric),
-                                  metric, spec.resamples, spec.seed)
+    return {metric: paired_scores(len(keys), _scorers(frames_a, keys, metric),
+                                  _scorers(frames_b, keys, metric), metric, spec.resamples,
+                                  spec.seed)
             for metric in GENERATION_METRICS}
+
+
+def _scorers(frames: list[pd.DataFrame], keys: np.ndarray, metric: str) -> list[Any]:
+    """Per seed: ``metric`` of the answers to the prompts ``keys`` under bootstrap weights."""
+    out = []
+    for frame in frames:
+        rows = frame.set_index("prompt").loc[keys]
+        out.append(replicate_scorer(metric, [str(h) for h in rows["generated"]],
+                                    [json.loads(r) for r in rows["references"]]))
+    return out
+
+
+def generation_slices(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame],
+                      spec: CompareSpec) -> list[dict[str, Any]]:
+    """``spec.metric``'s B − A per slice of the prompts (references per prompt, and each
+    ``data.metadata_fields`` column evaluate kept), paired by prompt as the whole is; p-values
+    BH-adjusted over the tested slices, as for classification."""
+    first = frames_a[0].set_index("prompt")
+    keys = np.sort(first.index.to_numpy())
+    first = first.loc[keys]
+    groups = {"references": first["references"].map(lambda r: len(json.loads(r)))
+              .astype(str).to_numpy()}
+    groups.update({c[5:]: first[c].astype(str).to_numpy() for c in first
+                   if c.startswith("meta_")})
+    rows = []
+    for column, values in groups.items():
+        for value in sorted(set(values.tolist())):
+            inside = keys[values == value]
+            row = {"slice": f"{column}={value}", "n": len(inside),
+                   "tested": len(inside) >= spec.min_slice_size}
+            if len(inside) >= 2:
+                e = paired_scores(len(inside), _scorers(frames_a, inside, spec.metric),
+                                  _scorers(frames_b, inside, spec.metric), spec.metric,
+                                  spec.resamples // 2, spec.seed)
+                row.update(a=e.a, b=e.b, delta=e.delta, low=e.low, high=e.high, p=e.p_value)
+                rows.append(row)
+    return _flag(rows)
 
 
 def align_queries(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame], a: str, b: str,
@@ -203,6 +232,12 @@ def slice_effects(gold: np.ndarray, pa: np.ndarray, pb: np.ndarray,
                                      spec.resamples // 2, spec.seed)
                 row.update(a=e.a, b=e.b, delta=e.delta, low=e.low, high=e.high, p=e.p_value)
                 rows.append(row)
+    return _flag(rows)
+
+
+def _flag(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """BH-adjust the tested slices' p-values, mark regressions and improvements, worst
+    first."""
     tested = [r for r in rows if r["tested"]]
     for row, adj in zip(tested, adjust_p_values([r["p"] for r in tested]), strict=True):
         row["p_adjusted"] = adj
@@ -270,6 +305,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         frames_b = [saved_generations(m, cfg.split, cfg.paths) for m in side_b.members]
         same_data(side_a, side_b, cfg.split)
         effects = generation_effects(frames_a, frames_b, side_a.name, side_b.name, spec)
+        slices = generation_slices(frames_a, frames_b, spec)
     elif paired:
         frames_a = [saved_predictions(m, cfg.split, cfg.paths) for m in side_a.members]
         frames_b = [saved_predictions(m, cfg.split, cfg.paths) for m in side_b.members]
@@ -300,6 +336,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
               "reason": reason, "headline": headline(side_a.name, side_b.name, main, decision,
                                                       spec.min_effect),
               "effects": {k: v.as_dict() for k, v in effects.items()}, "slices": slices,
+              "slice_metric": spec.metric if spec.metric in GENERATION_METRICS else "accuracy",
               "seeds": {"a": len(side_a.members), "b": len(side_b.members)}}
     out = Path(cfg.out) if cfg.out else side_b.path / "compare" / side_a.name
     out.mkdir(parents=True, exist_ok=True)

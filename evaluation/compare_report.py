@@ -10,7 +10,8 @@ def _pt(metric: str, value: float) -> str:
     return f"{100 * value:+.1f}" if "accuracy" in metric or "f1" in metric else f"{value:+.4f}"
 
 
-def forest_plot(slices: list[dict[str, Any]], out: Path, limit: int = 25) -> Path | None:
+def forest_plot(slices: list[dict[str, Any]], out: Path, metric: str = "accuracy",
+                limit: int = 25) -> Path | None:
     """Slice deltas with CIs, worst first: a regression stands out as a bar left of zero."""
     rows = [s for s in slices if s.get("tested")][:limit]
     if not rows:
@@ -20,16 +21,17 @@ def forest_plot(slices: list[dict[str, Any]], out: Path, limit: int = 25) -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    scale = 100 if "accuracy" in metric or "f1" in metric else 1  # fractions → points
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(rows)))
     y = list(range(len(rows)))[::-1]
     for yi, row in zip(y, rows, strict=True):
         color = "tab:red" if row.get("regression") else \
             "tab:green" if row.get("improvement") else "tab:grey"
-        ax.plot([100 * row["low"], 100 * row["high"]], [yi, yi], color=color, lw=2)
-        ax.plot(100 * row["delta"], yi, "o", color=color)
+        ax.plot([scale * row["low"], scale * row["high"]], [yi, yi], color=color, lw=2)
+        ax.plot(scale * row["delta"], yi, "o", color=color)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, [f"{r['slice']} (n={r['n']})" for r in rows], fontsize=7)
-    ax.set(xlabel="accuracy delta B − A (points, 95% CI)", title="Per-slice deltas, worst first")
+    ax.set(xlabel=f"{metric} delta B − A (points, 95% CI)", title="Per-slice deltas, worst first")
     fig.tight_layout()
     path = out / "slice_deltas.png"
     fig.savefig(path, dpi=110)
@@ -51,14 +53,14 @@ def write_compare_report(result: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {metric} | {e['a']:.4f} | {e['b']:.4f} | {_pt(metric, e['delta'])} | "
                      f"[{_pt(metric, e['low'])}, {_pt(metric, e['high'])}] | "
                      f"{e['p_value']:.3g} |")
-    slices = result["slices"]
+    slices, metric = result["slices"], result.get("slice_metric", "accuracy")
     if slices:
-        plot = forest_plot(slices, out)
+        plot = forest_plot(slices, out, metric)
         flagged = [s for s in slices if s.get("regression")]
-        lines += ["", "## Slices (accuracy, points; p BH-adjusted over tested slices)", ""]
+        lines += ["", f"## Slices ({metric}, points; p BH-adjusted over tested slices)", ""]
         if flagged:
             lines.append(f"**{len(flagged)} slice(s) regress significantly:** "
-                         + ", ".join(f"{s['slice']} {_pt('accuracy', s['delta'])}"
+                         + ", ".join(f"{s['slice']} {_pt(metric, s['delta'])}"
                                      for s in flagged))
             lines.append("")
         if plot:
@@ -70,8 +72,8 @@ def write_compare_report(result: dict[str, Any], out: Path) -> Path:
             mark = "regression" if s.get("regression") else \
                 "improvement" if s.get("improvement") else ""
             lines.append(f"| {s['slice']} | {s['n']} | {s['a']:.3f} | {s['b']:.3f} | "
-                         f"{_pt('accuracy', s['delta'])} | [{_pt('accuracy', s['low'])}, "
-                         f"{_pt('accuracy', s['high'])}] | {s['p_adjusted']:.3g} | {mark} |")
+                         f"{_pt(metric, s['delta'])} | [{_pt(metric, s['low'])}, "
+                         f"{_pt(metric, s['high'])}] | {s['p_adjusted']:.3g} | {mark} |")
         small = [s for s in slices if not s.get("tested")]
         if small:
             lines += ["", f"{len(small)} slice(s) below compare.min_slice_size were not tested."]

@@ -282,16 +282,51 @@ def test_a_single_seed_never_shows_a_zero_width_interval(tmp_path):
     assert "n=1 seed" in rows["bare"] and "[" not in rows["bare"]
 
 
-def _fake_chat_run(path: Path, answers: list[str], references: list[list[str]]) -> Path:
-    """A finished chat run with chosen answers (evaluation/generate.py's predictions)."""
+def _fake_chat_run(path: Path, answers: list[str], references: list[list[str]],
+                   **meta: list[str]) -> Path:
+    """A finished chat run with chosen answers (evaluation/generate.py's predictions);
+    ``meta``: metadata columns kept beside them (``meta_<name>``)."""
     (path / "eval" / "test").mkdir(parents=True)
     (path / "config.json").write_text("{}")
     (path / "metrics.json").write_text(json.dumps({"test/perplexity": 4.0}))
     prompts = [json.dumps([{"role": "user", "content": f"mr {i}"}]) for i in range(len(answers))]
     pd.DataFrame({"prompt": prompts, "_src": [f"test.csv:{i + 2}" for i in range(len(answers))],
                   "generated": answers, "references": [json.dumps(r) for r in references],
+                  **{f"meta_{k}": v for k, v in meta.items()},
                   }).to_parquet(path / "eval" / "test" / "predictions.parquet")
     return path
+
+
+def test_generation_compare_sees_the_slice_regression_behind_an_aggregate_win(tmp_path, capsys):
+    """B answers the 60 city prompts well and the 20 river ones badly, A the other way round:
+    B wins overall, the river slice regresses, and the verdict says so. Each slice's BLEU is
+    the corpus BLEU of its own prompts."""
+    from evaluation.generation import corpus_scores
+
+    rng = np.random.default_rng(5)
+    words = ["the", "cheap", "pub", "near", "cafe", "rated", "high", "serves", "food", "rice"]
+    refs = [[" ".join(rng.choice(words, 8)) for _ in range(2)] for _ in range(80)]
+    noise = [" ".join(rng.choice(words, 8)) for _ in range(80)]
+    area = ["city"] * 60 + ["river"] * 20
+    a_answers = [n if where == "city" else r[0] for n, r, where in zip(noise, refs, area)]
+    b_answers = [r[0] if where == "city" else n for n, r, where in zip(noise, refs, area)]
+    root = tmp_path / "runs"
+    a = _fake_chat_run(root / "a", a_answers, refs, area=area)
+    b = _fake_chat_run(root / "b", b_answers, refs, area=area)
+    assert main(["compare", str(a), str(b), "compare.metric=bleu", "compare.min_effect=1",
+                 "compare.resamples=400", "compare.min_slice_size=20"]) == 0
+    result = json.loads((b / "compare" / "a" / "compare.json").read_text())
+    assert result["effects"]["bleu"]["delta"] > 10 and result["verdict"] == "iterate"
+    assert "area=river" in result["reason"]
+    slices = {s["slice"]: s for s in result["slices"]}
+    assert set(slices) == {"area=city", "area=river", "references=2"}
+    river = slices["area=river"]
+    assert river["n"] == 20 and river["regression"] and river["high"] < 0
+    assert river["a"] == pytest.approx(corpus_scores(a_answers[60:], refs[60:])["bleu"])
+    assert river["b"] == pytest.approx(corpus_scores(b_answers[60:], refs[60:])["bleu"])
+    assert slices["area=city"]["improvement"] and slices["references=2"]["n"] == 80
+    report = (b / "compare" / "a" / "compare.md").read_text()
+    assert "## Slices (bleu, points" in report and "area=river" in report
 
 
 def test_generation_scores_pair_by_prompt_and_recompute_corpus_bleu(tmp_path, capsys):
