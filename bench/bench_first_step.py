@@ -6,6 +6,10 @@ command starts. To compare two versions of the code, run it on each, interleaved
 this machine's speed drifts by tens of percent over an hour.
 
     python bench/bench_first_step.py --runs 2 --label after
+
+A setting's effect, interleaved in one invocation (A = the setting, B = the default):
+
+    python bench/bench_first_step.py --runs 4 --label driver_rows --ab data.driver_rows=0
 """
 
 from __future__ import annotations
@@ -42,14 +46,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--label", default="current")
+    parser.add_argument("--ab", nargs="*", default=None,
+                        help="overrides of arm A; runs alternate A, default, A, default, ...")
     args = parser.parse_args()
     peak = fp32_matmul_peak()
-    runs = [first_step([]) for _ in range(args.runs)]
-    for r in runs:
-        print(f"ray started {r['ray_started_s']:.1f} s, first step {r['first_step_s']:.1f} s")
-    figures = {"label": args.label, "runs": runs, "fp32_gflops": peak / 1e9,
-               "median_first_step_s": statistics.median(r["first_step_s"] for r in runs)}
-    print(f"median {figures['median_first_step_s']:.1f} s (matmul {peak / 1e9:.0f} GFLOP/s)")
+    arms = {"default": []} if args.ab is None else {"A": args.ab, "default": []}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in arms}
+    for _ in range(args.runs):
+        for name, extra in arms.items():
+            runs[name].append(first_step(extra))
+            r = runs[name][-1]
+            print(f"{name}: ray started {r['ray_started_s']:.1f} s, first step "
+                  f"{r['first_step_s']:.1f} s", flush=True)
+    figures = {"label": args.label, "fp32_gflops": peak / 1e9,
+               "arms": {name: {"overrides": arms[name], "runs": rs, "median_first_step_s":
+                               statistics.median(r["first_step_s"] for r in rs)}
+                        for name, rs in runs.items()}}
+    for name, arm in figures["arms"].items():
+        print(f"{name} {arm['overrides']}: median {arm['median_first_step_s']:.1f} s "
+              f"(matmul {peak / 1e9:.0f} GFLOP/s)")
     save(f"first_step_{args.label}", figures)
 
 
