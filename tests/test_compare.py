@@ -308,8 +308,9 @@ def test_generation_compare_sees_the_slice_regression_behind_an_aggregate_win(tm
     refs = [[" ".join(rng.choice(words, 8)) for _ in range(2)] for _ in range(80)]
     noise = [" ".join(rng.choice(words, 8)) for _ in range(80)]
     area = ["city"] * 60 + ["river"] * 20
-    a_answers = [n if where == "city" else r[0] for n, r, where in zip(noise, refs, area)]
-    b_answers = [r[0] if where == "city" else n for n, r, where in zip(noise, refs, area)]
+    rows = list(zip(noise, refs, area, strict=True))
+    a_answers = [n if where == "city" else r[0] for n, r, where in rows]
+    b_answers = [r[0] if where == "city" else n for n, r, where in rows]
     root = tmp_path / "runs"
     a = _fake_chat_run(root / "a", a_answers, refs, area=area)
     b = _fake_chat_run(root / "b", b_answers, refs, area=area)
