@@ -22,7 +22,7 @@ from evaluation.compare_report import write_compare_report
 from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
 from evaluation.evaluate import evaluate
 from evaluation.generation import METRICS as GENERATION_METRICS
-from evaluation.generation import replicate_scorer
+from evaluation.generation import prompt_groups, replicate_scorer
 from evaluation.outputs import is_current
 from evaluation.paired import (
     Effect,
@@ -139,10 +139,8 @@ def generation_slices(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame]
     first = frames_a[0].set_index("prompt")
     keys = np.sort(first.index.to_numpy())
     first = first.loc[keys]
-    groups = {"references": first["references"].map(lambda r: len(json.loads(r)))
-              .astype(str).to_numpy()}
-    groups.update({c[5:]: first[c].astype(str).to_numpy() for c in first
-                   if c.startswith("meta_")})
+    groups = {column: values.to_numpy() for column, values in prompt_groups(
+        first, first["references"].map(lambda r: len(json.loads(r)))).items()}
     rows = []
     for column, values in groups.items():
         for value in sorted(set(values.tolist())):

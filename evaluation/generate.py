@@ -21,7 +21,7 @@ import torch
 
 from data.locations import resolve_location
 from evaluation.gates import check_gates
-from evaluation.generation import bootstrap, corpus_scores, per_example
+from evaluation.generation import bootstrap, corpus_scores, per_example, prompt_groups
 from trainers.identity import digest, replaced_on_success
 from trainers.models import inference_device, load_trained
 
@@ -198,8 +198,7 @@ def finish_generation(cfg: Any, run_dir: Path, data_name: str, out_dir: Path,
 
 def _slices(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Mean per-example ROUGE-L and BLEU by metadata column and by references per prompt."""
-    groups = {"references": frame["references"].map(len).astype(str)}
-    groups.update({c[5:]: frame[c].astype(str) for c in frame if c.startswith("meta_")})
+    groups = prompt_groups(frame, frame["references"].map(len))
     out = []
     for column, values in groups.items():
         for value in sorted(set(values)):

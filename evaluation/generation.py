@@ -99,6 +99,15 @@ def replicate_scorer(metric: str, hypotheses: list[str], references: list[list[s
     return lambda w: w @ values / w.sum(axis=1)
 
 
+def prompt_groups(frame: Any, reference_counts: Any) -> dict[str, Any]:
+    """The slices a generation evaluation is cut by, one column each: references per prompt
+    (``reference_counts``, aligned with ``frame``) and every kept metadata column
+    (``meta_<name>``), as strings. ``evaluate`` reports them, ``compare`` pairs them."""
+    groups = {"references": reference_counts.astype(str)}
+    groups.update({c[5:]: frame[c].astype(str) for c in frame if c.startswith("meta_")})
+    return groups
+
+
 def _interval(values: Any, low: float, high: float) -> dict[str, float]:
     lo, hi = np.percentile(values, [low, high])
     return {"low": float(lo), "high": float(hi)}
