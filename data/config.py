@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from data.chat import ChatSpec
 from data.errors import ConfigError
@@ -27,6 +28,16 @@ class DataFormat(str, Enum):
 class OnError(str, Enum):
     error = "error"  # stop at the first bad row, naming file and line
     skip = "skip"  # drop bad rows, count them and record the count in run metadata
+
+
+@dataclass
+class MetadataCount:
+    """A slice column counted from a text field: how often ``pattern`` (a regular expression)
+    matches in it. E2E's ``{field: mr, pattern: '\\['}`` gives each meaning representation's
+    number of attributes, the slice the E2E literature reports by."""
+
+    field: str = "???"
+    pattern: str = "???"
 
 
 @dataclass
@@ -59,6 +70,8 @@ class DataConfig:
             in the driver process, which has the tokenizer loaded anyway: no Ray worker
             imports transformers for them (~4 s a fresh worker on 2 cores); 0 = never.
         metadata_fields: Columns kept beside each example for slice analysis (e.g. channel).
+        metadata_counts: Slice columns counted from a field (name -> MetadataCount), kept
+            beside ``metadata_fields`` and reported the same way.
         pii: ``keep`` the text as is, or ``redact`` e-mails, phone, card, IP and IBAN numbers
             inside the pipeline before tokenisation (counted in run metadata).
         dedup: Drop exact duplicates within train and train examples whose text also occurs in
@@ -84,6 +97,7 @@ class DataConfig:
     task_rows: int = 50_000
     driver_rows: int = 20_000
     metadata_fields: List[str] = field(default_factory=list)
+    metadata_counts: Dict[str, MetadataCount] = field(default_factory=dict)
     pii: str = "keep"
     dedup: bool = False
     chat: ChatSpec = field(default_factory=ChatSpec)
@@ -116,5 +130,19 @@ class DataConfig:
             raise ConfigError("data.pii", f"must be keep or redact, got {self.pii!r}")
         if self.driver_rows < 0:
             raise ConfigError("data.driver_rows", f"must be >= 0, got {self.driver_rows}")
+        for name, count in self.metadata_counts.items():
+            key = f"data.metadata_counts.{name}"
+            if name in self.metadata_fields:
+                raise ConfigError(key, f"{name!r} is also in data.metadata_fields",
+                                  "give the counted column a name of its own")
+            if count.field == "???" or count.pattern == "???":
+                raise ConfigError(key, "needs both field and pattern",
+                                  "e.g. data.metadata_counts.attributes="
+                                  "{field: mr, pattern: '\\['}")
+            try:
+                re.compile(count.pattern)
+            except re.error as err:
+                raise ConfigError(f"{key}.pattern", f"{count.pattern!r} is no regular "
+                                  f"expression ({err})") from None
         if self.tokenize_actors < 1:
             raise ConfigError("data.tokenize_actors", f"must be >= 1, got {self.tokenize_actors}")

@@ -21,6 +21,7 @@ from data.check import dedup_plan
 from data.config import DataConfig, DataFormat, OnError
 from data.errors import ConfigError, DataError
 from data.labels import check_label_types, check_labels, label_kind
+from data.metadata import metadata_columns
 from data.pairs import PAIR_TASKS, pair_row, read_pair_files
 from data.pii import redact
 from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records, why_no_rows
@@ -90,8 +91,7 @@ def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str,
         row["label"] = str(int(label)) if isinstance(label, float) else str(label)
         if typed:
             row["_ltype"] = label_kind(label)
-    for name in cfg.metadata_fields:
-        row[f"meta_{name}"] = "" if record.get(name) is None else str(record.get(name))
+    row.update(metadata_columns(where, record, cfg))
     return row
 
 
@@ -113,8 +113,7 @@ def _chat_row(where: str, record: dict[str, Any], cfg: DataConfig) -> dict[str, 
                         f"data.max_text_chars={cfg.max_text_chars:,}")
     row["text"] = "\n".join(m["content"] for m in messages if m["role"] != "assistant")
     row["chat"] = json.dumps(messages, ensure_ascii=False)
-    for name in cfg.metadata_fields:
-        row[f"meta_{name}"] = "" if record.get(name) is None else str(record.get(name))
+    row.update(metadata_columns(where, record, cfg))
     return row
 
 

@@ -60,6 +60,10 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
         assert m[name]["ci_low"] <= m[name]["value"] <= m[name]["ci_high"]
     assert result["baseline"] is None  # a random-init model has no base model to ask
     assert "lowest ROUGE-L answers" in (Path(result["out_dir"]) / "report.md").read_text()
+    # E2E's config counts each MR's attributes (data.metadata_counts): a slice of its own
+    assert (frame["meta_mr_attributes"] == frame["text"].str.count(r"\[").astype(str)).all()
+    sliced = {s["slice"].split("=")[0] for s in result["slices"]}
+    assert {"mr_attributes", "references"} <= sliced, sliced
 
     # quantised (dynamic int8), reloaded, generating beside the full model: the gate's metric
     # is BLEU (points), paired by prompt; the full side's answers are evaluate's, exactly

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from data.config import DataConfig, DataFormat
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from data.pipeline import _clean, split_key
 from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records
 
@@ -274,8 +274,6 @@ def test_a_column_named_twice_in_a_csv_header_is_an_error_naming_file_and_column
 
 
 def test_duplicate_names_in_data_columns_are_a_config_error():
-    from data.errors import ConfigError
-
     with pytest.raises(ConfigError, match=r"data\.columns.*'text' twice"):
         DataConfig(path=["x.csv"], columns=["text", "label", "text"])
 
@@ -471,6 +469,34 @@ def test_clean_metadata_fields_copied_as_strings(tmp_path):
         "text": "hi", "label": "1", "_ltype": "int", "meta_source": "web", "meta_id": "42",
         "meta_missing": "", "meta_none": "",
     }
+
+
+def test_metadata_counts_count_a_pattern_in_a_field(tmp_path):
+    from data.config import MetadataCount
+
+    cfg = _cfg(tmp_path / "t.jsonl", metadata_fields=["source"],
+               metadata_counts={"attributes": MetadataCount(field="mr", pattern=r"\[")})
+    record = {"text": "hi", "label": 1, "source": "web", "mr": "name[A], food[B], area[C]"}
+    row = _clean("w", record, cfg, "seq_cls")
+    assert row["meta_source"] == "web" and row["meta_attributes"] == "3"
+    assert _clean("w", {**record, "mr": "none"}, cfg, "seq_cls")["meta_attributes"] == "0"
+    with pytest.raises(DataError, match=r"^f\.csv:7: data\.metadata_counts\.attributes counts "
+                                        r"field 'mr', which is missing, not text"):
+        _clean("f.csv:7", {"text": "hi", "label": 1}, cfg, "seq_cls")
+
+
+@pytest.mark.parametrize(("counts", "key"), [
+    ({"a": {"field": "mr", "pattern": "["}}, "data.metadata_counts.a.pattern"),
+    ({"a": {"field": "mr"}}, "data.metadata_counts.a"),
+    ({"source": {"field": "mr", "pattern": "x"}}, "data.metadata_counts.source"),
+])
+def test_metadata_counts_bad_config_names_the_key(tmp_path, counts, key):
+    from data.config import MetadataCount
+
+    with pytest.raises(ConfigError) as err:
+        _cfg(tmp_path / "t.jsonl", metadata_fields=["source"],
+             metadata_counts={k: MetadataCount(**v) for k, v in counts.items()})
+    assert err.value.key == key, str(err.value)
 
 
 def test_clean_token_cls(tmp_path):
