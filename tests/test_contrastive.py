@@ -25,9 +25,9 @@ from torch import distributed as dist
 from trainers import contrastive
 from trainers.contrastive import (
     Scale,
-    cached_in_batch_negatives_step,
     cosent_loss,
     cosine_similarity_loss,
+    embed_in_chunks,
     gather_with_grad,
     in_batch_logits,
     in_batch_negatives_loss,
@@ -59,6 +59,23 @@ def _plain_loss(net: torch.nn.Module, scale: Scale, q: torch.Tensor, p: torch.Te
     enc = _encoder(net)
     negatives = None if n is None else enc(n).view(len(q), -1, H)
     return in_batch_negatives_loss(enc(q), enc(p), negatives, scale())
+
+
+class _ChunkedPairs(torch.nn.Module):
+    """A BiEncoder in miniature: one forward embeds every side ``chunk`` rows at a time
+    (``embed_in_chunks``) and returns the in-batch loss over the gathered batch."""
+
+    def __init__(self, net: torch.nn.Module, scale: Scale, chunk: int) -> None:
+        super().__init__()
+        self.net, self.scale, self.chunk = net, scale, chunk
+
+    def forward(self, q: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        def embed(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return F.normalize(self.net(x), dim=-1)
+
+        q, p, n = (embed_in_chunks(embed, x, torch.ones_like(x, dtype=torch.long), self.chunk)
+                   for x in (q, p, n))
+        return in_batch_negatives_loss(q, p, n.view(len(q), -1, H), self.scale())
 
 
 def _grads(net: torch.nn.Module, scale: Scale, world: int = 1) -> list[torch.Tensor]:
@@ -102,10 +119,11 @@ def _rank_main(rank: int, init_file: str, out: str) -> None:
         with mock.patch.object(contrastive, "gather_with_grad", _no_grad_gather):
             _plain_loss(net, scale, mine["q"], mine["p"], mine["n"]).backward()
         result["no_grad_gather"] = _grads(net, scale, WORLD)
-        net, scale = _model()
-        loss = cached_in_batch_negatives_step(_encoder(net), mine["q"], mine["p"], mine["n"],
-                                              chunk=3, scale=scale())
-        result["cached"] = (loss, _grads(net, scale, WORLD))
+        net, scale = _model()  # chunked under DDP, as the loop trains a BiEncoder
+        ddp = torch.nn.parallel.DistributedDataParallel(_ChunkedPairs(net, scale, chunk=3))
+        loss = ddp(mine["q"], mine["p"], mine["n"])
+        loss.backward()
+        result["cached"] = (loss.detach(), _grads(net, scale))  # DDP averaged them
         result["aligned"] = _alignment(rank, WORLD)
         result["row_by_row"] = _alignment(rank, WORLD, row_by_row=True)
         try:
@@ -253,19 +271,21 @@ def test_cosine_similarity_loss_matches_a_hand_computation():
         cosine_similarity_loss(_unit([0.8]), b[:1], torch.tensor([4.0]), (0.0, 1.0))
 
 
-@pytest.mark.parametrize("as_dict", [False, True])
-def test_cached_step_gives_the_plain_gradients(as_dict):
+@pytest.mark.parametrize("chunk", [1, 3, 16])
+def test_chunked_embedding_gives_the_plain_gradients(chunk):
     batch = _batch()
-    _, want_grads = _reference(hard=True)
+    want_loss, want_grads = _reference(hard=True)
     net, scale = _model()
-    inputs = [{"x": batch[k]} if as_dict else batch[k] for k in "qpn"]
-    cached_in_batch_negatives_step(_encoder(net), *inputs, chunk=3, scale=scale())
+    loss = _ChunkedPairs(net, scale, chunk)(batch["q"], batch["p"], batch["n"])
+    loss.backward()
+    assert loss.item() == pytest.approx(want_loss.item(), abs=1e-9)
     assert _close(_grads(net, scale), want_grads)
 
 
-def test_cached_step_replays_dropout_masks():
-    """With dropout, the cached step equals the plain loss on chunks embedded in the same
-    order from the same seed, and leaves the RNG where that plain pass leaves it."""
+def test_chunked_embedding_replays_dropout_masks():
+    """With dropout, the recomputed chunks see the forward's masks: the gradients equal those
+    of a plain pass over the same chunks in the same order from the same seed, and the RNG
+    ends where that pass leaves it (the replay does not shift later randomness)."""
     batch = _batch()
     net, scale = _model(dropout=0.5)
     torch.manual_seed(5)
@@ -275,6 +295,75 @@ def test_cached_step_replays_dropout_masks():
     want_grads, want_next = _grads(net, scale), torch.rand(1)
     net, scale = _model(dropout=0.5)
     torch.manual_seed(5)
-    cached_in_batch_negatives_step(_encoder(net), batch["q"], batch["p"], batch["n"], chunk=3,
-                                   scale=scale())
+    _ChunkedPairs(net, scale, chunk=3)(batch["q"], batch["p"], batch["n"]).backward()
     assert _close(_grads(net, scale), want_grads) and torch.equal(torch.rand(1), want_next)
+    from torch.utils.checkpoint import checkpoint
+
+    def no_replay(*args: Any, **kwargs: Any) -> torch.Tensor:
+        return checkpoint(*args, **{**kwargs, "preserve_rng_state": False})
+
+    net, scale = _model(dropout=0.5)  # the check can fail: recomputed with fresh masks
+    torch.manual_seed(5)
+    with mock.patch.object(contrastive, "checkpoint", no_replay):
+        _ChunkedPairs(net, scale, chunk=3)(batch["q"], batch["p"], batch["n"]).backward()
+    assert not _close(_grads(net, scale), want_grads)
+
+
+def test_chunks_are_cut_to_their_longest_row_and_left_padding_is_kept():
+    seen: list[int] = []
+
+    def embed(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        seen.append(ids.shape[1])
+        return ids.double().sum(1, keepdim=True).requires_grad_()
+
+    right = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]])
+    embed_in_chunks(embed, right, right, chunk=2)
+    assert seen == [2, 3]  # 2 and 3 real tokens: padding past them dropped
+    seen.clear()
+    left = right.flip(1)
+    embed_in_chunks(embed, left, left, chunk=2)
+    assert seen == [4, 4]
+    seen.clear()
+    with torch.no_grad():  # nothing to recompute without a graph: one plain pass
+        embed_in_chunks(embed, right, right, chunk=2)
+    assert seen == [4]
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        embed_in_chunks(embed, right, right, chunk=0)
+
+
+def test_bi_encoder_with_cache_chunk_trains_on_the_plain_gradients():
+    """``task.embedding.cache_chunk``: a real (tiny, random) BERT BiEncoder, right-padded pairs
+    of uneven length with a hard negative each, gives the plain forward's loss and gradients."""
+    from transformers import BertConfig, BertModel
+
+    from trainers.embedding import BiEncoder
+    from trainers.embedding_spec import EmbeddingSpec
+
+    def run(chunk: int) -> tuple[float, list[torch.Tensor], int]:
+        torch.manual_seed(0)
+        bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=32,
+                                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                         add_pooling_layer=False)
+        model = BiEncoder(bert, EmbeddingSpec(loss="in_batch", cache_chunk=chunk)).train()
+        calls = []
+        bert.register_forward_hook(lambda *_: calls.append(1))
+        g = torch.Generator().manual_seed(1)
+        sides = {}
+        for side in ("", "doc_", "neg_"):
+            lengths = torch.randint(2, 9, (5,), generator=g)
+            mask = (torch.arange(8)[None, :] < lengths[:, None]).long()
+            sides[f"{side}input_ids"] = torch.randint(1, 50, (5, 8), generator=g) * mask
+            sides[f"{side}attention_mask"] = mask
+        out = model(**sides)
+        out.loss.backward()
+        return (out.loss.item(), [p.grad for p in model.parameters() if p.grad is not None],
+                len(calls))
+
+    plain_loss, plain_grads, plain_calls = run(0)
+    chunked_loss, chunked_grads, chunked_calls = run(2)
+    assert (plain_calls, chunked_calls) == (3, 18)  # 3 sides x 3 chunks, each run twice
+    assert chunked_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert len(chunked_grads) == len(plain_grads) > 10
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+               for a, b in zip(chunked_grads, plain_grads, strict=True))

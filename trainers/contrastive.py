@@ -13,22 +13,22 @@ sentence-transformers' versions of this, and are what the tests here pin down:
   it so that the label of local query ``i`` on rank ``r`` is exactly ``r * B + i``.
 
 Embeddings are expected L2-normalised by the encoder (before the gather), so a dot product is
-the cosine similarity. ``cached_in_batch_negatives_step`` gives the same parameter gradients
-for a global batch larger than memory (GradCache). Another module wires these into the loop.
+the cosine similarity. ``embed_in_chunks`` gives the same parameter gradients for a global
+batch whose activations exceed memory (GradCache). trainers/embedding.py wires these into the
+model the loop trains.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ContextManager, Union
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import distributed as dist
+from torch.utils.checkpoint import checkpoint
 
-Inputs = Union[torch.Tensor, Mapping[str, torch.Tensor]]
 _MAX_DIMS = 8  # the shape check gathers a fixed-size tensor: every rank must send the same size
 
 
@@ -203,85 +203,31 @@ def cosent_loss(a: torch.Tensor, b: torch.Tensor, gold: torch.Tensor,
     return torch.logsumexp(torch.cat([diff.new_zeros(1), wrong]), dim=0)
 
 
-def _rows(inputs: Inputs) -> int:
-    return len(inputs) if isinstance(inputs, torch.Tensor) else len(next(iter(inputs.values())))
+def embed_in_chunks(embed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                    input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    chunk: int) -> torch.Tensor:
+    """``embed(input_ids, attention_mask)`` of a whole batch, holding the activations of at
+    most ``chunk`` rows at a time: GradCache's memory profile (Gao et al. 2021) inside autograd.
 
-
-def _chunks(inputs: Inputs, chunk: int) -> Iterator[Inputs]:
-    """Slices of at most ``chunk`` rows of a tensor or of a dict of tensors (tokenizer output)."""
-    for start in range(0, _rows(inputs), chunk):
-        if isinstance(inputs, torch.Tensor):
-            yield inputs[start:start + chunk]
-        else:
-            yield {k: v[start:start + chunk] for k, v in inputs.items()}
-
-
-def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
-    return torch.get_rng_state(), cuda
-
-
-@contextlib.contextmanager
-def _replaying(state: tuple[torch.Tensor, list[torch.Tensor]]) -> Iterator[None]:
-    """Run with the RNG as it was in the no-grad pass (the same dropout masks), then put the
-    RNG back as it was before (the replay must not shift later randomness)."""
-    cpu, cuda = state
-    with torch.random.fork_rng(devices=list(range(len(cuda)))):
-        torch.set_rng_state(cpu)
-        if cuda:
-            torch.cuda.set_rng_state_all(cuda)
-        yield
-
-
-def cached_in_batch_negatives_step(
-        encode: Callable[[Inputs], torch.Tensor], query_inputs: Inputs,
-        positive_inputs: Inputs, negative_inputs: Inputs | None = None, *, chunk: int,
-        scale: float | torch.Tensor = 20.0,
-        no_sync: Callable[[], ContextManager[Any]] | None = None) -> torch.Tensor:
-    """``in_batch_negatives_loss`` with its backward done, in memory for ``chunk`` rows at a
-    time instead of the whole batch (GradCache, Gao et al. 2021); returns the loss, detached.
-
-    (a) Embed every chunk without a graph; (b) compute the loss on the embeddings as leaves
-    (gathered across ranks as usual) and backward to the embeddings only; (c) re-embed each
-    chunk with a graph and backward ``(emb * d loss/d emb).sum()``. By the chain rule the
-    parameter gradients (accumulated into ``.grad``) equal those of the plain loss on the same
-    batch; a tensor ``scale`` (``Scale()``) gets its gradient in (b). Dropout masks match
-    because (c) replays each chunk's RNG state from (a).
-
-    ``encode`` maps one chunk of inputs (a tensor, or a dict of tensors such as tokenizer
-    output, sliced along dim 0) to L2-normalised embeddings [rows, H]. ``negative_inputs``
-    holds N rows per query, query-major (query i's at rows i*N .. i*N+N-1). ``no_sync``: the
-    DDP model's ``no_sync``, so that only the last chunk's backward all-reduces the gradients.
-    A learnable ``Scale`` must then live outside the DDP-wrapped encoder (its gradient comes
-    in (b), outside DDP's forward/backward pairing): average its ``.grad`` over ranks yourself.
+    Each chunk runs under non-reentrant activation checkpointing: the forward keeps only the
+    chunk's inputs and its embeddings, the loss over the whole (gathered) batch is computed on
+    those embeddings as usual, and backward re-runs one chunk at a time (dropout masks replayed
+    from the forward's RNG state) and back-propagates the embeddings' gradient through it. The
+    gradients are those of the plain batch (tested, also across gloo ranks under DDP); the cost
+    is one more forward per chunk. Being one forward and one backward, it needs nothing of the
+    loop, DDP (non-reentrant checkpoints fire each parameter's gradient hook once) or the
+    loss; a chunk as large as the batch is the plain forward. Each chunk is cut to its own
+    longest row (when padded on the right), so bucketed batches pay no extra padding.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    groups = [query_inputs, positive_inputs]
-    if negative_inputs is not None:
-        groups.append(negative_inputs)
-    b = _rows(query_inputs)
-    if negative_inputs is not None and _rows(negative_inputs) % b:
-        raise ValueError(f"negative_inputs must have N rows per query ({b} queries), "
-                         f"got {_rows(negative_inputs)}")
-    pieces: list[list[tuple[Inputs, tuple[torch.Tensor, list[torch.Tensor]]]]] = []
-    leaves: list[torch.Tensor] = []
-    with torch.no_grad():  # (a)
-        for group in groups:
-            pieces.append([])
-            embedded = []
-            for part in _chunks(group, chunk):
-                pieces[-1].append((part, _rng_state()))
-                embedded.append(encode(part))
-            leaves.append(torch.cat(embedded).requires_grad_())
-    negatives = leaves[2].view(b, -1, leaves[2].shape[-1]) if len(leaves) == 3 else None
-    loss = in_batch_negatives_loss(leaves[0], leaves[1], negatives, scale)  # (b)
-    loss.backward()
-    todo = [(part, state, grad) for parts, leaf in zip(pieces, leaves, strict=True)
-            for (part, state), grad in zip(parts, leaf.grad.split(chunk), strict=True)]
-    for k, (part, state, grad) in enumerate(todo):  # (c)
-        last = k == len(todo) - 1
-        with _replaying(state), (contextlib.nullcontext() if last or no_sync is None
-                                 else no_sync()):
-            (encode(part) * grad).sum().backward()
-    return loss.detach()
+    if not torch.is_grad_enabled() or len(input_ids) <= chunk:
+        return embed(input_ids, attention_mask)
+    parts = []
+    for ids, mask in zip(input_ids.split(chunk), attention_mask.split(chunk), strict=True):
+        width = max(int(mask.sum(1).max()), 1)  # the chunk's longest row ...
+        if bool(mask[:, width:].any()):  # ... unless padded on the left: keep the width
+            width = mask.shape[1]
+        parts.append(checkpoint(embed, ids[:, :width], mask[:, :width], use_reentrant=False,
+                                preserve_rng_state=True))
+    return torch.cat(parts)

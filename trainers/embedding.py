@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from trainers.contrastive import Scale, cosent_loss, cosine_similarity_loss, in_batch_logits
+from trainers.contrastive import (
+    Scale,
+    cosent_loss,
+    cosine_similarity_loss,
+    embed_in_chunks,
+    in_batch_logits,
+)
 from trainers.embedding_spec import EmbeddingSpec
 
 if TYPE_CHECKING:
@@ -59,6 +65,12 @@ class BiEncoder(torch.nn.Module):
         pooled = mean_pool(out.last_hidden_state, attention_mask)
         return F.normalize(pooled.float(), dim=-1) if self.spec.normalize else pooled.float()
 
+    def _embed_side(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One side of the pairs; in training with ``cache_chunk``, chunk by chunk (GradCache)."""
+        if self.training and self.spec.cache_chunk:
+            return embed_in_chunks(self.embed, input_ids, attention_mask, self.spec.cache_chunk)
+        return self.embed(input_ids, attention_mask)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 doc_input_ids: torch.Tensor | None = None,
                 doc_attention_mask: torch.Tensor | None = None,
@@ -69,14 +81,14 @@ class BiEncoder(torch.nn.Module):
         ``logits`` the in-batch similarity rows (in_batch) or each pair's cosine (scored)."""
         from transformers.modeling_outputs import SequenceClassifierOutput  # with a model
 
-        queries = self.embed(input_ids, attention_mask)
+        queries = self._embed_side(input_ids, attention_mask)
         if doc_input_ids is None:
             return SequenceClassifierOutput(logits=queries)
-        docs = self.embed(doc_input_ids, doc_attention_mask)
+        docs = self._embed_side(doc_input_ids, doc_attention_mask)
         if self.spec.loss == "in_batch":
             negatives = None
             if neg_input_ids is not None:
-                negatives = self.embed(neg_input_ids, neg_attention_mask).unsqueeze(1)
+                negatives = self._embed_side(neg_input_ids, neg_attention_mask).unsqueeze(1)
             logits, target = in_batch_logits(queries, docs, negatives, self.scale(),
                                              gather=self.training and self.spec.gather)
             return SequenceClassifierOutput(loss=F.cross_entropy(logits, target),

@@ -27,6 +27,10 @@ class EmbeddingSpec:
         gather: On ``cluster=ray``, share every worker's documents as negatives (the global
             batch); off, each worker sees only its own batch's.
         normalize: L2-normalise embeddings (the cosine), as MiniLM was trained.
+        cache_chunk: Embed at most this many texts at a time in training, re-running each
+            chunk in backward (GradCache's memory profile: activations of one chunk, not of
+            the batch; same gradients, one more forward). Lets ``trainer.batch_size`` (and with
+            it the in-batch negatives) exceed what fits in memory. 0 = the whole batch at once.
     """
 
     loss: str = "auto"
@@ -34,6 +38,7 @@ class EmbeddingSpec:
     learnable_scale: bool = False
     gather: bool = True
     normalize: bool = True
+    cache_chunk: int = 0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -41,6 +46,9 @@ class EmbeddingSpec:
                               f"got {self.loss!r}")
         if not 0 < self.scale <= 100:
             raise ConfigError("task.embedding.scale", f"must be in (0, 100], got {self.scale}")
+        if self.cache_chunk < 0:
+            raise ConfigError("task.embedding.cache_chunk",
+                              f"must be >= 0 (0 = off), got {self.cache_chunk}")
 
     def resolve(self, scored_data: bool) -> None:
         """Pick ``auto``'s loss, and refuse a loss that does not fit the data's pairs."""
