@@ -183,6 +183,8 @@ def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, 
      "in_batch needs query/positive pairs, but the data's pairs are scored"),
     (["data=scifact"], "beir holds text pairs: it needs task=embedding"),
     (["task=embedding", "task.embedding.loss=triplet"], "must be one of auto, in_batch"),
+    (["task=embedding", "task.embedding.cache_chunk=-1"],
+     r"task\.embedding\.cache_chunk.*must be >= 0"),
 ])
 def test_embedding_config_mistakes_are_named(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
