@@ -172,6 +172,21 @@ def align_queries(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame], a:
     return scores(frames_a), scores(frames_b)
 
 
+def ranked_from(side: Side, split: str) -> str:
+    """What a retrieval side's rankings rest on: the whole corpus (an embedding run) or a
+    reranker's first stage and top-k. One per side: seeds pair like with like."""
+    seen = {}
+    for member in side.members:
+        rerank = (read_json(member / "eval" / split / "metrics.json") or {}).get("rerank")
+        seen[member] = "the whole corpus" if rerank is None else \
+            f"{rerank['retriever']}'s top {rerank['top_k']}, reranked"
+    if len(set(seen.values())) > 1:
+        raise DataError(side.name, "its runs ranked different candidates (" + "; ".join(
+            f"{m.name}: {v}" for m, v in seen.items()) + ")",
+            "evaluate every run of a group with the same rerank.retriever and rerank.top_k")
+    return next(iter(seen.values()))
+
+
 def same_data(a: Side, b: Side, split: str) -> None:
     """Refuse to pair examples evaluated on different data (row ids such as ``test.jsonl:7``
     coincide across data sets of the same size). Evaluations saved before the record existed
@@ -289,10 +304,15 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     paired = spec.metric in PAIRED_METRICS
     effects: dict[str, Effect] = {}
     slices: list[dict[str, Any]] = []
+    note = None
     if spec.metric in RETRIEVAL_METRICS:  # per-query scores, the queries paired
         frames_a = [saved_query_scores(m, cfg.split, cfg.paths) for m in side_a.members]
         frames_b = [saved_query_scores(m, cfg.split, cfg.paths) for m in side_b.members]
         same_data(side_a, side_b, cfg.split)
+        ranked = {"a": ranked_from(side_a, cfg.split), "b": ranked_from(side_b, cfg.split)}
+        if ranked["a"] != ranked["b"]:  # a fair question, but not the reranker's alone
+            note = (f"A ranks {ranked['a']}, B {ranked['b']}: the effect is the whole "
+                    "pipeline's (first stage and top-k included), not one model's")
         for metric in RETRIEVAL_METRICS:
             pa, pb = align_queries(frames_a, frames_b, side_a.name, side_b.name, metric)
             effect = paired_bootstrap(np.zeros(pa.shape[1], dtype=int), pa, pb, "mean",
@@ -331,8 +351,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
                   f"significantly: " + ", ".join(s["slice"] for s in regressions[:5]))
     result = {"a": str(side_a.path), "b": str(side_b.path), "split": cfg.split,
               "metric": spec.metric, "min_effect": spec.min_effect, "verdict": decision,
-              "reason": reason, "headline": headline(side_a.name, side_b.name, main, decision,
-                                                      spec.min_effect),
+              "reason": reason, "note": note,
+              "headline": headline(side_a.name, side_b.name, main, decision, spec.min_effect),
               "effects": {k: v.as_dict() for k, v in effects.items()}, "slices": slices,
               "slice_metric": spec.metric if spec.metric in GENERATION_METRICS else "accuracy",
               "seeds": {"a": len(side_a.members), "b": len(side_b.members)}}

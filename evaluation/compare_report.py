@@ -44,6 +44,8 @@ def write_compare_report(result: dict[str, Any], out: Path) -> Path:
              f"**{result['verdict'].upper()}** — {result['headline']}", ""]
     if result.get("reason"):
         lines += [f"Verdict changed to *iterate*: {result['reason']}.", ""]
+    if result.get("note"):
+        lines += [f"Note: {result['note']}.", ""]
     lines += [f"- A (reference): `{result['a']}` ({result['seeds']['a']} run(s))",
               f"- B (candidate): `{result['b']}` ({result['seeds']['b']} run(s))",
               f"- split: {result['split']}; ship = CI excludes 0 and B − A ≥ "

@@ -166,8 +166,9 @@ def _dispatch(verb: str, run: Any, overrides: list[str], data_overrides: list[st
 
         result = compare(run)
         print(f"{result['verdict'].upper()}: {result['headline']}")
-        if result["reason"]:
-            print(f"  {result['reason']}")
+        for line in (result["reason"], result["note"]):
+            if line:
+                print(f"  {line}")
         print(f"  report: {result['report']}")
         return 0
     if verb == "report":

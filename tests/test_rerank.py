@@ -4,6 +4,7 @@ loop; evaluate reorders a first stage's top-k and scores both on the same querie
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -129,6 +130,24 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
         want = [docs[i] for i in np.argsort(-scores, kind="stable")]
         got = list(frame.set_index("query_id").loc[query_id, "retrieved"])
         assert got[:len(want)] == want
+
+    # compare: the reranker over BM25's top 5 vs a copy over its top 3 pairs the queries and
+    # says the effect is the pipeline's; a group mixing the two is refused (one line)
+    shutil.copytree(run_dir, tmp_path / "runs" / "rr3", ignore=shutil.ignore_patterns("eval"))
+    assert main(["evaluate", f"run={tmp_path}/runs/rr3", "resamples=200", "rerank.top_k=3",
+                 f"paths.root={tmp_path}"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(run_dir), f"{tmp_path}/runs/rr3", "compare.metric=ndcg@10",
+                 "compare.resamples=200", f"paths.root={tmp_path}"]) == 0
+    shown = capsys.readouterr().out
+    assert "A ranks bm25's top 5, reranked, B bm25's top 3, reranked: the effect is the " \
+           "whole pipeline's" in shown, shown
+    from evaluation.compare import Side, ranked_from
+
+    mixed = Side(path=tmp_path, name="group", members=[run_dir, tmp_path / "runs" / "rr3"])
+    with pytest.raises(DataError, match=r"^group: its runs ranked different candidates "
+                                        r"\(rr: bm25's top 5, reranked; rr3: bm25's top 3"):
+        ranked_from(mixed, "test")
 
     # a first stage that is not an embedding run, or no run at all: one line naming the key
     for retriever, problem in ((run_dir, "is a rerank run, not an embedding run"),
