@@ -176,6 +176,35 @@ def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, 
     np.testing.assert_allclose(theirs, ours.detach().numpy(), atol=1e-5)
 
 
+@pytest.mark.usefixtures("ray_session")
+def test_a_seed_group_of_embedding_runs_aggregates_its_retrieval_metrics(tmp_path):
+    """Seeds of a retrieval run: each member's evaluate figures (nDCG@10, ...) are aggregated
+    across seeds, and ``report`` and ``compare`` read them."""
+    from evaluation.retrieval import METRICS
+    from shardtune.cli import main
+
+    root = _beir(tmp_path / "beir")
+    assert main(["train", *FAST, "task=embedding", "data=scifact",
+                 f"data.path={root}/qrels/train.tsv", f"data.test_path={root}/qrels/test.tsv",
+                 "data.val_fraction=0", "trainer.batch_size=4", "trainer.max_steps=1",
+                 "task.max_length=32", "seeds=[0,1]", "cluster.concurrent_runs=1", "run_name=embg",
+                 f"paths.root={tmp_path}"]) == 0
+    group = tmp_path / "runs" / "embg"
+    aggregate = json.loads((group / "aggregate.json").read_text())["metrics"]
+    evaluated = [json.loads((group / f"seed{s}" / "eval" / "test" / "metrics.json")
+                            .read_text())["metrics"] for s in (0, 1)]
+    for name in METRICS:
+        assert aggregate[f"test/{name}"]["n"] == 2, name
+        assert aggregate[f"test/{name}"]["mean"] == pytest.approx(
+            np.mean([m[name]["value"] for m in evaluated]))
+    assert main(["report", str(group), "metric=test/ndcg@10", f"paths.root={tmp_path}"]) == 0
+    assert "| embg | 2 | " in (tmp_path / "runs" / "report" / "report.md").read_text()
+    assert main(["compare", str(group / "seed0"), str(group), "compare.metric=ndcg@10",
+                 "compare.resamples=200", f"paths.root={tmp_path}"]) == 0
+    compared = json.loads((group / "compare" / "seed0" / "compare.json").read_text())
+    assert compared["seeds"] == {"a": 1, "b": 2} and compared["effects"]["ndcg@10"]["n"] == 3
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["task=embedding", "data=scifact", "task.embedding.loss=cosent"],
      "cosent needs scored pairs, but the data's pairs are unscored"),

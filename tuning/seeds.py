@@ -20,7 +20,9 @@ from data.errors import hide_user_error_logs
 from evaluation.aggregate import aggregate_metrics, aggregate_slices
 from evaluation.config import EvaluateConfig
 from evaluation.evaluate import evaluate
+from evaluation.generation import METRICS as GENERATION_METRICS
 from evaluation.outputs import is_current
+from evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from trainers.cluster_config import ClusterMode
 from trainers.config import TrainConfig, config_dict, single_locations
 from trainers.identity import read_json, refuse_if_changed, run_identity
@@ -33,7 +35,10 @@ from trainers.train import Prepared, fit, prepare
 GROUP_FILE = "group.json"
 AGGREGATE_FILE = "aggregate.json"
 DRIVER_CPUS = 0.1  # a ray-mode seed's driver task only waits on its Train workers
-SCALARS = ("micro_f1", "weighted_f1", "top3_accuracy", "top5_accuracy", "ece")
+# evaluation's figures a group aggregates across seeds beside training's own: classification's
+# extra scores, retrieval's per-query means (nDCG@10, ...), generation's corpus scores (BLEU, ...)
+EVALUATED = ("micro_f1", "weighted_f1", "top3_accuracy", "top5_accuracy", "ece",
+             *RETRIEVAL_METRICS, *GENERATION_METRICS)
 
 
 def member(run: TrainConfig, seed: int) -> TrainConfig:
@@ -162,9 +167,10 @@ def train_group(run: TrainConfig, prep: Prepared | None = None,
         metrics = {k: v for k, v in summary["metrics"].items() if k != "already_done"}
         evaluated = _evaluate_member(one.run_dir, split, prep, run.paths,
                                      reuse=bool(summary["metrics"].get("already_done")))
-        for key in SCALARS:
-            if key in evaluated["metrics"]:
-                metrics.setdefault(f"{split}/{key}", evaluated["metrics"][key])
+        for key, value in evaluated["metrics"].items():  # what training did not measure
+            if key in EVALUATED:
+                metrics.setdefault(f"{split}/{key}",
+                                   value["value"] if isinstance(value, dict) else value)
         per_seed.append(metrics)
         slices.append(evaluated["slices"])
     aggregate = {"group_name": run.run_name, "config_group": group_id, "seeds": list(run.seeds),
