@@ -24,6 +24,7 @@ from evaluation.compare import compare
 from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
 from evaluation.evaluate import evaluate
 from evaluation.generation import METRICS as GENERATION_METRICS
+from evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from evaluation.speed import measure_isolated, speed_texts
 from trainers.config import PathsConfig
 from trainers.models import load_run_config, load_trained
@@ -40,8 +41,10 @@ from trainers.storage import local_run
 
 HIGHER_WORSE = ("perplexity", "loss")
 GATE_METRICS = {"seq_cls": ("accuracy", "macro_f1"), "token_cls": ("entity_f1",),
-                "causal_lm": ("perplexity",), "chat": GENERATION_METRICS}
-PAIRED = ("accuracy", "macro_f1", *GENERATION_METRICS)  # compare pairs them per example/prompt
+                "causal_lm": ("perplexity",), "chat": GENERATION_METRICS,
+                "embedding": RETRIEVAL_METRICS, "similarity": ("spearman", "pearson")}
+# compare pairs them per example, prompt or query
+PAIRED = ("accuracy", "macro_f1", *GENERATION_METRICS, *RETRIEVAL_METRICS)
 
 
 def source_dir(run: str, paths: PathsConfig) -> Path:
@@ -76,14 +79,15 @@ def write_quantized(src: Path, spec: QuantSpec, out: Path) -> dict[str, Any]:
             "linear_bytes_quant": linear_bytes(full, names)}
 
 
-def gate_metric(asked: str, task: str, chat: bool = False) -> str:
+def gate_metric(asked: str, task: str, chat: bool = False, scored: bool = False) -> str:
     """The metric the gate compares: ``asked`` if the task reports it with a CI; the default
     (accuracy) becomes the task's headline metric (BLEU for chat runs, whose evaluation
-    generates answers). Checked before any work is done."""
-    task = "chat" if chat else task
-    if task not in GATE_METRICS:  # embedding models and rerankers: issue #20, not built yet
+    generates answers; nDCG@10 for retrieval embeddings, Spearman for ``scored`` similarity
+    ones). Checked before any work is done."""
+    task = "chat" if chat else "similarity" if task == "embedding" and scored else task
+    if task not in GATE_METRICS:  # rerankers: issue #20, not built yet
         raise ConfigError("run", f"quantising a {task} run is not supported yet",
-                          "quantise seq_cls, token_cls, causal_lm or sft runs")
+                          "quantise seq_cls, token_cls, causal_lm, sft or embedding runs")
     allowed = GATE_METRICS[task]
     if asked in allowed:
         return asked
@@ -97,7 +101,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     spec = cfg.quant
     src = source_dir(cfg.run, cfg.paths)
     task = load_run_config(src).task
-    metric = gate_metric(cfg.gate.metric, task.kind.value, task.chat)
+    metric = gate_metric(cfg.gate.metric, task.kind.value, task.chat, task.embedding.scored)
     out = Path(cfg.out).expanduser() if cfg.out else src / "quant" / spec.method
     sizes = write_quantized(src, spec, out)
 
@@ -167,7 +171,8 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
               f"{metric} rise **{result['drop']:+.4f}**"]
     if "paired" in result:
         p = result["paired"]
-        unit = "prompts" if metric in GENERATION_METRICS else "examples"
+        unit = "prompts" if metric in GENERATION_METRICS else \
+            "queries" if metric in RETRIEVAL_METRICS else "examples"
         lines.append(f"\nPaired bootstrap (quantised − full, {p['n']} {unit}): "
                      f"{pts * p['delta']:+.2f} pt [{pts * p['ci_low']:+.2f}, "
                      f"{pts * p['ci_high']:+.2f}], p = {p['p_value']:.3g}.")

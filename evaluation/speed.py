@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import torch
 
-from trainers.models import load_trained
+from trainers.models import load_run_config, load_trained
 from trainers.quantize import merge_full_precision
 
 
@@ -61,15 +61,32 @@ def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int,
 def speed_texts(run_dir: Path, splits: tuple[str, ...] = ("test", "validation"),
                 limit: int = 640) -> list[str]:
     """Held-out texts to time a model on: those of the run's saved predictions (first split
-    that has them); [] when there are none or they carry no text column."""
+    that has them; a retrieval run's: the split's documents, what it embeds most); [] when
+    there are none or they carry no text."""
     import pandas as pd  # kept out of the measuring process: its base RSS is torch's alone
 
     for split in splits:
         path = Path(run_dir) / "eval" / split / "predictions.parquet"
         if path.exists():
             frame = pd.read_parquet(path)
+            if "query_id" in frame:
+                return _documents(Path(run_dir), split, limit)
             return [str(t) for t in frame["text"].head(limit)] if "text" in frame else []
     return []
+
+
+def _documents(run_dir: Path, split: str, limit: int) -> list[str]:
+    """The first ``limit`` documents of the corpus a retrieval run's ``split`` ranks."""
+    # as pandas above: the measuring process imports this module, these readers stay out
+    from data.pairs import beir_root
+    from data.retrieval import read_beir
+
+    data = load_run_config(run_dir).data
+    paths = {"train": data.path, "test": data.test_path}.get(split) or \
+        data.validation_path or data.path
+    first = paths[0][7:] if paths[0].startswith("file://") else paths[0]
+    root, name = beir_root(Path(first))
+    return read_beir(root, name).doc_texts[:limit]
 
 
 def tensor_bytes(model: Any) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from data.errors import ConfigError
 from tests.conftest import FAST, compose_run
@@ -123,6 +124,27 @@ def test_embedding_trains_on_beir_pairs_and_evaluate_ranks_the_corpus(tmp_path, 
     encoder = st.SentenceTransformer(str(merged), device="cpu")
     theirs = encoder.encode(texts + ["whale songs travel"], convert_to_numpy=True)
     np.testing.assert_allclose(theirs, emb, atol=1e-5)
+
+    # quantised (dynamic int8 linears), reloaded from disk, gated on nDCG@10 paired by query;
+    # its embeddings stay close to the full model's
+    assert main(["quantize", f"run={run_dir}", "quant=dynamic_int8", "resamples=200",
+                 "speed=false", "gate.max_drop=1", f"paths.root={tmp_path}"]) == 0
+    quant_dir = run_dir / "quant" / "dynamic_int8"
+    quant = json.loads((quant_dir / "quantize.json").read_text())
+    assert quant["metric"] == "ndcg@10" and quant["modules"] == 36  # 6 layers x 6 linears
+    assert quant["full"]["value"] == pytest.approx(m["ndcg@10"]["value"])
+    assert quant["paired"]["n"] == 3 and quant["gate"]["passed"]
+    assert quant["linear_bytes_fp"] > 3.5 * quant["linear_bytes_quant"]
+    assert "3 queries" in (quant_dir / "report.md").read_text()
+    from evaluation.speed import speed_texts  # speed=true times the corpus's documents
+
+    assert speed_texts(run_dir, ("test",)) == [text for text, _ in TOPICS.values()]
+    small, _, _, _ = load_trained(quant_dir)
+    with torch.no_grad():
+        int8 = small(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+                     ).logits.numpy()
+    cosines = (int8 * emb).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(emb, axis=1)
+    assert cosines.min() > 0.95 and not np.allclose(int8, emb, atol=1e-5), cosines
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -129,6 +129,11 @@ def test_gate_metric_follows_the_task_and_a_wrong_one_fails_first():
     assert gate_metric("rouge_l", "causal_lm", chat=True) == "rouge_l"
     with pytest.raises(ConfigError, match="gate.metric.*bleu, chrf"):
         gate_metric("perplexity", "causal_lm", chat=True)
+    assert gate_metric("accuracy", "embedding") == "ndcg@10"  # retrieval: ranked corpus
+    assert gate_metric("recall@100", "embedding") == "recall@100"
+    assert gate_metric("accuracy", "embedding", scored=True) == "spearman"  # STS-like pairs
+    with pytest.raises(ConfigError, match="gate.metric.*spearman, pearson"):
+        gate_metric("ndcg@10", "embedding", scored=True)
 
 
 def test_unsupported_quantisations_are_clear_errors(tmp_path, monkeypatch, capsys):

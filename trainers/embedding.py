@@ -121,14 +121,17 @@ class BiEncoder(torch.nn.Module):
         return model
 
 
-def load_encoder(location: str, **kwargs: Any) -> Any:
-    """The bare encoder (no pooler: mean pooling never trained one)."""
-    from transformers import AutoModel  # loads with a model
+def load_encoder(location: Any, **kwargs: Any) -> Any:
+    """The bare encoder (no pooler: mean pooling never trained one); ``location`` a path or
+    hub id, or a config (an architecture to fill, as a quantised model is rebuilt)."""
+    from transformers import AutoModel, PretrainedConfig  # loads with a model
 
+    build = AutoModel.from_config if isinstance(location, PretrainedConfig) else \
+        AutoModel.from_pretrained
     try:
-        return AutoModel.from_pretrained(location, add_pooling_layer=False, **kwargs)
+        return build(location, add_pooling_layer=False, **kwargs)
     except TypeError:  # architectures without that option
-        return AutoModel.from_pretrained(location, **kwargs)
+        return build(location, **kwargs)
 
 
 def write_sentence_transformers_layout(path: str | Path, max_length: int) -> None:
