@@ -2,7 +2,9 @@
 
 Offline: the teacher's log-probabilities arrive in the batch (``teacher_logp``, and
 ``teacher_index`` for top-k LM outputs). Online: the frozen teacher runs here, under
-``no_grad``, on the same batch; it is never handed to the optimizer or to DDP.
+``no_grad``, on the same batch; it is never handed to the optimizer or to DDP. An embedding
+student (online only) learns the teacher's similarity distribution over each query's
+candidates, the same gathered documents its own contrastive loss ranks.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 
 from distill.loss import distill_loss, hidden_term
 from distill.teacher import load_teacher
+from trainers.contrastive import in_batch_logits
 
 
 def distiller(run: Any, net: torch.nn.Module, device: torch.device) -> Distiller:
@@ -34,6 +37,7 @@ class Distiller:
             self.teacher, _, _ = load_teacher(self.spec.teacher, run.task.kind)
             self.teacher.to(device)
         self.wants_hidden = self.spec.hidden_loss != "none"
+        self.gather = run.task.embedding.gather  # as the student's in-batch logits
 
     def attach_projection(self, net: Any, student_width: int, teacher_width: int) -> None:
         """A learned map from student to teacher width, owned by the student so DDP syncs it."""
@@ -51,8 +55,29 @@ class Distiller:
             logp = torch.log_softmax(out.logits.float() / self.spec.temperature, -1)
         return logp, None, out.hidden_states if self.wants_hidden else None
 
+    def similarity_logp(self, batch: dict[str, torch.Tensor], gather: bool
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedding students: (the teacher's log-softmax at T over each query's candidate
+        documents, the positives' columns), laid out as the student's in-batch logits (the
+        same gathered positives and hard negatives, trainers/contrastive.py)."""
+        teacher = self.teacher  # a PeftModel hands embed() and scale on to its bi-encoder
+        with torch.no_grad():
+            queries = teacher.embed(batch["input_ids"], batch["attention_mask"])
+            docs = teacher.embed(batch["doc_input_ids"], batch["doc_attention_mask"])
+            negatives = None
+            if "neg_input_ids" in batch:
+                negatives = teacher.embed(batch["neg_input_ids"],
+                                          batch["neg_attention_mask"]).unsqueeze(1)
+            logits, labels = in_batch_logits(queries, docs, negatives, teacher.scale(),
+                                             gather=gather)
+        return torch.log_softmax(logits.float() / self.spec.temperature, -1), labels
+
     def loss(self, net: Any, out: Any, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.task == "embedding":  # α·contrastive CE + (1−α)·T²·KL over the candidates
+            teacher_logp, labels = self.similarity_logp(batch, self.gather)
+            return distill_loss(out.logits, labels, teacher_logp, self.spec.alpha,
+                                self.spec.temperature, self.spec.kl)
         teacher_logp, teacher_index, teacher_hidden = self.teacher_outputs(batch)
         loss, parts = distill_loss(out.logits, batch["labels"], teacher_logp, self.spec.alpha,
                                    self.spec.temperature, self.spec.kl, teacher_index,

@@ -29,9 +29,12 @@ from trainers.models import load_trained
 
 def quality_metric(run: TrainConfig) -> str | None:
     """What the report scores the arms by: accuracy for classification, BLEU for chat runs
-    (the generation gate's default); None: no quality table (the loop's own metrics stand)."""
+    (the generation gate's default), nDCG@10 for retrieval embeddings; None: no quality
+    table (the loop's own metrics stand)."""
     if run.task.kind.value == "seq_cls":
         return "accuracy"
+    if run.task.kind.value == "embedding":
+        return "ndcg@10"
     return "bleu" if run.task.chat else None
 
 

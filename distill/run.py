@@ -78,9 +78,16 @@ def _check_vocab(teacher_tok: Any, student_tokenizer: str) -> None:
 
 def distill(run: TrainConfig) -> dict[str, Any]:
     spec = run.distill
-    if run.task.kind.value in ("embedding", "rerank"):  # issue #20: not built yet
-        raise ConfigError("task", f"distilling a {run.task.kind.value} model is not supported "
-                          "yet", "distil seq_cls, token_cls, causal_lm or sft runs")
+    if run.task.kind.value == "rerank" or run.task.embedding.scored:  # issue #20: not yet
+        kind = "rerank" if run.task.kind.value == "rerank" else "scored-pair embedding"
+        raise ConfigError("task", f"distilling a {kind} model is not supported yet",
+                          "distil seq_cls, token_cls, causal_lm, sft or retrieval embedding "
+                          "runs")
+    if run.task.kind.value == "embedding" and spec.teacher_mode != "online":
+        raise ConfigError("distill.teacher_mode", "an embedding student learns the teacher's "
+                          "similarities over each (gathered) batch, which the teacher "
+                          "computes on the spot; cached teacher embeddings are not built yet",
+                          "set distill.teacher_mode=online")
     if spec.augment and run.task.kind.value != "seq_cls":
         raise ConfigError("distill.augment", f"copies are made for seq_cls, not "
                           f"{run.task.kind.value}", "set distill.augment=0")

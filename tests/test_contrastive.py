@@ -367,3 +367,45 @@ def test_bi_encoder_with_cache_chunk_trains_on_the_plain_gradients():
     assert len(chunked_grads) == len(plain_grads) > 10
     assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4)
                for a, b in zip(chunked_grads, plain_grads, strict=True))
+
+
+def test_an_embedding_students_kd_term_reads_the_teachers_similarities_in_its_layout():
+    """distill/objective.py for task=embedding: the teacher's log-softmax over the same
+    candidate columns (positives, then hard negatives) as the student's in-batch logits; a
+    student equal to the teacher has zero KL, another one does not."""
+    from types import SimpleNamespace
+
+    from transformers import BertConfig, BertModel
+
+    from distill.config import DistillSpec
+    from distill.objective import Distiller
+    from trainers.embedding import BiEncoder
+    from trainers.embedding_spec import EmbeddingSpec
+
+    def bi_encoder(seed: int) -> BiEncoder:
+        torch.manual_seed(seed)
+        return BiEncoder(BertModel(BertConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+            add_pooling_layer=False), EmbeddingSpec(loss="in_batch")).eval()
+
+    g = torch.Generator().manual_seed(3)
+    batch = {f"{side}{key}": value for side in ("", "doc_", "neg_") for key, value in (
+        ("input_ids", torch.randint(1, 50, (4, 6), generator=g)),
+        ("attention_mask", torch.ones(4, 6, dtype=torch.long)))}
+    run = SimpleNamespace(distill=DistillSpec(teacher="t", alpha=0.0, temperature=2.0,
+                                              teacher_mode="online"),
+                          task=SimpleNamespace(kind=SimpleNamespace(value="embedding"),
+                                               embedding=EmbeddingSpec(loss="in_batch")))
+    teacher = bi_encoder(0)
+    with mock.patch("distill.objective.load_teacher", return_value=(teacher, None, [])):
+        kd = Distiller(run, torch.device("cpu"))
+    logp, labels = kd.similarity_logp(batch, gather=True)
+    assert logp.shape == (4, 8) and labels.tolist() == [0, 1, 2, 3]  # 4 positives + 4 negatives
+    with torch.no_grad():
+        same = teacher(**batch)
+        other = bi_encoder(1)(**batch)
+    assert torch.allclose(same.logits.float().log_softmax(-1),
+                          (2.0 * logp).log_softmax(-1), atol=1e-5)  # undo T, renormalise
+    assert kd.loss(teacher, same, batch)[0].item() == pytest.approx(0.0, abs=1e-6)
+    assert kd.loss(teacher, other, batch)[0].item() > 1e-3

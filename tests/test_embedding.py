@@ -201,7 +201,7 @@ def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, 
 @pytest.mark.usefixtures("ray_session")
 def test_a_seed_group_of_embedding_runs_aggregates_its_retrieval_metrics(tmp_path):
     """Seeds of a retrieval run: each member's evaluate figures (nDCG@10, ...) are aggregated
-    across seeds, and ``report`` and ``compare`` read them."""
+    across seeds, and ``report`` and ``compare`` read them; one seed then teaches a student."""
     from evaluation.retrieval import METRICS
     from shardtune.cli import main
 
@@ -225,6 +225,30 @@ def test_a_seed_group_of_embedding_runs_aggregates_its_retrieval_metrics(tmp_pat
                  "compare.resamples=200", f"paths.root={tmp_path}"]) == 0
     compared = json.loads((group / "compare" / "seed0" / "compare.json").read_text())
     assert compared["seeds"] == {"a": 1, "b": 2} and compared["effects"]["ndcg@10"]["n"] == 3
+
+    # distilled into a 2-layer student (online teacher: its similarities over each batch's
+    # candidates) beside its no-KD control; the report scores all three by nDCG@10
+    kd = ["distill", f"teacher={group / 'seed0'}", *FAST, "task=embedding", "data=scifact",
+          f"data.path={root}/qrels/train.tsv", f"data.test_path={root}/qrels/test.tsv",
+          "data.val_fraction=0", "trainer.batch_size=4", "trainer.max_steps=2",
+          "task.max_length=32", "distill.student_layers=[0,3]", "cluster.concurrent_runs=1",
+          "run_name=kd", f"paths.root={tmp_path}"]
+    assert main(kd) == 2  # offline (the default) is refused before anything is written
+    assert not (tmp_path / "runs" / "kd").exists()
+    assert main([*kd, "distill.teacher_mode=online"]) == 0
+    figures = json.loads((tmp_path / "runs" / "kd" / "distill.json").read_text())
+    assert figures["metric"] == "ndcg@10" and figures["teacher_ndcg@10"]["value"] == \
+        pytest.approx(evaluated[0]["ndcg@10"]["value"])
+    assert {"student_vs_control", "student_vs_teacher"} <= set(figures)
+    assert figures["student_vs_control"]["n"] == 3  # paired by query
+    student = tmp_path / "runs" / "kd" / "student" / "seed0"
+    assert json.loads((tmp_path / "runs" / "kd" / "student_init" / "config.json").read_text())[
+        "num_hidden_layers"] == 2
+    losses = {arm: [json.loads(x)["train/loss"] for x in (
+        tmp_path / "runs" / "kd" / arm / "seed0" / "metrics.jsonl").read_text().splitlines()
+        if "train/loss" in x] for arm in ("student", "control")}
+    assert losses["student"][-1] != pytest.approx(losses["control"][-1])  # the KD term counts
+    assert (student / "eval" / "test" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
