@@ -107,16 +107,25 @@ class BiEncoder(torch.nn.Module):
         path = Path(path)
         self.encoder.save_pretrained(path, safe_serialization=True)
         save_file({"log_scale": self.scale.log_scale.detach().contiguous()}, str(path / SCALE_FILE))
+        self.save_spec(path)
+
+    def save_spec(self, path: Path) -> None:
+        """``embedding.json``: pooling, the spec and the score range (what ``read_spec`` reads
+        back; a quantised copy saves it too)."""
         (path / EMBEDDING_CONFIG).write_text(json.dumps({"pooling": "mean", **vars(self.spec),
                                                          "score_range": self.score_range}))
+
+    @staticmethod
+    def read_spec(path: Path) -> tuple[EmbeddingSpec, tuple[float, float]]:
+        saved = json.loads((Path(path) / EMBEDDING_CONFIG).read_text())
+        saved.pop("pooling")
+        score_range = tuple(saved.pop("score_range"))
+        return EmbeddingSpec(**saved), score_range
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> BiEncoder:
         path = Path(path)
-        saved = json.loads((path / EMBEDDING_CONFIG).read_text())
-        saved.pop("pooling")
-        score_range = tuple(saved.pop("score_range"))
-        model = cls(load_encoder(str(path)), EmbeddingSpec(**saved), score_range)
+        model = cls(load_encoder(str(path)), *cls.read_spec(path))
         model.scale.log_scale.data.copy_(load_file(str(path / SCALE_FILE))["log_scale"])
         return model
 

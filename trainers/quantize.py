@@ -25,7 +25,6 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
 from data.errors import ConfigError
 from trainers.embedding import EMBEDDING_CONFIG, BiEncoder, load_encoder
-from trainers.embedding_spec import EmbeddingSpec
 from trainers.heads import HEAD_CONFIG, MeanPoolClassifier
 from trainers.quant_spec import QuantSpec
 
@@ -325,8 +324,7 @@ def save_quantized(model: Any, spec: QuantSpec, names: list[str], out: Path,
 def _save_architecture(model: Any, out: Path) -> None:
     if isinstance(model, BiEncoder):  # the encoder's config; pooling, spec and scale range
         model.encoder.config.save_pretrained(out)
-        (out / EMBEDDING_CONFIG).write_text(json.dumps({
-            "pooling": "mean", **vars(model.spec), "score_range": model.score_range}))
+        model.save_spec(out)
     elif isinstance(model, MeanPoolClassifier):
         model.encoder.config.save_pretrained(out)
         (out / HEAD_CONFIG).write_text(json.dumps({"pooling": "mean",
@@ -342,10 +340,7 @@ def _skeleton(model_dir: Path, task: str) -> Any:
 
     config = AutoConfig.from_pretrained(model_dir)
     if (model_dir / EMBEDDING_CONFIG).exists():
-        saved = json.loads((model_dir / EMBEDDING_CONFIG).read_text())
-        saved.pop("pooling")
-        score_range = tuple(saved.pop("score_range"))
-        return BiEncoder(load_encoder(config), EmbeddingSpec(**saved), score_range)
+        return BiEncoder(load_encoder(config), *BiEncoder.read_spec(model_dir))
     if (model_dir / HEAD_CONFIG).exists():
         head = json.loads((model_dir / HEAD_CONFIG).read_text())
         try:
