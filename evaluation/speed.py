@@ -19,6 +19,8 @@ from typing import Any
 import psutil
 import torch
 
+from data.pairs import beir_root
+from data.retrieval import read_beir
 from trainers.models import load_run_config, load_trained
 from trainers.quantize import merge_full_precision
 
@@ -77,10 +79,6 @@ def speed_texts(run_dir: Path, splits: tuple[str, ...] = ("test", "validation"),
 
 def _documents(run_dir: Path, split: str, limit: int) -> list[str]:
     """The first ``limit`` documents of the corpus a retrieval run's ``split`` ranks."""
-    # as pandas above: the measuring process imports this module, these readers stay out
-    from data.pairs import beir_root
-    from data.retrieval import read_beir
-
     data = load_run_config(run_dir).data
     paths = {"train": data.path, "test": data.test_path}.get(split) or \
         data.validation_path or data.path
