@@ -103,6 +103,11 @@ class DataConfig:
     chat: ChatSpec = field(default_factory=ChatSpec)
     pairs: PairSpec = field(default_factory=PairSpec)
 
+    def split_paths(self, split: str) -> Any:
+        """The files of one split: ``validation`` is held out of ``path`` unless given."""
+        return {"train": self.path, "test": self.test_path}.get(split) or \
+            self.validation_path or self.path
+
     def __post_init__(self) -> None:
         if self.path == "???":  # the schema's own default instance: nothing merged yet
             return

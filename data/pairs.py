@@ -90,8 +90,10 @@ def dropped_judgments(counts: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v and k != "queries_not_in_split"}
 
 
-def beir_root(qrels: Path) -> tuple[Path, str]:
-    """(BEIR root, split) of a ``<root>/qrels/<split>.tsv`` path."""
+def beir_root(location: str | Path) -> tuple[Path, str]:
+    """(BEIR root, split) of a ``<root>/qrels/<split>.tsv`` path (or its ``file://`` URI)."""
+    qrels = Path(location[7:] if isinstance(location, str) and location.startswith("file://")
+                 else location)
     if qrels.suffix != ".tsv" or qrels.parent.name != "qrels":
         raise ConfigError("data.path", f"{qrels}: data.format=beir takes a qrels file, "
                           "<root>/qrels/<split>.tsv",

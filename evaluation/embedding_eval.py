@@ -103,7 +103,7 @@ def ranking(ids: list[str], indices: np.ndarray | list[list[int]], query_ids: li
 def evaluate_retrieval(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list[str],
                        data_name: str, out_dir: Path, made_by: dict[str, Any]) -> dict[str, Any]:
     """Rank the whole corpus for each judged query of a BEIR split; score run, BM25, base."""
-    root, split = beir_root(Path(paths[0][7:] if paths[0].startswith("file://") else paths[0]))
+    root, split = beir_root(paths[0])
     beir = read_beir(root, split)
     doc_emb, doc_cut = embed_texts(Embed, cfg, run_dir, beir.doc_ids, beir.doc_texts)
     query_emb, query_cut = embed_texts(Embed, cfg, run_dir, beir.query_ids, beir.query_texts)

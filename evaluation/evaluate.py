@@ -122,11 +122,11 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
         if data.format.value != "beir":
             raise ConfigError("data.format", "evaluating a rerank run needs a BEIR corpus "
                               "with queries and qrels (data.format=beir)")
-        return evaluate_rerank(cfg, run_dir, run, _split_paths(data, cfg.split), data.name,
+        return evaluate_rerank(cfg, run_dir, run, data.split_paths(cfg.split), data.name,
                                out_dir, made_by)
     if run.task.kind == TaskKind.embedding:  # rank a corpus (BEIR) or score pairs (STS)
         if data.format.value == "beir":
-            return evaluate_retrieval(cfg, run_dir, run, _split_paths(data, cfg.split),
+            return evaluate_retrieval(cfg, run_dir, run, data.split_paths(cfg.split),
                                       data.name, out_dir, made_by)
         return evaluate_similarity(cfg, run_dir, run, splits.datasets[cfg.split].to_pandas(),
                                    splits.summaries[cfg.split], data.name, out_dir, made_by)
@@ -144,12 +144,6 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
     return score_frame(frame, labels, cfg, run_dir, data.name, seconds, base_frame,
                        out_dir=out_dir, made_by=made_by,
                        lost=data_lost(frame, splits.summaries[cfg.split], run.task.max_length))
-
-
-def _split_paths(data: Any, split: str) -> list[str]:
-    """The files of one split: ``validation`` is held out of ``data.path`` unless given."""
-    return {"train": data.path, "test": data.test_path}.get(split) or \
-        data.validation_path or data.path
 
 
 def _evaluate_chat(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, data_name: str,

@@ -131,8 +131,8 @@ def mine(run: TrainConfig, spec: MineSpec) -> tuple[Path, dict[str, Any]]:
     paths = [str(p) for p in paths]
     if len(paths) != 1:
         raise ConfigError("data.path", f"mine takes one qrels file, got {len(paths)}")
-    qrels = Path(paths[0][7:] if paths[0].startswith("file://") else paths[0])
-    root, split = beir_root(qrels)
+    root, split = beir_root(paths[0])
+    qrels = root / "qrels" / f"{split}.tsv"
     miner = resolve_location(spec.miner or run.model.name_or_path,
                              "mine.miner" if spec.miner else "model.name_or_path")
     if Path(miner).is_dir():

@@ -118,7 +118,7 @@ def rerank(cfg: EvaluateConfig, run_dir: Path, beir: BeirSplit, candidates: list
 def evaluate_rerank(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list[str],
                     data_name: str, out_dir: Path, made_by: dict[str, Any]) -> dict[str, Any]:
     """Rerank the first stage's top-k for each query of a BEIR split; score both (and BM25)."""
-    root, split = beir_root(Path(paths[0][7:] if paths[0].startswith("file://") else paths[0]))
+    root, split = beir_root(paths[0])
     beir = read_beir(root, split)
     name, candidates = first_stage(cfg, beir)
     reranked, seconds, cut = rerank(cfg, run_dir, beir, candidates)

@@ -79,11 +79,7 @@ def speed_texts(run_dir: Path, splits: tuple[str, ...] = ("test", "validation"),
 
 def _documents(run_dir: Path, split: str, limit: int) -> list[str]:
     """The first ``limit`` documents of the corpus a retrieval run's ``split`` ranks."""
-    data = load_run_config(run_dir).data
-    paths = {"train": data.path, "test": data.test_path}.get(split) or \
-        data.validation_path or data.path
-    first = paths[0][7:] if paths[0].startswith("file://") else paths[0]
-    root, name = beir_root(Path(first))
+    root, name = beir_root(load_run_config(run_dir).data.split_paths(split)[0])
     return read_beir(root, name).doc_texts[:limit]
 
 
