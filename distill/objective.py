@@ -16,6 +16,7 @@ import torch
 from distill.loss import distill_loss, hidden_term
 from distill.teacher import load_teacher
 from trainers.contrastive import in_batch_logits
+from trainers.objective import model_forward
 
 
 def distiller(run: Any, net: torch.nn.Module, device: torch.device) -> Distiller:
@@ -71,6 +72,10 @@ class Distiller:
             logits, labels = in_batch_logits(queries, docs, negatives, teacher.scale(),
                                              gather=gather)
         return torch.log_softmax(logits.float() / self.spec.temperature, -1), labels
+
+    def forward(self, net: Any, batch: dict[str, torch.Tensor]) -> Any:
+        """The student's full outputs: its logits at every position (and hidden states)."""
+        return model_forward(net, batch, self.wants_hidden)
 
     def loss(self, net: Any, out: Any, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, dict[str, float]]:

@@ -21,6 +21,7 @@ from seqeval.metrics import classification_report, f1_score
 from data.tokenize import IGNORE_INDEX, tokens_cut
 from evaluation.outputs import lost_line
 from evaluation.stats import Estimate, length_buckets
+from trainers.lm_head import labelled_head_applies, labelled_token_nll
 from trainers.models import inference_device, load_trained
 
 
@@ -81,6 +82,7 @@ class ScoreLM:
         self.device = inference_device(self.model)
         self.model.to(self.device)
         self.max_length, self.batch_size = run.task.max_length, batch_size
+        self.labelled_head = labelled_head_applies(self.model)
         self.eos = self.tok.eos_token_id if self.tok.eos_token_id is not None \
             else self.tok.sep_token_id
 
@@ -101,13 +103,17 @@ class ScoreLM:
                 for i, x in enumerate(ids):
                     input_ids[i, :len(x)] = torch.tensor(x)
                     labels[i, :len(x)] = torch.tensor(x)
-                logits = self.model(input_ids=input_ids.to(self.device),
-                                    attention_mask=(labels != IGNORE_INDEX).long().to(
-                                        self.device)).logits.cpu()
+                inputs = {"input_ids": input_ids.to(self.device),
+                          "attention_mask": (labels != IGNORE_INDEX).long().to(self.device)}
                 target = labels[:, 1:]
-                losses = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].float().transpose(1, 2), target, reduction="none",
-                    ignore_index=IGNORE_INDEX)
+                if self.labelled_head:  # the head on scored positions only (lm_head.py)
+                    flat, keep = labelled_token_nll(self.model, inputs, labels.to(self.device))
+                    losses = torch.zeros(keep.shape).masked_scatter(keep.cpu(), flat.cpu())
+                else:
+                    logits = self.model(**inputs).logits.cpu()
+                    losses = torch.nn.functional.cross_entropy(
+                        logits[:, :-1].float().transpose(1, 2), target, reduction="none",
+                        ignore_index=IGNORE_INDEX)
                 nll[start:start + len(ids)] = losses.sum(1).numpy()
                 count[start:start + len(ids)] = (target != IGNORE_INDEX).sum(1).numpy()
         out = {k: v for k, v in batch.items() if k in ("_src", "text") or k.startswith("meta_")}

@@ -31,8 +31,9 @@ from trainers.checkpoint import (
     stop_when_disk_full,
 )
 from trainers.collective import all_reduce, distributed_checks, gather, unwrap
-from trainers.config import TrainConfig
+from trainers.config import TaskKind, TrainConfig
 from trainers.data_loss import eval_rows_lost, rows_per_rank, train_rows_lost
+from trainers.lm_head import labelled_head_applies, labelled_lm_loss
 from trainers.manifest import Progress, checkpoint_name
 from trainers.models import (
     apply_peft,
@@ -91,6 +92,8 @@ def evaluate(net: Any, dataset: Any, run: TrainConfig, labels: list[str], rank: 
     state = EvalState()
     use_bf16 = device.type == "cuda" and run.trainer.bf16
     scored = 0
+    labelled_head = run.task.kind == TaskKind.causal_lm and labelled_head_applies(
+        model, run.trainer.strategy.value)
     with torch.no_grad():
         batches = bucketed_batches(dataset, run.trainer.eval_batch_size, 8, 0, 0, shuffle=False)
         for i, rows in enumerate(batches):
@@ -99,8 +102,13 @@ def evaluate(net: Any, dataset: Any, run: TrainConfig, labels: list[str], rank: 
             scored += len(rows["uid"])
             batch = {k: v.to(device) for k, v in collate(rows, pad_id, _multiple(device)).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = model(**model_inputs(batch), labels=batch["labels"])
-            accumulate(state, run.task.kind, batch, out.loss.float(), out.logits.float())
+                if labelled_head:  # no logits for the unscored positions (lm_head.py)
+                    loss, logits = labelled_lm_loss(model, model_inputs(batch),
+                                                    batch["labels"]), None
+                else:
+                    out = model(**model_inputs(batch), labels=batch["labels"])
+                    loss, logits = out.loss, out.logits.float()
+            accumulate(state, run.task.kind, batch, loss.float(), logits)
     model.train()
     lost = eval_rows_lost(run.data.on_error.value, split, scored, expected, world, rank)
     merged = EvalState()
@@ -256,10 +264,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
                 position is not None and position >= epoch_rows_due)  # a budget epoch's last
             sync = contextlib.nullcontext() if boundary or world == 1 else net.no_sync()
             with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = net(**model_inputs(batch), labels=batch["labels"],
-                          **({"output_hidden_states": True} if objective.wants_hidden
-                             else {}))
-                loss = objective.loss(net, out, batch)[0]
+                loss = objective.loss(net, objective.forward(net, batch), batch)[0]
                 (loss / accum).backward()
             micro += 1
             pending += 1
