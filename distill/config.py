@@ -33,6 +33,10 @@ class DistillSpec:
         outputs_dir: Where offline teacher outputs live; ``null`` =
             ``<teacher run>/teacher_outputs/<data name>``.
         recompute: Recompute offline outputs even when the stored ones match.
+        inprocess_rows: Training splits up to this many rows get their offline teacher
+            outputs in this process (no actor: its start — a process, imports, the model's
+            load — is most of a small pass); larger ones through a Ray Data actor. 0 = always
+            an actor.
         control: Also train the same student without KD (the control a result needs).
         augment: Teacher-labelled perturbed copies of each training text (sequence
             classification): inputs the teacher has not fitted, learned through the KD term
@@ -53,6 +57,7 @@ class DistillSpec:
     hidden_weight: float = 1.0
     outputs_dir: Optional[str] = None
     recompute: bool = False
+    inprocess_rows: int = 4096
     control: bool = True
     augment: int = 0
     augment_p: float = 0.1
@@ -74,6 +79,8 @@ class DistillSpec:
             raise ConfigError("distill.augment", f"must be >= 0 copies, got {self.augment}")
         if not 0.0 < self.augment_p < 0.5:
             raise ConfigError("distill.augment_p", f"must be in (0, 0.5), got {self.augment_p}")
+        if self.inprocess_rows < 0:
+            raise ConfigError("distill.inprocess_rows", f"must be >= 0, got {self.inprocess_rows}")
         if self.top_k < 1:
             raise ConfigError("distill.top_k", f"must be >= 1, got {self.top_k}")
         if self.hidden_loss != "none" and self.teacher_mode != "online":

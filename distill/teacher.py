@@ -79,6 +79,9 @@ def fingerprint(location: str) -> str:
     return digest.hexdigest()
 
 
+TEACHER_BATCH_ROWS = 1024  # rows handed to the teacher at a time (it batches them by length)
+
+
 class TeacherOutputs:
     """Ray Data class UDF: teacher log-probabilities at temperature T for tokenised rows."""
 
@@ -161,13 +164,24 @@ def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
         return ray.data.read_parquet(str(out_dir / "shards")).materialize()
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    gpus = 1 if torch.cuda.is_available() else 0
-    threads = max(int(ray.cluster_resources().get("CPU", 1)), 1)
-    with_teacher = dataset.map_batches(
-        TeacherOutputs, fn_constructor_kwargs={
-            "location": location, "task": task, "temperature": spec.temperature,
-            "top_k": spec.top_k, "pad_id": pad_id, "threads": threads},
-        batch_size=1024, concurrency=1, num_gpus=gpus, num_cpus=0 if gpus else 1)
+    made = {"location": location, "task": task, "temperature": spec.temperature,
+            "top_k": spec.top_k, "pad_id": pad_id}
+    if spec.inprocess_rows and dataset.count() <= spec.inprocess_rows:
+        # a small split: here, where torch and transformers are loaded, the same blocks the
+        # actor would hand on (an actor's start would be most of the pass)
+        from ray.data.block import BlockAccessor
+
+        teacher = TeacherOutputs(**made, threads=torch.get_num_threads())
+        with_teacher = ray.data.from_arrow([
+            BlockAccessor.batch_to_block(teacher(batch)) for batch in
+            dataset.iter_batches(batch_size=TEACHER_BATCH_ROWS, batch_format="numpy")])
+    else:
+        gpus = 1 if torch.cuda.is_available() else 0
+        threads = max(int(ray.cluster_resources().get("CPU", 1)), 1)
+        with_teacher = dataset.map_batches(
+            TeacherOutputs, fn_constructor_kwargs={**made, "threads": threads},
+            batch_size=TEACHER_BATCH_ROWS, concurrency=1, num_gpus=gpus,
+            num_cpus=0 if gpus else 1)
     with_teacher.write_parquet(str(out_dir / "shards"))
     stamp.write_text(json.dumps(wanted, indent=1))  # last: a half-written dir is not reused
     return ray.data.read_parquet(str(out_dir / "shards")).materialize()

@@ -199,7 +199,8 @@ def test_distill_on_two_workers_with_control_and_cached_teacher_outputs(teacher_
             "trainer.max_steps=4", "peft=none", "run_name=kd", "cluster=ray",
             "cluster.num_workers=2", "cluster.cpus_per_worker=0.5",
             "distill.control=false",  # the control is a plain seed group: tested there
-            "distill.augment=1"]  # teacher-only copies: doubled train rows, offline outputs
+            "distill.augment=1",  # teacher-only copies: doubled train rows, offline outputs
+            "distill.inprocess_rows=0"]  # through a Ray Data actor, as a large split goes
     assert main(args) == 0
     root = tmp_path / "runs" / "kd"
     final = json.loads((root / "student" / "seed0" / "metrics.json").read_text())
@@ -244,6 +245,22 @@ def test_causal_lm_distillation_with_top_k_teacher_outputs(tmp_path):
                  "run_name=lm_kd"]) == 0
     outputs = Path(teacher["run_dir"]) / "teacher_outputs" / "tinyshakespeare"
     assert json.loads((outputs / "provenance.json").read_text())["top_k"] == 8
+    # a split this small got its outputs in the driver: a Ray Data actor gives the same
+    import pyarrow.parquet as pq
+    import ray.data
+
+    from distill.config import DistillSpec
+    from distill.teacher import offline_outputs
+
+    made = pq.read_table(outputs / "shards").to_pandas().sort_values("uid")
+    rows = ray.data.from_pandas(made.drop(columns=["teacher_logp", "teacher_index"]))
+    spec = DistillSpec(teacher=teacher["run_dir"], temperature=2.0, top_k=8, inprocess_rows=0)
+    again = offline_outputs(rows, spec, teacher["run_dir"], tmp_path / "by_actor", {},
+                            "causal_lm", 0).to_pandas().sort_values("uid")
+    assert again["uid"].tolist() == made["uid"].tolist() and len(made) > 10
+    for column in ("teacher_logp", "teacher_index"):
+        assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(again[column], made[column],
+                                                                 strict=True))
     final = json.loads((tmp_path / "runs" / "lm_kd" / "student" / "seed0" / "metrics.json")
                        .read_text())
     assert np.isfinite(final["val/perplexity"])
