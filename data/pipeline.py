@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from data import inprocess
 from data.chat import to_messages
 from data.check import dedup_plan
 from data.config import DataConfig, DataFormat, OnError
@@ -218,18 +219,17 @@ def _keep_sampled(batch: dict[str, np.ndarray], fraction: float) -> dict:
     return {k: v[keep] for k, v in batch.items()}
 
 
-def subsample(ds, n: int) -> tuple[Any, int]:
+def subsample(ds, n: int, driver_rows: int = 0) -> tuple[Any, int]:
     """About ``n`` rows chosen by a stable hash of the text, not the first ``n``; and how many
     rows there were before.
 
     Files sorted by label (BANKING77 is) would otherwise lose whole classes; for the same
     reason the sample is not cut to exactly ``n`` (a cut would drop the file's tail).
     """
-    total = summarize(ds).rows
+    total = summarize(ds, driver_rows).rows
     if total <= n:
         return ds, total
-    return ds.map_batches(_keep_sampled, fn_kwargs={"fraction": n / total},
-                          batch_size=ROWS_PER_BLOCK), total
+    return inprocess.map_batches(ds, _keep_sampled, driver_rows, fraction=n / total), total
 
 
 @dataclass
@@ -268,6 +268,7 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
                                dropped_pairs["train"])
     if cfg.materialize:  # parse the source once: train, the held-out split and skip counts
         train = train.materialize()  # all read from it
+    here = cfg.driver_rows if cfg.materialize else 0  # small splits: mapped in this process
     all_shards = list(shards)
     val = test = None
     datasets: dict[str, Any] = {}
@@ -279,18 +280,14 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
                                "validation", hidden["data.validation_path"])
         all_shards += more
         sources["validation"] = Source("data.validation_path", more, val)
-        datasets["train"] = train.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
+        datasets["train"] = inprocess.map_batches(train, _drop_errors, here)
         datasets["validation"] = val.map_batches(_drop_errors, batch_size=ROWS_PER_BLOCK)
     else:
-        datasets["train"] = train.map_batches(
-            _keep_split, fn_kwargs={"want_val": False, "fraction": cfg.val_fraction},
-            batch_size=ROWS_PER_BLOCK,
-        )
+        datasets["train"] = inprocess.map_batches(train, _keep_split, here, want_val=False,
+                                                  fraction=cfg.val_fraction)
         if cfg.val_fraction > 0:
-            datasets["validation"] = train.map_batches(
-                _keep_split, fn_kwargs={"want_val": True, "fraction": cfg.val_fraction},
-                batch_size=ROWS_PER_BLOCK,
-            )
+            datasets["validation"] = inprocess.map_batches(
+                train, _keep_split, here, want_val=True, fraction=cfg.val_fraction)
     if cfg.test_path:
         test, more = read_split(cfg.test_path, "data.test_path", cfg, task, "test",
                                 hidden["data.test_path"], dropped_pairs["test"])
@@ -300,13 +297,14 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
     before: dict[str, int] = {}
     if cfg.max_examples:
         for k, v in datasets.items():
-            datasets[k], before[k] = subsample(v, cfg.max_examples)
-    if cfg.materialize:
-        datasets = {k: v.materialize() for k, v in datasets.items()}
+            datasets[k], before[k] = subsample(v, cfg.max_examples, here)
+    if cfg.materialize:  # (those mapped here are already)
+        datasets = {k: v if inprocess.runs_here(v, here) else v.materialize()
+                    for k, v in datasets.items()}
     dropped: dict[str, int] = {}
     conflicts: list[str] = []
     if cfg.dedup:
-        datasets["train"], dropped, conflicts = _dedup(datasets, cfg.materialize)
+        datasets["train"], dropped, conflicts = _dedup(datasets, cfg.materialize, here)
     summaries = {k: _count(v, k, sources[k], cfg) for k, v in datasets.items()}
     summaries["train"].dedup_dropped = dropped
     summaries["train"].dedup_conflicts = conflicts
@@ -319,7 +317,7 @@ def build_splits(cfg: DataConfig, task: str) -> Splits:
         raw = {"train": train, "validation": val, "test": test}
         for split, source in raw.items():
             if source is not None and split in summaries:
-                counted = summarize(source)
+                counted = summarize(source, here)
                 summaries[split].skipped = counted.skipped
                 summaries[split].first_errors = counted.first_errors
                 summaries[split].lost_shards = counted.lost_shards
@@ -338,7 +336,7 @@ def _drop_sources(batch: dict[str, np.ndarray], drop: frozenset) -> dict:
     return {k: v[keep] for k, v in batch.items()}
 
 
-def _dedup(datasets: dict[str, Any], materialize: bool
+def _dedup(datasets: dict[str, Any], materialize: bool, driver_rows: int
            ) -> tuple[Any, dict[str, int], list[str]]:
     """Drop exact duplicates within train and train rows leaked into validation/test; count
     the dropped duplicates whose label differs from the row kept."""
@@ -354,9 +352,10 @@ def _dedup(datasets: dict[str, Any], materialize: bool
 
     others = [text for name in datasets if name != "train" for _, text, _ in rows(name, False)]
     drop, counts, conflicts = dedup_plan(rows("train", True), others)
-    train = datasets["train"].map_batches(_drop_sources, fn_kwargs={"drop": frozenset(drop)},
-                                          batch_size=ROWS_PER_BLOCK)
-    return (train.materialize() if materialize else train), counts, conflicts
+    train = inprocess.map_batches(datasets["train"], _drop_sources, driver_rows,
+                                  drop=frozenset(drop))
+    return (train.materialize() if materialize and not inprocess.runs_here(
+        train, driver_rows) else train), counts, conflicts
 
 
 @dataclass(frozen=True)
@@ -376,7 +375,7 @@ class Source:
 
 
 def _count(ds, split: str, source: Source, cfg: DataConfig) -> SplitSummary:
-    summary = summarize(ds)
+    summary = summarize(ds, cfg.driver_rows if cfg.materialize else 0)
     if summary.rows == 0:
         raise _no_examples(split, source, cfg)
     return summary

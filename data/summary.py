@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ROWS_PER_BLOCK = 2048
+from data.inprocess import ROWS_PER_BLOCK, local_batches, runs_here
 
 
 @dataclass
@@ -60,10 +60,14 @@ def _summarize(batch: dict[str, np.ndarray]) -> dict[str, list]:
     }
 
 
-def summarize(ds) -> SplitSummary:
-    """One pass over a split: counts and labels, without materialising the rows."""
+def summarize(ds, driver_rows: int = 0) -> SplitSummary:
+    """One pass over a split: counts and labels, without materialising the rows (here, not in
+    Ray tasks, for a materialised split of up to ``driver_rows`` rows: data/inprocess.py)."""
     summary = SplitSummary()
-    for part in ds.map_batches(_summarize, batch_size=ROWS_PER_BLOCK).iter_rows():
+    parts = ({k: v[0] for k, v in _summarize(batch).items()} for batch in local_batches(ds)
+             ) if runs_here(ds, driver_rows) else ds.map_batches(
+        _summarize, batch_size=ROWS_PER_BLOCK).iter_rows()
+    for part in parts:
         summary.rows += int(part["rows"])
         summary.skipped += int(part["skipped"])
         summary.first_errors.extend(json.loads(part["first_errors"]))

@@ -13,6 +13,7 @@ import numpy as np
 from data.chat import IGNORE
 from data.chat import encode as chat_encode
 from data.errors import DataError
+from data.inprocess import local_batches
 from data.packing import pack
 from data.pipeline import uid
 
@@ -340,6 +341,10 @@ def tokenizes_here(datasets: dict[str, Any], materialize: bool, driver_rows: int
     return 0 not in counts and sum(counts) <= driver_rows
 
 
+def _concatenated(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+
+
 def _tokenize_here(datasets: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Each split tokenised on its own in 1,024-row batches, then one block per split.
 
@@ -350,9 +355,10 @@ def _tokenize_here(datasets: dict[str, Any], kwargs: dict[str, Any]) -> dict[str
 
     tokenize = _cached(stamp=_stamp(kwargs["tokenizer_path"]), **kwargs)
     out = {}
-    for name, ds in datasets.items():
-        parts = [tokenize(batch) for batch in ds.iter_batches(batch_size=1024,
-                                                              batch_format="numpy")]
+    for name, ds in datasets.items():  # its blocks fetched here, cut as iter_batches cuts
+        rows = _concatenated(list(local_batches(ds)))
+        parts = [tokenize({key: column[start:start + 1024] for key, column in rows.items()})
+                 for start in range(0, len(next(iter(rows.values()))), 1024)]
         merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         out[name] = ray.data.from_arrow(BlockAccessor.batch_to_block(merged))
     return out

@@ -128,6 +128,32 @@ def _rows(ds) -> list[dict]:
             for row in ds.take_all()]
 
 
+@pytest.mark.parametrize("extra", [{}, {"max_examples": 120, "dedup": True,
+                                         "on_error": "skip"}])
+def test_small_splits_mapped_in_the_driver_equal_the_ray_task_path(tmp_path, extra):
+    """``data.driver_rows`` also moves the split, sampling, dedup and counting maps of small
+    materialised data into this process (data/inprocess.py): the same rows in the same order,
+    the same schema and the same counts as Ray's tasks."""
+    from data.inprocess import runs_here
+
+    source = tmp_path / "train.jsonl"  # the sample, 30 repeated rows (and a bad line, skipped)
+    lines = SAMPLE.read_text().splitlines()
+    bad = ["{not json"] if extra else []
+    source.write_text("\n".join([*lines[:200], *lines[:30], *bad, *lines[200:]]) + "\n")
+    here = build_splits(DataConfig(path=[str(source)], **extra), "seq_cls")
+    tasks = build_splits(DataConfig(path=[str(source)], driver_rows=0, **extra), "seq_cls")
+    assert all(runs_here(ds, 20_000) for ds in here.datasets.values())
+    assert set(here.datasets) == set(tasks.datasets) == {"train", "validation"}
+    for name, ds in here.datasets.items():
+        assert ds.schema() == tasks.datasets[name].schema()
+        assert _rows(ds) == _rows(tasks.datasets[name]), name
+    assert here.summaries == tasks.summaries and here.labels == tasks.labels
+    if extra:  # the sampling, the dropped duplicate and the skipped line are all counted
+        train = here.summaries["train"]
+        assert train.rows_before_sampling > train.rows and train.skipped == 1
+        assert sum(train.dedup_dropped.values()) >= 1
+
+
 @pytest.mark.parametrize("task,pack", [("seq_cls", False), ("causal_lm", False),
                                        ("causal_lm", True)])
 def test_small_data_tokenised_in_the_driver_equals_the_ray_task_path(task, pack):
