@@ -68,7 +68,9 @@ class DataConfig:
             instead: no actor start-up per run (it dominates small jobs); 0 = always actors.
         driver_rows: Materialised data sets up to this many rows (all splits) are tokenised
             in the driver process, which has the tokenizer loaded anyway: no Ray worker
-            imports transformers for them (~4 s a fresh worker on 2 cores); 0 = never.
+            imports transformers for them (~4 s a fresh worker on 2 cores); a materialised
+            split this small is also split, sampled, deduplicated and counted there (no Ray
+            Data execution, ~0.2 s each: data/inprocess.py); 0 = never.
         metadata_fields: Columns kept beside each example for slice analysis (e.g. channel).
         metadata_counts: Slice columns counted from a field (name -> MetadataCount), kept
             beside ``metadata_fields`` and reported the same way.

@@ -128,9 +128,13 @@ def console_log(verb: str, run: Any, overrides: list[str]) -> Path:
 def _dispatch(verb: str, run: Any, overrides: list[str], data_overrides: list[str]) -> int:
     if verb == "train":
         from trainers.train import train
-        from tuning.seeds import train_group
 
-        summary = (train_group if run.seeds else train)(run)
+        if run.seeds:  # only a seed group needs tuning/ (and, through it, evaluation/: ~2 s)
+            from tuning.seeds import train_group
+
+            summary = train_group(run)
+        else:
+            summary = train(run)
         print_summary(summary)
         print(json.dumps({"run_dir": summary["run_dir"], "status": summary["status"]}))
         return 0
