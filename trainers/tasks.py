@@ -36,8 +36,9 @@ class EvalState:
 
 
 def accumulate(state: EvalState, task: TaskKind, batch: dict[str, torch.Tensor],
-               loss: torch.Tensor, logits: torch.Tensor) -> None:
-    """Add one evaluated batch: loss weighted by what the loss averaged over."""
+               loss: torch.Tensor, logits: torch.Tensor | None) -> None:
+    """Add one evaluated batch: loss weighted by what the loss averaged over (a causal LM's
+    logits are not needed, and not computed where the head ran on labelled positions)."""
     labels = batch["labels"]
     if task == TaskKind.seq_cls:
         weight = labels.numel()
