@@ -359,6 +359,5 @@ def _tokenize_here(datasets: dict[str, Any], kwargs: dict[str, Any]) -> dict[str
         rows = _concatenated(list(local_batches(ds)))
         parts = [tokenize({key: column[start:start + 1024] for key, column in rows.items()})
                  for start in range(0, len(next(iter(rows.values()))), 1024)]
-        merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-        out[name] = ray.data.from_arrow(BlockAccessor.batch_to_block(merged))
+        out[name] = ray.data.from_arrow(BlockAccessor.batch_to_block(_concatenated(parts)))
     return out

@@ -137,6 +137,25 @@ def test_layer_subset_student_copies_the_right_layers():
         keep_layers(teacher, [0, 9])
 
 
+def test_where_the_teacher_pass_runs_never_blocks_a_resume():
+    """``distill.inprocess_rows`` says how the outputs are made, not what they are."""
+    import dataclasses
+
+    from distill.config import DistillSpec
+    from trainers.config import TrainConfig, config_dict
+    from trainers.identity import changes, run_identity
+
+    def resolved(**spec: object) -> dict:
+        config = config_dict(TrainConfig())
+        config["distill"] = dataclasses.asdict(DistillSpec(teacher="t", **spec))
+        return config
+
+    before = run_identity(resolved(), None)
+    assert changes(before, run_identity(resolved(inprocess_rows=0), None)) == []
+    assert changes(before, run_identity(resolved(temperature=4.0), None)) == \
+        ["distill.temperature"]
+
+
 def test_offline_outputs_made_for_another_setting_are_rejected(tmp_path):
     from distill.teacher import check_provenance
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from data.tokenize import IGNORE_INDEX
+from trainers.collective import unwrap
 
 # model_type → the head is a plain linear map of the final (normed) hidden state
 LABELLED_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2"})
@@ -25,7 +26,7 @@ LABELLED_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2"})
 
 def plain_model(net: Any) -> Any:
     """The Hugging Face model under DDP's and PEFT's wrappers."""
-    model = getattr(net, "module", net)
+    model = unwrap(net)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
