@@ -23,7 +23,7 @@ from bench.common import TreeRSS, save  # noqa: E402
 from data.batches import bucketed_batches  # noqa: E402
 from data.config import DataConfig  # noqa: E402
 from data.locations import resolve_location  # noqa: E402
-from data.pipeline import read_split  # noqa: E402
+from data.read import read_split  # noqa: E402
 from data.tokenize import Tokenize  # noqa: E402
 from trainers.scaling import start_local_ray  # noqa: E402
 

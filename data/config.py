@@ -71,6 +71,9 @@ class DataConfig:
             imports transformers for them (~4 s a fresh worker on 2 cores); a materialised
             split this small is also split, sampled, deduplicated and counted there (no Ray
             Data execution, ~0.2 s each: data/inprocess.py); 0 = never.
+        driver_bytes: Materialised runs whose files sit on this machine's disk and total up
+            to this many bytes are read and validated in the driver: a Ray read task would
+            first start a worker and import the data modules (~3 s on 2 cores); 0 = never.
         metadata_fields: Columns kept beside each example for slice analysis (e.g. channel).
         metadata_counts: Slice columns counted from a field (name -> MetadataCount), kept
             beside ``metadata_fields`` and reported the same way.
@@ -98,6 +101,7 @@ class DataConfig:
     tokenize_actors: int = 1
     task_rows: int = 50_000
     driver_rows: int = 20_000
+    driver_bytes: int = 4 * 2**20
     metadata_fields: List[str] = field(default_factory=list)
     metadata_counts: Dict[str, MetadataCount] = field(default_factory=dict)
     pii: str = "keep"
@@ -135,8 +139,9 @@ class DataConfig:
             raise ConfigError("data.max_examples", f"must be >= 1, got {self.max_examples}")
         if self.pii not in ("keep", "redact"):
             raise ConfigError("data.pii", f"must be keep or redact, got {self.pii!r}")
-        if self.driver_rows < 0:
-            raise ConfigError("data.driver_rows", f"must be >= 0, got {self.driver_rows}")
+        for key in ("driver_rows", "driver_bytes"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.{key}", f"must be >= 0, got {getattr(self, key)}")
         for name, count in self.metadata_counts.items():
             key = f"data.metadata_counts.{name}"
             if name in self.metadata_fields:

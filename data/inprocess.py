@@ -45,7 +45,12 @@ def map_batches(ds: Any, fn: Callable[..., Batch], driver_rows: int, **kwargs: A
     if not runs_here(ds, driver_rows):
         return ds.map_batches(fn, fn_kwargs=kwargs, batch_size=ROWS_PER_BLOCK)
     import ray.data  # Ray loads only when data is read
-    from ray.data.block import BlockAccessor
 
-    return ray.data.from_arrow([BlockAccessor.batch_to_block(fn(batch, **kwargs))
-                                for batch in local_batches(ds)])
+    return ray.data.from_arrow([to_block(fn(batch, **kwargs)) for batch in local_batches(ds)])
+
+
+def to_block(batch: Batch) -> Any:
+    """A batch function's output as the block Ray Data's ``map_batches`` would make of it."""
+    from ray.data.block import BlockAccessor  # Ray loads only when data is read
+
+    return BlockAccessor.batch_to_block(batch)

@@ -136,7 +136,7 @@ def _chat_batch(rows: list[dict], spec: ChatSpec) -> dict:
     import numpy as np
 
     from data.config import DataConfig
-    from data.pipeline import _chat_row
+    from data.read import _chat_row
 
     cfg = DataConfig(path="x.jsonl", chat=spec)
     cleaned = [_chat_row(f"x.jsonl:{i + 1}", row, cfg) for i, row in enumerate(rows)]

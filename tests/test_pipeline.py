@@ -109,7 +109,7 @@ def test_an_unreadable_shard_is_counted_as_a_lost_shard_not_as_one_bad_row(tmp_p
     """data.on_error=skip: a shard gone since the run listed it is one error row in the data,
     counted apart from bad rows (run_meta's lost_shards, report.md's column)."""
     from data.config import OnError
-    from data.pipeline import ReadSpec, _read_shard
+    from data.read import ReadSpec, _read_shard
     from data.summary import _summarize
 
     good = tmp_path / "good.jsonl"
@@ -131,19 +131,28 @@ def _rows(ds) -> list[dict]:
 @pytest.mark.parametrize("extra", [{}, {"max_examples": 120, "dedup": True,
                                          "on_error": "skip"}])
 def test_small_splits_mapped_in_the_driver_equal_the_ray_task_path(tmp_path, extra):
-    """``data.driver_rows`` also moves the split, sampling, dedup and counting maps of small
-    materialised data into this process (data/inprocess.py): the same rows in the same order,
-    the same schema and the same counts as Ray's tasks."""
+    """``data.driver_bytes`` reads small local files in this process and ``data.driver_rows``
+    moves the split, sampling, dedup and counting maps of small materialised data here too
+    (data/inprocess.py): the same rows in the same order, the same schema and the same counts
+    as Ray's tasks, over two train shards and a test file."""
     from data.inprocess import runs_here
+    from data.read import reads_here
+    from data.shards import expand_paths
 
-    source = tmp_path / "train.jsonl"  # the sample, 30 repeated rows (and a bad line, skipped)
-    lines = SAMPLE.read_text().splitlines()
+    lines = SAMPLE.read_text().splitlines()  # 30 repeated rows (and a bad line, skipped)
     bad = ["{not json"] if extra else []
-    source.write_text("\n".join([*lines[:200], *lines[:30], *bad, *lines[200:]]) + "\n")
-    here = build_splits(DataConfig(path=[str(source)], **extra), "seq_cls")
-    tasks = build_splits(DataConfig(path=[str(source)], driver_rows=0, **extra), "seq_cls")
+    shards = [tmp_path / "train-0.jsonl", tmp_path / "train-1.jsonl"]
+    shards[0].write_text("\n".join([*lines[:200], *lines[:30], *bad]) + "\n")
+    shards[1].write_text("\n".join(lines[200:]) + "\n")
+    test = tmp_path / "test.jsonl"
+    test.write_text("\n".join([*bad, *lines[:40]]) + "\n")
+    paths = {"path": [str(tmp_path / "train-*.jsonl")], "test_path": [str(test)]}
+    assert reads_here(expand_paths(paths["path"], "data.path"), 4 * 2**20)
+    assert not reads_here(expand_paths(paths["path"], "data.path"), 1000)
+    here = build_splits(DataConfig(**paths, **extra), "seq_cls")
+    tasks = build_splits(DataConfig(**paths, driver_rows=0, driver_bytes=0, **extra), "seq_cls")
     assert all(runs_here(ds, 20_000) for ds in here.datasets.values())
-    assert set(here.datasets) == set(tasks.datasets) == {"train", "validation"}
+    assert set(here.datasets) == set(tasks.datasets) == {"train", "validation", "test"}
     for name, ds in here.datasets.items():
         assert ds.schema() == tasks.datasets[name].schema()
         assert _rows(ds) == _rows(tasks.datasets[name]), name
@@ -151,6 +160,7 @@ def test_small_splits_mapped_in_the_driver_equal_the_ray_task_path(tmp_path, ext
     if extra:  # the sampling, the dropped duplicate and the skipped line are all counted
         train = here.summaries["train"]
         assert train.rows_before_sampling > train.rows and train.skipped == 1
+        assert here.summaries["test"].skipped == 1
         assert sum(train.dedup_dropped.values()) >= 1
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from data.config import DataConfig, DataFormat
 from data.errors import ConfigError, DataError
-from data.pipeline import _clean, split_key
+from data.pipeline import split_key
+from data.read import _clean
 from data.shards import Shard, detect_format, expand_paths, fingerprint, iter_records
 
 
