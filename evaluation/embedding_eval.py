@@ -19,7 +19,6 @@ import torch
 
 from data.pairs import beir_root, dropped_judgments
 from data.retrieval import read_beir
-from data.tokenize import tokens_cut
 from evaluation.config import EvaluateConfig
 from evaluation.gates import check_gates
 from evaluation.inference import place_for_inference, score_split
@@ -57,7 +56,11 @@ class Embed:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         texts = [str(t) for t in batch["text"]]
-        order = np.argsort([len(t) for t in texts], kind="stable")  # little padding
+        # one untruncated pass gives both what truncation cuts and each text's length as
+        # the model reads it: batches of near-equal token counts pad least
+        full = [len(ids) for ids in self.tok(texts, verbose=False)["input_ids"]]
+        cut = np.array([max(n - self.max_length, 0) for n in full], dtype=np.int32)
+        order = np.argsort([min(n, self.max_length) for n in full], kind="stable")
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
@@ -67,8 +70,7 @@ class Embed:
                 out[idx] = self.model(input_ids=enc["input_ids"].to(self.device),
                                       attention_mask=enc["attention_mask"].to(self.device)
                                       ).logits.float().cpu().numpy()
-        return {"id": batch["id"], "embedding": list(out),
-                "truncated": tokens_cut(self.tok, texts, self.max_length)}
+        return {"id": batch["id"], "embedding": list(out), "truncated": cut}
 
 
 class EmbedBase(Embed):
@@ -82,7 +84,9 @@ def embed_texts(udf: type, cfg: EvaluateConfig, run_dir: Path, ids: list[str],
 
     dataset = ray.data.from_items([{"id": i, "text": t} for i, t in zip(ids, texts,
                                                                        strict=True)])
-    frame = score_split(udf, cfg, run_dir, dataset, cfg.batch_size * 16,
+    # in this process, the whole split is one call: sorted by length over all of it
+    rows = len(texts) if len(texts) <= cfg.inprocess_rows else cfg.batch_size * 16
+    frame = score_split(udf, cfg, run_dir, dataset, max(rows, 1),
                         num_gpus=1 if torch.cuda.is_available() else 0, num_cpus=1)
     frame = frame.set_index("id").loc[ids]
     return np.stack(frame["embedding"].to_numpy()), frame["truncated"].to_numpy()

