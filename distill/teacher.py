@@ -20,6 +20,7 @@ import torch
 
 from data.batches import collate
 from data.errors import ConfigError
+from data.inprocess import to_block
 from data.locations import resolve_location
 from trainers.config import TaskKind
 from trainers.models import _AUTO_CLASSES, load_trained
@@ -169,11 +170,9 @@ def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
     if spec.inprocess_rows and dataset.count() <= spec.inprocess_rows:
         # a small split: here, where torch and transformers are loaded, the same blocks the
         # actor would hand on (an actor's start would be most of the pass)
-        from ray.data.block import BlockAccessor
-
         teacher = TeacherOutputs(**made, threads=torch.get_num_threads())
         with_teacher = ray.data.from_arrow([
-            BlockAccessor.batch_to_block(teacher(batch)) for batch in
+            to_block(teacher(batch)) for batch in
             dataset.iter_batches(batch_size=TEACHER_BATCH_ROWS, batch_format="numpy")])
     else:
         gpus = 1 if torch.cuda.is_available() else 0
