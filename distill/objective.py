@@ -13,16 +13,20 @@ from typing import Any
 
 import torch
 
+from data.batches import model_inputs
 from distill.loss import distill_loss, hidden_term
 from distill.teacher import load_teacher
+from trainers.config import TaskKind
 from trainers.contrastive import in_batch_logits
+from trainers.lm_head import labelled_head_applies, labelled_logits
 from trainers.objective import model_forward
 
 
 def distiller(run: Any, net: torch.nn.Module, device: torch.device) -> Distiller:
     """The loop's objective factory for a student (trainers/objective.py): the KD loss, and
     the student-to-teacher projection a hidden-state loss needs, owned by the student."""
-    objective = Distiller(run, device)
+    objective = Distiller(run, device, labelled_head=run.task.kind == TaskKind.causal_lm
+                          and labelled_head_applies(net, run.trainer.strategy.value))
     if objective.wants_hidden and objective.teacher is not None:
         objective.attach_projection(net, net.config.hidden_size,
                                     objective.teacher.config.hidden_size)
@@ -30,8 +34,9 @@ def distiller(run: Any, net: torch.nn.Module, device: torch.device) -> Distiller
 
 
 class Distiller:
-    def __init__(self, run: Any, device: torch.device) -> None:
+    def __init__(self, run: Any, device: torch.device, labelled_head: bool = False) -> None:
         self.spec = run.distill
+        self.labelled_head = labelled_head  # a causal LM student's head on labelled positions
         self.task = run.task.kind.value
         self.teacher = None
         if self.spec.teacher_mode == "online":
@@ -50,9 +55,7 @@ class Distiller:
         if self.teacher is None:
             return batch["teacher_logp"], batch.get("teacher_index"), None
         with torch.no_grad():
-            out = self.teacher(input_ids=batch["input_ids"],
-                               attention_mask=batch["attention_mask"],
-                               output_hidden_states=self.wants_hidden)
+            out = self.teacher(**model_inputs(batch), output_hidden_states=self.wants_hidden)
             logp = torch.log_softmax(out.logits.float() / self.spec.temperature, -1)
         return logp, None, out.hidden_states if self.wants_hidden else None
 
@@ -74,7 +77,10 @@ class Distiller:
         return torch.log_softmax(logits.float() / self.spec.temperature, -1), labels
 
     def forward(self, net: Any, batch: dict[str, torch.Tensor]) -> Any:
-        """The student's full outputs: its logits at every position (and hidden states)."""
+        """The student's outputs: its logits at every position (and hidden states), or for a
+        causal LM only where the loss reads them (``keep``: trainers/lm_head.py)."""
+        if self.labelled_head:
+            return labelled_logits(net, model_inputs(batch), batch["labels"])
         return model_forward(net, batch, self.wants_hidden)
 
     def loss(self, net: Any, out: Any, batch: dict[str, torch.Tensor]
@@ -84,9 +90,15 @@ class Distiller:
             return distill_loss(out.logits, labels, teacher_logp, self.spec.alpha,
                                 self.spec.temperature, self.spec.kl)
         teacher_logp, teacher_index, teacher_hidden = self.teacher_outputs(batch)
-        loss, parts = distill_loss(out.logits, batch["labels"], teacher_logp, self.spec.alpha,
+        labels, causal = batch["labels"], self.task == "causal_lm"
+        keep = getattr(out, "keep", None)
+        if keep is not None:  # logits at the labelled positions only: the rest read there too
+            labels, causal = labels[:, 1:][keep], False
+            teacher_logp = teacher_logp[:, :-1][keep]
+            teacher_index = teacher_index[:, :-1][keep] if teacher_index is not None else None
+        loss, parts = distill_loss(out.logits, labels, teacher_logp, self.spec.alpha,
                                    self.spec.temperature, self.spec.kl, teacher_index,
-                                   causal=self.task == "causal_lm")
+                                   causal=causal)
         if teacher_hidden is not None and out.hidden_states is not None:
             student_hidden = out.hidden_states
             projection = getattr(_plain(net), "kd_projection", None)

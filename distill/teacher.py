@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.batches import collate
+from data.batches import collate, model_inputs
 from data.errors import ConfigError
 from data.inprocess import to_block
 from data.locations import resolve_location
+from data.tokenize import IGNORE_INDEX
 from trainers.config import TaskKind
+from trainers.lm_head import labelled_head_applies, plain_model
 from trainers.models import _AUTO_CLASSES, load_trained
 from trainers.storage import local_run
 
@@ -95,6 +97,7 @@ class TeacherOutputs:
         self.model.to(self.device)
         self.task, self.t, self.k = task, temperature, top_k
         self.pad_id, self.batch_size = pad_id, batch_size
+        self.labelled_head = task == "causal_lm" and labelled_head_applies(self.model)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         n = len(batch["uid"])
@@ -104,26 +107,52 @@ class TeacherOutputs:
         with torch.no_grad():
             for start in range(0, n, self.batch_size):
                 idx = order[start:start + self.batch_size]
-                rows = {k: v[idx] for k, v in batch.items()}
-                t = collate(rows, self.pad_id)
-                logits = self.model(input_ids=t["input_ids"].to(self.device),
-                                    attention_mask=t["attention_mask"].to(self.device)).logits
+                t = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                     for k, v in collate({k: v[idx] for k, v in batch.items()},
+                                         self.pad_id).items()}
+                if self.task == "causal_lm":
+                    values, ids = lm_top_k(self.model, t, self.t, self.k, self.labelled_head)
+                    for j, row in enumerate(idx):
+                        length = int(batch["length"][row])
+                        logp_out[row] = values[j, :length].reshape(-1).numpy()
+                        index_out[row] = ids[j, :length].reshape(-1).numpy().astype(np.int32)
+                    continue
+                logits = self.model(**model_inputs(t)).logits
                 logp = torch.log_softmax(logits.float() / self.t, -1).cpu()
                 for j, row in enumerate(idx):
                     length = int(batch["length"][row])
-                    if self.task == "seq_cls":
-                        logp_out[row] = logp[j].numpy()
-                    elif self.task == "token_cls":
-                        logp_out[row] = logp[j, :length].reshape(-1).numpy()
-                    else:  # causal LM: top-k per position
-                        top = logp[j, :length].topk(min(self.k, logp.shape[-1]), -1)
-                        logp_out[row] = top.values.reshape(-1).numpy()
-                        index_out[row] = top.indices.reshape(-1).numpy().astype(np.int32)
+                    logp_out[row] = (logp[j].numpy() if self.task == "seq_cls"
+                                     else logp[j, :length].reshape(-1).numpy())
         out = dict(batch)
         out["teacher_logp"] = _column(logp_out)
         if self.task == "causal_lm":
             out["teacher_index"] = _column(index_out)
         return out
+
+
+def lm_top_k(model: Any, t: dict[str, Any], temperature: float, k: int, labelled: bool
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A causal LM's top-k log-probs at T per position and their token ids ([B, L, k], CPU).
+
+    The KD term reads position p only where the token after it is labelled (distill/loss.py),
+    so with ``labelled`` (trainers/lm_head.py) the head and softmax run there alone and the
+    other positions hold zeros: in a chat, the answers instead of every prompt and pad token.
+    Packed rows go in as training sees them (``model_inputs``: attention kept per chat).
+    """
+    k = min(k, model.config.vocab_size)
+    if not labelled:
+        logits = model(**model_inputs(t)).logits
+        top = torch.log_softmax(logits.float() / temperature, -1).topk(k, -1)
+        return top.values.cpu(), top.indices.cpu()
+    out = model(**model_inputs(t), output_hidden_states=True, logits_to_keep=1)
+    keep = t["labels"][:, 1:] != IGNORE_INDEX
+    logits = plain_model(model).get_output_embeddings()(out.hidden_states[-1][:, :-1][keep])
+    top = torch.log_softmax(logits.float() / temperature, -1).topk(k, -1)
+    values = torch.zeros((*t["input_ids"].shape, k), dtype=top.values.dtype)
+    ids = torch.zeros((*t["input_ids"].shape, k), dtype=top.indices.dtype)
+    values[:, :-1][keep.cpu()] = top.values.cpu()
+    ids[:, :-1][keep.cpu()] = top.indices.cpu()
+    return values, ids
 
 
 def _column(values: list[Any]) -> np.ndarray:

@@ -61,6 +61,90 @@ def test_top_k_kd_over_the_whole_vocabulary_equals_full_kd_and_ignores_masked_to
     assert float(again) == pytest.approx(float(full), rel=1e-6)
 
 
+def _tiny_llama(vocab: int) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(
+        "llama", vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8)).eval()
+
+
+def test_teacher_top_k_of_packed_chats_on_answers_equals_each_chat_alone():
+    """The offline pass sees packed rows as training does (attention per chat) and runs the
+    head only where the KD term reads it; the scored positions match a full pass per chat."""
+    from data.batches import collate
+    from data.packing import pack
+    from distill.teacher import lm_top_k
+
+    vocab, k = 97, 5
+    model = _tiny_llama(vocab)
+    g = np.random.default_rng(0)
+    chats = []
+    for n, prompt in ((9, 4), (7, 3)):
+        ids = g.integers(3, vocab, n)
+        chats.append({"input_ids": ids, "labels": np.where(np.arange(n) < prompt, -100, ids)})
+
+    def rows(examples):
+        cols = {key: np.empty(len(examples), dtype=object) for key in examples[0]}
+        for i, e in enumerate(examples):
+            for key in cols:
+                cols[key][i] = e[key]
+        return {**cols, "uid": np.arange(len(examples))}
+
+    [packed] = pack(chats, 16)
+    with torch.no_grad():
+        values, ids = lm_top_k(model, collate(rows([packed]), 0), 2.0, k, labelled=True)
+        alone_values, alone_ids = lm_top_k(model, collate(rows(chats), 0), 2.0, k,
+                                           labelled=False)
+    scored = packed["labels"][1:] != -100
+    start = 0
+    for c, chat in enumerate(chats):
+        for p in range(len(chat["input_ids"]) - 1):
+            if scored[start + p]:
+                assert torch.equal(ids[0, start + p], alone_ids[c, p])
+                assert torch.allclose(values[0, start + p], alone_values[c, p], atol=1e-5)
+        start += len(chat["input_ids"])
+    assert scored.sum() == 5 + 4 and not values[0, :-1][~torch.from_numpy(scored)].any()
+
+
+@pytest.mark.parametrize("top_k", [None, 6])
+def test_a_causal_students_kd_loss_on_labelled_positions_is_the_full_logits_one(top_k):
+    """The student's head runs only where CE and KD read it: same loss, same gradients."""
+    from types import SimpleNamespace
+
+    from distill.objective import Distiller
+    from trainers.config import TaskKind
+
+    vocab = 97
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, vocab, (2, 10), generator=g)
+    labels = ids.clone()
+    labels[:, :4] = -100
+    labels[1, 8:] = -100  # padding
+    teacher = torch.log_softmax(torch.randn(2, 10, vocab, generator=g), -1)
+    batch = {"input_ids": ids, "attention_mask": (labels != -100) | (torch.arange(10) < 8),
+             "labels": labels, "teacher_logp": teacher}
+    if top_k:
+        top = teacher.topk(top_k, -1)
+        batch["teacher_logp"], batch["teacher_index"] = top.values, top.indices
+    run = SimpleNamespace(distill=SimpleNamespace(teacher_mode="offline", hidden_loss="none",
+                                                  alpha=0.3, temperature=2.0, kl="forward"),
+                          task=SimpleNamespace(kind=TaskKind.causal_lm,
+                                               embedding=SimpleNamespace(gather=False)))
+    results = []
+    for labelled in (False, True):
+        student = _tiny_llama(vocab).train()
+        objective = Distiller(run, torch.device("cpu"), labelled_head=labelled)
+        loss, parts = objective.loss(student, objective.forward(student, batch), batch)
+        loss.backward()
+        results.append((loss, parts, [p.grad for p in student.parameters()]))
+    (full, full_parts, full_grads), (got, parts, grads) = results
+    assert torch.allclose(got, full, atol=1e-6) and parts["kd"] > 0
+    assert parts == pytest.approx(full_parts, abs=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-5) for a, b in zip(grads, full_grads))
+
+
 def test_teacher_only_examples_count_in_the_kd_term_and_not_in_ce():
     """distill.augment's copies carry label -100: KD learns from them, CE does not; a batch of
     copies only is pure KD (no NaN from an empty CE)."""

@@ -13,6 +13,7 @@ after it (no soft-capping, no logit scale): tested against the model's own loss 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -37,18 +38,25 @@ def labelled_head_applies(model: Any, strategy: str = "ddp") -> bool:
     return strategy != "fsdp" and getattr(config, "model_type", None) in LABELLED_HEAD_TYPES
 
 
+def labelled_logits(net: Any, inputs: dict[str, torch.Tensor], labels: torch.Tensor
+                    ) -> SimpleNamespace:
+    """The head's logits at the positions whose next token is labelled (``logits``: [N,
+    vocabulary]), where they are (``keep``: [batch, length − 1]) and every layer's hidden
+    states. The forward goes through ``net`` itself (DDP's hooks see it); the head, asked for
+    one position there, runs on the labelled ones here."""
+    out = net(**inputs, output_hidden_states=True, logits_to_keep=1)
+    keep = labels[:, 1:] != IGNORE_INDEX
+    logits = plain_model(net).get_output_embeddings()(out.hidden_states[-1][:, :-1][keep])
+    return SimpleNamespace(logits=logits, keep=keep, hidden_states=out.hidden_states)
+
+
 def labelled_token_nll(net: Any, inputs: dict[str, torch.Tensor], labels: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the next-token cross-entropy of each labelled position, flat; where they are, a
-    [batch, length − 1] mask). The forward goes through ``net`` itself (DDP's hooks see it);
-    the head, asked for one position there, runs on the labelled ones here."""
-    out = net(**inputs, output_hidden_states=True, logits_to_keep=1)
-    target = labels[:, 1:]
-    keep = target != IGNORE_INDEX
-    hidden = out.hidden_states[-1][:, :-1][keep]
-    logits = plain_model(net).get_output_embeddings()(hidden)
-    return torch.nn.functional.cross_entropy(logits.float(), target[keep],
-                                             reduction="none"), keep
+    [batch, length − 1] mask)."""
+    out = labelled_logits(net, inputs, labels)
+    return torch.nn.functional.cross_entropy(out.logits.float(), labels[:, 1:][out.keep],
+                                             reduction="none"), out.keep
 
 
 def labelled_lm_loss(net: Any, inputs: dict[str, torch.Tensor], labels: torch.Tensor
