@@ -59,7 +59,7 @@ def compress(run: TrainConfig) -> dict[str, Any]:
         quant = run.quant or QuantSpec()
         q = quantize(QuantizeConfig(run=str(model_dir), quant=quant, split="test",
                                     out=str(root / "quantized"), paths=run.paths,
-                                    speed=spec.speed,
+                                    speed=spec.speed, speed_rows=spec.speed_rows,
                                     gate=QuantGate(max_drop=spec.max_drop_quantize)))
         result["stages"].append({"stage": "quantize", "drop": q["drop"],
                                  "passed": q["gate"]["passed"],
@@ -73,8 +73,8 @@ def compress(run: TrainConfig) -> dict[str, Any]:
         if not q["gate"]["passed"]:
             result["failed"] = "quantize"
     if spec.speed and spec.distill and run.task.kind.value == "seq_cls":
-        result.setdefault("speed", {})["teacher"] = measure_isolated(tdir,
-                                                                     speed_texts(model_dir))
+        result.setdefault("speed", {})["teacher"] = measure_isolated(
+            tdir, speed_texts(model_dir, limit=spec.speed_rows))
     return _finish(result, root)
 
 

@@ -42,6 +42,8 @@ class DistillSpec:
             classification): inputs the teacher has not fitted, learned through the KD term
             only (no label); the control never sees them. 0 = none.
         augment_p: In a copy, each word is masked with this probability and dropped with it.
+        speed_rows: Held-out texts the report times teacher and student on (batches of 32;
+            the first 100 also one at a time).
     """
 
     teacher: str = "???"
@@ -61,6 +63,7 @@ class DistillSpec:
     control: bool = True
     augment: int = 0
     augment_p: float = 0.1
+    speed_rows: int = 640
 
     def __post_init__(self) -> None:
         checks = {"student": (self.student, ("layers", "config", "path")),
@@ -83,6 +86,8 @@ class DistillSpec:
             raise ConfigError("distill.inprocess_rows", f"must be >= 0, got {self.inprocess_rows}")
         if self.top_k < 1:
             raise ConfigError("distill.top_k", f"must be >= 1, got {self.top_k}")
+        if self.speed_rows < 1:
+            raise ConfigError("distill.speed_rows", f"must be >= 1, got {self.speed_rows}")
         if self.hidden_loss != "none" and self.teacher_mode != "online":
             raise ConfigError("distill.hidden_loss", "needs the teacher's hidden states: "
                               "set distill.teacher_mode=online")

@@ -45,6 +45,7 @@ class CompressSpec:
         max_drop_distill: Largest allowed accuracy drop student (mean over seeds) vs teacher.
         max_drop_quantize: Largest allowed drop quantised vs full-precision student.
         speed: Measure size, latency and memory of every stage's model.
+        speed_rows: Held-out texts each model is timed on (see ``QuantizeConfig``).
     """
 
     distill: bool = True
@@ -52,11 +53,14 @@ class CompressSpec:
     max_drop_distill: Optional[float] = None
     max_drop_quantize: Optional[float] = None
     speed: bool = True
+    speed_rows: int = 640
 
     def __post_init__(self) -> None:
         for key in ("max_drop_distill", "max_drop_quantize"):
             if (getattr(self, key) or 0.0) < 0:
                 raise ConfigError(f"compress.{key}", f"must be >= 0, got {getattr(self, key)}")
+        if self.speed_rows < 1:
+            raise ConfigError("compress.speed_rows", f"must be >= 1, got {self.speed_rows}")
         if not (self.distill or self.quantize):
             raise ConfigError("compress", "both stages are off",
                               "set compress.distill=true and/or compress.quantize=true")
@@ -72,6 +76,8 @@ class QuantizeConfig:
         split: Split scored for the quality comparison.
         out: Output directory; ``null`` = ``<run>/quant/<method>``.
         speed: Measure CPU latency, throughput and memory of both models.
+        speed_rows: Held-out texts (of ``split``'s predictions) each model is timed on in
+            batches of 32; the first 100 of them also one at a time.
         resamples: Bootstrap resamples for the CIs.
     """
 
@@ -81,12 +87,15 @@ class QuantizeConfig:
     out: Optional[str] = None
     gate: QuantGate = field(default_factory=QuantGate)
     speed: bool = True
+    speed_rows: int = 640
     resamples: int = 1000
     paths: PathsConfig = field(default_factory=PathsConfig)
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "validation", "test"):
             raise ConfigError("split", f"must be train, validation or test, got {self.split!r}")
+        if self.speed_rows < 1:
+            raise ConfigError("speed_rows", f"must be >= 1, got {self.speed_rows}")
 
 
 def register_quantize_config() -> None:

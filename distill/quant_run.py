@@ -128,7 +128,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
         result["paired"] = {"delta": effect["delta"], "ci_low": effect["low"],
                             "ci_high": effect["high"], "p_value": effect["p_value"],
                             "n": effect["n"]}
-    if cfg.speed and (texts := speed_texts(src, (cfg.split,))):
+    if cfg.speed and (texts := speed_texts(src, (cfg.split,), cfg.speed_rows)):
         result["speed"] = {"full": measure_isolated(src, texts),
                            "quantized": measure_isolated(out, texts)}
     gate = cfg.gate.max_drop

@@ -136,7 +136,7 @@ def distill(run: TrainConfig) -> dict[str, Any]:
                "student_layers": kept, "student": kd["group"],
                "control": control["group"] if control else None}
     split = "test" if "test" in plain.splits.datasets else "validation"
-    texts = [str(r["text"]) for r in plain.splits.datasets[split].take(640)]
+    texts = [str(r["text"]) for r in plain.splits.datasets[split].take(spec.speed_rows)]
     summary["report"] = str(write_distill_report(run, summary, root, texts))
     summary["metrics"] = {k: v["mean"] for k, v in kd["group"]["metrics"].items()}
     return summary

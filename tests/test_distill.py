@@ -15,6 +15,8 @@ from distill.loss import distill_loss
 from shardtune.cli import main
 from tests.conftest import FAST, SHARED, needs_shared, train_run
 
+SPEED_ROWS = "distill.speed_rows=32"  # the report's speed figures, timed on fewer texts
+
 
 def _softmax(x):
     e = np.exp(x - x.max(-1, keepdims=True))
@@ -142,7 +144,8 @@ def test_a_causal_students_kd_loss_on_labelled_positions_is_the_full_logits_one(
     (full, full_parts, full_grads), (got, parts, grads) = results
     assert torch.allclose(got, full, atol=1e-6) and parts["kd"] > 0
     assert parts == pytest.approx(full_parts, abs=1e-6)
-    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-5) for a, b in zip(grads, full_grads))
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+               for a, b in zip(grads, full_grads, strict=True))
 
 
 def test_teacher_only_examples_count_in_the_kd_term_and_not_in_ce():
@@ -299,7 +302,7 @@ def test_teacher_gets_no_gradients_and_stays_bit_identical(teacher_run):
 def test_distill_on_two_workers_with_control_and_cached_teacher_outputs(teacher_run, tmp_path):
     args = ["distill", f"teacher={teacher_run}", f"paths.root={tmp_path}",
             f"paths.datasets={SHARED}", *FAST, "data=agnews_subset", "data.max_examples=300",
-            "trainer.max_steps=4", "peft=none", "run_name=kd", "cluster=ray",
+            "trainer.max_steps=4", "peft=none", "run_name=kd", "cluster=ray", SPEED_ROWS,
             "cluster.num_workers=2", "cluster.cpus_per_worker=0.5",
             "distill.control=false",  # the control is a plain seed group: tested there
             "distill.augment=1",  # teacher-only copies: doubled train rows, offline outputs
@@ -310,6 +313,7 @@ def test_distill_on_two_workers_with_control_and_cached_teacher_outputs(teacher_
     assert final["dist/world_size"] == 2 and final["dist/weights_equal"] == 1.0
     figures = json.loads((root / "distill.json").read_text())
     assert figures["speed"]["student"]["params"] < figures["speed"]["teacher"]["params"]
+    assert figures["speed"]["student"]["texts"] == 32  # distill.speed_rows
     assert figures["throughput_ratio"] > 1.0
     assert figures["student_vs_teacher"]["verdict"] in ("ship", "iterate", "stop")
     assert 0 < figures["retention"] <= 2
@@ -344,7 +348,7 @@ def test_causal_lm_distillation_with_top_k_teacher_outputs(tmp_path):
           "trainer.batch_size=8", "trainer.log_every=1"]
     teacher = train_run(tmp_path, [*lm, "trainer.max_steps=6", "run_name=lm_teacher"])
     assert main(["distill", f"teacher={teacher['run_dir']}", f"paths.root={tmp_path}", *lm,
-                 "trainer.max_steps=4", "distill.top_k=8", "distill.control=false",
+                 "trainer.max_steps=4", "distill.top_k=8", "distill.control=false", SPEED_ROWS,
                  "run_name=lm_kd"]) == 0
     outputs = Path(teacher["run_dir"]) / "teacher_outputs" / "tinyshakespeare"
     assert json.loads((outputs / "provenance.json").read_text())["top_k"] == 8

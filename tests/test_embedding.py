@@ -232,7 +232,7 @@ def test_a_seed_group_of_embedding_runs_aggregates_its_retrieval_metrics(tmp_pat
           f"data.path={root}/qrels/train.tsv", f"data.test_path={root}/qrels/test.tsv",
           "data.val_fraction=0", "trainer.batch_size=4", "trainer.max_steps=2",
           "task.max_length=32", "distill.student_layers=[0,3]", "cluster.concurrent_runs=1",
-          "run_name=kd", f"paths.root={tmp_path}"]
+          "run_name=kd", "distill.speed_rows=32", f"paths.root={tmp_path}"]
     assert main(kd) == 2  # offline (the default) is refused before anything is written
     assert not (tmp_path / "runs" / "kd").exists()
     assert main([*kd, "distill.teacher_mode=online"]) == 0

@@ -173,11 +173,12 @@ def test_quantize_reloads_evaluates_measures_and_gates(sample_run, monkeypatch, 
 
     root, run_dir = sample_run
     assert main(["quantize", f"run={run_dir}", "quant=int8", "gate.max_drop=1.0",
-                 f"paths.root={root}"]) == 0
+                 "speed_rows=32", f"paths.root={root}"]) == 0
     out = run_dir / "quant" / "int8"
     result = json.loads((out / "quantize.json").read_text())
     assert result["linear_ratio"] >= 3.5 and result["gate"]["passed"]
     assert result["speed"]["quantized"]["disk_bytes"] < result["speed"]["full"]["disk_bytes"]
+    assert result["speed"]["full"]["texts"] == 32  # speed_rows
     assert result["paired"]["n"] == result["full"]["n"]
     report = (out / "report.md").read_text()
     assert "full" in report and "quantized" in report and "passed" in report
@@ -197,7 +198,8 @@ def test_compress_chains_distill_and_quantize_and_stops_at_a_failed_gate(sample_
     root, teacher = sample_run
     args = ["compress", f"teacher={teacher}", f"paths.root={root}", *FAST,
             "trainer.max_steps=6", "seeds=[0]", "distill.control=false", "quant=dynamic_int8",
-            "compress.speed=false", "distill.teacher_mode=online", "run_name=chain"]
+            "compress.speed=false", "distill.teacher_mode=online", "distill.speed_rows=32",
+            "run_name=chain"]
     assert main([*args, "compress.max_drop_distill=1.0", "compress.max_drop_quantize=1.0"]) == 0
     result = json.loads((root / "runs" / "chain" / "compress.json").read_text())
     assert [s["stage"] for s in result["stages"]] == ["distill", "quantize"]

@@ -89,7 +89,7 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     kd = compose_run(tmp_path, distill_overrides([
         f"teacher={summary['run_dir']}", *FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
         "data.max_examples=120", "task.max_length=256", "trainer.max_steps=2",
-        "distill.top_k=4", "run_name=sft_kd"]))
+        "distill.top_k=4", "distill.speed_rows=32", "run_name=sft_kd"]))
     kd.task.chat_template = CHATML
     assert distill(kd)["status"] == "done"
     figures = json.loads((tmp_path / "runs" / "sft_kd" / "distill.json").read_text())

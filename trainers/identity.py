@@ -132,7 +132,8 @@ RESUME_KEYS = ("model", "task", "data", "peft", "optim", "distill", "trainer.epo
                "trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
                "trainer.bucket_batches", "trainer.batch_tokens", "trainer.strategy")
 RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows",
-               "data.driver_rows", "data.driver_bytes", "distill.inprocess_rows")  # how, not what
+               "data.driver_rows", "data.driver_bytes", "distill.inprocess_rows",
+               "distill.speed_rows")  # how, not what
 
 
 def run_identity(resolved: dict[str, Any], data_sha256: str | None) -> dict[str, Any]:
