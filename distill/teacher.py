@@ -139,14 +139,15 @@ def lm_top_k(model: Any, t: dict[str, Any], temperature: float, k: int, labelled
     other positions hold zeros: in a chat, the answers instead of every prompt and pad token.
     Packed rows go in as training sees them (``model_inputs``: attention kept per chat).
     """
-    k = min(k, model.config.vocab_size)
     if not labelled:
         logits = model(**model_inputs(t)).logits
-        top = torch.log_softmax(logits.float() / temperature, -1).topk(k, -1)
+        top = torch.log_softmax(logits.float() / temperature, -1).topk(
+            min(k, logits.shape[-1]), -1)
         return top.values.cpu(), top.indices.cpu()
     out = model(**model_inputs(t), output_hidden_states=True, logits_to_keep=1)
     keep = t["labels"][:, 1:] != IGNORE_INDEX
     logits = plain_model(model).get_output_embeddings()(out.hidden_states[-1][:, :-1][keep])
+    k = min(k, logits.shape[-1])
     top = torch.log_softmax(logits.float() / temperature, -1).topk(k, -1)
     values = torch.zeros((*t["input_ids"].shape, k), dtype=top.values.dtype)
     ids = torch.zeros((*t["input_ids"].shape, k), dtype=top.indices.dtype)
