@@ -16,8 +16,8 @@ import torch
 from scipy import stats
 
 from evaluation.stats import CONFIDENCE, Estimate, bootstrap
+from trainers.ranking import METRICS, query_metrics  # one definition: the loop's validation
 
-METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100")
 Qrels = Mapping[str, Mapping[str, int]]
 
 
@@ -82,36 +82,6 @@ def judged_queries(qrels: Qrels) -> list[str]:
     """The queries metrics are computed for, in qrels order: those with a relevant document
     (nDCG and recall are undefined without one). ``per_query_metrics`` arrays follow it."""
     return [q for q, docs in qrels.items() if any(score > 0 for score in docs.values())]
-
-
-def query_metrics(ranking: Sequence[str], relevance: Mapping[str, int]) -> dict[str, float]:
-    """Every metric of ``METRICS`` for one ranked list of document ids.
-
-    As trec_eval: a document is relevant when its score is > 0; nDCG's gain is the score
-    itself (graded, linear) with a ``log2(rank + 1)`` discount, normalised by the best order
-    of the judged documents; MAP@100 divides by all relevant documents, retrieved or not
-    (``map_cut_100``). A document listed twice counts at its first rank only.
-    """
-    relevant = {d: s for d, s in relevance.items() if s > 0}
-    if not relevant:
-        raise ValueError("a query needs at least one relevant document to be scored")
-    ranked = list(dict.fromkeys(ranking))  # drop repeats, keep first ranks
-    gains = np.array([relevant.get(d, 0) for d in ranked[:100]], dtype=float)
-    hits = gains > 0
-    discount = 1.0 / np.log2(np.arange(2, 12))
-    dcg = float(np.sum(gains[:10] * discount[:len(gains[:10])]))
-    ideal = np.sort(np.array(list(relevant.values()), dtype=float))[::-1][:10]
-    idcg = float(np.sum(ideal * discount[:len(ideal)]))
-    first = np.flatnonzero(hits[:10])
-    ranks = np.flatnonzero(hits) + 1  # 1-based ranks of the relevant documents in the top 100
-    precision_at_hits = np.arange(1, len(ranks) + 1) / ranks
-    return {
-        "ndcg@10": dcg / idcg,
-        "mrr@10": 1.0 / (first[0] + 1) if len(first) else 0.0,
-        "recall@10": float(hits[:10].sum()) / len(relevant),
-        "recall@100": float(hits.sum()) / len(relevant),
-        "map@100": float(precision_at_hits.sum()) / len(relevant),
-    }
 
 
 def per_query_metrics(run: Mapping[str, Sequence[str]], qrels: Qrels) -> dict[str, np.ndarray]:

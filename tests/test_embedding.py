@@ -106,6 +106,21 @@ def test_embedding_trains_on_beir_pairs_and_evaluate_ranks_the_corpus(tmp_path, 
         emb = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
                     ).logits.detach().numpy()
     scores = dict(zip(TOPICS, emb[:-1] @ emb[-1], strict=True))
+    # the loop's test/split_* figures: the split's 3 queries ranked against its 3 documents
+    from trainers.ranking import query_metrics
+
+    split = ["d10", "d11", "d12"]
+    asked = tok([TOPICS[d][1] for d in split], padding=True, truncation=True, max_length=32,
+                return_tensors="pt")
+    queries = model(input_ids=asked["input_ids"], attention_mask=asked["attention_mask"]
+                    ).logits.detach().numpy()
+    order = np.argsort(-(queries @ emb[[list(TOPICS).index(d) for d in split]].T), axis=1)
+    by_query = [query_metrics([split[j] for j in row], {d: 1})
+                for row, d in zip(order, split, strict=True)]
+    assert metrics["test/split_queries"] == metrics["test/split_documents"] == 3
+    for name in ("ndcg@10", "mrr@10", "recall@10"):
+        assert metrics[f"test/split_{name}"] == pytest.approx(
+            np.mean([m[name] for m in by_query]), abs=1e-6)
     frame = pd.read_parquet(run_dir / "eval" / "test" / "predictions.parquet")
     got = list(frame.set_index("query_id").loc["qd10", "retrieved"])
     assert len(got) == 10 and max(scores[d] for d in TOPICS if d not in got) <= \

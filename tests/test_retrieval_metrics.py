@@ -96,6 +96,34 @@ def test_missing_queries_score_zero_and_repeats_count_once():
     assert got["map@100"].tolist() == [1.0, 0.0]
 
 
+def test_the_split_ranking_groups_queries_and_documents_and_ranks_distractors_too():
+    """Validation's split-wide retrieval: query 1 asked twice (two relevant documents),
+    document 10 relevant to two queries (one pool entry), a hard negative (12) ranked among
+    them. Per pair instead of per query, or without the distractor, the figures differ."""
+    from trainers.ranking import split_ranking
+
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    d10, d11, d12 = np.array([0.9, 0.1]), np.array([0.5, 0.5]), np.array([0.8, 0.0])
+    pairs = [(1, a, 10, d10), (1, a, 11, d11), (2, b, 10, d10)]
+    got = split_ranking(pairs, [(12, d12)])
+    # query 1 ranks 10, 12, 11 (both relevant: ranks 1 and 3); query 2 ranks 11, 10, 12
+    ndcg_1 = (1 + 1 / log2(4)) / (1 + 1 / log2(3))
+    assert got == pytest.approx({"ndcg@10": (ndcg_1 + 1 / log2(3)) / 2,
+                                 "mrr@10": (1 + 1 / 2) / 2, "recall@10": 1.0,
+                                 "queries": 2, "documents": 3})
+    assert split_ranking(pairs)["ndcg@10"] == pytest.approx((1 + 1 / log2(3)) / 2)
+    assert split_ranking([]) == {}
+
+
+def test_text_keys_see_the_tokens_not_the_padding():
+    from trainers.tasks import text_keys
+
+    ids = torch.tensor([[101, 7, 8, 102, 0], [101, 7, 8, 102, 9], [101, 7, 9, 102, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0]])
+    first, padded_otherwise, other = text_keys(ids, mask)
+    assert first == padded_otherwise != other
+
+
 def test_summary_has_a_seeded_interval_around_the_mean():
     per_query = {"ndcg@10": np.linspace(0, 1, 50), "mrr@10": np.ones(50)}
     first, again = summarise(per_query, resamples=500, seed=3), summarise(per_query, 500, 3)

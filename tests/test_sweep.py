@@ -37,6 +37,20 @@ def test_bad_sweep_definitions_fail_before_any_trial(change, message, tmp_path):
         validate(spec, run, has_validation=True)
 
 
+@pytest.mark.parametrize("task", ["embedding", "rerank"])
+def test_every_task_can_be_swept_on_what_its_validation_reports(task, tmp_path):
+    """A sweep of an embedding or reranker run was a KeyError before any check ran."""
+    from trainers.tasks import REPORTED
+
+    run = compose_run(tmp_path, ["sweep=grid_example", "trainer.eval_every=2", f"task={task}"])
+    for name in REPORTED[run.task.kind]:
+        validate(SweepSpec(name="x", space={"peft.r": {"choice": [4]}}, metric=f"val/{name}"),
+                 run, has_validation=True)
+    with pytest.raises(ConfigError, match=f"not reported during training for task {task}"):
+        validate(SweepSpec(name="x", space={"peft.r": {"choice": [4]}},
+                           metric="val/accuracy"), run, has_validation=True)
+
+
 def test_nested_and_dotted_axes_are_the_same_axis():
     from tuning.config import flatten_space
 

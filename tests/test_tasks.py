@@ -48,3 +48,28 @@ def test_clinc150_and_agnews_configs_read_their_formats(tmp_path):
     run = compose_run(tmp_path, ["data=agnews_subset", "data.max_examples=50"])
     splits = build_splits(run.data, "seq_cls")
     assert set(splits.labels) <= {"World", "Sports", "Business", "Sci/Tech"}
+
+
+def test_what_a_sweep_may_optimise_is_what_validation_reports():
+    """tuning/space.py refuses sweep metrics outside REPORTED: every figure ``score`` gives
+    (counts aside) must be in it, or a valid sweep would be refused."""
+    import numpy as np
+
+    from trainers.config import TaskKind
+    from trainers.tasks import REPORTED, EvalState, score
+
+    vec = np.ones(2)
+    cases = [
+        (TaskKind.seq_cls, EvalState(1.0, 2, [0, 1], [0, 0], [1, 2])),
+        (TaskKind.token_cls, EvalState(1.0, 2, [[0, 1]], [[0, 1]], [1])),
+        (TaskKind.causal_lm, EvalState(1.0, 2)),
+        (TaskKind.embedding, EvalState(1.0, 2, [0, 1], [0, 1], [1, 2],
+                                       pairs=[(1, vec, 2, vec), (3, vec, 4, -vec)])),
+        (TaskKind.embedding, EvalState(1.0, 3, [0.5, 1.0, 2.0], [0.1, 0.3, 0.2], [1, 2, 3])),
+        (TaskKind.rerank, EvalState(1.0, 2, [1, 1], [1, 0], [1, 2])),
+    ]
+    counts = {"examples", "tokens", "split_queries", "split_documents"}
+    for kind, state in cases:
+        reported = set(score(state, kind, ["O", "B-x"])) - counts
+        assert reported <= set(REPORTED[kind]), (kind, reported - set(REPORTED[kind]))
+    assert "split_ndcg@10" in score(cases[3][1], TaskKind.embedding, [])

@@ -78,7 +78,9 @@ class BiEncoder(torch.nn.Module):
                 neg_attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs: Any) -> SequenceClassifierOutput:
         """Queries alone: their embeddings as ``logits``. With documents: the loss, and as
-        ``logits`` the in-batch similarity rows (in_batch) or each pair's cosine (scored)."""
+        ``logits`` the in-batch similarity rows (in_batch) or each pair's cosine (scored);
+        in evaluation, in-batch pairs also give ``hidden_states`` = (query, document[,
+        negative]) embeddings."""
         from transformers.modeling_outputs import SequenceClassifierOutput  # with a model
 
         queries = self._embed_side(input_ids, attention_mask)
@@ -91,8 +93,12 @@ class BiEncoder(torch.nn.Module):
                 negatives = self._embed_side(neg_input_ids, neg_attention_mask).unsqueeze(1)
             logits, target = in_batch_logits(queries, docs, negatives, self.scale(),
                                              gather=self.training and self.spec.gather)
+            # in evaluation, the pooled embeddings themselves: validation ranks each query
+            # against the whole split's documents (trainers/ranking.py), not the batch's
+            embedded = None if self.training else \
+                (queries, docs, *(() if negatives is None else (negatives[:, 0],)))
             return SequenceClassifierOutput(loss=F.cross_entropy(logits, target),
-                                            logits=logits)
+                                            logits=logits, hidden_states=embedded)
         cosine = (queries * docs).sum(-1) if self.spec.normalize else \
             F.cosine_similarity(queries, docs, dim=-1)
         loss = None

@@ -105,10 +105,12 @@ def evaluate(net: Any, dataset: Any, run: TrainConfig, labels: list[str], rank: 
                 if labelled_head:  # no logits for the unscored positions (lm_head.py)
                     loss, logits = labelled_lm_loss(model, model_inputs(batch),
                                                     batch["labels"]), None
+                    embedded = None
                 else:
                     out = model(**model_inputs(batch), labels=batch["labels"])
                     loss, logits = out.loss, out.logits.float()
-            accumulate(state, run.task.kind, batch, loss.float(), logits)
+                    embedded = out.hidden_states if run.task.kind == TaskKind.embedding else None
+            accumulate(state, run.task.kind, batch, loss.float(), logits, embedded)
     model.train()
     lost = eval_rows_lost(run.data.on_error.value, split, scored, expected, world, rank)
     merged = EvalState()

@@ -15,6 +15,7 @@ import torch
 
 from data.tokenize import IGNORE_INDEX
 from trainers.config import TaskKind
+from trainers.ranking import SPLIT_METRICS, split_ranking
 
 
 @dataclass
@@ -26,6 +27,10 @@ class EvalState:
     gold: list[Any] = field(default_factory=list)
     pred: list[Any] = field(default_factory=list)
     uids: list[int] = field(default_factory=list)
+    # embedding pairs: (query key, query vector, document key, document vector), and the
+    # negatives as (key, vector), for the split-wide ranking (trainers/ranking.py)
+    pairs: list[tuple[int, np.ndarray, int, np.ndarray]] = field(default_factory=list)
+    distractors: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
     def merge(self, other: EvalState) -> None:
         self.loss_sum += other.loss_sum
@@ -33,12 +38,35 @@ class EvalState:
         self.gold += other.gold
         self.pred += other.pred
         self.uids += other.uids
+        self.pairs += other.pairs
+        self.distractors += other.distractors
+
+
+def text_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[int]:
+    """One key per row from its unpadded token ids: equal texts, equal keys (in every process:
+    a tuple of ints hashes the same everywhere, unlike a string)."""
+    return [hash(tuple(ids[:int(n)])) for ids, n in
+            zip(input_ids.tolist(), attention_mask.sum(1).tolist(), strict=True)]
+
+
+def _embedded_pairs(state: EvalState, batch: dict[str, torch.Tensor],
+                    embedded: tuple[torch.Tensor, ...]) -> None:
+    queries, docs = (t.float().cpu().numpy() for t in embedded[:2])
+    q_keys = text_keys(batch["input_ids"], batch["attention_mask"])
+    d_keys = text_keys(batch["doc_input_ids"], batch["doc_attention_mask"])
+    state.pairs += list(zip(q_keys, queries, d_keys, docs, strict=True))
+    if len(embedded) > 2:
+        negatives = embedded[2].float().cpu().numpy()
+        n_keys = text_keys(batch["neg_input_ids"], batch["neg_attention_mask"])
+        state.distractors += list(zip(n_keys, negatives, strict=True))
 
 
 def accumulate(state: EvalState, task: TaskKind, batch: dict[str, torch.Tensor],
-               loss: torch.Tensor, logits: torch.Tensor | None) -> None:
+               loss: torch.Tensor, logits: torch.Tensor | None,
+               embedded: tuple[torch.Tensor, ...] | None = None) -> None:
     """Add one evaluated batch: loss weighted by what the loss averaged over (a causal LM's
-    logits are not needed, and not computed where the head ran on labelled positions)."""
+    logits are not needed, and not computed where the head ran on labelled positions).
+    ``embedded``: an embedding batch's (query, document[, negative]) embeddings."""
     labels = batch["labels"]
     if task == TaskKind.seq_cls:
         weight = labels.numel()
@@ -58,6 +86,8 @@ def accumulate(state: EvalState, task: TaskKind, batch: dict[str, torch.Tensor],
         if logits.dim() == 2:  # in-batch rows: query i's own document is column i
             state.gold += list(range(len(labels)))
             state.pred += logits.argmax(-1).tolist()
+            if embedded is not None:
+                _embedded_pairs(state, batch, embedded)
         else:  # scored pairs: the cosine against the gold score
             state.gold += labels.tolist()
             state.pred += logits.tolist()
@@ -106,6 +136,8 @@ def score(state: EvalState, task: TaskKind, labels: list[str]) -> dict[str, floa
         gold, pred = np.asarray(state.gold), np.asarray(state.pred)
         if gold.dtype.kind in "iu":  # in-batch retrieval: the own document ranked first
             out["in_batch_accuracy"] = float(np.mean(gold == pred)) if len(gold) else 0.0
+            ranked = split_ranking(state.pairs, state.distractors)
+            out.update({f"split_{name}": value for name, value in ranked.items()})
         elif len(gold) > 1:
             from scipy.stats import spearmanr  # per task, like the metrics above
 
@@ -116,6 +148,17 @@ def score(state: EvalState, task: TaskKind, labels: list[str]) -> dict[str, floa
         out["perplexity"] = float(math.exp(min(loss, 50.0)))
     return out
 
+
+# What ``score`` reports per task during training (val/<name>): what a sweep may optimise.
+# An embedding run reports the in-batch and split-wide ranking figures for unscored pairs,
+# Spearman for scored ones (task.embedding.loss).
+REPORTED = {TaskKind.seq_cls: ("accuracy", "macro_f1", "loss"),
+            TaskKind.token_cls: ("entity_f1", "entity_precision", "entity_recall",
+                                 "token_accuracy", "loss"),
+            TaskKind.causal_lm: ("perplexity", "loss"),
+            TaskKind.embedding: (*(f"split_{m}" for m in SPLIT_METRICS), "in_batch_accuracy",
+                                 "spearman", "loss"),
+            TaskKind.rerank: ("pair_accuracy", "loss")}
 
 HEADLINE = {TaskKind.seq_cls: "accuracy", TaskKind.token_cls: "entity_f1",
             TaskKind.causal_lm: "perplexity", TaskKind.embedding: "loss",

@@ -15,15 +15,10 @@ from omegaconf.errors import OmegaConfBaseException
 from data.errors import ConfigError
 from trainers.config import TrainConfig, config_dict
 from trainers.metadata import flat_config
+from trainers.tasks import REPORTED
 from tuning.config import DISTRIBUTIONS, SweepSpec
 
 Run = TypeVar("Run", bound=TrainConfig)
-
-VAL_METRICS = {"seq_cls": ("accuracy", "macro_f1", "loss"),
-               "token_cls": ("entity_f1", "entity_precision", "entity_recall",
-                             "token_accuracy", "loss"),
-               "causal_lm": ("perplexity", "loss")}
-
 
 def _domain(key: str, spec: Any) -> Any:
     from ray import tune  # a slow import: only a sweep that starts needs it
@@ -110,7 +105,7 @@ def _as_text(value: Any) -> Any:
 
 def validate(spec: SweepSpec, run: TrainConfig, has_validation: bool) -> None:
     """Every mistake a sweep definition can hold, found before the first trial starts."""
-    task = run.task.kind.value
+    task = run.task.kind
     known = set(flat_config({k: v for k, v in config_dict(run).items()
                              if k not in ("sweep", "ablation")}))
     for key in spec.space:
@@ -126,10 +121,10 @@ def validate(spec: SweepSpec, run: TrainConfig, has_validation: bool) -> None:
         apply_values(run, {key: sample})
     metric = spec.metric
     name = metric.split("/", 1)[1] if metric.startswith("val/") else None
-    if name not in VAL_METRICS[task]:
-        allowed = ", ".join(f"val/{m}" for m in VAL_METRICS[task])
+    if name not in REPORTED[task]:
+        allowed = ", ".join(f"val/{m}" for m in REPORTED[task])
         raise ConfigError("sweep.metric", f"{metric!r} is not reported during training for "
-                          f"task {task}", f"one of: {allowed}")
+                          f"task {task.value}", f"one of: {allowed}")
     if not has_validation:
         raise ConfigError("sweep.metric", f"{metric} needs a validation split",
                           "set data.validation_path or data.val_fraction > 0")
