@@ -5,7 +5,8 @@ Where things are:
 - config: ``config`` (``TrainConfig`` and its parts), ``trainer_config`` (``trainer.*``),
   ``cluster_config``, ``quant_spec``
 - the loop: ``loop`` (``train_loop``, run by Ray Train in each worker), ``schedule`` (step
-  plan, optimizer, LR schedule), ``objective``, ``tasks`` (per-task metrics), ``data_loss``,
+  plan, optimizer, LR schedule), ``objective``, ``tasks`` (per-task metrics), ``ranking``
+  (nDCG/MRR/recall, shared with ``evaluation``), ``data_loss``,
   ``progress``
 - models: ``models`` (tokenizer, model, adapters, ``load_trained``), ``heads``, ``quantize``
 - checkpoints: ``checkpoint`` (save, resume), ``manifest`` (names, progress.json), ``storage``
