@@ -22,9 +22,8 @@ from data.batches import collate, model_inputs
 from data.errors import ConfigError
 from data.inprocess import to_block
 from data.locations import resolve_location
-from data.tokenize import IGNORE_INDEX
 from trainers.config import TaskKind
-from trainers.lm_head import labelled_head_applies, plain_model
+from trainers.lm_head import labelled_head_applies, labelled_logits
 from trainers.models import _AUTO_CLASSES, load_trained
 from trainers.storage import local_run
 
@@ -144,11 +143,9 @@ def lm_top_k(model: Any, t: dict[str, Any], temperature: float, k: int, labelled
         top = torch.log_softmax(logits.float() / temperature, -1).topk(
             min(k, logits.shape[-1]), -1)
         return top.values.cpu(), top.indices.cpu()
-    out = model(**model_inputs(t), output_hidden_states=True, logits_to_keep=1)
-    keep = t["labels"][:, 1:] != IGNORE_INDEX
-    logits = plain_model(model).get_output_embeddings()(out.hidden_states[-1][:, :-1][keep])
-    k = min(k, logits.shape[-1])
-    top = torch.log_softmax(logits.float() / temperature, -1).topk(k, -1)
+    out = labelled_logits(model, model_inputs(t), t["labels"])
+    keep, k = out.keep, min(k, out.logits.shape[-1])
+    top = torch.log_softmax(out.logits.float() / temperature, -1).topk(k, -1)
     values = torch.zeros((*t["input_ids"].shape, k), dtype=top.values.dtype)
     ids = torch.zeros((*t["input_ids"].shape, k), dtype=top.indices.dtype)
     values[:, :-1][keep.cpu()] = top.values.cpu()

@@ -24,6 +24,9 @@ from data.retrieval import read_beir
 from trainers.models import load_run_config, load_trained
 from trainers.quantize import merge_full_precision
 
+SINGLE_TEXTS = 100  # timed one at a time (latency at batch 1)
+BATCHED_TEXTS = 640  # at most, timed 32 at a time (latency and throughput at batch 32)
+
 
 def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int,
             disk_bytes: int | None = None) -> dict[str, float]:
@@ -42,12 +45,12 @@ def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int,
         for _ in range(3):
             run(texts[:32])
         single = []
-        for text in texts[:100]:
+        for text in texts[:SINGLE_TEXTS]:
             start = time.perf_counter()
             run([text])
             single.append(time.perf_counter() - start)
         batched = []
-        for i in range(0, min(len(texts), 640), 32):
+        for i in range(0, min(len(texts), BATCHED_TEXTS), 32):
             start = time.perf_counter()
             run(texts[i:i + 32])
             batched.append(time.perf_counter() - start)
@@ -56,14 +59,14 @@ def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int,
             model.save_pretrained(tmp, safe_serialization=True)
             disk_bytes = sum(f.stat().st_size for f in Path(tmp).rglob("*.safetensors"))
     return {"params": sum(p.numel() for p in model.parameters()), "disk_bytes": disk_bytes,
-            "texts": min(len(texts), 640), "texts_b1": min(len(texts), 100),
+            "texts": min(len(texts), BATCHED_TEXTS), "texts_b1": min(len(texts), SINGLE_TEXTS),
             "latency_b1_ms": 1000 * statistics.median(single),
             "latency_b32_ms": 1000 * statistics.median(batched),
             "throughput_b32": 32 * len(batched) / sum(batched)}
 
 
 def speed_texts(run_dir: Path, splits: tuple[str, ...] = ("test", "validation"),
-                limit: int = 640) -> list[str]:
+                limit: int = BATCHED_TEXTS) -> list[str]:
     """Held-out texts to time a model on: those of the run's saved predictions (first split
     that has them; a retrieval run's: the split's documents, what it embeds most); [] when
     there are none or they carry no text."""
