@@ -10,6 +10,8 @@ The ranks are spawned, not forked: a fork of a process with Ray or OpenMP thread
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -103,6 +105,9 @@ def _alignment(rank: int, world: int, row_by_row: bool = False
 
 
 def _rank_main(rank: int, init_file: str, out: str) -> None:
+    # this rank's stderr (a C++ abort's message included) to a file the fixture shows on failure
+    log = os.open(Path(out) / f"rank{rank}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(log, 2)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=WORLD, timeout=timedelta(seconds=60))
@@ -131,8 +136,13 @@ def _rank_main(rank: int, init_file: str, out: str) -> None:
         except ValueError as e:
             result["ragged"] = str(e)
         torch.save(result, Path(out) / f"rank{rank}.pt")
+        dist.barrier()  # neither rank closes its sockets while the other still uses them
     finally:
         dist.destroy_process_group()
+    sys.stderr.flush()
+    # skip interpreter teardown: gloo's and torch's C++ threads are not this test's subject,
+    # and a destructor racing them at exit can abort a rank whose results are already saved
+    os._exit(0)
 
 
 def _no_grad_gather(x: torch.Tensor) -> torch.Tensor:
@@ -151,12 +161,21 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     procs = mp.start_processes(_rank_main, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD,
                                join=False, start_method="spawn")
     deadline = time.monotonic() + 120
-    while not procs.join(timeout=1):  # raises if a rank failed
-        if time.monotonic() > deadline:
-            for p in procs.processes:
-                p.kill()
-            pytest.fail("the 2-process run did not finish within 120 s")
+    try:
+        while not procs.join(timeout=1):  # raises if a rank failed
+            if time.monotonic() > deadline:
+                for p in procs.processes:
+                    p.kill()
+                pytest.fail("the 2-process run did not finish within 120 s" + _logs(tmp))
+    except mp.ProcessExitedException as e:
+        pytest.fail(f"{e}{_logs(tmp)}")
     return [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def _logs(tmp: Path) -> str:
+    """What each rank wrote to stderr, for a failure message."""
+    return "".join(f"\n--- rank {r} stderr ---\n{(tmp / f'rank{r}.log').read_text()[-3000:]}"
+                   for r in range(WORLD) if (tmp / f"rank{r}.log").is_file())
 
 
 def _reference(hard: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
