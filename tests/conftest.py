@@ -90,6 +90,10 @@ def pytest_collection_modifyitems(items: list[Any]) -> None:
 # Small enough for seconds per run on 2 CPU cores, real enough to learn something.
 FAST = ["trainer.batch_size=16", "trainer.log_every=1", "trainer.ckpt_every=0",
         "trainer.eval_batch_size=64", "task.max_length=64"]
+# For tests of plumbing (resume, stores, jobs, records), not of learning: a random-init
+# 2-layer encoder with MiniLM's tokenizer (conf/model/tiny_bert.yaml), ~4x less CPU a run.
+# Not for tests that race a signal against training steps: its steps are too quick to catch.
+PLUMBING_MODEL = "model=tiny_bert"
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from unittest import mock
 import pytest
 
 from shardtune.cli import main
+from tests.conftest import PLUMBING_MODEL
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -247,6 +248,7 @@ def test_on_error_skip_counts_bad_rows_and_records_them(tmp_path, capsys):
         (data / name).write_text("")
     code = main(["train", f"paths.root={tmp_path}", f"data.path={data}", "data.on_error=skip",
                  "data.val_fraction=0.2", "trainer.max_steps=2", "trainer.batch_size=8",
+                 PLUMBING_MODEL,
                  "data.test_path=null", "task.max_length=8", "data.max_examples=1000"])
     assert code == 0, capsys.readouterr().err
     meta = json.loads((tmp_path / "runs/default/run_meta.json").read_text())
@@ -352,7 +354,8 @@ def tiny_run(tmp_path_factory) -> Path:
     """A finished two-step run with a checkpoint per step, copied by the cases that break it."""
     root = tmp_path_factory.mktemp("tiny")
     assert main(["train", f"paths.root={root}", "run_name=tiny", "trainer.max_steps=2",
-                 "trainer.ckpt_every=1", "task.max_length=32", "trainer.batch_size=8"]) == 0
+                 "trainer.ckpt_every=1", "task.max_length=32", "trainer.batch_size=8",
+                 PLUMBING_MODEL]) == 0
     return root / "runs" / "tiny"
 
 
@@ -392,15 +395,15 @@ def _other_verbs(tmp: Path, tiny: Path) -> list[Case]:
          ["zzz", "not seen in training"]),  # data.* alone changes the run's own data
         ("train: corrupted checkpoint on resume", ["train", "run_name=tiny", "trainer.max_steps=2",
                                                    "trainer.ckpt_every=1", "task.max_length=32",
-                                                   "trainer.batch_size=8"],
+                                                   "trainer.batch_size=8", PLUMBING_MODEL],
          ["checkpoint_000001", "corrupted", "training_state.pt"]),
         ("train: resumed under another config", ["train", "run_name=changed",
                                                  "trainer.batch_size=4", "trainer.max_steps=2",
-                                                 "task.max_length=32"],
+                                                 "task.max_length=32", PLUMBING_MODEL],
          ["run_name", "trainer.batch_size (8 → 4)", "another run_name"]),
         ("train: disk full while writing a checkpoint",
          ["train", "run_name=full", "trainer.max_steps=2", "trainer.ckpt_every=1",
-          "task.max_length=32", "trainer.batch_size=8"],
+          "task.max_length=32", "trainer.batch_size=8", PLUMBING_MODEL],
          ["no space left on device while writing checkpoint_000002 (training_state.pt)",
           "re-run the same command: it resumes from checkpoint_000001"], _disk_full),
         ("quantize: unknown method", ["quantize", f"run={tiny}", "quant.method=int3"],

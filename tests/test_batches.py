@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 from data.batches import budget_batches, split_to, token_budget_pieces
 from data.errors import ConfigError
-from tests.conftest import FAST, compose_run, logged, train_run
+from tests.conftest import FAST, PLUMBING_MODEL, compose_run, logged, train_run
 
 
 class FakeShard:
@@ -113,8 +113,8 @@ def test_a_token_budget_run_sees_every_row_once_ends_its_schedule_and_resumes_ex
     """Batch sizes follow the lengths; the linear schedule, counting examples, has decayed to
     its last examples' rate when the epochs end, without knowing the step count ahead; a run
     stopped mid-epoch resumes to the uninterrupted run's weights."""
-    args = [*FAST, "trainer.batch_tokens=256", "trainer.epochs=2", "trainer.bucket_batches=4",
-            "data.max_examples=160", "optim.warmup_ratio=0"]
+    args = [*FAST, PLUMBING_MODEL, "trainer.batch_tokens=256", "trainer.epochs=2",
+            "trainer.bucket_batches=4", "data.max_examples=160", "optim.warmup_ratio=0"]
     summary = train_run(tmp_path, [*args, "run_name=budget"])
     run_dir = Path(summary["run_dir"])
     meta = json.loads((run_dir / "run_meta.json").read_text())

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from shardtune.cli import main
-from tests.conftest import FAST, LAST, PLANTED, SET_BY_TESTS
+from tests.conftest import FAST, LAST, PLANTED, PLUMBING_MODEL, SET_BY_TESTS
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -99,8 +99,8 @@ def test_planted_secrets_appear_in_no_file_log_report_manifest_or_output(tmp_pat
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     root, run = f"paths.root={tmp_path}", tmp_path / "runs" / "tiny"
-    small = [*FAST, "trainer.max_steps=2", "task.max_length=32", f"data.path={data}",
-             "data.test_path=null", "data.val_fraction=0.25"]
+    small = [*FAST, PLUMBING_MODEL, "trainer.max_steps=2", "task.max_length=32",
+             f"data.path={data}", "data.test_path=null", "data.val_fraction=0.25"]
     outputs = []
     commands = [
         ["train", root, *small, "run_name=tiny", "tracking=wandb"],

@@ -10,7 +10,14 @@ import pytest
 
 from data.errors import ConfigError
 from shardtune.cli import main
-from tests.conftest import PLANTED, compose_run, logged, stop_while_training, train_run
+from tests.conftest import (
+    PLANTED,
+    PLUMBING_MODEL,
+    compose_run,
+    logged,
+    stop_while_training,
+    train_run,
+)
 from trainers.checkpoint import Progress, checkpoint_name, persist_store, seal
 from trainers.storage import Store, is_uri, join
 
@@ -62,7 +69,7 @@ def test_a_run_moves_machines_through_the_store(s3_store, tmp_path, ray_session)
     and the evaluation goes up beside it. No credential reaches any object."""
     uri, _ = s3_store
     base = ["train", "run_name=moved", f"paths.store={_quoted(uri)}", "trainer.max_steps=6",
-            "trainer.ckpt_every=2", *TINY]
+            "trainer.ckpt_every=2", *TINY, PLUMBING_MODEL]
     a, b, c, twin = (tmp_path / n for n in ("a", "b", "c", "twin"))
     assert main([*base, f"paths.root={a}", "trainer.stop_after_steps=4"]) == 0
     store = Store.open(uri).child("moved")
@@ -81,7 +88,7 @@ def test_a_run_moves_machines_through_the_store(s3_store, tmp_path, ray_session)
         assert files.get(name) == (run_b / name).stat().st_size, name
 
     assert main(["train", "run_name=moved", "trainer.max_steps=6", "trainer.ckpt_every=2",
-                 *TINY, f"paths.root={twin}"]) == 0
+                 *TINY, PLUMBING_MODEL, f"paths.root={twin}"]) == 0
     twin_metrics = json.loads((twin / "runs" / "moved" / "metrics.json").read_text())
     moved_metrics = json.loads(store.read_text("metrics.json"))
     assert moved_metrics["dist/weights_hash"] == twin_metrics["dist/weights_hash"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shardtune.cli import main
-from tests.conftest import PLANTED, SHARED
+from tests.conftest import PLANTED, PLUMBING_MODEL, SHARED
 
 FAKE_KEY = "submit0fake0key0" + "e" * 24
 KUBERAY = SHARED.parent / "schemas" / "kuberay"
@@ -94,8 +94,8 @@ def test_submit_runs_a_train_job_with_a_forwarded_secret_and_jobs_commands(
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     uri = s3_store[0]
     args = ["submit", "--address", ray_head, "--wait", "train", f"submit.storage='{uri}'",
-            "submit.forward_env=[WANDB_API_KEY]", "run_name=job1", "trainer.max_steps=3",
-            "trainer.batch_size=16", "task.max_length=64"]
+            "submit.forward_env=[WANDB_API_KEY]", "run_name=job1", PLUMBING_MODEL,
+            "trainer.max_steps=3", "trainer.batch_size=16", "task.max_length=64"]
     assert main(args) == 0
     out = capsys.readouterr().out
     job_id = out.split("submitted: ")[1].split()[0]
@@ -130,7 +130,8 @@ def test_a_running_job_is_not_submitted_twice_and_a_stopped_one_resumes(ray_head
     resumes from that step."""
     from trainers.checkpoint import checkpoint_step, is_complete
 
-    train = ["train", f"submit.storage={tmp_path}", "run_name=long", "trainer.epochs=1000",
+    train = ["train", f"submit.storage={tmp_path}", "run_name=long", PLUMBING_MODEL,
+             "trainer.epochs=1000",
              "trainer.ckpt_every=100000", "trainer.log_every=1", "trainer.batch_size=16",
              "task.max_length=64"]
     args = ["submit", "--address", ray_head, *train]

@@ -12,7 +12,7 @@ import pytest
 
 from data.errors import ConfigError
 from shardtune.cli import main
-from tests.conftest import FAST, SHARED, compose_run, needs_shared
+from tests.conftest import FAST, PLUMBING_MODEL, SHARED, compose_run, needs_shared
 from tuning.config import SweepSpec
 from tuning.space import validate
 
@@ -190,7 +190,7 @@ def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducibl
         # under its own run_name that configuration runs its own trials, into its own folder:
         # the same values twice, the second in the process the first one trained in (Tune
         # reuses the trial's actor), ending with the same weights (nothing carried over)
-        other = [*changed, "run_name=pytest_other",
+        other = [*changed, "run_name=pytest_other", PLUMBING_MODEL,
                  "sweep.space={optim.lr:{grid:[5.0e-3,5.0e-3]}}",
                  "trainer.max_steps=2", "trainer.eval_every=2", "sweep.scheduler=fifo",
                  f"sweep.export_dir={tmp_path / 'exp'}", f"paths.root={tmp_path}"]

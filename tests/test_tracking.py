@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST, logged, train_run
+from tests.conftest import FAST, PLUMBING_MODEL, logged, train_run
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 def _wandb_records(path: Path) -> list[dict]:
@@ -28,7 +28,7 @@ def test_wandb_offline_run_records_config_and_summary_without_the_key(tmp_path, 
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     monkeypatch.setenv("WANDB_SILENT", "true")
     # A one-seed group: the member is named after the group and grouped by config hash.
-    summary = train_run(tmp_path, [*FAST, "tracking=wandb", "trainer.max_steps=3",
+    summary = train_run(tmp_path, [*FAST, PLUMBING_MODEL, "tracking=wandb", "trainer.max_steps=3",
                                    "run_name=tracked", "seeds=[3]", "tracking.log_artifacts=true"])
     run_dir = Path(summary["run_dir"]) / "seed3"
     offline = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
