@@ -20,6 +20,7 @@ from tuning.config import DISTRIBUTIONS, SweepSpec
 
 Run = TypeVar("Run", bound=TrainConfig)
 
+
 def _domain(key: str, spec: Any) -> Any:
     from ray import tune  # a slow import: only a sweep that starts needs it
 
