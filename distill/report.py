@@ -98,8 +98,9 @@ def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
     figures: dict[str, Any] = {"split": split}
     metric = quality_metric(run)
     if metric and tdir is not None:
-        teacher_eval = evaluate(EvaluateConfig(run=str(tdir), split=split, baseline=False,
-                                               data=run.data, paths=run.paths))
+        teacher_eval = evaluate(EvaluateConfig(  # answers generated as the student's are
+            run=str(tdir), split=split, baseline=False, data=run.data, paths=run.paths,
+            max_new_tokens=run.task.max_new_tokens, num_beams=run.task.num_beams))
         score = teacher_eval["metrics"][metric]
         figures["metric"], figures[f"teacher_{metric}"] = metric, score
         lines += quality_table(score, summary, split, figures, metric)

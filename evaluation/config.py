@@ -79,6 +79,9 @@ class EvaluateConfig:
         inprocess_rows: Splits up to this many rows are scored in this process (no actor
             start-up, which dominates small splits); 0 = always through Ray Data actors.
         rerank: A ``task=rerank`` run's first stage and depth.
+        max_new_tokens: Chat runs: the longest generated answer; ``null`` = the run's own
+            ``task.max_new_tokens``.
+        num_beams: Chat runs: beam width; ``null`` = the run's own ``task.num_beams``.
     """
 
     run: str = "???"
@@ -93,6 +96,8 @@ class EvaluateConfig:
     baseline: bool = True
     inprocess_rows: int = 4096
     rerank: RerankSpec = field(default_factory=RerankSpec)
+    max_new_tokens: Optional[int] = None
+    num_beams: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -101,6 +106,9 @@ class EvaluateConfig:
             raise ConfigError("resamples", f"must be >= 100, got {self.resamples}")
         if self.actors < 1 or self.batch_size < 1:
             raise ConfigError("actors" if self.actors < 1 else "batch_size", "must be >= 1")
+        for key in ("max_new_tokens", "num_beams"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(key, f"must be >= 1, got {getattr(self, key)}")
         if self.data is not None:
             check_data_uris(self.data)
         refuse_credentials(self.run, "run")

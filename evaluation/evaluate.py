@@ -37,6 +37,7 @@ from evaluation.outputs import (
     data_config,
     data_identity,
     data_lost,
+    generation_settings,
     output_dir,
     own_data,
     rows_digest,
@@ -155,9 +156,12 @@ def _evaluate_chat(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, da
     rows = splits.datasets[cfg.split].to_pandas()
     prompts = group_prompts(rows)
     dataset = ray.data.from_pandas(prompts.drop(columns=["references"]))
-    frame = score_split(Generate, cfg, run_dir, dataset, cfg.batch_size * 8, num_cpus=1)
+    settings = generation_settings(run, cfg)
+    made_by = {**made_by, "generation": settings}
+    frame = score_split(Generate, cfg, run_dir, dataset, cfg.batch_size * 8, settings,
+                        num_cpus=1)
     pretrained = run.model.init_config is None  # a random-init model has no base to ask
-    base = score_split(GenerateBase, cfg, run_dir, dataset, cfg.batch_size * 8,
+    base = score_split(GenerateBase, cfg, run_dir, dataset, cfg.batch_size * 8, settings,
                        num_cpus=1) if cfg.baseline and pretrained else None
     lost = data_lost(rows, splits.summaries[cfg.split], run.task.max_length)  # prompts whole
     return finish_generation(cfg, run_dir, data_name, out_dir, made_by, prompts, frame, base,

@@ -119,8 +119,10 @@ def generate_answers(model: Any, tok: Any, prompts: list[str], stop: list[int],
 class GenerateBase(Generate):
     """The same generation from the run's base model: the zero-shot baseline."""
 
-    def __init__(self, run_dir: str, batch_size: int, threads: int = 1) -> None:
-        super().__init__(run_dir, batch_size, threads, base=True)
+    def __init__(self, run_dir: str, batch_size: int, threads: int = 1,
+                 max_new_tokens: int = 64, num_beams: int = 1) -> None:
+        super().__init__(run_dir, batch_size, threads, max_new_tokens, num_beams, base=True)
+
 
 
 def score_generations(frame: pd.DataFrame, resamples: int) -> dict[str, Any]:

@@ -23,14 +23,15 @@ def place_for_inference(model: Any, threads: int) -> torch.device:
 
 
 def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows: int,
-                **resources: Any) -> pd.DataFrame:
-    """Run a scoring UDF (model loads in its constructor) over a split: in this process for
-    small splits, where an actor's start-up (a process, imports, model load) would dominate;
-    through Ray Data actors otherwise."""
+                udf_kwargs: dict[str, Any] | None = None, **resources: Any) -> pd.DataFrame:
+    """Run a scoring UDF (model loads in its constructor, with ``udf_kwargs`` beside the run,
+    batch size and threads) over a split: in this process for small splits, where an actor's
+    start-up (a process, imports, model load) would dominate; through Ray Data actors
+    otherwise."""
     import ray  # Ray loads only when a job runs: the CLI and tests import this module without it
 
     if cfg.inprocess_rows and dataset.count() <= cfg.inprocess_rows:
-        score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads())
+        score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads(), **(udf_kwargs or {}))
         return pd.concat([pd.DataFrame(score(batch)) for batch in dataset.iter_batches(
             batch_size=rows, batch_format="numpy")], ignore_index=True)
     # On CPU, each actor reserves one core (so reads can still be scheduled) but runs its
@@ -38,6 +39,6 @@ def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows
     threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)
     return dataset.map_batches(
         udf, fn_constructor_kwargs={"run_dir": str(run_dir), "batch_size": cfg.batch_size,
-                                    "threads": threads},
+                                    "threads": threads, **(udf_kwargs or {})},
         batch_size=rows, concurrency=cfg.actors, **resources,
     ).to_pandas()

@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from data.config import DataConfig
 from data.errors import ConfigError
 from trainers.identity import RESUME_FREE, digest, identity, read_json
+from trainers.models import load_run_config
 from trainers.storage import check_data_uris
 
 EVAL_DIR = "eval"
@@ -117,13 +118,25 @@ def rows_digest(frame: Any) -> str:
     return digest(rows)
 
 
+def generation_settings(run: Any, cfg: Any = None) -> dict[str, int]:
+    """How a chat run's answers are generated: ``evaluate``'s overrides, else the run's own
+    ``task.max_new_tokens`` / ``task.num_beams``. Recorded with the answers, so answers made
+    with other settings are never reused or paired as if they were the same."""
+    override = {k: getattr(cfg, k, None) for k in ("max_new_tokens", "num_beams")}
+    return {k: v if v is not None else getattr(run.task, k) for k, v in override.items()}
+
+
 def is_current(out_dir: Path, run_dir: Path) -> bool:
-    """Saved predictions in ``out_dir`` were made by the run's present weights (predictions
-    saved before that was recorded count as current, as they did then)."""
+    """Saved predictions in ``out_dir`` were made by the run's present weights and, for a chat
+    run, its present generation settings (predictions saved before either was recorded count
+    as current, as they did then)."""
     if not (out_dir / "predictions.parquet").is_file():
         return False
     made_by = (read_json(out_dir / "metrics.json") or {}).get("made_by")
-    return made_by is None or made_by.get("weights") == weights_hash(run_dir)
+    if made_by is None or "generation" not in made_by:
+        return made_by is None or made_by.get("weights") == weights_hash(run_dir)
+    return made_by.get("weights") == weights_hash(run_dir) and \
+        made_by["generation"] == generation_settings(load_run_config(run_dir))
 
 
 def data_lost(frame: Any, summary: Any, max_length: int) -> dict[str, Any]:

@@ -427,6 +427,10 @@ def _other_verbs(tmp: Path, tiny: Path) -> list[Case]:
                                                     "distill.augment_p=0.7"],
          ["distill.augment_p", "(0, 0.5)"]),
         ("compare: not runs", ["compare", f"a={tmp}/x", f"b={tmp}/y"], ["x", "not a run"]),
+        ("evaluate: no tokens to generate", ["evaluate", f"run={tiny}", "max_new_tokens=0"],
+         ["max_new_tokens", "must be >= 1"]),
+        ("train: no beams", ["train", "task=sft", "task.num_beams=0"],
+         ["task.num_beams", "must be >= 1"]),
         ("sweep: unknown sweep", ["sweep", "sweep=nope"], ["'sweep'", "smoke"]),
     ]
 

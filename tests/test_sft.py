@@ -5,6 +5,7 @@ prompt and scores it against all of that prompt's references."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     def sft(*extra: str) -> dict:
         run = compose_run(tmp_path, [*FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
                                      "data.max_examples=120", "trainer.max_steps=8",
-                                     "task.max_length=256", "optim.lr=1e-2", *extra])
+                                     "task.max_length=256", "optim.lr=1e-2",
+                                     "task.max_new_tokens=16", *extra])
         run.task.chat_template = CHATML  # MiniLM's tokenizer has none; SmolLM2's has its own
         return train(run)
 
@@ -55,6 +57,10 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     frame = __import__("pandas").read_parquet(Path(result["out_dir"]) / "predictions.parquet")
     # one answer per distinct meaning representation, scored against all its references
     assert m["examples"] == len(frame) == frame["prompt"].nunique() < m["references"]
+    # answers end at the run's task.max_new_tokens (a random model never stops by itself),
+    # and the evaluation records the settings it generated with
+    assert frame["new_tokens"].max() == 16
+    assert result["made_by"]["generation"] == {"max_new_tokens": 16, "num_beams": 1}
     assert all(len(json.loads(r)) >= 1 for r in frame["references"])
     for name in ("bleu", "rouge_l", "chrf", "exact_match"):
         assert m[name]["ci_low"] <= m[name]["value"] <= m[name]["ci_high"]
@@ -64,6 +70,17 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     assert (frame["meta_mr_attributes"] == frame["text"].str.count(r"\[").astype(str)).all()
     sliced = {s["slice"].split("=")[0] for s in result["slices"]}
     assert {"mr_attributes", "references"} <= sliced, sliced
+    # saved answers count as current (compare, seed groups reuse them) only while the run's
+    # generation settings are the ones they were made with
+    from evaluation.outputs import is_current
+
+    assert is_current(Path(result["out_dir"]), Path(summary["run_dir"]))
+    longer = tmp_path / "longer"
+    shutil.copytree(summary["run_dir"], longer)
+    saved = json.loads((longer / "config.json").read_text())
+    saved["task"]["max_new_tokens"] = 32
+    (longer / "config.json").write_text(json.dumps(saved))
+    assert not is_current(longer / "eval" / "test", longer)
 
     # quantised (dynamic int8), reloaded, generating beside the full model: the gate's metric
     # is BLEU (points), paired by prompt; the full side's answers are evaluate's, exactly
@@ -88,7 +105,8 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
 
     kd = compose_run(tmp_path, distill_overrides([
         f"teacher={summary['run_dir']}", *FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
-        "data.max_examples=120", "task.max_length=256", "trainer.max_steps=2",
+        "data.max_examples=120", "task.max_length=256", "task.max_new_tokens=16",
+        "trainer.max_steps=2",
         "distill.top_k=4", "distill.speed_rows=32", "run_name=sft_kd"]))
     kd.task.chat_template = CHATML
     assert distill(kd)["status"] == "done"
@@ -108,6 +126,15 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     text = (tmp_path / "runs" / "sft_kd" / "distill_report.md").read_text()
     assert "| model | test bleu |" in text
     assert ("of the teacher's bleu" if teacher_bleu else "no retention figure") in text
+
+    # evaluate's max_new_tokens= overrides the run's own, and is what the answers record
+    assert main(["evaluate", f"run={summary['run_dir']}", "split=test", "resamples=200",
+                 "max_new_tokens=4", f"paths.root={tmp_path}"]) == 0
+    short = Path(result["out_dir"])
+    assert json.loads((short / "metrics.json").read_text())["made_by"]["generation"] == \
+        {"max_new_tokens": 4, "num_beams": 1}
+    assert __import__("pandas").read_parquet(short / "predictions.parquet")[
+        "new_tokens"].max() == 4
 
 
 def test_generation_stops_at_the_end_of_turn_token():

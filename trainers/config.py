@@ -51,6 +51,9 @@ class TaskConfig:
             (``data.chat.*``), rendered by the tokenizer's chat template, loss on assistant
             tokens only (data/chat.py).
         chat_template: A Jinja chat template used instead of the tokenizer's own.
+        max_new_tokens: Chat runs: the longest answer ``evaluate`` generates, in tokens (an
+            answer cut there is counted as not stopped); ``evaluate max_new_tokens=`` overrides.
+        num_beams: Chat runs: beam width of that generation (1 = greedy).
         embedding: ``task=embedding``: loss, scale, negatives across workers.
     """
 
@@ -59,11 +62,16 @@ class TaskConfig:
     pack: bool = True
     chat: bool = False
     chat_template: Optional[str] = None
+    max_new_tokens: int = 64
+    num_beams: int = 1
     embedding: EmbeddingSpec = field(default_factory=EmbeddingSpec)
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
             raise ConfigError("task.max_length", f"must be >= 8, got {self.max_length}")
+        for key in ("max_new_tokens", "num_beams"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"task.{key}", f"must be >= 1, got {getattr(self, key)}")
         if self.chat and self.kind != TaskKind.causal_lm:
             raise ConfigError("task.chat", f"needs task.kind=causal_lm, got {self.kind.value}",
                               "task=sft sets both")
