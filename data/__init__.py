@@ -2,7 +2,7 @@
 
 Owns reading shards (local or any fsspec URI: ``shards``), validation and the split summaries
 (``labels``, ``summary``), splitting, dedup and PII redaction (``pipeline``, ``check``,
-``pii``), tokenisation, chats and packing (``tokenize``, ``chat``, ``packing``), the loop's
+``pii``), small data held and mapped in the driver (``inprocess``; ``local``: without Ray), tokenisation, chats and packing (``tokenize``, ``chat``, ``packing``), the loop's
 batches (``batches``), model locations (``locations``, ``gguf``), ``DataConfig`` and the
 user-facing errors every other package raises (``errors``). Kept importable without Ray
 started so that config validation stays cheap.

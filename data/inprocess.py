@@ -7,7 +7,8 @@ is materialised and small (``data.driver_rows`` rows), its blocks already sit in
 store: fetched here, the same batch functions run on them in this process (~20 ms) and the
 result is a materialised data set again. The rows and their order are those of
 ``map_batches`` with ``preserve_order`` (tests/test_pipeline.py); larger or lazy data sets
-take the Ray Data path unchanged.
+take the Ray Data path unchanged. A run that never starts Ray (data/local.py) holds the same
+blocks as a :class:`~data.local.LocalDataset` instead.
 """
 
 from __future__ import annotations
@@ -17,26 +18,51 @@ from typing import Any
 
 import numpy as np
 
+from data.local import LocalDataset, to_block
+
 ROWS_PER_BLOCK = 2048  # rows a batch function sees at a time through Ray Data
 Batch = dict[str, np.ndarray]
 
 
 def runs_here(ds: Any, driver_rows: int) -> bool:
-    """A materialised data set of at most ``driver_rows`` rows (0: never), not empty."""
+    """A data set held here, or a materialised one of at most ``driver_rows`` rows (0:
+    never), not empty."""
+    if isinstance(ds, LocalDataset):
+        return True
     from ray.data.dataset import MaterializedDataset  # Ray loads only when data is read
 
     return bool(driver_rows) and isinstance(ds, MaterializedDataset) and \
         0 < ds.count() <= driver_rows  # materialised: the count is block metadata
 
 
+def blocks(ds: Any) -> list[Any]:
+    """A materialised data set's Arrow blocks, fetched into this process."""
+    if isinstance(ds, LocalDataset):
+        return ds.blocks()
+    import ray  # Ray loads only when data is read
+
+    return ray.get(ds.to_arrow_refs())
+
+
 def local_batches(ds: Any) -> Iterator[Batch]:
     """A materialised data set's blocks as numpy batches, fetched into this process."""
-    import ray  # Ray loads only when data is read
-    from ray.data.block import BlockAccessor
+    from ray.data.block import BlockAccessor  # Ray loads only when data is read
 
-    for table in ray.get(ds.to_arrow_refs()):
+    for table in blocks(ds):
         if table.num_rows:
             yield BlockAccessor.for_block(table).to_batch_format("numpy")
+
+
+def from_blocks(tables: list[Any]) -> Any:
+    """Blocks made here as a data set: held here while Ray is not running (a run that needs
+    none, data/local.py), in Ray's object store otherwise."""
+    import ray  # Ray loads only when data is read
+
+    if not ray.is_initialized():
+        return LocalDataset(tables)
+    import ray.data
+
+    return ray.data.from_arrow(tables)
 
 
 def map_batches(ds: Any, fn: Callable[..., Batch], driver_rows: int, **kwargs: Any) -> Any:
@@ -44,13 +70,6 @@ def map_batches(ds: Any, fn: Callable[..., Batch], driver_rows: int, **kwargs: A
     (materialised again), through Ray Data otherwise. ``fn`` works row by row."""
     if not runs_here(ds, driver_rows):
         return ds.map_batches(fn, fn_kwargs=kwargs, batch_size=ROWS_PER_BLOCK)
-    import ray.data  # Ray loads only when data is read
+    made = [to_block(fn(batch, **kwargs)) for batch in local_batches(ds)]
+    return LocalDataset(made) if isinstance(ds, LocalDataset) else from_blocks(made)
 
-    return ray.data.from_arrow([to_block(fn(batch, **kwargs)) for batch in local_batches(ds)])
-
-
-def to_block(batch: Batch) -> Any:
-    """A batch function's output as the block Ray Data's ``map_batches`` would make of it."""
-    from ray.data.block import BlockAccessor  # Ray loads only when data is read
-
-    return BlockAccessor.batch_to_block(batch)

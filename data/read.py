@@ -189,9 +189,25 @@ def read_split(paths: list[str], key: str, cfg: DataConfig, task: str, split: st
                   for batch in _read_shard({k: np.array([v], dtype=object)
                                             for k, v in item.items()}, spec)]
         if blocks:  # nothing read: Ray's path gives the same empty split
-            return ray.data.from_arrow(blocks), shards
+            return inprocess.from_blocks(blocks), shards
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     return ds.map_batches(_read_shard, fn_kwargs={"spec": spec}, batch_size=1), shards
+
+
+def driver_reads_all(cfg: DataConfig) -> bool:
+    """Every split of ``cfg`` is read by this process (:func:`reads_here`, all its files
+    together), so a local run needs Ray for none of its data (data/local.py). Pair formats
+    (BEIR, STS) and streamed data take Ray Data."""
+    if not (cfg.materialize and cfg.driver_rows) or cfg.format.value in ("beir", "sts"):
+        return False
+    keys = {"data.path": cfg.path, "data.validation_path": cfg.validation_path,
+            "data.test_path": cfg.test_path}
+    try:
+        shards = [s for key, paths in keys.items() if paths
+                  for s in expand_paths(paths, key, cfg.format, [])]
+    except DataError:  # said as the read says it, later
+        return False
+    return reads_here(shards, cfg.driver_bytes)
 
 
 def reads_here(shards: list[Shard], limit: int) -> bool:

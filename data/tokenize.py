@@ -13,7 +13,7 @@ import numpy as np
 from data.chat import IGNORE
 from data.chat import encode as chat_encode
 from data.errors import DataError
-from data.inprocess import local_batches, to_block
+from data.inprocess import from_blocks, local_batches, to_block
 from data.packing import pack
 from data.pipeline import uid
 
@@ -350,13 +350,11 @@ def _tokenize_here(datasets: dict[str, Any], kwargs: dict[str, Any]) -> dict[str
 
     A split's rows are never batched with another's (so LM packing never mixes them); the
     block is built by Ray's own batch-to-block conversion, as ``map_batches`` builds it."""
-    import ray.data
-
     tokenize = _cached(stamp=_stamp(kwargs["tokenizer_path"]), **kwargs)
     out = {}
     for name, ds in datasets.items():  # its blocks fetched here, cut as iter_batches cuts
         rows = _concatenated(list(local_batches(ds)))
         parts = [tokenize({key: column[start:start + 1024] for key, column in rows.items()})
                  for start in range(0, len(next(iter(rows.values()))), 1024)]
-        out[name] = ray.data.from_arrow(to_block(_concatenated(parts)))
+        out[name] = from_blocks([to_block(_concatenated(parts))])
     return out

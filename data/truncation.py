@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from data.inprocess import blocks
 from data.tokenize import tag_split, tokenize_task
 
 
@@ -49,9 +50,7 @@ def count_truncation(tokenized: dict[str, Any], here: bool = False
     import ray  # Ray loads only when a job runs: the CLI imports this module without it
 
     if here:
-        return {name: _sum_counts([_block_truncation(ray.get(ref))
-                                   for bundle in ds.iter_internal_ref_bundles()
-                                   for ref in bundle.block_refs])
+        return {name: _sum_counts([_block_truncation(block) for block in blocks(ds)])
                 for name, ds in tokenized.items()}
     task = ray.remote(num_cpus=0)(_block_truncation)
     refs = {name: [task.remote(ref) for bundle in ds.iter_internal_ref_bundles()

@@ -157,6 +157,13 @@ def announce_ray(joined: str | None) -> None:
     print(f"ray: {where} ({cpus} CPUs); full log: {_route['file']}", flush=True)
 
 
+def announce_no_ray() -> None:
+    """The line where Ray would have started, for a run that needs none (data/local.py)."""
+    if _route:
+        print(f"ray: not started (a local run on files read here; data.driver_bytes=0 starts "
+              f"it); full log: {_route['file']}", flush=True)
+
+
 def _raylet_lines(data: dict[str, Any], ignore_prefix: bool) -> None:
     """The raylet's messages go to the log file; the console keeps those that are not mere
     warnings (a worker killed for memory, say)."""

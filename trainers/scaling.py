@@ -28,6 +28,23 @@ def quiet_ray_logs() -> None:
     os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
 
 
+@contextlib.contextmanager
+def without_ray() -> Iterator[None]:
+    """A run that needs no Ray (data/local.py): Ray's APIs may not start one behind its back
+    (Ray's auto-init would start a default one, dashboard and all), so an unforeseen call
+    fails loudly instead; ``ensure_ray`` still starts one the usual way when asked."""
+    from ray._private import auto_init_hook  # Ray loads only when a job runs
+
+    quiet_ray_logs()
+    quiet_console_handlers()  # Ray Train's local-mode notices go to the log file
+    allowed = auto_init_hook.enable_auto_connect
+    auto_init_hook.enable_auto_connect = False
+    try:
+        yield
+    finally:
+        auto_init_hook.enable_auto_connect = allowed
+
+
 def start_local_ray(**kwargs: Any) -> None:
     """Start a single-node Ray whose services all listen on 127.0.0.1 only.
 

@@ -7,6 +7,7 @@ hands workers a plain ``TrainConfig``. Results land in ``runs/<run_name>/`` in e
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from data.check import check_dataset_splits, summary_line
+from data.local import to_ray
 from data.pipeline import build_splits
+from data.read import driver_reads_all
 from data.tokenize import tokenize_splits, tokenizes_here
 from data.truncation import count_truncation, count_truncation_raw
 from trainers.checkpoint import (
@@ -27,6 +30,7 @@ from trainers.checkpoint import (
 )
 from trainers.cluster_config import ClusterMode
 from trainers.config import TaskKind, TrainConfig, config_dict, single_locations
+from trainers.console_logs import announce_no_ray
 from trainers.data_loss import due_per_epoch
 from trainers.embedding import write_sentence_transformers_layout
 from trainers.identity import read_json, refuse_if_changed, run_identity
@@ -42,7 +46,13 @@ from trainers.models import (
 from trainers.objective import ObjectiveFactory, task_loss
 from trainers.quantize import merge_full_precision
 from trainers.report import write_report
-from trainers.scaling import check_placement, check_strategy, ensure_ray, scaling_config
+from trainers.scaling import (
+    check_placement,
+    check_strategy,
+    ensure_ray,
+    scaling_config,
+    without_ray,
+)
 from trainers.stop import received, stop_flag, stopped
 from trainers.storage import Store, run_store, upload_written
 from trainers.tracking import METRICS_FILE, upload_artifacts
@@ -62,15 +72,28 @@ class Prepared:
     eval_rows: dict[str, int] = field(default_factory=dict)
 
 
-def prepare(run: TrainConfig) -> Prepared:
-    """Start Ray, check model and placement, read, split, check and tokenise the data."""
+def needs_no_ray(run: TrainConfig) -> bool:
+    """A local run whose every file this process reads (data/local.py): Ray would only hold
+    its rows, and starting it costs ~4.5 s of a 2-core machine before the first step. A Ray
+    already running (a notebook's, the test session's) is used as before."""
+    import ray  # ~0.5 s; Ray itself does not start
+
+    return run.cluster.mode == ClusterMode.local and not run.cluster.address and \
+        not os.environ.get("RAY_ADDRESS") and not ray.is_initialized() and \
+        driver_reads_all(run.data)
+
+
+def prepare(run: TrainConfig, ray_free: bool = False) -> Prepared:
+    """Start Ray (unless ``ray_free``: :func:`needs_no_ray`), check model and placement, read,
+    split, check and tokenise the data."""
     # while Ray starts (3–10 s, mostly waiting on its processes): load-check the model and,
     # when the loop runs in this process, import its libraries (first step ~5 s sooner)
     with ThreadPoolExecutor(1) as pool:
         model_ok = pool.submit(check_model, run.model)
         if run.cluster.mode == ClusterMode.local:
             pool.submit(import_loop_libraries, run.peft.method)
-        ensure_ray(run.cluster)
+        if not ray_free:
+            ensure_ray(run.cluster)
         model_ok.result()
     check_placement(run.cluster)
     check_strategy(run.cluster, run.trainer.strategy.value)
@@ -79,6 +102,11 @@ def prepare(run: TrainConfig) -> Prepared:
             "train_on_prompt": run.data.chat.train_on_prompt}
     splits = build_splits(run.data, task)
     here = tokenizes_here(splits.datasets, run.data.materialize, run.data.driver_rows)
+    if ray_free and not here:  # more rows than this process tokenises: Ray's actors do
+        ensure_ray(run.cluster)
+        splits.datasets = {name: to_ray(ds) for name, ds in splits.datasets.items()}
+    elif ray_free:
+        announce_no_ray()
     datasets = tokenize_splits(
         splits.datasets, tokenizer_location(run.model), task, run.task.max_length, splits.labels,
         run.task.pack, run.data.tokenize_actors, run.data.materialize, run.data.task_rows,
@@ -108,7 +136,10 @@ def train(run: TrainConfig) -> dict[str, Any]:
         raise ValueError("a seed group (seeds=[...]) trains with tuning.seeds.train_group")
     if scan(Path(run.run_dir))[0]:  # a changed config is refused before any data is read
         _check_resume_config(Path(run.run_dir), run, None)
-    return fit(run, prepare(run))
+    if not needs_no_ray(run):
+        return fit(run, prepare(run))
+    with without_ray():
+        return fit(run, prepare(run, ray_free=True))
 
 
 def fit(run: TrainConfig, prep: Prepared,
