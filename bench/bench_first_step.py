@@ -10,6 +10,7 @@ this machine's speed drifts by tens of percent over an hour.
 A setting's effect, interleaved in one invocation (A = the setting, B = the default):
 
     python bench/bench_first_step.py --runs 4 --label driver_rows --ab data.driver_rows=0
+    python bench/bench_first_step.py --runs 4 --label no_ray --ab data.driver_bytes=0
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def first_step(extra: list[str]) -> dict[str, float]:
         now = time.monotonic() - start
         if line.startswith("ray: started") and "ray_started_s" not in marks:
             marks["ray_started_s"] = now
+        if line.startswith("ray: not started"):  # a run that needs no Ray (data/local.py)
+            marks["no_ray_s"] = now
         if line.startswith("step 1/") and "first_step_s" not in marks:
             marks["first_step_s"] = now
     proc.wait()
@@ -56,8 +59,9 @@ def main() -> None:
         for name, extra in arms.items():
             runs[name].append(first_step(extra))
             r = runs[name][-1]
-            print(f"{name}: ray started {r['ray_started_s']:.1f} s, first step "
-                  f"{r['first_step_s']:.1f} s", flush=True)
+            ray = (f"ray started {r['ray_started_s']:.1f} s" if "ray_started_s" in r
+                   else "no ray")
+            print(f"{name}: {ray}, first step {r['first_step_s']:.1f} s", flush=True)
     figures = {"label": args.label, "fp32_gflops": peak / 1e9,
                "arms": {name: {"overrides": arms[name], "runs": rs, "median_first_step_s":
                                statistics.median(r["first_step_s"] for r in rs)}

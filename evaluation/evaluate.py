@@ -17,6 +17,7 @@ import torch
 
 from data.errors import ConfigError, DataError
 from data.pipeline import build_splits
+from data.read import driver_reads_all
 from data.tokenize import tokens_cut
 from evaluation.baseline import BASELINE_DIR, baseline_predictions
 from evaluation.config import EvaluateConfig
@@ -47,9 +48,10 @@ from evaluation.rerank_eval import check_retriever, evaluate_rerank
 from evaluation.scoring import score_frame
 from trainers.cluster_config import ClusterConfig
 from trainers.config import TaskKind
+from trainers.console_logs import announce_no_ray
 from trainers.identity import digest, replaced_on_success
 from trainers.models import load_run_config, load_trained
-from trainers.scaling import ensure_ray
+from trainers.scaling import ensure_ray, ray_not_needed, without_ray
 from trainers.storage import local_run
 
 
@@ -112,8 +114,21 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
     if run.task.kind == TaskKind.rerank:
         check_retriever(cfg)  # a wrong first stage fails before any data is read
     data = data_config(run.data, cfg.data, list(data_overrides))
+    # scored in this process from files it reads: no Ray (data/local.py); generation, retrieval
+    # and reranking build their inputs through Ray Data and start it
+    if splits is None and run.task.kind in (TaskKind.seq_cls, TaskKind.token_cls,
+                                            TaskKind.causal_lm) and not run.task.chat and \
+            ray_not_needed(driver_reads_all(data)):
+        with without_ray():
+            announce_no_ray()
+            return _evaluate(cfg, run_dir, run, data, build_splits(data, run.task.data_task))
     ensure_ray(ClusterConfig())
-    splits = splits or build_splits(data, run.task.data_task)
+    return _evaluate(cfg, run_dir, run, data,
+                     splits or build_splits(data, run.task.data_task))
+
+
+def _evaluate(cfg: EvaluateConfig, run_dir: Path, run: Any, data: Any, splits: Any
+              ) -> dict[str, Any]:
     splits.pick(cfg.split)
     files = splits.fingerprint
     out_dir = output_dir(run_dir, cfg.split, own_data(run_dir, run.data, data, files), data,

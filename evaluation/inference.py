@@ -8,8 +8,11 @@ from typing import Any
 import pandas as pd
 import torch
 
+from data.local import LocalDataset, to_ray
 from evaluation.config import EvaluateConfig
+from trainers.cluster_config import ClusterConfig
 from trainers.models import inference_device
+from trainers.scaling import ensure_ray
 
 
 def place_for_inference(model: Any, threads: int) -> torch.device:
@@ -34,6 +37,9 @@ def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows
         score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads(), **(udf_kwargs or {}))
         return pd.concat([pd.DataFrame(score(batch)) for batch in dataset.iter_batches(
             batch_size=rows, batch_format="numpy")], ignore_index=True)
+    if isinstance(dataset, LocalDataset):  # too many rows for this process: Ray's actors
+        ensure_ray(ClusterConfig())
+        dataset = to_ray(dataset)
     # On CPU, each actor reserves one core (so reads can still be scheduled) but runs its
     # matmuls on an equal share of the machine's cores; the driver only waits meanwhile.
     threads = max(int(ray.cluster_resources().get("CPU", 1)) // cfg.actors, 1)

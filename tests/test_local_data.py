@@ -85,9 +85,9 @@ def test_which_runs_need_no_ray(tmp_path):
     assert not reads_all(f"data.path={tmp_path}/missing.jsonl")  # said by the read, later
 
 
-def _cli(tmp_path: Path, args: list[str]) -> subprocess.Popen:
+def _cli(tmp_path: Path, args: list[str], verb: str = "train") -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.Popen([sys.executable, "-m", "shardtune.cli", "train",
+    return subprocess.Popen([sys.executable, "-m", "shardtune.cli", verb,
                              f"paths.root={tmp_path}", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -129,3 +129,16 @@ def test_a_run_on_files_read_here_starts_no_ray_stops_and_resumes_on_ray_exactly
     theirs = json.loads((Path(straight["run_dir"]) / "run_meta.json").read_text())[
         "dataset"]["splits"]
     assert ours == theirs  # rows, skips, truncation, labels: counted alike
+
+    # evaluate, in a fresh process without Ray, scores as it does on the session's Ray
+    from evaluation.config import EvaluateConfig
+    from evaluation.evaluate import evaluate
+
+    scored = _cli(tmp_path, [f"run={run_dir}", "resamples=200"], verb="evaluate")
+    out = scored.communicate(timeout=300)[0]
+    assert scored.returncode == 0 and out.startswith("ray: not started"), out[-2000:]
+    alone = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())["metrics"]
+    on_ray = evaluate(EvaluateConfig(run=str(run_dir), resamples=200))["metrics"]
+    timing = "examples_per_s"
+    assert {k: v for k, v in alone.items() if k != timing} == \
+        {k: v for k, v in on_ray.items() if k != timing}

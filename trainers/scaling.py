@@ -28,6 +28,14 @@ def quiet_ray_logs() -> None:
     os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
 
 
+def ray_not_needed(data_read_here: bool) -> bool:
+    """No Ray to join (none running in this process, no ``RAY_ADDRESS``) and data this process
+    reads itself: a command can skip starting one (data/local.py)."""
+    import ray  # ~0.5 s; Ray itself does not start
+
+    return data_read_here and not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+
+
 @contextlib.contextmanager
 def without_ray() -> Iterator[None]:
     """A run that needs no Ray (data/local.py): Ray's APIs may not start one behind its back

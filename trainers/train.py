@@ -7,7 +7,6 @@ hands workers a plain ``TrainConfig``. Results land in ``runs/<run_name>/`` in e
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -50,6 +49,7 @@ from trainers.scaling import (
     check_placement,
     check_strategy,
     ensure_ray,
+    ray_not_needed,
     scaling_config,
     without_ray,
 )
@@ -76,11 +76,8 @@ def needs_no_ray(run: TrainConfig) -> bool:
     """A local run whose every file this process reads (data/local.py): Ray would only hold
     its rows, and starting it costs ~4.5 s of a 2-core machine before the first step. A Ray
     already running (a notebook's, the test session's) is used as before."""
-    import ray  # ~0.5 s; Ray itself does not start
-
     return run.cluster.mode == ClusterMode.local and not run.cluster.address and \
-        not os.environ.get("RAY_ADDRESS") and not ray.is_initialized() and \
-        driver_reads_all(run.data)
+        ray_not_needed(driver_reads_all(run.data))
 
 
 def prepare(run: TrainConfig, ray_free: bool = False) -> Prepared:
