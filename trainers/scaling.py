@@ -41,10 +41,11 @@ def without_ray() -> Iterator[None]:
     """A run that needs no Ray (data/local.py): Ray's APIs may not start one behind its back
     (Ray's auto-init would start a default one, dashboard and all), so an unforeseen call
     fails loudly instead; ``ensure_ray`` still starts one the usual way when asked."""
+    import ray.data  # noqa: F401 - (re)installs Ray's console handlers: quieted just below
     from ray._private import auto_init_hook  # Ray loads only when a job runs
 
     quiet_ray_logs()
-    quiet_console_handlers()  # Ray Train's local-mode notices go to the log file
+    quiet_console_handlers()  # Ray Data's and Train's notices go to the log file
     allowed = auto_init_hook.enable_auto_connect
     auto_init_hook.enable_auto_connect = False
     try:
