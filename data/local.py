@@ -78,7 +78,10 @@ class LocalDataset:
             yield _numpy(batcher.next_batch())
 
     def _table(self) -> pa.Table:
-        return pa.concat_tables(self._blocks) if len(self._blocks) != 1 else self._blocks[0]
+        if len(self._blocks) == 1:
+            return self._blocks[0]
+        # a column all null in one file takes the type the other files give it
+        return pa.concat_tables(self._blocks, promote_options="default")
 
 
 def to_block(batch: Batch) -> Any:
