@@ -87,6 +87,22 @@ def test_a_run_saved_by_an_older_version_loads_and_an_unknown_key_is_one_error(t
         load_run_config(tmp_path)
 
 
+def test_a_seed_group_passed_as_one_run_names_its_members(tmp_path):
+    """``evaluate run=runs/<group>`` once said "not a shardtune run": it now says the folder is a
+    seed group and names a member to pass instead."""
+    from trainers.models import load_run_config
+
+    (tmp_path / "group.json").write_text("{}")
+    for member in ("seed1", "seed0"):
+        (tmp_path / member).mkdir()
+        (tmp_path / member / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"is a seed group, not one run \(members: seed0, seed1\)"):
+        load_run_config(tmp_path)
+    (tmp_path / "group.json").unlink()
+    with pytest.raises(ConfigError, match="is not a shardtune run"):
+        load_run_config(tmp_path)
+
+
 @pytest.mark.parametrize("overrides", [
     [], ["data=banking77", "seeds=[0,1]"], ["sweep=grid_example", "trainer.eval_every=2"],
     ["data.path=[a.jsonl]", "data.format=jsonl"],  # a one-entry list: a list in Hydra's tree

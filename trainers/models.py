@@ -245,6 +245,13 @@ def load_run_config(run_dir: Path) -> Any:
     """The typed TrainConfig a finished run was trained with (from its config.json)."""
     path = run_dir / "config.json"
     if not path.is_file():
+        members = sorted(d.name for d in run_dir.glob("seed*") if (d / "config.json").is_file())
+        if (run_dir / "group.json").is_file() and members:
+            # A seed group evaluates its members itself; a verb that takes one run needs one.
+            raise ConfigError("run", f"{run_dir} is a seed group, not one run "
+                              f"(members: {', '.join(members)})",
+                              f"pass one member, e.g. run={run_dir / members[0]}; the group's "
+                              "evaluation is in its aggregate.json")
         raise ConfigError("run", f"{run_dir} is not a shardtune run (no config.json)",
                           "pass runs/<run_name> of a finished training run")
     saved = _migrate(json.loads(path.read_text()))
