@@ -96,7 +96,8 @@ def test_a_seed_group_passed_as_one_run_names_its_members(tmp_path):
     for member in ("seed1", "seed0"):
         (tmp_path / member).mkdir()
         (tmp_path / member / "config.json").write_text("{}")
-    with pytest.raises(ConfigError, match=r"is a seed group, not one run \(members: seed0, seed1\)"):
+    with pytest.raises(ConfigError,
+                       match=r"is a seed group, not one run \(members: seed0, seed1\)"):
         load_run_config(tmp_path)
     (tmp_path / "group.json").unlink()
     with pytest.raises(ConfigError, match="is not a shardtune run"):
