@@ -13,6 +13,8 @@ blocks as a :class:`~data.local.LocalDataset` instead.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +24,19 @@ from data.local import LocalDataset, to_block
 
 ROWS_PER_BLOCK = 2048  # rows a batch function sees at a time through Ray Data
 Batch = dict[str, np.ndarray]
+# set while a run needs no Ray (data/local.py), even where one runs in this process (a
+# notebook's, the test session's): a context variable, so another thread's run is not affected
+_HELD_HERE = contextvars.ContextVar("shardtune_data_held_here", default=False)
+
+
+@contextlib.contextmanager
+def held_here() -> Iterator[None]:
+    """Blocks made inside are held in this process (LocalDataset), Ray running or not."""
+    token = _HELD_HERE.set(True)
+    try:
+        yield
+    finally:
+        _HELD_HERE.reset(token)
 
 
 def runs_here(ds: Any, driver_rows: int) -> bool:
@@ -54,11 +69,11 @@ def local_batches(ds: Any) -> Iterator[Batch]:
 
 
 def from_blocks(tables: list[Any]) -> Any:
-    """Blocks made here as a data set: held here while Ray is not running (a run that needs
-    none, data/local.py), in Ray's object store otherwise."""
+    """Blocks made here as a data set: held here in a run that needs no Ray (data/local.py)
+    or while Ray is not running, in Ray's object store otherwise."""
     import ray  # Ray loads only when data is read
 
-    if not ray.is_initialized():
+    if _HELD_HERE.get() or not ray.is_initialized():
         return LocalDataset(tables)
     import ray.data
 

@@ -71,6 +71,25 @@ def test_a_local_data_set_batches_as_ray_data_does(sizes):
         rays.map_batches(keep_even).to_pandas()["uid"].tolist()
 
 
+@pytest.mark.usefixtures("ray_session")
+def test_a_local_run_leaves_a_ray_running_here_aside(tmp_path, monkeypatch):
+    """A process that already runs Ray (a notebook, this test session) trains a local run on
+    files it reads without Ray Data: its rows never reach the object store."""
+    import ray.data
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a local run on files read here put its rows in Ray")
+
+    for name in ("from_arrow", "from_items", "from_pandas", "read_json", "read_parquet"):
+        monkeypatch.setattr(ray.data, name, refused)
+    assert ray.is_initialized()
+    run = train_run(tmp_path, [*FAST, "trainer.max_steps=2", "data.test_path=null"])
+    assert run["status"] == "done" and run["metrics"]["step"] == 2
+    with pytest.raises(AssertionError, match="put its rows in Ray"):  # the switch back
+        train_run(tmp_path, [*FAST, "trainer.max_steps=2", "data.driver_bytes=0",
+                             "run_name=on_ray"])
+
+
 def test_which_runs_need_no_ray(tmp_path):
     from data.read import driver_reads_all
 
@@ -100,7 +119,9 @@ def test_a_run_on_files_read_here_starts_no_ray_stops_and_resumes_on_ray_exactly
     command with fewer rows allowed in the driver starts Ray to tokenise and resumes. The
     weights are those of an uninterrupted run on the test session's Ray."""
     args = [*FAST, "trainer.max_steps=8", "trainer.epochs=2", "trainer.ckpt_every=2"]
-    straight = train_run(tmp_path / "straight", [*args, "run_name=straight"])  # on Ray
+    # on the session's Ray: Ray Data reads the files (data.driver_bytes=0)
+    straight = train_run(tmp_path / "straight", [*args, "run_name=straight",
+                                                 "data.driver_bytes=0"])
     run_dir = tmp_path / "runs" / "local"
     proc = _cli(tmp_path, [*args, "run_name=local"])
     try:
@@ -130,7 +151,7 @@ def test_a_run_on_files_read_here_starts_no_ray_stops_and_resumes_on_ray_exactly
         "dataset"]["splits"]
     assert ours == theirs  # rows, skips, truncation, labels: counted alike
 
-    # evaluate, in a fresh process without Ray, scores as it does on the session's Ray
+    # evaluate, in a fresh process without Ray, scores as it does through the session's Ray
     from evaluation.config import EvaluateConfig
     from evaluation.evaluate import evaluate
 
@@ -138,7 +159,8 @@ def test_a_run_on_files_read_here_starts_no_ray_stops_and_resumes_on_ray_exactly
     out = scored.communicate(timeout=300)[0]
     assert scored.returncode == 0 and out.startswith("ray: not started"), out[-2000:]
     alone = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())["metrics"]
-    on_ray = evaluate(EvaluateConfig(run=str(run_dir), resamples=200))["metrics"]
+    on_ray = evaluate(EvaluateConfig(run=str(run_dir), resamples=200),
+                      data_overrides=["data.driver_bytes=0"])["metrics"]
     timing = "examples_per_s"
     assert {k: v for k, v in alone.items() if k != timing} == \
         {k: v for k, v in on_ray.items() if k != timing}

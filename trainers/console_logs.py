@@ -160,7 +160,10 @@ def announce_ray(joined: str | None) -> None:
 def announce_no_ray() -> None:
     """The line where Ray would have started, for a run that needs none (data/local.py)."""
     if _route:
-        print(f"ray: not started (a local run on files read here; data.driver_bytes=0 starts "
+        import ray  # loaded by the run already
+
+        verb = ("not used", "uses") if ray.is_initialized() else ("not started", "starts")
+        print(f"ray: {verb[0]} (a local run on files read here; data.driver_bytes=0 {verb[1]} "
               f"it); full log: {_route['file']}", flush=True)
 
 
