@@ -4,7 +4,7 @@ Same model (MiniLM), LoRA config, batch size, max length, torch threads and exam
 command-to-first-optimizer-step time, share of step time waiting on data, peak RSS, and model
 FLOP utilisation against this machine's measured fp32 matmul peak.
 
-    python bench/bench_train.py                      # 2,000 banking77 rows, 3 epochs (CPU scale)
+    python bench/bench_train.py                      # 2,000 banking77 rows, 2 epochs (CPU scale)
     python bench/bench_train.py --examples 10003 --epochs 4     # the whole training file (GPU)
 
 Both loops time whole epochs after a warm-up one, so samples/s compares the same rows.
@@ -44,12 +44,12 @@ def _batches(order: list[int], lengths: list[int], batch: int, bucket: int,
              rng: random.Random) -> list[list[int]]:
     """Random batches (``bucket=1``), or the five-line trick: sort each chunk of ``bucket``
     batches by length, cut it into batches, shuffle those (what shardtune does by default)."""
-    if bucket <= 1:
-        return [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)]
+    if bucket <= 1:  # every row once an epoch, the last batch short, as shardtune's
+        return [order[i:i + batch] for i in range(0, len(order), batch)]
     out = []
     for start in range(0, len(order), batch * bucket):
         chunk = sorted(order[start:start + batch * bucket], key=lambda j: lengths[j])
-        cut = [chunk[i:i + batch] for i in range(0, len(chunk) - batch + 1, batch)]
+        cut = [chunk[i:i + batch] for i in range(0, len(chunk), batch)]
         rng.shuffle(cut)
         out += cut
     return out
@@ -140,6 +140,17 @@ def _timed(steps: list[Step], window: int = 5) -> dict:
             "window_spread": _spread(samples_rate), "window_spread_tokens": _spread(token_rate)}
 
 
+def _mean(runs: list[dict]) -> dict:
+    """Two runs of one arm: rates averaged, each run's samples/s kept, the spread's extremes."""
+    out = {k: sum(r[k] for r in runs) / len(runs) for k, v in runs[0].items()
+           if isinstance(v, (int, float))}
+    out["samples_per_s_runs"] = [r["samples_per_s"] for r in runs]
+    for key in ("window_spread", "window_spread_tokens"):
+        out[key] = {"min_over_median": min(r[key]["min_over_median"] for r in runs),
+                    "max_over_median": max(r[key]["max_over_median"] for r in runs)}
+    return out
+
+
 def _real(figures: dict) -> float:
     """Non-padding tokens per second."""
     return figures["tokens_per_s"] * (1 - figures["padding_share"])
@@ -165,7 +176,7 @@ def time_to_first_step(tmp: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=3, help="the first is a warm-up")
+    parser.add_argument("--epochs", type=int, default=2, help="the first is a warm-up")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args()
@@ -180,12 +191,23 @@ def main() -> None:
         rows = splits.datasets["train"].take_all()
     peak = fp32_matmul_peak()
     shape = (args.epochs, args.batch, args.max_length)
+    # each pair in the order A B B A: identical runs differ by up to ~15% on this machine
+    # from minute to minute, so one run of each in a fixed order measures the drift as much
+    def bare_run(bucket: int) -> dict:
+        return bare_loop(rows, splits.labels, *shape, 2e-3, bucket=bucket)
+
+    def our_run(name: str, bucket: int) -> dict:
+        return shardtune_run(tmp, name, args.examples, *shape, bucket=bucket)
+
     with TreeRSS() as rss_bare:
-        bare = bare_loop(rows, splits.labels, *shape, 2e-3)
-    bare_bucketed = bare_loop(rows, splits.labels, *shape, 2e-3, bucket=16)
+        first_bare = bare_run(16)
     with TreeRSS() as rss_ours:
-        ours = shardtune_run(tmp, "bucketed", args.examples, *shape, bucket=16)
-    plain = shardtune_run(tmp, "random", args.examples, *shape, bucket=1)
+        first_ours = our_run("bucketed0", 16)
+    ours = _mean([first_ours, our_run("bucketed1", 16)])
+    bare_bucketed = _mean([first_bare, bare_run(16)])
+    first_bare = bare_run(1)
+    plain = _mean([our_run("random0", 1), our_run("random1", 1)])
+    bare = _mean([first_bare, bare_run(1)])
     flop_per_token = 4 * bare["n_params_non_embedding"]  # fwd 2N + input-grad bwd 2N (LoRA)
     figures = {
         "scale": {"data": "banking77 train, hash-sampled", "examples": len(rows),
