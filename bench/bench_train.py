@@ -191,14 +191,15 @@ def main() -> None:
         rows = splits.datasets["train"].take_all()
     peak = fp32_matmul_peak()
     shape = (args.epochs, args.batch, args.max_length)
-    # each pair in the order A B B A: identical runs differ by up to ~15% on this machine
-    # from minute to minute, so one run of each in a fixed order measures the drift as much
+
     def bare_run(bucket: int) -> dict:
         return bare_loop(rows, splits.labels, *shape, 2e-3, bucket=bucket)
 
     def our_run(name: str, bucket: int) -> dict:
         return shardtune_run(tmp, name, args.examples, *shape, bucket=bucket)
 
+    # each pair in the order A B B A: identical runs differ by up to ~15% on this machine
+    # from minute to minute, so one run of each in a fixed order measures the drift as much
     with TreeRSS() as rss_bare:
         first_bare = bare_run(16)
     with TreeRSS() as rss_ours:

@@ -34,10 +34,9 @@ from evaluation.paired import (
 )
 from evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from evaluation.stats import length_buckets
-from trainers.identity import read_json
+from trainers.identity import GROUP_FILE, read_json
 from trainers.storage import local_run
 
-GROUP_FILE = "group.json"
 PAIRED_METRICS = ("accuracy", "macro_f1")
 LOWER_IS_BETTER = ("loss", "perplexity", "ece")
 

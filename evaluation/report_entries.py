@@ -16,8 +16,8 @@ from typing import Any
 
 from data.errors import DataError
 from evaluation.aggregate import aggregate_metrics, describe, example_interval
+from trainers.identity import GROUP_FILE
 
-GROUP_FILE = "group.json"
 SPLIT_PREFIXES = {"test": "test", "val": "validation", "validation": "validation",
                   "train": "train"}
 

@@ -23,6 +23,8 @@ from data.errors import ConfigError
 from trainers.config import TrainConfig, config_dict
 from trainers.metadata import flat_config
 
+GROUP_FILE = "group.json"  # a seed group's index: tuning/seeds.py writes it, compare reads it
+
 DATA_CONTENT = "data (file contents)"  # the pseudo-key a changed data fingerprint shows as
 
 

@@ -24,6 +24,7 @@ from trainers.config import ModelConfig, PeftMethod, PeftSpec, TaskKind, TrainCo
 from trainers.embedding import EMBEDDING_CONFIG, BiEncoder, load_encoder
 from trainers.embedding_spec import EmbeddingSpec
 from trainers.heads import MeanPoolClassifier
+from trainers.identity import GROUP_FILE
 from trainers.quant_spec import QuantSpec
 from trainers.quantize import load_quantized, quantize_linears
 from trainers.reranker import RERANKER_CONFIG, CrossEncoder
@@ -246,7 +247,7 @@ def load_run_config(run_dir: Path) -> Any:
     path = run_dir / "config.json"
     if not path.is_file():
         members = sorted(d.name for d in run_dir.glob("seed*") if (d / "config.json").is_file())
-        if (run_dir / "group.json").is_file() and members:
+        if (run_dir / GROUP_FILE).is_file() and members:
             # A seed group evaluates its members itself; a verb that takes one run needs one.
             raise ConfigError("run", f"{run_dir} is a seed group, not one run "
                               f"(members: {', '.join(members)})",

@@ -25,14 +25,13 @@ from evaluation.outputs import is_current
 from evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from trainers.cluster_config import ClusterMode
 from trainers.config import TrainConfig, config_dict, single_locations
-from trainers.identity import read_json, refuse_if_changed, run_identity
+from trainers.identity import GROUP_FILE, read_json, refuse_if_changed, run_identity
 from trainers.metadata import config_group
 from trainers.objective import ObjectiveFactory, task_loss
 from trainers.scaling import wants_gpu
 from trainers.stop import received, stop_flag, stopped
 from trainers.train import Prepared, fit, prepare
 
-GROUP_FILE = "group.json"
 AGGREGATE_FILE = "aggregate.json"
 DRIVER_CPUS = 0.1  # a ray-mode seed's driver task only waits on its Train workers
 # evaluation's figures a group aggregates across seeds beside training's own: classification's
