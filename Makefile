@@ -28,7 +28,8 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports  # the layering rule in setup.cfg [importlinter]
-	$(BIN)/python -m pytest -q --durations=12
+	# two pytest processes, each with its own Ray: tests/conftest.py says which tests go together
+	$(BIN)/python -m pytest -q -n 2 --durations=12
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_train.py

@@ -80,9 +80,57 @@ def pytest_configure(config: Any) -> None:
         os.environ.setdefault(name, value)  # a real value already set is searched for instead
     for name, value in RAY_TEST_ENV.items():
         os.environ.setdefault(name, value)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Two pytest processes on the machine's cores: one torch thread each (and in every
+        # process they start). Two threads each made every in-process run wait at torch's
+        # barriers for a thread the other process had descheduled.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# Two pytest processes (`make test` runs `pytest -n 2`, pytest-xdist), each with a Ray of its
+# own. The scheduler below hands out tests one at a time, in collection order, except those
+# of one group, which go to one process together: modules with a module-scoped fixture (a Ray
+# Jobs head, a trained pair of runs) and the modules that share the session's trained runs
+# (trained once per process that needs them). The heaviest go first, so that neither process
+# is left with a long test at the end; the rest keep their file order. Weights: the junit
+# XML of session 23's clean-clone run, per module.
+SHARED_RUNS = "trained_runs"  # sample_run, banking77_run, wnut17_run
+GROUP_OF = {"test_evaluate": SHARED_RUNS, "test_quantize": SHARED_RUNS,
+            "test_tasks": SHARED_RUNS, "test_distill": "test_distill",
+            "test_submit": "test_submit", "test_bad_input": "test_bad_input",
+            "test_chat": "test_chat", "test_contrastive": "test_contrastive"}
+HEAVIEST_FIRST = ("test_faults", SHARED_RUNS, "test_distill", "test_sweep", "test_submit",
+                  "test_local_data", "test_sft", "test_bad_input", "test_store",
+                  "test_embedding", "test_seeds", "test_train", "test_security")
+
+
+def _module_of(nodeid: str) -> str:
+    return Path(nodeid.split("::")[0]).stem
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent without it
+def pytest_xdist_make_scheduler(config: Any, log: Any) -> Any:
+    """Scopes as above. Not xdist's `--dist loadgroup`: with pytest 9.2's structured node ids
+    its group marks no longer take effect (pytest-dev/pytest-xdist#1386)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupedScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return GROUP_OF.get(_module_of(nodeid), nodeid)
+
+    if config.getvalue("dist") not in ("load", "loadscope", "loadfile", "loadgroup"):
+        return None  # `--dist each` and the like: xdist's own
+    config.option.loadscopereorder = False  # keep the order below: heaviest first, LAST last
+    return GroupedScheduling(config, log)
 
 
 def pytest_collection_modifyitems(items: list[Any]) -> None:
+    def weight(item: Any) -> int:
+        group = GROUP_OF.get(_module_of(item.nodeid), _module_of(item.nodeid))
+        return HEAVIEST_FIRST.index(group) if group in HEAVIEST_FIRST else len(HEAVIEST_FIRST)
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=weight)  # stable: a module's tests keep their order
     last = [item for item in items if item.name == LAST]
     items[:] = [item for item in items if item.name != LAST] + last
 
@@ -94,6 +142,43 @@ FAST = ["trainer.batch_size=16", "trainer.log_every=1", "trainer.ckpt_every=0",
 # 2-layer encoder with MiniLM's tokenizer (conf/model/tiny_bert.yaml), ~4x less CPU a run.
 # Not for tests that race a signal against training steps: its steps are too quick to catch.
 PLUMBING_MODEL = "model=tiny_bert"
+
+
+# Under pytest-xdist the last test runs in one process while the others may still be in
+# their last tests: each process, as it ends, writes what the last test needs of it (its
+# basetemp, its Ray's session directory, the fake secrets its tests set) into the run's
+# basetemp beside the processes' own (which the last test scans; this file holds the
+# secrets), and the last test waits for them.
+RAY_SESSION_DIRS: list[str] = []
+
+
+def _handoff_dir(tmp_path_factory: Any) -> Path:
+    return tmp_path_factory.getbasetemp().parent / "ended-workers"  # beside popen-gwN
+
+
+def pytest_sessionfinish(session: Any) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        factory = session.config._tmp_path_factory
+        out = _handoff_dir(factory)
+        out.mkdir(exist_ok=True)
+        ended = {"basetemp": str(factory.getbasetemp()), "ray_sessions": RAY_SESSION_DIRS,
+                 "secrets": sorted(SET_BY_TESTS)}
+        (out / f"{worker}.json.tmp").write_text(json.dumps(ended))
+        (out / f"{worker}.json.tmp").rename(out / f"{worker}.json")
+
+
+def other_workers_output(tmp_path_factory: Any, timeout_s: float = 1800) -> list[dict]:
+    """What every other pytest-xdist process left once it ended (none without xdist)."""
+    me, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not me or not count:
+        return []
+    others = [f"gw{i}" for i in range(int(count)) if f"gw{i}" != me]
+    out, deadline = _handoff_dir(tmp_path_factory), time.monotonic() + timeout_s
+    while missing := [w for w in others if not (out / f"{w}.json").exists()]:
+        assert time.monotonic() < deadline, f"pytest processes {missing} never ended"
+        time.sleep(1)
+    return [json.loads((out / f"{w}.json").read_text()) for w in others]
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +193,7 @@ def ray_session():
 
         # as shardtune's own: loopback only, no secrets in Ray's INFO logs
         start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    RAY_SESSION_DIRS.append(ray._private.worker._global_node.get_session_dir_path())
     yield ray
     ray.shutdown()
 
@@ -205,3 +291,4 @@ def stop_while_training(train: Callable[[], dict], ready: Callable[[], bool],
     finally:
         stop.reset()
     return result
+

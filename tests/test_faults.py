@@ -42,12 +42,18 @@ def _wait_for_checkpoint(run_dir: Path, step: int, alive: callable, timeout: flo
 
 
 def _train_workers(since: float) -> list[int]:
+    """The Ray Train workers this session's Ray started since then (its raylet's children:
+    another pytest process's Ray may be training beside it)."""
     import psutil
+    import ray
 
+    raylets = {info.process.pid for info in ray._private.worker._global_node.all_processes[
+        "raylet"]}
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time"]):
         cmd = proc.info["cmdline"] or []
-        if cmd and cmd[0] == "ray::RayTrainWorker" and proc.info["create_time"] >= since - 1:
+        if (cmd and cmd[0] == "ray::RayTrainWorker" and proc.info["ppid"] in raylets
+                and proc.info["create_time"] >= since - 1):
             found.append(proc.info["pid"])
     return found
 

@@ -18,14 +18,21 @@ from typing import Any
 import pytest
 
 from shardtune.cli import main
-from tests.conftest import FAST, LAST, PLANTED, PLUMBING_MODEL, SET_BY_TESTS
+from tests.conftest import (
+    FAST,
+    LAST,
+    PLANTED,
+    PLUMBING_MODEL,
+    SET_BY_TESTS,
+    other_workers_output,
+)
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-def _secrets() -> list[str]:
+def _secrets(more: tuple[str, ...] = ()) -> list[str]:
     """The planted values and every fake secret a test set with monkeypatch (conftest)."""
     planted = [os.environ[name] for name in PLANTED if os.environ.get(name)]
-    return sorted({*planted, *SET_BY_TESTS})
+    return sorted({*planted, *SET_BY_TESTS, *more})
 
 
 def _readable(path: Path) -> bytes:
@@ -49,10 +56,10 @@ def _readable(path: Path) -> bytes:
     return raw
 
 
-def _leaks(paths: list[Path], texts: list[str]) -> list[str]:
+def _leaks(paths: list[Path], texts: list[str], more: tuple[str, ...] = ()) -> list[str]:
     # bytes containment per secret, not one regex alternation: the suite writes ~2 GB (model
     # weights in every run and checkpoint), scanned in 3 s instead of 18 s here
-    secrets = [v.encode() for v in _secrets()]
+    secrets = [v.encode() for v in _secrets(more)]
 
     def leaks(data: bytes) -> bool:
         return any(secret in data for secret in secrets)
@@ -176,17 +183,19 @@ def test_no_planted_secret_in_any_file_the_suite_wrote(tmp_path_factory):
     submitted jobs, W&B offline runs and W&B's staging directories, reports — and the Ray
     session's whole directory (logs, runtime resources, spilled objects), parquet and
     compressed files read as their contents, for the planted keys and every fake key a test
-    set."""
+    set. Under pytest-xdist it waits for the other processes to end and scans theirs too."""
     import ray
 
+    others = other_workers_output(tmp_path_factory)
     roots = [tmp_path_factory.getbasetemp(),
              Path(ray._private.worker._global_node.get_session_dir_path()),
+             *(Path(p) for ended in others for p in (ended["basetemp"], *ended["ray_sessions"])),
              *Path(tempfile.gettempdir()).glob("*wandb*"),
              Path.home() / ".cache" / "wandb", Path.home() / ".config" / "wandb"]
     files = [p for root in roots if root.is_dir() for p in root.rglob("*")
              if p.is_file() and not p.is_symlink() and not p.is_socket()]
     assert files  # the whole suite's output (many thousand files in a full run)
-    leaked = _leaks(files, [])
+    leaked = _leaks(files, [], tuple(s for ended in others for s in ended["secrets"]))
     assert not leaked, leaked
 
 

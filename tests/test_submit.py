@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,12 +38,16 @@ def ray_head(tmp_path_factory):
     (``ray stop`` would also stop the test session's own Ray).
     """
     ray_cli = str(Path(sys.executable).parent / "ray")
-    temp = tmp_path_factory.mktemp("rayhead")
+    # Ray's sockets live in its temp dir and a socket path may not pass 107 bytes, which a
+    # pytest-xdist basetemp (/tmp/pytest-of-<user>/pytest-N/popen-gwN/...) can: a short dir
+    # here, moved into the basetemp once the head has stopped (the last test scans it there)
+    temp = Path(tempfile.mkdtemp(prefix="rayhead-"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     env["RAY_LOGGER_LEVEL"] = "warning"  # as docs/cluster.md asks of a head receiving secrets
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # a one-machine head: loopback only
     dash = _free_port()
+    log = temp / "ray_start.log"  # said when the head never comes up
     head = subprocess.Popen(
         [ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
@@ -51,7 +57,7 @@ def ray_head(tmp_path_factory):
          f"--runtime-env-agent-port={_free_port()}",
          "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={temp}",
          "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     from cluster.jobs import client as job_client
 
@@ -60,9 +66,12 @@ def ray_head(tmp_path_factory):
         try:
             job_client(address).list_jobs()
             break
-        except Exception:  # noqa: BLE001 - not up yet
-            if time.monotonic() > deadline:
-                break
+        except Exception as e:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline or head.poll() is not None:
+                os.killpg(head.pid, signal.SIGKILL) if head.poll() is None else None
+                said = log.read_text()[-3000:]
+                shutil.move(temp, tmp_path_factory.mktemp("rayhead"))
+                pytest.fail(f"the Ray head never served jobs ({e}); `ray start` said:\n{said}")
             time.sleep(0.25)
     yield address
     os.killpg(head.pid, signal.SIGTERM)
@@ -70,6 +79,7 @@ def ray_head(tmp_path_factory):
         head.wait(timeout=3)
     except subprocess.TimeoutExpired:
         os.killpg(head.pid, signal.SIGKILL)
+    shutil.move(temp, tmp_path_factory.mktemp("rayhead"))
 
 
 def _wait_status(address: str, job_id: str, want: set[str], timeout: float = 120) -> str:
