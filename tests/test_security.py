@@ -178,6 +178,49 @@ def _loopback(ip: str, ipaddress: Any) -> bool:
     return (mapped or address).is_loopback
 
 
+def _suite_output(own: list[Path], others: list[dict]) -> tuple[list[Path], tuple[str, ...]]:
+    """(every file under this process's folders and those the other pytest processes recorded
+    as they ended, the keys their tests set)."""
+    roots = [*own, *(Path(p) for ended in others for p in (ended["basetemp"],
+                                                            *ended["ray_sessions"]))]
+    files = [p for root in roots if root.is_dir() for p in root.rglob("*")
+             if p.is_file() and not p.is_symlink() and not p.is_socket()]
+    return files, tuple(s for ended in others for s in ended["secrets"])
+
+
+def test_the_last_scan_reads_what_the_other_pytest_processes_wrote(tmp_path, monkeypatch):
+    """A file another pytest process wrote (its temp folder, its Ray session) with a key only
+    that process's tests set is found: the handoff the last test waits for carries both."""
+
+    class Factory:  # pytest's TempPathFactory as other_workers_output reads it
+        def getbasetemp(self) -> Path:
+            return tmp_path / "popen-gw0"
+
+    theirs = "their0own0fake0token0" + "h" * 19  # set by a test in the other process only
+    other_temp, other_ray = tmp_path / "popen-gw1", tmp_path / "session_gw1"
+    (other_temp / "run").mkdir(parents=True)
+    (other_ray / "logs").mkdir(parents=True)
+    (other_temp / "run" / "report.md").write_text(f"token: {theirs}")
+    (other_ray / "logs" / "worker.out").write_text(PLANTED["HF_TOKEN"])
+    (tmp_path / "popen-gw0").mkdir()
+    (tmp_path / "ended-workers").mkdir()
+    (tmp_path / "ended-workers" / "gw1.json").write_text(json.dumps(
+        {"basetemp": str(other_temp), "ray_sessions": [str(other_ray)], "secrets": [theirs]}))
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    try:
+        files, more = _suite_output([tmp_path / "popen-gw0"], other_workers_output(Factory(), 5))
+        assert sorted(_leaks(files, [], more)) == sorted(
+            [str(other_temp / "run" / "report.md"), str(other_ray / "logs" / "worker.out")])
+        assert _leaks(files, []) == [str(other_ray / "logs" / "worker.out")]  # theirs: unknown
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")  # gw2 never ends
+        with pytest.raises(AssertionError, match=r"\['gw2'\] never ended"):
+            other_workers_output(Factory(), 0.5)
+    finally:  # planted on purpose: not for the last test to find
+        for path in (other_temp / "run" / "report.md", other_ray / "logs" / "worker.out"):
+            path.unlink()
+
+
 def test_no_planted_secret_in_any_file_the_suite_wrote(tmp_path_factory):
     """Runs last (conftest): every file of every test — sweeps, distillation, compression,
     submitted jobs, W&B offline runs and W&B's staging directories, reports — and the Ray
@@ -186,16 +229,13 @@ def test_no_planted_secret_in_any_file_the_suite_wrote(tmp_path_factory):
     set. Under pytest-xdist it waits for the other processes to end and scans theirs too."""
     import ray
 
-    others = other_workers_output(tmp_path_factory)
-    roots = [tmp_path_factory.getbasetemp(),
-             Path(ray._private.worker._global_node.get_session_dir_path()),
-             *(Path(p) for ended in others for p in (ended["basetemp"], *ended["ray_sessions"])),
-             *Path(tempfile.gettempdir()).glob("*wandb*"),
-             Path.home() / ".cache" / "wandb", Path.home() / ".config" / "wandb"]
-    files = [p for root in roots if root.is_dir() for p in root.rglob("*")
-             if p.is_file() and not p.is_symlink() and not p.is_socket()]
+    own = [tmp_path_factory.getbasetemp(),
+           Path(ray._private.worker._global_node.get_session_dir_path()),
+           *Path(tempfile.gettempdir()).glob("*wandb*"),
+           Path.home() / ".cache" / "wandb", Path.home() / ".config" / "wandb"]
+    files, more = _suite_output(own, other_workers_output(tmp_path_factory))
     assert files  # the whole suite's output (many thousand files in a full run)
-    leaked = _leaks(files, [], tuple(s for ended in others for s in ended["secrets"]))
+    leaked = _leaks(files, [], more)
     assert not leaked, leaked
 
 
