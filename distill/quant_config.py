@@ -9,6 +9,7 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 
 from data.errors import ConfigError
+from evaluation.config import RerankSpec
 from trainers.config import PathsConfig
 from trainers.quant_spec import QuantSpec
 
@@ -23,8 +24,10 @@ class QuantGate:
             ``null`` = report only.
         metric: Headline metric compared: ``accuracy``/``macro_f1`` (seq_cls), ``entity_f1``
             (token_cls), ``perplexity`` (causal LM; a rise is the drop) or
-            ``bleu``/``chrf``/``rouge_l``/``exact_match`` (chat runs: answers generated). The
-            default, ``accuracy``, stands for the task's headline metric (BLEU for chat).
+            ``bleu``/``chrf``/``rouge_l``/``exact_match`` (chat runs: answers generated),
+            ``ndcg@10``/``mrr@10``/``recall@10``/``recall@100``/``map@100`` (embedding and
+            rerank runs, paired over queries). The default, ``accuracy``, stands for the
+            task's headline metric (BLEU for chat, nDCG@10 for retrieval and reranking).
     """
 
     max_drop: Optional[float] = None
@@ -79,6 +82,8 @@ class QuantizeConfig:
         speed_rows: Held-out texts (of ``split``'s predictions) each model is timed on in
             batches of 32; the first 100 of them also one at a time.
         resamples: Bootstrap resamples for the CIs.
+        rerank: A ``task=rerank`` run's first stage and depth (``rerank.*``, as for
+            ``evaluate``): both models rerank the same candidates.
     """
 
     run: str = "???"
@@ -89,6 +94,7 @@ class QuantizeConfig:
     speed: bool = True
     speed_rows: int = 640
     resamples: int = 1000
+    rerank: RerankSpec = field(default_factory=RerankSpec)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
     def __post_init__(self) -> None:

@@ -42,7 +42,8 @@ from trainers.storage import local_run
 HIGHER_WORSE = ("perplexity", "loss")
 GATE_METRICS = {"seq_cls": ("accuracy", "macro_f1"), "token_cls": ("entity_f1",),
                 "causal_lm": ("perplexity",), "chat": GENERATION_METRICS,
-                "embedding": RETRIEVAL_METRICS, "similarity": ("spearman", "pearson")}
+                "embedding": RETRIEVAL_METRICS, "rerank": RETRIEVAL_METRICS,
+                "similarity": ("spearman", "pearson")}
 # compare pairs them per example, prompt or query
 PAIRED = ("accuracy", "macro_f1", *GENERATION_METRICS, *RETRIEVAL_METRICS)
 
@@ -82,12 +83,12 @@ def write_quantized(src: Path, spec: QuantSpec, out: Path) -> dict[str, Any]:
 def gate_metric(asked: str, task: str, chat: bool = False, scored: bool = False) -> str:
     """The metric the gate compares: ``asked`` if the task reports it with a CI; the default
     (accuracy) becomes the task's headline metric (BLEU for chat runs, whose evaluation
-    generates answers; nDCG@10 for retrieval embeddings, Spearman for ``scored`` similarity
-    ones). Checked before any work is done."""
+    generates answers; nDCG@10 for retrieval embeddings and rerankers, Spearman for ``scored``
+    similarity ones). Checked before any work is done."""
     task = "chat" if chat else "similarity" if task == "embedding" and scored else task
-    if task not in GATE_METRICS:  # rerankers: issue #20, not built yet
-        raise ConfigError("run", f"quantising a {task} run is not supported yet",
-                          "quantise seq_cls, token_cls, causal_lm, sft or embedding runs")
+    if task not in GATE_METRICS:
+        raise ConfigError("run", f"quantising a {task} run is not supported",
+                          "quantise seq_cls, token_cls, causal_lm, sft, embedding or rerank runs")
     allowed = GATE_METRICS[task]
     if asked in allowed:
         return asked
@@ -107,7 +108,8 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
 
     def scored(run_dir: Path) -> dict[str, Any]:
         return evaluate(EvaluateConfig(run=str(run_dir), split=cfg.split, baseline=False,
-                                       resamples=cfg.resamples, paths=cfg.paths))
+                                       resamples=cfg.resamples, rerank=cfg.rerank,
+                                       paths=cfg.paths))
 
     full, quant = scored(src), scored(out)  # the quantised model as reloaded from disk
     logged = {f"{cfg.split}/{k}": v["value"] for k, v in quant["metrics"].items()

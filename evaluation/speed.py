@@ -28,16 +28,19 @@ SINGLE_TEXTS = 100  # timed one at a time (latency at batch 1)
 BATCHED_TEXTS = 640  # at most, timed 32 at a time (latency and throughput at batch 32)
 
 
-def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int,
-            disk_bytes: int | None = None) -> dict[str, float]:
+def measure(model: Any, tokenizer: Any, texts: list[str] | list[tuple[str, str]],
+            max_length: int, disk_bytes: int | None = None) -> dict[str, float]:
     """Median CPU latency at batch 1 (the first 100 texts) and 32 (up to 640), throughput at
-    32, parameters, bytes on disk, and how many texts each figure timed."""
+    32, parameters, bytes on disk, and how many texts each figure timed. A reranker's texts
+    are (query, document) pairs, read as one sequence as it serves them."""
     if not getattr(model, "cpu_only", False):
         model = model.to("cpu")
     model = model.eval()
 
-    def run(batch: list[str]) -> None:
-        enc = tokenizer(batch, truncation=True, max_length=max_length, padding=True,
+    def run(batch: list[str] | list[tuple[str, str]]) -> None:
+        sides = ([b[0] for b in batch], [b[1] for b in batch]) if isinstance(batch[0], tuple) \
+            else (batch,)
+        enc = tokenizer(*sides, truncation=True, max_length=max_length, padding=True,
                         return_tensors="pt")
         model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
 
@@ -66,10 +69,11 @@ def measure(model: Any, tokenizer: Any, texts: list[str], max_length: int,
 
 
 def speed_texts(run_dir: Path, splits: tuple[str, ...] = ("test", "validation"),
-                limit: int = BATCHED_TEXTS) -> list[str]:
+                limit: int = BATCHED_TEXTS) -> list[str] | list[tuple[str, str]]:
     """Held-out texts to time a model on: those of the run's saved predictions (first split
-    that has them; a retrieval run's: the split's documents, what it embeds most); [] when
-    there are none or they carry no text."""
+    that has them; a retrieval run's: the split's documents, what it embeds most; a
+    reranker's: (query, document) pairs, what it scores); [] when there are none or they
+    carry no text."""
     import pandas as pd  # kept out of the measuring process: its base RSS is torch's alone
 
     for split in splits:
@@ -82,10 +86,17 @@ def speed_texts(run_dir: Path, splits: tuple[str, ...] = ("test", "validation"),
     return []
 
 
-def _documents(run_dir: Path, split: str, limit: int) -> list[str]:
-    """The first ``limit`` documents of the corpus a retrieval run's ``split`` ranks."""
-    root, name = beir_root(load_run_config(run_dir).data.split_paths(split)[0])
-    return read_beir(root, name).doc_texts[:limit]
+def _documents(run_dir: Path, split: str, limit: int) -> list[str] | list[tuple[str, str]]:
+    """The first ``limit`` documents of the corpus a retrieval run's ``split`` ranks; for a
+    reranker each paired with the split's queries in turn."""
+    run = load_run_config(run_dir)
+    root, name = beir_root(run.data.split_paths(split)[0])
+    beir = read_beir(root, name)
+    docs = beir.doc_texts[:limit]
+    if run.task.kind.value != "rerank" or not beir.query_texts:
+        return docs
+    queries = beir.query_texts
+    return [(queries[i % len(queries)], doc) for i, doc in enumerate(docs)]
 
 
 def tensor_bytes(model: Any) -> int:

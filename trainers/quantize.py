@@ -27,6 +27,7 @@ from data.errors import ConfigError
 from trainers.embedding import EMBEDDING_CONFIG, BiEncoder, load_encoder
 from trainers.heads import HEAD_CONFIG, MeanPoolClassifier
 from trainers.quant_spec import QuantSpec
+from trainers.reranker import RERANKER_CONFIG, CrossEncoder
 
 QUANT_FILE = "quantization.json"
 WEIGHTS_FILE = "quantized.safetensors"
@@ -329,6 +330,9 @@ def _save_architecture(model: Any, out: Path) -> None:
         model.encoder.config.save_pretrained(out)
         (out / HEAD_CONFIG).write_text(json.dumps({"pooling": "mean",
                                                    "num_labels": model.num_labels}))
+    elif isinstance(model, CrossEncoder):  # the classifier's config and the reranker marker
+        model.config.save_pretrained(out)
+        model.save_marker(out)
     else:
         model.config.save_pretrained(out)
 
@@ -348,6 +352,8 @@ def _skeleton(model_dir: Path, task: str) -> Any:
         except TypeError:
             encoder = AutoModel.from_config(config)
         return MeanPoolClassifier(encoder, head["num_labels"])
+    if (model_dir / RERANKER_CONFIG).exists():
+        return CrossEncoder(transformers.AutoModelForSequenceClassification.from_config(config))
     auto = {"seq_cls": "AutoModelForSequenceClassification",
             "token_cls": "AutoModelForTokenClassification",
             "causal_lm": "AutoModelForCausalLM"}[task]

@@ -63,9 +63,13 @@ class CrossEncoder(torch.nn.Module):
 
     def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
         """The classifier in Hugging Face format (it loads on its own), a marker beside it."""
-        path = Path(path)
         self.model.save_pretrained(path, safe_serialization=True)
-        (path / RERANKER_CONFIG).write_text(json.dumps({"score": "logit", "num_labels": 1}))
+        self.save_marker(path)
+
+    @staticmethod
+    def save_marker(path: str | Path) -> None:
+        """The file that tells a loader (and ``shardtune quantize``'s) this is a reranker."""
+        (Path(path) / RERANKER_CONFIG).write_text(json.dumps({"score": "logit", "num_labels": 1}))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> CrossEncoder:
