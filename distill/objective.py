@@ -4,7 +4,9 @@ Offline: the teacher's log-probabilities arrive in the batch (``teacher_logp``, 
 ``teacher_index`` for top-k LM outputs). Online: the frozen teacher runs here, under
 ``no_grad``, on the same batch; it is never handed to the optimizer or to DDP. An embedding
 student (online only) learns the teacher's similarity distribution over each query's
-candidates, the same gathered documents its own contrastive loss ranks.
+candidates, the same gathered documents its own contrastive loss ranks. A reranker student
+learns the teacher's softmax over each row's (positive, negative) scores, the two columns of
+its own pairwise loss.
 """
 
 from __future__ import annotations

@@ -29,11 +29,11 @@ from trainers.models import load_trained
 
 def quality_metric(run: TrainConfig) -> str | None:
     """What the report scores the arms by: accuracy for classification, BLEU for chat runs
-    (the generation gate's default), nDCG@10 for retrieval embeddings; None: no quality
-    table (the loop's own metrics stand)."""
+    (the generation gate's default), nDCG@10 for retrieval embeddings and rerankers; None: no
+    quality table (the loop's own metrics stand)."""
     if run.task.kind.value == "seq_cls":
         return "accuracy"
-    if run.task.kind.value == "embedding":
+    if run.task.kind.value in ("embedding", "rerank"):
         return "ndcg@10"
     return "bleu" if run.task.chat else None
 
@@ -85,8 +85,9 @@ def quality_table(teacher: dict[str, float], summary: dict[str, Any], split: str
 
 
 def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
-                         texts: list[str]) -> Path:
-    """``texts``: held-out texts (already read by the caller) for the speed measurements."""
+                         texts: list[str] | list[tuple[str, str]]) -> Path:
+    """``texts``: held-out texts (already read by the caller) for the speed measurements; a
+    reranker's are (query, document) pairs."""
     spec = run.distill
     tdir = teacher_dir(spec.teacher)
     lines = [f"# Distillation `{root.name}`", "",

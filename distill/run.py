@@ -78,16 +78,19 @@ def _check_vocab(teacher_tok: Any, student_tokenizer: str) -> None:
 
 def distill(run: TrainConfig) -> dict[str, Any]:
     spec = run.distill
-    if run.task.kind.value == "rerank" or run.task.embedding.scored:  # issue #20: not yet
-        kind = "rerank" if run.task.kind.value == "rerank" else "scored-pair embedding"
-        raise ConfigError("task", f"distilling a {kind} model is not supported yet",
-                          "distil seq_cls, token_cls, causal_lm, sft or retrieval embedding "
-                          "runs")
+    if run.task.kind.value == "embedding" and run.task.embedding.scored:  # not built yet
+        raise ConfigError("task", "distilling a scored-pair embedding model is not supported "
+                          "yet", "distil seq_cls, token_cls, causal_lm, sft, rerank or "
+                          "retrieval embedding runs")
     if run.task.kind.value == "embedding" and spec.teacher_mode != "online":
         raise ConfigError("distill.teacher_mode", "an embedding student learns the teacher's "
                           "similarities over each (gathered) batch, which the teacher "
                           "computes on the spot; cached teacher embeddings are not built yet",
                           "set distill.teacher_mode=online")
+    if spec.hidden_loss != "none" and run.task.kind.value in ("embedding", "rerank"):
+        raise ConfigError("distill.hidden_loss", f"a {run.task.kind.value} student learns the "
+                          "teacher's scores; a hidden-state term is built for classification, "
+                          "NER and LM students", "set distill.hidden_loss=none")
     if spec.augment and run.task.kind.value != "seq_cls":
         raise ConfigError("distill.augment", f"copies are made for seq_cls, not "
                           f"{run.task.kind.value}", "set distill.augment=0")
@@ -136,7 +139,9 @@ def distill(run: TrainConfig) -> dict[str, Any]:
                "student_layers": kept, "student": kd["group"],
                "control": control["group"] if control else None}
     split = "test" if "test" in plain.splits.datasets else "validation"
-    texts = [str(r["text"]) for r in plain.splits.datasets[split].take(spec.speed_rows)]
+    rows = plain.splits.datasets[split].take(spec.speed_rows)
+    texts = [(str(r["text"]), str(r["document"])) for r in rows] \
+        if run.task.kind.value == "rerank" else [str(r["text"]) for r in rows]  # what it serves
     summary["report"] = str(write_distill_report(run, summary, root, texts))
     summary["metrics"] = {k: v["mean"] for k, v in kd["group"]["metrics"].items()}
     return summary

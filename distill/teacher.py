@@ -2,8 +2,9 @@
 
 Offline mode runs the teacher once over the tokenised training split as a Ray Data batch
 inference pass (an actor pool; GPU when present) and writes its log-probabilities at the
-distillation temperature as parquet shards (full distribution for classification, top-k per
-position for causal LM) with ``provenance.json``: teacher fingerprint, dataset fingerprint,
+distillation temperature as parquet shards (full distribution for classification, a
+reranker's softmax over each row's positive and negative, top-k per position for causal LM)
+with ``provenance.json``: teacher fingerprint, dataset fingerprint,
 tokenizer, temperature and k. Reusing outputs whose provenance differs is an error.
 """
 
@@ -25,6 +26,7 @@ from data.locations import resolve_location
 from trainers.config import TaskKind
 from trainers.lm_head import labelled_head_applies, labelled_logits
 from trainers.models import _AUTO_CLASSES, load_trained
+from trainers.reranker import CrossEncoder
 from trainers.storage import local_run
 
 PROVENANCE = "provenance.json"
@@ -48,9 +50,14 @@ def load_teacher(location: str, task: Any) -> tuple[Any, Any, list[str]]:
         import transformers  # loads with a model: importers of this module stay without it
 
         location = resolve_location(location, "distill.teacher")
+        if task not in _AUTO_CLASSES and task != TaskKind.rerank:
+            raise ConfigError("distill.teacher", f"the teacher of a task={task.value} student must "
+                              f"be a finished shardtune run, got {location!r}", "train it first")
         try:
-            auto = getattr(transformers, _AUTO_CLASSES[task])
-            model = auto.from_pretrained(location)
+            if task == TaskKind.rerank:  # a hub cross-encoder: its one-output classifier
+                model = CrossEncoder.from_pretrained(location)
+            else:
+                model = getattr(transformers, _AUTO_CLASSES[task]).from_pretrained(location)
             tokenizer = transformers.AutoTokenizer.from_pretrained(location)
         except OSError as exc:
             raise ConfigError("distill.teacher", f"cannot load {location!r}: "
@@ -58,7 +65,7 @@ def load_teacher(location: str, task: Any) -> tuple[Any, Any, list[str]]:
                               "pass a finished run directory or a model with a task head") \
                 from None
         id2label = getattr(model.config, "id2label", {}) or {}
-        labels = [id2label[i] for i in sorted(id2label)]
+        labels = [] if task == TaskKind.rerank else [id2label[i] for i in sorted(id2label)]
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval(), tokenizer, labels
@@ -81,6 +88,8 @@ def fingerprint(location: str) -> str:
     return digest.hexdigest()
 
 
+# one distribution per row: over the labels, or a reranker's over its (positive, negative)
+PER_EXAMPLE = ("seq_cls", "rerank")
 TEACHER_BATCH_ROWS = 1024  # rows handed to the teacher at a time (it batches them by length)
 
 
@@ -120,7 +129,7 @@ class TeacherOutputs:
                 logp = torch.log_softmax(logits.float() / self.t, -1).cpu()
                 for j, row in enumerate(idx):
                     length = int(batch["length"][row])
-                    logp_out[row] = (logp[j].numpy() if self.task == "seq_cls"
+                    logp_out[row] = (logp[j].numpy() if self.task in PER_EXAMPLE
                                      else logp[j, :length].reshape(-1).numpy())
         out = dict(batch)
         out["teacher_logp"] = _column(logp_out)
@@ -194,20 +203,27 @@ def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
         shutil.rmtree(out_dir)
     made = {"location": location, "task": task, "temperature": spec.temperature,
             "top_k": spec.top_k, "pad_id": pad_id}
+    shards = out_dir / "shards"
     if spec.inprocess_rows and dataset.count() <= spec.inprocess_rows:
         # a small split: here, where torch and transformers are loaded, the same blocks the
-        # actor would hand on (an actor's start would be most of the pass)
+        # actor would hand on (an actor's start would be most of the pass); written straight
+        # from here and handed on as they are, not read back (two Ray Data executions fewer)
+        import pyarrow.parquet as pq  # with Ray Data's dependencies
+
         teacher = TeacherOutputs(**made, threads=torch.get_num_threads())
-        with_teacher = ray.data.from_arrow([
-            to_block(teacher(batch)) for batch in
-            dataset.iter_batches(batch_size=TEACHER_BATCH_ROWS, batch_format="numpy")])
+        blocks = [to_block(teacher(batch)) for batch in
+                  dataset.iter_batches(batch_size=TEACHER_BATCH_ROWS, batch_format="numpy")]
+        shards.mkdir(parents=True)
+        for i, block in enumerate(blocks):
+            pq.write_table(block, shards / f"part-{i:05d}.parquet")
+        with_teacher = ray.data.from_arrow(blocks)
     else:
         gpus = 1 if torch.cuda.is_available() else 0
         threads = max(int(ray.cluster_resources().get("CPU", 1)), 1)
         with_teacher = dataset.map_batches(
             TeacherOutputs, fn_constructor_kwargs={**made, "threads": threads},
             batch_size=TEACHER_BATCH_ROWS, concurrency=1, num_gpus=gpus,
-            num_cpus=0 if gpus else 1)
-    with_teacher.write_parquet(str(out_dir / "shards"))
+            num_cpus=0 if gpus else 1).materialize()  # kept: handed on without a read-back
+        with_teacher.write_parquet(str(shards))
     stamp.write_text(json.dumps(wanted, indent=1))  # last: a half-written dir is not reused
-    return ray.data.read_parquet(str(out_dir / "shards")).materialize()
+    return with_teacher

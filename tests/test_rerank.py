@@ -194,19 +194,62 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
     timed = measure(quantized, tok, pairs[:4], 48, disk_bytes=1)
     assert timed["texts"] == 4 and timed["latency_b1_ms"] > 0
 
+    # distilled into a 2-layer student on the teacher's cached scores (offline: its softmax
+    # over each row's positive and negative at T) beside its no-KD control; the report
+    # scores all three by nDCG@10 over the same first stage and times (query, document) pairs
+    kd = ["distill", f"teacher={run_dir}", *[a for a in args if not a.startswith("run_name")],
+          "distill.student_layers=[0,3]", "distill.speed_rows=8", "cluster.concurrent_runs=1",
+          "run_name=rkd"]
+    assert main(kd) == 0
+    figures = json.loads((tmp_path / "runs" / "rkd" / "distill.json").read_text())
+    assert figures["metric"] == "ndcg@10" and 0 <= figures["teacher_ndcg@10"]["value"] <= 1
+    assert figures["student_vs_control"]["n"] == 3  # paired by query
+    assert figures["speed"]["student"]["texts"] == 3  # the test split's (query, document) pairs
+    init = tmp_path / "runs" / "rkd" / "student_init"
+    assert json.loads((init / "config.json").read_text())["num_hidden_layers"] == 2
+    from distill.student import merged_teacher
 
-def test_distilling_a_reranker_is_refused_in_one_line_and_its_gate_metric_is_ndcg(tmp_path):
+    student = load_trained(tmp_path / "runs" / "rkd" / "student" / "seed0")[0]
+    assert isinstance(merged_teacher(student), CrossEncoder)  # the adapters folded in
+    outputs = run_dir / "teacher_outputs" / "scifact"
+    assert json.loads((outputs / "provenance.json").read_text())["task"] == "rerank"
+    import ray.data
+
+    row = ray.data.read_parquet(str(outputs / "shards")).take(1)[0]  # Ray's tensor columns
+    with torch.no_grad():
+        scores = [model.score(torch.as_tensor(row[f"{side}input_ids"])[None],
+                              torch.ones(1, len(row[f"{side}input_ids"]), dtype=torch.long),
+                              torch.as_tensor(row[f"{side}token_type_ids"])[None])
+                  for side in ("", "neg_")]
+    assert np.allclose(row["teacher_logp"],
+                       torch.log_softmax(torch.cat(scores) / 2.0, -1).numpy(), atol=1e-5)
+    losses = {arm: [json.loads(x)["train/loss"] for x in (
+        tmp_path / "runs" / "rkd" / arm / "seed0" / "metrics.jsonl").read_text().splitlines()
+        if "train/loss" in x] for arm in ("student", "control")}
+    assert losses["student"][-1] != pytest.approx(losses["control"][-1])  # the KD term counts
+
+
+def test_reranker_gate_metric_is_ndcg_and_distillation_mistakes_are_refused(tmp_path):
     from distill.quant_run import gate_metric
     from distill.run import distill
+    from shardtune.compose import verb_config
 
     assert gate_metric("accuracy", "rerank") == "ndcg@10"  # the default: its headline metric
     assert gate_metric("mrr@10", "rerank") == "mrr@10"
     with pytest.raises(ConfigError, match="'bleu' is not reported for rerank runs"):
         gate_metric("bleu", "rerank")
-    from shardtune.compose import verb_config
+    for overrides, message in (
+            (["task=rerank", "data=scifact", "distill.teacher_mode=online",
+              "distill.hidden_loss=mse"],
+             "a rerank student learns the teacher's scores; a hidden-state term is built"),
+            (["task=embedding", "data=stsb"],
+             "distilling a scored-pair embedding model is not supported yet")):
+        run = verb_config("distill", [*overrides, "teacher=runs/t", f"paths.root={tmp_path}"])
+        with pytest.raises(ConfigError, match=message):
+            distill(run)
+    from distill.teacher import load_teacher
+    from trainers.config import TaskKind
 
-    run = verb_config("distill", ["task=rerank", "data=scifact", "teacher=runs/t",
-                                  f"paths.root={tmp_path}"])
-    with pytest.raises(ConfigError, match="distilling a rerank model is not supported yet"):
-        distill(run)
+    with pytest.raises(ConfigError, match="the teacher of a task=embedding student must be a"):
+        load_teacher(str(tmp_path), TaskKind.embedding)
     assert not (tmp_path / "runs").exists()  # refused before anything was written
