@@ -3,10 +3,11 @@
 A distillation with cached teacher outputs first runs the teacher over the tokenised training
 split and writes its log-probabilities at T as parquet (distill/teacher.py: a Ray Data actor
 above ``distill.inprocess_rows`` rows, in the driver below). The bare reference is what one
-writes by hand for the same job: load the teacher, sort the rows by length, pad batches of
-64, forward, log-softmax at T, write one parquet file. Both arms load the teacher inside
-their timer and read the same token ids; the arms run interleaved (A B C, C B A, ...), so
-the machine's drift falls on all of them.
+writes by hand for the same job: load the trained model as saved (base + LoRA adapters),
+sort the rows by length, pad batches of 64, forward, log-softmax at T, write one parquet
+file; a second bare arm folds the adapters in first, as shardtune's teacher does. Every arm
+loads the teacher inside its timer and reads the same token ids; the arms run interleaved
+(A B C D, D C B A, ...), so the machine's drift falls on all of them.
 
     python bench/bench_teacher_pass.py                 # BANKING77 train split, 3 rounds
     python bench/bench_teacher_pass.py --rows 2000     # a hash-sampled subset
@@ -35,20 +36,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import fp32_matmul_peak, save  # noqa: E402
 from data.batches import collate, model_inputs  # noqa: E402
 from distill.config import DistillSpec  # noqa: E402
-from distill.teacher import load_teacher, offline_outputs  # noqa: E402
+from distill.teacher import offline_outputs  # noqa: E402
 from tests.conftest import compose_run  # noqa: E402
-from trainers.config import TaskKind  # noqa: E402
-from trainers.models import load_tokenizer  # noqa: E402
+from trainers.models import load_tokenizer, load_trained  # noqa: E402
 from trainers.train import prepare, train  # noqa: E402
 
 BATCH = 64  # TeacherOutputs' batch size
 
 
 def bare_pass(teacher: str, rows: dict[str, np.ndarray], temperature: float, pad_id: int,
-              out: Path) -> float:
-    """Hand-written: teacher loaded, rows sorted by length, batches of 64, parquet out."""
+              out: Path, merge: bool) -> float:
+    """Hand-written: the trained model loaded as saved (base + LoRA adapters; ``merge``: the
+    adapters folded in first, as shardtune does), rows sorted by length, batches of 64, the
+    log-probabilities written as parquet."""
     start = time.perf_counter()
-    model, _, _ = load_teacher(teacher, TaskKind.seq_cls)
+    model = load_trained(Path(teacher))[0].eval()
+    if merge:
+        model = model.merge_and_unload()
     order = np.argsort(rows["length"], kind="stable")
     logp: list[np.ndarray] = [np.empty(0)] * len(order)
     with torch.no_grad():
@@ -93,13 +97,13 @@ def main() -> None:
     spec = DistillSpec(teacher=teacher, temperature=2.0)
     arms = {"actor": dataclasses.replace(spec, inprocess_rows=0),
             "in_driver": dataclasses.replace(spec, inprocess_rows=10**9)}
-    times: dict[str, list[float]] = {"actor": [], "in_driver": [], "bare": []}
-    order = ["actor", "in_driver", "bare"]
+    order = ["actor", "in_driver", "bare", "bare_merged"]
+    times: dict[str, list[float]] = {arm: [] for arm in order}
     for r in range(args.rounds):
         for arm in (order if r % 2 == 0 else order[::-1]):
-            if arm == "bare":
+            if arm.startswith("bare"):
                 times[arm].append(bare_pass(teacher, rows, spec.temperature, pad_id,
-                                            tmp / "bare.parquet"))
+                                            tmp / "bare.parquet", merge=arm == "bare_merged"))
             else:
                 seconds, count = shardtune_pass(dataset, arms[arm], teacher, pad_id,
                                                 tmp / f"out_{arm}")
@@ -116,8 +120,10 @@ def main() -> None:
         "rows_per_s": rate, "median_rows_per_s": median,
         "ratio_actor_vs_bare": median["actor"] / median["bare"],
         "ratio_in_driver_vs_bare": median["in_driver"] / median["bare"],
-        "note": "each arm timed from the call to outputs on disk (shardtune: read back as a "
-                "dataset too); teacher load inside every timer; interleaved A B C, C B A",
+        "ratio_in_driver_vs_bare_merged": median["in_driver"] / median["bare_merged"],
+        "note": "each arm timed from the call to its outputs on disk and in hand (shardtune: a "
+                "dataset of the rows with their outputs); teacher load inside every timer; "
+                "interleaved A B C D, D C B A",
     }
     save("teacher_pass", result)
     print({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()

@@ -35,8 +35,10 @@ class DistillSpec:
         recompute: Recompute offline outputs even when the stored ones match.
         inprocess_rows: Training splits up to this many rows get their offline teacher
             outputs in this process (no actor: its start — a process, imports, the model's
-            load — is most of a small pass); larger ones through a Ray Data actor. 0 = always
-            an actor.
+            load — cost 0.64× a bare loop's speed on 8,990 rows, docs/benchmarks.md), the
+            whole split sorted by length; larger ones, and any split when the cluster has a
+            GPU this process cannot use, through a Ray Data actor. As ``data.driver_rows``:
+            the driver holds these rows already. 0 = always an actor.
         control: Also train the same student without KD (the control a result needs).
         augment: Teacher-labelled perturbed copies of each training text (sequence
             classification): inputs the teacher has not fitted, learned through the KD term
@@ -59,7 +61,7 @@ class DistillSpec:
     hidden_weight: float = 1.0
     outputs_dir: Optional[str] = None
     recompute: bool = False
-    inprocess_rows: int = 4096
+    inprocess_rows: int = 20000
     control: bool = True
     augment: int = 0
     augment_p: float = 0.1

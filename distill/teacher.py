@@ -23,6 +23,7 @@ from data.batches import collate, model_inputs
 from data.errors import ConfigError
 from data.inprocess import to_block
 from data.locations import resolve_location
+from distill.student import merged_teacher
 from trainers.config import TaskKind
 from trainers.lm_head import labelled_head_applies, labelled_logits
 from trainers.models import _AUTO_CLASSES, load_trained
@@ -42,7 +43,9 @@ def teacher_dir(location: str) -> Path | None:
 
 
 def load_teacher(location: str, task: Any) -> tuple[Any, Any, list[str]]:
-    """(frozen model in eval mode, tokenizer, labels)."""
+    """(frozen model in eval mode, tokenizer, labels). A frozen teacher's adapters are merged
+    into its weights (one matmul per layer where LoRA adds two more); a 4-/8-bit base (a
+    QLoRA teacher) stays as loaded, since merging into it would re-quantise."""
     run_dir = teacher_dir(location)
     if run_dir is not None:
         model, tokenizer, labels, _ = load_trained(run_dir)
@@ -66,6 +69,8 @@ def load_teacher(location: str, task: Any) -> tuple[Any, Any, list[str]]:
                 from None
         id2label = getattr(model.config, "id2label", {}) or {}
         labels = [] if task == TaskKind.rerank else [id2label[i] for i in sorted(id2label)]
+    if not any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules()):
+        model = merged_teacher(model)
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval(), tokenizer, labels
@@ -204,15 +209,18 @@ def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
     made = {"location": location, "task": task, "temperature": spec.temperature,
             "top_k": spec.top_k, "pad_id": pad_id}
     shards = out_dir / "shards"
-    if spec.inprocess_rows and dataset.count() <= spec.inprocess_rows:
-        # a small split: here, where torch and transformers are loaded, the same blocks the
-        # actor would hand on (an actor's start would be most of the pass); written straight
-        # from here and handed on as they are, not read back (two Ray Data executions fewer)
+    rows = dataset.count()
+    # a GPU in the cluster that this process cannot use: the actor gets it, at any size
+    gpu_elsewhere = ray.cluster_resources().get("GPU", 0) > 0 and not torch.cuda.is_available()
+    if spec.inprocess_rows and rows <= spec.inprocess_rows and not gpu_elsewhere:
+        # here, where torch and transformers are loaded, the same blocks the actor would hand
+        # on (an actor's start is a process, imports and a model load); written straight from
+        # here and handed on as they are, not read back (two Ray Data executions fewer)
         import pyarrow.parquet as pq  # with Ray Data's dependencies
 
         teacher = TeacherOutputs(**made, threads=torch.get_num_threads())
-        blocks = [to_block(teacher(batch)) for batch in
-                  dataset.iter_batches(batch_size=TEACHER_BATCH_ROWS, batch_format="numpy")]
+        blocks = [to_block(teacher(batch)) for batch in  # one call: all rows sorted by length
+                  dataset.iter_batches(batch_size=rows, batch_format="numpy")]
         shards.mkdir(parents=True)
         for i, block in enumerate(blocks):
             pq.write_table(block, shards / f"part-{i:05d}.parquet")
