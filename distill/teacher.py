@@ -28,6 +28,7 @@ from trainers.config import TaskKind
 from trainers.lm_head import labelled_head_applies, labelled_logits
 from trainers.models import _AUTO_CLASSES, load_trained
 from trainers.reranker import CrossEncoder
+from trainers.scaling import inference_here
 from trainers.storage import local_run
 
 PROVENANCE = "provenance.json"
@@ -210,9 +211,7 @@ def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
             "top_k": spec.top_k, "pad_id": pad_id}
     shards = out_dir / "shards"
     rows = dataset.count()
-    # a GPU in the cluster that this process cannot use: the actor gets it, at any size
-    gpu_elsewhere = ray.cluster_resources().get("GPU", 0) > 0 and not torch.cuda.is_available()
-    if spec.inprocess_rows and rows <= spec.inprocess_rows and not gpu_elsewhere:
+    if inference_here(rows, spec.inprocess_rows):
         # here, where torch and transformers are loaded, the same blocks the actor would hand
         # on (an actor's start is a process, imports and a model load); written straight from
         # here and handed on as they are, not read back (two Ray Data executions fewer)

@@ -76,8 +76,9 @@ class EvaluateConfig:
         batch_size: Examples per forward pass.
         baseline: Fit the TF-IDF + logistic regression baseline on the same splits if the run
             has none yet, and show it beside the model.
-        inprocess_rows: Splits up to this many rows are scored in this process (no actor
-            start-up, which dominates small splits); 0 = always through Ray Data actors.
+        inprocess_rows: Splits up to this many rows are scored in this process, sorted by
+            length as one (no actor start-up), unless the cluster has a GPU this process
+            cannot use; 0 = always through Ray Data actors.
         rerank: A ``task=rerank`` run's first stage and depth.
         max_new_tokens: Chat runs: the longest generated answer; ``null`` = the run's own
             ``task.max_new_tokens``.
@@ -94,7 +95,7 @@ class EvaluateConfig:
     actors: int = 1
     batch_size: int = 64
     baseline: bool = True
-    inprocess_rows: int = 4096
+    inprocess_rows: int = 20000
     rerank: RerankSpec = field(default_factory=RerankSpec)
     max_new_tokens: Optional[int] = None
     num_beams: Optional[int] = None

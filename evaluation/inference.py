@@ -12,7 +12,7 @@ from data.local import LocalDataset, to_ray
 from evaluation.config import EvaluateConfig
 from trainers.cluster_config import ClusterConfig
 from trainers.models import inference_device
-from trainers.scaling import ensure_ray
+from trainers.scaling import ensure_ray, inference_here
 
 
 def place_for_inference(model: Any, threads: int) -> torch.device:
@@ -28,15 +28,17 @@ def place_for_inference(model: Any, threads: int) -> torch.device:
 def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows: int,
                 udf_kwargs: dict[str, Any] | None = None, **resources: Any) -> pd.DataFrame:
     """Run a scoring UDF (model loads in its constructor, with ``udf_kwargs`` beside the run,
-    batch size and threads) over a split: in this process for small splits, where an actor's
-    start-up (a process, imports, model load) would dominate; through Ray Data actors
-    otherwise."""
+    batch size and threads) over a split: in this process up to ``inprocess_rows`` rows, in
+    one call (the UDF sorts what it gets by length), where an actor's start-up (a process,
+    imports, model load) would cost more than it gives; through Ray Data actors, ``rows`` at
+    a time, otherwise."""
     import ray  # Ray loads only when a job runs: the CLI and tests import this module without it
 
-    if cfg.inprocess_rows and dataset.count() <= cfg.inprocess_rows:
+    count = dataset.count()
+    if inference_here(count, cfg.inprocess_rows):  # one call: the whole split sorted by length
         score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads(), **(udf_kwargs or {}))
         return pd.concat([pd.DataFrame(score(batch)) for batch in dataset.iter_batches(
-            batch_size=rows, batch_format="numpy")], ignore_index=True)
+            batch_size=max(count, 1), batch_format="numpy")], ignore_index=True)
     if isinstance(dataset, LocalDataset):  # too many rows for this process: Ray's actors
         ensure_ray(ClusterConfig())
         dataset = to_ray(dataset)

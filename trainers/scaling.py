@@ -176,6 +176,22 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
             "to start a local Ray") from None
 
 
+def inference_here(rows: int, limit: int) -> bool:
+    """Batch inference over ``rows`` in this process rather than a Ray Data actor: up to
+    ``limit`` rows (0 = never), unless Ray's cluster has a GPU this process cannot use, which
+    only an actor gets. An actor's start (a process, imports, a model load) cost a third of a
+    pass's speed on 8,990 rows here (docs/benchmarks.md, the offline teacher pass)."""
+    if not limit or rows > limit:
+        return False
+    import ray  # loaded with the caller's dataset
+
+    if not ray.is_initialized() or ray.cluster_resources().get("GPU", 0) == 0:
+        return True
+    import torch  # the caller has it loaded
+
+    return torch.cuda.is_available()
+
+
 def wants_gpu(cluster: ClusterConfig) -> bool:
     import ray  # Ray loads only when a job runs: the CLI imports this module without it
 
