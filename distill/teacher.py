@@ -219,7 +219,7 @@ def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
 
         teacher = TeacherOutputs(**made, threads=torch.get_num_threads())
         blocks = [to_block(teacher(batch)) for batch in  # one call: all rows sorted by length
-                  dataset.iter_batches(batch_size=rows, batch_format="numpy")]
+                  dataset.iter_batches(batch_size=max(rows, 1), batch_format="numpy")]
         shards.mkdir(parents=True)
         for i, block in enumerate(blocks):
             pq.write_table(block, shards / f"part-{i:05d}.parquet")

@@ -179,8 +179,8 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
 def inference_here(rows: int, limit: int) -> bool:
     """Batch inference over ``rows`` in this process rather than a Ray Data actor: up to
     ``limit`` rows (0 = never), unless Ray's cluster has a GPU this process cannot use, which
-    only an actor gets. An actor's start (a process, imports, a model load) cost a third of a
-    pass's speed on 8,990 rows here (docs/benchmarks.md, the offline teacher pass)."""
+    only an actor gets. An actor's start (a process, imports, a model load) left the offline
+    teacher pass at 0.77× a bare loop's speed on 8,990 rows here (docs/benchmarks.md)."""
     if not limit or rows > limit:
         return False
     import ray  # loaded with the caller's dataset
