@@ -69,7 +69,7 @@ def bare_pass(teacher: str, rows: dict[str, np.ndarray], temperature: float, pad
 
 def shardtune_pass(dataset: Any, spec: DistillSpec, teacher: str, pad_id: int, out: Path
                    ) -> tuple[float, int]:
-    """``offline_outputs`` as ``shardtune distill`` calls it (made, written, read back)."""
+    """``offline_outputs`` as ``shardtune distill`` calls it (made, written, handed on)."""
     if out.exists():
         shutil.rmtree(out)
     start = time.perf_counter()
