@@ -167,3 +167,56 @@ def test_a_value_that_looks_like_an_interpolation_stays_text(tmp_path, monkeypat
     for one in (run, trial):
         assert one.tracking.project == "${oc.env:SHARDTUNE_TEST_SECRET}"
         assert "s3cr3t" not in json.dumps(config_dict(one), default=str)
+
+
+# The yaml a user composes and the dataclass a test or a library caller builds must agree, or a
+# default changed in one place (distill.inprocess_rows was 20,000 in the dataclass and 4,096 in
+# conf/distill/default.yaml) silently differs between the CLI and the code. Deliberate gaps:
+DELIBERATE = {"optim/adamw.yaml:lr": "the LoRA default; the dataclass keeps full fine-tuning's"}
+
+
+def _yaml_vs_dataclass(node: dict, cls: type, where: str) -> list:
+    import dataclasses
+    import enum
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    gaps = []
+    for key, value in node.items():
+        if key not in fields:
+            continue
+        field_ = fields[key]
+        default = (field_.default if field_.default is not dataclasses.MISSING else
+                   field_.default_factory() if field_.default_factory is not dataclasses.MISSING
+                   else dataclasses.MISSING)
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            gaps += _yaml_vs_dataclass(value, type(default), f"{where}.{key}")
+            continue
+        default = default.value if isinstance(default, enum.Enum) else default
+        if default is not dataclasses.MISSING and value not in ("???", default):
+            gaps.append((f"{where}:{key}", value, default))
+    return gaps
+
+
+def test_yaml_defaults_equal_the_dataclass_defaults():
+    from pathlib import Path
+
+    import yaml
+
+    from cluster.submit_config import SubmitConfig
+    from distill.config import DistillSpec
+    from distill.quant_config import QuantizeConfig
+    from evaluation.card import CardConfig
+    from evaluation.config import BaselineConfig, CompareConfig, EvaluateConfig, ReportConfig
+    from shardtune.config import JobConfig
+    from trainers.config import OptimConfig
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    pairs = {"distill/default.yaml": DistillSpec, "evaluate.yaml": EvaluateConfig,
+             "baseline.yaml": BaselineConfig, "compare.yaml": CompareConfig,
+             "report.yaml": ReportConfig, "quantize.yaml": QuantizeConfig,
+             "submit.yaml": SubmitConfig, "card.yaml": CardConfig,
+             "optim/adamw.yaml": OptimConfig, "train.yaml": JobConfig}
+    gaps = [gap for name, cls in pairs.items()
+            for gap in _yaml_vs_dataclass(yaml.safe_load((conf / name).read_text()), cls, name)
+            if gap[0] not in DELIBERATE]
+    assert gaps == []
