@@ -9,7 +9,7 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 
 from data.errors import ConfigError
-from evaluation.config import RerankSpec
+from evaluation.config import RerankChoice
 from trainers.config import PathsConfig
 from trainers.quant_spec import QuantSpec
 
@@ -83,7 +83,8 @@ class QuantizeConfig:
             batches of 32; the first 100 of them also one at a time.
         resamples: Bootstrap resamples for the CIs.
         rerank: A ``task=rerank`` run's first stage and depth (``rerank.*``, as for
-            ``evaluate``): both models rerank the same candidates.
+            ``evaluate``; null keys: the run's ``task.rerank.*``): both models rerank the
+            same candidates.
     """
 
     run: str = "???"
@@ -94,7 +95,7 @@ class QuantizeConfig:
     speed: bool = True
     speed_rows: int = 640
     resamples: int = 1000
-    rerank: RerankSpec = field(default_factory=RerankSpec)
+    rerank: RerankChoice = field(default_factory=RerankChoice)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ from distill.student import merged_teacher
 from distill.teacher import load_teacher, teacher_dir
 from evaluation.aggregate import describe, example_interval
 from evaluation.compare import compare
-from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
+from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig, RerankChoice
 from evaluation.evaluate import evaluate
 from evaluation.generation import METRICS as GENERATION_METRICS
 from evaluation.speed import measure
@@ -99,9 +99,10 @@ def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
     figures: dict[str, Any] = {"split": split}
     metric = quality_metric(run)
     if metric and tdir is not None:
-        teacher_eval = evaluate(EvaluateConfig(  # answers generated as the student's are
+        teacher_eval = evaluate(EvaluateConfig(  # answers generated, candidates reranked
             run=str(tdir), split=split, baseline=False, data=run.data, paths=run.paths,
-            max_new_tokens=run.task.max_new_tokens, num_beams=run.task.num_beams))
+            max_new_tokens=run.task.max_new_tokens, num_beams=run.task.num_beams,
+            rerank=RerankChoice(run.task.rerank.retriever, run.task.rerank.top_k)))
         score = teacher_eval["metrics"][metric]
         figures["metric"], figures[f"teacher_{metric}"] = metric, score
         lines += quality_table(score, summary, split, figures, metric)

@@ -10,6 +10,7 @@ from hydra.core.config_store import ConfigStore
 from data.config import DataConfig
 from data.errors import ConfigError
 from trainers.config import PathsConfig
+from trainers.embedding_spec import RerankSpec, check_rerank
 from trainers.storage import check_data_uris, refuse_credentials
 
 SPLITS = ("train", "validation", "test")
@@ -40,23 +41,26 @@ class GateConfig:
 
 
 @dataclass
-class RerankSpec:
-    """How ``evaluate`` tests a ``task=rerank`` run (``rerank.*``).
+class RerankChoice:
+    """``evaluate``'s and ``quantize``'s ``rerank.*``: the first stage a ``task=rerank`` run
+    is tested on; a key left null takes the run's own ``task.rerank.*`` (what its seed group
+    was evaluated on).
 
     Args:
-        retriever: The first stage whose candidates the cross-encoder reorders: ``bm25`` or
-            a trained ``task=embedding`` run directory.
-        top_k: Candidates per query the cross-encoder scores (its cost grows with it; the
-            report gives the time per query). At most 100, the first stage's depth.
+        retriever: ``bm25`` or a trained ``task=embedding`` run directory.
+        top_k: Candidates per query the cross-encoder scores, 1 to 100.
     """
 
-    retriever: str = "bm25"
-    top_k: int = 100
+    retriever: Optional[str] = None
+    top_k: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.top_k <= 100:
-            raise ConfigError("rerank.top_k", f"must be in [1, 100], got {self.top_k}")
-        refuse_credentials(self.retriever, "rerank.retriever")
+        check_rerank(self.retriever, self.top_k, "rerank")
+
+    def resolve(self, run: RerankSpec) -> RerankChoice:
+        """Both keys set: the ones given here, the run's for the rest."""
+        return RerankChoice(retriever=self.retriever or run.retriever,
+                            top_k=self.top_k or run.top_k)
 
 
 @dataclass
@@ -79,7 +83,8 @@ class EvaluateConfig:
         inprocess_rows: Splits up to this many rows are scored in this process, sorted by
             length as one (no actor start-up), unless the cluster has a GPU this process
             cannot use; 0 = always through Ray Data actors.
-        rerank: A ``task=rerank`` run's first stage and depth.
+        rerank: A ``task=rerank`` run's first stage and depth; null keys: the run's own
+            ``task.rerank.*``.
         max_new_tokens: Chat runs: the longest generated answer; ``null`` = the run's own
             ``task.max_new_tokens``.
         num_beams: Chat runs: beam width; ``null`` = the run's own ``task.num_beams``.
@@ -96,7 +101,7 @@ class EvaluateConfig:
     batch_size: int = 64
     baseline: bool = True
     inprocess_rows: int = 20000
-    rerank: RerankSpec = field(default_factory=RerankSpec)
+    rerank: RerankChoice = field(default_factory=RerankChoice)
     max_new_tokens: Optional[int] = None
     num_beams: Optional[int] = None
 

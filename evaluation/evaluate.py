@@ -6,6 +6,7 @@ probabilities; later comparisons pair on ``_src``), metrics.json, report.md with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -111,7 +112,8 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
     run_dir = Path(local_run(cfg.run, "run", cfg.paths)).expanduser().resolve()
     run = load_run_config(run_dir)
     check_name(cfg.name)
-    if run.task.kind == TaskKind.rerank:
+    if run.task.kind == TaskKind.rerank:  # the keys not given: the run's task.rerank.*
+        cfg = dataclasses.replace(cfg, rerank=cfg.rerank.resolve(run.task.rerank))
         check_retriever(cfg)  # a wrong first stage fails before any data is read
     data = data_config(run.data, cfg.data, list(data_overrides))
     # scored in this process from files it reads: no Ray (data/local.py); generation, retrieval

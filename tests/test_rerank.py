@@ -197,13 +197,21 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
     # distilled into a 2-layer student on the teacher's cached scores (offline: its softmax
     # over each row's positive and negative at T) beside its no-KD control; the report
     # scores all three by nDCG@10 over the same first stage and times (query, document) pairs
+    # task.rerank.top_k=4: teacher, student and control all rerank BM25's top 4 (the first
+    # stage a distillation's three evaluations share), not the default 100
     kd = ["distill", f"teacher={run_dir}", *[a for a in args if not a.startswith("run_name")],
           "distill.student_layers=[0,3]", "distill.speed_rows=8", "cluster.concurrent_runs=1",
-          "run_name=rkd"]
+          "task.rerank.top_k=4", "run_name=rkd"]
     assert main(kd) == 0
     figures = json.loads((tmp_path / "runs" / "rkd" / "distill.json").read_text())
     assert figures["metric"] == "ndcg@10" and 0 <= figures["teacher_ndcg@10"]["value"] <= 1
     assert figures["student_vs_control"]["n"] == 3  # paired by query
+    for evaluated in (run_dir, tmp_path / "runs" / "rkd" / "student" / "seed0",
+                      tmp_path / "runs" / "rkd" / "control" / "seed0"):
+        saved = json.loads((evaluated / "eval" / "test" / "metrics.json").read_text())
+        assert (saved["rerank"]["retriever"], saved["rerank"]["top_k"]) == ("bm25", 4), evaluated
+    assert json.loads((tmp_path / "runs" / "rkd" / "compare" / "student_vs_teacher" /
+                       "compare.json").read_text())["note"] is None  # one first stage
     assert figures["speed"]["student"]["texts"] == 3  # the test split's (query, document) pairs
     init = tmp_path / "runs" / "rkd" / "student_init"
     assert json.loads((init / "config.json").read_text())["num_hidden_layers"] == 2
@@ -253,3 +261,37 @@ def test_reranker_gate_metric_is_ndcg_and_distillation_mistakes_are_refused(tmp_
     with pytest.raises(ConfigError, match="the teacher of a task=embedding student must be a"):
         load_teacher(str(tmp_path), TaskKind.embedding)
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_a_rerank_runs_evaluations_follow_its_task_rerank(tmp_path, monkeypatch):
+    """``task.rerank`` says how the run is evaluated, not what it learns: changing it never
+    refuses a resume, and a finished member's saved evaluation is reused only when it ranked
+    the candidates ``task.rerank`` names now."""
+    import dataclasses
+
+    import tuning.seeds as seeds
+    from evaluation.config import RerankChoice
+    from trainers.config import TaskConfig, TaskKind, TrainConfig, config_dict
+    from trainers.embedding_spec import RerankSpec
+    from trainers.identity import changes, run_identity
+
+    run = TrainConfig(task=TaskConfig(kind=TaskKind.rerank), run_name="seed0",
+                      paths=dataclasses.replace(TrainConfig().paths, runs=str(tmp_path)))
+    deeper = dataclasses.replace(run, task=dataclasses.replace(run.task, rerank=RerankSpec(
+        retriever="runs/bi", top_k=20)))
+    assert changes(run_identity(config_dict(run), None),
+                   run_identity(config_dict(deeper), None)) == []
+    with pytest.raises(ConfigError, match=r"task.rerank.top_k.* must be in \[1, 100\], got 0"):
+        RerankSpec(top_k=0)
+    assert RerankChoice(top_k=10).resolve(deeper.task.rerank) == RerankChoice("runs/bi", 10)
+
+    saved = tmp_path / "seed0" / "eval" / "test"
+    saved.mkdir(parents=True)
+    (saved / "metrics.json").write_text(json.dumps({"rerank": {"retriever": "bm25",
+                                                               "top_k": 100}}))
+    monkeypatch.setattr(seeds, "is_current", lambda out_dir, run_dir: True)
+    monkeypatch.setattr(seeds, "evaluate", lambda cfg, splits: {"evaluated": cfg.run})
+    prep = type("Prep", (), {"splits": None})()
+    assert seeds._evaluate_member(run, "test", prep, reuse=True)["rerank"]["top_k"] == 100
+    assert seeds._evaluate_member(deeper, "test", prep, reuse=True) == {
+        "evaluated": deeper.run_dir}  # ranked BM25's top 100, asked for runs/bi's top 20

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from data.config import DataConfig
 from data.errors import ConfigError
 from trainers.cluster_config import ClusterConfig
-from trainers.embedding_spec import EmbeddingSpec
+from trainers.embedding_spec import EmbeddingSpec, RerankSpec
 from trainers.quant_spec import COMPUTE_DTYPES, HEAD_MODULES
 from trainers.storage import check_data_uris, check_uri, is_uri, join
 from trainers.trainer_config import TrainerConfig, check_token_budget
@@ -55,6 +55,7 @@ class TaskConfig:
             answer cut there is counted as not stopped); ``evaluate max_new_tokens=`` overrides.
         num_beams: Chat runs: beam width of that generation (1 = greedy).
         embedding: ``task=embedding``: loss, scale, negatives across workers.
+        rerank: ``task=rerank``: the first stage and depth its evaluations rerank.
     """
 
     kind: TaskKind = TaskKind.seq_cls
@@ -65,6 +66,7 @@ class TaskConfig:
     max_new_tokens: int = 64
     num_beams: int = 1
     embedding: EmbeddingSpec = field(default_factory=EmbeddingSpec)
+    rerank: RerankSpec = field(default_factory=RerankSpec)
 
     def __post_init__(self) -> None:
         if self.max_length < 8:

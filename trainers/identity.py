@@ -135,8 +135,8 @@ RESUME_KEYS = ("model", "task", "data", "peft", "optim", "distill", "trainer.epo
                "trainer.bucket_batches", "trainer.batch_tokens", "trainer.strategy")
 RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows",
                "data.driver_rows", "data.driver_bytes", "distill.inprocess_rows",
-               "distill.speed_rows", "task.max_new_tokens",
-               "task.num_beams")  # how, not what (the last two: evaluation's generation)
+               "distill.speed_rows", "task.max_new_tokens", "task.num_beams",
+               "task.rerank")  # how, not what (the last three: how evaluations test the run)
 
 
 def run_identity(resolved: dict[str, Any], data_sha256: str | None) -> dict[str, Any]:

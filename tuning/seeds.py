@@ -109,14 +109,19 @@ def _fit_all(run: TrainConfig, members: list[TrainConfig], prep: Prepared, paral
     return [results[m.seed] for m in members]
 
 
-def _evaluate_member(run_dir: str, split: str, prep: Prepared, paths: Any,
-                     reuse: bool = False) -> dict[str, Any]:
-    """The member's evaluation: reused when it finished earlier and was evaluated then."""
-    saved = Path(run_dir) / "eval" / split / "metrics.json"
+def _evaluate_member(one: TrainConfig, split: str, prep: Prepared, reuse: bool = False
+                     ) -> dict[str, Any]:
+    """The member's evaluation: reused when it finished earlier and was evaluated then (a
+    reranker's: on the first stage and top-k its ``task.rerank`` names now)."""
+    run_dir, saved = one.run_dir, Path(one.run_dir) / "eval" / split / "metrics.json"
     if reuse and is_current(saved.parent, Path(run_dir)):
-        return json.loads(saved.read_text())
-
-    return evaluate(EvaluateConfig(run=run_dir, split=split, baseline=False, paths=paths),
+        result = json.loads(saved.read_text())
+        ranked = result.get("rerank")
+        wanted = one.task.rerank
+        if ranked is None or (ranked["retriever"], ranked["top_k"]) == (wanted.retriever,
+                                                                        wanted.top_k):
+            return result
+    return evaluate(EvaluateConfig(run=run_dir, split=split, baseline=False, paths=one.paths),
                     splits=prep.splits)
 
 
@@ -164,7 +169,7 @@ def train_group(run: TrainConfig, prep: Prepared | None = None,
     per_seed, slices = [], []
     for one, summary in zip(members, summaries, strict=True):
         metrics = {k: v for k, v in summary["metrics"].items() if k != "already_done"}
-        evaluated = _evaluate_member(one.run_dir, split, prep, run.paths,
+        evaluated = _evaluate_member(one, split, prep,
                                      reuse=bool(summary["metrics"].get("already_done")))
         for key, value in evaluated["metrics"].items():  # what training did not measure
             if key in EVALUATED:
