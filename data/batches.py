@@ -66,6 +66,9 @@ def collate(rows: dict[str, np.ndarray], pad_id: int, pad_multiple: int = 1) -> 
         if name in rows:  # offline distillation: the teacher's outputs ride with the batch
             out[name] = _teacher(list(rows[name]), [len(s) for s in ids], input_ids.shape[1],
                                  per_token, dtype)
+    for name in ("teacher_query", "teacher_doc", "teacher_neg", "teacher_scale"):
+        if name in rows:  # an embedding teacher's: one vector (or its scale) per row
+            out[name] = torch.from_numpy(np.stack(list(rows[name])).astype(np.float32))
     return out
 
 

@@ -3,8 +3,9 @@
 Offline: the teacher's log-probabilities arrive in the batch (``teacher_logp``, and
 ``teacher_index`` for top-k LM outputs). Online: the frozen teacher runs here, under
 ``no_grad``, on the same batch; it is never handed to the optimizer or to DDP. An embedding
-student (online only) learns the teacher's similarity distribution over each query's
-candidates, the same gathered documents its own contrastive loss ranks. A reranker student
+student learns the teacher's similarity distribution over each query's candidates, the same
+gathered documents its own contrastive loss ranks, built from the teacher's embeddings of the
+batch's texts (cached offline, or computed here). A reranker student
 learns the teacher's softmax over each row's (positive, negative) scores, the two columns of
 its own pairwise loss.
 """
@@ -66,16 +67,19 @@ class Distiller:
         """Embedding students: (the teacher's log-softmax at T over each query's candidate
         documents, the positives' columns), laid out as the student's in-batch logits (the
         same gathered positives and hard negatives, trainers/contrastive.py)."""
-        teacher = self.teacher  # a PeftModel hands embed() and scale on to its bi-encoder
         with torch.no_grad():
-            queries = teacher.embed(batch["input_ids"], batch["attention_mask"])
-            docs = teacher.embed(batch["doc_input_ids"], batch["doc_attention_mask"])
-            negatives = None
-            if "neg_input_ids" in batch:
-                negatives = teacher.embed(batch["neg_input_ids"],
-                                          batch["neg_attention_mask"]).unsqueeze(1)
-            logits, labels = in_batch_logits(queries, docs, negatives, teacher.scale(),
-                                             gather=gather)
+            if self.teacher is None:  # offline: its embeddings of the batch's texts, cached
+                queries, docs = batch["teacher_query"], batch["teacher_doc"]
+                negatives = batch["teacher_neg"].unsqueeze(1) if "teacher_neg" in batch \
+                    else None
+                scale = batch["teacher_scale"][0]
+            else:  # a PeftModel hands embed() and scale on to its bi-encoder
+                queries, docs, negatives = (self.teacher.embed(
+                    batch[f"{side}input_ids"], batch[f"{side}attention_mask"])
+                    if f"{side}input_ids" in batch else None for side in ("", "doc_", "neg_"))
+                negatives = negatives.unsqueeze(1) if negatives is not None else None
+                scale = self.teacher.scale()
+            logits, labels = in_batch_logits(queries, docs, negatives, scale, gather=gather)
         return torch.log_softmax(logits.float() / self.spec.temperature, -1), labels
 
     def forward(self, net: Any, batch: dict[str, torch.Tensor]) -> Any:

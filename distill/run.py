@@ -3,7 +3,8 @@
 1. The student starts as a layer subset of the (merged) teacher, a resized config, or a path;
    its initial weights are saved in ``runs/<run>/student_init`` so every arm starts equal.
 2. The data is read and tokenised once with the student's tokenizer; in offline mode a Ray
-   Data pass adds the teacher's outputs to the training split (cached with provenance).
+   Data pass adds the teacher's outputs to the training split (cached with provenance): its
+   distributions, or an embedding teacher's embeddings of each row's texts.
 3. The student trains on Ray Train like any run, with seeds as a seed group
    (``runs/<run>/student/seed<k>``); the control (same init, same seeds, no KD) beside it.
 4. ``distill_report.md``: teacher vs student vs control quality with CIs, the comparison
@@ -82,11 +83,6 @@ def distill(run: TrainConfig) -> dict[str, Any]:
         raise ConfigError("task", "distilling a scored-pair embedding model is not supported "
                           "yet", "distil seq_cls, token_cls, causal_lm, sft, rerank or "
                           "retrieval embedding runs")
-    if run.task.kind.value == "embedding" and spec.teacher_mode != "online":
-        raise ConfigError("distill.teacher_mode", "an embedding student learns the teacher's "
-                          "similarities over each (gathered) batch, which the teacher "
-                          "computes on the spot; cached teacher embeddings are not built yet",
-                          "set distill.teacher_mode=online")
     if spec.hidden_loss != "none" and run.task.kind.value in ("embedding", "rerank"):
         raise ConfigError("distill.hidden_loss", f"a {run.task.kind.value} student learns the "
                           "teacher's scores; a hidden-state term is built for classification, "

@@ -1,11 +1,12 @@
 """The teacher: loaded from a run or a model path, frozen; offline outputs with provenance.
 
 Offline mode runs the teacher once over the tokenised training split as a Ray Data batch
-inference pass (an actor pool; GPU when present) and writes its log-probabilities at the
-distillation temperature as parquet shards (full distribution for classification, a
+inference pass (an actor pool; GPU when present) and writes its outputs as parquet shards:
+log-probabilities at the distillation temperature (full distribution for classification, a
 reranker's softmax over each row's positive and negative, top-k per position for causal LM)
-with ``provenance.json``: teacher fingerprint, dataset fingerprint,
-tokenizer, temperature and k. Reusing outputs whose provenance differs is an error.
+or an embedding model's embeddings of each row's texts, with ``provenance.json``: teacher
+fingerprint, dataset fingerprint, tokenizer, temperature and k. Reusing outputs whose
+provenance differs is an error.
 """
 
 from __future__ import annotations
@@ -118,12 +119,18 @@ class TeacherOutputs:
         order = np.argsort(batch["length"], kind="stable")
         logp_out: list[Any] = [None] * n
         index_out: list[Any] = [None] * n
+        sides: dict[str, list[Any]] = {}  # an embedding teacher's per-text embeddings
         with torch.no_grad():
             for start in range(0, n, self.batch_size):
                 idx = order[start:start + self.batch_size]
                 t = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
                      for k, v in collate({k: v[idx] for k, v in batch.items()},
                                          self.pad_id).items()}
+                if self.task == "embedding":
+                    for name, side in embed_sides(self.model, t).items():
+                        for j, row in enumerate(idx):
+                            sides.setdefault(name, [None] * n)[row] = side[j]
+                    continue
                 if self.task == "causal_lm":
                     values, ids = lm_top_k(self.model, t, self.t, self.k, self.labelled_head)
                     for j, row in enumerate(idx):
@@ -138,10 +145,24 @@ class TeacherOutputs:
                     logp_out[row] = (logp[j].numpy() if self.task in PER_EXAMPLE
                                      else logp[j, :length].reshape(-1).numpy())
         out = dict(batch)
+        if self.task == "embedding":  # its scale: what turns the cosines into its logits
+            return {**out, **{k: np.stack(v) for k, v in sides.items()},
+                    "teacher_scale": np.full(n, float(self.model.scale()), dtype=np.float32)}
         out["teacher_logp"] = _column(logp_out)
         if self.task == "causal_lm":
             out["teacher_index"] = _column(index_out)
         return out
+
+
+def embed_sides(model: Any, t: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A bi-encoder teacher's embeddings of each row's texts ([B, H] per side, CPU): the
+    query, its positive and its hard negative where the rows have one. The student's KD term
+    builds the teacher's similarity logits from these as it builds its own (same gathered
+    columns), so caching them gives the online term exactly, one teacher pass per text."""
+    sides = {"teacher_query": "", "teacher_doc": "doc_", "teacher_neg": "neg_"}
+    return {name: model.embed(t[f"{prefix}input_ids"], t[f"{prefix}attention_mask"]
+                              ).float().cpu().numpy()
+            for name, prefix in sides.items() if f"{prefix}input_ids" in t}
 
 
 def lm_top_k(model: Any, t: dict[str, Any], temperature: float, k: int, labelled: bool
@@ -180,7 +201,9 @@ def provenance(spec: Any, location: str, data_fingerprint: dict[str, Any], token
             "data_fingerprint": hashlib.sha256(json.dumps(data_fingerprint, sort_keys=True,
                                                           default=str).encode()).hexdigest(),
             "tokenizer": tokenizer, "task": task, "max_length": max_length,
-            "temperature": spec.temperature, "top_k": spec.top_k if task == "causal_lm" else None,
+            # embeddings do not depend on T: one cache serves every temperature
+            "temperature": None if task == "embedding" else spec.temperature,
+            "top_k": spec.top_k if task == "causal_lm" else None,
             "augment": [spec.augment, spec.augment_p] if spec.augment else None}
 
 

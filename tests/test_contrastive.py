@@ -428,3 +428,42 @@ def test_an_embedding_students_kd_term_reads_the_teachers_similarities_in_its_la
                           (2.0 * logp).log_softmax(-1), atol=1e-5)  # undo T, renormalise
     assert kd.loss(teacher, same, batch)[0].item() == pytest.approx(0.0, abs=1e-6)
     assert kd.loss(teacher, other, batch)[0].item() > 1e-3
+
+    # offline: the teacher's embeddings of each row's texts, cached by the teacher pass and
+    # collated as training collates them, give the online term (no teacher loaded here)
+    import dataclasses
+
+    import numpy as np
+
+    from data.batches import collate
+    from distill.teacher import TeacherOutputs
+
+    rows = {"input_ids": _object_column(batch["input_ids"]),
+            "doc_input_ids": _object_column(batch["doc_input_ids"]),
+            "neg_input_ids": _object_column(batch["neg_input_ids"]),
+            "labels": np.zeros(4, dtype=np.int64), "uid": np.arange(4),
+            "length": np.array([6, 6, 6, 6])}
+    with mock.patch("distill.teacher.load_teacher", return_value=(teacher, None, [])):
+        cached = TeacherOutputs("t", "embedding", 2.0, 8, pad_id=0, batch_size=3)(rows)
+    assert cached["teacher_query"].shape == (4, 16) and "teacher_logp" not in cached
+    offline_run = dataclasses.replace(run.distill, teacher_mode="offline")
+    with mock.patch("distill.objective.load_teacher") as loads:
+        offline = Distiller(SimpleNamespace(distill=offline_run, task=run.task),
+                            torch.device("cpu"))
+    assert not loads.called
+    offline_batch = collate(cached, pad_id=0)
+    offline_logp, offline_labels = offline.similarity_logp(offline_batch, gather=True)
+    assert torch.allclose(offline_logp, logp, atol=1e-5) and torch.equal(offline_labels, labels)
+    assert offline.loss(teacher, other, offline_batch)[0].item() == pytest.approx(
+        kd.loss(teacher, other, batch)[0].item(), abs=1e-5)  # the same student outputs
+    without_negatives = {k: v for k, v in cached.items()
+                         if not k.startswith(("neg_", "teacher_neg"))}
+    assert offline.similarity_logp(collate(without_negatives, pad_id=0), True)[0].shape == (4, 4)
+
+
+def _object_column(ids: torch.Tensor):
+    import numpy as np
+
+    column = np.empty(len(ids), dtype=object)
+    column[:] = [row.numpy() for row in ids]
+    return column

@@ -241,16 +241,30 @@ def test_a_seed_group_of_embedding_runs_aggregates_its_retrieval_metrics(tmp_pat
     compared = json.loads((group / "compare" / "seed0" / "compare.json").read_text())
     assert compared["seeds"] == {"a": 1, "b": 2} and compared["effects"]["ndcg@10"]["n"] == 3
 
-    # distilled into a 2-layer student (online teacher: its similarities over each batch's
-    # candidates) beside its no-KD control; the report scores all three by nDCG@10
+    # distilled into a 2-layer student (the teacher's similarities over each batch's
+    # candidates, built from its embeddings of every row's texts, cached offline) beside its
+    # no-KD control; the report scores all three by nDCG@10
     kd = ["distill", f"teacher={group / 'seed0'}", *FAST, "task=embedding", "data=scifact",
           f"data.path={root}/qrels/train.tsv", f"data.test_path={root}/qrels/test.tsv",
           "data.val_fraction=0", "trainer.batch_size=4", "trainer.max_steps=2",
           "task.max_length=32", "distill.student_layers=[0,3]", "cluster.concurrent_runs=1",
           "run_name=kd", "distill.speed_rows=32", f"paths.root={tmp_path}"]
-    assert main(kd) == 2  # offline (the default) is refused before anything is written
-    assert not (tmp_path / "runs" / "kd").exists()
-    assert main([*kd, "distill.teacher_mode=online"]) == 0
+    assert main(kd) == 0
+    outputs = group / "seed0" / "teacher_outputs" / "scifact"
+    stamp = json.loads((outputs / "provenance.json").read_text())
+    assert stamp["task"] == "embedding" and stamp["temperature"] is None  # serves every T
+    import ray.data
+    import torch
+
+    from trainers.models import load_trained
+
+    row = ray.data.read_parquet(str(outputs / "shards")).take(1)[0]
+    teacher = load_trained(group / "seed0")[0]
+    ids = torch.tensor(row["doc_input_ids"])[None]  # a copy: the row is read-only
+    with torch.no_grad():
+        embedded = teacher.embed(ids, torch.ones_like(ids))[0].numpy()
+    assert np.allclose(row["teacher_doc"], embedded, atol=1e-5)  # the row's positive
+    assert len(row["teacher_query"]) == len(embedded) and row["teacher_scale"] == 20.0
     figures = json.loads((tmp_path / "runs" / "kd" / "distill.json").read_text())
     assert figures["metric"] == "ndcg@10" and figures["teacher_ndcg@10"]["value"] == \
         pytest.approx(evaluated[0]["ndcg@10"]["value"])

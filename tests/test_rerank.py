@@ -225,9 +225,9 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
 
     row = ray.data.read_parquet(str(outputs / "shards")).take(1)[0]  # Ray's tensor columns
     with torch.no_grad():
-        scores = [model.score(torch.as_tensor(row[f"{side}input_ids"])[None],
+        scores = [model.score(torch.tensor(row[f"{side}input_ids"])[None],
                               torch.ones(1, len(row[f"{side}input_ids"]), dtype=torch.long),
-                              torch.as_tensor(row[f"{side}token_type_ids"])[None])
+                              torch.tensor(row[f"{side}token_type_ids"])[None])
                   for side in ("", "neg_")]
     assert np.allclose(row["teacher_logp"],
                        torch.log_softmax(torch.cat(scores) / 2.0, -1).numpy(), atol=1e-5)
