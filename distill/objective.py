@@ -5,7 +5,9 @@ Offline: the teacher's log-probabilities arrive in the batch (``teacher_logp``, 
 ``no_grad``, on the same batch; it is never handed to the optimizer or to DDP. An embedding
 student learns the teacher's similarity distribution over each query's candidates, the same
 gathered documents its own contrastive loss ranks, built from the teacher's embeddings of the
-batch's texts (cached offline, or computed here). A reranker student
+batch's texts (cached offline, or computed here); a scored-pair (STS) student, the teacher's
+cosine of each pair, by mean squared error beside its own pair loss (T does not apply: a
+cosine is not a distribution). A reranker student
 learns the teacher's softmax over each row's (positive, negative) scores, the two columns of
 its own pairwise loss.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from data.batches import model_inputs
 from distill.loss import distill_loss, hidden_term
@@ -47,6 +50,7 @@ class Distiller:
             self.teacher.to(device)
         self.wants_hidden = self.spec.hidden_loss != "none"
         self.gather = run.task.embedding.gather  # as the student's in-batch logits
+        self.scored = self.task == "embedding" and run.task.embedding.scored
 
     def attach_projection(self, net: Any, student_width: int, teacher_width: int) -> None:
         """A learned map from student to teacher width, owned by the student so DDP syncs it."""
@@ -82,6 +86,18 @@ class Distiller:
             logits, labels = in_batch_logits(queries, docs, negatives, scale, gather=gather)
         return torch.log_softmax(logits.float() / self.spec.temperature, -1), labels
 
+    def pair_cosines(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scored-pair students (STS): the teacher's cosine of each pair, from its embeddings
+        of both texts (cached offline, or computed here)."""
+        with torch.no_grad():
+            if self.teacher is None:
+                left, right = batch["teacher_query"], batch["teacher_doc"]
+            else:
+                left, right = (self.teacher.embed(batch[f"{side}input_ids"],
+                                                  batch[f"{side}attention_mask"])
+                               for side in ("", "doc_"))
+            return F.cosine_similarity(left.float(), right.float(), dim=-1)
+
     def forward(self, net: Any, batch: dict[str, torch.Tensor]) -> Any:
         """The student's outputs: its logits at every position (and hidden states), or for a
         causal LM only where the loss reads them (``keep``: trainers/lm_head.py)."""
@@ -91,6 +107,10 @@ class Distiller:
 
     def loss(self, net: Any, out: Any, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.scored:  # α·its own pair loss (CoSENT) + (1−α)·MSE to the teacher's cosines
+            kd = F.mse_loss(out.logits.float(), self.pair_cosines(batch))
+            loss = self.spec.alpha * out.loss + (1 - self.spec.alpha) * kd
+            return loss, {"ce": float(out.loss.detach()), "kd": float(kd.detach())}
         if self.task == "embedding":  # α·contrastive CE + (1−α)·T²·KL over the candidates
             teacher_logp, labels = self.similarity_logp(batch, self.gather)
             return distill_loss(out.logits, labels, teacher_logp, self.spec.alpha,

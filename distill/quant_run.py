@@ -45,7 +45,8 @@ GATE_METRICS = {"seq_cls": ("accuracy", "macro_f1"), "token_cls": ("entity_f1",)
                 "embedding": RETRIEVAL_METRICS, "rerank": RETRIEVAL_METRICS,
                 "similarity": ("spearman", "pearson")}
 # compare pairs them per example, prompt or query
-PAIRED = ("accuracy", "macro_f1", *GENERATION_METRICS, *RETRIEVAL_METRICS)
+PAIRED = ("accuracy", "macro_f1", *GENERATION_METRICS, *RETRIEVAL_METRICS, "spearman",
+          "pearson")
 
 
 def source_dir(run: str, paths: PathsConfig) -> Path:
@@ -122,7 +123,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
         "run": str(src), "out": str(out), "method": spec.method, "split": cfg.split,
         "metric": metric, "full": a, "quantized": b, "drop": drop, **sizes,
         "linear_ratio": sizes["linear_bytes_fp"] / max(sizes["linear_bytes_quant"], 1)}
-    if metric in PAIRED:  # seq_cls examples or chat prompts: paired on the same ones
+    if metric in PAIRED:  # examples, prompts, queries or scored pairs: paired on the same ones
         paired = compare(CompareConfig(a=str(src), b=str(out), split=cfg.split,
                                        out=str(out / "compare"), paths=cfg.paths,
                                        compare=CompareSpec(metric=metric, min_effect=0.0)))

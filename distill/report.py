@@ -29,10 +29,13 @@ from trainers.models import load_trained
 
 def quality_metric(run: TrainConfig) -> str | None:
     """What the report scores the arms by: accuracy for classification, BLEU for chat runs
-    (the generation gate's default), nDCG@10 for retrieval embeddings and rerankers; None: no
-    quality table (the loop's own metrics stand)."""
+    (the generation gate's default), nDCG@10 for retrieval embeddings and rerankers, Spearman
+    for scored-pair embeddings (STS-B); None: no quality table (the loop's own metrics
+    stand)."""
     if run.task.kind.value == "seq_cls":
         return "accuracy"
+    if run.task.kind.value == "embedding" and run.task.embedding.scored:
+        return "spearman"
     if run.task.kind.value in ("embedding", "rerank"):
         return "ndcg@10"
     return "bleu" if run.task.chat else None

@@ -79,10 +79,6 @@ def _check_vocab(teacher_tok: Any, student_tokenizer: str) -> None:
 
 def distill(run: TrainConfig) -> dict[str, Any]:
     spec = run.distill
-    if run.task.kind.value == "embedding" and run.task.embedding.scored:  # not built yet
-        raise ConfigError("task", "distilling a scored-pair embedding model is not supported "
-                          "yet", "distil seq_cls, token_cls, causal_lm, sft, rerank or "
-                          "retrieval embedding runs")
     if spec.hidden_loss != "none" and run.task.kind.value in ("embedding", "rerank"):
         raise ConfigError("distill.hidden_loss", f"a {run.task.kind.value} student learns the "
                           "teacher's scores; a hidden-state term is built for classification, "

@@ -25,6 +25,7 @@ from evaluation.generation import METRICS as GENERATION_METRICS
 from evaluation.generation import prompt_groups, replicate_scorer
 from evaluation.outputs import is_current
 from evaluation.paired import (
+    CORRELATIONS,
     Effect,
     adjust_p_values,
     paired_bootstrap,
@@ -103,6 +104,36 @@ def saved_generations(member: Path, split: str, paths: Any) -> pd.DataFrame:
                           "predictions hold no generated answers)",
                           "bleu/chrf/rouge_l/exact_match compare task=sft runs")
     return frame
+
+
+def similarity_effects(side_a: Side, side_b: Side, split: str, spec: CompareSpec,
+                       paths: Any) -> dict[str, Effect]:
+    """Spearman's and Pearson's B − A on scored pairs (STS-B), the pairs paired: each
+    replicate resamples the same pairs for both sides and recomputes each seed's correlation
+    of its cosines with the gold scores."""
+    frames = {}
+    for side in (side_a, side_b):
+        for member in side.members:
+            frame = _current_predictions(member, split, paths)
+            if "cosine" not in frame:
+                raise ConfigError("compare.metric", f"{member} scored no pairs (its {split} "
+                                  "predictions hold no cosines)",
+                                  "spearman/pearson compare task=embedding runs on scored "
+                                  "pairs such as data=stsb")
+            frames[member] = frame.set_index("_src")
+    keys = np.sort(frames[side_a.members[0]].index.to_numpy())
+    if any(len(f) != len(keys) or set(f.index) != set(keys) for f in frames.values()):
+        raise DataError(f"{side_a.name} vs {side_b.name}", "evaluated on other pairs",
+                        "compare runs evaluated on the same data")
+    gold = frames[side_a.members[0]].loc[keys, "gold"].to_numpy(float)
+
+    def scorers(side: Side, correlation: Any) -> list[Any]:
+        return [lambda w, c=frames[m].loc[keys, "cosine"].to_numpy(float): correlation(w, gold, c)
+                for m in side.members]
+
+    return {metric: paired_scores(len(keys), scorers(side_a, fn), scorers(side_b, fn), metric,
+                                  spec.resamples, spec.seed)
+            for metric, fn in CORRELATIONS.items()}
 
 
 def generation_effects(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame], a: str,
@@ -317,6 +348,9 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
             effect = paired_bootstrap(np.zeros(pa.shape[1], dtype=int), pa, pb, "mean",
                                       spec.resamples, spec.seed)
             effects[metric] = dataclasses.replace(effect, metric=metric)
+    elif spec.metric in CORRELATIONS:  # scored pairs (STS): the pairs paired
+        effects = similarity_effects(side_a, side_b, cfg.split, spec, cfg.paths)
+        same_data(side_a, side_b, cfg.split)
     elif spec.metric in GENERATION_METRICS:
         frames_a = [saved_generations(m, cfg.split, cfg.paths) for m in side_a.members]
         frames_b = [saved_generations(m, cfg.split, cfg.paths) for m in side_b.members]

@@ -186,8 +186,9 @@ class CompareSpec:
         metric: The metric the verdict rests on: ``macro_f1`` or ``accuracy`` (from saved
             predictions), a retrieval metric (``ndcg@10``, ``mrr@10``, ``recall@10``,
             ``recall@100``, ``map@100``: per-query scores of task=embedding runs, the queries
-            paired), or any key of the runs' metrics.json such as ``test/entity_f1`` (then
-            across seeds only).
+            paired), ``spearman`` or ``pearson`` (scored pairs such as STS-B: each side's
+            cosines against the gold scores, the pairs paired), or any key of the runs'
+            metrics.json such as ``test/entity_f1`` (then across seeds only).
         min_effect: Smallest improvement worth shipping, in metric units (0.01 = 1 point).
         resamples: Bootstrap replicates.
         min_slice_size: Slices with fewer examples are listed but not tested (too noisy).

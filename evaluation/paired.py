@@ -69,6 +69,39 @@ def weighted_mean(w: np.ndarray, gold: np.ndarray, pred: np.ndarray, n_classes: 
     return w @ pred.astype(np.float64) / w.sum(axis=1)
 
 
+def weighted_pearson(w: np.ndarray, gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Pearson's r of (gold, pred) per weight row: each example counted as often as drawn."""
+    total = w.sum(axis=1, keepdims=True)
+    dg = gold[None, :] - (w @ gold)[:, None] / total
+    dp = pred[None, :] - (w @ pred)[:, None] / total
+    cov = (w * dg * dp).sum(1)
+    return cov / np.sqrt((w * dg * dg).sum(1) * (w * dp * dp).sum(1))
+
+
+def _weighted_ranks(w: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each example's rank within each weight row's resample (ties: their mean rank, as
+    scipy's spearmanr ranks), replicates × examples."""
+    unique, inverse = np.unique(values, return_inverse=True)
+    per_value = np.zeros((len(w), len(unique)))
+    for row in range(len(w)):  # the resample's count of each distinct value
+        per_value[row] = np.bincount(inverse, weights=w[row], minlength=len(unique))
+    before = np.cumsum(per_value, axis=1) - per_value
+    return (before + (per_value + 1) / 2)[:, inverse]
+
+
+def weighted_spearman(w: np.ndarray, gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Spearman's rho per weight row: Pearson's r of the resample's ranks (STS-B's headline)."""
+    rank_g, rank_p = _weighted_ranks(w, gold), _weighted_ranks(w, pred)
+    total = w.sum(axis=1, keepdims=True)
+    dg = rank_g - (w * rank_g).sum(1, keepdims=True) / total
+    dp = rank_p - (w * rank_p).sum(1, keepdims=True) / total
+    return (w * dg * dp).sum(1) / np.sqrt((w * dg * dg).sum(1) * (w * dp * dp).sum(1))
+
+
+CORRELATIONS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    "spearman": weighted_spearman, "pearson": weighted_pearson}
+
+
 METRICS: dict[str, Callable[..., np.ndarray]] = {
     "accuracy": weighted_accuracy, "macro_f1": weighted_macro_f1, "mean": weighted_mean,
 }

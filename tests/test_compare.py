@@ -39,6 +39,32 @@ def test_weighted_metrics_equal_scikit_learn_on_the_resampled_rows():
         np.mean(gold[rows] == pred[rows]))
 
 
+def test_weighted_correlations_equal_scipy_on_the_resampled_pairs():
+    """STS compare: each replicate's Spearman (ties at their mean rank, as STS-B's gold scores
+    tie) and Pearson equal scipy's on the rows that replicate drew."""
+    from scipy import stats
+
+    from evaluation.paired import _weights, paired_scores, weighted_pearson, weighted_spearman
+
+    rng = np.random.default_rng(4)
+    gold = np.round(rng.uniform(0, 5, 150), 0)  # six distinct scores: many ties
+    pred = gold + rng.normal(0, 2.0, 150)
+    pred[:20] = pred[20]  # tied predictions too
+    weights = _weights(np.random.default_rng(5), 150, 4)
+    for row in range(4):
+        drawn = np.repeat(np.arange(150), weights[row].astype(int))
+        assert weighted_spearman(weights, gold, pred)[row] == pytest.approx(
+            stats.spearmanr(gold[drawn], pred[drawn]).statistic, abs=1e-12)
+        assert weighted_pearson(weights, gold, pred)[row] == pytest.approx(
+            stats.pearsonr(gold[drawn], pred[drawn]).statistic, abs=1e-12)
+    better = gold + rng.normal(0, 1.0, 150)  # B tracks the gold scores more closely
+    effect = paired_scores(150, [lambda w: weighted_spearman(w, gold, pred)],
+                           [lambda w: weighted_spearman(w, gold, better)], "spearman", 500)
+    assert effect.delta == pytest.approx(stats.spearmanr(gold, better).statistic
+                                         - stats.spearmanr(gold, pred).statistic)
+    assert 0 < effect.low < effect.delta < effect.high and effect.n == 150
+
+
 def test_paired_bootstrap_finds_a_real_five_point_difference():
     rng = np.random.default_rng(2)
     gold = rng.integers(0, 5, 2000)

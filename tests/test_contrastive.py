@@ -9,6 +9,7 @@ The ranks are spawned, not forked: a fork of a process with Ray or OpenMP thread
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -459,6 +460,54 @@ def test_an_embedding_students_kd_term_reads_the_teachers_similarities_in_its_la
     without_negatives = {k: v for k, v in cached.items()
                          if not k.startswith(("neg_", "teacher_neg"))}
     assert offline.similarity_logp(collate(without_negatives, pad_id=0), True)[0].shape == (4, 4)
+
+
+def test_a_scored_pair_students_kd_term_is_the_mse_to_the_teachers_cosines():
+    """STS students: α·their own pair loss + (1−α)·MSE(student cosine, teacher cosine); the
+    teacher's cosines from its cached embeddings equal the online ones."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from transformers import BertConfig, BertModel
+
+    from data.batches import collate
+    from distill.config import DistillSpec
+    from distill.objective import Distiller
+    from distill.teacher import TeacherOutputs
+    from trainers.embedding import BiEncoder
+    from trainers.embedding_spec import EmbeddingSpec
+
+    def bi_encoder(seed: int) -> BiEncoder:
+        torch.manual_seed(seed)
+        return BiEncoder(BertModel(BertConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=32), add_pooling_layer=False), EmbeddingSpec(loss="cosent")).eval()
+
+    g = torch.Generator().manual_seed(7)
+    ids = {side: torch.randint(1, 50, (5, 6), generator=g) for side in ("", "doc_")}
+    rows = {"input_ids": _object_column(ids[""]), "doc_input_ids": _object_column(ids["doc_"]),
+            "labels": np.array([0.5, 4.0, 2.5, 1.0, 3.0]), "uid": np.arange(5),
+            "length": np.full(5, 6)}
+    batch = collate(rows, pad_id=0)
+    teacher, student = bi_encoder(0), bi_encoder(1)
+    task = SimpleNamespace(kind=SimpleNamespace(value="embedding"),
+                           embedding=EmbeddingSpec(loss="cosent"))
+    spec = DistillSpec(teacher="t", alpha=0.3, teacher_mode="online")
+    with mock.patch("distill.objective.load_teacher", return_value=(teacher, None, [])):
+        online = Distiller(SimpleNamespace(distill=spec, task=task), torch.device("cpu"))
+    with mock.patch("distill.teacher.load_teacher", return_value=(teacher, None, [])):
+        cached = TeacherOutputs("t", "embedding", 2.0, 8, pad_id=0)(rows)
+    offline = Distiller(SimpleNamespace(distill=dataclasses.replace(spec, teacher_mode="offline"),
+                                        task=task), torch.device("cpu"))
+    out = student(**batch)
+    with torch.no_grad():
+        teacher_cos = teacher(**batch).logits
+    by_hand = 0.3 * out.loss + 0.7 * ((out.logits - teacher_cos) ** 2).mean()
+    for kd, inputs in ((online, batch), (offline, collate(cached, pad_id=0))):
+        loss, parts = kd.loss(student, out, inputs)
+        assert loss.item() == pytest.approx(by_hand.item(), abs=1e-6)
+        assert parts["kd"] > 0
+    assert online.loss(teacher, teacher(**batch), batch)[1]["kd"] == pytest.approx(0, abs=1e-12)
 
 
 def _object_column(ids: torch.Tensor):

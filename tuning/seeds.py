@@ -37,7 +37,7 @@ DRIVER_CPUS = 0.1  # a ray-mode seed's driver task only waits on its Train worke
 # evaluation's figures a group aggregates across seeds beside training's own: classification's
 # extra scores, retrieval's per-query means (nDCG@10, ...), generation's corpus scores (BLEU, ...)
 EVALUATED = ("micro_f1", "weighted_f1", "top3_accuracy", "top5_accuracy", "ece",
-             *RETRIEVAL_METRICS, *GENERATION_METRICS)
+             *RETRIEVAL_METRICS, *GENERATION_METRICS, "spearman", "pearson")
 
 
 def member(run: TrainConfig, seed: int) -> TrainConfig:
