@@ -203,16 +203,17 @@ def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, 
     assert frame.loc[frame["gold"] == 5.0, "cosine"].min() > 0.99  # a sentence and itself
 
     # distilled into a 2-layer student on the teacher's cosine of each pair (its embeddings of
-    # both texts cached offline), beside its no-KD control: Spearman with the pairs paired
+    # both texts cached offline; the loss itself: test_contrastive.py), scored by Spearman
+    # with the pairs paired (no control: the reranker and retrieval tests train one)
     kd = ["distill", f"teacher={run_dir}", *[a for a in args if not a.startswith("run_name")],
-          "distill.student_layers=[0,3]", "distill.speed_rows=8", "cluster.concurrent_runs=1",
+          "distill.student_layers=[0,3]", "distill.speed_rows=8", "distill.control=false",
           "run_name=stskd"]
     assert main(kd) == 0
     root = tmp_path / "runs" / "stskd"
     figures = json.loads((root / "distill.json").read_text())
     assert figures["metric"] == "spearman"
     assert figures["teacher_spearman"]["value"] == pytest.approx(m["spearman"]["value"])
-    assert figures["student_vs_control"]["n"] == 12  # the test pairs, paired
+    assert figures["student_vs_teacher"]["n"] == 12  # the test pairs, paired
     import ray.data
 
     outputs = run_dir / "teacher_outputs" / "stsb"
@@ -225,10 +226,6 @@ def test_scored_pairs_train_with_cosent_and_evaluate_reports_spearman(tmp_path, 
         embedded = [teacher.embed(i, torch.ones_like(i))[0].numpy() for i in ids.values()]
     assert np.allclose(row["teacher_query"], embedded[0], atol=1e-5)
     assert np.allclose(row["teacher_doc"], embedded[1], atol=1e-5)
-    logged = {arm: [json.loads(x) for x in (root / arm / "seed0" / "metrics.jsonl").read_text(
-    ).splitlines() if "train/loss" in x] for arm in ("student", "control")}
-    assert logged["student"][-1]["train/loss"] != pytest.approx(
-        logged["control"][-1]["train/loss"])
 
     # a full fine-tune's adapter/ is the encoder itself: a sentence-transformers model too
     from trainers.models import load_trained
