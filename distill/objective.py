@@ -5,9 +5,11 @@ Offline: the teacher's log-probabilities arrive in the batch (``teacher_logp``, 
 ``no_grad``, on the same batch; it is never handed to the optimizer or to DDP. An embedding
 student learns the teacher's similarity distribution over each query's candidates, the same
 gathered documents its own contrastive loss ranks, built from the teacher's embeddings of the
-batch's texts (cached offline, or computed here); a scored-pair (STS) student, the teacher's
-cosine of each pair, by mean squared error beside its own pair loss (T does not apply: a
-cosine is not a distribution). A reranker student
+batch's texts (cached offline, or computed here); a scored-pair (STS) student, the order of
+the teacher's cosines over the batch's pairs, by CoSENT as its own loss learns the gold
+scores' order (T does not apply: cosines are not a distribution; a mean squared error to
+them, tried first, is 100× smaller than CoSENT and left the student equal to its control,
+docs/benchmarks.md). A reranker student
 learns the teacher's softmax over each row's (positive, negative) scores, the two columns of
 its own pairwise loss.
 """
@@ -23,7 +25,7 @@ from data.batches import model_inputs
 from distill.loss import distill_loss, hidden_term
 from distill.teacher import load_teacher
 from trainers.config import TaskKind
-from trainers.contrastive import in_batch_logits
+from trainers.contrastive import cosent_on_cosines, in_batch_logits
 from trainers.lm_head import labelled_head_applies, labelled_logits
 from trainers.objective import model_forward
 
@@ -51,6 +53,7 @@ class Distiller:
         self.wants_hidden = self.spec.hidden_loss != "none"
         self.gather = run.task.embedding.gather  # as the student's in-batch logits
         self.scored = self.task == "embedding" and run.task.embedding.scored
+        self.scale = run.task.embedding.scale  # CoSENT's, for a scored-pair student's KD term
 
     def attach_projection(self, net: Any, student_width: int, teacher_width: int) -> None:
         """A learned map from student to teacher width, owned by the student so DDP syncs it."""
@@ -107,8 +110,8 @@ class Distiller:
 
     def loss(self, net: Any, out: Any, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        if self.scored:  # α·its own pair loss (CoSENT) + (1−α)·MSE to the teacher's cosines
-            kd = F.mse_loss(out.logits.float(), self.pair_cosines(batch))
+        if self.scored:  # α·its own pair loss + (1−α)·CoSENT ordered by the teacher's cosines
+            kd = cosent_on_cosines(out.logits.float(), self.pair_cosines(batch), self.scale)
             loss = self.spec.alpha * out.loss + (1 - self.spec.alpha) * kd
             return loss, {"ce": float(out.loss.detach()), "kd": float(kd.detach())}
         if self.task == "embedding":  # α·contrastive CE + (1−α)·T²·KL over the candidates

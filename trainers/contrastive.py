@@ -197,7 +197,14 @@ def cosent_loss(a: torch.Tensor, b: torch.Tensor, gold: torch.Tensor,
     documents to share, the comparisons are among the local pairs; under DDP it trains as on
     one device with the per-rank batch (as sentence-transformers' CoSENTLoss does).
     """
-    cos = scale * F.cosine_similarity(a, b, dim=-1)
+    return cosent_on_cosines(F.cosine_similarity(a, b, dim=-1), gold, scale)
+
+
+def cosent_on_cosines(cosines: torch.Tensor, gold: torch.Tensor, scale: float = 20.0
+                      ) -> torch.Tensor:
+    """CoSENT on the pairs' cosines already computed; ``gold`` may be any scores whose order
+    is the target (a scored-pair student's KD term passes the teacher's cosines)."""
+    cos = scale * cosines
     diff = cos[None, :] - cos[:, None]  # [i, j] = cos_j - cos_i
     wrong = diff[gold[:, None] > gold[None, :]]
     return torch.logsumexp(torch.cat([diff.new_zeros(1), wrong]), dim=0)
