@@ -115,7 +115,7 @@ def main() -> None:
         "note": "each arm timed from its call to the trained student on disk: teacher load, "
                 "the offline arm's teacher pass, training, export; interleaved",
     }
-    save("embedding_kd", result)
+    save(f"embedding_kd_{args.epochs}ep", result)
     print({k: v for k, v in result.items() if k in ("median_s", "speedup_offline_over_online",
                                                     "max_abs_loss_difference")})
 

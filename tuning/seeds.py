@@ -35,7 +35,8 @@ from trainers.train import Prepared, fit, prepare
 AGGREGATE_FILE = "aggregate.json"
 DRIVER_CPUS = 0.1  # a ray-mode seed's driver task only waits on its Train workers
 # evaluation's figures a group aggregates across seeds beside training's own: classification's
-# extra scores, retrieval's per-query means (nDCG@10, ...), generation's corpus scores (BLEU, ...)
+# extra scores, retrieval's per-query means (nDCG@10, ...), generation's corpus scores (BLEU, ...),
+# scored pairs' correlations (where training logged one already, its figure stands)
 EVALUATED = ("micro_f1", "weighted_f1", "top3_accuracy", "top5_accuracy", "ece",
              *RETRIEVAL_METRICS, *GENERATION_METRICS, "spearman", "pearson")
 
