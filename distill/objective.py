@@ -53,7 +53,8 @@ class Distiller:
         self.wants_hidden = self.spec.hidden_loss != "none"
         self.gather = run.task.embedding.gather  # as the student's in-batch logits
         self.scored = self.task == "embedding" and run.task.embedding.scored
-        self.scale = run.task.embedding.scale  # CoSENT's, for a scored-pair student's KD term
+        # CoSENT's scale, for a scored-pair student's KD term
+        self.scale = run.task.embedding.scale if self.scored else None
 
     def attach_projection(self, net: Any, student_width: int, teacher_width: int) -> None:
         """A learned map from student to teacher width, owned by the student so DDP syncs it."""

@@ -80,9 +80,9 @@ def _check_vocab(teacher_tok: Any, student_tokenizer: str) -> None:
 def distill(run: TrainConfig) -> dict[str, Any]:
     spec = run.distill
     if spec.hidden_loss != "none" and run.task.kind.value in ("embedding", "rerank"):
-        raise ConfigError("distill.hidden_loss", f"a {run.task.kind.value} student learns the "
-                          "teacher's scores; a hidden-state term is built for classification, "
-                          "NER and LM students", "set distill.hidden_loss=none")
+        raise ConfigError("distill.hidden_loss", f"task={run.task.kind.value} students learn "
+                          "the teacher's scores; a hidden-state term is built for "
+                          "classification, NER and LM students", "set distill.hidden_loss=none")
     if spec.augment and run.task.kind.value != "seq_cls":
         raise ConfigError("distill.augment", f"copies are made for seq_cls, not "
                           f"{run.task.kind.value}", "set distill.augment=0")

@@ -249,9 +249,10 @@ def test_reranker_gate_metric_is_ndcg_and_distillation_mistakes_are_refused(tmp_
     for overrides, message in (
             (["task=rerank", "data=scifact", "distill.teacher_mode=online",
               "distill.hidden_loss=mse"],
-             "a rerank student learns the teacher's scores; a hidden-state term is built"),
-            (["task=embedding", "data=stsb"],
-             "distilling a scored-pair embedding model is not supported yet")):
+             "task=rerank students learn the teacher's scores; a hidden-state term is built"),
+            (["task=embedding", "data=stsb", "distill.teacher_mode=online",
+              "distill.hidden_loss=cosine"],
+             "task=embedding students learn the teacher's scores; a hidden-state term")):
         run = verb_config("distill", [*overrides, "teacher=runs/t", f"paths.root={tmp_path}"])
         with pytest.raises(ConfigError, match=message):
             distill(run)
