@@ -25,6 +25,7 @@ from distill.objective import distiller
 from distill.report import write_distill_report
 from distill.student import every_other, keep_layers, layer_count, merged_teacher, save_student
 from distill.teacher import load_teacher, offline_outputs, provenance, teacher_dir
+from evaluation.outputs import data_identity
 from trainers.config import TrainConfig
 from trainers.models import load_tokenizer, tokenizer_location
 from trainers.train import prepare
@@ -110,10 +111,8 @@ def distill(run: TrainConfig) -> dict[str, Any]:
     if spec.teacher_mode == "offline":
         out_dir = Path(spec.outputs_dir) if spec.outputs_dir else (
             (teacher_dir(spec.teacher) or root) / "teacher_outputs" / run.data.name)
-        wanted = provenance(spec, str(teacher_dir(spec.teacher) or spec.teacher),
-                            prep.splits.fingerprint, _tokenizer_hash(student),
-                            run.task.kind.value, run.task.max_length)
-        train = offline_outputs(prep.datasets["train"], spec, spec.teacher, out_dir, wanted,
+        train = offline_outputs(prep.datasets["train"], spec, spec.teacher, out_dir,
+                                outputs_stamp(student, prep),
                                 run.task.kind.value, load_tokenizer(student.model).pad_token_id)
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train})
     kd = train_group(student, prep, objective=distiller)
@@ -137,6 +136,17 @@ def distill(run: TrainConfig) -> dict[str, Any]:
     summary["report"] = str(write_distill_report(run, summary, root, texts))
     summary["metrics"] = {k: v["mean"] for k, v in kd["group"]["metrics"].items()}
     return summary
+
+
+def outputs_stamp(student: TrainConfig, prep: Any) -> dict[str, Any]:
+    """What cached teacher outputs must have been made from to be reused: the teacher, the
+    training split (its files and every data key that picks its rows: a hold-out fraction,
+    a sample size, the pair fields), the student's tokenizer, task, length, T and k."""
+    spec = student.distill
+    return provenance(spec, str(teacher_dir(spec.teacher) or spec.teacher),
+                      data_identity(student.data, prep.splits.fingerprint),
+                      _tokenizer_hash(student), student.task.kind.value,
+                      student.task.max_length)
 
 
 def control_schedule(trainer: Any, augment: int) -> Any:

@@ -255,6 +255,27 @@ def test_offline_outputs_made_for_another_setting_are_rejected(tmp_path):
         check_provenance(stored, {**stored, "teacher_fingerprint": "bb"}, tmp_path)
 
 
+def test_cached_outputs_are_stamped_with_the_rows_they_were_made_for(tmp_path):
+    """The same files split another way (or sampled) are other training rows: their cached
+    teacher outputs must not be reused; how the rows are read (driver_rows) changes nothing."""
+    from types import SimpleNamespace
+
+    from distill.run import outputs_stamp
+    from shardtune.compose import verb_config
+
+    files = {"sha256": "f", "files": [{"uri": "train.jsonl", "bytes": 9, "sha256": "f"}]}
+    prep = SimpleNamespace(splits=SimpleNamespace(fingerprint=files))
+
+    def stamp(*overrides: str) -> dict:
+        return outputs_stamp(verb_config("distill", ["teacher=hub/model", *overrides,
+                                                     f"paths.root={tmp_path}"]), prep)
+
+    base = stamp()
+    assert stamp("data.driver_rows=10") == base
+    for other in ("data.val_fraction=0.2", "data.max_examples=50"):
+        assert stamp(other)["data_fingerprint"] != base["data_fingerprint"], other
+
+
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory, ray_session):
     """A small fine-tuned MiniLM teacher on AG News (4 classes)."""
