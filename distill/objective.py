@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from data.batches import model_inputs
 from distill.loss import distill_loss, hidden_term
-from distill.teacher import load_teacher
+from distill.teacher import EMBEDDED_SIDES, embed_sides, load_teacher
 from trainers.config import TaskKind
 from trainers.contrastive import cosent_on_cosines, in_batch_logits
 from trainers.lm_head import labelled_head_applies, labelled_logits
@@ -70,37 +70,33 @@ class Distiller:
             logp = torch.log_softmax(out.logits.float() / self.spec.temperature, -1)
         return logp, None, out.hidden_states if self.wants_hidden else None
 
+    def teacher_embeddings(self, batch: dict[str, torch.Tensor]
+                           ) -> tuple[dict[str, torch.Tensor], torch.Tensor | float]:
+        """Embedding students: the teacher's embeddings of the batch's texts by side
+        (``teacher_query``, ``teacher_doc``, ``teacher_neg``) and its scale: cached with the
+        rows offline, computed here online (a PeftModel hands embed() and scale on)."""
+        if self.teacher is None:
+            return ({k: batch[k] for k in EMBEDDED_SIDES if k in batch},
+                    batch["teacher_scale"][0])
+        with torch.no_grad():
+            return embed_sides(self.teacher, batch), self.teacher.scale()
+
     def similarity_logp(self, batch: dict[str, torch.Tensor], gather: bool
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embedding students: (the teacher's log-softmax at T over each query's candidate
         documents, the positives' columns), laid out as the student's in-batch logits (the
         same gathered positives and hard negatives, trainers/contrastive.py)."""
+        sides, scale = self.teacher_embeddings(batch)
+        negatives = sides["teacher_neg"].unsqueeze(1) if "teacher_neg" in sides else None
         with torch.no_grad():
-            if self.teacher is None:  # offline: its embeddings of the batch's texts, cached
-                queries, docs = batch["teacher_query"], batch["teacher_doc"]
-                negatives = batch["teacher_neg"].unsqueeze(1) if "teacher_neg" in batch \
-                    else None
-                scale = batch["teacher_scale"][0]
-            else:  # a PeftModel hands embed() and scale on to its bi-encoder
-                queries, docs, negatives = (self.teacher.embed(
-                    batch[f"{side}input_ids"], batch[f"{side}attention_mask"])
-                    if f"{side}input_ids" in batch else None for side in ("", "doc_", "neg_"))
-                negatives = negatives.unsqueeze(1) if negatives is not None else None
-                scale = self.teacher.scale()
-            logits, labels = in_batch_logits(queries, docs, negatives, scale, gather=gather)
+            logits, labels = in_batch_logits(sides["teacher_query"], sides["teacher_doc"],
+                                             negatives, scale, gather=gather)
         return torch.log_softmax(logits.float() / self.spec.temperature, -1), labels
 
     def pair_cosines(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scored-pair students (STS): the teacher's cosine of each pair, from its embeddings
-        of both texts (cached offline, or computed here)."""
-        with torch.no_grad():
-            if self.teacher is None:
-                left, right = batch["teacher_query"], batch["teacher_doc"]
-            else:
-                left, right = (self.teacher.embed(batch[f"{side}input_ids"],
-                                                  batch[f"{side}attention_mask"])
-                               for side in ("", "doc_"))
-            return F.cosine_similarity(left.float(), right.float(), dim=-1)
+        """Scored-pair students (STS): the teacher's cosine of each pair."""
+        sides, _ = self.teacher_embeddings(batch)
+        return F.cosine_similarity(sides["teacher_query"], sides["teacher_doc"], dim=-1)
 
     def forward(self, net: Any, batch: dict[str, torch.Tensor]) -> Any:
         """The student's outputs: its logits at every position (and hidden states), or for a

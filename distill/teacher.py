@@ -129,7 +129,7 @@ class TeacherOutputs:
                 if self.task == "embedding":
                     for name, side in embed_sides(self.model, t).items():
                         for j, row in enumerate(idx):
-                            sides.setdefault(name, [None] * n)[row] = side[j]
+                            sides.setdefault(name, [None] * n)[row] = side[j].cpu().numpy()
                     continue
                 if self.task == "causal_lm":
                     values, ids = lm_top_k(self.model, t, self.t, self.k, self.labelled_head)
@@ -154,15 +154,17 @@ class TeacherOutputs:
         return out
 
 
-def embed_sides(model: Any, t: dict[str, Any]) -> dict[str, np.ndarray]:
-    """A bi-encoder teacher's embeddings of each row's texts ([B, H] per side, CPU): the
-    query, its positive and its hard negative where the rows have one. The student's KD term
-    builds the teacher's similarity logits from these as it builds its own (same gathered
-    columns), so caching them gives the online term exactly, one teacher pass per text."""
-    sides = {"teacher_query": "", "teacher_doc": "doc_", "teacher_neg": "neg_"}
-    return {name: model.embed(t[f"{prefix}input_ids"], t[f"{prefix}attention_mask"]
-                              ).float().cpu().numpy()
-            for name, prefix in sides.items() if f"{prefix}input_ids" in t}
+EMBEDDED_SIDES = {"teacher_query": "", "teacher_doc": "doc_", "teacher_neg": "neg_"}
+
+
+def embed_sides(model: Any, t: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A bi-encoder teacher's embeddings of each row's texts ([B, H] per side): the query,
+    its positive and its hard negative where the rows have one, under the names the offline
+    pass stores them by. The student's KD term builds the teacher's similarities from these
+    (online: computed here each step; offline: read back from the batch), so caching them
+    gives the online term exactly, one teacher pass per text."""
+    return {name: model.embed(t[f"{prefix}input_ids"], t[f"{prefix}attention_mask"]).float()
+            for name, prefix in EMBEDDED_SIDES.items() if f"{prefix}input_ids" in t}
 
 
 def lm_top_k(model: Any, t: dict[str, Any], temperature: float, k: int, labelled: bool
