@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import fp32_matmul_peak, save  # noqa: E402
 from distill.objective import distiller  # noqa: E402
-from distill.run import student_init  # noqa: E402
+from distill.run import student_run  # noqa: E402
 from distill.teacher import load_teacher, offline_outputs  # noqa: E402
 from shardtune.compose import verb_config  # noqa: E402
 from tests.conftest import SHARED, compose_run  # noqa: E402
@@ -85,9 +85,7 @@ def main() -> None:
                                   "peft=none", "optim.lr=5e-5", f"trainer.epochs={args.epochs}",
                                   f"paths.root={tmp}", f"paths.datasets={SHARED}",
                                   "run_name=student"])
-    model, _ = student_init(run, tmp / "student_init", load_teacher(teacher, run.task.kind))
-    student = dataclasses.replace(run, model=dataclasses.replace(run.model, **{
-        k: model[k] for k in ("name_or_path", "tokenizer", "init_config", "pooling")}))
+    student, _ = student_run(run, tmp, load_teacher(teacher, run.task.kind))  # as distill's
     prep = prepare(student)
     pad_id = load_tokenizer(student.model).pad_token_id
     rows = prep.train_rows

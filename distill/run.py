@@ -59,6 +59,19 @@ def student_init(run: TrainConfig, out: Path, teacher: tuple[Any, Any, list[str]
             "tokenizer": str(out), "pooling": _pooling(spec.teacher, run)}, None
 
 
+def student_run(run: TrainConfig, root: Path, teacher: tuple[Any, Any, list[str]]
+                ) -> tuple[TrainConfig, list[int] | None]:
+    """The KD student's run (``<root>/student``, the run's seeds as a seed group), starting
+    from ``student_init``'s weights, and the teacher layers it kept."""
+    model, kept = student_init(run, root / "student_init", teacher)
+    student = dataclasses.replace(
+        run, model=dataclasses.replace(run.model, **{k: model[k] for k in (
+            "name_or_path", "tokenizer", "init_config", "pooling")}),
+        seeds=list(run.seeds) or [run.seed], run_name="student",
+        paths=run.paths.below(run.run_name))
+    return student, kept
+
+
 def _pooling(teacher: str, run: TrainConfig) -> str:
     run_dir = teacher_dir(teacher)
     if run_dir is None:
@@ -91,12 +104,7 @@ def distill(run: TrainConfig) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     teacher = load_teacher(spec.teacher, run.task.kind)  # once: labels, tokenizer, init
     teacher_labels = teacher[2]
-    model, kept = student_init(run, root / "student_init", teacher)
-    seeds = list(run.seeds) or [run.seed]
-    student = dataclasses.replace(
-        run, model=dataclasses.replace(run.model, **{k: model[k] for k in (
-            "name_or_path", "tokenizer", "init_config", "pooling")}),
-        seeds=seeds, run_name="student", paths=run.paths.below(run.run_name))
+    student, kept = student_run(run, root, teacher)
     # the teacher reads the student's token ids (offline and online): one vocabulary
     _check_vocab(teacher[1], student.model.tokenizer or student.model.name_or_path)
     prep = prepare(student)
