@@ -63,9 +63,14 @@ class ChatSpec:
             raise ConfigError("data.chat.output_field", "is required with instruction_field")
 
 
-def to_messages(row: dict[str, Any], spec: ChatSpec, where: str) -> list[dict[str, str]]:
+def to_messages(row: dict[str, Any], spec: ChatSpec, where: str, answered: bool = True
+                ) -> list[dict[str, str]]:
     """The row's conversation, checked: known roles, text content, one assistant turn at
-    least. ``where`` (``file:line``) starts every error."""
+    least. ``where`` (``file:line``) starts every error.
+
+    ``answered=False``: the prompt alone (a distillation's transfer prompts, which the
+    teacher answers): no answer field is read, a ``messages`` list is cut after its last
+    user turn, and that turn must exist."""
     if spec.prompt_template:
         try:
             prompt = spec.prompt_template.format(**row)
@@ -90,6 +95,8 @@ def to_messages(row: dict[str, Any], spec: ChatSpec, where: str) -> list[dict[st
             raise DataError(where, f"'{spec.messages_field}' must be a non-empty list of "
                             f"{{role, content}} turns, got {type(turns).__name__}",
                             "or set data.chat.prompt_field/completion_field for pairs")
+    if not answered and (spec.prompt_template or spec.prompt_field or spec.instruction_field):
+        turns = turns[:1]  # the answer field is not read: a transfer prompt has none
     messages = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
@@ -101,12 +108,33 @@ def to_messages(row: dict[str, Any], spec: ChatSpec, where: str) -> list[dict[st
         if not isinstance(content, str) or not content.strip():
             raise DataError(where, f"turn {i} ({role}) has empty or non-text content")
         messages.append({"role": role, "content": content})
+    if not answered:
+        return _prompt_only(messages, spec, where)
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(where, "the conversation has no assistant turn: nothing to learn",
                         "data.on_error=skip drops (and counts) such rows")
     if spec.system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": spec.system})
     return messages
+
+
+def _prompt_only(messages: list[dict[str, str]], spec: ChatSpec, where: str
+                 ) -> list[dict[str, str]]:
+    """The turns up to the last user turn (a trailing answer is not the prompt's)."""
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
+        raise DataError(where, "the conversation has no user turn: no prompt to answer",
+                        "data.on_error=skip drops (and counts) such rows")
+    messages = messages[:users[-1] + 1]
+    if spec.system and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": spec.system})
+    return messages
+
+
+def prompt_text(messages: list[dict[str, str]]) -> str:
+    """A conversation's prompt side (system and user turns): what groups one prompt's rows
+    (the validation split, leakage checks, slices)."""
+    return "\n".join(m["content"] for m in messages if m["role"] != "assistant")
 
 
 def render(tokenizer: Any, messages: list[dict[str, str]], template: str | None = None

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from data import inprocess
-from data.chat import to_messages
+from data.chat import prompt_text, to_messages
 from data.config import DataConfig, DataFormat, OnError
 from data.errors import DataError
 from data.labels import label_kind
@@ -101,7 +101,7 @@ def _chat_row(where: str, record: dict[str, Any], cfg: DataConfig) -> dict[str, 
     if size > cfg.max_text_chars:
         raise DataError(where, f"conversation is {size:,} characters, over "
                         f"data.max_text_chars={cfg.max_text_chars:,}")
-    row["text"] = "\n".join(m["content"] for m in messages if m["role"] != "assistant")
+    row["text"] = prompt_text(messages)
     row["chat"] = json.dumps(messages, ensure_ascii=False)
     row.update(metadata_columns(where, record, cfg))
     return row

@@ -44,6 +44,11 @@ class DistillSpec:
             classification): inputs the teacher has not fitted, learned through the KD term
             only (no label); the control never sees them. 0 = none.
         augment_p: In a copy, each word is masked with this probability and dropped with it.
+        transfer_path: Chat students: prompts without answers (a file, folder or glob in the
+            training data's format and fields; any answer in them is not read). The teacher
+            answers each once (cached with provenance) and the student learns its answers
+            beside the answered rows; the control never sees them and trains as many steps
+            (distill/transfer.py). ``null`` = none.
         speed_rows: Held-out texts the report times teacher and student on (batches of 32;
             the first 100 also one at a time).
     """
@@ -65,6 +70,7 @@ class DistillSpec:
     control: bool = True
     augment: int = 0
     augment_p: float = 0.1
+    transfer_path: Optional[str] = None
     speed_rows: int = 640
 
     def __post_init__(self) -> None:

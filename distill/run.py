@@ -16,18 +16,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from data.errors import ConfigError
-from distill.augment import transfer_rows
+from distill.augment import transfer_rows as copied_rows
 from distill.objective import distiller
 from distill.report import write_distill_report
 from distill.student import every_other, keep_layers, layer_count, merged_teacher, save_student
 from distill.teacher import load_teacher, offline_outputs, provenance, teacher_dir
+from distill.transfer import transfer_rows
 from evaluation.outputs import data_identity
+from trainers.cluster_config import ClusterMode
 from trainers.config import TrainConfig
 from trainers.models import load_tokenizer, tokenizer_location
+from trainers.schedule import plan_steps
 from trainers.train import prepare
 from tuning.seeds import train_group
 
@@ -100,6 +104,10 @@ def distill(run: TrainConfig) -> dict[str, Any]:
     if spec.augment and run.task.kind.value != "seq_cls":
         raise ConfigError("distill.augment", f"copies are made for seq_cls, not "
                           f"{run.task.kind.value}", "set distill.augment=0")
+    if spec.transfer_path and not run.task.chat:
+        raise ConfigError("distill.transfer_path", "transfer prompts are answered by a chat "
+                          f"teacher (task=sft), not task={run.task.kind.value}",
+                          "set distill.transfer_path=null")
     root = Path(run.run_dir)
     root.mkdir(parents=True, exist_ok=True)
     teacher = load_teacher(spec.teacher, run.task.kind)  # once: labels, tokenizer, init
@@ -111,16 +119,24 @@ def distill(run: TrainConfig) -> dict[str, Any]:
     if run.task.kind.value != "causal_lm" and prep.splits.labels != teacher_labels:
         raise ConfigError("data", f"the data's labels ({len(prep.splits.labels)}) are not the "
                           f"teacher's ({len(teacher_labels)})", "distil on the teacher's data")
-    plain = prep
+    plain, transfer = prep, None
+    out_dir = Path(spec.outputs_dir) if spec.outputs_dir else (
+        (teacher_dir(spec.teacher) or root) / "teacher_outputs" / run.data.name)
     if spec.augment:
-        train, rows = transfer_rows(prep, student, tokenizer_location(student.model))
+        train, rows = copied_rows(prep, student, tokenizer_location(student.model))
+        prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train},
+                                   train_rows=rows)
+    if spec.transfer_path:
+        train, rows, transfer = transfer_rows(
+            prep, student, tokenizer_location(student.model), teacher,
+            out_dir.with_name(f"{out_dir.name}_transfer_answers"), _tokenizer_hash(student))
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train},
                                    train_rows=rows)
     if spec.teacher_mode == "offline":
-        out_dir = Path(spec.outputs_dir) if spec.outputs_dir else (
-            (teacher_dir(spec.teacher) or root) / "teacher_outputs" / run.data.name)
-        train = offline_outputs(prep.datasets["train"], spec, spec.teacher, out_dir,
-                                outputs_stamp(student, prep),
+        stamp = outputs_stamp(student, prep)
+        if transfer:  # its rows are in the split the outputs cover
+            stamp["transfer"] = transfer["identity"]
+        train = offline_outputs(prep.datasets["train"], spec, spec.teacher, out_dir, stamp,
                                 run.task.kind.value, load_tokenizer(student.model).pad_token_id)
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train})
     kd = train_group(student, prep, objective=distiller)
@@ -129,6 +145,8 @@ def distill(run: TrainConfig) -> dict[str, Any]:
     control = None
     if spec.control:
         trainer = control_schedule(student.trainer, spec.augment)
+        if transfer:  # as many steps as the student, on the answered rows alone
+            trainer = equal_steps(student, prep.train_rows, plain.train_rows)
         control_run = dataclasses.replace(student, distill=None, run_name="control",
                                           trainer=trainer)
         control = train_group(control_run, plain)
@@ -136,7 +154,7 @@ def distill(run: TrainConfig) -> dict[str, Any]:
             return {"run_dir": str(root), "status": "stopped"}
     summary = {"run_dir": str(root), "status": "done", "teacher": spec.teacher,
                "student_layers": kept, "student": kd["group"],
-               "control": control["group"] if control else None}
+               "control": control["group"] if control else None, "transfer": transfer}
     split = "test" if "test" in plain.splits.datasets else "validation"
     rows = plain.splits.datasets[split].take(spec.speed_rows)
     texts = [(str(r["text"]), str(r["document"])) for r in rows] \
@@ -164,6 +182,22 @@ def control_schedule(trainer: Any, augment: int) -> Any:
     if not augment or trainer.max_steps is not None:
         return trainer
     return dataclasses.replace(trainer, epochs=trainer.epochs * (1 + augment))
+
+
+def equal_steps(student: TrainConfig, kd_rows: int, plain_rows: int) -> Any:
+    """The control's schedule for a student whose split holds transfer rows (not a whole
+    multiple of the answered ones): the student's optimizer steps as ``max_steps`` (the LR
+    schedule spans them), and the epochs over the answered rows it takes to reach them."""
+    trainer = student.trainer
+    if trainer.batch_tokens is not None:  # steps unknown ahead: as many epochs of rows
+        return dataclasses.replace(trainer, epochs=math.ceil(
+            trainer.epochs * kd_rows / max(plain_rows, 1)))
+    world = 1 if student.cluster.mode == ClusterMode.local else student.cluster.num_workers
+    steps = plan_steps(student, kd_rows, world)[1]
+    per_epoch = plan_steps(dataclasses.replace(student, trainer=dataclasses.replace(
+        trainer, epochs=1, max_steps=None)), plain_rows, world)[1]
+    return dataclasses.replace(trainer, max_steps=int(steps),
+                               epochs=max(math.ceil(steps / per_epoch), 1))
 
 
 def _tokenizer_hash(student: TrainConfig) -> str:

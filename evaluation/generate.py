@@ -68,9 +68,7 @@ class Generate:
         self.tok.padding_side = "left"  # generation continues from the right end
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
-        self.stop = [i for i in {self.tok.eos_token_id,
-                                 self.tok.convert_tokens_to_ids("<|im_end|>")}
-                     if isinstance(i, int) and i != self.tok.unk_token_id]
+        self.stop = end_of_turn_ids(self.tok)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         prompts = [self.tok.apply_chat_template(json.loads(str(p)), tokenize=False,
@@ -85,6 +83,12 @@ class Generate:
                    new_tokens=np.array(new_tokens, dtype=np.int32),
                    stopped=np.array(stopped, dtype=bool))
         return out
+
+
+def end_of_turn_ids(tok: Any) -> list[int]:
+    """The token ids an answer stops at: end of sequence and ChatML's end of turn."""
+    return [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
+            if isinstance(i, int) and i != tok.unk_token_id]
 
 
 def generate_answers(model: Any, tok: Any, prompts: list[str], stop: list[int],

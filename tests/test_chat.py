@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from data.chat import IGNORE, ChatSpec, encode, render, to_messages
@@ -103,6 +105,35 @@ def test_bad_chats_are_one_error_naming_the_line(row, message):
     with pytest.raises(DataError, match=r"^chats\.jsonl:7: .*" + message.replace("{", r"\{")
                        .replace("}", r"\}")):
         to_messages(row, ChatSpec(), "chats.jsonl:7")
+
+
+def test_transfer_prompts_are_read_without_answers_and_every_drop_is_counted(tmp_path):
+    """A distillation's transfer prompts (distill/transfer.py): the prompt side of each row,
+    no answer field read; a messages list cut after its last user turn; repeats merged and
+    bad rows counted under data.on_error=skip, named by file:line otherwise."""
+    from data.config import DataConfig
+    from distill.transfer import read_prompts
+
+    e2e = ChatSpec(prompt_template="Describe: {mr}", completion_field="ref", system="Be brief.")
+    assert to_messages({"mr": "name[X]"}, e2e, "f:1", answered=False) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Describe: name[X]"}]
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+             {"role": "user", "content": "and?"}, {"role": "assistant", "content": "bye"}]
+    assert to_messages({"messages": turns}, ChatSpec(), "f:1", answered=False) == turns[:3]
+    with pytest.raises(DataError, match="^f:2: the conversation has no user turn"):
+        to_messages({"messages": turns[1:2]}, ChatSpec(), "f:2", answered=False)
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"messages": turns}, {"messages": turns[:1]}, {"messages": turns[:3]},
+        {"messages": [{"role": "assistant", "content": "only an answer"}]}]))
+    with pytest.raises(DataError, match=r"prompts\.jsonl:4: the conversation has no user"):
+        read_prompts(str(path), DataConfig(path=str(path)))
+    prompts, counts = read_prompts(str(path), DataConfig(path=str(path), on_error="skip"))
+    assert counts == {"read": 4, "bad": 1, "repeated": 1}  # rows 1 and 3: one prompt
+    assert [json.loads(p)[-1]["content"] for p in prompts["prompt"]] == ["and?", "hi"]
+    assert prompts["_src"].tolist() == [f"{path}:1", f"{path}:2"]
+    assert prompts["text"].tolist() == ["hi\nand?", "hi"]  # the prompt side, as training's
 
 
 def test_a_template_naming_a_missing_column_is_one_error():

@@ -202,6 +202,33 @@ def test_the_control_trains_as_many_steps_as_a_student_with_copies():
     assert control_schedule(capped, 1) is capped  # max_steps already caps both alike
 
 
+@pytest.mark.parametrize("workers, batch, max_steps", [(1, 16, None), (2, 8, None),
+                                                    (1, 16, 10)])
+def test_the_control_trains_as_many_steps_as_a_student_with_transfer_rows(workers, batch,
+                                                                         max_steps):
+    """Transfer rows are no whole multiple of the answered ones: the control gets the
+    student's steps as max_steps (its LR schedule spans them) and the epochs to reach them."""
+    from distill.run import equal_steps
+    from trainers.cluster_config import ClusterMode
+    from trainers.config import TrainConfig
+    from trainers.schedule import plan_steps
+
+    student = TrainConfig()
+    student.trainer.epochs, student.trainer.batch_size = 2, batch
+    student.trainer.max_steps = max_steps
+    if workers > 1:
+        student.cluster.mode, student.cluster.num_workers = ClusterMode.ray, workers
+    plain, kd = 191, 191 + 123  # E2E's packed rows, and with the teacher's answers
+    trainer = equal_steps(student, kd, plain)
+    kd_steps = plan_steps(student, kd, workers)[1]
+    control = dataclasses.replace(student, trainer=trainer)
+    assert plan_steps(control, plain, workers)[1] == kd_steps == trainer.max_steps
+    # enough epochs of the answered rows to reach them, not one more
+    per_epoch = plan_steps(dataclasses.replace(control, trainer=dataclasses.replace(
+        trainer, epochs=1, max_steps=None)), plain, workers)[1]
+    assert (trainer.epochs - 1) * per_epoch < kd_steps <= trainer.epochs * per_epoch
+
+
 def test_layer_subset_student_copies_the_right_layers():
     from distill.student import keep_layers
     from trainers.config import ModelConfig, TaskKind

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST, compose_run, logged, needs_shared
+from tests.conftest import FAST, SHARED, compose_run, logged, needs_shared
 from tests.test_chat import CHATML
 
 
 @needs_shared
 @pytest.mark.usefixtures("ray_session")
-def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, capsys):
+def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, capsys,
+                                                                     monkeypatch):
     from shardtune.cli import main
     from trainers.train import train
 
@@ -100,17 +101,57 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     # distilled into a 1-layer student (offline top-k) with its no-KD control: the report
     # scores teacher, student and control by BLEU on the same test prompts, pairs the student
     # with each, and the teacher's score is evaluate's above, exactly
+    from distill import transfer
     from distill.run import distill
     from shardtune.overrides import distill_overrides
 
+    # transfer prompts (MRs, no answers): six dev MRs, one repeated, one of the test split
+    dev = __import__("pandas").read_csv(SHARED / "e2e_nlg" / "devset.csv")
+    mrs = list(dict.fromkeys(dev["mr"]))[:6]
+    tested = str(frame["text"].iloc[0]).split(": ", 1)[1]  # the template's {mr}
+    prompts = tmp_path / "prompts.csv"
+    __import__("pandas").DataFrame({"mr": [*mrs, mrs[0], tested]}).to_csv(prompts, index=False)
+    real_generate = transfer.generate_answers
+
+    def teacher_answers(model, tok, rendered, *args):  # a random model never ends a turn
+        assert all(p.endswith("<|im_start|>assistant\n") for p in rendered)  # rendered prompts
+        real_generate(model, tok, rendered[:1], *args)
+        return (["There is a restaurant called The Eagle."] * (len(rendered) - 1) + ["cut"],
+                [8] * (len(rendered) - 1) + [16], [True] * (len(rendered) - 1) + [False])
+
+    monkeypatch.setattr(transfer, "generate_answers", teacher_answers)
     kd = compose_run(tmp_path, distill_overrides([
         f"teacher={summary['run_dir']}", *FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
         "data.max_examples=120", "task.max_length=256", "task.max_new_tokens=16",
-        "trainer.max_steps=2",
+        "trainer.max_steps=2", f"distill.transfer_path={prompts}",
         "distill.top_k=4", "distill.speed_rows=32", "run_name=sft_kd"]))
     kd.task.chat_template = CHATML
     assert distill(kd)["status"] == "done"
     figures = json.loads((tmp_path / "runs" / "sft_kd" / "distill.json").read_text())
+    moved = figures["transfer"]  # every prompt read is answered and learned, or counted
+    assert moved["read"] == 8 and moved["repeated"] == 1 and moved["bad"] == 0
+    assert moved["held_out"] >= 1  # the test MR (and any dev MR of the validation split)
+    assert moved["unfinished"] == 1  # cut at max_new_tokens: not taught as a whole answer
+    assert moved["answered"] == 7 - moved["held_out"] - 1 > 0
+    learned = json.loads((tmp_path / "runs" / "sft_kd" / "student" / "seed0" /
+                          "run_meta.json").read_text())
+    taught = json.loads((tmp_path / "runs" / "sft_kd" / "control" / "seed0" /
+                         "run_meta.json").read_text())
+    assert learned["train_rows"] == taught["train_rows"] + moved["rows"]  # the control: none
+    answers = __import__("pandas").read_parquet(moved["answers"])
+    assert tested not in " ".join(answers["text"])  # a held-out prompt is never answered
+    # the answers are cached with what made them: reused as they are, refused once changed
+    from data.errors import ConfigError
+    from distill.teacher import PROVENANCE
+
+    cache = Path(moved["answers"]).parent
+    stored = json.loads((cache / PROVENANCE).read_text())
+    assert stored["max_new_tokens"] == 16 and stored["teacher_fingerprint"]
+    reused = transfer.answered_prompts(answers, kd, cache, None, stored)  # no teacher needed
+    assert reused.equals(answers)
+    with pytest.raises(ConfigError, match="made for something else.*max_new_tokens"):
+        transfer.answered_prompts(answers, kd, cache, None, {**stored, "max_new_tokens": 32})
+    assert "Transfer prompts" in (tmp_path / "runs" / "sft_kd" / "distill_report.md").read_text()
     assert figures["metric"] == "bleu" and figures["split"] == "test"
     assert figures["teacher_bleu"]["value"] == pytest.approx(m["bleu"]["value"], abs=1e-9)
     for arm in ("student", "control"):
