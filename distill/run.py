@@ -133,9 +133,7 @@ def distill(run: TrainConfig) -> dict[str, Any]:
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train},
                                    train_rows=rows)
     if spec.teacher_mode == "offline":
-        stamp = outputs_stamp(student, prep)
-        if transfer:  # its rows are in the split the outputs cover
-            stamp["transfer"] = transfer["identity"]
+        stamp = outputs_stamp(student, prep, transfer and transfer["identity"])
         train = offline_outputs(prep.datasets["train"], spec, spec.teacher, out_dir, stamp,
                                 run.task.kind.value, load_tokenizer(student.model).pad_token_id)
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train})
@@ -164,15 +162,18 @@ def distill(run: TrainConfig) -> dict[str, Any]:
     return summary
 
 
-def outputs_stamp(student: TrainConfig, prep: Any) -> dict[str, Any]:
+def outputs_stamp(student: TrainConfig, prep: Any, transfer: str | None = None
+                  ) -> dict[str, Any]:
     """What cached teacher outputs must have been made from to be reused: the teacher, the
     training split (its files and every data key that picks its rows: a hold-out fraction,
-    a sample size, the pair fields), the student's tokenizer, task, length, T and k."""
+    a sample size, the pair fields), the student's tokenizer, task, length, T and k, and the
+    transfer answers its rows hold (``None``: none; the cache holds the rows it was made
+    over, so a run without them must not reuse outputs made with them, nor the reverse)."""
     spec = student.distill
-    return provenance(spec, str(teacher_dir(spec.teacher) or spec.teacher),
-                      data_identity(student.data, prep.splits.fingerprint),
-                      _tokenizer_hash(student), student.task.kind.value,
-                      student.task.max_length)
+    return {**provenance(spec, str(teacher_dir(spec.teacher) or spec.teacher),
+                         data_identity(student.data, prep.splits.fingerprint),
+                         _tokenizer_hash(student), student.task.kind.value,
+                         student.task.max_length), "transfer": transfer}
 
 
 def control_schedule(trainer: Any, augment: int) -> Any:

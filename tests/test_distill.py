@@ -301,6 +301,10 @@ def test_cached_outputs_are_stamped_with_the_rows_they_were_made_for(tmp_path):
     assert stamp("data.driver_rows=10") == base
     for other in ("data.val_fraction=0.2", "data.max_examples=50"):
         assert stamp(other)["data_fingerprint"] != base["data_fingerprint"], other
+    # outputs made over a chat split with transfer answers in it are other rows, both ways
+    transferred = outputs_stamp(verb_config("distill", ["teacher=hub/model",
+                                                        f"paths.root={tmp_path}"]), prep, "ab:5")
+    assert base["transfer"] is None and transferred == {**base, "transfer": "ab:5"}
 
 
 @pytest.fixture(scope="module")

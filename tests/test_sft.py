@@ -142,7 +142,15 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     assert tested not in " ".join(answers["text"])  # a held-out prompt is never answered
     # the answers are cached with what made them: reused as they are, refused once changed
     from data.errors import ConfigError
-    from distill.teacher import PROVENANCE
+    from distill.teacher import PROVENANCE, check_provenance
+
+    # the teacher's top-k over the split are cached with the answers its rows hold: a run
+    # without them (or with others) does not reuse rows it does not have
+    outputs = json.loads((Path(summary["run_dir"]) / "teacher_outputs" / "e2e_nlg" /
+                          PROVENANCE).read_text())
+    assert outputs["transfer"] == moved["identity"]
+    with pytest.raises(ConfigError, match="made for something else.*transfer"):
+        check_provenance(outputs, {**outputs, "transfer": None}, Path("x"))
 
     cache = Path(moved["answers"]).parent
     stored = json.loads((cache / PROVENANCE).read_text())
