@@ -95,6 +95,10 @@ def test_seed_group_trains_each_seed_once_and_aggregates(tmp_path):
 
     again = train_run(tmp_path, [*short, "run_name=grp", "seeds=[0,1]"])  # nothing retrained
     assert all(m["metrics"].get("already_done") for m in again["members"])
+    # the re-run placed only the seeds with steps left (a finished one only reports)
+    assert summary["group"]["concurrent_runs"] == sum(m["status"] == "stopped"
+                                                      for m in first["members"])
+    assert again["group"]["concurrent_runs"] == 1  # none had: no task holds a core for it
     assert again["group"]["metrics"]["test/accuracy"]["mean"] == pytest.approx(np.mean(values))
 
     # the same group name with other data: refused before anything is read or trained

@@ -23,9 +23,12 @@ from evaluation.evaluate import evaluate
 from evaluation.generation import METRICS as GENERATION_METRICS
 from evaluation.outputs import is_current
 from evaluation.retrieval import METRICS as RETRIEVAL_METRICS
+from trainers.checkpoint import latest_checkpoint
 from trainers.cluster_config import ClusterMode
 from trainers.config import TrainConfig, config_dict, single_locations
 from trainers.identity import GROUP_FILE, read_json, refuse_if_changed, run_identity
+from trainers.loop import FINAL_METRICS
+from trainers.manifest import PROGRESS_FILE
 from trainers.metadata import config_group
 from trainers.objective import ObjectiveFactory, task_loss
 from trainers.scaling import wants_gpu
@@ -63,6 +66,16 @@ def concurrency(run: TrainConfig, n_runs: int) -> int:
     if wants_gpu(run.cluster):
         fits = min(fits, math.floor(total.get("GPU", 0) / (workers * run.cluster.gpus_per_worker)))
     return max(1, min(fits, n_runs))
+
+
+def _finished(one: TrainConfig) -> bool:
+    """Trained to its end before: its newest complete checkpoint says done and holds the final
+    metrics, so its fit only reports them. (A member kept only in an object store is not seen
+    here and counts as unfinished: it gets a place as before.)"""
+    newest = latest_checkpoint(Path(one.run_dir))
+    if newest is None or not (newest / FINAL_METRICS).exists():
+        return False
+    return bool(json.loads((newest / PROGRESS_FILE).read_text())["progress"].get("done"))
 
 
 def _fit_task(one: TrainConfig, prep: Prepared, stop_key: str, objective: ObjectiveFactory
@@ -160,7 +173,9 @@ def train_group(run: TrainConfig, prep: Prepared | None = None,
              "identity": run_identity(config, data_sha256),
              "config": {k: v for k, v in config.items() if k not in ("seed", "seeds")}}
     (group_dir / GROUP_FILE).write_text(json.dumps(index, indent=1, default=str))
-    parallel = concurrency(run, len(members))
+    # seeds that finished before only report: the rest get what the cluster has (one left
+    # on a 2-core machine trains on both cores in this process, not on one in a task)
+    parallel = concurrency(run, max(sum(not _finished(m) for m in members), 1))
     summaries = _fit_all(run, members, prep, parallel, objective)
     unfinished = [s for s in summaries if s["status"] != "done"]
     if unfinished:
