@@ -40,6 +40,8 @@ from trainers.config import TaskKind
 from trainers.scaling import inference_here
 
 ANSWERS = "answers.parquet"
+ANSWER_TYPES = {"prompt": object, "text": object, "_src": object, "answer": object,
+                "new_tokens": np.int32, "stopped": bool}
 
 
 def read_prompts(path: str, data: DataConfig) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -117,7 +119,7 @@ def answered_prompts(prompts: pd.DataFrame, run: Any, out_dir: Path, teacher: An
     stamp = out_dir / PROVENANCE
     if stamp.exists() and not spec.recompute:
         check_provenance(json.loads(stamp.read_text()), wanted, out_dir)
-        return pd.read_parquet(out_dir / ANSWERS)
+        return pd.read_parquet(out_dir / ANSWERS).astype(ANSWER_TYPES)
     print(f"distill: the teacher answers {len(prompts)} transfer prompts (once; cached in "
           f"{out_dir})", flush=True)  # minutes on a CPU: say what the wait is
     settings = {"location": spec.teacher, "task": run.task.kind.value,
@@ -136,6 +138,7 @@ def answered_prompts(prompts: pd.DataFrame, run: Any, out_dir: Path, teacher: An
             TransferAnswers, fn_constructor_kwargs={**settings, "threads": threads},
             batch_size=256, concurrency=1, num_gpus=gpus, num_cpus=0 if gpus else 1,
             batch_format="numpy").to_pandas()
+    made = made.astype(ANSWER_TYPES)  # one frame from either path (Ray's is arrow-typed)
     out_dir.mkdir(parents=True, exist_ok=True)
     made.to_parquet(out_dir / ANSWERS)
     stamp.write_text(json.dumps(wanted, indent=1))  # last: a half-written dir is not reused

@@ -138,7 +138,7 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     taught = json.loads((tmp_path / "runs" / "sft_kd" / "control" / "seed0" /
                          "run_meta.json").read_text())
     assert learned["train_rows"] == taught["train_rows"] + moved["rows"]  # the control: none
-    answers = __import__("pandas").read_parquet(moved["answers"])
+    answers = __import__("pandas").read_parquet(moved["answers"]).astype(transfer.ANSWER_TYPES)
     assert tested not in " ".join(answers["text"])  # a held-out prompt is never answered
     # the answers are cached with what made them: reused as they are, refused once changed
     from data.errors import ConfigError
@@ -159,6 +159,16 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     assert reused.equals(answers)
     with pytest.raises(ConfigError, match="made for something else.*max_new_tokens"):
         transfer.answered_prompts(answers, kd, cache, None, {**stored, "max_new_tokens": 32})
+    # more prompts than distill.inprocess_rows go to a Ray Data actor: the same answers
+    monkeypatch.setattr(transfer, "generate_answers", real_generate)
+    few = answers[["prompt", "text", "_src"]].head(3)
+    here = transfer.answered_prompts(few, kd, tmp_path / "here", None, {})
+    kd.distill.inprocess_rows = 0
+    by_actor = transfer.answered_prompts(few, kd, tmp_path / "by_actor", None, {})
+    columns = ["prompt", "answer", "new_tokens", "stopped"]
+    assert by_actor[columns].sort_values("prompt").reset_index(drop=True).equals(
+        here[columns].sort_values("prompt").reset_index(drop=True))
+    assert (here["new_tokens"] > 0).all()  # real answers of the tiny teacher, not empty
     assert "Transfer prompts" in (tmp_path / "runs" / "sft_kd" / "distill_report.md").read_text()
     assert figures["metric"] == "bleu" and figures["split"] == "test"
     assert figures["teacher_bleu"]["value"] == pytest.approx(m["bleu"]["value"], abs=1e-9)
