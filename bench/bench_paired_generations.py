@@ -4,10 +4,13 @@
 evaluation on other data — the whole E2E test set, for runs trained and scored on a
 ``data.max_examples`` subset (``shardtune evaluate run=… data=e2e_nlg``) — lands in
 ``eval-<name>-<hash>/<split>/``; this pairs two such folders the way ``compare`` pairs its
-own (the same prompts resampled for both, corpus BLEU/chrF recomputed per replicate).
+own (the same prompts resampled for both, corpus BLEU/chrF recomputed per replicate; with
+several seeds a side, each replicate also resamples the seeds: the hierarchical bootstrap).
 
-    python bench/bench_paired_generations.py runs/A/eval-e2e_nlg-1234abcd/test \
-        runs/B/eval-e2e_nlg-1234abcd/test --name kd_transfer_630
+    python bench/bench_paired_generations.py --a runs/A/eval-e2e_nlg-1234abcd/test \
+        --b runs/B/eval-e2e_nlg-1234abcd/test --name kd_transfer_630
+    python bench/bench_paired_generations.py --a runs/A/seed{0,1}/eval-…/test \
+        --b runs/B/seed{0,1}/eval-…/test   # seed groups
 """
 
 from __future__ import annotations
@@ -28,20 +31,24 @@ from evaluation.config import CompareSpec  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", type=Path, help="the reference's evaluation folder")
-    parser.add_argument("b", type=Path, help="the candidate's evaluation folder")
+    parser.add_argument("--a", type=Path, nargs="+", required=True,
+                        help="the reference's evaluation folder(s), one per seed")
+    parser.add_argument("--b", type=Path, nargs="+", required=True,
+                        help="the candidate's evaluation folder(s), one per seed")
     parser.add_argument("--name", default="paired_generations")
     parser.add_argument("--resamples", type=int, default=CompareSpec.resamples)
     args = parser.parse_args()
-    made = [json.loads((d / "metrics.json").read_text())["made_by"] for d in (args.a, args.b)]
-    if made[0]["rows"] != made[1]["rows"] or made[0].get("generation") != made[1].get(
-            "generation"):
-        sys.exit(f"error: {args.a} and {args.b} answered other prompts or generated otherwise")
-    frames = [pd.read_parquet(d / "predictions.parquet") for d in (args.a, args.b)]
-    effects = generation_effects([frames[0]], [frames[1]], str(args.a), str(args.b),
-                                 CompareSpec(resamples=args.resamples))
-    save(args.name, {"a": str(args.a), "b": str(args.b), "prompts": len(frames[0]),
-                     "generation": made[0].get("generation"),
+    folders = [*args.a, *args.b]
+    made = [json.loads((d / "metrics.json").read_text())["made_by"] for d in folders]
+    if any((m["rows"], m.get("generation")) != (made[0]["rows"], made[0].get("generation"))
+           for m in made):
+        sys.exit(f"error: {', '.join(map(str, folders))} answered other prompts or generated "
+                 "otherwise")
+    frames = {d: pd.read_parquet(d / "predictions.parquet") for d in folders}
+    effects = generation_effects([frames[d] for d in args.a], [frames[d] for d in args.b],
+                                 "a", "b", CompareSpec(resamples=args.resamples))
+    save(args.name, {"a": list(map(str, args.a)), "b": list(map(str, args.b)),
+                     "prompts": len(frames[args.a[0]]), "generation": made[0].get("generation"),
                      "effects": {k: e.as_dict() for k, e in effects.items()}})
 
 
