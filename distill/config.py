@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from data.errors import ConfigError
+from trainers.storage import refuse_credentials
 
 
 @dataclass
@@ -96,6 +97,8 @@ class DistillSpec:
             raise ConfigError("distill.top_k", f"must be >= 1, got {self.top_k}")
         if self.speed_rows < 1:
             raise ConfigError("distill.speed_rows", f"must be >= 1, got {self.speed_rows}")
+        if self.transfer_path:  # it lands in config.json and the report
+            refuse_credentials(self.transfer_path, "distill.transfer_path")
         if self.hidden_loss != "none" and self.teacher_mode != "online":
             raise ConfigError("distill.hidden_loss", "needs the teacher's hidden states: "
                               "set distill.teacher_mode=online")

@@ -35,7 +35,7 @@ from data.inprocess import from_blocks, to_block
 from data.shards import RowError, detect_format, expand_paths, iter_records
 from data.tokenize import tokenize_splits
 from distill.teacher import PROVENANCE, check_provenance, fingerprint, load_teacher
-from evaluation.generate import end_of_turn_ids, generate_answers
+from evaluation.generate import answer_chats, for_generation
 from trainers.config import TaskKind
 from trainers.scaling import inference_here
 
@@ -87,24 +87,17 @@ class TransferAnswers:
     def __init__(self, location: str, task: str, template: str | None, max_new_tokens: int,
                  num_beams: int, batch_size: int, threads: int = 1, loaded: Any = None) -> None:
         self.model, tok, _ = loaded or load_teacher(location, TaskKind(task))
-        self.tok = copy.copy(tok)  # left padding here only: the caller's tokenizer unchanged
+        self.tok = for_generation(copy.copy(tok))  # the caller's tokenizer stays as it was
         if torch.cuda.is_available():
             self.model.to("cuda")
         elif loaded is None:
             torch.set_num_threads(threads)
         self.template, self.max_new_tokens, self.num_beams, self.batch_size = \
             template, max_new_tokens, num_beams, batch_size
-        self.tok.padding_side = "left"  # generation continues from the right end
-        if self.tok.pad_token_id is None:
-            self.tok.pad_token = self.tok.eos_token
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        prompts = [self.tok.apply_chat_template(json.loads(str(p)), tokenize=False,
-                                                add_generation_prompt=True,
-                                                chat_template=self.template)
-                   for p in batch["prompt"]]
-        answers, new_tokens, stopped = generate_answers(
-            self.model, self.tok, prompts, end_of_turn_ids(self.tok), self.max_new_tokens,
+        answers, new_tokens, stopped = answer_chats(
+            self.model, self.tok, batch["prompt"], self.template, self.max_new_tokens,
             self.num_beams, self.batch_size)
         return {**batch, "answer": np.array(answers, dtype=object),
                 "new_tokens": np.array(new_tokens, dtype=np.int32),

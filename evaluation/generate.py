@@ -65,24 +65,37 @@ class Generate:
         self.model.to(self.device).eval()
         self.batch_size, self.max_new_tokens, self.num_beams = \
             batch_size, max_new_tokens, num_beams
-        self.tok.padding_side = "left"  # generation continues from the right end
-        if self.tok.pad_token_id is None:
-            self.tok.pad_token = self.tok.eos_token
-        self.stop = end_of_turn_ids(self.tok)
+        for_generation(self.tok)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        prompts = [self.tok.apply_chat_template(json.loads(str(p)), tokenize=False,
-                                                add_generation_prompt=True,
-                                                chat_template=self.template)
-                   for p in batch["prompt"]]
-        answers, new_tokens, stopped = generate_answers(
-            self.model, self.tok, prompts, self.stop, self.max_new_tokens, self.num_beams,
-            self.batch_size)
+        answers, new_tokens, stopped = answer_chats(
+            self.model, self.tok, batch["prompt"], self.template, self.max_new_tokens,
+            self.num_beams, self.batch_size)
         out = {k: v for k, v in batch.items() if k != "references"}
         out.update(generated=np.array(answers, dtype=object),
                    new_tokens=np.array(new_tokens, dtype=np.int32),
                    stopped=np.array(stopped, dtype=bool))
         return out
+
+
+def for_generation(tok: Any) -> Any:
+    """The tokenizer set to generate: left padding (generation continues from the right
+    end) and a pad token."""
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def answer_chats(model: Any, tok: Any, chats: Any, template: str | None, max_new_tokens: int,
+                 num_beams: int, batch_size: int) -> tuple[list[str], list[int], list[bool]]:
+    """Each prompt (its turns as JSON) rendered with the generation prompt and answered:
+    :func:`generate_answers` up to the end-of-turn token."""
+    prompts = [tok.apply_chat_template(json.loads(str(c)), tokenize=False,
+                                       add_generation_prompt=True, chat_template=template)
+               for c in chats]
+    return generate_answers(model, tok, prompts, end_of_turn_ids(tok), max_new_tokens,
+                            num_beams, batch_size)
 
 
 def end_of_turn_ids(tok: Any) -> list[int]:

@@ -111,15 +111,14 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     tested = str(frame["text"].iloc[0]).split(": ", 1)[1]  # the template's {mr}
     prompts = tmp_path / "prompts.csv"
     __import__("pandas").DataFrame({"mr": [*mrs, mrs[0], tested]}).to_csv(prompts, index=False)
-    real_generate = transfer.generate_answers
+    real_answers = transfer.answer_chats
 
-    def teacher_answers(model, tok, rendered, *args):  # a random model never ends a turn
-        assert all(p.endswith("<|im_start|>assistant\n") for p in rendered)  # rendered prompts
-        real_generate(model, tok, rendered[:1], *args)
-        return (["There is a restaurant called The Eagle."] * (len(rendered) - 1) + ["cut"],
-                [8] * (len(rendered) - 1) + [16], [True] * (len(rendered) - 1) + [False])
+    def teacher_answers(model, tok, chats, *args):  # a random model never ends a turn
+        real_answers(model, tok, chats[:1], *args)  # rendered and generated for real
+        return (["There is a restaurant called The Eagle."] * (len(chats) - 1) + ["cut"],
+                [8] * (len(chats) - 1) + [16], [True] * (len(chats) - 1) + [False])
 
-    monkeypatch.setattr(transfer, "generate_answers", teacher_answers)
+    monkeypatch.setattr(transfer, "answer_chats", teacher_answers)  # the teacher's only
     kd = compose_run(tmp_path, distill_overrides([
         f"teacher={summary['run_dir']}", *FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
         "data.max_examples=120", "task.max_length=256", "task.max_new_tokens=16",
@@ -160,7 +159,7 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     with pytest.raises(ConfigError, match="made for something else.*max_new_tokens"):
         transfer.answered_prompts(answers, kd, cache, None, {**stored, "max_new_tokens": 32})
     # more prompts than distill.inprocess_rows go to a Ray Data actor: the same answers
-    monkeypatch.setattr(transfer, "generate_answers", real_generate)
+    monkeypatch.setattr(transfer, "answer_chats", real_answers)
     few = answers[["prompt", "text", "_src"]].head(3)
     here = transfer.answered_prompts(few, kd, tmp_path / "here", None, {})
     kd.distill.inprocess_rows = 0

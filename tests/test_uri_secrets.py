@@ -122,6 +122,18 @@ def test_a_submitted_override_with_a_credential_never_reaches_the_entrypoint(tmp
         AWS not in err
 
 
+def test_distill_refuses_a_credential_in_its_transfer_prompts_uri(tmp_path, capsys):
+    """distill.transfer_path lands in the student's config.json and the report."""
+    from shardtune.cli import main
+
+    quoted = f"distill.transfer_path='{FORMS['S3 presigned v4'][0]}'"
+    assert main(["distill", "teacher=runs/x", f"paths.root={tmp_path}", quoted]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: config key 'distill.transfer_path': credentials in the URI "
+                          "are refused") and AWS not in err
+    assert not list(tmp_path.rglob("*"))
+
+
 def test_evaluate_on_other_data_refuses_a_credential_in_a_data_key():
     """``evaluate run=… data.test_path=<presigned>`` changes the run's own data config
     (evaluation/outputs.py), which goes into metrics.json."""
