@@ -87,14 +87,15 @@ def quality_table(teacher: dict[str, float], summary: dict[str, Any], split: str
     return lines
 
 
-def transfer_line(t: dict[str, Any], path: str) -> str:
+def transfer_line(t: dict[str, Any], path: str, control: bool) -> str:
     """What the transfer set gave the student, and everything it did not keep."""
     return (f"Transfer prompts `{path}`: {t['read']} rows read; the student learned the "
             f"teacher's answers to **{t['answered']}** prompts ({t['rows']} training rows, "
             f"{t['truncated_tokens']} tokens cut at task.max_length); not kept: {t['bad']} bad "
             f"rows, {t['repeated']} repeats, {t['held_out']} validation/test prompts, "
-            f"{t['unfinished']} answers unfinished at task.max_new_tokens. The control trained "
-            "as many steps on the answered rows alone.")
+            f"{t['unfinished']} answers unfinished at task.max_new_tokens."
+            + (" The control trained as many steps on the answered rows alone."
+               if control else ""))
 
 
 def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
@@ -112,7 +113,7 @@ def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
     figures: dict[str, Any] = {"split": split}
     if summary.get("transfer"):
         figures["transfer"] = t = summary["transfer"]
-        lines += [transfer_line(t, spec.transfer_path), ""]
+        lines += [transfer_line(t, spec.transfer_path, bool(summary.get("control"))), ""]
     metric = quality_metric(run)
     if metric and tdir is not None:
         teacher_eval = evaluate(EvaluateConfig(  # answers generated, candidates reranked
