@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from common import save
 
-from evaluation.compare import saved_predictions
-from trainers.config import PathsConfig
+from evaluation.compare_sides import Evaluations, saved_predictions
+from evaluation.config import CompareConfig
 
 
 def main() -> None:
@@ -25,8 +25,9 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args()
     frames = []
+    evals = Evaluations(CompareConfig(split="test"))
     for run in args.runs:
-        frame = saved_predictions(run, "test", PathsConfig())
+        frame = saved_predictions(evals, run.resolve())
         if frame is None:
             raise SystemExit(f"error: {run}'s test split has no labels to score against")
         frames.append(frame.sort_values("_src"))

@@ -124,14 +124,18 @@ def distill(run: TrainConfig) -> dict[str, Any]:
         (teacher_dir(spec.teacher) or root) / "teacher_outputs" / run.data.name)
     if spec.augment:
         train, rows = copied_rows(prep, student, tokenizer_location(student.model))
+        added = {"distill.augment": {"rows": rows - prep.train_rows, "copies": spec.augment}}
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train},
-                                   train_rows=rows)
+                                   train_rows=rows, added=added)
     if spec.transfer_path:
         train, rows, transfer = transfer_rows(
             prep, student, tokenizer_location(student.model), teacher,
             out_dir.with_name(f"{out_dir.name}_transfer_answers"), _tokenizer_hash(student))
+        counts = {k: transfer[k] for k in ("rows", "read", "bad", "repeated", "held_out",
+                                           "unfinished", "answered", "truncated_tokens")}
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train},
-                                   train_rows=rows)
+                                   train_rows=rows, added={**prep.added,
+                                                           "distill.transfer_path": counts})
     if spec.teacher_mode == "offline":
         stamp = outputs_stamp(student, prep, transfer and transfer["identity"])
         train = offline_outputs(prep.datasets["train"], spec, spec.teacher, out_dir, stamp,

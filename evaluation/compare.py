@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,19 @@ import pandas as pd
 
 from data.errors import ConfigError, DataError
 from evaluation.compare_report import write_compare_report
-from evaluation.config import CompareConfig, CompareSpec, EvaluateConfig
-from evaluation.evaluate import evaluate
+from evaluation.compare_sides import (
+    Evaluations,
+    Side,
+    load_side,
+    ranked_from,
+    same_data,
+    saved_generations,
+    saved_predictions,
+    saved_query_scores,
+)
+from evaluation.config import CompareConfig, CompareSpec
 from evaluation.generation import METRICS as GENERATION_METRICS
 from evaluation.generation import prompt_groups, replicate_scorer
-from evaluation.outputs import is_current
 from evaluation.paired import (
     CORRELATIONS,
     Effect,
@@ -35,89 +42,27 @@ from evaluation.paired import (
 )
 from evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from evaluation.stats import length_buckets
-from trainers.identity import GROUP_FILE, read_json
-from trainers.storage import local_run
 
 PAIRED_METRICS = ("accuracy", "macro_f1")
 LOWER_IS_BETTER = ("loss", "perplexity", "ece")
-
-
-@dataclass
-class Side:
-    """One side of a comparison: a group's seed runs, or a single run."""
-
-    name: str
-    path: Path
-    members: list[Path]
-
-
-def load_side(path: str) -> Side:
-    p = Path(local_run(path, "compare")).expanduser().resolve()
-    if (p / GROUP_FILE).exists():
-        members = [Path(m) for m in json.loads((p / GROUP_FILE).read_text())["members"]]
-    elif (p / "config.json").exists():
-        members = [p]
-    else:
-        raise DataError(str(p), "not a run or a run group (no group.json or config.json)",
-                        "pass runs/<name> of a finished 'shardtune train'")
-    unfinished = [m.name for m in members if not (m / "metrics.json").exists()]
-    if unfinished:
-        raise DataError(str(p), f"unfinished runs: {', '.join(unfinished)}",
-                        "re-run its train command to finish them")
-    return Side(p.name, p, members)
 
 
 def higher_is_better(metric: str) -> bool:
     return not any(word in metric for word in LOWER_IS_BETTER)
 
 
-def _current_predictions(member: Path, split: str, paths: Any) -> pd.DataFrame:
-    """A member's saved predictions on ``split``, evaluated now if missing or made by other
-    weights."""
-    path = member / "eval" / split / "predictions.parquet"
-    if not is_current(path.parent, member):
-        evaluate(EvaluateConfig(run=str(member), split=split, baseline=False, paths=paths))
-    return pd.read_parquet(path)
-
-
-def saved_predictions(member: Path, split: str, paths: Any) -> pd.DataFrame | None:
-    """A member's classification predictions on ``split``; None: no labels."""
-    frame = _current_predictions(member, split, paths)
-    return frame if "gold_label" in frame else None
-
-
-def saved_query_scores(member: Path, split: str, paths: Any) -> pd.DataFrame:
-    """A retrieval run's per-query metrics on ``split``."""
-    frame = _current_predictions(member, split, paths)
-    if "query_id" not in frame:
-        raise ConfigError("compare.metric", f"{member} is not a retrieval run (its "
-                          f"{split} predictions have no per-query scores)",
-                          "retrieval metrics compare task=embedding runs on BEIR data")
-    return frame
-
-
-def saved_generations(member: Path, split: str, paths: Any) -> pd.DataFrame:
-    """A chat run's generated answers on ``split``, one row per prompt with its references."""
-    frame = _current_predictions(member, split, paths)
-    if "generated" not in frame:
-        raise ConfigError("compare.metric", f"{member} is not a generation run (its {split} "
-                          "predictions hold no generated answers)",
-                          "bleu/chrf/rouge_l/exact_match compare task=sft runs")
-    return frame
-
-
-def similarity_effects(side_a: Side, side_b: Side, split: str, spec: CompareSpec,
-                       paths: Any) -> dict[str, Effect]:
+def similarity_effects(side_a: Side, side_b: Side, evals: Evaluations, spec: CompareSpec
+                       ) -> dict[str, Effect]:
     """Spearman's and Pearson's B − A on scored pairs (STS-B), the pairs paired: each
     replicate resamples the same pairs for both sides and recomputes each seed's correlation
     of its cosines with the gold scores."""
     frames = {}
     for side in (side_a, side_b):
         for member in side.members:
-            frame = _current_predictions(member, split, paths)
+            frame = evals.predictions(member)
             if "cosine" not in frame:
-                raise ConfigError("compare.metric", f"{member} scored no pairs (its {split} "
-                                  "predictions hold no cosines)",
+                raise ConfigError("compare.metric", f"{member} scored no pairs (its "
+                                  f"{evals.cfg.split} predictions hold no cosines)",
                                   "spearman/pearson compare task=embedding runs on scored "
                                   "pairs such as data=stsb")
             frames[member] = frame.set_index("_src")
@@ -202,38 +147,6 @@ def align_queries(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame], a:
     return scores(frames_a), scores(frames_b)
 
 
-def ranked_from(side: Side, split: str) -> str:
-    """What a retrieval side's rankings rest on: the whole corpus (an embedding run) or a
-    reranker's first stage and top-k. One per side: seeds pair like with like."""
-    seen = {}
-    for member in side.members:
-        rerank = (read_json(member / "eval" / split / "metrics.json") or {}).get("rerank")
-        seen[member] = "the whole corpus" if rerank is None else \
-            f"{rerank['retriever']}'s top {rerank['top_k']}, reranked"
-    if len(set(seen.values())) > 1:
-        raise DataError(side.name, "its runs ranked different candidates (" + "; ".join(
-            f"{m.name}: {v}" for m, v in seen.items()) + ")",
-            "evaluate every run of a group with the same rerank.retriever and rerank.top_k")
-    return next(iter(seen.values()))
-
-
-def same_data(a: Side, b: Side, split: str) -> None:
-    """Refuse to pair examples evaluated on different data (row ids such as ``test.jsonl:7``
-    coincide across data sets of the same size). Evaluations saved before the record existed
-    are paired by their rows alone, as before."""
-    def made_from(member: Path) -> str | None:
-        saved = read_json(member / "eval" / split / "metrics.json") or {}
-        return (saved.get("made_by") or {}).get("rows")
-
-    seen = {made_from(m): m for m in a.members + b.members}
-    seen.pop(None, None)
-    if len(seen) > 1:
-        first, other = list(seen.values())[:2]
-        raise DataError(f"{a.name} vs {b.name}", f"{first} and {other} were evaluated on "
-                        f"different data ({split} split): their examples cannot be paired",
-                        "evaluate both on the same data config and files")
-
-
 def align(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame], a: str, b: str
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Gold ids, predictions (seeds × examples) per side, and slice columns, keyed on ``_src``."""
@@ -289,8 +202,13 @@ def _flag(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["delta"])
 
 
-def _member_metric(member: Path, metric: str, split: str) -> float:
-    metrics = json.loads((member / "metrics.json").read_text())
+def _member_metric(member: Path, metric: str, split: str, evals: Evaluations) -> float:
+    if evals.other_data:  # the run's metrics.json holds its own data's: the evaluation's
+        scores = evals.metrics(member).get("metrics") or {}
+        metrics = {f"{split}/{k}": v.get("value") if isinstance(v, dict) else v
+                   for k, v in scores.items()}
+    else:
+        metrics = json.loads((member / "metrics.json").read_text())
     for key in (metric, f"{split}/{metric}"):
         if isinstance(metrics.get(key), (int, float)):
             return float(metrics[key])
@@ -331,15 +249,16 @@ def headline(a: str, b: str, effect: Effect, decision: str, min_effect: float) -
 def compare(cfg: CompareConfig) -> dict[str, Any]:
     spec = cfg.compare
     side_a, side_b = load_side(cfg.a), load_side(cfg.b)
+    evals = Evaluations(cfg)
     paired = spec.metric in PAIRED_METRICS
     effects: dict[str, Effect] = {}
     slices: list[dict[str, Any]] = []
     note = None
     if spec.metric in RETRIEVAL_METRICS:  # per-query scores, the queries paired
-        frames_a = [saved_query_scores(m, cfg.split, cfg.paths) for m in side_a.members]
-        frames_b = [saved_query_scores(m, cfg.split, cfg.paths) for m in side_b.members]
-        same_data(side_a, side_b, cfg.split)
-        ranked = {"a": ranked_from(side_a, cfg.split), "b": ranked_from(side_b, cfg.split)}
+        frames_a = [saved_query_scores(evals, m) for m in side_a.members]
+        frames_b = [saved_query_scores(evals, m) for m in side_b.members]
+        same_data(side_a, side_b, evals)
+        ranked = {"a": ranked_from(side_a, evals), "b": ranked_from(side_b, evals)}
         if ranked["a"] != ranked["b"]:  # a fair question, but not the reranker's alone
             note = (f"A ranks {ranked['a']}, B {ranked['b']}: the effect is the whole "
                     "pipeline's (first stage and top-k included), not one model's")
@@ -349,30 +268,30 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
                                       spec.resamples, spec.seed)
             effects[metric] = dataclasses.replace(effect, metric=metric)
     elif spec.metric in CORRELATIONS:  # scored pairs (STS): the pairs paired
-        effects = similarity_effects(side_a, side_b, cfg.split, spec, cfg.paths)
-        same_data(side_a, side_b, cfg.split)
+        effects = similarity_effects(side_a, side_b, evals, spec)
+        same_data(side_a, side_b, evals)
     elif spec.metric in GENERATION_METRICS:
-        frames_a = [saved_generations(m, cfg.split, cfg.paths) for m in side_a.members]
-        frames_b = [saved_generations(m, cfg.split, cfg.paths) for m in side_b.members]
-        same_data(side_a, side_b, cfg.split)
+        frames_a = [saved_generations(evals, m) for m in side_a.members]
+        frames_b = [saved_generations(evals, m) for m in side_b.members]
+        same_data(side_a, side_b, evals)
         effects = generation_effects(frames_a, frames_b, side_a.name, side_b.name, spec)
         slices = generation_slices(frames_a, frames_b, spec)
     elif paired:
-        frames_a = [saved_predictions(m, cfg.split, cfg.paths) for m in side_a.members]
-        frames_b = [saved_predictions(m, cfg.split, cfg.paths) for m in side_b.members]
+        frames_a = [saved_predictions(evals, m) for m in side_a.members]
+        frames_b = [saved_predictions(evals, m) for m in side_b.members]
         if any(f is None for f in frames_a + frames_b):
             raise ConfigError("compare.metric", f"{spec.metric} needs classification "
                               "predictions; these runs have none",
                               "use a metrics.json key, e.g. compare.metric=test/entity_f1, "
                               "or for retrieval runs compare.metric=ndcg@10")
-        same_data(side_a, side_b, cfg.split)
+        same_data(side_a, side_b, evals)
         gold, pa, pb, groups = align(frames_a, frames_b, side_a.name, side_b.name)
         for metric in PAIRED_METRICS:
             effects[metric] = paired_bootstrap(gold, pa, pb, metric, spec.resamples, spec.seed)
         slices = slice_effects(gold, pa, pb, groups, spec)
     else:
-        values_a = [_member_metric(m, spec.metric, cfg.split) for m in side_a.members]
-        values_b = [_member_metric(m, spec.metric, cfg.split) for m in side_b.members]
+        values_a = [_member_metric(m, spec.metric, cfg.split, evals) for m in side_a.members]
+        values_b = [_member_metric(m, spec.metric, cfg.split, evals) for m in side_b.members]
         effects[spec.metric] = seeds_only(values_a, values_b, spec.metric)
     main = effects[spec.metric]
     decision = verdict(main, spec.min_effect, higher_is_better(spec.metric))
@@ -382,14 +301,17 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         decision = "iterate"
         reason = (f"the aggregate clears the bar but {len(regressions)} slice(s) regress "
                   f"significantly: " + ", ".join(s["slice"] for s in regressions[:5]))
-    result = {"a": str(side_a.path), "b": str(side_b.path), "split": cfg.split,
+    data = evals.where(side_b.members[0]) if evals.other_data else None
+    result = {"a": str(side_a.path), "b": str(side_b.path), "split": cfg.split, "data": data,
               "metric": spec.metric, "min_effect": spec.min_effect, "verdict": decision,
               "reason": reason, "note": note,
               "headline": headline(side_a.name, side_b.name, main, decision, spec.min_effect),
               "effects": {k: v.as_dict() for k, v in effects.items()}, "slices": slices,
               "slice_metric": spec.metric if spec.metric in GENERATION_METRICS else "accuracy",
               "seeds": {"a": len(side_a.members), "b": len(side_b.members)}}
-    out = Path(cfg.out) if cfg.out else side_b.path / "compare" / side_a.name
+    # another data set's comparison beside the own data's, named after the evaluations
+    label = side_a.name + (data.removeprefix("eval") if data else "")
+    out = Path(cfg.out) if cfg.out else side_b.path / "compare" / label
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(result, indent=1, default=float))
     result["report"] = str(write_compare_report(result, out))

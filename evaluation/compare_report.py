@@ -46,9 +46,10 @@ def write_compare_report(result: dict[str, Any], out: Path) -> Path:
         lines += [f"Verdict changed to *iterate*: {result['reason']}.", ""]
     if result.get("note"):
         lines += [f"Note: {result['note']}.", ""]
+    where = f"each run's `{result['data']}/`" if result.get("data") else "the runs' own"
     lines += [f"- A (reference): `{result['a']}` ({result['seeds']['a']} run(s))",
               f"- B (candidate): `{result['b']}` ({result['seeds']['b']} run(s))",
-              f"- split: {result['split']}; ship = CI excludes 0 and B − A ≥ "
+              f"- data: {where}, {result['split']} split; ship = CI excludes 0 and B − A ≥ "
               f"{result['min_effect']}; stop = CI rules out that much; iterate = undecided", "",
               "| metric | A | B | B − A | 95% CI | p |", "|---|---|---|---|---|---|"]
     for metric, e in result["effects"].items():

@@ -63,6 +63,13 @@ class RerankChoice:
                             top_k=self.top_k or run.top_k)
 
 
+def check_name(name: str | None) -> None:
+    """``name=`` becomes a folder ``eval-<name>``: one plain path component."""
+    if name is not None and (not name or "/" in name or name.startswith(".")):
+        raise ConfigError("name", f"{name!r} cannot name an evaluation folder",
+                          "e.g. name=march_batch")
+
+
 @dataclass
 class EvaluateConfig:
     """What to evaluate and how.
@@ -220,12 +227,19 @@ class CompareConfig:
         a: The reference: a run group (``runs/<name>`` with group.json) or a single run.
         b: The candidate, same forms.
         split: The evaluated split both are compared on (predictions are made if missing).
-        out: Where the comparison report goes; ``null`` = ``<b>/compare/<a name>``.
+        data: Another data config (``data=<group>``) both are compared on: each run's
+            ``evaluate data=<group>`` folder (``eval-<name>/<split>/``), made if missing or
+            stale; ``null`` = the runs' own data (``eval/<split>/``).
+        name: The ``name=`` those evaluations were saved under, if one was given.
+        out: Where the comparison report goes; ``null`` = ``<b>/compare/<a name>``, or
+            ``<b>/compare/<a name>-<eval folder>`` for other data.
     """
 
     a: str = "???"
     b: str = "???"
     split: str = "test"
+    data: Optional[DataConfig] = None
+    name: Optional[str] = None
     out: Optional[str] = None
     compare: CompareSpec = field(default_factory=CompareSpec)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -233,6 +247,9 @@ class CompareConfig:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError("split", f"must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        check_name(self.name)
+        if self.data is not None:
+            check_data_uris(self.data)  # a presigned URL would land in metrics.json
 
 
 @dataclass

@@ -21,7 +21,7 @@ from data.pipeline import build_splits
 from data.read import driver_reads_all
 from data.tokenize import tokens_cut
 from evaluation.baseline import BASELINE_DIR, baseline_predictions
-from evaluation.config import EvaluateConfig
+from evaluation.config import EvaluateConfig, check_name
 from evaluation.embedding_eval import evaluate_retrieval, evaluate_similarity
 from evaluation.evaluate_tasks import (
     PredictTags,
@@ -35,11 +35,11 @@ from evaluation.generate import Generate, GenerateBase, finish_generation, group
 from evaluation.inference import place_for_inference, score_split
 from evaluation.outputs import (
     EVAL_DIR,
-    check_name,
     data_config,
     data_identity,
     data_lost,
     generation_settings,
+    is_current,
     output_dir,
     own_data,
     rows_digest,
@@ -50,7 +50,7 @@ from evaluation.scoring import score_frame
 from trainers.cluster_config import ClusterConfig
 from trainers.config import TaskKind
 from trainers.console_logs import announce_no_ray
-from trainers.identity import digest, replaced_on_success
+from trainers.identity import digest, read_json, replaced_on_success
 from trainers.models import load_run_config, load_trained
 from trainers.scaling import ensure_ray, ray_not_needed, without_ray
 from trainers.storage import local_run
@@ -102,12 +102,14 @@ def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataF
     return frame, time.perf_counter() - start
 
 
-def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] = ()
-             ) -> dict[str, Any]:
+def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] = (),
+             reuse: bool = False) -> dict[str, Any]:
     """Evaluate one split of a finished run; returns the metrics and where files went.
 
     ``splits``: data already read for this run's data config (a seed group reads it once).
     ``data_overrides``: ``data.*`` keys applied to the run's own data config (no ``data=``).
+    ``reuse``: return the saved evaluation when it is current (the same weights, generation
+    settings, data config and file contents) instead of evaluating again (``compare``).
     """
     run_dir = Path(local_run(cfg.run, "run", cfg.paths)).expanduser().resolve()
     run = load_run_config(run_dir)
@@ -123,19 +125,24 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
             ray_not_needed(driver_reads_all(data)):
         with without_ray():
             announce_no_ray()
-            return _evaluate(cfg, run_dir, run, data, build_splits(data, run.task.data_task))
+            return _evaluate(cfg, run_dir, run, data, build_splits(data, run.task.data_task),
+                             reuse)
     ensure_ray(ClusterConfig())
     return _evaluate(cfg, run_dir, run, data,
-                     splits or build_splits(data, run.task.data_task))
+                     splits or build_splits(data, run.task.data_task), reuse)
 
 
-def _evaluate(cfg: EvaluateConfig, run_dir: Path, run: Any, data: Any, splits: Any
-              ) -> dict[str, Any]:
+def _evaluate(cfg: EvaluateConfig, run_dir: Path, run: Any, data: Any, splits: Any,
+              reuse: bool = False) -> dict[str, Any]:
     splits.pick(cfg.split)
     files = splits.fingerprint
     out_dir = output_dir(run_dir, cfg.split, own_data(run_dir, run.data, data, files), data,
                          files, cfg.name)
     made_by = {"weights": weights_hash(run_dir), "data": data_identity(data, files)}
+    saved = read_json(out_dir / "metrics.json") or {}
+    if reuse and is_current(out_dir, run_dir) and \
+            (saved.get("made_by") or {}).get("data") == made_by["data"]:
+        return {**saved, "out_dir": str(out_dir), "reused": True}
     if run.task.kind == TaskKind.rerank:  # reorder a first stage's top-k of a corpus
         if data.format.value != "beir":
             raise ConfigError("data.format", "evaluating a rerank run needs a BEIR corpus "

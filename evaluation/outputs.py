@@ -104,12 +104,6 @@ def output_dir(run_dir: Path, split: str, own: bool, data: DataConfig,
     return run_dir / f"{EVAL_DIR}-{label}" / split
 
 
-def check_name(name: str | None) -> None:
-    if name is not None and (not name or "/" in name or name.startswith(".")):
-        raise ConfigError("name", f"{name!r} cannot name an evaluation folder",
-                          "e.g. name=march_batch")
-
-
 def rows_digest(frame: Any) -> str:
     """A hash of the evaluated rows (ids and texts, in id order): two evaluations pair
     example by example only when it is equal."""

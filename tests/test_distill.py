@@ -384,6 +384,7 @@ def test_distill_on_two_workers_with_control_and_cached_teacher_outputs(teacher_
     meta = json.loads((root / "student" / "seed0" / "run_meta.json").read_text())
     rows = meta["dataset"]["splits"]["train"]["rows"]
     assert len(labels) == meta["train_rows"] == 2 * rows  # every row and its copy, once
+    assert meta["train_rows_added"] == {"distill.augment": {"rows": rows, "copies": 1}}
     assert labels.count(-100) == rows
     assert len(set(table.column("uid").to_pylist())) == len(labels)
     meta = json.loads((root / "student" / "seed0" / "config.json").read_text())

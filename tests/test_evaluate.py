@@ -105,6 +105,47 @@ def test_new_data_is_evaluated_beside_the_runs_own_results_never_over_them(
     capsys.readouterr()
 
 
+def test_compare_on_other_data_pairs_each_runs_evaluation_of_it(trained, tmp_path, capsys):
+    """``compare A B data=<group>``: each run's ``evaluate data=…`` folder, made when missing,
+    reused while current, made again once the data's files change."""
+    import shutil
+
+    run_dir = Path(trained["run_dir"])
+    twin = tmp_path / "runs" / "twin"  # the same weights under another name: every delta 0
+    shutil.copytree(run_dir, twin, ignore=lambda d, names: [
+        n for n in names if n.startswith(("eval", "baseline", "compare"))])
+    test_path = json.loads((run_dir / "config.json").read_text())["data"]["test_path"]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(line + "\n" for line in Path(test_path).read_text().splitlines()[:40]))
+    args = ["compare", str(run_dir), str(twin), "data=sample", f"data.test_path={batch}",
+            "compare.metric=accuracy", "compare.resamples=200"]
+    assert main(args) == 0, capsys.readouterr().err
+    [folder] = [p.name for p in twin.glob("eval-sample-*")]  # evaluated for the comparison
+    assert (run_dir / folder / "test" / "predictions.parquet").is_file()
+    assert not (twin / "eval").exists()  # the runs' own test split was never scored
+    out = twin / "compare" / f"{run_dir.name}-{folder[len('eval-'):]}"
+    result = json.loads((out / "compare.json").read_text())
+    assert result["data"] == folder and result["effects"]["accuracy"]["n"] == 40
+    assert result["effects"]["accuracy"]["delta"] == 0
+    assert f"each run's `{folder}/`, test split" in (out / "compare.md").read_text()
+    saved = [run_dir / folder / "test" / "predictions.parquet",
+             twin / folder / "test" / "predictions.parquet"]
+    made = [p.stat().st_mtime_ns for p in saved]
+    assert main([*args[:-2], "compare.metric=test/accuracy"]) == 0  # the evaluations' metric
+    assert [p.stat().st_mtime_ns for p in saved] == made  # current: reused, not re-evaluated
+    seeds_only = json.loads((out / "compare.json").read_text())["effects"]["test/accuracy"]
+    scored = json.loads((twin / folder / "test" / "metrics.json").read_text())
+    assert seeds_only["b"] == pytest.approx(scored["metrics"]["accuracy"]["value"])
+    batch.write_text("".join(batch.read_text().splitlines(keepends=True)[:30]))  # new contents
+    assert main(args) == 0
+    fresh = {p.name for p in twin.glob("eval-sample-*")} - {folder}
+    assert len(fresh) == 1  # a new fingerprint, a new folder beside the first
+    result = json.loads((twin / "compare" / f"{run_dir.name}-{fresh.pop()[5:]}" /
+                         "compare.json").read_text())
+    assert result["effects"]["accuracy"]["n"] == 30
+    capsys.readouterr()
+
+
 def test_model_card_is_written_from_tracked_artefacts(trained, capsys):
     import yaml
 

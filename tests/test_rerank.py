@@ -142,12 +142,13 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
     shown = capsys.readouterr().out
     assert "A ranks bm25's top 5, reranked, B bm25's top 3, reranked: the effect is the " \
            "whole pipeline's" in shown, shown
-    from evaluation.compare import Side, ranked_from
+    from evaluation.compare_sides import Evaluations, Side, ranked_from
+    from evaluation.config import CompareConfig
 
     mixed = Side(path=tmp_path, name="group", members=[run_dir, tmp_path / "runs" / "rr3"])
     with pytest.raises(DataError, match=r"^group: its runs ranked different candidates "
                                         r"\(rr: bm25's top 5, reranked; rr3: bm25's top 3"):
-        ranked_from(mixed, "test")
+        ranked_from(mixed, Evaluations(CompareConfig(split="test")))
 
     # a first stage that is not an embedding run, or no run at all: one line naming the key
     for retriever, problem in ((run_dir, "is a rerank run, not an embedding run"),

@@ -137,6 +137,13 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     taught = json.loads((tmp_path / "runs" / "sft_kd" / "control" / "seed0" /
                          "run_meta.json").read_text())
     assert learned["train_rows"] == taught["train_rows"] + moved["rows"]  # the control: none
+    # the student's own records say where its extra rows came from, with the counts
+    assert learned["train_rows_added"] == {"distill.transfer_path": {
+        k: moved[k] for k in ("rows", "read", "bad", "repeated", "held_out", "unfinished",
+                              "answered", "truncated_tokens")}}
+    assert "train_rows_added" not in taught
+    assert f"- train: {moved['rows']} row(s) joined from distill.transfer_path (read 8, bad 0," \
+        in (tmp_path / "runs" / "sft_kd" / "student" / "seed0" / "report.md").read_text()
     answers = __import__("pandas").read_parquet(moved["answers"]).astype(transfer.ANSWER_TYPES)
     assert tested not in " ".join(answers["text"])  # a held-out prompt is never answered
     # the answers are cached with what made them: reused as they are, refused once changed

@@ -47,6 +47,9 @@ def _data_notes(run: TrainConfig, meta: dict[str, Any]) -> list[str]:
     for key, hidden in (data.get("hidden_files") or {}).items():
         notes.append(f"- {key}: {hidden['count']} hidden or _-prefixed file(s) not read, e.g. "
                      f"`{hidden['first'][0]}`")
+    for source, counts in (meta.get("train_rows_added") or {}).items():
+        notes.append(f"- train: {counts['rows']} row(s) joined from {source} ("
+                     + ", ".join(f"{k} {v}" for k, v in counts.items() if k != "rows") + ")")
     split = meta.get("train_split") or {}
     if split.get("rows_left_out_per_epoch"):
         notes.append(f"- train: {split['workers']} workers take equal shares; "

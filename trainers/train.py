@@ -70,6 +70,9 @@ class Prepared:
     data_check: dict[str, Any]
     # rows (LM: blocks) each evaluation split must give; the loop counts any shortfall
     eval_rows: dict[str, int] = field(default_factory=dict)
+    # rows joined to the train split beyond the data's own (distillation: KD copies, answered
+    # transfer prompts), with their counts: run_meta.json and report.md say where they came from
+    added: dict[str, Any] = field(default_factory=dict)
 
 
 def needs_no_ray(run: TrainConfig) -> bool:
@@ -171,6 +174,8 @@ def fit(run: TrainConfig, prep: Prepared,
                            "rows_left_out_per_epoch": train_rows - due_per_epoch(train_rows,
                                                                                  world)}
     meta["data_check"] = prep.data_check
+    if prep.added:
+        meta["train_rows_added"] = prep.added
     (run_dir / "config.json").write_text(json.dumps(config, indent=1, default=str))
     (run_dir / "run_meta.json").write_text(json.dumps(meta, indent=1, default=str))
     if store is not None:  # a resume on another machine checks its config against this one
