@@ -24,6 +24,7 @@ def test_worker_lines_go_to_the_log_file_and_only_progress_to_the_console(tmp_pa
     with console_logs.routed(log):
         console_logs._worker_lines({"lines": lines, "pid": 7, "actor_name": "RayTrainWorker"})
         logging.getLogger("transformers").warning("BertModel LOAD REPORT")
+        logging.getLogger("ray.data").warning("Dataset execution finished")
         shown = console_logs._route["print_to_stdstream"] if "captured" in \
             console_logs._route else None
     assert shown is None  # Ray was not started inside: nothing of Ray's was replaced
@@ -32,6 +33,7 @@ def test_worker_lines_go_to_the_log_file_and_only_progress_to_the_console(tmp_pa
     text = log.read_text()
     assert all(f"(RayTrainWorker pid=7) {line}" in text for line in lines)
     assert "LOAD REPORT" in text
+    assert text.count("Dataset execution finished") == 1  # ray.data's lines once, not twice
     assert not console_logs._route  # restored after the command
     assert logging.getLogger("transformers").propagate == propagates  # its own setting back
 

@@ -56,9 +56,10 @@ def routed(log_file: Path, show_progress: bool = True) -> Iterator[None]:
     logging.captureWarnings(True)
     for name in QUIET:
         logger = logging.getLogger(name)
-        logger.addHandler(to_file)
         _route["propagate"][name] = logger.propagate
         logger.propagate = name.startswith("ray")  # the others reach the file only
+        if not (logger.propagate and name.rpartition(".")[0] in QUIET):
+            logger.addHandler(to_file)  # else its parent's handler writes it: once, not twice
     quiet_console_handlers()
     try:
         yield
