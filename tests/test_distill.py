@@ -13,7 +13,7 @@ import torch
 from data.errors import ConfigError
 from distill.loss import distill_loss
 from shardtune.cli import main
-from tests.conftest import FAST, SHARED, needs_shared, train_run
+from tests.conftest import FAST, PLUMBING_MODEL, SHARED, needs_shared, train_run
 
 SPEED_ROWS = "distill.speed_rows=32"  # the report's speed figures, timed on fewer texts
 
@@ -309,13 +309,14 @@ def test_cached_outputs_are_stamped_with_the_rows_they_were_made_for(tmp_path):
 
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory, ray_session):
-    """A small fine-tuned MiniLM teacher on AG News (4 classes)."""
+    """A briefly trained teacher on AG News (4 classes): the random-init 2-layer encoder, as
+    these tests check the plumbing (gradients, provenance, two workers, student init), not
+    what KD learns (docs/benchmarks.md measures that on MiniLM)."""
     if not SHARED.is_dir():
         pytest.skip(f"real data sets not found at {SHARED}")
     root = tmp_path_factory.mktemp("teacher")
     summary = train_run(root, [*FAST, "data=agnews_subset", "data.max_examples=300",
-                               "trainer.max_steps=10", "run_name=teacher",
-                               "model.pooling=mean"])
+                               "trainer.max_steps=10", "run_name=teacher", PLUMBING_MODEL])
     return Path(summary["run_dir"])
 
 
@@ -333,7 +334,7 @@ def test_teacher_gets_no_gradients_and_stays_bit_identical(teacher_run):
     distiller = Distiller(run, torch.device("cpu"))
     before = {k: v.clone() for k, v in distiller.teacher.state_dict().items()}
     student = keep_layers(merged_teacher(load_teacher(str(teacher_run), run.task.kind)[0]),
-                          [0, 3])
+                          [1])
     for p in student.parameters():
         p.requires_grad_(True)
     batch = {"input_ids": torch.tensor([[101, 2054, 2003, 102], [101, 7592, 102, 0]]),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST, logged, train_run
+from tests.conftest import FAST, PLUMBING_MODEL, logged, train_run
 from trainers.checkpoint import (
     Progress,
     checkpoint_step,
@@ -208,7 +208,7 @@ def test_a_shard_deleted_mid_run_is_named_or_counted_never_silently_lost(
     threading.Thread(target=delete_after_first_step, daemon=True).start()
     code = main(["train", f"paths.root={tmp_path}", f"data.path={data}", "data.test_path=null",
                  "data.materialize=false", "trainer.epochs=2", f"data.on_error={on_error}",
-                 *FAST])
+                 *FAST, PLUMBING_MODEL])  # epoch 1's 11 steps outlast the deletion's poll
     err = capsys.readouterr()
     if on_error == "error":
         assert code == 2
