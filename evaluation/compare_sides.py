@@ -93,24 +93,26 @@ def saved_predictions(evals: Evaluations, member: Path) -> pd.DataFrame | None:
     return frame if "gold_label" in frame else None
 
 
+def _saved_with(evals: Evaluations, member: Path, column: str, kind: str, hint: str
+                ) -> pd.DataFrame:
+    """A member's predictions, refused in one line when they lack the metric's column."""
+    frame = evals.predictions(member)
+    if column not in frame:
+        raise ConfigError("compare.metric", f"{member} is not a {kind} run (its "
+                          f"{evals.cfg.split} predictions have no {column!r} column)", hint)
+    return frame
+
+
 def saved_query_scores(evals: Evaluations, member: Path) -> pd.DataFrame:
     """A retrieval run's per-query metrics."""
-    frame = evals.predictions(member)
-    if "query_id" not in frame:
-        raise ConfigError("compare.metric", f"{member} is not a retrieval run (its "
-                          f"{evals.cfg.split} predictions have no per-query scores)",
-                          "retrieval metrics compare task=embedding runs on BEIR data")
-    return frame
+    return _saved_with(evals, member, "query_id", "retrieval",
+                       "retrieval metrics compare task=embedding runs on BEIR data")
 
 
 def saved_generations(evals: Evaluations, member: Path) -> pd.DataFrame:
     """A chat run's generated answers, one row per prompt with its references."""
-    frame = evals.predictions(member)
-    if "generated" not in frame:
-        raise ConfigError("compare.metric", f"{member} is not a generation run (its "
-                          f"{evals.cfg.split} predictions hold no generated answers)",
-                          "bleu/chrf/rouge_l/exact_match compare task=sft runs")
-    return frame
+    return _saved_with(evals, member, "generated", "generation",
+                       "bleu/chrf/rouge_l/exact_match compare task=sft runs")
 
 
 def ranked_from(side: Side, evals: Evaluations) -> str:
