@@ -126,7 +126,7 @@ def distill(run: TrainConfig) -> dict[str, Any]:
         train, rows = copied_rows(prep, student, tokenizer_location(student.model))
         added = {"distill.augment": {"rows": rows - prep.train_rows, "copies": spec.augment}}
         prep = dataclasses.replace(prep, datasets={**prep.datasets, "train": train},
-                                   train_rows=rows, added=added)
+                                   train_rows=rows, added={**prep.added, **added})
     if spec.transfer_path:
         train, rows, transfer = transfer_rows(
             prep, student, tokenizer_location(student.model), teacher,
