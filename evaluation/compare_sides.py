@@ -55,6 +55,7 @@ class Evaluations:
 
     cfg: CompareConfig
     folders: dict[Path, Path] = field(default_factory=dict)
+    read: dict[tuple, Any] = field(default_factory=dict)  # the data, read once for all runs
 
     @property
     def other_data(self) -> bool:
@@ -70,10 +71,10 @@ class Evaluations:
         asked = EvaluateConfig(run=str(member), split=cfg.split, data=cfg.data, name=cfg.name,
                                baseline=False, paths=cfg.paths)
         if self.other_data:  # the folder depends on the data's files: evaluate finds it
-            return Path(evaluate(asked, reuse=True)["out_dir"])
+            return Path(evaluate(asked, reuse=True, read=self.read)["out_dir"])
         out = member / EVAL_DIR / cfg.split
         if not is_current(out, member):
-            evaluate(asked)
+            evaluate(asked, read=self.read)
         return out
 
     def predictions(self, member: Path) -> pd.DataFrame:

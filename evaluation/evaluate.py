@@ -103,13 +103,15 @@ def _predict(cfg: EvaluateConfig, run_dir: Path, dataset: Any) -> tuple[pd.DataF
 
 
 def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] = (),
-             reuse: bool = False) -> dict[str, Any]:
+             reuse: bool = False, read: dict[tuple, Any] | None = None) -> dict[str, Any]:
     """Evaluate one split of a finished run; returns the metrics and where files went.
 
     ``splits``: data already read for this run's data config (a seed group reads it once).
     ``data_overrides``: ``data.*`` keys applied to the run's own data config (no ``data=``).
     ``reuse``: return the saved evaluation when it is current (the same weights, generation
     settings, data config and file contents) instead of evaluating again (``compare``).
+    ``read``: the splits this command has read so far, by data config (``compare`` evaluates
+    each run on the same data: read once, not once a run); filled as data is read.
     """
     run_dir = Path(local_run(cfg.run, "run", cfg.paths)).expanduser().resolve()
     run = load_run_config(run_dir)
@@ -125,11 +127,21 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
             ray_not_needed(driver_reads_all(data)):
         with without_ray():
             announce_no_ray()
-            return _evaluate(cfg, run_dir, run, data, build_splits(data, run.task.data_task),
-                             reuse)
+            return _evaluate(cfg, run_dir, run, data,
+                             _splits(data, run.task.data_task, read, local=True), reuse)
     ensure_ray(ClusterConfig())
     return _evaluate(cfg, run_dir, run, data,
-                     splits or build_splits(data, run.task.data_task), reuse)
+                     splits or _splits(data, run.task.data_task, read, local=False), reuse)
+
+
+def _splits(data: Any, task: str, read: dict[tuple, Any] | None, local: bool) -> Any:
+    """The data's splits, read once a command when ``read`` keeps them."""
+    if read is None:
+        return build_splits(data, task)
+    key = (local, task, json.dumps(dataclasses.asdict(data), sort_keys=True, default=str))
+    if key not in read:
+        read[key] = build_splits(data, task)
+    return read[key]
 
 
 def _evaluate(cfg: EvaluateConfig, run_dir: Path, run: Any, data: Any, splits: Any,

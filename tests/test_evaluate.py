@@ -105,10 +105,18 @@ def test_new_data_is_evaluated_beside_the_runs_own_results_never_over_them(
     capsys.readouterr()
 
 
-def test_compare_on_other_data_pairs_each_runs_evaluation_of_it(trained, tmp_path, capsys):
+def test_compare_on_other_data_pairs_each_runs_evaluation_of_it(trained, tmp_path, capsys,
+                                                              monkeypatch):
     """``compare A B data=<group>``: each run's ``evaluate data=…`` folder, made when missing,
-    reused while current, made again once the data's files change."""
+    reused while current, made again once the data's files change; the data read once."""
     import shutil
+
+    from evaluation import evaluate as evaluate_module
+
+    reads = []
+    build_splits = evaluate_module.build_splits
+    monkeypatch.setattr(evaluate_module, "build_splits",
+                        lambda *a, **k: reads.append(a) or build_splits(*a, **k))
 
     run_dir = Path(trained["run_dir"])
     twin = tmp_path / "runs" / "twin"  # the same weights under another name: every delta 0
@@ -120,6 +128,7 @@ def test_compare_on_other_data_pairs_each_runs_evaluation_of_it(trained, tmp_pat
     args = ["compare", str(run_dir), str(twin), "data=sample", f"data.test_path={batch}",
             "compare.metric=accuracy", "compare.resamples=200"]
     assert main(args) == 0, capsys.readouterr().err
+    assert len(reads) == 1  # two runs evaluated on one data set: read once, not once a run
     [folder] = [p.name for p in twin.glob("eval-sample-*")]  # evaluated for the comparison
     assert (run_dir / folder / "test" / "predictions.parquet").is_file()
     assert not (twin / "eval").exists()  # the runs' own test split was never scored
