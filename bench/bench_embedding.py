@@ -100,7 +100,7 @@ def shardtune_training(tmp: Path, steps: int, batch: int, max_length: int, lr: f
 
 
 def bare_encode(run_dir: str, texts: list[str], batch: int, max_length: int) -> float:
-    """Docs/s of a length-sorted batched loop calling the same trained model (LoRA unmerged,
+    """Docs/s of a length-sorted batched loop calling the same trained model (LoRA merged,
     as evaluate loads it), its loading timed as evaluate's is: what is left is the harness's
     own cost."""
     from trainers.models import load_trained

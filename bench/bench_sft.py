@@ -140,8 +140,9 @@ def prompts_of(chats: list[str], n: int) -> list[list[dict]]:
 
 
 def bare_generate(run_dir: str, prompts: list[list[dict]], batch: int, new_tokens: int,
-                  sort: bool) -> dict:
-    """The reference: PeftModel.from_pretrained + model.generate, left padding, greedy."""
+                  sort: bool, merged: bool = False) -> dict:
+    """The reference: PeftModel.from_pretrained (``merged``: then ``merge_and_unload``, as
+    evaluate loads a LoRA run) + model.generate, left padding, greedy."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -149,6 +150,8 @@ def bare_generate(run_dir: str, prompts: list[list[dict]], batch: int, new_token
     tok.padding_side = "left"
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir()),
                                       str(Path(run_dir) / "adapter")).eval()
+    if merged:
+        model = model.merge_and_unload()
     texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
              for p in prompts]
     if sort:
@@ -191,8 +194,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--generation-ab", metavar="RUN_DIR",
-                        help="only generation, shardtune and bare interleaved (S B B S) on "
-                        "a finished run: order and machine drift cancel out")
+                        help="only generation, shardtune and bare loops (adapters as saved, "
+                        "and merged) interleaved (S B M M B S) on a finished run: order and "
+                        "machine drift cancel out")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_sft_"))
     run = compose_run(tmp, ["task=sft", "model=smollm2", "data=e2e_nlg",
@@ -203,15 +207,18 @@ def main() -> None:
     if args.generation_ab:
         prompts = prompts_of(chats, args.prompts)
         rounds = []
-        for name in ("shardtune", "bare", "bare", "shardtune"):
+        for name in ("shardtune", "bare", "bare_merged", "bare_merged", "bare", "shardtune"):
             result = (shardtune_generate(args.generation_ab, prompts, args.batch, args.new_tokens)
                       if name == "shardtune" else bare_generate(
-                          args.generation_ab, prompts, args.batch, args.new_tokens, sort=True))
+                          args.generation_ab, prompts, args.batch, args.new_tokens, sort=True,
+                          merged=name == "bare_merged"))
             rounds.append({"arm": name, **result})
+            print(f"{name}: {result['examples_per_s']:.3f} examples/s", flush=True)
         mean = {arm: np.mean([r["examples_per_s"] for r in rounds if r["arm"] == arm])
-                for arm in ("shardtune", "bare")}
+                for arm in ("shardtune", "bare", "bare_merged")}
         save("sft_generation_ab", {"run": args.generation_ab, "prompts": len(prompts),
-                                   "rounds": rounds, "ratio": mean["shardtune"] / mean["bare"]})
+                                   "rounds": rounds, "ratio": mean["shardtune"] / mean["bare"],
+                                   "ratio_vs_merged": mean["shardtune"] / mean["bare_merged"]})
         return
     peak = fp32_matmul_peak()
     shape = (args.steps, args.batch, args.max_length, args.rank)

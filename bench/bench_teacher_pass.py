@@ -50,9 +50,7 @@ def bare_pass(teacher: str, rows: dict[str, np.ndarray], temperature: float, pad
     adapters folded in first, as shardtune does), rows sorted by length, batches of 64, the
     log-probabilities written as parquet."""
     start = time.perf_counter()
-    model = load_trained(Path(teacher))[0].eval()
-    if merge:
-        model = model.merge_and_unload()
+    model = load_trained(Path(teacher), merge_adapters=merge)[0].eval()
     order = np.argsort(rows["length"], kind="stable")
     logp: list[np.ndarray] = [np.empty(0)] * len(order)
     with torch.no_grad():

@@ -24,7 +24,6 @@ from data.batches import collate, model_inputs
 from data.errors import ConfigError
 from data.inprocess import to_block
 from data.locations import resolve_location
-from distill.student import merged_teacher
 from trainers.config import TaskKind
 from trainers.lm_head import labelled_head_applies, labelled_logits
 from trainers.models import _AUTO_CLASSES, load_trained
@@ -45,9 +44,8 @@ def teacher_dir(location: str) -> Path | None:
 
 
 def load_teacher(location: str, task: Any) -> tuple[Any, Any, list[str]]:
-    """(frozen model in eval mode, tokenizer, labels). A frozen teacher's adapters are merged
-    into its weights (one matmul per layer where LoRA adds two more); a 4-/8-bit base (a
-    QLoRA teacher) stays as loaded, since merging into it would re-quantise."""
+    """(frozen model in eval mode, tokenizer, labels). A run's adapters come merged into its
+    weights (``load_trained``); a QLoRA teacher's 4-bit base stays as loaded."""
     run_dir = teacher_dir(location)
     if run_dir is not None:
         model, tokenizer, labels, _ = load_trained(run_dir)
@@ -71,8 +69,6 @@ def load_teacher(location: str, task: Any) -> tuple[Any, Any, list[str]]:
                 from None
         id2label = getattr(model.config, "id2label", {}) or {}
         labels = [] if task == TaskKind.rerank else [id2label[i] for i in sorted(id2label)]
-    if not any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules()):
-        model = merged_teacher(model)
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval(), tokenizer, labels

@@ -295,8 +295,13 @@ def _rebuilt_base(run: Any, labels: list[str], tokenizer: Any) -> Any:
                             score_range(run))
 
 
-def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
-    """(model, tokenizer, labels, TrainConfig) of a finished run, ready for inference."""
+def load_trained(run_dir: Path, merge_adapters: bool = True) -> tuple[Any, Any, list[str], Any]:
+    """(model, tokenizer, labels, TrainConfig) of a finished run, ready for inference.
+
+    ``merge_adapters``: LoRA/DoRA adapters folded into the weights they adapt (one matmul per
+    adapted layer where the adapter adds two more, and no per-layer adapter dispatch: what a
+    frozen model is for); a QLoRA base stays 4-bit with its adapter beside it, as trained,
+    since merging into it would re-quantise. ``False`` keeps the ``PeftModel`` as saved."""
     from transformers import AutoTokenizer  # slow import: see the docstring
 
     run = load_run_config(run_dir)
@@ -313,7 +318,10 @@ def load_trained(run_dir: Path) -> tuple[Any, Any, list[str], Any]:
     if not adapter.is_dir():
         raise ConfigError("run", f"{run_dir} has no adapter/ (did training finish?)")
     with torch.random.fork_rng(devices=[]):  # building draws random numbers: not the caller's
-        return _load_model(run, adapter, labels, tokenizer), tokenizer, labels, run
+        model = _load_model(run, adapter, labels, tokenizer)
+    if merge_adapters and run.peft.method in (PeftMethod.lora, PeftMethod.dora):
+        model = model.merge_and_unload().eval()
+    return model, tokenizer, labels, run
 
 
 def _load_model(run: Any, adapter: Path, labels: list[str], tokenizer: Any) -> Any:
