@@ -3,7 +3,8 @@
 The model is a briefly trained LoRA MiniLM run on BANKING77 (weights do not change the speed).
 Both loops score the same rows with the same batch size and max length on the same threads;
 ``evaluate`` in this process (its default up to ``inprocess_rows``, 20,000) and through a Ray
-Data actor, beside a bare loop over length-sorted rows and one in file order, interleaved.
+Data actor, beside bare loops over length-sorted rows (adapters as saved, and merged, as
+``evaluate`` loads them) and one in file order, interleaved.
 
     python bench/bench_eval.py                  # BANKING77 train split (8,990 rows), 3 rounds
 """
@@ -32,11 +33,13 @@ from trainers.scaling import ensure_ray  # noqa: E402
 from trainers.train import train  # noqa: E402
 
 
-def bare_inference(run_dir: Path, texts: list[str], batch: int, sort: bool) -> float:
-    """What one writes by hand: load the model, tokenise a batch, forward, softmax; returns
-    examples/s (the load timed, as evaluate's is)."""
+def bare_inference(run_dir: Path, texts: list[str], batch: int, sort: bool,
+                   merged: bool = False) -> float:
+    """What one writes by hand: load the model (base + adapters as saved, or with the adapters
+    merged into the weights), tokenise a batch, forward, softmax; returns examples/s (the load
+    timed, as evaluate's is)."""
     start = time.perf_counter()
-    model, tok, _, run = load_trained(run_dir)
+    model, tok, _, run = load_trained(run_dir, merge_adapters=merged)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i])) if sort else range(len(texts))
     order = list(order)
     with torch.no_grad():
@@ -60,20 +63,26 @@ def main() -> None:
     run_dir = Path(summary["run_dir"])
     ensure_ray(run.cluster)  # the actor arm needs it; the in-process arm runs beside it
     splits = build_splits(run.data, "seq_cls")
-    dataset = to_ray(splits.datasets["train"])
+    # as `shardtune evaluate` gets them: rows this process read (the in-process arm), and
+    # the same rows in Ray's object store for the actors (what a split past inprocess_rows,
+    # or one read by Ray Data on a cluster, goes through)
+    here = splits.datasets["train"]
+    dataset = to_ray(here)
     texts = [r["text"] for r in dataset.take_all()]
     arms = {"evaluate_in_process": EvaluateConfig(run=str(run_dir), batch_size=64),
             "evaluate_actor": EvaluateConfig(run=str(run_dir), batch_size=64, inprocess_rows=0)}
-    order = [*arms, "bare_sorted", "bare_file_order"]
+    order = [*arms, "bare_sorted", "bare_sorted_merged", "bare_file_order"]
     rates: dict[str, list[float]] = {arm: [] for arm in order}
     for r in range(args.rounds):  # interleaved A B C D, D C B A: drift falls on every arm
         for arm in (order if r % 2 == 0 else order[::-1]):
             if arm in arms:
-                frame, seconds = _predict(arms[arm], run_dir, dataset)
+                frame, seconds = _predict(arms[arm], run_dir,
+                                          here if arm == "evaluate_in_process" else dataset)
                 assert len(frame) == len(texts)
                 rates[arm].append(len(frame) / seconds)
             else:
-                rates[arm].append(bare_inference(run_dir, texts, 64, sort=arm == "bare_sorted"))
+                rates[arm].append(bare_inference(run_dir, texts, 64, sort=arm != "bare_file_order",
+                                                 merged=arm == "bare_sorted_merged"))
             print(f"round {r} {arm}: {rates[arm][-1]:.1f} examples/s", flush=True)
     median = {arm: statistics.median(v) for arm, v in rates.items()}
     save("eval_throughput", {
@@ -86,6 +95,8 @@ def main() -> None:
                 "load included); the bare loops load the model inside their timer too",
         "ratio_in_process_vs_bare_sorted": median["evaluate_in_process"] / median["bare_sorted"],
         "ratio_actor_vs_bare_sorted": median["evaluate_actor"] / median["bare_sorted"],
+        "ratio_in_process_vs_bare_sorted_merged":
+            median["evaluate_in_process"] / median["bare_sorted_merged"],
         "ratio_in_process_vs_bare_file_order":
             median["evaluate_in_process"] / median["bare_file_order"],
     })
