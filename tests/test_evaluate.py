@@ -274,3 +274,22 @@ def test_a_random_init_base_is_rebuilt_as_training_built_it(tmp_path):
     assert first.keys() == built.keys() and len(built) > 10
     assert all(torch.equal(first[k], built[k]) and torch.equal(second[k], built[k])
                for k in built)
+
+
+def test_a_lora_run_loads_for_inference_merged_and_scores_as_saved(trained):
+    """Inference gets the adapters folded into the weights (one matmul per adapted layer, no
+    adapter dispatch), with the outputs of the model as saved (base + adapter)."""
+    from trainers.models import load_trained
+
+    run_dir = Path(trained["run_dir"])
+    merged, tokenizer, _, run = load_trained(run_dir)
+    saved = load_trained(run_dir, merge_adapters=False)[0]
+    assert run.peft.method.value == "lora"
+    assert not any("lora_" in name for name, _ in merged.named_parameters())
+    assert any("lora_" in name for name, _ in saved.named_parameters())
+    enc = tokenizer(["my card has not arrived yet", "how do I top up by bank transfer?"],
+                    padding=True, return_tensors="pt")
+    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    with torch.no_grad():
+        ours, theirs = merged(**batch).logits, saved(**batch).logits
+    assert torch.allclose(ours, theirs, atol=1e-5) and not torch.equal(theirs, 0 * theirs)
