@@ -54,7 +54,7 @@ class Generate:
                  max_new_tokens: int = 64, num_beams: int = 1, base: bool = False) -> None:
         from transformers import AutoModelForCausalLM  # the base model: only for the baseline
 
-        self.model, self.tok, _, run = load_trained(Path(run_dir))
+        self.model, self.tok, _, run = load_trained(Path(run_dir), merge_adapters=not base)
         if base:  # zero-shot baseline: the weights the run started from, no adapter
             self.model = AutoModelForCausalLM.from_pretrained(
                 resolve_location(run.model.name_or_path, "model.name_or_path"))
