@@ -24,7 +24,8 @@ class QuantGate:
             ``null`` = report only.
         metric: Headline metric compared: ``accuracy``/``macro_f1`` (seq_cls), ``entity_f1``
             (token_cls), ``perplexity`` (causal LM; a rise is the drop) or
-            ``bleu``/``chrf``/``rouge_l``/``exact_match`` (chat runs: answers generated),
+            ``bleu``/``bleu_uncased``/``chrf``/``rouge_l``/``exact_match`` (chat runs: answers
+            generated),
             ``ndcg@10``/``mrr@10``/``recall@10``/``recall@100``/``map@100`` (embedding and
             rerank runs, paired over queries). The default, ``accuracy``, stands for the
             task's headline metric (BLEU for chat, nDCG@10 for retrieval and reranking).

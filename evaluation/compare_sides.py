@@ -113,7 +113,7 @@ def saved_query_scores(evals: Evaluations, member: Path) -> pd.DataFrame:
 def saved_generations(evals: Evaluations, member: Path) -> pd.DataFrame:
     """A chat run's generated answers, one row per prompt with its references."""
     return _saved_with(evals, member, "generated", "generation",
-                       "bleu/chrf/rouge_l/exact_match compare task=sft runs")
+                       "bleu/bleu_uncased/chrf/rouge_l/exact_match compare task=sft runs")
 
 
 def ranked_from(side: Side, evals: Evaluations) -> str:

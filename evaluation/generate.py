@@ -169,7 +169,7 @@ def write_generation_report(result: dict[str, Any], frame: pd.DataFrame, out: Pa
              f"answers ended with the end-of-turn token (mean {m['mean_new_tokens']:.1f} "
              "new tokens).", "", "| metric | model | 95% CI | base model (zero-shot) |",
              "| --- | ---: | --- | ---: |"]
-    for name in ("bleu", "rouge_l", "chrf", "exact_match"):
+    for name in ("bleu", "bleu_uncased", "rouge_l", "chrf", "exact_match"):
         value = m[name]
         beside = f"{base[name]['value']:.2f}" if base else "—"
         lines.append(f"| {name} | {value['value']:.2f} | [{value['ci_low']:.2f}, "

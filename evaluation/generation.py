@@ -1,9 +1,12 @@
 """Scores of generated text against one or more references per input.
 
 Corpus BLEU and chrF come from sacrebleu (its default tokenisation, so figures compare with
-published ones), ROUGE-L from rouge-score (the best F-measure over an input's references,
-averaged over inputs), exact match after whitespace normalisation. An input may have any
-number of references (E2E has 1 to 40 a meaning representation).
+published ones): ``bleu`` counts case, as sacrebleu does by default; ``bleu_uncased`` ignores
+it, as the E2E challenge's scorer (e2e-metrics) and GEM's BLEU do, so that figures published
+with them (E2E's TGen baseline, 65.93) compare like for like. ROUGE-L comes from rouge-score
+(the best F-measure over an input's references, averaged over inputs), exact match after
+whitespace normalisation. An input may have any number of references (E2E has 1 to 40 a
+meaning representation).
 
 Intervals: corpus BLEU and chrF are not means of per-example numbers, so their bootstrap
 resamples inputs and recomputes the corpus score from the resampled inputs' sufficient
@@ -22,7 +25,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from data.errors import DataError
 
-CORPUS = ("bleu", "chrf")  # recomputed from summed statistics
+CORPUS = ("bleu", "bleu_uncased", "chrf")  # recomputed from summed statistics
 MEANS = ("rouge_l", "exact_match")  # averaged over inputs
 METRICS = CORPUS + MEANS
 
@@ -36,18 +39,25 @@ def reference_streams(references: list[list[str]]) -> list[list[str | None]]:
     return [[refs[k] if k < len(refs) else None for refs in references] for k in range(depth)]
 
 
+def corpus_metric(name: str, sentence: bool = False) -> BLEU | CHRF:
+    """sacrebleu's scorer of a ``CORPUS`` metric (``sentence``: smoothed for one input)."""
+    if name == "chrf":
+        return CHRF()
+    return BLEU(effective_order=sentence, lowercase=name == "bleu_uncased")
+
+
 def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
 def per_example(hypotheses: list[str], references: list[list[str]]) -> dict[str, list[float]]:
     """Each input's sentence BLEU, chrF, best ROUGE-L F and exact match (0–100 like corpus)."""
-    bleu, chrf = BLEU(effective_order=True), CHRF()
+    scorers = {name: corpus_metric(name, sentence=True) for name in CORPUS}
     rouge = rouge_scorer.RougeScorer(["rougeL"])
     out: dict[str, list[float]] = {name: [] for name in METRICS}
     for hyp, refs in zip(hypotheses, references, strict=True):
-        out["bleu"].append(bleu.sentence_score(hyp, refs).score)
-        out["chrf"].append(chrf.sentence_score(hyp, refs).score)
+        for name, scorer in scorers.items():
+            out[name].append(scorer.sentence_score(hyp, refs).score)
         out["rouge_l"].append(100 * rouge.score_multi(refs, hyp)["rougeL"].fmeasure)
         out["exact_match"].append(100.0 * any(_normalise(hyp) == _normalise(r) for r in refs))
     return out
@@ -55,11 +65,11 @@ def per_example(hypotheses: list[str], references: list[list[str]]) -> dict[str,
 
 def corpus_scores(hypotheses: list[str], references: list[list[str]],
                   examples: dict[str, list[float]] | None = None) -> dict[str, float]:
-    """Corpus BLEU and chrF, mean ROUGE-L and exact match, all 0–100."""
+    """Corpus BLEU (cased and not) and chrF, mean ROUGE-L and exact match, all 0–100."""
     streams = reference_streams(references)
     examples = examples or per_example(hypotheses, references)
-    return {"bleu": BLEU().corpus_score(hypotheses, streams).score,
-            "chrf": CHRF().corpus_score(hypotheses, streams).score,
+    return {**{name: corpus_metric(name).corpus_score(hypotheses, streams).score
+               for name in CORPUS},
             **{name: float(np.mean(examples[name])) for name in MEANS}}
 
 
@@ -72,7 +82,8 @@ def bootstrap(hypotheses: list[str], references: list[list[str]],
     draws = rng.integers(0, len(hypotheses), size=(n, len(hypotheses)))
     out: dict[str, dict[str, float]] = {}
     low, high = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
+    for name in CORPUS:
+        metric = corpus_metric(name)
         stats = np.asarray(metric._extract_corpus_statistics(hypotheses, streams))
         values = [metric._compute_score_from_stats(list(stats[idx].sum(0))).score
                   for idx in draws]
@@ -89,7 +100,7 @@ def replicate_scorer(metric: str, hypotheses: list[str], references: list[list[s
     bootstrap of ``compare``: corpus BLEU/chrF from the weighted sums of each input's
     statistics, ROUGE-L and exact match as weighted means of the per-input scores."""
     if metric in CORPUS:
-        scorer = BLEU() if metric == "bleu" else CHRF()
+        scorer = corpus_metric(metric)
         stats = np.asarray(scorer._extract_corpus_statistics(
             hypotheses, reference_streams(references)), dtype=np.int64)
         return lambda w: np.array([

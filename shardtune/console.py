@@ -67,8 +67,8 @@ def print_evaluation(result: dict[str, Any]) -> int:
                   f"{m.get(unit, '')} {unit}".rstrip())
     # an embedding run's baselines are several systems (BM25, the base model), by name
     systems = base if base and not any(k in base for k in m) else {"baseline": base or {}}
-    for key in ("accuracy", "macro_f1", "entity_f1", "perplexity", "bleu", "rouge_l", "chrf",
-                "ndcg@10", "mrr@10", "recall@100", "spearman", "pearson"):
+    for key in ("accuracy", "macro_f1", "entity_f1", "perplexity", "bleu", "bleu_uncased",
+                "rouge_l", "chrf", "ndcg@10", "mrr@10", "recall@100", "spearman", "pearson"):
         if key not in m:
             continue
         est = m[key]

@@ -368,7 +368,7 @@ def test_generation_scores_pair_by_prompt_and_recompute_corpus_bleu(tmp_path, ca
     weak = [" ".join(rng.choice(words, 8)) for _ in range(60)]
     strong = [r[0] if i % 3 else w for i, (r, w) in enumerate(zip(refs, weak, strict=True))]
     corpus = corpus_scores(strong, refs)
-    for metric in ("bleu", "chrf", "rouge_l", "exact_match"):
+    for metric in ("bleu", "bleu_uncased", "chrf", "rouge_l", "exact_match"):
         assert replicate_scorer(metric, strong, refs)(np.ones((1, 60)))[0] == pytest.approx(
             corpus[metric])
     root = tmp_path / "runs"
@@ -381,7 +381,7 @@ def test_generation_scores_pair_by_prompt_and_recompute_corpus_bleu(tmp_path, ca
     bleu = result["effects"]["bleu"]
     assert bleu["b"] == pytest.approx(corpus["bleu"]) and bleu["low"] > 10
     assert result["effects"]["exact_match"]["b"] == pytest.approx(100 * 40 / 60)
-    assert set(result["effects"]) == {"bleu", "chrf", "rouge_l", "exact_match"}
+    assert set(result["effects"]) == {"bleu", "bleu_uncased", "chrf", "rouge_l", "exact_match"}
     # the same answers saved in another row order: paired by prompt, every difference is 0
     shuffled = root / "shuffled"
     shutil.copytree(b, shuffled)

@@ -50,3 +50,18 @@ def test_bootstrap_intervals_bracket_the_corpus_scores_and_are_not_zero_width():
 def test_an_input_without_references_is_an_error_naming_it():
     with pytest.raises(DataError, match="example 1: has no reference"):
         corpus_scores(HYPS[:2], [REFS[0], []])
+
+
+def test_uncased_bleu_is_the_e2e_scorers_and_counts_a_case_slip_as_a_match():
+    """``bleu_uncased``: what the E2E challenge's scorer and GEM report (case ignored), so
+    their published figures compare like for like; ``bleu`` counts case, as sacrebleu does."""
+    streams = reference_streams(REFS)
+    slipped = [h.lower() for h in HYPS]  # "the eagle" for "The Eagle"
+    scores = corpus_scores(slipped, REFS)
+    assert scores["bleu_uncased"] == pytest.approx(
+        sacrebleu.corpus_bleu(slipped, streams, lowercase=True).score)
+    assert scores["bleu_uncased"] == pytest.approx(corpus_scores(HYPS, REFS)["bleu_uncased"])
+    assert scores["bleu"] < scores["bleu_uncased"] - 10  # the cased score punishes the slip
+    examples = per_example(slipped, REFS)
+    assert examples["bleu_uncased"][1] == pytest.approx(100.0)
+    assert examples["bleu"][1] < 100.0

@@ -63,7 +63,7 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     assert frame["new_tokens"].max() == 16
     assert result["made_by"]["generation"] == {"max_new_tokens": 16, "num_beams": 1}
     assert all(len(json.loads(r)) >= 1 for r in frame["references"])
-    for name in ("bleu", "rouge_l", "chrf", "exact_match"):
+    for name in ("bleu", "bleu_uncased", "rouge_l", "chrf", "exact_match"):
         assert m[name]["ci_low"] <= m[name]["value"] <= m[name]["ci_high"]
     assert result["baseline"] is None  # a random-init model has no base model to ask
     assert "lowest ROUGE-L answers" in (Path(result["out_dir"]) / "report.md").read_text()
