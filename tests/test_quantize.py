@@ -127,7 +127,8 @@ def test_gate_metric_follows_the_task_and_a_wrong_one_fails_first():
         gate_metric("bleu", "token_cls")
     assert gate_metric("accuracy", "causal_lm", chat=True) == "bleu"  # chat: answers scored
     assert gate_metric("rouge_l", "causal_lm", chat=True) == "rouge_l"
-    with pytest.raises(ConfigError, match="gate.metric.*bleu, chrf"):
+    assert gate_metric("bleu_uncased", "causal_lm", chat=True) == "bleu_uncased"
+    with pytest.raises(ConfigError, match="gate.metric.*bleu, bleu_uncased, chrf"):
         gate_metric("perplexity", "causal_lm", chat=True)
     assert gate_metric("accuracy", "embedding") == "ndcg@10"  # retrieval: ranked corpus
     assert gate_metric("recall@100", "embedding") == "recall@100"
