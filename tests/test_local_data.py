@@ -36,6 +36,18 @@ def _blocks(sizes: list[int]) -> list:
     return out
 
 
+def _refuse_ray_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any row put into Ray's object store fails the caller (what a run on files read here
+    must never do, Ray running or not)."""
+    import ray.data
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a local run on files read here put its rows in Ray")
+
+    for name in ("from_arrow", "from_items", "from_pandas", "read_json", "read_parquet"):
+        monkeypatch.setattr(ray.data, name, refused)
+
+
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.parametrize("sizes", [[100], [37, 50, 13]])
 def test_a_local_data_set_batches_as_ray_data_does(sizes):
@@ -75,13 +87,9 @@ def test_a_local_data_set_batches_as_ray_data_does(sizes):
 def test_a_local_run_leaves_a_ray_running_here_aside(tmp_path, monkeypatch):
     """A process that already runs Ray (a notebook, this test session) trains a local run on
     files it reads without Ray Data: its rows never reach the object store."""
-    import ray.data
+    import ray
 
-    def refused(*args, **kwargs):
-        raise AssertionError("a local run on files read here put its rows in Ray")
-
-    for name in ("from_arrow", "from_items", "from_pandas", "read_json", "read_parquet"):
-        monkeypatch.setattr(ray.data, name, refused)
+    _refuse_ray_data(monkeypatch)
     assert ray.is_initialized()
     run = train_run(tmp_path, [*FAST, "trainer.max_steps=2", "data.test_path=null"])
     assert run["status"] == "done" and run["metrics"]["step"] == 2
@@ -104,20 +112,26 @@ def test_which_runs_need_no_ray(tmp_path):
     assert not reads_all(f"data.path={tmp_path}/missing.jsonl")  # said by the read, later
 
 
-def _cli(tmp_path: Path, args: list[str], verb: str = "train") -> subprocess.Popen:
+def _cli(tmp_path: Path, args: list[str]) -> subprocess.Popen:
+    """``shardtune train`` in a fresh process with no Ray to join."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.Popen([sys.executable, "-m", "shardtune.cli", verb,
+    return subprocess.Popen([sys.executable, "-m", "shardtune.cli", "train",
                              f"paths.root={tmp_path}", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_a_run_on_files_read_here_starts_no_ray_stops_and_resumes_on_ray_exactly(tmp_path):
+def test_a_run_on_files_read_here_starts_no_ray_stops_and_resumes_on_ray_exactly(
+        tmp_path, monkeypatch):
     """The shipped sample in a fresh process: no Ray (an unforeseen Ray call would fail, not
     start one). SIGTERM once checkpoint 2 is written: it checkpoints and exits 143. The same
-    command with fewer rows allowed in the driver starts Ray to tokenise and resumes. The
-    weights are those of an uninterrupted run on the test session's Ray."""
+    run with fewer rows allowed in the driver resumes on Ray (the test session's: its rows
+    tokenised by Ray Data). The weights are those of an uninterrupted run on Ray throughout."""
+    import ray.data
+
+    from shardtune.cli import main
+
     # the 2-layer random-init encoder: this is plumbing; 12 steps leave the SIGTERM ten steps
     args = [*FAST, PLUMBING_MODEL, "trainer.max_steps=12", "trainer.epochs=2",
             "trainer.ckpt_every=2"]
@@ -140,10 +154,14 @@ def test_a_run_on_files_read_here_starts_no_ray_stops_and_resumes_on_ray_exactly
     assert "stopped by SIGTERM: re-run the same command to resume" in out
     assert out.startswith("ray: not started"), out[:500]
     assert "ray: started" not in out and "Traceback" not in out
-    resumed = _cli(tmp_path, [*args, "run_name=local", "data.driver_rows=50"])
-    out = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, out[-2000:]
-    assert "ray: started locally" in out  # 50 rows: too many to tokenise here
+    put_in_ray = []
+    from_arrow = ray.data.from_arrow
+    with monkeypatch.context() as patched:  # 50 rows: too many to tokenise in the driver
+        patched.setattr(ray.data, "from_arrow", lambda *a, **k: put_in_ray.append(1)
+                        or from_arrow(*a, **k))
+        assert main(["train", f"paths.root={tmp_path}", *args, "run_name=local",
+                     "data.driver_rows=50"]) == 0
+    assert put_in_ray  # the rows went through Ray Data this time
     assert [r["step"] for r in logged(run_dir) if "train/loss" in r] == list(range(1, 13))
     final = json.loads((run_dir / "metrics.json").read_text())
     assert final["dist/weights_hash"] == straight["metrics"]["dist/weights_hash"]
@@ -153,16 +171,15 @@ def test_a_run_on_files_read_here_starts_no_ray_stops_and_resumes_on_ray_exactly
         "dataset"]["splits"]
     assert ours == theirs  # rows, skips, truncation, labels: counted alike
 
-    # evaluate, in a fresh process without Ray, scores as it does through the session's Ray
+    # evaluate on files read here (Ray Data refused) scores as it does through Ray
     from evaluation.config import EvaluateConfig
     from evaluation.evaluate import evaluate
 
-    scored = _cli(tmp_path, [f"run={run_dir}", "resamples=200"], verb="evaluate")
-    out = scored.communicate(timeout=300)[0]
-    assert scored.returncode == 0 and out.startswith("ray: not started"), out[-2000:]
-    alone = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())["metrics"]
     on_ray = evaluate(EvaluateConfig(run=str(run_dir), resamples=200),
                       data_overrides=["data.driver_bytes=0"])["metrics"]
+    with monkeypatch.context() as patched:
+        _refuse_ray_data(patched)
+        alone = evaluate(EvaluateConfig(run=str(run_dir), resamples=200))["metrics"]
     timing = "examples_per_s"
     assert {k: v for k, v in alone.items() if k != timing} == \
         {k: v for k, v in on_ray.items() if k != timing}
