@@ -71,6 +71,45 @@ def test_quantised_model_reloads_from_safetensors_to_identical_outputs(tmp_path,
         assert torch.equal(reloaded(**batch).logits, quantized)
 
 
+def test_llm_int8_outlier_columns_stay_unrounded_and_the_threshold_survives_a_reload(
+        tmp_path):
+    """``quant.threshold`` (LLM.int8): input columns holding a value above it skip int8. On
+    inputs with a few large feature columns (the pattern of LLMs' residual streams) a layer's
+    error falls several-fold, and a saved model reloads with its threshold."""
+    from trainers.quantize import CODECS
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32)
+    x = torch.randn(8, 64)
+    x[:, :2] *= 40.0  # two outlier features
+    with torch.no_grad():
+        full = linear(x)
+        errors = {t: (CODECS["int8"].quantize(linear, QuantSpec(method="int8", threshold=t),
+                                              CPU).eval()(x) - full).abs().mean().item()
+                  for t in (0.0, 6.0)}  # eval: in training bitsandbytes runs fp on CPU
+    assert errors[6.0] < errors[0.0] / 3, errors
+
+    # a model whose hidden states carry outlier columns (two of the embedding LayerNorm's
+    # gains scaled up), quantised with and without them, saved, the first one reloaded
+    batch, out = _batch(), {}
+    for t in (6.0, 0.0):
+        model = _tiny_classifier()
+        with torch.no_grad():
+            model.encoder.embeddings.LayerNorm.weight[:2] *= 40.0
+        spec = QuantSpec(method="int8", device="cpu", threshold=t)
+        names = target_linears(model, list(spec.skip_modules))
+        quantize_linears(model, spec, CPU, names)
+        save_quantized(model, spec, names, tmp_path / str(t), {})
+        with torch.no_grad():
+            out[t] = model(**batch).logits
+    assert json.loads((tmp_path / "6.0" / "quantization.json").read_text())["spec"][
+        "threshold"] == 6.0
+    reloaded = load_quantized(tmp_path / "6.0", "seq_cls", "cpu")
+    with torch.no_grad():
+        again = reloaded(**batch).logits
+    assert torch.equal(again, out[6.0]) and not torch.equal(again, out[0.0])
+
+
 def test_adapters_are_merged_in_full_precision_before_quantising():
     from peft import LoraConfig, get_peft_model
 
