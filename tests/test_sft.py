@@ -23,7 +23,7 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
 
     def sft(*extra: str) -> dict:
         run = compose_run(tmp_path, [*FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
-                                     "data.max_examples=120", "trainer.max_steps=8",
+                                     "data.max_examples=80", "trainer.max_steps=8",
                                      "task.max_length=256", "optim.lr=1e-2",
                                      "task.max_new_tokens=16", *extra])
         run.task.chat_template = CHATML  # MiniLM's tokenizer has none; SmolLM2's has its own
@@ -121,7 +121,7 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     monkeypatch.setattr(transfer, "answer_chats", teacher_answers)  # the teacher's only
     kd = compose_run(tmp_path, distill_overrides([
         f"teacher={summary['run_dir']}", *FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
-        "data.max_examples=120", "task.max_length=256", "task.max_new_tokens=16",
+        "data.max_examples=80", "task.max_length=256", "task.max_new_tokens=16",
         "trainer.max_steps=2", f"distill.transfer_path={prompts}",
         "distill.top_k=4", "distill.speed_rows=32", "run_name=sft_kd"]))
     kd.task.chat_template = CHATML
