@@ -156,9 +156,13 @@ def test_a_run_on_files_read_here_starts_no_ray_stops_and_resumes_on_ray_exactly
     assert "ray: started" not in out and "Traceback" not in out
     put_in_ray = []
     from_arrow = ray.data.from_arrow
+
+    def counted_from_arrow(*a, **k):
+        put_in_ray.append(1)
+        return from_arrow(*a, **k)
+
     with monkeypatch.context() as patched:  # 50 rows: too many to tokenise in the driver
-        patched.setattr(ray.data, "from_arrow", lambda *a, **k: put_in_ray.append(1)
-                        or from_arrow(*a, **k))
+        patched.setattr(ray.data, "from_arrow", counted_from_arrow)
         assert main(["train", f"paths.root={tmp_path}", *args, "run_name=local",
                      "data.driver_rows=50"]) == 0
     assert put_in_ray  # the rows went through Ray Data this time
