@@ -9,6 +9,7 @@ import gzip
 import json
 import lzma
 import os
+import shutil
 import tempfile
 import time
 import zipfile
@@ -51,21 +52,33 @@ def _readable(path: Path) -> bytes:
         if raw[:6] == b"\xfd7zXZ\x00":
             return raw + lzma.decompress(raw)
         if raw[:4] == b"PK\x03\x04":
-            with zipfile.ZipFile(path) as archive:
-                return raw + b"".join(archive.read(n) for n in archive.namelist())
+            with zipfile.ZipFile(path) as archive:  # stored members are in raw already
+                return raw + b"".join(archive.read(i) for i in archive.infolist()
+                                      if i.compress_type != zipfile.ZIP_STORED)
     return raw
+
+
+def _file_leaks(path: Path, secrets: list[bytes]) -> bool:
+    return path.is_file() and any(secret in _readable(path) for secret in secrets)
 
 
 def _leaks(paths: list[Path], texts: list[str], more: tuple[str, ...] = ()) -> list[str]:
     # bytes containment per secret, not one regex alternation: the suite writes ~2 GB (model
-    # weights in every run and checkpoint), scanned in 3 s instead of 18 s here
+    # weights in every run and checkpoint), scanned in 3 s instead of 18 s here. Many files:
+    # one forked process per core (the last test runs alone: the other pytest processes
+    # have ended, their cores are idle)
     secrets = [v.encode() for v in _secrets(more)]
+    if len(paths) > 200 and (os.cpu_count() or 1) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    def leaks(data: bytes) -> bool:
-        return any(secret in data for secret in secrets)
-
-    found = [str(p) for p in paths if p.is_file() and leaks(_readable(p))]
-    found += [f"output {i}" for i, t in enumerate(texts) if leaks(t.encode())]
+        with ProcessPoolExecutor(os.cpu_count(), multiprocessing.get_context("fork")) as pool:
+            flags = list(pool.map(_file_leaks, paths, [secrets] * len(paths), chunksize=8))
+    else:
+        flags = [_file_leaks(p, secrets) for p in paths]
+    found = [str(p) for p, leaked in zip(paths, flags, strict=True) if leaked]
+    found += [f"output {i}" for i, t in enumerate(texts)
+              if any(secret in t.encode() for secret in secrets)]
     return found
 
 
@@ -85,6 +98,12 @@ def test_the_scan_reads_parquet_compressed_files_and_keys_other_tests_set(tmp_pa
     files = sorted(tmp_path.iterdir())
     assert not any(secret.encode() in p.read_bytes() for p in files)  # hidden from a grep
     assert _leaks(files, []) == [str(p) for p in files]
+    clean = tmp_path / "clean"  # enough files for the scan's process pool: the same finds
+    clean.mkdir()
+    for i in range(240):
+        (clean / f"{i}.txt").write_text(f"nothing {i}")
+    assert _leaks([*sorted(clean.iterdir()), *files], []) == [str(p) for p in files]
+    shutil.rmtree(clean)
     other = "another0fake0token0" + "g" * 21  # set by a test, not planted by conftest
     monkeypatch.setenv("SOME_SERVICE_TOKEN", other)
     (tmp_path / "plain.txt").write_text(other)
