@@ -65,14 +65,15 @@ def _file_leaks(path: Path, secrets: list[bytes]) -> bool:
 def _leaks(paths: list[Path], texts: list[str], more: tuple[str, ...] = ()) -> list[str]:
     # bytes containment per secret, not one regex alternation: the suite writes ~2 GB (model
     # weights in every run and checkpoint), scanned in 3 s instead of 18 s here. Many files:
-    # one forked process per core (the last test runs alone: the other pytest processes
+    # a forked process per core, up to 4 (the last test runs alone: the other pytest processes
     # have ended, their cores are idle)
     secrets = [v.encode() for v in _secrets(more)]
-    if len(paths) > 200 and (os.cpu_count() or 1) > 1:
+    if len(paths) > 200 and len(os.sched_getaffinity(0)) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(os.cpu_count(), multiprocessing.get_context("fork")) as pool:
+        cores = min(4, len(os.sched_getaffinity(0)))
+        with ProcessPoolExecutor(cores, multiprocessing.get_context("fork")) as pool:
             flags = list(pool.map(_file_leaks, paths, [secrets] * len(paths), chunksize=8))
     else:
         flags = [_file_leaks(p, secrets) for p in paths]
