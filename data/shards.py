@@ -127,7 +127,6 @@ def detect_format(shard: Shard, fmt: DataFormat) -> DataFormat:
 def fingerprint(shards: list[Shard]) -> dict[str, Any]:
     """Names, sizes and content hashes of the shards, plus one digest over all of them."""
     files = []
-    total = hashlib.sha256()
     for shard in shards:
         digest = hashlib.sha256()
         size = 0
@@ -135,10 +134,16 @@ def fingerprint(shards: list[Shard]) -> dict[str, Any]:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
                 size += len(chunk)
-        entry = {"uri": shard.display, "bytes": size, "sha256": digest.hexdigest()}
-        files.append(entry)
+        files.append({"uri": shard.display, "bytes": size, "sha256": digest.hexdigest()})
+    return {"sha256": digest_files(files), "files": files}
+
+
+def digest_files(files: list[dict[str, Any]]) -> str:
+    """One digest over a fingerprint's file entries (name, size, content hash), in order."""
+    total = hashlib.sha256()
+    for entry in files:
         total.update(json.dumps(entry, sort_keys=True).encode())
-    return {"sha256": total.hexdigest(), "files": files}
+    return total.hexdigest()
 
 
 class RowError(DataError):

@@ -11,7 +11,7 @@ import pytest
 
 from data.errors import ConfigError
 from evaluation.aggregate import aggregate_metrics, aggregate_slices, describe
-from tests.conftest import FAST, compose_run, logged, stop_while_training, train_run
+from tests.conftest import FAST, ROOT, compose_run, logged, stop_while_training, train_run
 
 
 def test_describe_on_fixed_numbers():
@@ -130,10 +130,52 @@ def test_group_and_run_refuse_other_data_contents(tmp_path):
     (one / "config.json").write_text(json.dumps(config_dict(run), default=str))
     (one / "run_meta.json").write_text(json.dumps(
         {"dataset": {"fingerprint": {"sha256": "a" * 64}}}))
-    _check_resume_config(one, run, "a" * 64)
+    _check_resume_config(one, run, {"sha256": "a" * 64})
     with pytest.raises(ConfigError, match=re.escape(f"checkpoints of another configuration: "
                                                     f"{DATA_CONTENT} changed")):
-        _check_resume_config(one, run, "b" * 64)
+        _check_resume_config(one, run, {"sha256": "b" * 64})
+
+
+def test_a_run_resumes_where_a_new_submission_unpacked_its_code(tmp_path):
+    """A Ray job's code (and the sample shipped with it) lands in a new working_dir on each
+    submission: the checkpoints of the run the last one started are the same run's, unless
+    the shipped data's contents or its place in the code changed."""
+    import shutil
+
+    from data.shards import Shard, fingerprint
+    from trainers.config import config_dict
+    from trainers.identity import DATA_CONTENT, data_digest
+    from trainers.train import _check_resume_config
+
+    def submission(name: str, train_text: str | None = None) -> tuple:
+        code = tmp_path / name
+        shutil.copytree(ROOT / "data" / "sample", code / "data" / "sample")
+        if train_text is not None:
+            (code / "data" / "sample" / "train.jsonl").write_text(train_text)
+        run = compose_run(tmp_path, [*FAST, "run_name=r", f"paths.code={code}"])
+        files = [*run.data.path, *run.data.test_path]  # one location each: the sample's
+        return run, fingerprint([Shard(f) for f in files])
+
+    first, first_data = submission("_ray_pkg_a")
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config_dict(first), default=str))
+    (run_dir / "run_meta.json").write_text(json.dumps({"dataset": {"fingerprint": first_data}}))
+    again, again_data = submission("_ray_pkg_b")
+    assert again.data.path != first.data.path and again_data["sha256"] != first_data["sha256"]
+    _check_resume_config(run_dir, again, again_data)  # the same run: resumed
+    assert data_digest(first_data, "/elsewhere") == first_data["sha256"]  # data elsewhere
+
+    rows = (ROOT / "data" / "sample" / "train.jsonl").read_text().splitlines()
+    edited, edited_data = submission("_ray_pkg_c", "\n".join(rows[1:]) + "\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{DATA_CONTENT} changed")):
+        _check_resume_config(run_dir, edited, edited_data)
+    moved = compose_run(tmp_path, [*FAST, "run_name=r", f"paths.code={tmp_path / '_ray_pkg_b'}",
+                                   f"data.test_path={again.data.path[0]}"])
+    with pytest.raises(ConfigError, match=r"data.test_path \('\$\{paths.code\}/data/sample/"
+                                          r"test.jsonl' → '\$\{paths.code\}/data/sample/"
+                                          r"train.jsonl'\)"):
+        _check_resume_config(run_dir, moved, again_data)
 
 
 def _trained(run_dir: Path) -> bool:

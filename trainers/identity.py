@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from data.errors import ConfigError
+from data.shards import digest_files
 from trainers.config import TrainConfig, config_dict
 from trainers.metadata import flat_config
 
@@ -139,6 +140,33 @@ RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows",
                "task.rerank")  # how, not what (the last three: how evaluations test the run)
 
 
-def run_identity(resolved: dict[str, Any], data_sha256: str | None) -> dict[str, Any]:
-    """What a run's checkpoints depend on: the keys above and the data's content hash."""
-    return identity(resolved, RESUME_KEYS, RESUME_FREE, data_sha256)
+def run_identity(resolved: dict[str, Any], data_sha256: str | None,
+                 code_relative: bool = False) -> dict[str, Any]:
+    """What a run's checkpoints depend on: the keys above and the data's content hash.
+
+    ``code_relative``: paths under the code directory (``paths.code``) as ``${paths.code}/…``
+    (a run's resume check): a Ray job unpacks the code somewhere new on each submission, and
+    data shipped with it (the sample) is the same data there. Pass the data hash of
+    :func:`data_digest` with it."""
+    out = identity(resolved, RESUME_KEYS, RESUME_FREE, data_sha256)
+    if not code_relative:
+        return out
+    code = (resolved.get("paths") or {}).get("code")
+    return {k: _relative(v, code) for k, v in out.items()}
+
+
+def data_digest(fingerprint: dict[str, Any] | None, code: str | None) -> str | None:
+    """The data's content hash with the files under ``code`` named relative to it: the
+    fingerprint's own digest when none is (data elsewhere hashes as before)."""
+    if not fingerprint or "files" not in fingerprint:
+        return (fingerprint or {}).get("sha256")
+    return digest_files([{**f, "uri": _relative(f["uri"], code)} for f in fingerprint["files"]])
+
+
+def _relative(value: Any, code: str | None) -> Any:
+    if isinstance(value, list):
+        return [_relative(v, code) for v in value]
+    root = str(code).rstrip("/") + "/"
+    if code and isinstance(value, str) and value.startswith(root):
+        return "${paths.code}/" + value[len(root):]
+    return value

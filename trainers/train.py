@@ -32,7 +32,7 @@ from trainers.config import TaskKind, TrainConfig, config_dict, single_locations
 from trainers.console_logs import announce_no_ray
 from trainers.data_loss import due_per_epoch
 from trainers.embedding import write_sentence_transformers_layout
-from trainers.identity import read_json, refuse_if_changed, run_identity
+from trainers.identity import data_digest, read_json, refuse_if_changed, run_identity
 from trainers.loop import train_loop
 from trainers.metadata import append_index, run_metadata
 from trainers.models import (
@@ -165,7 +165,7 @@ def fit(run: TrainConfig, prep: Prepared,
     store = run_store(run.paths.store, run.run_dir, run.paths.runs)
     resume_from, half_written = _resume_candidates(run_dir, store)
     if resume_from is not None:
-        _check_resume_config(run_dir, run, splits.fingerprint["sha256"])
+        _check_resume_config(run_dir, run, splits.fingerprint)
     config = config_dict(run)  # what config.json and W&B record
     meta = run_metadata(run, splits)
     meta["train_rows"] = train_rows  # per epoch; more than the split's with KD copies
@@ -333,15 +333,19 @@ def saved_run_identity(run_dir: Path) -> dict[str, Any] | None:
     if saved is None:
         return None
     meta = read_json(run_dir / "run_meta.json") or {}
+    code = (saved.get("paths") or {}).get("code")
     return run_identity(single_locations(saved),  # saved by this version or an older one
-                        meta.get("dataset", {}).get("fingerprint", {}).get("sha256"))
+                        data_digest(meta.get("dataset", {}).get("fingerprint"), code),
+                        code_relative=True)
 
 
-def _check_resume_config(run_dir: Path, run: TrainConfig, data_sha256: str | None) -> None:
+def _check_resume_config(run_dir: Path, run: TrainConfig, fingerprint: dict[str, Any]) -> None:
     """Refuse to continue a run's checkpoint under a configuration (or data) that changes what
-    it trains: the weights would load (or fail to load) and the result would be neither run."""
+    it trains: the weights would load (or fail to load) and the result would be neither run.
+    Where the code lives is not part of it (a Ray job's working_dir moves with each edit)."""
     refuse_if_changed(run_dir, "checkpoints", saved_run_identity(run_dir),
-                      run_identity(config_dict(run), data_sha256))
+                      run_identity(config_dict(run), data_digest(fingerprint, run.paths.code),
+                                   code_relative=True))
 
 
 def export_merged(run: TrainConfig, run_dir: Path) -> Path:
