@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
 from data.errors import DataError
@@ -52,6 +51,8 @@ def _normalise(text: str) -> str:
 
 def per_example(hypotheses: list[str], references: list[list[str]]) -> dict[str, list[float]]:
     """Each input's sentence BLEU, chrF, best ROUGE-L F and exact match (0–100 like corpus)."""
+    from rouge_score import rouge_scorer  # imports nltk (~2 s): only where answers are scored
+
     scorers = {name: corpus_metric(name, sentence=True) for name in CORPUS}
     rouge = rouge_scorer.RougeScorer(["rougeL"])
     out: dict[str, list[float]] = {name: [] for name in METRICS}

@@ -82,6 +82,12 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     saved["task"]["max_new_tokens"] = 32
     (longer / "config.json").write_text(json.dumps(saved))
     assert not is_current(longer / "eval" / "test", longer)
+    older = tmp_path / "older"  # scored before bleu_uncased existed: evaluated again
+    shutil.copytree(summary["run_dir"], older)
+    scores = json.loads((older / "eval" / "test" / "metrics.json").read_text())
+    del scores["metrics"]["bleu_uncased"]
+    (older / "eval" / "test" / "metrics.json").write_text(json.dumps(scores))
+    assert not is_current(older / "eval" / "test", older)
 
     # quantised (dynamic int8), reloaded, generating beside the full model: the gate's metric
     # is BLEU (points), paired by prompt; the full side's answers are evaluate's, exactly
