@@ -20,7 +20,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from data.config import DataConfig
 from data.errors import ConfigError
-from evaluation.generation import METRICS
 from trainers.identity import RESUME_FREE, digest, identity, read_json
 from trainers.models import load_run_config
 from trainers.storage import check_data_uris
@@ -127,15 +126,11 @@ def is_current(out_dir: Path, run_dir: Path) -> bool:
     as current, as they did then)."""
     if not (out_dir / "predictions.parquet").is_file():
         return False
-    saved = read_json(out_dir / "metrics.json") or {}
-    made_by = saved.get("made_by")
+    made_by = (read_json(out_dir / "metrics.json") or {}).get("made_by")
     if made_by is None or "generation" not in made_by:
         return made_by is None or made_by.get("weights") == weights_hash(run_dir)
-    # answers scored before a score was added (bleu_uncased, session 31) are evaluated again: a
-    # seed group aggregates only what every member reports
     return made_by.get("weights") == weights_hash(run_dir) and \
-        made_by["generation"] == generation_settings(load_run_config(run_dir)) and \
-        all(name in saved.get("metrics", {}) for name in METRICS)
+        made_by["generation"] == generation_settings(load_run_config(run_dir))
 
 
 def data_lost(frame: Any, summary: Any, max_length: int) -> dict[str, Any]:

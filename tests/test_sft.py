@@ -82,12 +82,26 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     saved["task"]["max_new_tokens"] = 32
     (longer / "config.json").write_text(json.dumps(saved))
     assert not is_current(longer / "eval" / "test", longer)
-    older = tmp_path / "older"  # scored before bleu_uncased existed: evaluated again
-    shutil.copytree(summary["run_dir"], older)
-    scores = json.loads((older / "eval" / "test" / "metrics.json").read_text())
+    # a seed group reuses a member's current evaluation, but one scored before bleu_uncased
+    # existed is evaluated again (compare rescores saved answers: it reuses both)
+    from tuning import seeds
+
+    prep = type("Prep", (), {"splits": None})()
+    for name in ("current", "older"):
+        shutil.copytree(summary["run_dir"], tmp_path / "runs" / name)
+    older = tmp_path / "runs" / "older" / "eval" / "test" / "metrics.json"
+    scores = json.loads(older.read_text())
     del scores["metrics"]["bleu_uncased"]
-    (older / "eval" / "test" / "metrics.json").write_text(json.dumps(scores))
-    assert not is_current(older / "eval" / "test", older)
+    older.write_text(json.dumps(scores))
+    member = {name: compose_run(tmp_path, ["task=sft", "model=tiny_llama", "data=e2e_nlg",
+                                           "task.max_new_tokens=16", f"run_name={name}"])
+              for name in ("current", "older")}
+    with monkeypatch.context() as patched:
+        patched.setattr(seeds, "evaluate", lambda cfg, splits: {"evaluated": cfg.run})
+        assert seeds._evaluate_member(member["current"], "test", prep,
+                                      reuse=True)["metrics"] == m
+        assert seeds._evaluate_member(member["older"], "test", prep, reuse=True) == {
+            "evaluated": member["older"].run_dir}
 
     # quantised (dynamic int8), reloaded, generating beside the full model: the gate's metric
     # is BLEU (points), paired by prompt; the full side's answers are evaluate's, exactly

@@ -132,8 +132,11 @@ def _evaluate_member(one: TrainConfig, split: str, prep: Prepared, reuse: bool =
         result = json.loads(saved.read_text())
         ranked = result.get("rerank")
         wanted = one.task.rerank
-        if ranked is None or (ranked["retriever"], ranked["top_k"]) == (wanted.retriever,
-                                                                        wanted.top_k):
+        # answers scored before a score existed (bleu_uncased, session 31) are evaluated
+        # again: the group aggregates only what every member reports
+        scored = not one.task.chat or set(GENERATION_METRICS) <= set(result["metrics"])
+        if scored and (ranked is None or (ranked["retriever"], ranked["top_k"]) == (
+                wanted.retriever, wanted.top_k)):
             return result
     return evaluate(EvaluateConfig(run=run_dir, split=split, baseline=False, paths=one.paths),
                     splits=prep.splits)
