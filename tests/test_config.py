@@ -138,19 +138,19 @@ def test_records_written_from_hydras_tree_still_resume(tmp_path, overrides):
     group_run = dataclasses.replace(run, paths=dataclasses.replace(run.paths,
                                                                    runs=str(tmp_path)))
     group_run = dataclasses.replace(group_run, run_name="saved")
-    _check_resume_config(saved, run, "a" * 64)
-    check_group(group_run, "a" * 64)
-    check_identity(saved, run, "a" * 64)
+    _check_resume_config(saved, run, {"sha256": "a" * 64})
+    check_group(group_run, {"sha256": "a" * 64})
+    check_identity(saved, run, {"sha256": "a" * 64})
     if not overrides or not overrides[0].startswith("data.path=["):  # the string form
         trimmed = {k: v for k, v in hydra.items() if k not in NOT_CONFIG}
         old_group = hashlib.sha256(json.dumps(trimmed, sort_keys=True).encode()).hexdigest()
         assert config_group(run) == old_group[:12]
 
     changed = dataclasses.replace(run, optim=dataclasses.replace(run.optim, lr=0.123))
-    for check in (lambda: _check_resume_config(saved, changed, "a" * 64),
+    for check in (lambda: _check_resume_config(saved, changed, {"sha256": "a" * 64}),
                   lambda: check_group(dataclasses.replace(changed, paths=group_run.paths,
-                                                          run_name="saved"), "a" * 64),
-                  lambda: check_identity(saved, changed, "a" * 64)):
+                                                          run_name="saved"), {"sha256": "a" * 64}),
+                  lambda: check_identity(saved, changed, {"sha256": "a" * 64})):
         with pytest.raises(ConfigError, match=r"optim.lr \(.* → 0.123\) changed"):
             check()
 

@@ -122,9 +122,9 @@ def test_group_and_run_refuse_other_data_contents(tmp_path):
     (group / "group.json").write_text(json.dumps(
         {"identity": run_identity(config_dict(run), "a" * 64)}))
     check_group(run)  # the config alone matches
-    check_group(run, "a" * 64)
+    check_group(run, {"sha256": "a" * 64})
     with pytest.raises(ConfigError, match=re.escape(f"{DATA_CONTENT} changed")):
-        check_group(run, "b" * 64)
+        check_group(run, {"sha256": "b" * 64})
     one = tmp_path / "one"
     one.mkdir()
     (one / "config.json").write_text(json.dumps(config_dict(run), default=str))
@@ -138,14 +138,17 @@ def test_group_and_run_refuse_other_data_contents(tmp_path):
 
 def test_a_run_resumes_where_a_new_submission_unpacked_its_code(tmp_path):
     """A Ray job's code (and the sample shipped with it) lands in a new working_dir on each
-    submission: the checkpoints of the run the last one started are the same run's, unless
-    the shipped data's contents or its place in the code changed."""
+    submission: the checkpoints of the run the last one started are the same run's (and a
+    seed group's and a sweep's records the same), unless the shipped data's contents or its
+    place in the code changed."""
     import shutil
 
     from data.shards import Shard, fingerprint
     from trainers.config import config_dict
-    from trainers.identity import DATA_CONTENT, data_digest
+    from trainers.identity import DATA_CONTENT, data_digest, run_identity, write_json
     from trainers.train import _check_resume_config
+    from tuning.seeds import check_group, group_identity
+    from tuning.sweep import IDENTITY_FILE, check_identity
 
     def submission(name: str, train_text: str | None = None) -> tuple:
         code = tmp_path / name
@@ -166,10 +169,28 @@ def test_a_run_resumes_where_a_new_submission_unpacked_its_code(tmp_path):
     _check_resume_config(run_dir, again, again_data)  # the same run: resumed
     assert data_digest(first_data, "/elsewhere") == first_data["sha256"]  # data elsewhere
 
+    # a seed group's and a sweep's records the same way (as this version writes them)
+    (run_dir / "group.json").write_text(json.dumps(
+        {"identity": group_identity(first, first_data)}))
+    check_group(again, again_data)
+    sweep_dir = tmp_path / "sweep"
+    write_json(sweep_dir / IDENTITY_FILE, check_identity(sweep_dir, first, first_data))
+    check_identity(sweep_dir, again, again_data)
+
     rows = (ROOT / "data" / "sample" / "train.jsonl").read_text().splitlines()
     edited, edited_data = submission("_ray_pkg_c", "\n".join(rows[1:]) + "\n")
-    with pytest.raises(ConfigError, match=re.escape(f"{DATA_CONTENT} changed")):
-        _check_resume_config(run_dir, edited, edited_data)
+    for check in (lambda: _check_resume_config(run_dir, edited, edited_data),
+                  lambda: check_group(edited, edited_data),
+                  lambda: check_identity(sweep_dir, edited, edited_data)):
+        with pytest.raises(ConfigError, match=re.escape(f"{DATA_CONTENT} changed")):
+            check()
+    # a group recorded by an earlier version (paths as written) compares as it did: where
+    # the code was, it continues; moved, it is refused (and rewritten once it runs again)
+    (run_dir / "group.json").write_text(json.dumps(
+        {"identity": run_identity(config_dict(first), first_data["sha256"])}))
+    check_group(first, first_data)
+    with pytest.raises(ConfigError, match=r"data.path \("):
+        check_group(again, again_data)
     moved = compose_run(tmp_path, [*FAST, "run_name=r", f"paths.code={tmp_path / '_ray_pkg_b'}",
                                    f"data.test_path={again.data.path[0]}"])
     with pytest.raises(ConfigError, match=r"data.test_path \('\$\{paths.code\}/data/sample/"

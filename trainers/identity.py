@@ -149,10 +149,13 @@ def run_identity(resolved: dict[str, Any], data_sha256: str | None,
     data shipped with it (the sample) is the same data there. Pass the data hash of
     :func:`data_digest` with it."""
     out = identity(resolved, RESUME_KEYS, RESUME_FREE, data_sha256)
-    if not code_relative:
-        return out
+    return code_relative_identity(out, resolved) if code_relative else out
+
+
+def code_relative_identity(ident: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    """``ident`` with the paths under ``resolved``'s ``paths.code`` written relative to it."""
     code = (resolved.get("paths") or {}).get("code")
-    return {k: _relative(v, code) for k, v in out.items()}
+    return {k: _relative(v, code) for k, v in ident.items()}
 
 
 def data_digest(fingerprint: dict[str, Any] | None, code: str | None) -> str | None:
@@ -161,6 +164,21 @@ def data_digest(fingerprint: dict[str, Any] | None, code: str | None) -> str | N
     if not fingerprint or "files" not in fingerprint:
         return (fingerprint or {}).get("sha256")
     return digest_files([{**f, "uri": _relative(f["uri"], code)} for f in fingerprint["files"]])
+
+
+def as_saved(old: dict[str, Any] | None, relative: dict[str, Any],
+             written: dict[str, Any]) -> dict[str, Any]:
+    """The form of this identity to compare with a saved one (a seed group's, a sweep's): the
+    code-relative form, unless ``old`` was saved before identities named paths under the code
+    directory relative to it (then as written: such a record compares as it always did)."""
+    def mentions_code(value: Any) -> bool:
+        values = value if isinstance(value, list) else [value]
+        return any(isinstance(v, str) and v.startswith("${paths.code}/") for v in values)
+
+    if old is not None and not any(mentions_code(v) for v in old.values()) and \
+            any(mentions_code(v) for v in relative.values()):
+        return written
+    return relative
 
 
 def _relative(value: Any, code: str | None) -> Any:

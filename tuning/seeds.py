@@ -26,7 +26,14 @@ from evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from trainers.checkpoint import latest_checkpoint
 from trainers.cluster_config import ClusterMode
 from trainers.config import TrainConfig, config_dict, single_locations
-from trainers.identity import GROUP_FILE, read_json, refuse_if_changed, run_identity
+from trainers.identity import (
+    GROUP_FILE,
+    as_saved,
+    data_digest,
+    read_json,
+    refuse_if_changed,
+    run_identity,
+)
 from trainers.loop import FINAL_METRICS
 from trainers.manifest import PROGRESS_FILE
 from trainers.metadata import config_group
@@ -142,7 +149,15 @@ def _evaluate_member(one: TrainConfig, split: str, prep: Prepared, reuse: bool =
                     splits=prep.splits)
 
 
-def check_group(run: TrainConfig, data_sha256: str | None = None) -> None:
+def group_identity(run: TrainConfig, fingerprint: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """What a seed group's members depend on, paths under the code directory relative to it
+    (a group resubmitted as a Ray job after a code edit is the same group)."""
+    return run_identity(config_dict(run), data_digest(fingerprint, run.paths.code),
+                        code_relative=True)
+
+
+def check_group(run: TrainConfig, fingerprint: dict[str, Any] | None = None) -> None:
     """Refuse to continue ``runs/<run_name>/`` when another configuration (or other data) made
     the seed group there: its finished seeds would be aggregated with the new ones."""
     saved = read_json(Path(run.run_dir) / GROUP_FILE)
@@ -150,8 +165,9 @@ def check_group(run: TrainConfig, data_sha256: str | None = None) -> None:
         return
     # saved by this version or an older one (Hydra's tree): one form of the data locations
     old = single_locations(saved.get("identity") or run_identity(saved.get("config", {}), None))
+    written = run_identity(config_dict(run), (fingerprint or {}).get("sha256"))
     refuse_if_changed(Path(run.run_dir), "a seed group", old,
-                      run_identity(config_dict(run), data_sha256))
+                      as_saved(old, group_identity(run, fingerprint), written))
 
 
 def train_group(run: TrainConfig, prep: Prepared | None = None,
@@ -164,8 +180,7 @@ def train_group(run: TrainConfig, prep: Prepared | None = None,
     start = time.perf_counter()
     check_group(run)  # the config before any data is read, the data after
     prep = prep or prepare(run)
-    data_sha256 = prep.splits.fingerprint["sha256"]
-    check_group(run, data_sha256)
+    check_group(run, prep.splits.fingerprint)
     members = [member(run, s) for s in run.seeds]
     group_dir = Path(run.run_dir)
     group_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +188,7 @@ def train_group(run: TrainConfig, prep: Prepared | None = None,
     group_id = config_group(run)
     index = {"group_name": run.run_name, "config_group": group_id, "seeds": list(run.seeds),
              "members": [m.run_dir for m in members], "status": "running",
-             "identity": run_identity(config, data_sha256),
+             "identity": group_identity(run, prep.splits.fingerprint),
              "config": {k: v for k, v in config.items() if k not in ("seed", "seeds")}}
     (group_dir / GROUP_FILE).write_text(json.dumps(index, indent=1, default=str))
     # seeds that finished before only report: the rest get what the cluster has (one left

@@ -29,6 +29,9 @@ from trainers.config import TrainConfig, config_dict, single_locations
 from trainers.identity import (
     RESUME_FREE,
     RESUME_KEYS,
+    as_saved,
+    code_relative_identity,
+    data_digest,
     identity,
     read_json,
     refuse_if_changed,
@@ -63,13 +66,18 @@ def sweep_name(run: TrainConfig, overrides: list[str]) -> str:
     return given[-1] if given else run.sweep.name
 
 
-def check_identity(sweep_dir: Path, run: TrainConfig, data_sha256: str | None = None
+def check_identity(sweep_dir: Path, run: TrainConfig, fingerprint: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
     """Refuse to resume ``sweep_dir`` when another configuration (or other data) made it;
-    returns this sweep's identity."""
-    new = identity(config_dict(run), SWEEP_KEYS, SWEEP_FREE, data_sha256)
+    returns this sweep's identity (paths under the code directory relative to it: a sweep
+    resubmitted as a Ray job after a code edit is the same sweep)."""
+    resolved = config_dict(run)
+    new = code_relative_identity(identity(resolved, SWEEP_KEYS, SWEEP_FREE, data_digest(
+        fingerprint, run.paths.code)), resolved)
+    written = identity(resolved, SWEEP_KEYS, SWEEP_FREE, (fingerprint or {}).get("sha256"))
     old = read_json(sweep_dir / IDENTITY_FILE)  # written by this version or an older one
-    refuse_if_changed(sweep_dir, "a sweep", old and single_locations(old), new)
+    old = old and single_locations(old)
+    refuse_if_changed(sweep_dir, "a sweep", old, as_saved(old, new, written))
     return new
 
 
@@ -211,7 +219,7 @@ def sweep(run: TrainConfig, overrides: list[str]) -> dict[str, Any]:
     validate(spec, run, has_validation)  # before anything starts
     check_identity(sweep_dir, run)  # the config before any data is read, the data after
     prep = prepare(run)  # starts Ray, checks the model, reads and tokenises the data once
-    sweep_identity = check_identity(sweep_dir, run, prep.splits.fingerprint["sha256"])
+    sweep_identity = check_identity(sweep_dir, run, prep.splits.fingerprint)
     base = trial_base(run, spec, wants_gpu(run.cluster))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json(sweep_dir / IDENTITY_FILE, sweep_identity)
