@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import SHARED, save  # noqa: E402
 from data.retrieval import read_beir  # noqa: E402
 from evaluation.config import EvaluateConfig  # noqa: E402
-from evaluation.rerank_eval import rerank  # noqa: E402
+from evaluation.rerank_eval import score_candidates  # noqa: E402
 from evaluation.retrieval import bm25_search  # noqa: E402
 from trainers.models import load_trained  # noqa: E402
 from trainers.scaling import ensure_ray  # noqa: E402
@@ -63,7 +63,8 @@ def main() -> None:
         cfg = EvaluateConfig(run=str(run_dir), batch_size=args.batch,
                              inprocess_rows=10**9)  # in this process, as the bare loop
         cfg.rerank.top_k = k
-        _, timing, cut = rerank(cfg, run_dir, beir, candidates)
+        _, timing, cut = score_candidates(cfg, run_dir, beir.query_texts, beir.doc_texts,
+                                          candidates)
         seconds = timing["busy_s"]  # tokenising and scoring, as the bare loop times
         pairs = [(q, beir.doc_texts[d]) for q, row in zip(beir.query_texts, candidates,
                                                            strict=True) for d in row[:k]]

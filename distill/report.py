@@ -119,7 +119,8 @@ def write_distill_report(run: TrainConfig, summary: dict[str, Any], root: Path,
         teacher_eval = evaluate(EvaluateConfig(  # answers generated, candidates reranked
             run=str(tdir), split=split, baseline=False, data=run.data, paths=run.paths,
             max_new_tokens=run.task.max_new_tokens, num_beams=run.task.num_beams,
-            rerank=RerankChoice(run.task.rerank.retriever, run.task.rerank.top_k)))
+            rerank=RerankChoice(run.task.rerank.retriever, run.task.rerank.top_k,
+                                run.task.rerank.fusion)))
         score = teacher_eval["metrics"][metric]
         figures["metric"], figures[f"teacher_{metric}"] = metric, score
         lines += quality_table(score, summary, split, figures, metric)

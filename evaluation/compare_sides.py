@@ -18,6 +18,7 @@ import pandas as pd
 from data.errors import ConfigError, DataError
 from evaluation.config import CompareConfig, EvaluateConfig
 from evaluation.evaluate import evaluate
+from evaluation.fusion import fusion_setting
 from evaluation.outputs import EVAL_DIR, is_current
 from trainers.identity import GROUP_FILE, read_json
 from trainers.storage import local_run
@@ -122,12 +123,14 @@ def ranked_from(side: Side, evals: Evaluations) -> str:
     seen = {}
     for member in side.members:
         rerank = evals.metrics(member).get("rerank")
+        fused = "" if rerank is None or fusion_setting(rerank) == "none" else \
+            f" (rerank.fusion={fusion_setting(rerank)})"
         seen[member] = "the whole corpus" if rerank is None else \
-            f"{rerank['retriever']}'s top {rerank['top_k']}, reranked"
+            f"{rerank['retriever']}'s top {rerank['top_k']}, reranked{fused}"
     if len(set(seen.values())) > 1:
         raise DataError(side.name, "its runs ranked different candidates (" + "; ".join(
             f"{m.name}: {v}" for m, v in seen.items()) + ")",
-            "evaluate every run of a group with the same rerank.retriever and rerank.top_k")
+            "evaluate every run of a group with the same rerank.retriever, top_k and fusion")
     return next(iter(seen.values()))
 
 

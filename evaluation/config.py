@@ -49,18 +49,21 @@ class RerankChoice:
     Args:
         retriever: ``bm25`` or a trained ``task=embedding`` run directory.
         top_k: Candidates per query the cross-encoder scores, 1 to 100.
+        fusion: ``none``, ``validation`` or a weight in [0, 1]: the cross-encoder's score
+            interpolated with the first stage's (``task.rerank.fusion``).
     """
 
     retriever: Optional[str] = None
     top_k: Optional[int] = None
+    fusion: Optional[str] = None
 
     def __post_init__(self) -> None:
-        check_rerank(self.retriever, self.top_k, "rerank")
+        check_rerank(self.retriever, self.top_k, "rerank", self.fusion)
 
     def resolve(self, run: RerankSpec) -> RerankChoice:
-        """Both keys set: the ones given here, the run's for the rest."""
+        """Every key set: the ones given here, the run's for the rest."""
         return RerankChoice(retriever=self.retriever or run.retriever,
-                            top_k=self.top_k or run.top_k)
+                            top_k=self.top_k or run.top_k, fusion=self.fusion or run.fusion)
 
 
 def check_name(name: str | None) -> None:

@@ -221,9 +221,17 @@ def _report(result: dict[str, Any]) -> str:
     if result.get("rerank"):
         r = result["rerank"]
         lines.append(f"- reranked the top {r['top_k']} of {r['retriever']}: {r['pairs_scored']} "
-                     f"pairs, {r['ms_per_query']:.0f} ms per query tokenising and scoring "
+                     f"pairs of {r.get('queries_scored', '')} queries, "
+                     f"{r['ms_per_query']:.0f} ms per query tokenising and scoring "
                      f"({r['pairs_per_s']:.1f} pairs/s; {r['wall_s']:.1f} s in all with model "
                      "loads)")
+        if r.get("fusion"):
+            f = r["fusion"]
+            picked = (f"picked on {f['validation_queries']} validation queries" if
+                      f.get("validation_queries") else "given")
+            lines.append(f"- ranked by {f['weight']:.1f} x the cross-encoder's score + "
+                         f"{1 - f['weight']:.1f} x the first stage's (each min-max scaled per "
+                         f"query; the weight {picked})")
     lost = result["lost"]
     lines += ["", f"Truncated at task.max_length={lost['max_length']}: "
               f"{lost['truncated_examples']} texts lost {lost['truncated_tokens']} tokens."]

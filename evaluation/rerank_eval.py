@@ -5,12 +5,16 @@ The first stage (``rerank.retriever``) is BM25 or a trained embedding run; the r
 cross-encoder scores each query's top ``rerank.top_k`` candidates (through the same
 scoring path as every task: in this process for a few pairs, Ray Data actors otherwise) and
 they are re-sorted; candidates below the top-k keep the first stage's order, so recall@100
-measures the first stage when k < 100. Reported beside it: the first stage (and BM25) with
-bootstrap CIs over queries, the paired difference, and the reranker's time per query.
+measures the first stage when k < 100. With ``rerank.fusion`` the cross-encoder's score is
+interpolated with the first stage's (evaluation/fusion.py), the weight picked on the run's
+validation queries (scored in the same pass) or given. Reported beside it: the first stage
+(and BM25, and the cross-encoder alone when fused) with bootstrap CIs over queries, the
+paired difference, and the reranker's time per query.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -20,17 +24,21 @@ import torch
 
 from data.errors import ConfigError
 from data.pairs import beir_root
+from data.pipeline import split_key
 from data.retrieval import BeirSplit, read_beir
 from data.tokenize import tokens_cut
 from evaluation.config import EvaluateConfig
 from evaluation.embedding_eval import TOP_K, Embed, embed_texts, ranking, ranking_result, write
+from evaluation.fusion import fuse, pick_weight
 from evaluation.inference import place_for_inference, score_split
 from evaluation.retrieval import (
+    bm25_scored,
     bm25_search,
     exact_search,
     per_query_metrics,
 )
 from trainers.config import TaskKind
+from trainers.embedding_spec import fusion_weight
 from trainers.models import load_run_config, load_trained
 
 BM25 = "bm25"
@@ -81,60 +89,134 @@ def check_retriever(cfg: EvaluateConfig) -> Path | None:
     return run_dir
 
 
-def first_stage(cfg: EvaluateConfig, beir: BeirSplit) -> tuple[str, list[list[int]]]:
-    """(its name, each judged-or-not query's top ``TOP_K`` document indices, best first)."""
+def first_stage(cfg: EvaluateConfig, beir: BeirSplit, more_queries: list[str] | None = None
+                ) -> tuple[str, list[list[int]], list[list[float]]]:
+    """(its name, each query's top ``TOP_K`` document indices best first, their scores): the
+    split's queries, then ``more_queries`` (validation queries on the same corpus, searched in
+    the same pass so the corpus is embedded once)."""
+    texts = beir.query_texts + list(more_queries or [])
     run_dir = check_retriever(cfg)
     if run_dir is None:
-        return BM25, bm25_search(beir.doc_texts, beir.query_texts, TOP_K)
+        found, scores = bm25_scored(beir.doc_texts, texts, TOP_K)
+        return BM25, found, scores
     docs, _ = embed_texts(Embed, cfg, run_dir, beir.doc_ids, beir.doc_texts)
-    queries, _ = embed_texts(Embed, cfg, run_dir, beir.query_ids, beir.query_texts)
-    return run_dir.name, exact_search(queries, docs, TOP_K)[1].tolist()
+    ids = beir.query_ids + [f"held-out:{i}" for i in range(len(texts) - len(beir.query_ids))]
+    queries, _ = embed_texts(Embed, cfg, run_dir, ids, texts)
+    scores, top = exact_search(queries, docs, TOP_K)
+    return run_dir.name, top.tolist(), scores.tolist()
 
 
-def rerank(cfg: EvaluateConfig, run_dir: Path, beir: BeirSplit, candidates: list[list[int]]
-           ) -> tuple[list[list[int]], dict[str, float], np.ndarray]:
-    """(each query's candidates re-sorted by the cross-encoder within the top-k, its time:
+def score_candidates(cfg: EvaluateConfig, run_dir: Path, query_texts: list[str],
+                     doc_texts: list[str], candidates: list[list[int]]
+                     ) -> tuple[list[list[float]], dict[str, float], np.ndarray]:
+    """(the cross-encoder's score of each query's top-k candidates, row for row, its time:
     ``wall_s`` including model loads and actor starts, ``busy_s`` tokenising and scoring,
-    tokens truncation cut per scored pair)."""
+    tokens truncation cut per scored pair, in query order)."""
     import ray.data  # Ray loads only when a job runs
 
     k = cfg.rerank.top_k
-    pairs = [{"id": f"{qi}:{di}", "query": query, "document": beir.doc_texts[di]}
-             for qi, (query, row) in enumerate(zip(beir.query_texts, candidates, strict=True))
+    pairs = [{"id": f"{qi}:{di}", "query": query, "document": doc_texts[di]}
+             for qi, (query, row) in enumerate(zip(query_texts, candidates, strict=True))
              for di in row[:k]]
     if not pairs:
-        return candidates, {"wall_s": 0.0, "busy_s": 0.0}, np.zeros(0, dtype=np.int32)
+        return [[] for _ in candidates], {"wall_s": 0.0, "busy_s": 0.0}, np.zeros(0, np.int32)
     start = time.perf_counter()
     frame = score_split(ScorePairs, cfg, run_dir, ray.data.from_items(pairs),
                         cfg.batch_size * 16, num_gpus=1 if torch.cuda.is_available() else 0,
                         num_cpus=1)
     seconds = {"wall_s": time.perf_counter() - start, "busy_s": float(frame["busy_s"].sum())}
-    score = dict(zip(frame["id"], frame["score"], strict=True))
-    reranked = [sorted(row[:k], key=lambda d, q=qi: -score[f"{q}:{d}"]) + list(row[k:])
-                for qi, row in enumerate(candidates)]
-    return reranked, seconds, frame["truncated"].to_numpy()
+    frame = frame.set_index("id").loc[[p["id"] for p in pairs]]
+    score = dict(zip(frame.index, frame["score"], strict=True))
+    return ([[float(score[f"{qi}:{di}"]) for di in row[:k]] for qi, row in enumerate(candidates)],
+            seconds, frame["truncated"].to_numpy())
+
+
+def _one(paths: str | list[str]) -> str:
+    return paths if isinstance(paths, str) else paths[0]  # BEIR: one qrels file a split
+
+
+def validation_queries(run: Any, root: Path) -> BeirSplit:
+    """The run's held-out queries (its ``data.validation_path``, or the train split's queries
+    its ``val_fraction`` hash held out), which must rank the corpus being evaluated."""
+    data, key = run.data, "rerank.fusion"
+    if data.format != "beir":
+        raise ConfigError(key, f"validation needs a run trained on BEIR qrels, this one read "
+                          f"data.format={data.format}", "give the weight: rerank.fusion=0.5")
+    if data.validation_path:
+        held_root, split = beir_root(_one(data.validation_path))
+        held_out = read_beir(held_root, split)
+    elif data.val_fraction > 0:
+        held_root, split = beir_root(_one(data.path))
+        train = read_beir(held_root, split)
+        keep = [i for i, text in enumerate(train.query_texts)
+                if split_key(text) < data.val_fraction]  # data/pipeline.py's hold-out
+        ids = [train.query_ids[i] for i in keep]
+        held_out = dataclasses.replace(train, query_ids=ids, query_texts=[
+            train.query_texts[i] for i in keep], qrels={q: train.qrels[q] for q in ids})
+    else:
+        raise ConfigError(key, "validation needs held-out queries, and the run was trained "
+                          "with data.val_fraction=0 and no data.validation_path",
+                          "give the weight: rerank.fusion=0.5")
+    if held_root.resolve() != root.resolve():
+        raise ConfigError(key, f"the run's validation queries rank {held_root}'s corpus, not "
+                          f"the evaluated {root}'s", "give the weight: rerank.fusion=0.5")
+    if not held_out.query_ids:
+        raise ConfigError(key, "the run's validation split holds no query",
+                          "give the weight: rerank.fusion=0.5")
+    return held_out
+
+
+def rerank(cfg: EvaluateConfig, run: Any, run_dir: Path, beir: BeirSplit, root: Path
+           ) -> tuple[str, list[list[int]], list[list[int]], dict[str, Any]]:
+    """(the first stage's name, its rankings, the reranked ones, what was done: timings,
+    pairs, truncation ``cut`` per pair of the split, the fusion weight and how it was got)."""
+    k, fusion = cfg.rerank.top_k, cfg.rerank.fusion or "none"
+    held_out = validation_queries(run, root) if fusion == "validation" else None
+    name, candidates, first = first_stage(cfg, beir, held_out.query_texts if held_out else None)
+    scores, seconds, cut = score_candidates(cfg, run_dir, beir.query_texts + (
+        held_out.query_texts if held_out else []), beir.doc_texts, candidates)
+    n = len(beir.query_ids)
+    done: dict[str, Any] = {**seconds, "pairs_scored": int(len(cut)),
+                            "queries_scored": len(candidates), "fusion": None}
+    weight = fusion_weight(fusion, "rerank.fusion")
+    if held_out is not None:
+        weight, by_weight = pick_weight(beir.doc_ids, held_out.query_ids, held_out.qrels,
+                                        candidates[n:], first[n:], scores[n:], k)
+        done["fusion"] = {"setting": fusion, "weight": weight, "picked_on": "validation queries",
+                          "validation_queries": len(held_out.query_ids),
+                          "validation_ndcg@10": by_weight}
+    elif weight is not None:
+        done["fusion"] = {"setting": fusion, "weight": weight, "picked_on": "given"}
+    done["cut"] = cut[:sum(len(row[:k]) for row in candidates[:n])]
+    candidates, first, scores = candidates[:n], first[:n], scores[:n]
+    done["alone"] = fuse(candidates, first, scores, 1.0, k)
+    reranked = done["alone"] if weight is None else fuse(candidates, first, scores, weight, k)
+    return name, candidates, reranked, done
 
 
 def evaluate_rerank(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list[str],
                     data_name: str, out_dir: Path, made_by: dict[str, Any]) -> dict[str, Any]:
-    """Rerank the first stage's top-k for each query of a BEIR split; score both (and BM25)."""
+    """Rerank the first stage's top-k for each query of a BEIR split; score both (and BM25,
+    and the cross-encoder alone when its score is fused with the first stage's)."""
     root, split = beir_root(paths[0])
     beir = read_beir(root, split)
-    name, candidates = first_stage(cfg, beir)
-    reranked, seconds, cut = rerank(cfg, run_dir, beir, candidates)
-    ranked = ranking(beir.doc_ids, reranked, beir.query_ids)
-    systems = {f"first stage ({name}, top {cfg.rerank.top_k})": per_query_metrics(
+    k = cfg.rerank.top_k
+    name, candidates, reranked, done = rerank(cfg, run, run_dir, beir, root)
+    cut, alone = done.pop("cut"), done.pop("alone")
+    systems = {f"first stage ({name}, top {k})": per_query_metrics(
         ranking(beir.doc_ids, candidates, beir.query_ids), beir.qrels)}
+    if done["fusion"] is not None:
+        systems[f"cross-encoder alone (top {k})"] = per_query_metrics(
+            ranking(beir.doc_ids, alone, beir.query_ids), beir.qrels)
     if name != BM25:
         systems[BM25] = per_query_metrics(ranking(
             beir.doc_ids, bm25_search(beir.doc_texts, beir.query_texts, TOP_K),
             beir.query_ids), beir.qrels)
-    result, frame = ranking_result(cfg, run_dir, run, data_name, beir, ranked, systems, cut,
-                                   made_by)
-    queries = max(len(beir.query_ids), 1)
-    result["rerank"] = {"retriever": cfg.rerank.retriever, "top_k": cfg.rerank.top_k,
-                        "pairs_scored": int(len(cut)), **seconds,
-                        "ms_per_query": 1000 * seconds["busy_s"] / queries,
-                        "pairs_per_s": len(cut) / seconds["busy_s"] if seconds["busy_s"]
-                        else 0.0}
+    result, frame = ranking_result(cfg, run_dir, run, data_name, beir,
+                                   ranking(beir.doc_ids, reranked, beir.query_ids), systems,
+                                   cut, made_by)
+    busy, scored = done["busy_s"], done["pairs_scored"]
+    result["rerank"] = {"retriever": cfg.rerank.retriever, "top_k": k, **done,
+                        "ms_per_query": 1000 * busy / max(done["queries_scored"], 1),
+                        "pairs_per_s": scored / busy if busy else 0.0}
     return write(cfg, result, frame, out_dir)

@@ -61,6 +61,12 @@ def bm25_search(doc_texts: Sequence[str], query_texts: Sequence[str],
     list and no stemmer. A ranking holds only documents sharing a term with the query (score
     > 0), as a search engine's would, so it may be shorter than ``k``.
     """
+    return bm25_scored(doc_texts, query_texts, k)[0]
+
+
+def bm25_scored(doc_texts: Sequence[str], query_texts: Sequence[str], k: int
+                ) -> tuple[list[list[int]], list[list[float]]]:
+    """:func:`bm25_search`'s rankings and, row for row, their BM25 scores."""
     import bm25s  # optional heavy dependency (numba-backed), used only by this baseline
 
     if not doc_texts:
@@ -69,13 +75,14 @@ def bm25_search(doc_texts: Sequence[str], query_texts: Sequence[str],
     retriever.index(bm25s.tokenize(list(doc_texts), stopwords="en", show_progress=False),
                     show_progress=False)
     if not query_texts:
-        return []
+        return [], []
     # strings, not ids: the queries' own vocabulary would not match the index's
     tokens = bm25s.tokenize(list(query_texts), stopwords="en", return_ids=False,
                             show_progress=False)
     found, scores = retriever.retrieve(tokens, k=min(k, len(doc_texts)), show_progress=False)
-    return [[int(d) for d, s in zip(row, row_scores, strict=True) if s > 0]
+    kept = [[(int(d), float(s)) for d, s in zip(row, row_scores, strict=True) if s > 0]
             for row, row_scores in zip(found, scores, strict=True)]
+    return [[d for d, _ in row] for row in kept], [[s for _, s in row] for row in kept]
 
 
 def judged_queries(qrels: Qrels) -> list[str]:

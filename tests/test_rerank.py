@@ -77,6 +77,61 @@ def test_the_loss_is_softmax_cross_entropy_over_positive_and_negative_scores():
     assert net(input_ids=ids, attention_mask=mask).logits.shape == (3,)  # scoring alone
 
 
+def test_fusion_interpolates_min_max_scaled_scores_and_picks_the_weight_on_held_out_queries():
+    from evaluation.fusion import WEIGHTS, fuse, pick_weight
+    from trainers.embedding_spec import RerankSpec, fusion_weight
+
+    candidates, first, ce = [[4, 7, 1, 9]], [[10.0, 8.0, 7.0, 6.0]], [[0.0, 1.0, 3.0]]
+    # scaled per query over the top 3: first stage (1, 1/3, 0), cross-encoder (0, 1/3, 1)
+    assert fuse(candidates, first, ce, 1.0, 3) == [[1, 7, 4, 9]]  # the cross-encoder alone
+    assert fuse(candidates, first, ce, 0.0, 3) == [[4, 7, 1, 9]]  # the first stage's order
+    assert fuse(candidates, first, ce, 0.7, 3) == [[1, 7, 4, 9]]  # 0.3, 1/3, 0.7
+    assert fuse(candidates, first, ce, 0.5, 3) == [[4, 1, 7, 9]]  # a tie keeps 4 before 1
+    assert fuse(candidates, first, [[2.0, 2.0, 2.0]], 0.5, 3) == [[4, 7, 1, 9]]
+    assert fuse([[]], [[]], [[]], 0.5, 3) == [[]]  # a query BM25 found nothing for
+    # only 0.5 puts the relevant middle document first: a = 1 - w, b = 0.55, c = w
+    weight, means = pick_weight(["a", "b", "c"], ["q"], {"q": {"b": 1}}, [[0, 1, 2]],
+                                [[1.0, 0.55, 0.0]], [[0.0, 0.55, 1.0]], 3)
+    assert weight == 0.5 and list(means) == [str(w) for w in WEIGHTS]
+    assert means["0.5"] == 1.0 and max(v for w, v in means.items() if w != "0.5") < 1.0
+    assert fusion_weight("0.25", "rerank.fusion") == 0.25
+    assert fusion_weight("validation", "rerank.fusion") is None
+    for bad, problem in (("abc", "'abc' is none, validation or a weight"),
+                         ("1.5", "the weight 1.5 is outside")):
+        with pytest.raises(ConfigError, match=rf"rerank.fusion.*{problem}"):
+            fusion_weight(bad, "rerank.fusion")
+    with pytest.raises(ConfigError, match="task.rerank.fusion"):
+        RerankSpec(fusion="2")
+
+
+def test_validation_queries_are_the_runs_hash_held_out_queries_on_the_evaluated_corpus(
+        tmp_path):
+    from data.pipeline import split_key
+    from data.retrieval import read_beir
+    from evaluation.rerank_eval import validation_queries
+
+    root = _beir(tmp_path / "beir")
+    train = f"{root}/qrels/train.tsv"
+    run = compose_run(tmp_path, ["task=rerank", "data=scifact", f"data.path={train}",
+                                 "data.val_fraction=0.5"])
+    held = validation_queries(run, root)
+    split = read_beir(root, "train")
+    want = [q for q, t in zip(split.query_ids, split.query_texts, strict=True)
+            if split_key(t) < 0.5]
+    assert held.query_ids == want and set(held.qrels) == set(want) and 0 < len(want) < 9
+    given = compose_run(tmp_path, ["task=rerank", "data=scifact", f"data.path={train}",
+                                   f"data.validation_path={root}/qrels/test.tsv"])
+    assert validation_queries(given, root).query_ids == ["qd10", "qd11", "qd12"]
+    other = _beir(tmp_path / "other")
+    for bad, problem in ((["data.val_fraction=0"], "data.val_fraction=0 and no"),
+                         (["data.format=jsonl"], "needs a run trained on BEIR qrels")):
+        with pytest.raises(ConfigError, match=rf"rerank.fusion.*{problem}"):
+            validation_queries(compose_run(tmp_path, ["task=rerank", "data=scifact",
+                                                      f"data.path={train}", *bad]), root)
+    with pytest.raises(ConfigError, match=r"rerank.fusion.*rank .*beir's corpus, not the "):
+        validation_queries(run, other)
+
+
 def test_rerank_refuses_scored_pairs():
     with pytest.raises(ConfigError, match="task=rerank ranks documents for queries"):
         compose_run("/tmp", ["task=rerank", "data=stsb"])
@@ -88,6 +143,12 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
     from trainers.models import load_trained
 
     root = _beir(tmp_path / "beir")
+    # each test query also shares words with other documents: BM25's top 5 hold several
+    queries = [json.loads(line) for line in (root / "queries.jsonl").read_text().splitlines()]
+    wider = {"qd10": "whale songs travel across the ocean", "qd11": "lightning heat air sun",
+             "qd12": "ants pheromone trails to flowers and sugar"}
+    (root / "queries.jsonl").write_text("".join(json.dumps(
+        {**q, "text": wider.get(q["_id"], q["text"])}) + "\n" for q in queries))
     args = [*FAST, "task=rerank", "data=scifact", f"data.path={root}/qrels/train.tsv",
             f"data.test_path={root}/qrels/test.tsv", "data.val_fraction=0",
             "trainer.batch_size=4", "trainer.max_steps=2", "task.max_length=48",
@@ -114,6 +175,7 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
     assert "reranked the top 5 of bm25" in (run_dir / "eval" / "test" / "report.md").read_text()
 
     # the top 5 are BM25's candidates in the order of the trained cross-encoder's scores
+    from data.pipeline import split_key
     from data.retrieval import read_beir
     from evaluation.retrieval import bm25_search
 
@@ -130,6 +192,51 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
         want = [docs[i] for i in np.argsort(-scores, kind="stable")]
         got = list(frame.set_index("query_id").loc[query_id, "retrieved"])
         assert got[:len(want)] == want
+
+    # fused with BM25's scores, the weight picked on the run's validation queries (a copy
+    # whose config holds half the training queries out): the order is the interpolated
+    # scores', the cross-encoder alone stands beside it; without held-out queries: one line
+    from evaluation.fusion import WEIGHTS, fuse
+    from evaluation.retrieval import bm25_scored
+
+    held = tmp_path / "runs" / "rrv"
+    shutil.copytree(run_dir, held, ignore=shutil.ignore_patterns("eval"))
+    config = json.loads((held / "config.json").read_text())
+    config["data"]["val_fraction"] = 0.5
+    (held / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", f"run={held}", "resamples=200", "rerank.top_k=5",
+                 "rerank.fusion=validation", f"paths.root={tmp_path}"]) == 0
+    fused = json.loads((held / "eval" / "test" / "metrics.json").read_text())
+    how = fused["rerank"]["fusion"]
+    train = read_beir(root, "train")
+    assert how["validation_queries"] == sum(split_key(t) < 0.5 for t in train.query_texts) > 0
+    assert list(how["validation_ndcg@10"]) == [str(w) for w in WEIGHTS]
+    assert how["weight"] == float(max(how["validation_ndcg@10"],
+                                      key=how["validation_ndcg@10"].get))
+    assert fused["baseline"]["cross-encoder alone (top 5)"]["ndcg@10"] == \
+        result["metrics"]["ndcg@10"]
+    found, bm25_scores = bm25_scored(beir.doc_texts, beir.query_texts, 100)
+    alone = [pd.read_parquet(run_dir / "eval" / "test" / "predictions.parquet").set_index(
+        "query_id").loc[q, "retrieved"] for q in beir.query_ids]
+    enc = [tok([beir.query_texts[qi]] * len(found[qi][:5]),
+               [beir.doc_texts[d] for d in found[qi][:5]],
+               padding=True, truncation=True, max_length=48, return_tensors="pt")
+           for qi in range(len(beir.query_ids))]
+    with torch.no_grad():
+        ce = [model(**e).logits.tolist() for e in enc]
+    assert max(len(row) for row in found) > 1  # some query has candidates to reorder
+    want = fuse(found, bm25_scores, ce, how["weight"], 5)
+    got = pd.read_parquet(held / "eval" / "test" / "predictions.parquet").set_index("query_id")
+    for qi, query_id in enumerate(beir.query_ids):
+        assert list(got.loc[query_id, "retrieved"]) == [beir.doc_ids[d] for d in want[qi]][:10]
+        assert list(alone[qi])[:5] == [beir.doc_ids[d] for d in fuse(
+            found, bm25_scores, ce, 1.0, 5)[qi]][:5]
+    assert "the weight picked on" in (held / "eval" / "test" / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["evaluate", f"run={run_dir}", "rerank.fusion=validation",
+                 f"paths.root={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: config key 'rerank.fusion'") and "val_fraction=0" in err, err
 
     # compare: the reranker over BM25's top 5 vs a copy over its top 3 pairs the queries and
     # says the effect is the pipeline's; a group mixing the two is refused (one line)
@@ -148,6 +255,10 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
     mixed = Side(path=tmp_path, name="group", members=[run_dir, tmp_path / "runs" / "rr3"])
     with pytest.raises(DataError, match=r"^group: its runs ranked different candidates "
                                         r"\(rr: bm25's top 5, reranked; rr3: bm25's top 3"):
+        ranked_from(mixed, Evaluations(CompareConfig(split="test")))
+    mixed = Side(path=tmp_path, name="group", members=[run_dir, held])
+    with pytest.raises(DataError, match=r"rr: bm25's top 5, reranked; rrv: bm25's top 5, "
+                                        r"reranked \(rerank.fusion=validation\)"):
         ranked_from(mixed, Evaluations(CompareConfig(split="test")))
 
     # a first stage that is not an embedding run, or no run at all: one line naming the key
@@ -285,7 +396,8 @@ def test_a_rerank_runs_evaluations_follow_its_task_rerank(tmp_path, monkeypatch)
                    run_identity(config_dict(deeper), None)) == []
     with pytest.raises(ConfigError, match=r"task.rerank.top_k.* must be in \[1, 100\], got 0"):
         RerankSpec(top_k=0)
-    assert RerankChoice(top_k=10).resolve(deeper.task.rerank) == RerankChoice("runs/bi", 10)
+    assert RerankChoice(top_k=10).resolve(deeper.task.rerank) == RerankChoice("runs/bi", 10,
+                                                                            "none")
 
     saved = tmp_path / "seed0" / "eval" / "test"
     saved.mkdir(parents=True)
@@ -297,3 +409,7 @@ def test_a_rerank_runs_evaluations_follow_its_task_rerank(tmp_path, monkeypatch)
     assert seeds._evaluate_member(run, "test", prep, reuse=True)["rerank"]["top_k"] == 100
     assert seeds._evaluate_member(deeper, "test", prep, reuse=True) == {
         "evaluated": deeper.run_dir}  # ranked BM25's top 100, asked for runs/bi's top 20
+    fused = dataclasses.replace(run, task=dataclasses.replace(run.task, rerank=RerankSpec(
+        fusion="validation")))
+    assert seeds._evaluate_member(fused, "test", prep, reuse=True) == {
+        "evaluated": fused.run_dir}  # the saved order was the cross-encoder's alone

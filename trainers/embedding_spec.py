@@ -83,18 +83,39 @@ class RerankSpec:
         top_k: Candidates per query the cross-encoder scores (its cost grows with it:
             SciFact's 300 test queries are 30,000 pairs at 100, 3,000 at 10). At most 100,
             the first stage's depth.
+        fusion: ``none`` (the cross-encoder's order), ``validation`` (its score interpolated
+            with the first stage's, the weight picked on the run's validation queries:
+            evaluation/fusion.py) or a fixed weight in [0, 1] on the cross-encoder's score.
     """
 
     retriever: str = "bm25"
     top_k: int = 100
+    fusion: str = "none"
 
     def __post_init__(self) -> None:
-        check_rerank(self.retriever, self.top_k, "task.rerank")
+        check_rerank(self.retriever, self.top_k, "task.rerank", self.fusion)
 
 
-def check_rerank(retriever: str | None, top_k: int | None, prefix: str) -> None:
+def check_rerank(retriever: str | None, top_k: int | None, prefix: str,
+                 fusion: str | None = None) -> None:
     """The checks of ``task.rerank.*`` and of the verbs' ``rerank.*`` (None: not set)."""
     if top_k is not None and not 1 <= top_k <= 100:
         raise ConfigError(f"{prefix}.top_k", f"must be in [1, 100], got {top_k}")
     if retriever is not None:
         refuse_credentials(retriever, f"{prefix}.retriever")
+    if fusion is not None:
+        fusion_weight(fusion, f"{prefix}.fusion")
+
+
+def fusion_weight(fusion: str, key: str) -> float | None:
+    """``rerank.fusion`` read as the cross-encoder's weight (None: ``none`` or
+    ``validation``); anything else is refused naming the key."""
+    if fusion in ("none", "validation"):
+        return None
+    try:
+        weight = float(fusion)
+    except ValueError:
+        raise ConfigError(key, f"{fusion!r} is none, validation or a weight in [0, 1]") from None
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(key, f"the weight {weight} is outside [0, 1]")
+    return weight

@@ -20,6 +20,7 @@ from data.errors import hide_user_error_logs
 from evaluation.aggregate import aggregate_metrics, aggregate_slices
 from evaluation.config import EvaluateConfig
 from evaluation.evaluate import evaluate
+from evaluation.fusion import fusion_setting
 from evaluation.generation import METRICS as GENERATION_METRICS
 from evaluation.outputs import is_current
 from evaluation.retrieval import METRICS as RETRIEVAL_METRICS
@@ -142,8 +143,9 @@ def _evaluate_member(one: TrainConfig, split: str, prep: Prepared, reuse: bool =
         # answers scored before a score existed (bleu_uncased, session 31) are evaluated
         # again: the group aggregates only what every member reports
         scored = not one.task.chat or set(GENERATION_METRICS) <= set(result["metrics"])
-        if scored and (ranked is None or (ranked["retriever"], ranked["top_k"]) == (
-                wanted.retriever, wanted.top_k)):
+        if scored and (ranked is None or (ranked["retriever"], ranked["top_k"],
+                                          fusion_setting(ranked)) == (
+                wanted.retriever, wanted.top_k, wanted.fusion)):
             return result
     return evaluate(EvaluateConfig(run=run_dir, split=split, baseline=False, paths=one.paths),
                     splits=prep.splits)
