@@ -4,9 +4,11 @@ A cross-encoder started from a bi-encoder's weights has a fresh one-output head 
 SciFact, only 811 training pairs: it fits them without learning relevance that transfers
 (docs/benchmarks.md, sessions 12 and 18). The corpus itself holds ~5k more (title, abstract)
 pairs, with no relevance label used: the self-supervision GPL/InPars-style domain adaptation
-draws on. Documents judged relevant to any *test* query are left out (their titles would
-otherwise preview test documents; the count is printed). Each pair gets one negative: the
-abstract BM25 ranks highest for the title that is not its own (ranks 1-10 searched).
+draws on. Documents judged relevant to a test query, or to a training query that the runs'
+``data.val_fraction`` hash holds out (the validation queries ``rerank.fusion=validation`` picks
+its weight on), are left out, so neither split's documents are previewed; counts are
+printed. Each pair gets one negative: the abstract BM25 ranks highest for the title that is
+not its own (ranks 1-10 searched).
 
     python bench/scifact_title_pairs.py --out runs/scifact_title_pairs
     shardtune train task=rerank data.path=runs/scifact_title_pairs/train.jsonl \\
@@ -23,20 +25,38 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import SHARED  # noqa: E402
+from data.pipeline import split_key  # noqa: E402
 from evaluation.retrieval import bm25_search  # noqa: E402
+
+
+def _queries(root: Path) -> dict[str, str]:
+    return {(q := json.loads(line))["_id"]: q["text"] for line in (root / "queries.jsonl").open()
+            if line.strip()}
+
+
+def judged(root: Path, split: str, queries: set[str] | None = None) -> set[str]:
+    """Documents the split's qrels judge relevant (to ``queries`` only, when given)."""
+    rows = [line.rstrip("\n").split("\t") for line in (root / "qrels" / f"{split}.tsv").open()
+            if line.strip() and not line.startswith("query-id")]
+    return {doc for query, doc, score in rows if int(score) > 0
+            and (queries is None or query in queries)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=SHARED / "scifact")
     parser.add_argument("--out", type=Path, default=Path("runs/scifact_title_pairs"))
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="data.val_fraction of the runs the pairs are for (their held-out "
+                             "queries' documents are left out too)")
     args = parser.parse_args()
     docs = [json.loads(line) for line in (args.root / "corpus.jsonl").open() if line.strip()]
-    test_docs = {line.split("\t")[1] for line in (args.root / "qrels" / "test.tsv").open()
-                 if line.strip() and not line.startswith("query-id")}
+    test_docs = judged(args.root, "test")
+    held_out = {q for q, text in _queries(args.root).items() if split_key(text) < args.val_fraction}
+    validation_docs = judged(args.root, "train", held_out)
     untitled = sum(not (d["title"].strip() and d["text"].strip()) for d in docs)
-    kept = [d for d in docs if d["_id"] not in test_docs and d["title"].strip()
-            and d["text"].strip()]
+    kept = [d for d in docs if d["_id"] not in test_docs | validation_docs
+            and d["title"].strip() and d["text"].strip()]
     abstracts = [d["text"].strip() for d in kept]
     found = bm25_search(abstracts, [d["title"].strip() for d in kept], 10)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -50,8 +70,9 @@ def main() -> None:
             fh.write(json.dumps({"query": doc["title"].strip(), "positive": abstracts[i],
                                  "negative": abstracts[negative], "id": doc["_id"]}) + "\n")
             written += 1
-    summary = {"documents": len(docs), "test_relevant_left_out": sum(
-                   d["_id"] in test_docs for d in docs), "without_title_or_text": untitled,
+    summary = {"documents": len(docs), "test_relevant_left_out": len(test_docs),
+               "validation_relevant_left_out": len(validation_docs - test_docs),
+               "without_title_or_text": untitled,
                "pairs": written, "no_negative_in_top_10": no_negative,
                "self_ranked_first": sum(bool(r) and r[0] == i for i, r in enumerate(found))}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
