@@ -135,19 +135,24 @@ def _one(paths: str | list[str]) -> str:
     return paths if isinstance(paths, str) else paths[0]  # BEIR: one qrels file a split
 
 
-def validation_queries(run: Any, root: Path) -> BeirSplit:
+def validation_queries(run: Any, root: Path, split: str = "test") -> BeirSplit:
     """The run's held-out queries (its ``data.validation_path``, or the train split's queries
-    its ``val_fraction`` hash held out), which must rank the corpus being evaluated."""
+    its ``val_fraction`` hash held out), which must rank the corpus being evaluated, and never
+    be what the evaluation reports (``split``)."""
     data, key = run.data, "rerank.fusion"
+    if split != "test":
+        raise ConfigError(key, f"validation picks the weight on the run's held-out training "
+                          f"queries, which split={split} reports on",
+                          "evaluate split=test, or give the weight: rerank.fusion=0.5")
     if data.format != "beir":
         raise ConfigError(key, f"validation needs a run trained on BEIR qrels, this one read "
                           f"data.format={data.format}", "give the weight: rerank.fusion=0.5")
     if data.validation_path:
-        held_root, split = beir_root(_one(data.validation_path))
-        held_out = read_beir(held_root, split)
+        held_root, held_split = beir_root(_one(data.validation_path))
+        held_out = read_beir(held_root, held_split)
     elif data.val_fraction > 0:
-        held_root, split = beir_root(_one(data.path))
-        train = read_beir(held_root, split)
+        held_root, train_split = beir_root(_one(data.path))
+        train = read_beir(held_root, train_split)
         keep = [i for i, text in enumerate(train.query_texts)
                 if split_key(text) < data.val_fraction]  # data/pipeline.py's hold-out
         ids = [train.query_ids[i] for i in keep]
@@ -171,7 +176,7 @@ def rerank(cfg: EvaluateConfig, run: Any, run_dir: Path, beir: BeirSplit, root: 
     """(the first stage's name, its rankings, the reranked ones, what was done: timings,
     pairs, truncation ``cut`` per pair of the split, the fusion weight and how it was got)."""
     k, fusion = cfg.rerank.top_k, cfg.rerank.fusion or "none"
-    held_out = validation_queries(run, root) if fusion == "validation" else None
+    held_out = validation_queries(run, root, cfg.split) if fusion == "validation" else None
     name, candidates, first = first_stage(cfg, beir, held_out.query_texts if held_out else None)
     scores, seconds, cut = score_candidates(cfg, run_dir, beir.query_texts + (
         held_out.query_texts if held_out else []), beir.doc_texts, candidates)

@@ -130,6 +130,8 @@ def test_validation_queries_are_the_runs_hash_held_out_queries_on_the_evaluated_
                                                       f"data.path={train}", *bad]), root)
     with pytest.raises(ConfigError, match=r"rerank.fusion.*rank .*beir's corpus, not the "):
         validation_queries(run, other)
+    with pytest.raises(ConfigError, match=r"rerank.fusion.*which split=validation reports on"):
+        validation_queries(run, root, "validation")
 
 
 def test_rerank_refuses_scored_pairs():
