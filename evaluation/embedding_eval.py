@@ -229,8 +229,8 @@ def _report(result: dict[str, Any]) -> str:
             f = r["fusion"]
             picked = (f"picked on {f['validation_queries']} validation queries" if
                       f.get("validation_queries") else "given")
-            lines.append(f"- ranked by {f['weight']:.1f} x the cross-encoder's score + "
-                         f"{1 - f['weight']:.1f} x the first stage's (each min-max scaled per "
+            lines.append(f"- ranked by {f['weight']:g} x the cross-encoder's score + "
+                         f"{1 - f['weight']:.3g} x the first stage's (each min-max scaled per "
                          f"query; the weight {picked})")
     lost = result["lost"]
     lines += ["", f"Truncated at task.max_length={lost['max_length']}: "
