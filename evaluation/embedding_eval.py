@@ -9,6 +9,7 @@ otherwise); search is exact (a batched matrix product).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from data.errors import ConfigError
 from data.pairs import beir_root, dropped_judgments
-from data.retrieval import read_beir
+from data.pipeline import split_key
+from data.retrieval import BeirSplit, read_beir
 from evaluation.config import EvaluateConfig
 from evaluation.gates import check_gates
 from evaluation.inference import place_for_inference, score_split
@@ -104,11 +107,29 @@ def ranking(ids: list[str], indices: np.ndarray | list[list[int]], query_ids: li
     return {q: [ids[i] for i in row] for q, row in zip(query_ids, indices, strict=True)}
 
 
+def held_out(split: BeirSplit, fraction: float | None) -> BeirSplit:
+    """The queries data/pipeline.py's ``val_fraction`` hash holds out of a training split for
+    validation (the split itself when ``fraction`` is None: a split of its own)."""
+    if fraction is None:
+        return split
+    ids = [q for q, text in zip(split.query_ids, split.query_texts, strict=True)
+           if split_key(text) < fraction]
+    if not ids:
+        raise ConfigError("split", f"the validation split holds no query: none of the "
+                          f"{len(split.query_ids)} training queries falls in the "
+                          f"data.val_fraction={fraction} hold-out",
+                          "give data.validation_path, or a larger data.val_fraction")
+    return dataclasses.replace(split, query_ids=ids, query_texts=[
+        split.queries_by_id()[q] for q in ids], qrels={q: split.qrels[q] for q in ids})
+
+
 def evaluate_retrieval(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list[str],
-                       data_name: str, out_dir: Path, made_by: dict[str, Any]) -> dict[str, Any]:
-    """Rank the whole corpus for each judged query of a BEIR split; score run, BM25, base."""
+                       data_name: str, out_dir: Path, made_by: dict[str, Any],
+                       hold_out: float | None = None) -> dict[str, Any]:
+    """Rank the whole corpus for each judged query of a BEIR split (``hold_out``: the
+    validation queries held out of the training qrels); score run, BM25, base."""
     root, split = beir_root(paths[0])
-    beir = read_beir(root, split)
+    beir = held_out(read_beir(root, split), hold_out)
     doc_emb, doc_cut = embed_texts(Embed, cfg, run_dir, beir.doc_ids, beir.doc_texts)
     query_emb, query_cut = embed_texts(Embed, cfg, run_dir, beir.query_ids, beir.query_texts)
     _, top = exact_search(query_emb, doc_emb, TOP_K)

@@ -155,16 +155,19 @@ def _evaluate(cfg: EvaluateConfig, run_dir: Path, run: Any, data: Any, splits: A
     if reuse and is_current(out_dir, run_dir) and \
             (saved.get("made_by") or {}).get("data") == made_by["data"]:
         return {**saved, "out_dir": str(out_dir), "reused": True}
+    # a BEIR validation split without a file of its own: the queries training held out
+    hold_out = data.val_fraction if cfg.split == "validation" and not data.validation_path \
+        else None
     if run.task.kind == TaskKind.rerank:  # reorder a first stage's top-k of a corpus
         if data.format.value != "beir":
             raise ConfigError("data.format", "evaluating a rerank run needs a BEIR corpus "
                               "with queries and qrels (data.format=beir)")
         return evaluate_rerank(cfg, run_dir, run, data.split_paths(cfg.split), data.name,
-                               out_dir, made_by)
+                               out_dir, made_by, hold_out)
     if run.task.kind == TaskKind.embedding:  # rank a corpus (BEIR) or score pairs (STS)
         if data.format.value == "beir":
             return evaluate_retrieval(cfg, run_dir, run, data.split_paths(cfg.split),
-                                      data.name, out_dir, made_by)
+                                      data.name, out_dir, made_by, hold_out)
         return evaluate_similarity(cfg, run_dir, run, splits.datasets[cfg.split].to_pandas(),
                                    splits.summaries[cfg.split], data.name, out_dir, made_by)
     if run.task.chat:  # task=sft: answers generated and scored against references

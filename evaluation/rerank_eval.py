@@ -14,7 +14,6 @@ paired difference, and the reranker's time per query.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,18 @@ import torch
 
 from data.errors import ConfigError
 from data.pairs import beir_root
-from data.pipeline import split_key
 from data.retrieval import BeirSplit, read_beir
 from data.tokenize import tokens_cut
 from evaluation.config import EvaluateConfig
-from evaluation.embedding_eval import TOP_K, Embed, embed_texts, ranking, ranking_result, write
+from evaluation.embedding_eval import (
+    TOP_K,
+    Embed,
+    embed_texts,
+    held_out,
+    ranking,
+    ranking_result,
+    write,
+)
 from evaluation.fusion import fuse, pick_weight
 from evaluation.inference import place_for_inference, score_split
 from evaluation.retrieval import (
@@ -146,18 +152,14 @@ def validation_queries(run: Any, root: Path, split: str = "test") -> BeirSplit:
                           "evaluate split=test, or give the weight: rerank.fusion=0.5")
     if data.format != "beir":
         raise ConfigError(key, f"validation needs a run trained on BEIR qrels, this one read "
-                          f"data.format={data.format}", "give the weight: rerank.fusion=0.5")
+                          f"data.format={getattr(data.format, 'value', data.format)}",
+                          "give the weight: rerank.fusion=0.5")
     if data.validation_path:
         held_root, held_split = beir_root(_one(data.validation_path))
-        held_out = read_beir(held_root, held_split)
+        queries = read_beir(held_root, held_split)
     elif data.val_fraction > 0:
         held_root, train_split = beir_root(_one(data.path))
-        train = read_beir(held_root, train_split)
-        keep = [i for i, text in enumerate(train.query_texts)
-                if split_key(text) < data.val_fraction]  # data/pipeline.py's hold-out
-        ids = [train.query_ids[i] for i in keep]
-        held_out = dataclasses.replace(train, query_ids=ids, query_texts=[
-            train.query_texts[i] for i in keep], qrels={q: train.qrels[q] for q in ids})
+        queries = held_out(read_beir(held_root, train_split), data.val_fraction)
     else:
         raise ConfigError(key, "validation needs held-out queries, and the run was trained "
                           "with data.val_fraction=0 and no data.validation_path",
@@ -165,10 +167,10 @@ def validation_queries(run: Any, root: Path, split: str = "test") -> BeirSplit:
     if held_root.resolve() != root.resolve():
         raise ConfigError(key, f"the run's validation queries rank {held_root}'s corpus, not "
                           f"the evaluated {root}'s", "give the weight: rerank.fusion=0.5")
-    if not held_out.query_ids:
+    if not queries.query_ids:
         raise ConfigError(key, "the run's validation split holds no query",
                           "give the weight: rerank.fusion=0.5")
-    return held_out
+    return queries
 
 
 def rerank(cfg: EvaluateConfig, run: Any, run_dir: Path, beir: BeirSplit, root: Path
@@ -176,19 +178,19 @@ def rerank(cfg: EvaluateConfig, run: Any, run_dir: Path, beir: BeirSplit, root: 
     """(the first stage's name, its rankings, the reranked ones, what was done: timings,
     pairs, truncation ``cut`` per pair of the split, the fusion weight and how it was got)."""
     k, fusion = cfg.rerank.top_k, cfg.rerank.fusion or "none"
-    held_out = validation_queries(run, root, cfg.split) if fusion == "validation" else None
-    name, candidates, first = first_stage(cfg, beir, held_out.query_texts if held_out else None)
+    picking = validation_queries(run, root, cfg.split) if fusion == "validation" else None
+    name, candidates, first = first_stage(cfg, beir, picking.query_texts if picking else None)
     scores, seconds, cut = score_candidates(cfg, run_dir, beir.query_texts + (
-        held_out.query_texts if held_out else []), beir.doc_texts, candidates)
+        picking.query_texts if picking else []), beir.doc_texts, candidates)
     n = len(beir.query_ids)
     done: dict[str, Any] = {**seconds, "pairs_scored": int(len(cut)),
                             "queries_scored": len(candidates), "fusion": None}
     weight = fusion_weight(fusion, "rerank.fusion")
-    if held_out is not None:
-        weight, by_weight = pick_weight(beir.doc_ids, held_out.query_ids, held_out.qrels,
+    if picking is not None:
+        weight, by_weight = pick_weight(beir.doc_ids, picking.query_ids, picking.qrels,
                                         candidates[n:], first[n:], scores[n:], k)
         done["fusion"] = {"setting": fusion, "weight": weight, "picked_on": "validation queries",
-                          "validation_queries": len(held_out.query_ids),
+                          "validation_queries": len(picking.query_ids),
                           "validation_ndcg@10": by_weight}
     elif weight is not None:
         done["fusion"] = {"setting": fusion, "weight": weight, "picked_on": "given"}
@@ -200,11 +202,13 @@ def rerank(cfg: EvaluateConfig, run: Any, run_dir: Path, beir: BeirSplit, root: 
 
 
 def evaluate_rerank(cfg: EvaluateConfig, run_dir: Path, run: Any, paths: list[str],
-                    data_name: str, out_dir: Path, made_by: dict[str, Any]) -> dict[str, Any]:
-    """Rerank the first stage's top-k for each query of a BEIR split; score both (and BM25,
-    and the cross-encoder alone when its score is fused with the first stage's)."""
+                    data_name: str, out_dir: Path, made_by: dict[str, Any],
+                    hold_out: float | None = None) -> dict[str, Any]:
+    """Rerank the first stage's top-k for each query of a BEIR split (``hold_out``: the
+    validation queries held out of the training qrels); score both (and BM25, and the
+    cross-encoder alone when its score is fused with the first stage's)."""
     root, split = beir_root(paths[0])
-    beir = read_beir(root, split)
+    beir = held_out(read_beir(root, split), hold_out)
     k = cfg.rerank.top_k
     name, candidates, reranked, done = rerank(cfg, run, run_dir, beir, root)
     cut, alone = done.pop("cut"), done.pop("alone")

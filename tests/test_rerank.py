@@ -234,6 +234,11 @@ def test_a_reranker_trains_on_beir_pairs_and_reorders_bm25s_top_k(tmp_path, caps
         assert list(alone[qi])[:5] == [beir.doc_ids[d] for d in fuse(
             found, bm25_scores, ce, 1.0, 5)[qi]][:5]
     assert "the weight picked on" in (held / "eval" / "test" / "report.md").read_text()
+    # its validation split: the queries training held out, not the whole training qrels
+    assert main(["evaluate", f"run={held}", "split=validation", "resamples=200",
+                 "rerank.top_k=5", f"paths.root={tmp_path}"]) == 0
+    assert json.loads((held / "eval" / "validation" / "metrics.json").read_text())["metrics"][
+        "queries"] == how["validation_queries"]
     capsys.readouterr()
     assert main(["evaluate", f"run={run_dir}", "rerank.fusion=validation",
                  f"paths.root={tmp_path}"]) == 2
