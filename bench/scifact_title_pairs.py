@@ -27,21 +27,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import SHARED  # noqa: E402
-from data.pipeline import split_key  # noqa: E402
+from data.retrieval import BeirSplit, read_beir  # noqa: E402
+from evaluation.embedding_eval import held_out  # noqa: E402
 from evaluation.retrieval import bm25_search  # noqa: E402
 
 
-def _queries(root: Path) -> dict[str, str]:
-    return {(q := json.loads(line))["_id"]: q["text"] for line in (root / "queries.jsonl").open()
-            if line.strip()}
-
-
-def judged(root: Path, split: str, queries: set[str] | None = None) -> set[str]:
-    """Documents the split's qrels judge relevant (to ``queries`` only, when given)."""
-    rows = [line.rstrip("\n").split("\t") for line in (root / "qrels" / f"{split}.tsv").open()
-            if line.strip() and not line.startswith("query-id")]
-    return {doc for query, doc, score in rows if int(score) > 0
-            and (queries is None or query in queries)}
+def relevant(split: BeirSplit) -> set[str]:
+    """Documents the split's qrels judge relevant to any of its queries."""
+    return {doc for judged in split.qrels.values() for doc, score in judged.items() if score > 0}
 
 
 def main() -> None:
@@ -53,9 +46,8 @@ def main() -> None:
                              "queries' documents are left out too)")
     args = parser.parse_args()
     docs = [json.loads(line) for line in (args.root / "corpus.jsonl").open() if line.strip()]
-    test_docs = judged(args.root, "test")
-    held_out = {q for q, text in _queries(args.root).items() if split_key(text) < args.val_fraction}
-    validation_docs = judged(args.root, "train", held_out)
+    test_docs = relevant(read_beir(args.root, "test"))
+    validation_docs = relevant(held_out(read_beir(args.root, "train"), args.val_fraction))
     untitled = sum(not (d["title"].strip() and d["text"].strip()) for d in docs)
     kept = [d for d in docs if d["_id"] not in test_docs | validation_docs
             and d["title"].strip() and d["text"].strip()]

@@ -30,6 +30,11 @@ def split_key(text: str) -> float:
     return int(hashlib.blake2b(text.encode(), digest_size=8).hexdigest(), 16) / 2.0**64
 
 
+def in_validation(text: str, fraction: float) -> bool:
+    """Whether ``data.val_fraction`` holds this example out of training (no validation file)."""
+    return split_key(text) < fraction
+
+
 def uid(src: str) -> int:
     """A stable 63-bit id from the example's source position (file and line)."""
     return int(hashlib.blake2b(src.encode(), digest_size=8).hexdigest(), 16) >> 1
@@ -37,7 +42,7 @@ def uid(src: str) -> int:
 
 def _keep_split(batch: dict[str, np.ndarray], want_val: bool, fraction: float) -> dict:
     keep = np.array(
-        [(not e) and ((split_key(t) < fraction) == want_val)
+        [(not e) and (in_validation(t, fraction) == want_val)
          for t, e in zip(batch["text"], batch["_error"], strict=True)],
         dtype=bool,
     )

@@ -20,7 +20,7 @@ import torch
 
 from data.errors import ConfigError
 from data.pairs import beir_root, dropped_judgments
-from data.pipeline import split_key
+from data.pipeline import in_validation
 from data.retrieval import BeirSplit, read_beir
 from evaluation.config import EvaluateConfig
 from evaluation.gates import check_gates
@@ -113,7 +113,7 @@ def held_out(split: BeirSplit, fraction: float | None) -> BeirSplit:
     if fraction is None:
         return split
     ids = [q for q, text in zip(split.query_ids, split.query_texts, strict=True)
-           if split_key(text) < fraction]
+           if in_validation(text, fraction)]
     if not ids:
         raise ConfigError("split", f"the validation split holds no query: none of the "
                           f"{len(split.query_ids)} training queries falls in the "

@@ -137,10 +137,6 @@ def score_candidates(cfg: EvaluateConfig, run_dir: Path, query_texts: list[str],
             seconds, frame["truncated"].to_numpy())
 
 
-def _one(paths: str | list[str]) -> str:
-    return paths if isinstance(paths, str) else paths[0]  # BEIR: one qrels file a split
-
-
 def validation_queries(run: Any, root: Path, split: str = "test") -> BeirSplit:
     """The run's held-out queries (its ``data.validation_path``, or the train split's queries
     its ``val_fraction`` hash held out), which must rank the corpus being evaluated, and never
@@ -155,10 +151,10 @@ def validation_queries(run: Any, root: Path, split: str = "test") -> BeirSplit:
                           f"data.format={getattr(data.format, 'value', data.format)}",
                           "give the weight: rerank.fusion=0.5")
     if data.validation_path:
-        held_root, held_split = beir_root(_one(data.validation_path))
+        held_root, held_split = beir_root(data.split_paths("validation")[0])
         queries = read_beir(held_root, held_split)
     elif data.val_fraction > 0:
-        held_root, train_split = beir_root(_one(data.path))
+        held_root, train_split = beir_root(data.split_paths("train")[0])
         queries = held_out(read_beir(held_root, train_split), data.val_fraction)
     else:
         raise ConfigError(key, "validation needs held-out queries, and the run was trained "
