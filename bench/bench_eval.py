@@ -7,6 +7,8 @@ Data actor, beside bare loops over length-sorted rows (adapters as saved, and me
 ``evaluate`` loads them) and one in file order, interleaved.
 
     python bench/bench_eval.py                  # BANKING77 train split (8,990 rows), 3 rounds
+    python bench/bench_eval.py --copies 3 --rounds 2   # 26,970 rows: past inprocess_rows
+                                                       # (windows here; no file-order arm)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import SHARED, fp32_matmul_peak, save  # noqa: E402
-from data.local import to_ray  # noqa: E402
+from data.local import LocalDataset, to_ray  # noqa: E402
 from data.pipeline import build_splits  # noqa: E402
 from evaluation.config import EvaluateConfig  # noqa: E402
 from evaluation.evaluate import _predict  # noqa: E402
@@ -55,6 +57,8 @@ def bare_inference(run_dir: Path, texts: list[str], batch: int, sort: bool,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--copies", type=int, default=1,
+                        help="the split this many times over (3: above inprocess_rows)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     run = compose_run(tmp, ["data=banking77", f"paths.datasets={SHARED}",
@@ -66,12 +70,14 @@ def main() -> None:
     # as `shardtune evaluate` gets them: rows this process read (the in-process arm), and
     # the same rows in Ray's object store for the actors (what a split past inprocess_rows,
     # or one read by Ray Data on a cluster, goes through)
-    here = splits.datasets["train"]
+    here = LocalDataset(splits.datasets["train"].blocks() * args.copies)
     dataset = to_ray(here)
     texts = [r["text"] for r in dataset.take_all()]
     arms = {"evaluate_in_process": EvaluateConfig(run=str(run_dir), batch_size=64),
             "evaluate_actor": EvaluateConfig(run=str(run_dir), batch_size=64, inprocess_rows=0)}
-    order = [*arms, "bare_sorted", "bare_sorted_merged", "bare_file_order"]
+    bare = ["bare_sorted", "bare_sorted_merged"] + (["bare_file_order"] if args.copies == 1
+                                                    else [])
+    order = [*arms, *bare]
     rates: dict[str, list[float]] = {arm: [] for arm in order}
     for r in range(args.rounds):  # interleaved A B C D, D C B A: drift falls on every arm
         for arm in (order if r % 2 == 0 else order[::-1]):
@@ -85,9 +91,10 @@ def main() -> None:
                                                  merged=arm == "bare_sorted_merged"))
             print(f"round {r} {arm}: {rates[arm][-1]:.1f} examples/s", flush=True)
     median = {arm: statistics.median(v) for arm, v in rates.items()}
-    save("eval_throughput", {
-        "scale": {"data": "banking77 train split", "rows": len(texts), "batch": 64,
-                  "max_length": run.task.max_length, "rounds": args.rounds},
+    save("eval_throughput" + ("" if args.copies == 1 else f"_x{args.copies}"), {
+        "scale": {"data": "banking77 train split", "copies": args.copies, "rows": len(texts),
+                  "batch": 64, "max_length": run.task.max_length, "rounds": args.rounds,
+                  "inprocess_rows": arms["evaluate_in_process"].inprocess_rows},
         "fp32_matmul_gflops": fp32_matmul_peak() / 1e9,
         "examples_per_s": rates, "median_examples_per_s": median,
         "note": "evaluate timed from the first row requested to the last prediction (the "
@@ -98,7 +105,8 @@ def main() -> None:
         "ratio_in_process_vs_bare_sorted_merged":
             median["evaluate_in_process"] / median["bare_sorted_merged"],
         "ratio_in_process_vs_bare_file_order":
-            median["evaluate_in_process"] / median["bare_file_order"],
+            median["evaluate_in_process"] / median["bare_file_order"] if args.copies == 1
+            else None,
     })
 
 

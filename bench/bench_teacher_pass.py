@@ -11,6 +11,8 @@ loads the teacher inside its timer and reads the same token ids; the arms run in
 
     python bench/bench_teacher_pass.py                 # BANKING77 train split, 3 rounds
     python bench/bench_teacher_pass.py --rows 2000     # a hash-sampled subset
+    python bench/bench_teacher_pass.py --copies 3 --rounds 2   # 26,970 rows: past
+                                                # distill.inprocess_rows (windows in the driver)
 
 The teacher is a briefly trained LoRA MiniLM run (its weights do not change the speed).
 """
@@ -80,6 +82,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=None, help="data.max_examples (all: none)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--copies", type=int, default=1,
+                        help="the split this many times over (3: above distill.inprocess_rows)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_teacher_"))
     sample = [f"data.max_examples={args.rows}"] if args.rows else []
@@ -89,12 +93,14 @@ def main() -> None:
     run = compose_run(tmp, ["data=banking77", *sample, "data.driver_bytes=0", "run_name=s"])
     prep = prepare(run)  # Ray started; the split tokenised as a distillation's student reads it
     dataset = prep.datasets["train"]
+    if args.copies > 1:
+        dataset = dataset.union(*[dataset] * (args.copies - 1)).materialize()
     pad_id = load_tokenizer(run.model).pad_token_id
     frame = dataset.to_pandas()
     rows = {k: frame[k].to_numpy() for k in ("input_ids", "uid", "length", "labels")}
     spec = DistillSpec(teacher=teacher, temperature=2.0)
     arms = {"actor": dataclasses.replace(spec, inprocess_rows=0),
-            "in_driver": dataclasses.replace(spec, inprocess_rows=10**9)}
+            "in_driver": spec}  # the default: one call up to 20,000 rows, windows above
     order = ["actor", "in_driver", "bare", "bare_merged"]
     times: dict[str, list[float]] = {arm: [] for arm in order}
     for r in range(args.rounds):
@@ -111,7 +117,8 @@ def main() -> None:
     rate = {arm: [len(frame) / s for s in ts] for arm, ts in times.items()}
     median = {arm: statistics.median(v) for arm, v in rate.items()}
     result = {
-        "scale": {"data": "banking77 train split", "rows": len(frame), "batch": BATCH,
+        "scale": {"data": "banking77 train split", "copies": args.copies, "rows": len(frame),
+                  "inprocess_rows": spec.inprocess_rows, "batch": BATCH,
                   "max_length": run.task.max_length, "rounds": args.rounds,
                   "threads": torch.get_num_threads()},
         "fp32_matmul_gflops": fp32_matmul_peak() / 1e9,
@@ -123,7 +130,7 @@ def main() -> None:
                 "dataset of the rows with their outputs); teacher load inside every timer; "
                 "interleaved A B C D, D C B A",
     }
-    save("teacher_pass", result)
+    save("teacher_pass" + ("" if args.copies == 1 else f"_x{args.copies}"), result)
     print({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()
            if k.startswith(("ratio", "median"))})
 

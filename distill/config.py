@@ -34,11 +34,12 @@ class DistillSpec:
         outputs_dir: Where offline teacher outputs live; ``null`` =
             ``<teacher run>/teacher_outputs/<data name>``.
         recompute: Recompute offline outputs even when the stored ones match.
-        inprocess_rows: Training splits up to this many rows get their offline teacher
-            outputs in this process, the whole split sorted by length (no actor: its start —
+        inprocess_rows: The offline teacher pass runs in this process (no actor: its start —
             a process, imports, the model's load — left an actor at 0.77× a bare loop's
-            speed on 8,990 rows, docs/benchmarks.md); larger ones, and any split when the
-            cluster has a GPU this process cannot use, through a Ray Data actor. As
+            speed on 8,990 rows, docs/benchmarks.md): up to this many rows the whole split
+            sorted by length in one call, above it windows of this many rows. A Ray Data
+            actor takes it where the cluster has a GPU this process cannot use, or, for a
+            split above this size, where the cluster is more than this machine. As
             ``data.driver_rows``: the driver holds these rows already. 0 = always an actor.
         control: Also train the same student without KD (the control a result needs).
         augment: Teacher-labelled perturbed copies of each training text (sequence

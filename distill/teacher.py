@@ -234,17 +234,20 @@ def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
     rows = dataset.count()
     if inference_here(rows, spec.inprocess_rows):
         # here, where torch and transformers are loaded, the same blocks the actor would hand
-        # on (an actor's start is a process, imports and a model load); written straight from
-        # here and handed on as they are, not read back (two Ray Data executions fewer)
+        # on (an actor's start is a process, imports and a model load): the whole split
+        # sorted by length in one call, or windows of inprocess_rows rows; each written
+        # straight from here and handed on from the object store, not read back
         import pyarrow.parquet as pq  # with Ray Data's dependencies
 
         teacher = TeacherOutputs(**made, threads=torch.get_num_threads())
-        blocks = [to_block(teacher(batch)) for batch in  # one call: all rows sorted by length
-                  dataset.iter_batches(batch_size=max(rows, 1), batch_format="numpy")]
         shards.mkdir(parents=True)
-        for i, block in enumerate(blocks):
+        refs = []
+        for i, batch in enumerate(dataset.iter_batches(
+                batch_size=max(min(rows, spec.inprocess_rows), 1), batch_format="numpy")):
+            block = to_block(teacher(batch))
             pq.write_table(block, shards / f"part-{i:05d}.parquet")
-        with_teacher = ray.data.from_arrow(blocks)
+            refs.append(ray.put(block))  # out of this process's memory, window by window
+        with_teacher = ray.data.from_arrow_refs(refs)
     else:
         gpus = 1 if torch.cuda.is_available() else 0
         threads = max(int(ray.cluster_resources().get("CPU", 1)), 1)

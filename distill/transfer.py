@@ -107,7 +107,8 @@ class TransferAnswers:
 def answered_prompts(prompts: pd.DataFrame, run: Any, out_dir: Path, teacher: Any,
                      wanted: dict[str, Any]) -> pd.DataFrame:
     """The teacher's answer to every prompt: reused from ``out_dir`` when its provenance
-    matches ``wanted``, else generated (here for small sets, else a Ray Data actor)."""
+    matches ``wanted``, else generated (here, or a Ray Data actor: see
+    ``inference_here``)."""
     spec = run.distill
     stamp = out_dir / PROVENANCE
     if stamp.exists() and not spec.recompute:
@@ -118,11 +119,15 @@ def answered_prompts(prompts: pd.DataFrame, run: Any, out_dir: Path, teacher: An
     settings = {"location": spec.teacher, "task": run.task.kind.value,
                 "template": run.task.chat_template, "max_new_tokens": run.task.max_new_tokens,
                 "num_beams": run.task.num_beams, "batch_size": run.trainer.eval_batch_size}
-    if inference_here(len(prompts), spec.inprocess_rows):
-        made = pd.DataFrame(TransferAnswers(**settings, loaded=teacher)(
-            {k: prompts[k].to_numpy(dtype=object) for k in prompts.columns}))
+    if inference_here(len(prompts), spec.inprocess_rows):  # windows of inprocess_rows prompts
+        answer, window = TransferAnswers(**settings, loaded=teacher), spec.inprocess_rows
+        made = pd.concat([pd.DataFrame(answer({k: part[k].to_numpy(dtype=object)
+                                               for k in part.columns}))
+                          for part in (prompts.iloc[i:i + window]
+                                       for i in range(0, max(len(prompts), 1), window))],
+                         ignore_index=True)
     else:
-        import ray  # only a large transfer set takes an actor
+        import ray  # only the actor path needs Ray here
         import ray.data
 
         gpus = 1 if torch.cuda.is_available() else 0

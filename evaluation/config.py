@@ -90,9 +90,11 @@ class EvaluateConfig:
         batch_size: Examples per forward pass.
         baseline: Fit the TF-IDF + logistic regression baseline on the same splits if the run
             has none yet, and show it beside the model.
-        inprocess_rows: Splits up to this many rows are scored in this process, sorted by
-            length as one (no actor start-up), unless the cluster has a GPU this process
-            cannot use; 0 = always through Ray Data actors.
+        inprocess_rows: Splits are scored in this process (no actor start-up): up to this
+            many rows sorted by length as one, above it in windows of this many rows. Ray
+            Data actors score them where the cluster has a GPU this process cannot use, or,
+            for a split above this size, where the cluster is more than this machine or
+            ``actors`` > 1; 0 = always through Ray Data actors.
         rerank: A ``task=rerank`` run's first stage and depth; null keys: the run's own
             ``task.rerank.*``.
         max_new_tokens: Chat runs: the longest generated answer; ``null`` = the run's own
@@ -147,7 +149,8 @@ class MineSpec:
             left 99 of 919 pairs without one (the hardest, where the model is weakest).
         batch_size: Texts per forward pass.
         actors: Ray Data actors embedding the corpus (one GPU each when present).
-        inprocess_rows: Up to this many texts are embedded in this process (no actor).
+        inprocess_rows: Texts are embedded in this process, in windows of this many, where
+            evaluate's ``inprocess_rows`` rule allows; 0 = always Ray Data actors.
     """
 
     miner: Optional[str] = None

@@ -28,17 +28,17 @@ def place_for_inference(model: Any, threads: int) -> torch.device:
 def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows: int,
                 udf_kwargs: dict[str, Any] | None = None, **resources: Any) -> pd.DataFrame:
     """Run a scoring UDF (model loads in its constructor, with ``udf_kwargs`` beside the run,
-    batch size and threads) over a split: in this process up to ``inprocess_rows`` rows, in
-    one call (the UDF sorts what it gets by length), where an actor's start-up (a process,
-    imports, model load) would cost more than it gives; through Ray Data actors, ``rows`` at
-    a time, otherwise."""
+    batch size and threads) over a split: in this process (:func:`inference_here`), the whole
+    split in one call up to ``inprocess_rows`` rows and windows of that many above (the UDF
+    sorts what it gets by length); otherwise through Ray Data actors, ``rows`` at a time."""
     import ray  # Ray loads only when a job runs: the CLI and tests import this module without it
 
     count = dataset.count()
-    if inference_here(count, cfg.inprocess_rows):  # one call: the whole split sorted by length
+    if inference_here(count, cfg.inprocess_rows, cfg.actors):
         score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads(), **(udf_kwargs or {}))
+        window = max(min(count, cfg.inprocess_rows), 1)
         return pd.concat([pd.DataFrame(score(batch)) for batch in dataset.iter_batches(
-            batch_size=max(count, 1), batch_format="numpy")], ignore_index=True)
+            batch_size=window, batch_format="numpy")], ignore_index=True)
     if isinstance(dataset, LocalDataset):  # too many rows for this process: Ray's actors
         ensure_ray(ClusterConfig())
         dataset = to_ray(dataset)

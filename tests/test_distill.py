@@ -409,7 +409,7 @@ def test_causal_lm_distillation_with_top_k_teacher_outputs(tmp_path):
                  "run_name=lm_kd"]) == 0
     outputs = Path(teacher["run_dir"]) / "teacher_outputs" / "tinyshakespeare"
     assert json.loads((outputs / "provenance.json").read_text())["top_k"] == 8
-    # a split this small got its outputs in the driver: a Ray Data actor gives the same
+    # a split this small got its outputs in the driver: a Ray Data actor gives the same,
     import pyarrow.parquet as pq
     import ray.data
 
@@ -421,10 +421,17 @@ def test_causal_lm_distillation_with_top_k_teacher_outputs(tmp_path):
     spec = DistillSpec(teacher=teacher["run_dir"], temperature=2.0, top_k=8, inprocess_rows=0)
     again = offline_outputs(rows, spec, teacher["run_dir"], tmp_path / "by_actor", {},
                             "causal_lm", 0).to_pandas().sort_values("uid")
-    assert again["uid"].tolist() == made["uid"].tolist() and len(made) > 10
-    for column in ("teacher_logp", "teacher_index"):
-        assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(again[column], made[column],
-                                                                 strict=True))
+    # above inprocess_rows on this one-machine cluster: windows in the driver, no actor
+    spec.inprocess_rows = 5
+    windows = offline_outputs(rows, spec, teacher["run_dir"], tmp_path / "in_windows", {},
+                              "causal_lm", 0).to_pandas().sort_values("uid")
+    assert len(list((tmp_path / "in_windows" / "shards").glob("*.parquet"))) == -(-len(made) // 5)
+    assert len(made) > 10
+    for other in (again, windows):
+        assert other["uid"].tolist() == made["uid"].tolist()
+        for column in ("teacher_logp", "teacher_index"):
+            assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(other[column], made[column],
+                                                                     strict=True))
     final = json.loads((tmp_path / "runs" / "lm_kd" / "student" / "seed0" / "metrics.json")
                        .read_text())
     assert np.isfinite(final["val/perplexity"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -293,3 +294,43 @@ def test_a_lora_run_loads_for_inference_merged_and_scores_as_saved(trained):
     with torch.no_grad():
         ours, theirs = merged(**batch).logits, saved(**batch).logits
     assert torch.allclose(ours, theirs, atol=1e-5) and not torch.equal(theirs, 0 * theirs)
+
+
+def test_a_split_past_inprocess_rows_is_scored_here_in_windows_not_by_an_actor(
+        trained, monkeypatch):
+    """On a one-machine cluster an actor buys nothing a process here lacks, only its start (a
+    process, imports, a model load): a split above ``inprocess_rows`` is scored here in
+    windows of that many rows, to the predictions of the whole split in one call. An actor
+    is still taken where the cluster is more than this machine, several are asked for, or
+    ``inprocess_rows=0``."""
+    import ray
+    import ray.data
+
+    from data.local import to_ray
+    from data.pipeline import build_splits
+    from evaluation.config import EvaluateConfig
+    from evaluation.evaluate import _predict
+    from trainers.models import load_trained
+    from trainers.scaling import inference_here
+
+    run_dir = Path(trained["run_dir"])
+    run = load_trained(run_dir)[3]
+    test = to_ray(build_splits(run.data, "seq_cls").datasets["test"])  # 120 rows, in Ray
+    whole = _predict(EvaluateConfig(run=str(run_dir)), run_dir, test)[0]
+
+    def no_actor(*_: object, **__: object) -> None:
+        raise AssertionError("scored through a Ray Data actor")
+
+    monkeypatch.setattr(ray.data.Dataset, "map_batches", no_actor)
+    windows = _predict(EvaluateConfig(run=str(run_dir), inprocess_rows=50), run_dir, test)[0]
+    assert len(windows) == len(whole) == 120
+    assert list(windows["_src"]) == list(whole["_src"])
+    assert (windows["pred"] == whole["pred"]).all()
+    assert np.allclose(np.stack(windows["probs"]), np.stack(whole["probs"]), atol=1e-5)
+
+    assert inference_here(120, 50) and inference_here(120, 200)
+    assert not inference_here(120, 50, actors=2) and not inference_here(120, 0)
+    this = ray.nodes()[0]
+    monkeypatch.setattr(ray, "nodes", lambda: [this, {**this, "NodeID": "f" * 56}])
+    assert not inference_here(120, 50)  # another node's cores: the actor may go there
+    assert inference_here(120, 200)  # within inprocess_rows a split is scored here

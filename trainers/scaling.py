@@ -176,20 +176,39 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
             "to start a local Ray") from None
 
 
-def inference_here(rows: int, limit: int) -> bool:
-    """Batch inference over ``rows`` in this process rather than a Ray Data actor: up to
-    ``limit`` rows (0 = never), unless Ray's cluster has a GPU this process cannot use, which
-    only an actor gets. An actor's start (a process, imports, a model load) left the offline
-    teacher pass at 0.77× a bare loop's speed on 8,990 rows here (docs/benchmarks.md)."""
-    if not limit or rows > limit:
+def inference_here(rows: int, limit: int, actors: int = 1) -> bool:
+    """Batch inference over ``rows`` in this process rather than through Ray Data actors.
+
+    Up to ``limit`` rows the caller scores the split in one call, above it in windows of
+    ``limit`` rows (each sorted by length). An actor is taken only where it buys what this
+    process lacks: a GPU of the cluster this process cannot use, or, above ``limit``, another
+    node's cores (a cluster of several nodes, or a head that offers Ray no CPU) or several
+    actors asked for. ``limit=0`` = always actors. An actor's start (a process, imports, a
+    model load) left evaluation and the teacher pass at 0.77× a bare loop's speed on 8,990
+    rows here, which nothing in a single machine's run pays back (docs/benchmarks.md)."""
+    if not limit:
         return False
     import ray  # loaded with the caller's dataset
 
-    if not ray.is_initialized() or ray.cluster_resources().get("GPU", 0) == 0:
+    if not ray.is_initialized():
         return True
-    import torch  # the caller has it loaded
+    resources = ray.cluster_resources()
+    if resources.get("GPU", 0):
+        import torch  # the caller has it loaded
 
-    return torch.cuda.is_available()
+        if not torch.cuda.is_available():
+            return False
+    return rows <= limit or (actors == 1 and _only_this_node(resources))
+
+
+def _only_this_node(resources: dict[str, float]) -> bool:
+    """Ray's cluster is this machine alone, and it offers Ray CPUs (a KubeRay head started
+    with ``num-cpus: 0`` is meant to run no work: its jobs' inference goes to workers)."""
+    import ray  # running: the caller checked
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return (len(nodes) == 1 and nodes[0]["NodeID"] == ray.get_runtime_context().get_node_id()
+            and resources.get("CPU", 0) >= 1)
 
 
 def wants_gpu(cluster: ClusterConfig) -> bool:
