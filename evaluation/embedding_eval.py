@@ -22,6 +22,7 @@ from data.errors import ConfigError
 from data.pairs import beir_root, dropped_judgments
 from data.pipeline import in_validation
 from data.retrieval import BeirSplit, read_beir
+from data.tokenize import cut_and_order
 from evaluation.config import EvaluateConfig
 from evaluation.gates import check_gates
 from evaluation.inference import place_for_inference, score_split
@@ -59,11 +60,7 @@ class Embed:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         texts = [str(t) for t in batch["text"]]
-        # one untruncated pass gives both what truncation cuts and each text's length as
-        # the model reads it: batches of near-equal token counts pad least
-        full = [len(ids) for ids in self.tok(texts, verbose=False)["input_ids"]]
-        cut = np.array([max(n - self.max_length, 0) for n in full], dtype=np.int32)
-        order = np.argsort([min(n, self.max_length) for n in full], kind="stable")
+        cut, order = cut_and_order(self.tok, texts, self.max_length)
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):

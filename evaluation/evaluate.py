@@ -19,7 +19,7 @@ import torch
 from data.errors import ConfigError, DataError
 from data.pipeline import build_splits
 from data.read import driver_reads_all
-from data.tokenize import tokens_cut
+from data.tokenize import cut_and_order
 from evaluation.baseline import BASELINE_DIR, baseline_predictions
 from evaluation.config import EvaluateConfig, check_name
 from evaluation.embedding_eval import evaluate_retrieval, evaluate_similarity
@@ -68,10 +68,10 @@ class Predict:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         texts = [str(t) for t in batch["text"]]
-        order = np.argsort([len(t) for t in texts], kind="stable")
+        # what truncation hides from it, and the texts by token count: batches pad least
+        cut, order = cut_and_order(self.tok, texts, self.max_length)
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         n_tokens = np.zeros(len(texts), dtype=np.int32)
-        cut = tokens_cut(self.tok, texts, self.max_length)  # what truncation hides from it
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start:start + self.batch_size]

@@ -334,3 +334,32 @@ def test_a_split_past_inprocess_rows_is_scored_here_in_windows_not_by_an_actor(
     monkeypatch.setattr(ray, "nodes", lambda: [this, {**this, "NodeID": "f" * 56}])
     assert not inference_here(120, 50)  # another node's cores: the actor may go there
     assert inference_here(120, 200)  # within inprocess_rows a split is scored here
+
+
+def test_scoring_batches_texts_of_equal_token_counts_together(trained):
+    """The UDF orders a split by token count (from the tokenisation that counts truncation),
+    not by characters: short words of many tokens and long words of one pad least that way."""
+    from evaluation.evaluate import Predict
+
+    predict = Predict(trained["run_dir"], batch_size=2)
+    texts = ["e f g h.", "transfer", "i j k l m", "currency", "withdrawal", "n o p q r",
+             "restaurants", "s t u v w"]  # 7, 3, 7, 3, 3, 7, 3, 7 tokens
+    lengths = [len(ids) for ids in predict.tok(texts)["input_ids"]]
+
+    def padded(order: list[int]) -> int:
+        return sum(2 * max(lengths[i] for i in order[k:k + 2]) for k in range(0, 8, 2))
+
+    by_chars = sorted(range(8), key=lambda i: len(texts[i]))
+    by_tokens = sorted(range(8), key=lengths.__getitem__)
+    assert padded(by_tokens) == sum(lengths) < padded(by_chars)  # the texts tell them apart
+    model, seen = predict.model, []
+
+    def recording(**inputs: torch.Tensor) -> object:
+        seen.append(inputs["attention_mask"].numel())
+        return model(**inputs)
+
+    predict.model = recording
+    out = predict({"text": np.array(texts, dtype=object), "_src": np.array(["t"] * 8),
+                   "label": np.array([predict.labels[0]] * 8)})
+    assert sum(seen) == sum(lengths)  # no padding at all
+    assert list(out["n_tokens"]) == lengths and not any(out["truncated"])
