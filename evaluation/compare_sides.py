@@ -2,8 +2,10 @@
 
 A side is a seed group or one run. Each run's predictions come from its evaluation of the
 compared data and split: ``eval/<split>/`` for the runs' own data, the folder ``evaluate
-data=<group>`` writes (``eval-<name>/<split>/``) for other data — evaluated on the spot when
-missing, or when its weights, generation settings, data config or file contents changed.
+data=<group>`` or ``name=`` writes (``eval-<name>/<split>/``) otherwise — evaluated on the spot
+when missing, or when its weights, data config or file contents changed. Saved answers are
+paired as they were generated (``evaluate num_beams=4 name=beam4``, then ``compare
+name=beam4``), never generated again over them; both sides must have been made alike.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from data.errors import ConfigError, DataError
 from evaluation.config import CompareConfig, EvaluateConfig
 from evaluation.evaluate import evaluate
 from evaluation.fusion import fusion_setting
-from evaluation.outputs import EVAL_DIR, is_current
+from evaluation.outputs import EVAL_DIR, generation_settings, is_current
 from trainers.identity import GROUP_FILE, read_json
+from trainers.models import load_run_config
 from trainers.storage import local_run
 
 
@@ -74,7 +77,7 @@ class Evaluations:
         if self.other_data:  # the folder depends on the data's files: evaluate finds it
             return Path(evaluate(asked, reuse=True, read=self.read)["out_dir"])
         out = member / EVAL_DIR / cfg.split
-        if not is_current(out, member):
+        if not is_current(out, member, any_generation=True):
             evaluate(asked, read=self.read)
         return out
 
@@ -115,6 +118,22 @@ def saved_generations(evals: Evaluations, member: Path) -> pd.DataFrame:
     """A chat run's generated answers, one row per prompt with its references."""
     return _saved_with(evals, member, "generated", "generation",
                        "bleu/bleu_uncased/chrf/rouge_l/exact_match compare task=sft runs")
+
+
+def same_generation(a: Side, b: Side, evals: Evaluations) -> str:
+    """The settings every compared answer was generated with (answers saved before they were
+    recorded: the run's own); refused in one line when the runs' answers were made otherwise."""
+    seen = {}
+    for member in [*a.members, *b.members]:
+        made = (evals.metrics(member).get("made_by") or {}).get("generation") or \
+            generation_settings(load_run_config(member))
+        seen[member] = ", ".join(f"{k}={v}" for k, v in sorted(made.items()))
+    if len(set(seen.values())) > 1:
+        raise DataError(f"{a.name} vs {b.name}", "answers generated with other settings (" +
+                        "; ".join(f"{m.name}: {v}" for m, v in seen.items()) + ")",
+                        "evaluate every run with the same max_new_tokens and num_beams "
+                        "(name=… keeps each set apart) and compare those: compare name=…")
+    return next(iter(seen.values()))
 
 
 def ranked_from(side: Side, evals: Evaluations) -> str:

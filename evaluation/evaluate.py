@@ -108,8 +108,9 @@ def evaluate(cfg: EvaluateConfig, splits: Any = None, data_overrides: list[str] 
 
     ``splits``: data already read for this run's data config (a seed group reads it once).
     ``data_overrides``: ``data.*`` keys applied to the run's own data config (no ``data=``).
-    ``reuse``: return the saved evaluation when it is current (the same weights, generation
-    settings, data config and file contents) instead of evaluating again (``compare``).
+    ``reuse``: return the saved evaluation when it is current (the same weights, data config
+    and file contents; answers with whatever generation settings they were saved with)
+    instead of evaluating again over it (``compare``, which checks both sides' settings).
     ``read``: the splits this command has read so far, by data config (``compare`` evaluates
     each run on the same data: read once, not once a run); filled as data is read.
     """
@@ -152,7 +153,7 @@ def _evaluate(cfg: EvaluateConfig, run_dir: Path, run: Any, data: Any, splits: A
                          files, cfg.name)
     made_by = {"weights": weights_hash(run_dir), "data": data_identity(data, files)}
     saved = read_json(out_dir / "metrics.json") or {}
-    if reuse and is_current(out_dir, run_dir) and \
+    if reuse and is_current(out_dir, run_dir, any_generation=True) and \
             (saved.get("made_by") or {}).get("data") == made_by["data"]:
         return {**saved, "out_dir": str(out_dir), "reused": True}
     # a BEIR validation split without a file of its own: the queries training held out

@@ -39,7 +39,7 @@ def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows
         window = max(min(count, cfg.inprocess_rows), 1)
         return pd.concat([pd.DataFrame(score(batch)) for batch in dataset.iter_batches(
             batch_size=window, batch_format="numpy")], ignore_index=True)
-    if isinstance(dataset, LocalDataset):  # too many rows for this process: Ray's actors
+    if isinstance(dataset, LocalDataset):  # rows held here: into Ray for its actors
         ensure_ray(ClusterConfig())
         dataset = to_ray(dataset)
     # On CPU, each actor reserves one core (so reads can still be scheduled) but runs its

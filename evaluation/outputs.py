@@ -120,14 +120,16 @@ def generation_settings(run: Any, cfg: Any = None) -> dict[str, int]:
     return {k: v if v is not None else getattr(run.task, k) for k, v in override.items()}
 
 
-def is_current(out_dir: Path, run_dir: Path) -> bool:
+def is_current(out_dir: Path, run_dir: Path, any_generation: bool = False) -> bool:
     """Saved predictions in ``out_dir`` were made by the run's present weights and, for a chat
     run, its present generation settings (predictions saved before either was recorded count
-    as current, as they did then)."""
+    as current, as they did then). ``any_generation``: answers made with other settings count
+    too (``compare`` pairs what was saved, e.g. a ``num_beams=4`` evaluation, and checks that
+    both sides were made alike; evaluating again would overwrite it)."""
     if not (out_dir / "predictions.parquet").is_file():
         return False
     made_by = (read_json(out_dir / "metrics.json") or {}).get("made_by")
-    if made_by is None or "generation" not in made_by:
+    if made_by is None or "generation" not in made_by or any_generation:
         return made_by is None or made_by.get("weights") == weights_hash(run_dir)
     return made_by.get("weights") == weights_hash(run_dir) and \
         made_by["generation"] == generation_settings(load_run_config(run_dir))

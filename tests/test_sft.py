@@ -82,6 +82,31 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     saved["task"]["max_new_tokens"] = 32
     (longer / "config.json").write_text(json.dumps(saved))
     assert not is_current(longer / "eval" / "test", longer)
+    # compare name=… pairs answers as they were saved (here as if by `evaluate num_beams=2
+    # max_new_tokens=4 name=short`), never generating over them with the run's own settings
+    beams = {"max_new_tokens": 4, "num_beams": 2}
+    shorts = [Path(r) / "eval-short" / "test" for r in (summary["run_dir"], resumed["run_dir"])]
+    for short in shorts:
+        shutil.copytree(result["out_dir"], short)
+        made = json.loads((short / "metrics.json").read_text())
+        made["made_by"]["generation"] = beams
+        (short / "metrics.json").write_text(json.dumps(made))
+    answers = [(s / "predictions.parquet").stat().st_mtime_ns for s in shorts]
+    capsys.readouterr()
+    assert main(["compare", summary["run_dir"], resumed["run_dir"], "name=short",
+                 "compare.metric=bleu", f"paths.root={tmp_path}"]) == 0
+    assert [(s / "predictions.parquet").stat().st_mtime_ns for s in shorts] == answers
+    assert json.loads((shorts[0] / "metrics.json").read_text())["made_by"]["generation"] == beams
+    assert "answers generated with max_new_tokens=4, num_beams=2 on both sides" in \
+        (Path(resumed["run_dir"]) / "compare" / "sft-short" / "compare.md").read_text()
+    made = json.loads((shorts[1] / "metrics.json").read_text())
+    made["made_by"]["generation"] = {"max_new_tokens": 4, "num_beams": 1}
+    (shorts[1] / "metrics.json").write_text(json.dumps(made))
+    capsys.readouterr()
+    assert main(["compare", summary["run_dir"], resumed["run_dir"], "name=short",
+                 "compare.metric=bleu", f"paths.root={tmp_path}"]) == 2
+    assert "answers generated with other settings (sft: max_new_tokens=4, num_beams=2; " \
+        "sft_resumed: max_new_tokens=4, num_beams=1)" in capsys.readouterr().err
     # a seed group reuses a member's current evaluation, but one scored before bleu_uncased
     # existed is evaluated again (compare rescores saved answers: it reuses both)
     from tuning import seeds
