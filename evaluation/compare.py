@@ -275,7 +275,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         frames_a = [saved_generations(evals, m) for m in side_a.members]
         frames_b = [saved_generations(evals, m) for m in side_b.members]
         same_data(side_a, side_b, evals)
-        note = f"answers generated with {same_generation(side_a, side_b, evals)} on both sides"
+        settings = same_generation(side_a, side_b, evals)
+        note = f"answers generated with {settings} on both sides" if settings else None
         effects = generation_effects(frames_a, frames_b, side_a.name, side_b.name, spec)
         slices = generation_slices(frames_a, frames_b, spec)
     elif paired:

@@ -21,9 +21,8 @@ from data.errors import ConfigError, DataError
 from evaluation.config import CompareConfig, EvaluateConfig
 from evaluation.evaluate import evaluate
 from evaluation.fusion import fusion_setting
-from evaluation.outputs import EVAL_DIR, generation_settings, is_current
+from evaluation.outputs import EVAL_DIR, is_current
 from trainers.identity import GROUP_FILE, read_json
-from trainers.models import load_run_config
 from trainers.storage import local_run
 
 
@@ -120,20 +119,21 @@ def saved_generations(evals: Evaluations, member: Path) -> pd.DataFrame:
                        "bleu/bleu_uncased/chrf/rouge_l/exact_match compare task=sft runs")
 
 
-def same_generation(a: Side, b: Side, evals: Evaluations) -> str:
-    """The settings every compared answer was generated with (answers saved before they were
-    recorded: the run's own); refused in one line when the runs' answers were made otherwise."""
+def same_generation(a: Side, b: Side, evals: Evaluations) -> str | None:
+    """The settings the compared answers were generated with (None: no evaluation recorded
+    them, as before session 28); refused in one line when the runs' answers were made
+    otherwise."""
     seen = {}
     for member in [*a.members, *b.members]:
-        made = (evals.metrics(member).get("made_by") or {}).get("generation") or \
-            generation_settings(load_run_config(member))
-        seen[member] = ", ".join(f"{k}={v}" for k, v in sorted(made.items()))
+        made = (evals.metrics(member).get("made_by") or {}).get("generation")
+        if made:
+            seen[member] = ", ".join(f"{k}={v}" for k, v in sorted(made.items()))
     if len(set(seen.values())) > 1:
         raise DataError(f"{a.name} vs {b.name}", "answers generated with other settings (" +
                         "; ".join(f"{m.name}: {v}" for m, v in seen.items()) + ")",
                         "evaluate every run with the same max_new_tokens and num_beams "
                         "(name=… keeps each set apart) and compare those: compare name=…")
-    return next(iter(seen.values()))
+    return next(iter(seen.values()), None)
 
 
 def ranked_from(side: Side, evals: Evaluations) -> str:
