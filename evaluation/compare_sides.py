@@ -121,7 +121,7 @@ def saved_generations(evals: Evaluations, member: Path) -> pd.DataFrame:
 
 def same_generation(a: Side, b: Side, evals: Evaluations) -> str | None:
     """The settings the compared answers were generated with (None: no evaluation recorded
-    them, as before session 28); refused in one line when the runs' answers were made
+    them: saved before settings were recorded); refused in one line when the runs' answers were made
     otherwise."""
     seen = {}
     for member in [*a.members, *b.members]:
