@@ -120,9 +120,9 @@ def saved_generations(evals: Evaluations, member: Path) -> pd.DataFrame:
 
 
 def same_generation(a: Side, b: Side, evals: Evaluations) -> str | None:
-    """The settings the compared answers were generated with (None: no evaluation recorded
-    them: saved before settings were recorded); refused in one line when the runs' answers were made
-    otherwise."""
+    """The settings the compared answers were generated with (None: none of the evaluations
+    recorded them, being older than that record); refused in one line when the runs' answers
+    were made otherwise."""
     seen = {}
     for member in [*a.members, *b.members]:
         made = (evals.metrics(member).get("made_by") or {}).get("generation")
