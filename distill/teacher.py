@@ -28,7 +28,7 @@ from trainers.config import TaskKind
 from trainers.lm_head import labelled_head_applies, labelled_logits
 from trainers.models import _AUTO_CLASSES, load_trained
 from trainers.reranker import CrossEncoder
-from trainers.scaling import inference_here
+from trainers.scaling import inference_here, inference_window
 from trainers.storage import local_run
 
 PROVENANCE = "provenance.json"
@@ -243,7 +243,7 @@ def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
         shards.mkdir(parents=True)
         refs = []
         for i, batch in enumerate(dataset.iter_batches(
-                batch_size=max(min(rows, spec.inprocess_rows), 1), batch_format="numpy")):
+                batch_size=inference_window(rows, spec.inprocess_rows), batch_format="numpy")):
             block = to_block(teacher(batch))
             pq.write_table(block, shards / f"part-{i:05d}.parquet")
             refs.append(ray.put(block))  # out of this process's memory, window by window

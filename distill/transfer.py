@@ -37,7 +37,7 @@ from data.tokenize import tokenize_splits
 from distill.teacher import PROVENANCE, check_provenance, fingerprint, load_teacher
 from evaluation.generate import answer_chats, for_generation
 from trainers.config import TaskKind
-from trainers.scaling import inference_here
+from trainers.scaling import inference_here, inference_window
 
 ANSWERS = "answers.parquet"
 ANSWER_TYPES = {"prompt": object, "text": object, "_src": object, "answer": object,
@@ -120,7 +120,8 @@ def answered_prompts(prompts: pd.DataFrame, run: Any, out_dir: Path, teacher: An
                 "template": run.task.chat_template, "max_new_tokens": run.task.max_new_tokens,
                 "num_beams": run.task.num_beams, "batch_size": run.trainer.eval_batch_size}
     if inference_here(len(prompts), spec.inprocess_rows):  # windows of inprocess_rows prompts
-        answer, window = TransferAnswers(**settings, loaded=teacher), spec.inprocess_rows
+        answer = TransferAnswers(**settings, loaded=teacher)
+        window = inference_window(len(prompts), spec.inprocess_rows)
         made = pd.concat([pd.DataFrame(answer({k: part[k].to_numpy(dtype=object)
                                                for k in part.columns}))
                           for part in (prompts.iloc[i:i + window]

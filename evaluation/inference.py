@@ -12,7 +12,7 @@ from data.local import LocalDataset, to_ray
 from evaluation.config import EvaluateConfig
 from trainers.cluster_config import ClusterConfig
 from trainers.models import inference_device
-from trainers.scaling import ensure_ray, inference_here
+from trainers.scaling import ensure_ray, inference_here, inference_window
 
 
 def place_for_inference(model: Any, threads: int) -> torch.device:
@@ -36,9 +36,9 @@ def score_split(udf: Any, cfg: EvaluateConfig, run_dir: Path, dataset: Any, rows
     count = dataset.count()
     if inference_here(count, cfg.inprocess_rows, cfg.actors):
         score = udf(str(run_dir), cfg.batch_size, torch.get_num_threads(), **(udf_kwargs or {}))
-        window = max(min(count, cfg.inprocess_rows), 1)
         return pd.concat([pd.DataFrame(score(batch)) for batch in dataset.iter_batches(
-            batch_size=window, batch_format="numpy")], ignore_index=True)
+            batch_size=inference_window(count, cfg.inprocess_rows), batch_format="numpy")],
+            ignore_index=True)
     if isinstance(dataset, LocalDataset):  # rows held here: into Ray for its actors
         ensure_ray(ClusterConfig())
         dataset = to_ray(dataset)

@@ -201,6 +201,12 @@ def inference_here(rows: int, limit: int, actors: int = 1) -> bool:
     return rows <= limit or (actors == 1 and _only_this_node(resources))
 
 
+def inference_window(rows: int, limit: int) -> int:
+    """Rows per call when :func:`inference_here` holds: the whole split up to ``limit``,
+    windows of ``limit`` above it (never 0: an empty split is one empty call)."""
+    return max(min(rows, limit), 1)
+
+
 def _only_this_node(resources: dict[str, float]) -> bool:
     """Ray's cluster is this machine alone, and it offers Ray CPUs (a KubeRay head started
     with ``num-cpus: 0`` is meant to run no work: its jobs' inference goes to workers)."""
