@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import save  # noqa: E402
-from evaluation.generate import end_of_turn_ids, for_generation  # noqa: E402
+from evaluation.generate import cut_at_stop, end_of_turn_ids, for_generation  # noqa: E402
 from evaluation.generation import corpus_metric, corpus_scores  # noqa: E402
 from trainers.models import load_trained  # noqa: E402
 
@@ -54,11 +54,9 @@ def n_best(run_dir: Path, prompts: list[str], beams: int, batch: int) -> list[li
                                   num_return_sequences=beams, do_sample=False,
                                   eos_token_id=stop, pad_token_id=tok.pad_token_id)
             for ids in seqs[:, enc["input_ids"].shape[1]:].tolist():
-                ends = [k for k, t in enumerate(ids) if t in stop]
                 if len(out) == 0 or len(out[-1]) == beams:
                     out.append([])
-                out[-1].append(tok.decode(ids[:ends[0]] if ends else ids,
-                                          skip_special_tokens=True).strip())
+                out[-1].append(cut_at_stop(tok, ids, stop)[0])
     return out
 
 

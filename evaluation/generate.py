@@ -124,13 +124,16 @@ def generate_answers(model: Any, tok: Any, prompts: list[str], stop: list[int],
                                  do_sample=False, eos_token_id=stop,
                                  pad_token_id=tok.pad_token_id)
             for row, ids in zip(idx, out[:, enc["input_ids"].shape[1]:], strict=True):
-                ids = ids.tolist()
-                ends = [k for k, t in enumerate(ids) if t in stop]
-                stopped[row] = bool(ends)
-                ids = ids[:ends[0]] if ends else ids
-                new_tokens[row] = len(ids)
-                answers[row] = tok.decode(ids, skip_special_tokens=True).strip()
+                answers[row], new_tokens[row], stopped[row] = cut_at_stop(tok, ids.tolist(), stop)
     return answers, new_tokens, stopped
+
+
+def cut_at_stop(tok: Any, ids: list[int], stop: list[int]) -> tuple[str, int, bool]:
+    """One generated sequence as an answer: its text up to the first end-of-turn token, the
+    tokens before it, and whether it came."""
+    ends = [k for k, t in enumerate(ids) if t in stop]
+    ids = ids[:ends[0]] if ends else ids
+    return tok.decode(ids, skip_special_tokens=True).strip(), len(ids), bool(ends)
 
 
 class GenerateBase(Generate):
