@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import save  # noqa: E402
 from evaluation.generate import cut_at_stop, end_of_turn_ids, for_generation  # noqa: E402
 from evaluation.generation import corpus_metric, corpus_scores  # noqa: E402
+from evaluation.outputs import is_current  # noqa: E402
 from trainers.models import load_trained  # noqa: E402
 
 # E2E attributes whose value is rarely written as it stands in the MR: what a mention is
@@ -87,7 +88,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    saved = pd.read_parquet(args.run / "eval-beam4" / "test" / "predictions.parquet")
+    out = args.run / "eval-beam4" / "test"
+    made_by = json.loads((out / "metrics.json").read_text()).get("made_by") or {}
+    if not is_current(out, args.run, any_generation=True) or \
+            made_by.get("generation", {}).get("num_beams") != 4:
+        sys.exit(f"{out}: not {args.run}'s present weights' 4-beam answers; make them with "
+                 f"shardtune evaluate run={args.run} split=test num_beams=4 name=beam4")
+    saved = pd.read_parquet(out / "predictions.parquet")
     subset = saved.iloc[::args.every].reset_index(drop=True)
     refs = [json.loads(r) if isinstance(r, str) else list(r) for r in subset["references"]]
     started = time.perf_counter()
