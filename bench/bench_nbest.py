@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import save  # noqa: E402
+from bench.e2e_synthetic_mrs import parse  # noqa: E402
 from evaluation.generate import cut_at_stop, end_of_turn_ids, for_generation  # noqa: E402
 from evaluation.generation import corpus_metric, corpus_scores  # noqa: E402
 from evaluation.outputs import is_current  # noqa: E402
@@ -66,7 +66,7 @@ def coverage(mr: str, candidate: str) -> int:
     case; :data:`LOOSE` attributes by their usual words)."""
     text = candidate.lower()
     return sum(any(w in text for w in LOOSE[key]) if key in LOOSE else value.lower() in text
-               for key, value in re.findall(r"(\w[\w ]*?)\[([^\]]*)\]", mr))
+               for key, value in parse(mr).items())
 
 
 def mbr(candidates: list[str], metric: str) -> str:
