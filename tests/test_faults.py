@@ -249,3 +249,49 @@ def test_streamed_epochs_are_checked_exactly_against_the_rows_due(monkeypatch, c
             data_loss.train_rows_lost("error", 0, seen, expected, world, rank=0)
     assert data_loss.eval_rows_lost("skip", "test", seen, seen + 2, world, 0) == 2
 
+
+
+def test_workers_with_no_room_fail_after_start_wait_naming_what_is_free(tmp_path):
+    """Ray Train retries a worker group it cannot place for ever by default: with another
+    job holding the CPUs, the run fails after ``cluster.start_wait_s``, in one line."""
+    import ray
+
+    from data.errors import ClusterError
+
+    @ray.remote(num_cpus=1)  # one of the session Ray's 2 CPUs: the data still reads
+    class OtherJob:
+        def ready(self) -> bool:
+            return True
+
+    other = OtherJob.remote()
+    ray.get(other.ready.remote())
+    try:
+        with pytest.raises(ClusterError) as failed:
+            train_run(tmp_path, [*RUN, PLUMBING_MODEL, "cluster=ray", "cluster.num_workers=2",
+                                 "cluster.start_wait_s=2", "run_name=no_room"])
+    finally:
+        ray.kill(other)
+    message = str(failed.value)
+    assert "'cluster.start_wait_s': 2 workers x 1 CPU could not be placed within 2 s" in message
+    assert "free in the Ray cluster now: {'CPU': 1.0}" in message
+    assert os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S") is None  # set only around it
+
+
+@pytest.mark.parametrize("wait, try_s, retries", [(900, None, 14), (60, None, 0), (61, None, 1),
+                                                  (2, None, 0), (300, "30", 9)])
+def test_start_wait_becomes_tries_of_at_most_a_minute(wait, try_s, retries, monkeypatch):
+    """Ray's tries last 60 s (or what the user set): ``start_wait_s`` is their number; a
+    shorter wait is one try of its own length, set only inside the block."""
+    from trainers.cluster_config import ClusterConfig, ClusterMode
+    from trainers.scaling import START_TRY_VAR, bounded_start
+
+    if try_s is None:
+        monkeypatch.delenv(START_TRY_VAR, raising=False)
+    else:
+        monkeypatch.setenv(START_TRY_VAR, try_s)
+    with bounded_start(ClusterConfig(mode=ClusterMode.ray, start_wait_s=wait)) as limit:
+        assert limit == retries
+        assert os.environ.get(START_TRY_VAR) == ("2" if wait == 2 else try_s)
+    assert os.environ.get(START_TRY_VAR) == try_s
+    with bounded_start(ClusterConfig(mode=ClusterMode.ray, start_wait_s=None)) as limit:
+        assert limit == -1  # Ray's own: no limit

@@ -29,6 +29,9 @@ class ClusterConfig:
         num_cpus: CPUs for a locally started Ray (``null`` = all).
         concurrent_runs: Runs of a seed group trained at once; 0 = as many as the cluster
             can place side by side (each needs its workers' CPUs/GPUs), 1 = one after another.
+        start_wait_s: How long ``mode=ray`` waits for room to place its workers before it
+            fails, naming what is free; ``null`` = for ever (Ray's own default: right while an
+            autoscaler adds nodes, a silent hang when other jobs hold the cluster).
     """
 
     mode: ClusterMode = ClusterMode.local
@@ -39,6 +42,7 @@ class ClusterConfig:
     address: Optional[str] = None
     num_cpus: Optional[int] = None
     concurrent_runs: int = 0
+    start_wait_s: Optional[float] = 900.0
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -50,3 +54,6 @@ class ClusterConfig:
         if self.concurrent_runs < 0:
             raise ConfigError("cluster.concurrent_runs",
                               f"must be >= 0 (0 = auto), got {self.concurrent_runs}")
+        if self.start_wait_s is not None and self.start_wait_s <= 0:
+            raise ConfigError("cluster.start_wait_s",
+                              f"must be > 0 (null = no limit), got {self.start_wait_s}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import os
 import socket
 from collections.abc import Iterator
@@ -277,3 +278,56 @@ def check_strategy(cluster: ClusterConfig, strategy: str) -> None:
         raise ConfigError("trainer.strategy", "fsdp needs GPU workers (Ray Train wraps FSDP "
                           "on GPUs only)", "use trainer.strategy=ddp on CPU")
 
+
+
+# Ray Train V2 waits at most this long for one try at placing the worker group (its default),
+# then tries again, with no limit by default (FailureConfig.controller_failure_limit = -1).
+START_TRY_VAR, START_TRY_S = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", 60.0
+
+
+@contextlib.contextmanager
+def bounded_start(cluster: ClusterConfig) -> Iterator[int]:
+    """Yields Ray Train's ``controller_failure_limit`` for ``cluster.start_wait_s``.
+
+    Ray retries a worker group it cannot place for ever: right while an autoscaler brings
+    nodes, a silent hang where nothing will free the room (a local Ray whose CPUs another job
+    holds). Each try waits at most ``START_TRY_S`` (less when the whole wait is shorter: Ray
+    reads the driver's variable when the controller starts, so it is set only around the fit).
+    """
+    wait = cluster.start_wait_s
+    if cluster.mode == ClusterMode.local or wait is None:
+        yield -1
+        return
+    try_s = float(os.environ.get(START_TRY_VAR, START_TRY_S))
+    if try_s <= wait:
+        yield max(0, math.ceil(wait / try_s) - 1)
+        return
+    os.environ[START_TRY_VAR] = f"{wait:g}"
+    try:
+        yield 0
+    finally:
+        os.environ.pop(START_TRY_VAR, None)
+
+
+def unplaced_workers(exc: BaseException, cluster: ClusterConfig) -> ClusterError | None:
+    """The one-line error for a worker group Ray gave up placing within ``start_wait_s``."""
+    from ray.train.v2._internal.exceptions import (
+        WorkerGroupStartupFailedError,
+        WorkerGroupStartupTimeoutError,
+    )
+
+    failure = getattr(exc, "controller_failure", None)
+    if not isinstance(failure, WorkerGroupStartupTimeoutError | WorkerGroupStartupFailedError):
+        return None
+    import ray
+
+    free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+    gpu = f" + {cluster.gpus_per_worker:g} GPU" if wants_gpu(cluster) else ""
+    what = ("could not be placed" if isinstance(failure, WorkerGroupStartupTimeoutError)
+            else f"failed to start ({str(failure).splitlines()[0][:200]})")
+    return ClusterError(
+        f"config key 'cluster.start_wait_s': {cluster.num_workers} workers x "
+        f"{cluster.cpus_per_worker:g} CPU{gpu} {what} within {cluster.start_wait_s:g} s; "
+        f"free in the Ray cluster now: {free or 'nothing'}",
+        "free what other jobs hold, lower cluster.num_workers, or raise "
+        "cluster.start_wait_s (null = wait for ever, as for an autoscaler)")

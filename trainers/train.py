@@ -46,11 +46,13 @@ from trainers.objective import ObjectiveFactory, task_loss
 from trainers.quantize import merge_full_precision
 from trainers.report import write_report
 from trainers.scaling import (
+    bounded_start,
     check_placement,
     check_strategy,
     ensure_ray,
     ray_not_needed,
     scaling_config,
+    unplaced_workers,
     without_ray,
 )
 from trainers.stop import received, stop_flag, stopped
@@ -192,19 +194,26 @@ def fit(run: TrainConfig, prep: Prepared,
         "tracked_config": config, "config_group": meta["config_group"],
         "objective": objective,
     }
-    with stop_flag() as key:  # SIGTERM / Ctrl-C: checkpoint at the next step, then stop
+    # SIGTERM / Ctrl-C: checkpoint at the next step, then stop
+    with stop_flag() as key, bounded_start(run.cluster) as start_retries:
         loop_cfg["stop_key"] = stop_key or key
         trainer = _trainer_class()(
             train_loop, train_loop_config=loop_cfg, scaling_config=scaling_config(run.cluster),
             datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
             run_config=RunConfig(
                 name=run_dir.name, **_ray_storage(run_dir, store),
-                failure_config=FailureConfig(max_failures=run.trainer.max_failures),
+                failure_config=FailureConfig(max_failures=run.trainer.max_failures,
+                                             controller_failure_limit=start_retries),
                 checkpoint_config=CheckpointConfig(num_to_keep=run.trainer.keep_checkpoints),
                 callbacks=callbacks,
             ),
         )
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Exception as exc:
+            if (unplaced := unplaced_workers(exc, run.cluster)) is not None:
+                raise unplaced from None
+            raise
     metrics = {k: v for k, v in (result.metrics or {}).items() if not k.startswith("_")}
     summary: dict[str, Any] = {"run_dir": str(run_dir), "metrics": metrics,
                                "resumed_from": str(run_dir / checkpoint_name(resume_from))
