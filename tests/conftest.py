@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["tests.hang_watch"]  # a hard stop for hangs beyond pytest-timeout
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHARDTUNE_SHARED", ROOT.parent / "shared" / "datasets"))
 needs_shared = pytest.mark.skipif(
@@ -168,7 +170,13 @@ def pytest_sessionfinish(session: Any) -> None:
         (out / f"{worker}.json.tmp").rename(out / f"{worker}.json")
 
 
-def other_workers_output(tmp_path_factory: Any, timeout_s: float = 1800) -> list[dict]:
+# How long the last test waits for the other pytest process: every test there is cut off at
+# pyproject's per-test timeout, so only a queue of them could last this long.
+WAIT_FOR_OTHERS_S = 1200
+
+
+def other_workers_output(tmp_path_factory: Any,
+                         timeout_s: float = WAIT_FOR_OTHERS_S) -> list[dict]:
     """What every other pytest-xdist process left once it ended (none without xdist)."""
     me, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if not me or not count:

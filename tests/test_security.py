@@ -25,6 +25,7 @@ from tests.conftest import (
     PLANTED,
     PLUMBING_MODEL,
     SET_BY_TESTS,
+    WAIT_FOR_OTHERS_S,
     other_workers_output,
 )
 
@@ -241,6 +242,7 @@ def test_the_last_scan_reads_what_the_other_pytest_processes_wrote(tmp_path, mon
             path.unlink()
 
 
+@pytest.mark.timeout(WAIT_FOR_OTHERS_S + 300)  # waits for the other pytest process first
 def test_no_planted_secret_in_any_file_the_suite_wrote(tmp_path_factory):
     """Runs last (conftest): every file of every test — sweeps, distillation, compression,
     submitted jobs, W&B offline runs and W&B's staging directories, reports — and the Ray
