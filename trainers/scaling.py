@@ -279,7 +279,6 @@ def check_strategy(cluster: ClusterConfig, strategy: str) -> None:
                           "on GPUs only)", "use trainer.strategy=ddp on CPU")
 
 
-
 # Ray Train V2 waits at most this long for one try at placing the worker group (its default),
 # then tries again, with no limit by default (FailureConfig.controller_failure_limit = -1).
 START_TRY_VAR, START_TRY_S = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", 60.0
@@ -311,10 +310,13 @@ def bounded_start(cluster: ClusterConfig) -> Iterator[int]:
 
 def unplaced_workers(exc: BaseException, cluster: ClusterConfig) -> ClusterError | None:
     """The one-line error for a worker group Ray gave up placing within ``start_wait_s``."""
-    from ray.train.v2._internal.exceptions import (
-        WorkerGroupStartupFailedError,
-        WorkerGroupStartupTimeoutError,
-    )
+    try:  # Ray's internal module: a release that moves it leaves Ray's own error standing
+        from ray.train.v2._internal.exceptions import (
+            WorkerGroupStartupFailedError,
+            WorkerGroupStartupTimeoutError,
+        )
+    except ImportError:
+        return None
 
     failure = getattr(exc, "controller_failure", None)
     if not isinstance(failure, WorkerGroupStartupTimeoutError | WorkerGroupStartupFailedError):
