@@ -26,7 +26,7 @@ def _hang_dir(config: Any) -> Path:
     return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "hangs"
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # hooks of pytest-timeout
 def pytest_timeout_set_timer(item: Any, settings: Any) -> None:
     out = _hang_dir(item.config)
     out.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ def pytest_timeout_set_timer(item: Any, settings: Any) -> None:
     return None  # pytest-timeout's own timer is set too
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # hooks of pytest-timeout
 def pytest_timeout_cancel_timer(item: Any) -> None:
     faulthandler.cancel_dump_traceback_later()
     handle = _open.pop(item.nodeid, None)
