@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -250,7 +251,6 @@ def test_streamed_epochs_are_checked_exactly_against_the_rows_due(monkeypatch, c
     assert data_loss.eval_rows_lost("skip", "test", seen, seen + 2, world, 0) == 2
 
 
-
 def test_workers_with_no_room_fail_after_start_wait_naming_what_is_free(tmp_path):
     """Ray Train retries a worker group it cannot place for ever by default: with another
     job holding the CPUs, the run fails after ``cluster.start_wait_s``, in one line."""
@@ -273,7 +273,8 @@ def test_workers_with_no_room_fail_after_start_wait_naming_what_is_free(tmp_path
         ray.kill(other)
     message = str(failed.value)
     assert "'cluster.start_wait_s': 2 workers x 1 CPU could not be placed within 2 s" in message
-    assert "free in the Ray cluster now: {'CPU': 1.0}" in message
+    free = re.search(r"free in the Ray cluster now: \{'CPU': ([\d.]+)\}", message)
+    assert free and float(free[1]) <= 1.0, message  # the other job's CPU is not free
     assert os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S") is None  # set only around it
 
 
