@@ -13,7 +13,6 @@ contain the MR's name, and their mean sentence BLEU.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,21 +21,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import save  # noqa: E402
-from bench.e2e_synthetic_mrs import parse  # noqa: E402
-
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "e2e_nlg"
-
-
-def _mr_of(prompt: str) -> str:
-    """The MR in a saved chat prompt (``[{"role": "user", "content": "…: name[X], …"}]``)."""
-    text = json.loads(prompt)[-1]["content"] if prompt.startswith("[") else prompt
-    return text.rsplit(": ", 1)[-1]
+from bench.e2e_synthetic_mrs import SHARED, parse  # noqa: E402
 
 
 def name_slices(folder: Path, trained: set[str]) -> dict[str, dict[str, float]]:
     """Per slice (``seen``, ``unseen`` name): MRs, answers holding the name, mean BLEU."""
     frame = pd.read_parquet(folder / "predictions.parquet")
-    names = [parse(_mr_of(str(prompt))).get("name") for prompt in frame["prompt"]]
+    names = [parse(str(text)).get("name") for text in frame["text"]]  # "…: name[X], …"
     if any(name is None for name in names):
         raise SystemExit(f"{folder}: a prompt without name[…]: not an E2E evaluation")
     frame = frame.assign(name=names, seen=[n in trained for n in names],

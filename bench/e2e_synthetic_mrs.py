@@ -33,7 +33,7 @@ import pandas as pd
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "e2e_nlg"
 ORDER = ["name", "eatType", "food", "priceRange", "customer rating", "area", "familyFriendly",
          "near"]
-PAIR = re.compile(r"\s*([^\[,]+?)\[([^\]]*)\]")
+PAIR = re.compile(r"\s*([^\[,:]+?)\[([^\]]*)\]")  # no ":": a prompt's instruction is no key
 ONSETS = ["B", "Br", "C", "Ch", "D", "F", "G", "Gr", "K", "L", "M", "N", "P", "R", "S", "St",
           "T", "V", "W", "Z"]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "io"]
