@@ -279,7 +279,7 @@ def test_workers_with_no_room_fail_after_start_wait_naming_what_is_free(tmp_path
 
 
 @pytest.mark.parametrize("wait, try_s, retries", [(900, None, 14), (60, None, 0), (61, None, 1),
-                                                  (2, None, 0), (300, "30", 9)])
+                                                  (2, None, 0), (300, "30", 9), (2, "120", 0)])
 def test_start_wait_becomes_tries_of_at_most_a_minute(wait, try_s, retries, monkeypatch):
     """Ray's tries last 60 s (or what the user set): ``start_wait_s`` is their number; a
     shorter wait is one try of its own length, set only inside the block."""

@@ -301,11 +301,15 @@ def bounded_start(cluster: ClusterConfig) -> Iterator[int]:
     if try_s <= wait:
         yield max(0, math.ceil(wait / try_s) - 1)
         return
+    before = os.environ.get(START_TRY_VAR)
     os.environ[START_TRY_VAR] = f"{wait:g}"
     try:
         yield 0
-    finally:
-        os.environ.pop(START_TRY_VAR, None)
+    finally:  # the user's own value, if any, stands again
+        if before is None:
+            os.environ.pop(START_TRY_VAR, None)
+        else:
+            os.environ[START_TRY_VAR] = before
 
 
 def unplaced_workers(exc: BaseException, cluster: ClusterConfig) -> ClusterError | None:
