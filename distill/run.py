@@ -29,7 +29,7 @@ from distill.teacher import load_teacher, offline_outputs, provenance, teacher_d
 from distill.transfer import transfer_rows
 from evaluation.outputs import data_identity
 from trainers.cluster_config import ClusterMode
-from trainers.config import TrainConfig
+from trainers.config import ModelConfig, TrainConfig
 from trainers.models import load_tokenizer, tokenizer_location
 from trainers.schedule import plan_steps
 from trainers.train import prepare
@@ -83,12 +83,11 @@ def _pooling(teacher: str, run: TrainConfig) -> str:
     return json.loads((run_dir / "config.json").read_text())["model"]["pooling"]
 
 
-def _check_vocab(teacher_tok: Any, student_tokenizer: str) -> None:
+def _check_vocab(teacher_tok: Any, student_model: ModelConfig) -> None:
     """The teacher reads the student's token ids, and token-level KD compares distributions
-    over tokens: teacher and student must share one vocabulary."""
-    from transformers import AutoTokenizer  # a slow import: only a distillation needs it
-
-    student_tok = AutoTokenizer.from_pretrained(student_tokenizer)
+    over tokens: teacher and student must share one vocabulary. The student's tokenizer is
+    found as training finds it (``pkg://`` locations and GGUF files included)."""
+    student_tok = load_tokenizer(student_model)
     if teacher_tok.get_vocab() != student_tok.get_vocab():
         raise ConfigError("model.tokenizer", f"the student's vocabulary ({len(student_tok)} "
                           f"tokens) differs from the teacher's ({len(teacher_tok)})",
@@ -114,7 +113,7 @@ def distill(run: TrainConfig) -> dict[str, Any]:
     teacher_labels = teacher[2]
     student, kept = student_run(run, root, teacher)
     # the teacher reads the student's token ids (offline and online): one vocabulary
-    _check_vocab(teacher[1], student.model.tokenizer or student.model.name_or_path)
+    _check_vocab(teacher[1], student.model)
     prep = prepare(student)
     if run.task.kind.value != "causal_lm" and prep.splits.labels != teacher_labels:
         raise ConfigError("data", f"the data's labels ({len(prep.splits.labels)}) are not the "

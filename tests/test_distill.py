@@ -454,6 +454,14 @@ def test_student_from_a_resized_config_and_from_a_path(teacher_run, tmp_path):
     assert (tmp_path / "init" / "tokenizer.json").exists()  # the teacher's vocabulary
     run.distill = DistillSpec(teacher=str(teacher_run), student="path")
     assert student_init(run, tmp_path / "p")[0]["name_or_path"] == run.model.name_or_path
+    # the vocabulary check finds a pkg:// (or GGUF) student as training does: it used to
+    # hand the raw location to AutoTokenizer, which read it as a malformed hub id
+    from transformers import AutoTokenizer
+
+    from distill.run import _check_vocab
+
+    assert run.model.name_or_path.startswith("pkg://")
+    _check_vocab(AutoTokenizer.from_pretrained(tmp_path / "init"), run.model)
 
 
 def test_a_one_seed_arm_shows_its_interval_over_examples_not_a_collapsed_one(tmp_path):

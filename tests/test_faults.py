@@ -278,6 +278,38 @@ def test_workers_with_no_room_fail_after_start_wait_naming_what_is_free(tmp_path
     assert os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S") is None  # set only around it
 
 
+def test_no_free_cpu_for_the_data_tasks_fails_after_start_wait_not_never(tmp_path):
+    """With every CPU held by another job, Ray Data's tasks (and the driver in ``ray.get``)
+    would wait for ever: the run fails after ``cluster.start_wait_s`` naming the key, and the
+    CPUs it waited for are not taken later by a forgotten probe."""
+    import ray
+
+    from data.errors import ClusterError
+
+    cpus = ray.cluster_resources()["CPU"]
+
+    @ray.remote(num_cpus=cpus)
+    class OtherJob:
+        def ready(self) -> bool:
+            return True
+
+    other = OtherJob.remote()
+    ray.get(other.ready.remote())
+    try:
+        with pytest.raises(ClusterError) as failed:
+            train_run(tmp_path, [*RUN, PLUMBING_MODEL, "cluster=ray", "cluster.start_wait_s=2",
+                                 "run_name=no_cpu"])
+    finally:
+        ray.kill(other)
+    message = str(failed.value)
+    assert ("'cluster.start_wait_s': no CPU of the Ray cluster came free for the data tasks "
+            f"within 2 s (total {cpus:g} CPUs; free now: nothing)") in message, message
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < cpus and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == cpus  # the cancelled probe holds none
+
+
 @pytest.mark.parametrize("wait, try_s, retries", [(900, None, 14), (60, None, 0), (61, None, 1),
                                                   (2, None, 0), (300, "30", 9), (2, "120", 0)])
 def test_start_wait_becomes_tries_of_at_most_a_minute(wait, try_s, retries, monkeypatch):

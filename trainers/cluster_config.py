@@ -29,9 +29,10 @@ class ClusterConfig:
         num_cpus: CPUs for a locally started Ray (``null`` = all).
         concurrent_runs: Runs of a seed group trained at once; 0 = as many as the cluster
             can place side by side (each needs its workers' CPUs/GPUs), 1 = one after another.
-        start_wait_s: How long ``mode=ray`` waits for room to place its workers before it
-            fails, naming what is free; ``null`` = for ever (Ray's own default: right while an
-            autoscaler adds nodes, a silent hang when other jobs hold the cluster).
+        start_wait_s: How long ``mode=ray`` waits for room to place its workers, and any
+            mode for a free CPU for its Ray Data tasks, before it fails, naming what is free;
+            ``null`` = for ever (Ray's own default: right while an autoscaler adds nodes, a
+            silent hang when other jobs hold the cluster).
     """
 
     mode: ClusterMode = ClusterMode.local

@@ -125,6 +125,7 @@ def ensure_ray(cluster: ClusterConfig) -> None:
     if ray.is_initialized():
         hide_user_error_logs()
         capture_worker_output()
+        wait_for_a_free_cpu(cluster)
         return
     quiet_ray_logs()
     quiet_console_handlers()  # a CLI command: Ray's start-up notices to its log file
@@ -149,6 +150,7 @@ def ensure_ray(cluster: ClusterConfig) -> None:
         hide_user_error_logs()
         capture_worker_output()  # a CLI command: worker output to its log file
         announce_ray(joining)
+        wait_for_a_free_cpu(cluster)
     except ConnectionError as exc:
         auth = "" if os.environ.get("RAY_AUTH_MODE") else (
             "; a cluster with token auth (Ray's default) needs RAY_AUTH_MODE=token and its "
@@ -157,6 +159,41 @@ def ensure_ray(cluster: ClusterConfig) -> None:
             f"cannot reach the Ray cluster at {cluster.address!r} ({exc})",
             f"check cluster.address, or leave it unset to start a local Ray{auth}",
         ) from None
+
+
+def _nothing() -> None:
+    return None
+
+
+def wait_for_a_free_cpu(cluster: ClusterConfig) -> None:
+    """Fail after ``cluster.start_wait_s`` when no CPU of the Ray cluster comes free for the
+    data and inference tasks this process is about to start.
+
+    Ray Data's tasks wait for a CPU without limit, and the driver waits with them in
+    ``ray.get``, where no signal reaches it: a silent hang when other jobs hold every CPU.
+    When none is free now, one empty task that needs a CPU shows whether one will come (an
+    autoscaler reads it as demand and adds a node). Skipped inside a Ray actor (a Tune trial,
+    a job's worker): what it may use was placed with it.
+    """
+    import ray
+
+    wait = cluster.start_wait_s
+    if wait is None or ray.get_runtime_context().get_actor_id() is not None:
+        return
+    if ray.available_resources().get("CPU", 0.0) >= 1:
+        return
+    probe = ray.remote(num_cpus=1)(_nothing).remote()
+    ready, _ = ray.wait([probe], timeout=wait)
+    if ready:
+        return
+    ray.cancel(probe, force=True)  # still queued: it must not take a CPU that comes later
+    free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+    raise ClusterError(
+        f"config key 'cluster.start_wait_s': no CPU of the Ray cluster came free for the data "
+        f"tasks within {wait:g} s (total {ray.cluster_resources().get('CPU', 0):g} CPUs; "
+        f"free now: {free or 'nothing'})",
+        "free what other jobs hold, or raise cluster.start_wait_s (null = wait for ever, as "
+        "for an autoscaler)")
 
 
 def _probe(address: str, timeout_s: float = 5.0) -> None:
