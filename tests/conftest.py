@@ -173,6 +173,9 @@ def pytest_sessionfinish(session: Any) -> None:
 # How long the last test waits for the other pytest process: every test there is cut off at
 # pyproject's per-test timeout, so only a queue of them could last this long.
 WAIT_FOR_OTHERS_S = 1200
+# pytest-timeout's limit for the heaviest multi-process tests (1.5–2 min on an idle machine):
+# a machine shared with a training run slowed one to 291 s; 300 s (pyproject) is for the rest
+HEAVY_TIMEOUT_S = 600
 
 
 def other_workers_output(tmp_path_factory: Any,

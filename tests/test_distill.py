@@ -13,7 +13,7 @@ import torch
 from data.errors import ConfigError
 from distill.loss import distill_loss
 from shardtune.cli import main
-from tests.conftest import FAST, PLUMBING_MODEL, SHARED, needs_shared, train_run
+from tests.conftest import FAST, HEAVY_TIMEOUT_S, PLUMBING_MODEL, SHARED, needs_shared, train_run
 
 SPEED_ROWS = "distill.speed_rows=32"  # the report's speed figures, timed on fewer texts
 
@@ -352,6 +352,7 @@ def test_teacher_gets_no_gradients_and_stays_bit_identical(teacher_run):
 
 
 @needs_shared
+@pytest.mark.timeout(HEAVY_TIMEOUT_S)
 def test_distill_on_two_workers_with_control_and_cached_teacher_outputs(teacher_run, tmp_path):
     args = ["distill", f"teacher={teacher_run}", f"paths.root={tmp_path}",
             f"paths.datasets={SHARED}", *FAST, "data=agnews_subset", "data.max_examples=300",

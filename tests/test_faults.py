@@ -3,6 +3,7 @@ checkpoints. Each recovery must end where an uninterrupted run ends, bit for bit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,11 +12,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST, PLUMBING_MODEL, logged, stop_while_training, train_run
+from tests.conftest import (
+    FAST,
+    HEAVY_TIMEOUT_S,
+    PLUMBING_MODEL,
+    logged,
+    stop_while_training,
+    train_run,
+)
 from trainers.checkpoint import (
     Progress,
     checkpoint_step,
@@ -67,6 +76,7 @@ def _resumes(run_dir: Path) -> list[dict]:
     return [r for r in logged(run_dir) if r.get("event") == "resumed"]
 
 
+@pytest.mark.timeout(HEAVY_TIMEOUT_S)
 def test_a_worker_killed_mid_epoch_restarts_from_the_newest_checkpoint_exactly(tmp_path):
     straight = train_run(tmp_path, [*RUN, *TWO_WORKERS, "run_name=straight"])
     m = straight["metrics"]
@@ -251,14 +261,12 @@ def test_streamed_epochs_are_checked_exactly_against_the_rows_due(monkeypatch, c
     assert data_loss.eval_rows_lost("skip", "test", seen, seen + 2, world, 0) == 2
 
 
-def test_workers_with_no_room_fail_after_start_wait_naming_what_is_free(tmp_path):
-    """Ray Train retries a worker group it cannot place for ever by default: with another
-    job holding the CPUs, the run fails after ``cluster.start_wait_s``, in one line."""
+@contextlib.contextmanager
+def _other_job_holding(cpus: float) -> Iterator[None]:
+    """Another job's actor holds ``cpus`` of the session Ray's CPUs while the block runs."""
     import ray
 
-    from data.errors import ClusterError
-
-    @ray.remote(num_cpus=1)  # one of the session Ray's 2 CPUs: the data still reads
+    @ray.remote(num_cpus=cpus)
     class OtherJob:
         def ready(self) -> bool:
             return True
@@ -266,11 +274,19 @@ def test_workers_with_no_room_fail_after_start_wait_naming_what_is_free(tmp_path
     other = OtherJob.remote()
     ray.get(other.ready.remote())
     try:
-        with pytest.raises(ClusterError) as failed:
-            train_run(tmp_path, [*RUN, PLUMBING_MODEL, "cluster=ray", "cluster.num_workers=2",
-                                 "cluster.start_wait_s=2", "run_name=no_room"])
+        yield
     finally:
         ray.kill(other)
+
+
+def test_workers_with_no_room_fail_after_start_wait_naming_what_is_free(tmp_path):
+    """Ray Train retries a worker group it cannot place for ever by default: with another
+    job holding the CPUs, the run fails after ``cluster.start_wait_s``, in one line."""
+    from data.errors import ClusterError
+
+    with _other_job_holding(cpus=1), pytest.raises(ClusterError) as failed:  # the data reads
+        train_run(tmp_path, [*RUN, PLUMBING_MODEL, "cluster=ray", "cluster.num_workers=2",
+                             "cluster.start_wait_s=2", "run_name=no_room"])
     message = str(failed.value)
     assert "'cluster.start_wait_s': 2 workers x 1 CPU could not be placed within 2 s" in message
     free = re.search(r"free in the Ray cluster now: \{'CPU': ([\d.]+)\}", message)
@@ -287,20 +303,9 @@ def test_no_free_cpu_for_the_data_tasks_fails_after_start_wait_not_never(tmp_pat
     from data.errors import ClusterError
 
     cpus = ray.cluster_resources()["CPU"]
-
-    @ray.remote(num_cpus=cpus)
-    class OtherJob:
-        def ready(self) -> bool:
-            return True
-
-    other = OtherJob.remote()
-    ray.get(other.ready.remote())
-    try:
-        with pytest.raises(ClusterError) as failed:
-            train_run(tmp_path, [*RUN, PLUMBING_MODEL, "cluster=ray", "cluster.start_wait_s=2",
-                                 "run_name=no_cpu"])
-    finally:
-        ray.kill(other)
+    with _other_job_holding(cpus), pytest.raises(ClusterError) as failed:
+        train_run(tmp_path, [*RUN, PLUMBING_MODEL, "cluster=ray", "cluster.start_wait_s=2",
+                             "run_name=no_cpu"])
     message = str(failed.value)
     assert ("'cluster.start_wait_s': no CPU of the Ray cluster came free for the data tasks "
             f"within 2 s (total {cpus:g} CPUs; free now: nothing)") in message, message

@@ -12,7 +12,14 @@ import pytest
 
 from data.errors import ConfigError
 from shardtune.cli import main
-from tests.conftest import FAST, PLUMBING_MODEL, SHARED, compose_run, needs_shared
+from tests.conftest import (
+    FAST,
+    HEAVY_TIMEOUT_S,
+    PLUMBING_MODEL,
+    SHARED,
+    compose_run,
+    needs_shared,
+)
 from tuning.config import SweepSpec
 from tuning.space import validate
 
@@ -123,6 +130,7 @@ def _killed_midway(args: list[str], sweep_dir: Path) -> None:
 
 @needs_shared
 @pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(HEAVY_TIMEOUT_S)
 def test_sweep_killed_midway_resumes_stops_weak_trials_and_exports_a_reproducible_best(
         tmp_path, capsys, monkeypatch):
     import torch
