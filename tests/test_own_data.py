@@ -4,6 +4,7 @@ test split, metadata fields and name with only the training path swapped (issue 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from shardtune.compose import CONF_DIR, compose
 from shardtune.overrides import data_name, own_data_overrides
 from tests.conftest import SHARED, compose_run
 
+ROOT = Path(__file__).resolve().parent.parent
 QUEUES = ("payments", "shipping", "accounts")  # none of the sample's six labels
 
 
@@ -24,11 +26,14 @@ def test_readme_own_data_example_trains_on_the_users_data_alone(tmp_path, monkey
         json.dumps({"body": f"{queue} question number {i}", "queue": queue}) + "\n"
         for i in range(12) for queue in QUEUES))
     monkeypatch.chdir(tmp_path)  # runs/ lands here, as for a user in their project folder
-    readme = f"data.path={tickets}/ data.format=jsonl data.text_field=body " \
-             "data.label_field=queue"
-    code = main(["train", *readme.split(), "trainer.max_steps=2", "task.max_length=32"])
+    short = ["trainer.max_steps=2", "task.max_length=32"]
+    assert main(["train", *short]) == 0  # `make run` first, as the README has it: runs/default
+    block = (ROOT / "README.md").read_text().split("Your own data:", 1)[1]
+    command = re.search(r"shardtune train (data\.path=/data/tickets/ .*?)\n(?!  )", block, re.S)
+    readme = command[1].replace("\\\n", " ").replace("/data/tickets/", f"{tickets}/")
+    code = main(["train", *readme.split(), *short])
     assert code == 0, capsys.readouterr().err[-2000:]
-    run_dir = tmp_path / "runs" / "default"
+    run_dir = tmp_path / "runs" / "tickets"
     meta = json.loads((run_dir / "run_meta.json").read_text())
     assert set(meta["dataset"]["splits"]) == {"train", "validation"}  # no test split
     assert sorted(meta["dataset"]["labels"]) == sorted(QUEUES)
