@@ -161,6 +161,13 @@ def ensure_ray(cluster: ClusterConfig) -> None:
         ) from None
 
 
+def _free_now() -> dict[str, float]:
+    """The CPUs and GPUs nothing holds in the Ray cluster now (for an error's one line)."""
+    import ray
+
+    return {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+
+
 def _nothing() -> None:
     return None
 
@@ -187,7 +194,7 @@ def wait_for_a_free_cpu(cluster: ClusterConfig) -> None:
     if ready:
         return
     ray.cancel(probe, force=True)  # still queued: it must not take a CPU that comes later
-    free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+    free = _free_now()
     raise ClusterError(
         f"config key 'cluster.start_wait_s': no CPU of the Ray cluster came free for the data "
         f"tasks within {wait:g} s (total {ray.cluster_resources().get('CPU', 0):g} CPUs; "
@@ -362,9 +369,8 @@ def unplaced_workers(exc: BaseException, cluster: ClusterConfig) -> ClusterError
     failure = getattr(exc, "controller_failure", None)
     if not isinstance(failure, WorkerGroupStartupTimeoutError | WorkerGroupStartupFailedError):
         return None
-    import ray
 
-    free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+    free = _free_now()
     gpu = f" + {cluster.gpus_per_worker:g} GPU" if wants_gpu(cluster) else ""
     what = ("could not be placed" if isinstance(failure, WorkerGroupStartupTimeoutError)
             else f"failed to start ({str(failure).splitlines()[0][:200]})")
