@@ -1,0 +1,132 @@
+"""The E2E dev set with its eatType and food values swapped for others of E2E's ontology.
+
+Why: the dev set is not a sample of E2E's domain. Its 547 MRs hold one of the three eatTypes
+(``coffee shop``) and two of the seven foods (``Chinese``, ``English``); the test MRs hold all
+of them (306 of 630 are pubs). A model trained on the dev set alone never reads ``pub`` or
+``French`` in a prompt, and it writes what it learned instead: the whole-dev LoRA run's greedy
+answers name the pub in 10% of the pub MRs (the references: 96%) and French food in 15%.
+
+Each dev MR draws one new eatType (of 3) and one new food (of 7), the old value among them; the
+MR's references that hold every old value verbatim get the new one in its place (with the
+article before it mended: "an English" → "a French", "English food" → "fast food"). A reference
+that phrases an old value otherwise ("British", "café") cannot be rewritten: it stays, with its
+MR unchanged, and is counted. A drawn MR equal to a test MR is drawn again (the texts are the
+dev set's either way; no prompt of the test set is trained on). The row count stays the dev
+set's, so a run on this file takes as many steps as one on ``devset.csv``.
+
+The value lists are E2E's ontology (Novikova et al. 2017: the attribute values of the
+challenge's MRs, which its systems, TGen included, are built over); no test reference is read.
+
+    python bench/e2e_value_swap.py --out runs/e2e_dev_values.csv --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.e2e_synthetic_mrs import SHARED, parse, render  # noqa: E402
+
+ONTOLOGY = {"eatType": ["coffee shop", "pub", "restaurant"],
+            "food": ["Chinese", "English", "Fast food", "French", "Indian", "Italian",
+                     "Japanese"]}
+REDRAWS = 20
+
+
+def _cased(word: str, like: str) -> str:
+    """``word`` with the first letter's case of ``like`` (a sentence may begin with it)."""
+    return word[:1].upper() + word[1:] if like[:1].isupper() else word[:1].lower() + word[1:]
+
+
+def _starts_sentence(match: re.Match) -> bool:
+    before = match.string[:match.start()].rstrip()
+    return not before or before[-1] in ".!?"
+
+
+def _mend_articles(text: str, value: str) -> str:
+    """``a``/``an`` before each occurrence of ``value`` as its first sound asks."""
+    article = "an" if value[:1].lower() in "aeiou" else "a"
+    return re.sub(rf"\b([Aa])n? (?={re.escape(value)}\b)",
+                  lambda m: _cased(article, m.group(1)) + " ", text, flags=re.IGNORECASE)
+
+
+def swap_text(ref: str, key: str, old: str, new: str) -> str | None:
+    """``ref`` with ``old`` (``key``'s value) written as ``new``; None when ``ref`` does not
+    hold ``old`` verbatim (ignoring case), so the swap cannot be read off the text."""
+    if not re.search(rf"\b{re.escape(old)}\b", ref, flags=re.IGNORECASE):
+        return None
+    if key == "eatType":
+        out = re.sub(rf"\b{re.escape(old)}(s?)\b", lambda m: _cased(new, m.group(0)) + m.group(1),
+                     ref, flags=re.IGNORECASE)
+        return _mend_articles(out, new)
+    written = new.lower() if new == "Fast food" else new
+    pattern = rf"\b{re.escape(old)}(?: (?:food|cuisine))?\b" if new == "Fast food" else \
+        rf"\b{re.escape(old)}\b"
+    out = re.sub(pattern, lambda m: new if new != "Fast food" or _starts_sentence(m) else written,
+                 ref, flags=re.IGNORECASE)
+    return _mend_articles(out, written)
+
+
+def swap_set(dev: pd.DataFrame, test_mrs: set[str], seed: int) -> tuple[pd.DataFrame, dict]:
+    """Every dev row, its MR's eatType and food redrawn and its text rewritten where it can be;
+    the counts of what was swapped, kept and redrawn."""
+    rng = np.random.default_rng(seed)
+    counts: Counter = Counter()
+    drawn: dict[str, dict[str, str]] = {}
+    for mr in dev["mr"].drop_duplicates():
+        attrs = parse(mr)
+        for _ in range(REDRAWS):
+            new = {**attrs, **{k: str(rng.choice(v)) for k, v in ONTOLOGY.items() if k in attrs}}
+            if render(new) not in test_mrs:
+                break
+            counts["mrs_redrawn_equal_to_a_test_mr"] += 1
+        else:
+            new = attrs
+            counts["mrs_kept_every_draw_a_test_mr"] += 1
+        drawn[mr] = new
+    rows = []
+    for mr, ref in zip(dev["mr"], dev["ref"], strict=True):
+        attrs, new = parse(mr), drawn[mr]
+        text: str | None = ref
+        for key in ONTOLOGY:
+            if text is not None and key in attrs and new[key] != attrs[key]:
+                text = swap_text(text, key, attrs[key], new[key])
+        if text is None:
+            counts["rows_kept_value_not_verbatim"] += 1
+            rows.append((mr, ref))
+            continue
+        changed = new != attrs
+        counts["rows_swapped" if changed else "rows_drew_their_own_values"] += 1
+        counts.update(f"{k}={new[k]}" for k in ONTOLOGY if k in new)
+        rows.append((render(new), text))
+    return pd.DataFrame(rows, columns=["mr", "ref"]), dict(sorted(counts.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, default=SHARED)
+    args = parser.parse_args()
+    dev = pd.read_csv(args.data / "devset.csv")
+    missing = {"mr", "ref"} - set(dev.columns)
+    if missing:
+        sys.exit(f"{args.data / 'devset.csv'}: no column {sorted(missing)[0]!r}")
+    test = pd.read_csv(args.data / "testset_w_refs.csv")["mr"].drop_duplicates()
+    out, counts = swap_set(dev, {render(parse(mr)) for mr in test}, args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(args.out, index=False)
+    print(json.dumps({"out": str(args.out), "seed": args.seed, "rows": len(out), **counts}))
+
+
+if __name__ == "__main__":
+    main()
