@@ -77,6 +77,9 @@ class DataConfig:
         metadata_fields: Columns kept beside each example for slice analysis (e.g. channel).
         metadata_counts: Slice columns counted from a field (name -> MetadataCount), kept
             beside ``metadata_fields`` and reported the same way.
+        slot_pattern: Chat runs of data-to-text: a regular expression with two groups
+            (attribute, value) finding the slots in each prompt; ``evaluate`` then reports how
+            often answers and references name each value (evaluation/slots.py).
         pii: ``keep`` the text as is, or ``redact`` e-mails, phone, card, IP and IBAN numbers
             inside the pipeline before tokenisation (counted in run metadata).
         dedup: Drop exact duplicates within train and train examples whose text also occurs in
@@ -104,6 +107,7 @@ class DataConfig:
     driver_bytes: int = 4 * 2**20
     metadata_fields: List[str] = field(default_factory=list)
     metadata_counts: Dict[str, MetadataCount] = field(default_factory=dict)
+    slot_pattern: Optional[str] = None
     pii: str = "keep"
     dedup: bool = False
     chat: ChatSpec = field(default_factory=ChatSpec)
@@ -156,5 +160,19 @@ class DataConfig:
             except re.error as err:
                 raise ConfigError(f"{key}.pattern", f"{count.pattern!r} is no regular "
                                   f"expression ({err})") from None
+        if self.slot_pattern is not None:
+            _check_slot_pattern(self.slot_pattern)
         if self.tokenize_actors < 1:
             raise ConfigError("data.tokenize_actors", f"must be >= 1, got {self.tokenize_actors}")
+
+
+def _check_slot_pattern(pattern: str) -> None:
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as err:
+        raise ConfigError("data.slot_pattern", f"{pattern!r} is no regular expression "
+                          f"({err})") from None
+    if groups != 2:
+        raise ConfigError("data.slot_pattern", f"{pattern!r} has {groups} groups, not 2 "
+                          "(attribute, value)", "e.g. '([^\\[,:]+?)\\[([^\\]]*)\\]' for "
+                          "E2E's name[Aromi], food[French]")

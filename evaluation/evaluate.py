@@ -172,7 +172,7 @@ def _evaluate(cfg: EvaluateConfig, run_dir: Path, run: Any, data: Any, splits: A
         return evaluate_similarity(cfg, run_dir, run, splits.datasets[cfg.split].to_pandas(),
                                    splits.summaries[cfg.split], data.name, out_dir, made_by)
     if run.task.chat:  # task=sft: answers generated and scored against references
-        return _evaluate_chat(cfg, run_dir, run, splits, data.name, out_dir, made_by)
+        return _evaluate_chat(cfg, run_dir, run, splits, data, out_dir, made_by)
     if run.task.kind != TaskKind.seq_cls:
         return _evaluate_other(cfg, run_dir, run, splits, data.name, out_dir, made_by)
     labels = json.loads((run_dir / "label_map.json").read_text())["labels"]
@@ -187,7 +187,7 @@ def _evaluate(cfg: EvaluateConfig, run_dir: Path, run: Any, data: Any, splits: A
                        lost=data_lost(frame, splits.summaries[cfg.split], run.task.max_length))
 
 
-def _evaluate_chat(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, data_name: str,
+def _evaluate_chat(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, data: Any,
                    out_dir: Path, made_by: dict[str, Any]) -> dict[str, Any]:
     """Each distinct prompt answered once by the run (and zero-shot by its base model), scored
     against all of its references (evaluation/generate.py)."""
@@ -204,8 +204,8 @@ def _evaluate_chat(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, da
     base = score_split(GenerateBase, cfg, run_dir, dataset, cfg.batch_size * 8, settings,
                        num_cpus=1) if cfg.baseline and pretrained else None
     lost = data_lost(rows, splits.summaries[cfg.split], run.task.max_length)  # prompts whole
-    return finish_generation(cfg, run_dir, data_name, out_dir, made_by, prompts, frame, base,
-                             lost)
+    return finish_generation(cfg, run_dir, data.name, out_dir, made_by, prompts, frame, base,
+                             lost, data.slot_pattern)
 
 
 def _evaluate_other(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, data_name: str,

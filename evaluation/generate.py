@@ -22,6 +22,7 @@ import torch
 from data.locations import resolve_location
 from evaluation.gates import check_gates
 from evaluation.generation import bootstrap, corpus_scores, per_example, prompt_groups
+from evaluation.slots import slot_mentions, slot_report
 from trainers.identity import digest, replaced_on_success
 from trainers.models import inference_device, load_trained
 
@@ -183,6 +184,8 @@ def write_generation_report(result: dict[str, Any], frame: pd.DataFrame, out: Pa
         cells = [str(row["text"]), str(row["generated"]), str(list(row["references"])[0])]
         cells = [c.replace("|", "\\|").replace("\n", " ")[:160] for c in cells]
         lines.append(f"| {cells[0]} | {cells[1]} | {cells[2]} | {row['rouge_l']:.1f} |")
+    if result.get("slots"):
+        lines += slot_report(result["slots"])
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     (out / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
@@ -191,9 +194,11 @@ def write_generation_report(result: dict[str, Any], frame: pd.DataFrame, out: Pa
 
 def finish_generation(cfg: Any, run_dir: Path, data_name: str, out_dir: Path,
                       made_by: dict[str, Any], prompts: pd.DataFrame, frame: pd.DataFrame,
-                      base: pd.DataFrame | None, lost: Any) -> dict[str, Any]:
+                      base: pd.DataFrame | None, lost: Any,
+                      slot_pattern: str | None = None) -> dict[str, Any]:
     """Score the generated answers (and the base model's), write predictions.parquet,
-    metrics.json and report.md into ``out_dir`` atomically; return the result."""
+    metrics.json and report.md into ``out_dir`` atomically; return the result. With
+    ``slot_pattern`` (``data.slot_pattern``), also which slot values the answers name."""
     refs = prompts.set_index("prompt")["references"]
     frame = frame.assign(references=[list(refs[p]) for p in frame["prompt"]])
     scored = score_generations(frame, cfg.resamples)
@@ -202,7 +207,10 @@ def finish_generation(cfg: Any, run_dir: Path, data_name: str, out_dir: Path,
         "run": str(run_dir), "split": cfg.split, "data": data_name,
         "metrics": scored["metrics"], "baseline": None, "slices": _slices(frame),
         "made_by": {**made_by, "rows": digest(sorted(frame["_src"].astype(str)))},
-        "lost": lost}
+        "lost": lost, "slots": None}
+    if slot_pattern:
+        result["slots"] = slot_mentions(frame["text"], frame["generated"], frame["references"],
+                                        slot_pattern)
     if base is not None:
         base = base.assign(references=[list(refs[p]) for p in base["prompt"]])
         result["baseline"] = {"name": "base model, zero-shot",

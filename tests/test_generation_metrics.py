@@ -65,3 +65,37 @@ def test_uncased_bleu_is_the_e2e_scorers_and_counts_a_case_slip_as_a_match():
     examples = per_example(slipped, REFS)
     assert examples["bleu_uncased"][1] == pytest.approx(100.0)
     assert examples["bleu"][1] < 100.0
+
+
+E2E_SLOTS = r"([^\[,:]+?)\[([^\]]*)\]"
+
+
+def test_slot_mentions_set_each_value_the_answers_name_against_the_references():
+    from evaluation.slots import slot_mentions
+
+    prompts = ["Describe: name[The Punter], eatType[pub], familyFriendly[yes]",
+               "Describe: name[Zizzi], eatType[pub], food[French]"]
+    answers = ["The Punter is a kid friendly restaurant.", "Zizzi is a French pub."]
+    refs = [["The Punter is a pub for kids.", "A family friendly pub, The Punter."],
+            ["Zizzi is a pub serving French food.", "Zizzi, a French restaurant."]]
+    slots = slot_mentions(prompts, answers, refs, E2E_SLOTS)
+    rows = {r["slot"]: r for r in slots["values"]}
+    assert set(rows) == {"name=the punter", "name=zizzi", "eatType=pub",
+                         "familyFriendly=yes", "food=french"}
+    # the pub: 1 answer in 2 names it, the references 3 in 4 (a mean per prompt: 1 and 0.5)
+    assert rows["eatType=pub"]["n"] == 2
+    assert rows["eatType=pub"]["answers"] == 50.0 and rows["eatType=pub"]["references"] == 75.0
+    # a value people say in other words: neither side names it, no gap
+    assert rows["familyFriendly=yes"]["gap"] == 0.0
+    assert slots["values"][0]["slot"] == "eatType=pub"  # the widest shortfall first
+    assert slots["total"]["n"] == 6
+
+
+def test_a_slot_pattern_without_two_groups_is_a_config_error():
+    from data.config import DataConfig
+    from data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.slot_pattern.*1 groups, not 2"):
+        DataConfig(path="x.csv", slot_pattern=r"\[([^\]]*)\]")
+    with pytest.raises(ConfigError, match="data.slot_pattern.*no regular expression"):
+        DataConfig(path="x.csv", slot_pattern="([")

@@ -71,6 +71,10 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     assert (frame["meta_mr_attributes"] == frame["text"].str.count(r"\[").astype(str)).all()
     sliced = {s["slice"].split("=")[0] for s in result["slices"]}
     assert {"mr_attributes", "references"} <= sliced, sliced
+    # and names its slots (data.slot_pattern): every attribute[value] of every prompt counted
+    assert result["slots"]["total"]["n"] == frame["text"].str.count(r"\[").sum()
+    assert {r["slot"].split("=")[0] for r in result["slots"]["values"]} >= {"name", "near"}
+    assert "answers vs references" in (Path(result["out_dir"]) / "report.md").read_text()
     # saved answers count as current (compare, seed groups reuse them) only while the run's
     # generation settings are the ones they were made with
     from evaluation.outputs import is_current

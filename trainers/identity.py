@@ -134,10 +134,11 @@ def replaced_on_success(target: Path) -> Iterator[Path]:
 RESUME_KEYS = ("model", "task", "data", "peft", "optim", "distill", "trainer.epochs",
                "trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
                "trainer.bucket_batches", "trainer.batch_tokens", "trainer.strategy")
+# how, not what (the last four: how evaluations test the run)
 RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows",
                "data.driver_rows", "data.driver_bytes", "distill.inprocess_rows",
                "distill.speed_rows", "task.max_new_tokens", "task.num_beams",
-               "task.rerank")  # how, not what (the last three: how evaluations test the run)
+               "task.rerank", "data.slot_pattern")
 
 
 def run_identity(resolved: dict[str, Any], data_sha256: str | None,
