@@ -42,6 +42,7 @@ from evaluation.outputs import (
     is_current,
     output_dir,
     own_data,
+    replaced_answers,
     rows_digest,
     weights_hash,
 )
@@ -198,6 +199,8 @@ def _evaluate_chat(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, da
     dataset = ray.data.from_pandas(prompts.drop(columns=["references"]))
     settings = generation_settings(run, cfg)
     made_by = {**made_by, "generation": settings}
+    if replacing := replaced_answers(out_dir, settings):
+        print(replacing, flush=True)
     frame = score_split(Generate, cfg, run_dir, dataset, cfg.batch_size * 8, settings,
                         num_cpus=1)
     pretrained = run.model.init_config is None  # a random-init model has no base to ask

@@ -120,6 +120,23 @@ def generation_settings(run: Any, cfg: Any = None) -> dict[str, int]:
     return {k: v if v is not None else getattr(run.task, k) for k, v in override.items()}
 
 
+def replaced_answers(out_dir: Path, settings: dict[str, int]) -> str | None:
+    """The console line for answers saved in ``out_dir`` with generation settings other than
+    ``settings``, which an evaluation is about to write over (a seed group's, or ``evaluate``
+    without ``name=`` after a ``num_beams=4`` one); None when there are none."""
+    made_by = (read_json(out_dir / "metrics.json") or {}).get("made_by") or {}
+    saved = made_by.get("generation")
+    if not saved or saved == settings or not (out_dir / "predictions.parquet").is_file():
+        return None
+
+    def shown(s: dict[str, int]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(s.items()))
+
+    return (f"warning: {out_dir} holds answers generated with {shown(saved)}: replacing them "
+            f"with answers generated with {shown(settings)} (evaluate … name=<label> keeps "
+            "answers made otherwise in a folder of their own)")
+
+
 def is_current(out_dir: Path, run_dir: Path, any_generation: bool = False) -> bool:
     """Saved predictions in ``out_dir`` were made by the run's present weights and, for a chat
     run, its present generation settings (predictions saved before either was recorded count

@@ -86,6 +86,15 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     saved["task"]["max_new_tokens"] = 32
     (longer / "config.json").write_text(json.dumps(saved))
     assert not is_current(longer / "eval" / "test", longer)
+    # evaluating it again (a seed group does) writes over those answers, and says so
+    from evaluation.outputs import replaced_answers
+
+    assert replaced_answers(Path(result["out_dir"]), result["made_by"]["generation"]) is None
+    assert replaced_answers(longer / "eval" / "test", {"max_new_tokens": 32, "num_beams": 1}) \
+        == (f"warning: {longer / 'eval' / 'test'} holds answers generated with max_new_tokens=16,"
+            " num_beams=1: replacing them with answers generated with max_new_tokens=32, "
+            "num_beams=1 (evaluate … name=<label> keeps answers made otherwise in a folder of "
+            "their own)")
     # compare name=… pairs answers as they were saved (here as if by `evaluate num_beams=2
     # max_new_tokens=4 name=short`), never generating over them with the run's own settings
     beams = {"max_new_tokens": 4, "num_beams": 2}
