@@ -14,10 +14,16 @@ MR unchanged, and is counted. A drawn MR equal to a test MR is drawn again (the 
 dev set's either way; no prompt of the test set is trained on). The row count stays the dev
 set's, so a run on this file takes as many steps as one on ``devset.csv``.
 
+``--near-share``: that share of the MRs with a ``near`` get a made-up venue name there (as
+``bench/e2e_synthetic_mrs.py --new-names`` makes them, never a dev or test name), written in
+its texts as it stands. The dev set's 19 ``near`` names are copied verbatim already; a test name
+the dev set lacks is not: "Express by Holiday Inn" (53 test MRs) comes out "the Holiday Inn".
+
 The value lists are E2E's ontology (Novikova et al. 2017: the attribute values of the
 challenge's MRs, which its systems, TGen included, are built over); no test reference is read.
 
     python bench/e2e_value_swap.py --out runs/e2e_dev_values.csv --seed 0
+    python bench/e2e_value_swap.py --out runs/e2e_dev_values_near.csv --seed 0 --near-share 0.5
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.e2e_synthetic_mrs import SHARED, parse, render  # noqa: E402
+from bench.e2e_synthetic_mrs import SHARED, made_up_name, parse, render  # noqa: E402
 
 ONTOLOGY = {"eatType": ["coffee shop", "pub", "restaurant"],
             "food": ["Chinese", "English", "Fast food", "French", "Indian", "Italian",
@@ -64,6 +70,9 @@ def swap_text(ref: str, key: str, old: str, new: str) -> str | None:
     hold ``old`` verbatim (ignoring case), so the swap cannot be read off the text."""
     if not re.search(rf"\b{re.escape(old)}\b", ref, flags=re.IGNORECASE):
         return None
+    if key == "near":  # a made-up name: as written, "the" before it not doubled
+        out = re.sub(rf"\b{re.escape(old)}\b", lambda m: new, ref, flags=re.IGNORECASE)
+        return re.sub(r"\b[Tt]he The\b", "The", out) if new.startswith("The ") else out
     if key == "eatType":
         out = re.sub(rf"\b{re.escape(old)}(s?)\b", lambda m: _cased(new, m.group(0)) + m.group(1),
                      ref, flags=re.IGNORECASE)
@@ -76,9 +85,11 @@ def swap_text(ref: str, key: str, old: str, new: str) -> str | None:
     return _mend_articles(out, written)
 
 
-def swap_set(dev: pd.DataFrame, test_mrs: set[str], seed: int) -> tuple[pd.DataFrame, dict]:
+def swap_set(dev: pd.DataFrame, test_mrs: set[str], seed: int, near_share: float = 0.0,
+             taken_names: frozenset[str] = frozenset()) -> tuple[pd.DataFrame, dict]:
     """Every dev row, its MR's eatType and food redrawn and its text rewritten where it can be;
-    the counts of what was swapped, kept and redrawn."""
+    with ``near_share``, that share of the MRs with a ``near`` get a made-up one (never one of
+    ``taken_names``); the counts of what was swapped, kept and redrawn."""
     rng = np.random.default_rng(seed)
     counts: Counter = Counter()
     drawn: dict[str, dict[str, str]] = {}
@@ -86,6 +97,10 @@ def swap_set(dev: pd.DataFrame, test_mrs: set[str], seed: int) -> tuple[pd.DataF
         attrs = parse(mr)
         for _ in range(REDRAWS):
             new = {**attrs, **{k: str(rng.choice(v)) for k, v in ONTOLOGY.items() if k in attrs}}
+            if near_share and "near" in attrs and rng.random() < near_share:
+                new["near"] = made_up_name(rng)
+                while new["near"] in taken_names:
+                    new["near"] = made_up_name(rng)
             if render(new) not in test_mrs:
                 break
             counts["mrs_redrawn_equal_to_a_test_mr"] += 1
@@ -97,7 +112,7 @@ def swap_set(dev: pd.DataFrame, test_mrs: set[str], seed: int) -> tuple[pd.DataF
     for mr, ref in zip(dev["mr"], dev["ref"], strict=True):
         attrs, new = parse(mr), drawn[mr]
         text: str | None = ref
-        for key in ONTOLOGY:
+        for key in [*ONTOLOGY, "near"]:
             if text is not None and key in attrs and new[key] != attrs[key]:
                 text = swap_text(text, key, attrs[key], new[key])
         if text is None:
@@ -107,6 +122,7 @@ def swap_set(dev: pd.DataFrame, test_mrs: set[str], seed: int) -> tuple[pd.DataF
         changed = new != attrs
         counts["rows_swapped" if changed else "rows_drew_their_own_values"] += 1
         counts.update(f"{k}={new[k]}" for k in ONTOLOGY if k in new)
+        counts["rows_near_made_up"] += "near" in new and new["near"] != attrs["near"]
         rows.append((render(new), text))
     return pd.DataFrame(rows, columns=["mr", "ref"]), dict(sorted(counts.items()))
 
@@ -116,16 +132,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=SHARED)
+    parser.add_argument("--near-share", type=float, default=0.0,
+                        help="share of the MRs with a near whose near becomes a made-up name")
     args = parser.parse_args()
     dev = pd.read_csv(args.data / "devset.csv")
     missing = {"mr", "ref"} - set(dev.columns)
     if missing:
         sys.exit(f"{args.data / 'devset.csv'}: no column {sorted(missing)[0]!r}")
     test = pd.read_csv(args.data / "testset_w_refs.csv")["mr"].drop_duplicates()
-    out, counts = swap_set(dev, {render(parse(mr)) for mr in test}, args.seed)
+    names = frozenset(a[k] for a in map(parse, [*dev["mr"], *test]) for k in ("name", "near")
+                      if k in a)
+    out, counts = swap_set(dev, {render(parse(mr)) for mr in test}, args.seed, args.near_share,
+                           names)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.out, index=False)
-    print(json.dumps({"out": str(args.out), "seed": args.seed, "rows": len(out), **counts}))
+    print(json.dumps({"out": str(args.out), "seed": args.seed, "near_share": args.near_share,
+                      "rows": len(out), **counts}))
 
 
 if __name__ == "__main__":

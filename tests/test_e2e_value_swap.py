@@ -24,6 +24,19 @@ def test_a_swapped_value_is_written_with_its_article_and_case() -> None:
                      "pub") == "Pubs aside, this pub is fine."
 
 
+def test_a_made_up_near_name_is_written_as_it_stands() -> None:
+    assert swap_text("It is near the Café Rouge.", "near", "Café Rouge", "The Brax") == \
+        "It is near The Brax."
+    assert swap_text("Near Café Rouge.", "near", "Café Rouge", "Brax House") == "Near Brax House."
+    dev = pd.DataFrame({"mr": ["name[Aromi], eatType[pub], near[Café Rouge]"],
+                        "ref": ["Aromi is a pub near Café Rouge."]})
+    out, counts = swap_set(dev, set(), seed=0, near_share=1.0,
+                           taken_names=frozenset({"Aromi", "Café Rouge"}))
+    near = parse(out.loc[0, "mr"])["near"]
+    assert near not in {"Aromi", "Café Rouge"} and near in out.loc[0, "ref"]
+    assert counts["rows_near_made_up"] == 1
+
+
 def test_a_text_that_phrases_the_value_otherwise_cannot_be_swapped() -> None:
     assert swap_text("A British café by the river.", "food", "English", "French") is None
     assert swap_text("A café by the river.", "eatType", "coffee shop", "pub") is None
