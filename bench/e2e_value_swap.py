@@ -16,8 +16,8 @@ set's, so a run on this file takes as many steps as one on ``devset.csv``.
 
 ``--near-share``: that share of the MRs with a ``near`` get a made-up venue name there (as
 ``bench/e2e_synthetic_mrs.py --new-names`` makes them, never a dev or test name), written in
-its texts as it stands. The dev set's 19 ``near`` names are copied verbatim already; a test name
-the dev set lacks is not: "Express by Holiday Inn" (53 test MRs) comes out "the Holiday Inn".
+its texts as it stands. Of the six test ``near`` names the dev set lacks, five are copied
+verbatim; "Express by Holiday Inn" (53 test MRs) comes out "the Holiday Inn".
 
 The value lists are E2E's ontology (Novikova et al. 2017: the attribute values of the
 challenge's MRs, which its systems, TGen included, are built over); no test reference is read.
