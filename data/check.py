@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 from data.pii import find_pii
+from data.slots import unseen_line, unseen_slots
 
 NEAR_THRESHOLD = 0.7
 NUM_PERM = 128
@@ -79,8 +80,10 @@ def leakage(train: list[str], other: list[str], near: bool) -> dict[str, Any]:
 
 
 def check_splits(texts: dict[str, list[str]], labels: dict[str, Counter],
-                 fast: bool = False) -> dict[str, Any]:
-    """The whole report as a dict; ``texts`` and ``labels`` are keyed by split name."""
+                 fast: bool = False, slot_pattern: str | None = None) -> dict[str, Any]:
+    """The whole report as a dict; ``texts`` and ``labels`` are keyed by split name. With
+    ``slot_pattern`` (``data.slot_pattern``), also the slot values of each other split that
+    no training text holds."""
     start = time.perf_counter()
     report: dict[str, Any] = {"splits": {}, "fast": fast}
     for split, rows in texts.items():
@@ -114,6 +117,9 @@ def check_splits(texts: dict[str, list[str]], labels: dict[str, Counter],
         if split != "train" and "train" in texts:
             report.setdefault("leakage", {})[split] = leakage(texts["train"], texts[split],
                                                               near=not fast)
+            if slot_pattern:
+                report.setdefault("unseen_slots", {})[split] = unseen_slots(
+                    texts["train"], texts[split], slot_pattern)
     report["seconds"] = time.perf_counter() - start
     return report
 
@@ -147,6 +153,9 @@ def render_markdown(report: dict[str, Any], name: str) -> str:
         lines += [f"  - `{t[:100]}`" for t in leak["exact_examples"]]
         lines += [f"  - `{x['text'][:80]}` ~ `{x['train'][:80]}`"
                   for x in leak.get("near_examples", [])]
+    for split, unseen in report.get("unseen_slots", {}).items():
+        if unseen["prompts"]:
+            lines += ["", f"## Slot values only {split} holds", "", unseen_line(split, unseen)]
     for split, e in report["splits"].items():
         if e["pii"]:
             lines += ["", f"## PII in {split}: {e['pii']}", ""]
@@ -167,7 +176,8 @@ def render_markdown(report: dict[str, Any], name: str) -> str:
 FAST_CHECK_MAX_ROWS = 200_000
 
 
-def check_dataset_splits(splits: Any, fast: bool) -> dict[str, Any]:
+def check_dataset_splits(splits: Any, fast: bool, slot_pattern: str | None = None
+                         ) -> dict[str, Any]:
     """Run the check over the Ray Datasets of a :class:`data.pipeline.Splits`."""
     sizes = {name: s.rows for name, s in splits.summaries.items()}
     if fast and max(sizes.values()) > FAST_CHECK_MAX_ROWS:
@@ -176,7 +186,7 @@ def check_dataset_splits(splits: Any, fast: bool) -> dict[str, Any]:
     texts = {name: [str(t) for t in ds.to_pandas()["text"]]
              for name, ds in splits.datasets.items()}
     labels = {name: s.labels for name, s in splits.summaries.items()}
-    return check_splits(texts, labels, fast=fast)
+    return check_splits(texts, labels, fast=fast, slot_pattern=slot_pattern)
 
 
 def summary_line(report: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +197,7 @@ def summary_line(report: dict[str, Any]) -> dict[str, Any]:
     return {"train_exact_duplicates": train.get("exact_duplicates"),
             "pii_hits": {k: sum(e["pii"].values()) for k, e in report["splits"].items()},
             "exact_leakage": {k: v["exact"] for k, v in report.get("leakage", {}).items()},
+            **({"unseen_slots": report["unseen_slots"]} if "unseen_slots" in report else {}),
             "seconds": round(report["seconds"], 2)}
 
 

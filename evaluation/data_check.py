@@ -40,7 +40,7 @@ def check_command(run: Any) -> int:
     """``shardtune data check [data=<group>] [data.path=...]``: full report, printed and saved."""
     ensure_ray(run.cluster)
     splits = build_splits(run.data, run.task.kind.value)
-    report = check_dataset_splits(splits, fast=False)
+    report = check_dataset_splits(splits, fast=False, slot_pattern=run.data.slot_pattern)
     report.update(lost_in_reading(run, splits))
     for split, (examples, tokens) in report.pop("truncation").items():
         report["splits"][split].update(truncated_examples=examples, truncated_tokens=tokens)

@@ -17,6 +17,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from data.slots import find_slots
+
 
 def slot_mentions(prompts: Iterable[str], answers: Iterable[str],
                   references: Iterable[list[str]], pattern: str) -> dict[str, Any]:
@@ -26,11 +28,9 @@ def slot_mentions(prompts: Iterable[str], answers: Iterable[str],
     finder = re.compile(pattern)
     named: dict[str, list[tuple[bool, float]]] = defaultdict(list)
     for prompt, answer, refs in zip(prompts, answers, references, strict=True):
-        for key, value in finder.findall(prompt):
-            value = value.strip().lower()
-            if value:
-                in_refs = float(np.mean([value in r.lower() for r in refs])) if refs else 0.0
-                named[f"{key.strip()}={value}"].append((value in answer.lower(), in_refs))
+        for key, value in find_slots(prompt, finder):
+            in_refs = float(np.mean([value in r.lower() for r in refs])) if refs else 0.0
+            named[f"{key}={value}"].append((value in answer.lower(), in_refs))
     rows = [_row(slot, pairs) for slot, pairs in named.items()]
     every = [pair for pairs in named.values() for pair in pairs]
     return {"total": _row("all", every) if every else None,

@@ -10,6 +10,7 @@ import pytest
 
 from data.check import check_splits, leakage, near_duplicates
 from data.pii import find_pii, iban_ok, luhn_ok, redact
+from tests.conftest import SHARED, needs_shared
 
 
 @pytest.mark.parametrize("text, kinds", [
@@ -77,6 +78,39 @@ def test_check_splits_report_counts():
     assert train["exact_duplicates"] == 1 and train["pii"] == {"email": 1}
     assert train["short_texts"] == 1  # "ok"
     assert report["leakage"]["test"]["exact"] == 1
+
+
+def test_slot_values_only_the_test_split_holds_are_counted_and_reported():
+    from data.check import render_markdown
+
+    texts = {"train": ["Describe: name[Aromi], eatType[coffee shop], food[English]"] * 2,
+             "test": ["Describe: name[Aromi], eatType[pub], food[english]",
+                      "Describe: name[Zizzi], eatType[pub]",
+                      "Describe: name[Aromi], eatType[coffee shop]"]}
+    report = check_splits(texts, {}, slot_pattern=r"([^\[,:]+?)\[([^\]]*)\]")
+    unseen = report["unseen_slots"]["test"]
+    # food[english] is food[English] (values are named whatever their case); Zizzi is new
+    assert unseen["prompts"] == 2 and unseen["of"] == 3
+    assert unseen["values"] == {"eatType=pub": 2, "name=zizzi": 1}
+    assert "test: 2 of 3 prompts hold slot values no training prompt holds: eatType=pub (2), " \
+        "name=zizzi (1)" in render_markdown(report, "toy")
+    assert "unseen_slots" not in check_splits(texts, {})  # only with data.slot_pattern
+
+
+@needs_shared
+def test_e2e_test_mrs_hold_values_its_dev_set_lacks():
+    import pandas as pd
+    from omegaconf import OmegaConf
+
+    from data.slots import unseen_slots
+
+    pattern = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf/data/e2e_nlg.yaml"
+                             )["slot_pattern"]
+    dev, test = (pd.read_csv(SHARED / "e2e_nlg" / f)["mr"] for f in ("devset.csv",
+                                                                       "testset_w_refs.csv"))
+    unseen = unseen_slots(dev, test, pattern, shown=100)
+    assert unseen["values"]["eatType=pub"] == 306 and unseen["values"]["food=french"] == 79
+    assert "food=chinese" not in unseen["values"] and unseen["of"] == 630
 
 
 def test_cli_data_check_writes_report(tmp_path, capsys, ray_session):

@@ -30,6 +30,11 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
         return train(run)
 
     summary = sft("run_name=sft")
+    # the dev set holds no pub; the test MRs do: said before training, kept in run_meta.json
+    unseen = json.loads((Path(summary["run_dir"]) / "run_meta.json").read_text())[
+        "data_check"]["unseen_slots"]["test"]
+    assert unseen["values"]["eatType=pub"] > 0 and unseen["prompts"] <= unseen["of"]
+    assert "warning: test: " in capsys.readouterr().out
     losses = [r["train/loss"] for r in logged(summary["run_dir"]) if "train/loss" in r]
     assert len(losses) == 8 and sum(losses[-3:]) < sum(losses[:3]), losses
     # stopped after step 3 (mid-epoch, checked below) and resumed

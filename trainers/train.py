@@ -19,6 +19,7 @@ from data.check import check_dataset_splits, summary_line
 from data.local import to_ray
 from data.pipeline import build_splits
 from data.read import driver_reads_all
+from data.slots import unseen_line
 from data.tokenize import tokenize_splits, tokenizes_here
 from data.truncation import count_truncation, count_truncation_raw
 from trainers.checkpoint import (
@@ -127,8 +128,12 @@ def prepare(run: TrainConfig, ray_free: bool = False) -> Prepared:
         rows = {name: ds.count() for name, ds in datasets.items()}
     else:
         rows = {name: summary.rows for name, summary in splits.summaries.items()}
-    return Prepared(splits, datasets, rows["train"],
-                    summary_line(check_dataset_splits(splits, fast=True)),
+    checked = summary_line(check_dataset_splits(splits, fast=True,
+                                                slot_pattern=run.data.slot_pattern))
+    for split, unseen in checked.get("unseen_slots", {}).items():
+        if unseen["prompts"]:  # values the model will meet first at test time: say so now
+            print(f"warning: {unseen_line(split, unseen)}", flush=True)
+    return Prepared(splits, datasets, rows["train"], checked,
                     {name: n for name, n in rows.items() if name != "train"})
 
 
