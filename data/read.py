@@ -70,8 +70,10 @@ def _clean(where: str, record: dict[str, Any], cfg: DataConfig, task: str,
     if task == "seq_cls":
         label = record.get(cfg.label_field)
         if label is None or (isinstance(label, str) and not label.strip()):
+            chat = cfg.chat.completion_field or cfg.chat.output_field  # data made for task=sft
             raise DataError(
                 where, f"missing or empty label field '{cfg.label_field}'",
+                f"data.name={cfg.name} holds chats: use task=sft" if chat else
                 "set data.label_field to the right column",
             )
         if isinstance(label, (list, dict, float)) and not (

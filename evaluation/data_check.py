@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from data.check import check_dataset_splits, render_markdown
 from data.pipeline import build_splits
 from data.truncation import count_truncation_raw
@@ -49,6 +47,6 @@ def check_command(run: Any) -> int:
     (out / "data_check.json").write_text(json.dumps(report, indent=1, default=str))
     text = render_markdown(report, run.data.name)
     (out / "data_check.md").write_text(text)
-    Console().print(text)
+    print(text, flush=True)  # as written: rich would read E2E's name[...] as markup, drop it
     print(f"written: {out / 'data_check.md'}")
     return 0

