@@ -78,8 +78,9 @@ class DataConfig:
         metadata_counts: Slice columns counted from a field (name -> MetadataCount), kept
             beside ``metadata_fields`` and reported the same way.
         slot_pattern: Chat runs of data-to-text: a regular expression with two groups
-            (attribute, value) finding the slots in each prompt; ``evaluate`` then reports how
-            often answers and references name each value (evaluation/slots.py).
+            (attribute, value) finding the slots in each prompt; ``data check`` and ``train``
+            then list the values only validation/test prompts hold, and ``evaluate`` how often
+            answers and references name each value (data/slots.py, evaluation/slots.py).
         pii: ``keep`` the text as is, or ``redact`` e-mails, phone, card, IP and IBAN numbers
             inside the pipeline before tokenisation (counted in run metadata).
         dedup: Drop exact duplicates within train and train examples whose text also occurs in
