@@ -154,13 +154,15 @@ def _worst_slices(entry: Entry) -> list[str]:
     saved = entry.members[0] / "eval" / entry.split / "metrics.json"
     if saved.exists():
         worst = json.loads(saved.read_text()).get("slices", [])[:8]
-        if worst:
-            return ["", f"### Worst slices: {entry.name} (accuracy, n=1 seed; 95% CI over "
-                    "the slice's examples)", "", "| slice | examples | accuracy | 95% CI |",
+        if worst:  # a chat run's slices: mean ROUGE-L over the slice's prompts, no interval
+            metric = "ROUGE-L" if "rouge_l" in worst[0] else "accuracy"
+            return ["", f"### Worst slices: {entry.name} ({metric}, n=1 seed; 95% CI over "
+                    "the slice's examples)", "", f"| slice | examples | {metric} | 95% CI |",
                     "|---|---|---|---|",
                     *[f"| {s['slice']} | {s['n']} | {s['value']:.3f} | "
                       + (f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
-                         if s["ci_high"] > s["ci_low"] else "—") + " |" for s in worst]]
+                         if s.get("ci_high", 0) > s.get("ci_low", 0) else "—") + " |"
+                      for s in worst]]
     worst = entry.aggregate.get("slices", [])[:8]
     if not worst:
         return []

@@ -146,6 +146,13 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
         assert seeds._evaluate_member(member["older"], "test", prep, reuse=True) == {
             "evaluated": member["older"].run_dir}
 
+    # the runs' report reads a chat run's slices (mean ROUGE-L, no interval): it crashed on
+    # the interval they lack
+    assert main(["report", str(tmp_path / "runs" / "current"), f"out={tmp_path / 'report'}",
+                 "compare.resamples=200", f"paths.root={tmp_path}"]) == 0
+    assert "| slice | examples | ROUGE-L | 95% CI |" in (tmp_path / "report" / "report.md"
+                                                          ).read_text()
+
     # quantised (dynamic int8), reloaded, generating beside the full model: the gate's metric
     # is BLEU (points), paired by prompt; the full side's answers are evaluate's, exactly
     assert main(["quantize", f"run={summary['run_dir']}", "quant=dynamic_int8", "split=test",
