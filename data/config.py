@@ -156,23 +156,23 @@ class DataConfig:
                 raise ConfigError(key, "needs both field and pattern",
                                   "e.g. data.metadata_counts.attributes="
                                   "{field: mr, pattern: '\\['}")
-            try:
-                re.compile(count.pattern)
-            except re.error as err:
-                raise ConfigError(f"{key}.pattern", f"{count.pattern!r} is no regular "
-                                  f"expression ({err})") from None
+            _regex(f"{key}.pattern", count.pattern)
         if self.slot_pattern is not None:
             _check_slot_pattern(self.slot_pattern)
         if self.tokenize_actors < 1:
             raise ConfigError("data.tokenize_actors", f"must be >= 1, got {self.tokenize_actors}")
 
 
-def _check_slot_pattern(pattern: str) -> None:
+def _regex(key: str, pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled, or a ConfigError naming ``key``."""
     try:
-        groups = re.compile(pattern).groups
+        return re.compile(pattern)
     except re.error as err:
-        raise ConfigError("data.slot_pattern", f"{pattern!r} is no regular expression "
-                          f"({err})") from None
+        raise ConfigError(key, f"{pattern!r} is no regular expression ({err})") from None
+
+
+def _check_slot_pattern(pattern: str) -> None:
+    groups = _regex("data.slot_pattern", pattern).groups
     if groups != 2:
         raise ConfigError("data.slot_pattern", f"{pattern!r} has {groups} groups, not 2 "
                           "(attribute, value)", "e.g. '([^\\[,:]+?)\\[([^\\]]*)\\]' for "
