@@ -24,6 +24,7 @@ challenge's MRs, which its systems, TGen included, are built over); no test refe
 
     python bench/e2e_value_swap.py --out runs/e2e_dev_values.csv --seed 0
     python bench/e2e_value_swap.py --out runs/e2e_dev_values_near.csv --seed 0 --near-share 0.5
+    python bench/e2e_value_swap.py --out runs/e2e_dev_values_x2.csv --seed 0 --draws 2
 """
 
 from __future__ import annotations
@@ -86,12 +87,28 @@ def swap_text(ref: str, key: str, old: str, new: str) -> str | None:
 
 
 def swap_set(dev: pd.DataFrame, test_mrs: set[str], seed: int, near_share: float = 0.0,
-             taken_names: frozenset[str] = frozenset()) -> tuple[pd.DataFrame, dict]:
+             taken_names: frozenset[str] = frozenset(), draws: int = 1
+             ) -> tuple[pd.DataFrame, dict]:
     """Every dev row, its MR's eatType and food redrawn and its text rewritten where it can be;
     with ``near_share``, that share of the MRs with a ``near`` get a made-up one (never one of
-    ``taken_names``); the counts of what was swapped, kept and redrawn."""
+    ``taken_names``); the counts of what was swapped, kept and redrawn. With ``draws`` > 1 each
+    row comes ``draws`` times, each copy with its own draw, the copies of a row side by side
+    (training reads rows through a local shuffle buffer, so every stretch of it sees them all);
+    the first copy is the one ``draws=1`` gives."""
     rng = np.random.default_rng(seed)
     counts: Counter = Counter()
+    copies = [_draw_mrs(dev, test_mrs, rng, near_share, taken_names, counts)
+              for _ in range(draws)]
+    rows = []
+    for mr, ref in zip(dev["mr"], dev["ref"], strict=True):
+        rows.extend(_swap_row(mr, ref, drawn[mr], counts) for drawn in copies)
+    return pd.DataFrame(rows, columns=["mr", "ref"]), dict(sorted(counts.items()))
+
+
+def _draw_mrs(dev: pd.DataFrame, test_mrs: set[str], rng: np.random.Generator,
+              near_share: float, taken_names: frozenset[str], counts: Counter
+              ) -> dict[str, dict[str, str]]:
+    """One draw of new values for every dev MR, none equal to a test MR where 20 tries allow."""
     drawn: dict[str, dict[str, str]] = {}
     for mr in dev["mr"].drop_duplicates():
         attrs = parse(mr)
@@ -108,23 +125,24 @@ def swap_set(dev: pd.DataFrame, test_mrs: set[str], seed: int, near_share: float
             new = attrs
             counts["mrs_kept_every_draw_a_test_mr"] += 1
         drawn[mr] = new
-    rows = []
-    for mr, ref in zip(dev["mr"], dev["ref"], strict=True):
-        attrs, new = parse(mr), drawn[mr]
-        text: str | None = ref
-        for key in [*ONTOLOGY, "near"]:
-            if text is not None and key in attrs and new[key] != attrs[key]:
-                text = swap_text(text, key, attrs[key], new[key])
-        if text is None:
-            counts["rows_kept_value_not_verbatim"] += 1
-            rows.append((mr, ref))
-            continue
-        changed = new != attrs
-        counts["rows_swapped" if changed else "rows_drew_their_own_values"] += 1
-        counts.update(f"{k}={new[k]}" for k in ONTOLOGY if k in new)
-        counts["rows_near_made_up"] += "near" in new and new["near"] != attrs["near"]
-        rows.append((render(new), text))
-    return pd.DataFrame(rows, columns=["mr", "ref"]), dict(sorted(counts.items()))
+    return drawn
+
+
+def _swap_row(mr: str, ref: str, new: dict[str, str], counts: Counter) -> tuple[str, str]:
+    """The row with its MR's new values, its text rewritten; kept as it was (and counted) when
+    the text does not hold an old value verbatim."""
+    attrs = parse(mr)
+    text: str | None = ref
+    for key in [*ONTOLOGY, "near"]:
+        if text is not None and key in attrs and new[key] != attrs[key]:
+            text = swap_text(text, key, attrs[key], new[key])
+    if text is None:
+        counts["rows_kept_value_not_verbatim"] += 1
+        return mr, ref
+    counts["rows_swapped" if new != attrs else "rows_drew_their_own_values"] += 1
+    counts.update(f"{k}={new[k]}" for k in ONTOLOGY if k in new)
+    counts["rows_near_made_up"] += "near" in new and new["near"] != attrs["near"]
+    return render(new), text
 
 
 def main() -> None:
@@ -134,6 +152,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED)
     parser.add_argument("--near-share", type=float, default=0.0,
                         help="share of the MRs with a near whose near becomes a made-up name")
+    parser.add_argument("--draws", type=int, default=1,
+                        help="copies of every dev row, each with its own draw (more steps)")
     args = parser.parse_args()
     dev = pd.read_csv(args.data / "devset.csv")
     missing = {"mr", "ref"} - set(dev.columns)
@@ -142,11 +162,14 @@ def main() -> None:
     test = pd.read_csv(args.data / "testset_w_refs.csv")["mr"].drop_duplicates()
     names = frozenset(a[k] for a in map(parse, [*dev["mr"], *test]) for k in ("name", "near")
                       if k in a)
+    if args.draws < 1:
+        sys.exit(f"--draws must be at least 1, not {args.draws}")
     out, counts = swap_set(dev, {render(parse(mr)) for mr in test}, args.seed, args.near_share,
-                           names)
+                           names, args.draws)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.out, index=False)
     print(json.dumps({"out": str(args.out), "seed": args.seed, "near_share": args.near_share,
+                      "draws": args.draws,
                       "rows": len(out), **counts}))
 
 

@@ -79,3 +79,21 @@ def test_every_rewritten_dev_text_names_its_new_values() -> None:
                 assert not re.search(rf"\b{before[key]}\b", ref, re.IGNORECASE), (mr, ref)
     assert {v for mr in out["mr"] for v in [parse(mr).get("eatType")] if v} == \
         set(ONTOLOGY["eatType"])
+
+
+def test_more_draws_give_each_row_its_own_copies_side_by_side() -> None:
+    dev = pd.DataFrame({
+        "mr": ["name[Aromi], eatType[coffee shop], food[English]",
+               "name[Brax], eatType[coffee shop], food[Chinese]"],
+        "ref": ["Aromi is an English coffee shop.", "Brax is a Chinese coffee shop."]})
+    one, _ = swap_set(dev, set(), seed=5)
+    three, counts = swap_set(dev, set(), seed=5, draws=3)
+    assert len(three) == 6
+    # the first copy of each row is the one a single draw gives; the copies follow it
+    assert three.iloc[[0, 3]].reset_index(drop=True).equals(one)
+    assert [parse(m)["name"] for m in three["mr"]] == ["Aromi"] * 3 + ["Brax"] * 3
+    assert len(set(three["mr"][:3])) > 1  # the copies drew apart
+    for mr, ref in zip(three["mr"], three["ref"], strict=True):
+        attrs = parse(mr)
+        assert attrs["eatType"] in ref.lower() and attrs["food"].lower() in ref.lower()
+    assert counts.get("rows_swapped", 0) + counts.get("rows_drew_their_own_values", 0) == 6
