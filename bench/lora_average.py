@@ -1,0 +1,87 @@
+"""The weight average ("model soup") of LoRA runs of one base model, as one run to evaluate.
+
+Why: two draws of ``bench/e2e_value_swap.py`` trained with one recipe differ by 2.2 BLEU; a
+soup of fine-tunes from one pretrained start often scores above its members at no training
+cost. Averaging the LoRA factors A and B one by one is not the average of the weight updates
+(``B @ A``); stacking them is: with ``A = [A_1; …; A_k]`` and ``B = [B_1/k, …, B_k/k]``,
+``B @ A = mean_i(B_i @ A_i)`` exactly, an adapter of rank ``k * r`` (alpha scaled with it, so
+each member keeps its own ``alpha / r``). The members must share the base model, the target
+modules, the rank and alpha. The output is a run folder (the first member's config, tokenizer
+and label map; the stacked adapter) that ``shardtune evaluate`` and ``compare`` read like any
+other.
+
+    python bench/lora_average.py runs/sft_lora_dev_values runs/sft_lora_dev_values_s1 \\
+        --out runs/soup_d01
+    shardtune evaluate run=runs/soup_d01 split=test baseline=false
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+SAME = ("base_model_name_or_path", "target_modules", "r", "lora_alpha", "use_dora",
+        "use_rslora", "modules_to_save", "rank_pattern", "alpha_pattern")
+COPIED = ("config.json", "label_map.json", "run_meta.json", "tokenizer")
+
+
+def average_adapters(adapters: list[Path]) -> tuple[dict[str, torch.Tensor], dict]:
+    """The stacked tensors and adapter config whose update is the members' mean update."""
+    configs = [json.loads((a / "adapter_config.json").read_text()) for a in adapters]
+    for key in SAME:
+        values = {json.dumps(sorted(v) if isinstance(v := c.get(key), list) else v,
+                             sort_keys=True) for c in configs}  # module lists come unordered
+        if len(values) > 1:
+            raise SystemExit(f"{adapters[0]} and the others differ in {key}: {sorted(values)}")
+    if any(configs[0].get(k) for k in ("use_dora", "use_rslora", "modules_to_save",
+                                       "rank_pattern", "alpha_pattern")):
+        raise SystemExit(f"{adapters[0]}: only plain LoRA stacks (no DoRA, rsLoRA, saved "
+                         "modules or per-module ranks)")
+    weights = [load_file(str(a / "adapter_model.safetensors")) for a in adapters]
+    k = len(weights)
+    out: dict[str, torch.Tensor] = {}
+    for name in weights[0]:
+        parts = [w[name] for w in weights]
+        if ".lora_A." in name:
+            out[name] = torch.cat(parts, dim=0)
+        elif ".lora_B." in name:
+            out[name] = torch.cat([p / k for p in parts], dim=1)
+        else:
+            raise SystemExit(f"{adapters[0]}: {name} is neither a LoRA A nor B factor")
+    config = {**configs[0], "r": configs[0]["r"] * k,
+              "lora_alpha": configs[0]["lora_alpha"] * k}
+    return out, config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="LoRA run folders (with adapter/)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    if len(args.runs) < 2:
+        raise SystemExit("give at least two runs to average")
+    for run in args.runs:
+        if not (run / "adapter" / "adapter_config.json").exists():
+            raise SystemExit(f"{run}: no adapter/adapter_config.json (not a LoRA run?)")
+    tensors, config = average_adapters([r / "adapter" for r in args.runs])
+    (args.out / "adapter").mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        src = args.runs[0] / name
+        if src.is_dir():
+            shutil.copytree(src, args.out / name, dirs_exist_ok=True)
+        elif src.exists():
+            shutil.copy2(src, args.out / name)
+    save_file(tensors, str(args.out / "adapter" / "adapter_model.safetensors"))
+    (args.out / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    (args.out / "averaged_from.json").write_text(json.dumps([str(r) for r in args.runs]))
+    print(json.dumps({"out": str(args.out), "members": [str(r) for r in args.runs],
+                      "rank": config["r"], "tensors": len(tensors)}))
+
+
+if __name__ == "__main__":
+    main()
