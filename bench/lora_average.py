@@ -7,8 +7,8 @@ cost. Averaging the LoRA factors A and B one by one is not the average of the we
 ``B @ A = mean_i(B_i @ A_i)`` exactly, an adapter of rank ``k * r`` (alpha scaled with it, so
 each member keeps its own ``alpha / r``). The members must share the base model, the target
 modules, the rank and alpha. The output is a run folder (the first member's config, tokenizer
-and label map; the stacked adapter) that ``shardtune evaluate`` and ``compare`` read like any
-other.
+and label map; the stacked adapter; a metrics.json naming the members) that ``shardtune
+evaluate`` and ``compare`` read like any other.
 
     python bench/lora_average.py runs/sft_lora_dev_values runs/sft_lora_dev_values_s1 \\
         --out runs/soup_d01
@@ -78,7 +78,10 @@ def main() -> None:
             shutil.copy2(src, args.out / name)
     save_file(tensors, str(args.out / "adapter" / "adapter_model.safetensors"))
     (args.out / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    (args.out / "averaged_from.json").write_text(json.dumps([str(r) for r in args.runs]))
+    # a finished run has a metrics.json (compare and seed groups look for it); this one was
+    # not trained, so it says what it averages instead of copying a member's training figures
+    (args.out / "metrics.json").write_text(json.dumps(
+        {"averaged_from": [str(r) for r in args.runs]}, indent=2))
     print(json.dumps({"out": str(args.out), "members": [str(r) for r in args.runs],
                       "rank": config["r"], "tensors": len(tensors)}))
 
