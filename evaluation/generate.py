@@ -206,6 +206,7 @@ def finish_generation(cfg: Any, run_dir: Path, data_name: str, out_dir: Path,
     result: dict[str, Any] = {
         "run": str(run_dir), "split": cfg.split, "data": data_name,
         "metrics": scored["metrics"], "baseline": None, "slices": _slices(frame),
+        "slice_metric": "rouge_l",
         "made_by": {**made_by, "rows": digest(sorted(frame["_src"].astype(str)))},
         "lost": lost, "slots": None}
     if slot_pattern:

@@ -28,6 +28,8 @@ from evaluation.compare import compare
 from evaluation.config import CompareConfig, ReportConfig
 from evaluation.report_entries import Entry, Section, collect, sections
 
+SLICE_METRIC_NAMES = {"rouge_l": "ROUGE-L", "accuracy": "accuracy"}
+
 
 def _pyplot() -> Any:
     """pyplot on the Agg backend (chosen before pyplot loads), imported when a plot is drawn."""
@@ -153,9 +155,12 @@ def _worst_slices(entry: Entry) -> list[str]:
                   f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}] |" for s in worst]]
     saved = entry.members[0] / "eval" / entry.split / "metrics.json"
     if saved.exists():
-        worst = json.loads(saved.read_text()).get("slices", [])[:8]
+        evaluated = json.loads(saved.read_text())
+        worst = evaluated.get("slices", [])[:8]
         if worst:  # a chat run's slices: mean ROUGE-L over the slice's prompts, no interval
-            metric = "ROUGE-L" if "rouge_l" in worst[0] else "accuracy"
+            recorded = evaluated.get("slice_metric") \
+                or ("rouge_l" if "rouge_l" in worst[0] else "accuracy")  # saved before it was
+            metric = SLICE_METRIC_NAMES.get(recorded, recorded)
             return ["", f"### Worst slices: {entry.name} ({metric}, n=1 seed; 95% CI over "
                     "the slice's examples)", "", f"| slice | examples | {metric} | 95% CI |",
                     "|---|---|---|---|",

@@ -72,6 +72,9 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
         assert m[name]["ci_low"] <= m[name]["value"] <= m[name]["ci_high"]
     assert result["baseline"] is None  # a random-init model has no base model to ask
     assert "lowest ROUGE-L answers" in (Path(result["out_dir"]) / "report.md").read_text()
+    # its slices say which metric they hold (the runs' report heads them with it)
+    assert result["slice_metric"] == "rouge_l" and result["slices"][0]["value"] == \
+        result["slices"][0]["rouge_l"]
     # E2E's config counts each MR's attributes (data.metadata_counts): a slice of its own
     assert (frame["meta_mr_attributes"] == frame["text"].str.count(r"\[").astype(str)).all()
     sliced = {s["slice"].split("=")[0] for s in result["slices"]}
