@@ -155,6 +155,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1,
                         help="copies of every dev row, each with its own draw (more steps)")
     args = parser.parse_args()
+    if args.draws < 1:
+        sys.exit(f"--draws must be at least 1, not {args.draws}")
     dev = pd.read_csv(args.data / "devset.csv")
     missing = {"mr", "ref"} - set(dev.columns)
     if missing:
@@ -162,8 +164,6 @@ def main() -> None:
     test = pd.read_csv(args.data / "testset_w_refs.csv")["mr"].drop_duplicates()
     names = frozenset(a[k] for a in map(parse, [*dev["mr"], *test]) for k in ("name", "near")
                       if k in a)
-    if args.draws < 1:
-        sys.exit(f"--draws must be at least 1, not {args.draws}")
     out, counts = swap_set(dev, {render(parse(mr)) for mr in test}, args.seed, args.near_share,
                            names, args.draws)
     args.out.parent.mkdir(parents=True, exist_ok=True)
