@@ -5,10 +5,13 @@ soup of fine-tunes from one pretrained start often scores above its members at n
 cost. Averaging the LoRA factors A and B one by one is not the average of the weight updates
 (``B @ A``); stacking them is: with ``A = [A_1; …; A_k]`` and ``B = [B_1/k, …, B_k/k]``,
 ``B @ A = mean_i(B_i @ A_i)`` exactly, an adapter of rank ``k * r`` (alpha scaled with it, so
-each member keeps its own ``alpha / r``). The members must share the base model, the target
-modules, the rank and alpha. The output is a run folder (the first member's config, tokenizer
-and label map; the stacked adapter; a metrics.json naming the members) that ``shardtune
-evaluate`` and ``compare`` read like any other.
+each member keeps its own ``alpha / r``). peft's ``add_weighted_adapter(...,
+combination_type="cat")`` builds the same adapter, but on a loaded base model; this works on
+the saved files alone (the test checks it against peft's merged weights). The members must
+share the base model, the target modules, the rank and alpha. The output is a run folder (the
+first member's config, tokenizer, label map and run_meta.json; the stacked adapter; a
+metrics.json naming the members) that ``shardtune evaluate`` and ``compare`` read like any
+other.
 
     python bench/lora_average.py runs/sft_lora_dev_values runs/sft_lora_dev_values_s1 \\
         --out runs/soup_d01
