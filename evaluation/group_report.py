@@ -161,6 +161,10 @@ def _worst_slices(entry: Entry) -> list[str]:
             recorded = evaluated.get("slice_metric") \
                 or ("rouge_l" if "rouge_l" in worst[0] else "accuracy")  # saved before it was
             metric = SLICE_METRIC_NAMES.get(recorded, recorded)
+            if not any(s.get("ci_high", 0) > s.get("ci_low", 0) for s in worst):
+                return ["", f"### Worst slices: {entry.name} ({metric}, n=1 seed, no interval)",
+                        "", f"| slice | examples | {metric} |", "|---|---|---|",
+                        *[f"| {s['slice']} | {s['n']} | {s['value']:.3f} |" for s in worst]]
             return ["", f"### Worst slices: {entry.name} ({metric}, n=1 seed; 95% CI over "
                     "the slice's examples)", "", f"| slice | examples | {metric} | 95% CI |",
                     "|---|---|---|---|",
