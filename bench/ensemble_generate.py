@@ -42,7 +42,7 @@ from evaluation.generate import (  # noqa: E402
     write_generation_report,
 )
 from evaluation.slots import slot_mentions  # noqa: E402
-from trainers.models import load_trained  # noqa: E402
+from trainers.models import inference_device, load_trained  # noqa: E402
 
 SCORES = ("bleu", "bleu_uncased", "chrf", "rouge_l", "exact_match")
 
@@ -59,7 +59,8 @@ def ensemble_greedy(models: list[Any], input_ids: torch.Tensor, attention_mask: 
     mask = attention_mask
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     step_ids = input_ids
-    done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    stop_ids = torch.tensor(stop, device=input_ids.device)
     out: list[torch.Tensor] = []
     for _ in range(max_new_tokens):
         log_probs = []
@@ -72,7 +73,7 @@ def ensemble_greedy(models: list[Any], input_ids: torch.Tensor, attention_mask: 
         token = mean.argmax(-1)
         token = torch.where(done, torch.full_like(token, stop[0]), token)
         out.append(token)
-        done |= torch.isin(token, torch.tensor(stop))
+        done |= torch.isin(token, stop_ids)
         if bool(done.all()):
             break
         step_ids = token[:, None]
@@ -93,7 +94,7 @@ def answer(models: list[Any], tok: Any, template: str | None, chats: list[str],
     for start in range(0, len(prompts), batch_size):
         idx = order[start:start + batch_size]
         enc = tok([prompts[i] for i in idx], add_special_tokens=False, padding=True,
-                  return_tensors="pt")
+                  return_tensors="pt").to(next(models[0].parameters()).device)
         new = ensemble_greedy(models, enc["input_ids"], enc["attention_mask"], stop,
                               max_new_tokens)
         for row, ids in zip(idx, new, strict=True):
@@ -111,7 +112,7 @@ def load_members(runs: list[Path]) -> tuple[list[Any], Any, str | None]:
             tok, template = run_tok, cfg.task.chat_template
         elif run_tok.get_vocab() != tok.get_vocab() or cfg.task.chat_template != template:
             raise SystemExit(f"{run}: its tokenizer or chat template differs from {runs[0]}'s")
-        models.append(model.eval())
+        models.append(model.to(inference_device(model)).eval())
     return models, for_generation(tok), template
 
 
