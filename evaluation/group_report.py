@@ -119,8 +119,9 @@ def _trend(entries: list[Entry], metric: str, out: Path, tag: str = ""
         mean = stat["mean"] if stat else float("nan")
         change = "" if previous is None or stat is None else f"{mean - previous:+.4f}"
         interval = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "—"
+        shown_mean = f"{mean:.4f}" if stat else "—"  # not recorded: no number, not nan
         lines.append(f"| {i} | {entry.name} | `{entry.commit}` | {len(entry.members)} | "
-                     f"{mean:.4f} | {interval} | {over} | {change} |")
+                     f"{shown_mean} | {interval} | {over} | {change} |")
         if stat is not None:
             previous = mean
     if len(ordered) < 2:
@@ -195,6 +196,10 @@ def _section(sec: Section, cfg: ReportConfig, out: Path, tag: str) -> list[str]:
                      f"{format_stat(m, e.example_ci(e.key), e.split)} | "
                      f"{format_stat(m2, e.example_ci(other), e.split) if other else ''} | "
                      f"{span} |")
+    if all(e.stat(e.key) is None for e in entries):  # e.g. chat runs under test/accuracy
+        named = [k for k in entries[0].recorded() if k.split("/")[0] in ("test", "val")]
+        lines += ["", f"No run here records `{key}`; pass `metric=` one they do"
+                  + (f": {', '.join(f'`{k}`' for k in named[:8])}." if named else ".")]
     for curve in ("train/loss", "val/accuracy"):
         plot = _curves(entries, curve, out, tag)
         if plot:

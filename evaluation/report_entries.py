@@ -72,6 +72,12 @@ class Entry:
                 return [float(m[key]) for m in table]
         return []
 
+    def recorded(self) -> list[str]:
+        """The numeric metrics every member records (what ``metric=`` could name instead)."""
+        tables = self.per_seed or self.aggregate.get("per_seed") or []
+        keys = [set(k for k, v in m.items() if isinstance(v, (int, float))) for m in tables]
+        return sorted(set.intersection(*keys)) if keys else []
+
     def stat(self, key: str) -> dict[str, float] | None:
         found = self.aggregate.get("metrics", {}).get(key)
         if found:

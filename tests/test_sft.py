@@ -156,6 +156,10 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
     text = (tmp_path / "report" / "report.md").read_text()
     assert "(ROUGE-L, n=1 seed, no interval)" in text and "| slice | examples | ROUGE-L |\n" \
         in text and "95% CI over the slice" not in text  # it claimed one it did not show
+    # a chat run records no test/accuracy (the default headline): the report says so and
+    # names what it could show, where its tables held a bare nan
+    assert "No run here records `test/accuracy`" in text and "`test/perplexity`" in text
+    assert "nan" not in text
 
     # quantised (dynamic int8), reloaded, generating beside the full model: the gate's metric
     # is BLEU (points), paired by prompt; the full side's answers are evaluate's, exactly
