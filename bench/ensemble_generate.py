@@ -38,6 +38,7 @@ from evaluation.generate import (  # noqa: E402
     cut_at_stop,
     end_of_turn_ids,
     for_generation,
+    render_prompts,
     score_generations,
     write_generation_report,
 )
@@ -85,9 +86,7 @@ def ensemble_greedy(models: list[Any], input_ids: torch.Tensor, attention_mask: 
 def answer(models: list[Any], tok: Any, template: str | None, chats: list[str],
            max_new_tokens: int, batch_size: int) -> tuple[list[str], list[int], list[bool]]:
     """Each prompt's ensemble answer (text, new tokens, whether it stopped), in input order."""
-    prompts = [tok.apply_chat_template(json.loads(c), tokenize=False,
-                                       add_generation_prompt=True, chat_template=template)
-               for c in chats]
+    prompts = render_prompts(tok, chats, template)
     stop = end_of_turn_ids(tok)
     result: list[tuple[str, int, bool]] = [("", 0, False)] * len(prompts)
     order = np.argsort([len(p) for p in prompts], kind="stable")
@@ -116,6 +115,21 @@ def load_members(runs: list[Path]) -> tuple[list[Any], Any, str | None]:
     return models, for_generation(tok), template
 
 
+def save_scored(frame: pd.DataFrame, result: dict[str, Any], out: Path, resamples: int
+                ) -> dict[str, Any]:
+    """Score ``frame``'s answers as ``evaluate`` does and write predictions.parquet,
+    metrics.json and report.md into ``out`` (an evaluation folder ``compare``'s pairing tool
+    reads); the corpus metrics."""
+    scored = score_generations(frame, resamples)
+    frame = frame.assign(**scored["per_example"])
+    result = {**result, "metrics": scored["metrics"], "baseline": None}
+    out.mkdir(parents=True, exist_ok=True)
+    frame.assign(references=[json.dumps(r, ensure_ascii=False) for r in frame["references"]]
+                 ).to_parquet(out / "predictions.parquet")
+    write_generation_report(result, frame, out)
+    return scored["metrics"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="chat run folders (the members)")
@@ -140,23 +154,16 @@ def main() -> None:
                                       args.max_new_tokens, args.batch_size)
     seconds = time.perf_counter() - began
     frame = frame.assign(generated=answers, new_tokens=tokens, stopped=stopped)
-    scored = score_generations(frame, args.resamples)
-    frame = frame.assign(**scored["per_example"])
     prompts_meta = json.loads((args.prompts / "metrics.json").read_text())
     prompts_made = prompts_meta["made_by"]  # the same prompts: pairable with that folder
-    result: dict[str, Any] = {
-        "run": str(args.out), "split": prompts_meta["split"],
-        "data": str(args.prompts), "metrics": scored["metrics"], "baseline": None,
+    m = save_scored(frame, {
+        "run": str(args.out), "split": prompts_meta["split"], "data": str(args.prompts),
         "members": [str(r) for r in args.runs], "generation_seconds": seconds,
         "made_by": {"ensemble": [str(r) for r in args.runs], "rows": prompts_made["rows"],
                     "generation": {"max_new_tokens": args.max_new_tokens, "num_beams": 1}},
         "slots": slot_mentions(frame["text"], frame["generated"], frame["references"],
-                               args.slot_pattern) if args.slot_pattern else None}
-    args.out.mkdir(parents=True, exist_ok=True)
-    frame.assign(references=[json.dumps(r, ensure_ascii=False) for r in frame["references"]]
-                 ).to_parquet(args.out / "predictions.parquet")
-    write_generation_report(result, frame, args.out)
-    m = scored["metrics"]
+                               args.slot_pattern) if args.slot_pattern else None},
+        args.out, args.resamples)
     print(json.dumps({"members": len(models), "prompts": len(frame), "seconds": round(seconds, 1),
                       **{k: round(m[k]["value"], 2) for k in SCORES}}))
 

@@ -22,8 +22,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_nbest import mbr  # noqa: E402
-from bench.ensemble_generate import SCORES  # noqa: E402
-from evaluation.generate import score_generations, write_generation_report  # noqa: E402
+from bench.ensemble_generate import SCORES, save_scored  # noqa: E402
 
 
 def pick(folders: list[Path]) -> tuple[pd.DataFrame, list[int]]:
@@ -58,20 +57,13 @@ def main() -> None:
     if len(args.folders) < 3:
         raise SystemExit("give at least three evaluation folders (with two, MBR is a tie)")
     frame, wins = pick(args.folders)
-    scored = score_generations(frame, args.resamples)
-    frame = frame.assign(**scored["per_example"])
     made = json.loads((args.folders[0] / "metrics.json").read_text())
-    result = {"run": str(args.out), "split": made["split"], "data": str(args.folders[0]),
-              "metrics": scored["metrics"], "baseline": None,
-              "picked_from": {str(f): w for f, w in zip(args.folders, wins, strict=True)},
-              "made_by": {"mbr_over": [str(f) for f in args.folders],
-                          "rows": made["made_by"]["rows"],
-                          "generation": made["made_by"].get("generation")}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    frame.assign(references=[json.dumps(r, ensure_ascii=False) for r in frame["references"]]
-                 ).to_parquet(args.out / "predictions.parquet")
-    write_generation_report(result, frame, args.out)
-    m = scored["metrics"]
+    m = save_scored(frame, {
+        "run": str(args.out), "split": made["split"], "data": str(args.folders[0]),
+        "picked_from": {str(f): w for f, w in zip(args.folders, wins, strict=True)},
+        "made_by": {"mbr_over": [str(f) for f in args.folders], "rows": made["made_by"]["rows"],
+                    "generation": made["made_by"].get("generation")}},
+        args.out, args.resamples)
     print(json.dumps({"prompts": len(frame), "picked": wins,
                       **{k: round(m[k]["value"], 2) for k in SCORES}}))
 

@@ -92,11 +92,15 @@ def answer_chats(model: Any, tok: Any, chats: Any, template: str | None, max_new
                  num_beams: int, batch_size: int) -> tuple[list[str], list[int], list[bool]]:
     """Each prompt (its turns as JSON) rendered with the generation prompt and answered:
     :func:`generate_answers` up to the end-of-turn token."""
-    prompts = [tok.apply_chat_template(json.loads(str(c)), tokenize=False,
-                                       add_generation_prompt=True, chat_template=template)
-               for c in chats]
-    return generate_answers(model, tok, prompts, end_of_turn_ids(tok), max_new_tokens,
-                            num_beams, batch_size)
+    return generate_answers(model, tok, render_prompts(tok, chats, template),
+                            end_of_turn_ids(tok), max_new_tokens, num_beams, batch_size)
+
+
+def render_prompts(tok: Any, chats: Any, template: str | None) -> list[str]:
+    """Each prompt (its turns as JSON) as text, the generation prompt after it."""
+    return [tok.apply_chat_template(json.loads(str(c)), tokenize=False,
+                                    add_generation_prompt=True, chat_template=template)
+            for c in chats]
 
 
 def end_of_turn_ids(tok: Any) -> list[int]:
