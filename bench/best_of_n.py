@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_nbest import n_best  # noqa: E402
 from bench.common import save  # noqa: E402
+from data.delex import delexicalize, relexicalize  # noqa: E402
 from evaluation.generation import corpus_metric  # noqa: E402
 from trainers.models import load_run_config  # noqa: E402
 
@@ -49,6 +51,21 @@ def best_candidates(candidates: list[list[str]], references: list[list[str]]
     return chosen, chosen_bleu, top_bleu, kept_top
 
 
+def run_prompts(mrs: list[str], data: Any) -> tuple[list[str], list[dict[str, str]]]:
+    """Each MR as the run reads it (its turns as JSON) and the placeholders' values to put
+    back into its answers. A run that reads placeholders (``data.chat.delexicalize``) is
+    asked with them; its answers, values back in, are scored against the file's own texts
+    and saved with values (the student's data path delexicalises them again)."""
+    chat, prompts, values = data.chat, [], []
+    for mr in mrs:
+        turns = [{"role": "user", "content": chat.prompt_template.format(mr=mr)}]
+        found = delexicalize(turns, str(data.slot_pattern), list(chat.delexicalize),
+                             chat.placeholder) if chat.delexicalize else None
+        prompts.append(json.dumps(found.messages if found else turns))
+        values.append(found.values if found else {})
+    return prompts, values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="the chat run that answers")
@@ -61,16 +78,18 @@ def main() -> None:
     if args.beams < 2:
         raise SystemExit("--beams must be at least 2 (one candidate leaves nothing to choose)")
     torch.set_num_threads(args.threads)
-    chat = load_run_config(args.run).data.chat
+    data = load_run_config(args.run).data
+    chat = data.chat
     if not chat or not chat.prompt_template or chat.completion_field != "ref":
         raise SystemExit(f"{args.run}: not trained from mr/ref rows with a prompt_template")
     frame = pd.read_csv(args.data)
     groups = frame.groupby("mr", sort=False)["ref"].apply(list)
-    prompts = [json.dumps([{"role": "user", "content": chat.prompt_template.format(mr=mr)}])
-               for mr in groups.index]
+    prompts, values = run_prompts(list(groups.index), data)
     began = time.perf_counter()
     candidates = n_best(args.run, prompts, args.beams, args.batch)
     seconds = time.perf_counter() - began
+    candidates = [[relexicalize(c, v) for c in cands]
+                  for cands, v in zip(candidates, values, strict=True)]
     chosen, chosen_bleu, top_bleu, kept_top = best_candidates(candidates, list(groups))
     pd.DataFrame({"mr": groups.index, "ref": chosen}).to_csv(args.out, index=False)
     summary = {"run": str(args.run), "data": str(args.data), "out": str(args.out),

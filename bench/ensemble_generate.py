@@ -107,6 +107,9 @@ def load_members(runs: list[Path]) -> tuple[list[Any], Any, str | None]:
     models, tok, template = [], None, None
     for run in runs:
         model, run_tok, _, cfg = load_trained(run)
+        if cfg.data.chat.delexicalize:  # its answers would be scored with placeholders in
+            raise SystemExit(f"{run}: reads placeholders (data.chat.delexicalize), which "
+                             "this script does not put back; ensemble runs that read values")
         if tok is None:
             tok, template = run_tok, cfg.task.chat_template
         elif run_tok.get_vocab() != tok.get_vocab() or cfg.task.chat_template != template:

@@ -28,7 +28,8 @@ from bench.ensemble_generate import SCORES, save_scored  # noqa: E402
 def pick(folders: list[Path]) -> tuple[pd.DataFrame, list[int]]:
     """The first folder's prompts with, per prompt, the MBR answer; and how often each folder's
     answer was picked (ties: the earlier folder)."""
-    frames = [pd.read_parquet(f / "predictions.parquet").set_index("prompt") for f in folders]
+    # by the data's prompt side: a run that read placeholders rendered other prompts
+    frames = [pd.read_parquet(f / "predictions.parquet").set_index("text") for f in folders]
     first = frames[0]
     for folder, frame in zip(folders[1:], frames[1:], strict=True):
         if set(frame.index) != set(first.index):

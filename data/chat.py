@@ -18,8 +18,8 @@ dropped (OpenRLHF #973).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
 
 from data.errors import ConfigError, DataError
 
@@ -43,6 +43,10 @@ class ChatSpec:
         system: A system turn put first when a conversation has none (``null``: the
             template's own default, if it has one).
         train_on_prompt: Put system and user tokens in the loss too.
+        delexicalize: Attributes whose slot values (``data.slot_pattern``) the model reads
+            and writes as placeholders (E2E: ``[name, near]``, as TGen does); ``evaluate``
+            writes the values back into each answer before scoring (data/delex.py).
+        placeholder: The placeholder of an attribute, ``{slot}`` standing for its name.
     """
 
     messages_field: str = "messages"
@@ -54,6 +58,8 @@ class ChatSpec:
     prompt_template: Optional[str] = None
     system: Optional[str] = None
     train_on_prompt: bool = False
+    delexicalize: List[str] = field(default_factory=list)
+    placeholder: str = "X-{slot}"
 
     def __post_init__(self) -> None:
         if (self.prompt_field or self.prompt_template) and not self.completion_field:
@@ -61,6 +67,9 @@ class ChatSpec:
                               "prompt_field or prompt_template: the assistant's answer")
         if self.instruction_field and not self.output_field:
             raise ConfigError("data.chat.output_field", "is required with instruction_field")
+        if self.delexicalize and "{slot}" not in self.placeholder:
+            raise ConfigError("data.chat.placeholder", f"{self.placeholder!r} lacks {{slot}}: "
+                              "every attribute would get the same placeholder")
 
 
 def to_messages(row: dict[str, Any], spec: ChatSpec, where: str, answered: bool = True

@@ -80,10 +80,11 @@ def leakage(train: list[str], other: list[str], near: bool) -> dict[str, Any]:
 
 
 def check_splits(texts: dict[str, list[str]], labels: dict[str, Counter],
-                 fast: bool = False, slot_pattern: str | None = None) -> dict[str, Any]:
+                 fast: bool = False, slot_pattern: str | None = None,
+                 delexicalized: Any = ()) -> dict[str, Any]:
     """The whole report as a dict; ``texts`` and ``labels`` are keyed by split name. With
     ``slot_pattern`` (``data.slot_pattern``), also the slot values of each other split that
-    no training text holds."""
+    no training text holds (not of ``delexicalized`` attributes: the model reads none)."""
     start = time.perf_counter()
     report: dict[str, Any] = {"splits": {}, "fast": fast}
     for split, rows in texts.items():
@@ -119,7 +120,8 @@ def check_splits(texts: dict[str, list[str]], labels: dict[str, Counter],
                                                               near=not fast)
             if slot_pattern:
                 report.setdefault("unseen_slots", {})[split] = unseen_slots(
-                    texts["train"], texts[split], slot_pattern)
+                    texts["train"], texts[split], slot_pattern,
+                    delexicalized=delexicalized)
     report["seconds"] = time.perf_counter() - start
     return report
 
@@ -176,8 +178,8 @@ def render_markdown(report: dict[str, Any], name: str) -> str:
 FAST_CHECK_MAX_ROWS = 200_000
 
 
-def check_dataset_splits(splits: Any, fast: bool, slot_pattern: str | None = None
-                         ) -> dict[str, Any]:
+def check_dataset_splits(splits: Any, fast: bool, slot_pattern: str | None = None,
+                         delexicalized: Any = ()) -> dict[str, Any]:
     """Run the check over the Ray Datasets of a :class:`data.pipeline.Splits`."""
     sizes = {name: s.rows for name, s in splits.summaries.items()}
     if fast and max(sizes.values()) > FAST_CHECK_MAX_ROWS:
@@ -186,7 +188,8 @@ def check_dataset_splits(splits: Any, fast: bool, slot_pattern: str | None = Non
     texts = {name: [str(t) for t in ds.to_pandas()["text"]]
              for name, ds in splits.datasets.items()}
     labels = {name: s.labels for name, s in splits.summaries.items()}
-    return check_splits(texts, labels, fast=fast, slot_pattern=slot_pattern)
+    return check_splits(texts, labels, fast=fast, slot_pattern=slot_pattern,
+                        delexicalized=delexicalized)
 
 
 def summary_line(report: dict[str, Any]) -> dict[str, Any]:

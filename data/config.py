@@ -159,6 +159,9 @@ class DataConfig:
             _regex(f"{key}.pattern", count.pattern)
         if self.slot_pattern is not None:
             _check_slot_pattern(self.slot_pattern)
+        if self.chat.delexicalize and self.slot_pattern is None:
+            raise ConfigError("data.chat.delexicalize", "needs data.slot_pattern: the "
+                              "attribute[value] slots whose values become placeholders")
         if self.tokenize_actors < 1:
             raise ConfigError("data.tokenize_actors", f"must be >= 1, got {self.tokenize_actors}")
 

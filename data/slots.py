@@ -22,12 +22,15 @@ def find_slots(text: str, finder: re.Pattern[str]) -> list[tuple[str, str]]:
 
 
 def unseen_slots(train: Iterable[str], other: Iterable[str], pattern: str,
-                 shown: int = 10) -> dict[str, Any]:
+                 shown: int = 10, delexicalized: Iterable[str] = ()) -> dict[str, Any]:
     """Of the distinct ``other`` prompts, how many hold a slot value no ``train`` prompt
-    holds, and the ``shown`` most frequent such values with their prompt counts."""
-    finder = re.compile(pattern)
+    holds, and the ``shown`` most frequent such values with their prompt counts. Values of
+    ``delexicalized`` attributes (``data.chat.delexicalize``) never reach the model: not
+    counted."""
+    finder, skip = re.compile(pattern), set(delexicalized)
     seen = {slot for text in set(train) for slot in find_slots(text, finder)}
-    prompts = [set(find_slots(text, finder)) - seen for text in set(other)]
+    prompts = [{(k, v) for k, v in find_slots(text, finder) if k not in skip} - seen
+               for text in set(other)]
     counts = Counter(f"{k}={v}" for unseen in prompts for k, v in unseen)
     return {"prompts": sum(bool(u) for u in prompts), "of": len(prompts),
             "values": dict(counts.most_common(shown)), "distinct_values": len(counts)}

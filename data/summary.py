@@ -23,6 +23,7 @@ class SplitSummary:
     first_errors: list[str] = field(default_factory=list)
     labels: Counter = field(default_factory=Counter)
     pii_redacted: int = 0
+    delex_missed: int = 0  # answers that kept a delexicalised value (data/delex.py)
     dedup_dropped: dict[str, int] = field(default_factory=dict)
     dedup_conflicts: list[str] = field(default_factory=list)
     lost_shards: list[str] = field(default_factory=list)  # unreadable files (on_error=skip)
@@ -57,6 +58,8 @@ def _summarize(batch: dict[str, np.ndarray]) -> dict[str, list]:
         "lost": [json.dumps(lost)],
         "kinds": [json.dumps(kinds)],
         "pii": [int(sum(int(x or 0) for x in batch["_pii"])) if "_pii" in batch else 0],
+        "delex_missed": [int(sum(int(x or 0) for x in batch["_delex_missed"]))
+                         if "_delex_missed" in batch else 0],
     }
 
 
@@ -73,6 +76,7 @@ def summarize(ds, driver_rows: int = 0) -> SplitSummary:
         summary.first_errors.extend(json.loads(part["first_errors"]))
         summary.labels.update(json.loads(part["labels"]))
         summary.pii_redacted += int(part["pii"])
+        summary.delex_missed += int(part["delex_missed"])
         summary.lost_shards.extend(json.loads(part["lost"]))
         summary.label_types.update(json.loads(part["kinds"]))
     summary.first_errors = summary.first_errors[:5]

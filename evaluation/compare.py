@@ -45,6 +45,9 @@ from evaluation.retrieval import METRICS as RETRIEVAL_METRICS
 from evaluation.stats import length_buckets
 
 PAIRED_METRICS = ("accuracy", "macro_f1")
+# generation answers pair by the data's prompt side: the same in a run that reads
+# placeholders (data.chat.delexicalize) and one that does not, unlike the rendered prompt
+PAIR_KEY = "text"
 LOWER_IS_BETTER = ("loss", "perplexity", "ece")
 
 
@@ -86,9 +89,12 @@ def generation_effects(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame
                        b: str, spec: CompareSpec) -> dict[str, Effect]:
     """Every generation metric's B − A, the prompts paired (the same resampled prompts for
     both sides: corpus BLEU/chrF recomputed from their statistics in each replicate)."""
-    keys = np.sort(frames_a[0]["prompt"].to_numpy())
+    keys = np.sort(frames_a[0][PAIR_KEY].to_numpy())
     for name, frame in [(a, f) for f in frames_a] + [(b, f) for f in frames_b]:
-        if len(frame) != len(keys) or set(frame["prompt"]) != set(keys):
+        if not frame[PAIR_KEY].is_unique:
+            raise DataError(name, "two answered prompts have the same text: answers cannot "
+                            "be paired by it")
+        if len(frame) != len(keys) or set(frame[PAIR_KEY]) != set(keys):
             raise DataError(name, f"answered other prompts than {a} ({len(frame)} vs "
                             f"{len(keys)})", "compare runs evaluated on the same data and split")
     return {metric: paired_scores(len(keys), _scorers(frames_a, keys, metric),
@@ -101,7 +107,7 @@ def _scorers(frames: list[pd.DataFrame], keys: np.ndarray, metric: str) -> list[
     """Per seed: ``metric`` of the answers to the prompts ``keys`` under bootstrap weights."""
     out = []
     for frame in frames:
-        rows = frame.set_index("prompt").loc[keys]
+        rows = frame.set_index(PAIR_KEY).loc[keys]
         out.append(replicate_scorer(metric, [str(h) for h in rows["generated"]],
                                     [json.loads(r) for r in rows["references"]]))
     return out
@@ -112,7 +118,7 @@ def generation_slices(frames_a: list[pd.DataFrame], frames_b: list[pd.DataFrame]
     """``spec.metric``'s B − A per slice of the prompts (references per prompt, and each
     ``data.metadata_fields`` column evaluate kept), paired by prompt as the whole is; p-values
     BH-adjusted over the tested slices, as for classification."""
-    first = frames_a[0].set_index("prompt")
+    first = frames_a[0].set_index(PAIR_KEY)
     keys = np.sort(first.index.to_numpy())
     first = first.loc[keys]
     groups = {column: values.to_numpy() for column, values in prompt_groups(

@@ -38,7 +38,8 @@ def check_command(run: Any) -> int:
     """``shardtune data check [data=<group>] [data.path=...]``: full report, printed and saved."""
     ensure_ray(run.cluster)
     splits = build_splits(run.data, run.task.kind.value)
-    report = check_dataset_splits(splits, fast=False, slot_pattern=run.data.slot_pattern)
+    report = check_dataset_splits(splits, fast=False, slot_pattern=run.data.slot_pattern,
+                                  delexicalized=run.data.chat.delexicalize)
     report.update(lost_in_reading(run, splits))
     for split, (examples, tokens) in report.pop("truncation").items():
         report["splits"][split].update(truncated_examples=examples, truncated_tokens=tokens)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from data.delex import relexicalize
 from data.locations import resolve_location
 from evaluation.gates import check_gates
 from evaluation.generation import bootstrap, corpus_scores, per_example, prompt_groups
@@ -36,14 +37,24 @@ def _prompt_and_answer(chat: str) -> tuple[list[dict[str, str]], str]:
 
 def group_prompts(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per distinct prompt: its turns, every reference, the first row's source and
-    metadata (slices), and how many rows it stands for."""
+    metadata (slices), and how many rows it stands for.
+
+    Delexicalised rows (``data.chat.delexicalize``): the prompt is what the model reads, the
+    references are the data's own texts, and ``delex`` keeps the placeholders' values to
+    write back into the answers. Prompts group by the data's prompt side (``text``) too: two
+    MRs that differ only in a delexicalised value read alike but are answered apart."""
     parts = [_prompt_and_answer(c) for c in frame["chat"]]
+    references = [a for _, a in parts]
+    extra: dict[str, tuple[str, str]] = {}
+    if "delex" in frame:
+        references = [json.loads(d)["reference"] for d in frame["delex"]]
+        extra["delex"] = ("delex", "first")
     frame = frame.assign(prompt=[json.dumps(p, ensure_ascii=False) for p, _ in parts],
-                         reference=[a for _, a in parts])
+                         reference=references)
     meta = [c for c in frame.columns if c.startswith("meta_")]
-    grouped = frame.groupby("prompt", sort=False)
-    out = grouped.agg(_src=("_src", "first"), text=("text", "first"),
-                      references=("reference", list), rows=("reference", "size"),
+    grouped = frame.groupby(["prompt", "text"], sort=False)
+    out = grouped.agg(_src=("_src", "first"), references=("reference", list),
+                      rows=("reference", "size"), **extra,
                       **{c: (c, "first") for c in meta}).reset_index()
     return out
 
@@ -73,6 +84,10 @@ class Generate:
             self.model, self.tok, batch["prompt"], self.template, self.max_new_tokens,
             self.num_beams, self.batch_size)
         out = {k: v for k, v in batch.items() if k != "references"}
+        if "delex" in batch:  # the model wrote placeholders: the values go back in
+            out["generated_delex"] = np.array(answers, dtype=object)
+            answers = [relexicalize(a, json.loads(str(d))["values"])
+                       for a, d in zip(answers, batch["delex"], strict=True)]
         out.update(generated=np.array(answers, dtype=object),
                    new_tokens=np.array(new_tokens, dtype=np.int32),
                    stopped=np.array(stopped, dtype=bool))
@@ -175,7 +190,8 @@ def write_generation_report(result: dict[str, Any], frame: pd.DataFrame, out: Pa
              f"{result['split']}", "",
              f"{m['examples']} prompts, {m['references']} references; {m['stopped']:.0%} of "
              f"answers ended with the end-of-turn token (mean {m['mean_new_tokens']:.1f} "
-             "new tokens).", "", "| metric | model | 95% CI | base model (zero-shot) |",
+             f"new tokens).{_relexicalized(frame)}", "",
+             "| metric | model | 95% CI | base model (zero-shot) |",
              "| --- | ---: | --- | ---: |"]
     for name in ("bleu", "bleu_uncased", "rouge_l", "chrf", "exact_match"):
         value = m[name]
@@ -196,6 +212,16 @@ def write_generation_report(result: dict[str, Any], frame: pd.DataFrame, out: Pa
     return path
 
 
+def _relexicalized(frame: pd.DataFrame) -> str:
+    """A sentence on answers written with placeholders (data.chat.delexicalize), if any."""
+    if "generated_delex" not in frame:
+        return ""
+    changed = int((frame["generated_delex"] != frame["generated"]).sum())
+    return (f" The model read and wrote placeholders (data.chat.delexicalize); {changed} "
+            "answers had their values put back before scoring, against the data's own "
+            "references.")
+
+
 def finish_generation(cfg: Any, run_dir: Path, data_name: str, out_dir: Path,
                       made_by: dict[str, Any], prompts: pd.DataFrame, frame: pd.DataFrame,
                       base: pd.DataFrame | None, lost: Any,
@@ -203,8 +229,8 @@ def finish_generation(cfg: Any, run_dir: Path, data_name: str, out_dir: Path,
     """Score the generated answers (and the base model's), write predictions.parquet,
     metrics.json and report.md into ``out_dir`` atomically; return the result. With
     ``slot_pattern`` (``data.slot_pattern``), also which slot values the answers name."""
-    refs = prompts.set_index("prompt")["references"]
-    frame = frame.assign(references=[list(refs[p]) for p in frame["prompt"]])
+    refs = prompts.set_index("_src")["references"]  # _src: the prompt's first row, unique
+    frame = frame.assign(references=[list(refs[p]) for p in frame["_src"]])
     scored = score_generations(frame, cfg.resamples)
     frame = frame.assign(**scored["per_example"])
     result: dict[str, Any] = {
@@ -217,7 +243,7 @@ def finish_generation(cfg: Any, run_dir: Path, data_name: str, out_dir: Path,
         result["slots"] = slot_mentions(frame["text"], frame["generated"], frame["references"],
                                         slot_pattern)
     if base is not None:
-        base = base.assign(references=[list(refs[p]) for p in base["prompt"]])
+        base = base.assign(references=[list(refs[p]) for p in base["_src"]])
         result["baseline"] = {"name": "base model, zero-shot",
                               **score_generations(base, cfg.resamples)["metrics"]}
     result["gates"] = check_gates(cfg.gate, result)

@@ -316,7 +316,8 @@ def _fake_chat_run(path: Path, answers: list[str], references: list[list[str]],
     (path / "config.json").write_text("{}")
     (path / "metrics.json").write_text(json.dumps({"test/perplexity": 4.0}))
     prompts = [json.dumps([{"role": "user", "content": f"mr {i}"}]) for i in range(len(answers))]
-    pd.DataFrame({"prompt": prompts, "_src": [f"test.csv:{i + 2}" for i in range(len(answers))],
+    pd.DataFrame({"prompt": prompts, "text": [f"mr {i}" for i in range(len(answers))],
+                  "_src": [f"test.csv:{i + 2}" for i in range(len(answers))],
                   "generated": answers, "references": [json.dumps(r) for r in references],
                   **{f"meta_{k}": v for k, v in meta.items()},
                   }).to_parquet(path / "eval" / "test" / "predictions.parquet")
@@ -390,6 +391,15 @@ def test_generation_scores_pair_by_prompt_and_recompute_corpus_bleu(tmp_path, ca
     assert main(["compare", str(b), str(shuffled), "compare.metric=rouge_l"]) == 0
     same = json.loads((shuffled / "compare" / "strong" / "compare.json").read_text())["effects"]
     assert all(e["delta"] == e["low"] == e["high"] == 0 for e in same.values()), same
+    # a run that read placeholders (data.chat.delexicalize): other rendered prompts, the
+    # same data prompts: paired by the data's prompt side, not by what the model read
+    delex = root / "delex"
+    shutil.copytree(b, delex)
+    frame.assign(prompt=[p.replace("mr ", "mr X-") for p in frame["prompt"]]).to_parquet(
+        delex / "eval/test/predictions.parquet")
+    assert main(["compare", str(b), str(delex), "compare.metric=rouge_l"]) == 0
+    same = json.loads((delex / "compare" / "strong" / "compare.json").read_text())["effects"]
+    assert all(e["delta"] == 0 for e in same.values()), same
     # a classification run on the other side: one line naming the key
     _fake_run(root / "cls", 0, np.zeros(3, int), np.zeros(3, int), np.array(["x"] * 3))
     capsys.readouterr()

@@ -95,6 +95,10 @@ def test_slot_values_only_the_test_split_holds_are_counted_and_reported():
     assert "test: 2 of 3 prompts hold slot values no training prompt holds: eatType=pub (2), " \
         "name=zizzi (1)" in render_markdown(report, "toy")
     assert "unseen_slots" not in check_splits(texts, {})  # only with data.slot_pattern
+    # names the model reads as placeholders (data.chat.delexicalize) are never unseen
+    delex = check_splits(texts, {}, slot_pattern=r"([^\[,:]+?)\[([^\]]*)\]",
+                         delexicalized=["name"])["unseen_slots"]["test"]
+    assert delex["values"] == {"eatType=pub": 2} and delex["prompts"] == 2
 
 
 @needs_shared

@@ -12,9 +12,11 @@ import pytest
 from bench.mbr_across_runs import pick
 
 
-def _folder(path: Path, answers: dict[str, str]) -> Path:
+def _folder(path: Path, answers: dict[str, str], rendered: str = "as read: ") -> Path:
+    """An evaluation folder: ``prompt`` as the model read it, ``text`` as the data has it."""
     path.mkdir()
-    pd.DataFrame({"prompt": list(answers), "generated": list(answers.values()),
+    pd.DataFrame({"prompt": [rendered + t for t in answers], "text": list(answers),
+                  "generated": list(answers.values()),
                   "new_tokens": [len(a.split()) for a in answers.values()],
                   "stopped": True, "references": json.dumps(["ref"]), "bleu": 0.0}
                  ).to_parquet(path / "predictions.parquet")
@@ -28,9 +30,10 @@ def test_the_consensus_answer_is_picked_per_prompt(tmp_path: Path) -> None:
         _folder(tmp_path / "b", {"p1": "Down by the river sits a small place .",
                                  "p2": "Zizzi is a coffee shop near the river ."}),
         _folder(tmp_path / "c", {"p1": "Aromi is a pub in the centre of the city .",
-                                 "p2": "Zizzi is a cheap coffee shop near the river ."})]
+                                 "p2": "Zizzi is a cheap coffee shop near the river ."},
+                rendered="with placeholders: ")]  # a delexicalised run: paired by the data
     frame, wins = pick(folders)
-    chosen = dict(zip(frame["prompt"], frame["generated"], strict=True))
+    chosen = dict(zip(frame["text"], frame["generated"], strict=True))
     assert chosen["p1"].startswith("Aromi is a pub") and chosen["p2"].startswith("Zizzi is a")
     assert sum(wins) == 2 and wins[1] + wins[2] >= 1 and "bleu" not in frame.columns
     assert list(frame["references"][0]) == ["ref"]

@@ -304,3 +304,42 @@ def test_generation_stops_at_the_end_of_turn_token():
     cut, lengths, stopped = generate_answers(model, tok, prompts[:1], [third], 12, 1, 2)
     assert stopped == [True] and lengths[0] <= 2  # ended at the stop token, which is not kept
     assert third not in tok(cut[0], add_special_tokens=False)["input_ids"][-1:]
+
+
+@needs_shared
+@pytest.mark.usefixtures("ray_session")
+def test_a_delexicalised_run_reads_placeholders_and_is_scored_with_the_values(tmp_path, capsys):
+    """data.chat.delexicalize=[name,near] on E2E: the model trains on and answers X-name /
+    X-near; evaluate puts each prompt's values back and scores against the data's own
+    references; names are no longer "unseen" values, and every answer that kept a value it
+    does not write verbatim is counted in run_meta.json."""
+    import pandas as pd
+
+    from data.delex import relexicalize
+    from shardtune.cli import main
+    from trainers.train import train
+
+    run = compose_run(tmp_path, [*FAST, "task=sft", "model=tiny_llama", "data=e2e_nlg",
+                                 "data.max_examples=40", "trainer.max_steps=2",
+                                 "task.max_length=256", "task.max_new_tokens=8",
+                                 "data.chat.delexicalize=[name,near]", "run_name=delex"])
+    run.task.chat_template = CHATML
+    summary = train(run)
+    meta = json.loads((Path(summary["run_dir"]) / "run_meta.json").read_text())
+    assert meta["dataset"]["splits"]["train"]["delex_missed"] >= 0
+    unseen = meta["data_check"]["unseen_slots"]["test"]["values"]
+    assert unseen and not any(v.startswith(("name=", "near=")) for v in unseen), unseen
+    assert main(["evaluate", f"run={summary['run_dir']}", "split=test", "resamples=100",
+                 f"paths.root={tmp_path}"]) == 0
+    out = Path(summary["run_dir"]) / "eval" / "test"
+    frame = pd.read_parquet(out / "predictions.parquet")
+    assert frame["prompt"].str.contains("name[X-name]", regex=False).all()
+    assert not frame["text"].str.contains("X-name", regex=False).any()
+    assert frame["text"].is_unique  # MRs that differ only in a name stay apart
+    names = frame["text"].str.extract(r"name\[([^\]]*)\]")[0]
+    refs = frame["references"].map(json.loads)
+    assert sum(n.lower() in " ".join(r).lower() for n, r in zip(names, refs, strict=True)) \
+        > 0.9 * len(frame)  # the data's references, values and all
+    for row in frame.itertuples():
+        assert row.generated == relexicalize(row.generated_delex, json.loads(row.delex)["values"])
+    assert "placeholders (data.chat.delexicalize)" in (out / "report.md").read_text()

@@ -150,6 +150,9 @@ def run_identity(resolved: dict[str, Any], data_sha256: str | None,
     data shipped with it (the sample) is the same data there. Pass the data hash of
     :func:`data_digest` with it."""
     out = identity(resolved, RESUME_KEYS, RESUME_FREE, data_sha256)
+    data = resolved.get("data") or {}
+    if (data.get("chat") or {}).get("delexicalize"):  # it finds the values trained on
+        out["data.slot_pattern"] = data.get("slot_pattern")
     return code_relative_identity(out, resolved) if code_relative else out
 
 

@@ -91,7 +91,8 @@ def split_counts(s: Any, max_length: int) -> dict[str, Any]:
     token that did not reach the model, by cause."""
     return {"rows": s.rows, "skipped": s.skipped, "first_errors": s.first_errors,
             "lost_shards": s.lost_shards, "rows_before_sampling": s.rows_before_sampling,
-            "pii_redacted": s.pii_redacted, "dedup_dropped": s.dedup_dropped,
+            "pii_redacted": s.pii_redacted, "delex_missed": s.delex_missed,
+            "dedup_dropped": s.dedup_dropped,
             "dedup_conflicts": s.dedup_conflicts, "judgments_dropped": s.judgments_dropped,
             "truncated": {"max_length": max_length, "examples": s.truncated_examples,
                           "tokens": s.truncated_tokens},

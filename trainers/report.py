@@ -40,6 +40,10 @@ def _data_notes(run: TrainConfig, meta: dict[str, Any]) -> list[str]:
         if v.get("judgments_dropped"):
             notes.append(f"- {split}: relevance judgments not kept, by reason: " + ", ".join(
                 f"{reason} {n}" for reason, n in sorted(v["judgments_dropped"].items())))
+        if v.get("delex_missed"):
+            notes.append(f"- {split}: {v['delex_missed']} answer(s) do not write a "
+                         f"delexicalised value ({', '.join(run.data.chat.delexicalize)}) "
+                         "verbatim and keep it as written (data.chat.delexicalize)")
         kinds = v.get("label_types") or {}
         if set(kinds) - {"str"}:
             notes.append(f"- {split}: labels read from {', '.join(sorted(kinds))} values "

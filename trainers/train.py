@@ -128,8 +128,9 @@ def prepare(run: TrainConfig, ray_free: bool = False) -> Prepared:
         rows = {name: ds.count() for name, ds in datasets.items()}
     else:
         rows = {name: summary.rows for name, summary in splits.summaries.items()}
-    checked = summary_line(check_dataset_splits(splits, fast=True,
-                                                slot_pattern=run.data.slot_pattern))
+    checked = summary_line(check_dataset_splits(
+        splits, fast=True, slot_pattern=run.data.slot_pattern,
+        delexicalized=run.data.chat.delexicalize))
     for split, unseen in checked.get("unseen_slots", {}).items():
         if unseen["prompts"]:  # values the model will meet first at test time: say so now
             print(f"warning: {unseen_line(split, unseen)}", flush=True)

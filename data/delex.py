@@ -1,0 +1,84 @@
+"""Delexicalisation of data-to-text chats: chosen slot values become placeholders.
+
+Why: a name the model has never read (E2E's test MRs hold six ``near`` venues and most
+``name`` values the dev set lacks) is one the model has to copy letter by letter, and it
+often does not ("Express by Holiday Inn" comes out "the Holiday Inn"). TGen, the E2E
+challenge baseline, replaces ``name`` and ``near`` by ``X-name`` and ``X-near`` in MRs and
+texts, trains and generates with the placeholders, and writes the values back afterwards.
+``data.chat.delexicalize: [name, near]`` does the same:
+
+- in each user turn, every slot (``data.slot_pattern``) of a listed attribute gets the
+  placeholder as its value: ``name[The Eagle]`` → ``name[X-name]``;
+- in each assistant turn, each such value written verbatim (case ignored) becomes the
+  placeholder; a turn that phrases a value otherwise keeps it and is counted (``missed``);
+- after generation, :func:`relexicalize` puts each value back where its placeholder stands.
+
+References are scored as the data set has them, never in their delexicalised form.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Delexicalized:
+    """One conversation delexicalised: its turns, the placeholders' values, and how many
+    (assistant turn, value) pairs kept the value because it was not written verbatim."""
+
+    messages: list[dict[str, str]]
+    values: dict[str, str] = field(default_factory=dict)
+    replaced: int = 0
+    missed: int = 0
+
+
+def placeholder_of(attribute: str, form: str) -> str:
+    """``form`` (``data.chat.placeholder``, e.g. ``X-{slot}``) for one attribute."""
+    return form.format(slot=attribute)
+
+
+def delexicalize(messages: list[dict[str, str]], slot_pattern: str, attributes: list[str],
+                 form: str = "X-{slot}") -> Delexicalized:
+    """``messages`` with the values of ``attributes`` replaced by placeholders (see module)."""
+    pattern = re.compile(slot_pattern)
+    values: dict[str, str] = {}
+
+    def in_prompt(match: re.Match) -> str:
+        attribute, value = match.group(1), match.group(2)
+        if attribute.strip() not in attributes or not value.strip():
+            return match.group(0)
+        mark = placeholder_of(attribute.strip(), form)
+        values[mark] = value.strip()
+        start, end = match.span(2)
+        return match.group(0)[:start - match.start()] + mark + \
+            match.group(0)[end - match.start():]
+
+    out = Delexicalized(messages=[])
+    for message in messages:
+        if message["role"] == "user":
+            out.messages.append({**message, "content": pattern.sub(in_prompt,
+                                                                   message["content"])})
+        else:
+            out.messages.append(dict(message))
+    # longer values first: a value inside another ("Inn" in "Express by Holiday Inn") waits
+    ordered = sorted(values.items(), key=lambda kv: -len(kv[1]))
+    for message in out.messages:
+        if message["role"] != "assistant":
+            continue
+        for mark, value in ordered:
+            text, n = re.subn(rf"(?<!\w){re.escape(value)}(?!\w)", mark.replace("\\", "\\\\"),
+                              message["content"], flags=re.IGNORECASE)
+            message["content"] = text
+            out.replaced += n
+            out.missed += n == 0
+    out.values = values
+    return out
+
+
+def relexicalize(text: str, values: dict[str, str]) -> str:
+    """``text`` with each placeholder written as its value (longer placeholders first, so
+    ``X-name`` never eats the start of a longer one)."""
+    for mark in sorted(values, key=len, reverse=True):
+        text = text.replace(mark, values[mark])
+    return text
