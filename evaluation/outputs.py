@@ -20,7 +20,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from data.config import DataConfig
 from data.errors import ConfigError
-from trainers.identity import RESUME_FREE, digest, identity, read_json
+from trainers.identity import (
+    RESUME_FREE,
+    digest,
+    identity,
+    read_json,
+    without_later_defaults,
+)
 from trainers.models import load_run_config
 from trainers.storage import check_data_uris
 
@@ -71,7 +77,9 @@ def data_identity(data: DataConfig, fingerprint: dict[str, Any] | None) -> dict[
     for key in ("path", "validation_path", "test_path"):
         tree[key] = _real(tree[key])
     keys = identity({"data": tree}, ("data",), RESUME_FREE + ("data.name",))
-    return {"config": digest(keys), "files": contents(fingerprint)}
+    if tree["chat"]["delexicalize"]:  # the slots it finds are what the model reads
+        keys["data.slot_pattern"] = tree["slot_pattern"]
+    return {"config": digest(without_later_defaults(keys)), "files": contents(fingerprint)}
 
 
 def weights_hash(run_dir: Path) -> str:

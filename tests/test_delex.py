@@ -129,3 +129,25 @@ def test_the_slot_pattern_binds_a_resumed_run_only_when_it_delexicalises():
     for cfg in (old, new):  # now it decides what the model reads
         cfg["data"]["chat"]["delexicalize"] = ["name"]
     assert changes(run_identity(old, None), run_identity(new, None)) == ["data.slot_pattern"]
+
+
+def test_evaluations_saved_before_delexicalisation_existed_stay_current():
+    """Saved answers are reused while the data config's digest is unchanged: the two keys
+    this feature added leave it as it was at their defaults (else every saved evaluation
+    would be made again, and `compare name=beam4` would overwrite 4-beam answers)."""
+    from omegaconf import OmegaConf
+
+    from evaluation.outputs import _real, data_identity
+    from trainers.identity import RESUME_FREE, digest, identity
+
+    cfg = DataConfig(path="x.csv", slot_pattern=SLOTS)
+    tree = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    del tree["chat"]["delexicalize"], tree["chat"]["placeholder"]  # as an older version saw it
+    for key in ("path", "validation_path", "test_path"):
+        tree[key] = _real(tree[key])
+    before = digest(identity({"data": tree}, ("data",), RESUME_FREE + ("data.name",)))
+    assert data_identity(cfg, None)["config"] == before
+    delex = DataConfig(path="x.csv", slot_pattern=SLOTS, chat=ChatSpec(delexicalize=["name"]))
+    other = DataConfig(path="x.csv", slot_pattern=r"(\w+)=(\w+)",
+                       chat=ChatSpec(delexicalize=["name"]))
+    assert len({data_identity(c, None)["config"] for c in (cfg, delex, other)}) == 3

@@ -56,6 +56,18 @@ def _defaults() -> dict[str, Any]:
     return flat_config(json.loads(json.dumps(config_dict(TrainConfig()), default=str)))
 
 
+# keys added after digests of the data config were first saved (evaluations' made_by): at
+# their default they change nothing, so a digest leaves them out and what was saved before
+# them stays current
+ADDED_LATER = ("data.chat.delexicalize", "data.chat.placeholder")
+
+
+def without_later_defaults(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` without the :data:`ADDED_LATER` keys that hold their default."""
+    defaults = _defaults()
+    return {k: v for k, v in flat.items() if k not in ADDED_LATER or v != defaults.get(k)}
+
+
 def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys whose values differ. A key only one side has counts, except the data hash (an
     older record may lack it) and a key a later version added that is at its default (the
