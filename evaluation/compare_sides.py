@@ -71,8 +71,13 @@ class Evaluations:
 
     def _current(self, member: Path) -> Path:
         cfg = self.cfg
+        # answers saved under name=… are made again (when stale) as they were made before:
+        # a num_beams=4 folder is never refilled with the run's own greedy answers
+        saved = member / f"{EVAL_DIR}-{cfg.name}" / cfg.split / "metrics.json"
+        made = ((read_json(saved) or {}).get("made_by") or {}) if cfg.name else {}
         asked = EvaluateConfig(run=str(member), split=cfg.split, data=cfg.data, name=cfg.name,
-                               baseline=False, paths=cfg.paths)
+                               baseline=False, paths=cfg.paths,
+                               **(made.get("generation") or {}))
         if self.other_data:  # the folder depends on the data's files: evaluate finds it
             return Path(evaluate(asked, reuse=True, read=self.read)["out_dir"])
         out = member / EVAL_DIR / cfg.split

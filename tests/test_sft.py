@@ -128,6 +128,20 @@ def test_sft_on_e2e_trains_on_answers_and_evaluate_scores_generations(tmp_path, 
                  "compare.metric=bleu", f"paths.root={tmp_path}"]) == 2
     assert "answers generated with other settings (sft: max_new_tokens=4, num_beams=2; " \
         "sft_resumed: max_new_tokens=4, num_beams=1)" in capsys.readouterr().err
+    # stale answers under a name are made again as they were made before, never with the
+    # run's own settings (which would overwrite 4-beam answers with greedy ones)
+    made["made_by"]["weights"] = "stale"
+    (shorts[1] / "metrics.json").write_text(json.dumps(made))
+    first = json.loads((shorts[0] / "metrics.json").read_text())
+    first["made_by"]["generation"] = made["made_by"]["generation"]
+    (shorts[0] / "metrics.json").write_text(json.dumps(first))
+    assert main(["compare", summary["run_dir"], resumed["run_dir"], "name=short",
+                 "compare.metric=bleu", f"paths.root={tmp_path}"]) == 0
+    remade = json.loads((shorts[1] / "metrics.json").read_text())["made_by"]
+    assert remade["generation"] == {"max_new_tokens": 4, "num_beams": 1}
+    assert remade["weights"] != "stale"
+    assert __import__("pandas").read_parquet(shorts[1] / "predictions.parquet")[
+        "new_tokens"].max() == 4  # made again with 4 new tokens, not the run's 16
     # a seed group reuses a member's current evaluation, but one scored before bleu_uncased
     # existed is evaluated again (compare rescores saved answers: it reuses both)
     from tuning import seeds
