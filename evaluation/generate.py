@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from data.delex import relexicalize
+from data.errors import ConfigError
 from data.locations import resolve_location
 from evaluation.gates import check_gates
 from evaluation.generation import bootstrap, corpus_scores, per_example, prompt_groups
@@ -129,6 +130,11 @@ def generate_answers(model: Any, tok: Any, prompts: list[str], stop: list[int],
                      ) -> tuple[list[str], list[int], list[bool]]:
     """(answer text up to the first end-of-turn token, tokens generated before it, whether it
     came) per rendered prompt; left-padded, length-sorted batches, greedy or beam search."""
+    if num_beams > 1 and not stop:  # transformers' beam search fails deep inside without one
+        raise ConfigError("num_beams", f"beam search ({num_beams} beams) needs an end-of-turn "
+                          "token to stop at, and the tokenizer has none (no eos, no "
+                          "<|im_end|>)", "generate greedily (num_beams=1), or use a chat "
+                          "model's tokenizer")
     answers, new_tokens, stopped = [""] * len(prompts), [0] * len(prompts), \
         [False] * len(prompts)
     order = np.argsort([len(p) for p in prompts], kind="stable")

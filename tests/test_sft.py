@@ -318,6 +318,12 @@ def test_generation_stops_at_the_end_of_turn_token():
     cut, lengths, stopped = generate_answers(model, tok, prompts[:1], [third], 12, 1, 2)
     assert stopped == [True] and lengths[0] <= 2  # ended at the stop token, which is not kept
     assert third not in tok(cut[0], add_special_tokens=False)["input_ids"][-1:]
+    # beam search with nothing to stop at: one line naming the key, not transformers'
+    # IndexError from inside its beam search (this tokenizer has no end-of-turn token)
+    from data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="num_beams.*needs an end-of-turn token"):
+        generate_answers(model, tok, prompts, [], 12, 2, 2)
 
 
 @needs_shared
