@@ -151,3 +151,18 @@ def test_evaluations_saved_before_delexicalisation_existed_stay_current():
     other = DataConfig(path="x.csv", slot_pattern=r"(\w+)=(\w+)",
                        chat=ChatSpec(delexicalize=["name"]))
     assert len({data_identity(c, None)["config"] for c in (cfg, delex, other)}) == 3
+
+
+def test_transfer_prompts_of_a_delexicalised_run_carry_placeholders(tmp_path):
+    """A distillation's teacher reads its transfer prompts as training did; the held-out
+    check still reads the data's own prompt."""
+    from distill.transfer import read_prompts
+
+    path = tmp_path / "mrs.csv"
+    path.write_text('mr\n"name[Aromi], near[Zizzi]"\n"name[Blue Spice], near[Zizzi]"\n')
+    cfg = DataConfig(path=str(path), chat=E2E, slot_pattern=SLOTS)
+    prompts, counts = read_prompts(str(path), cfg)
+    assert json.loads(prompts["prompt"][0])[0]["content"] == \
+        "Describe: name[X-name], near[X-near]"
+    assert counts["repeated"] == 1  # one prompt as the teacher reads it
+    assert prompts["text"][0] == "Describe: name[Aromi], near[Zizzi]"
