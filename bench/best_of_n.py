@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_nbest import n_best  # noqa: E402
 from bench.common import save  # noqa: E402
-from data.delex import delexicalize, relexicalize  # noqa: E402
+from data.delex import as_model_reads, relexicalize  # noqa: E402
 from evaluation.generation import corpus_metric  # noqa: E402
 from trainers.models import load_run_config  # noqa: E402
 
@@ -59,8 +59,7 @@ def run_prompts(mrs: list[str], data: Any) -> tuple[list[str], list[dict[str, st
     chat, prompts, values = data.chat, [], []
     for mr in mrs:
         turns = [{"role": "user", "content": chat.prompt_template.format(mr=mr)}]
-        found = delexicalize(turns, str(data.slot_pattern), list(chat.delexicalize),
-                             chat.placeholder) if chat.delexicalize else None
+        found = as_model_reads(turns, data)
         prompts.append(json.dumps(found.messages if found else turns))
         values.append(found.values if found else {})
     return prompts, values

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -74,6 +75,15 @@ def delexicalize(messages: list[dict[str, str]], slot_pattern: str, attributes: 
             out.missed += n == 0
     out.values = values
     return out
+
+
+def as_model_reads(messages: list[dict[str, str]], data: Any) -> Delexicalized | None:
+    """``messages`` as a run on ``data`` (a DataConfig) reads them: delexicalised when
+    ``data.chat.delexicalize`` is set, else None (the messages are read as they are)."""
+    if not data.chat.delexicalize:
+        return None
+    return delexicalize(messages, str(data.slot_pattern), list(data.chat.delexicalize),
+                        data.chat.placeholder)
 
 
 def relexicalize(text: str, values: dict[str, str]) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from data import inprocess
 from data.chat import prompt_text, to_messages
 from data.config import DataConfig, DataFormat, OnError
-from data.delex import delexicalize
+from data.delex import as_model_reads
 from data.errors import DataError
 from data.labels import label_kind
 from data.metadata import metadata_columns
@@ -105,9 +105,7 @@ def _chat_row(where: str, record: dict[str, Any], cfg: DataConfig) -> dict[str, 
         raise DataError(where, f"conversation is {size:,} characters, over "
                         f"data.max_text_chars={cfg.max_text_chars:,}")
     row["text"] = prompt_text(messages)  # as the data has it: splits, slices, slots
-    if cfg.chat.delexicalize:  # the model reads and writes placeholders (data/delex.py)
-        delex = delexicalize(messages, str(cfg.slot_pattern), list(cfg.chat.delexicalize),
-                             cfg.chat.placeholder)
+    if delex := as_model_reads(messages, cfg):  # the model reads and writes placeholders
         answers = [m["content"] for m in messages if m["role"] == "assistant"]
         row["delex"] = json.dumps({"values": delex.values, "reference": answers[-1]},
                                   ensure_ascii=False)

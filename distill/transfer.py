@@ -30,7 +30,7 @@ import torch
 
 from data.chat import prompt_text, to_messages
 from data.config import DataConfig, OnError
-from data.delex import delexicalize
+from data.delex import as_model_reads
 from data.errors import ConfigError, DataError
 from data.inprocess import from_blocks, to_block
 from data.shards import RowError, detect_format, expand_paths, iter_records
@@ -64,10 +64,8 @@ def read_prompts(path: str, data: DataConfig) -> tuple[pd.DataFrame, dict[str, i
                 counts["bad"] += 1
                 continue
             text = prompt_text(messages)  # as the data has it: the held-out check reads it
-            if data.chat.delexicalize:  # the teacher reads (and writes) placeholders
-                messages = delexicalize(messages, str(data.slot_pattern),
-                                        list(data.chat.delexicalize),
-                                        data.chat.placeholder).messages
+            if delex := as_model_reads(messages, data):  # the teacher reads placeholders
+                messages = delex.messages
             rows.append({"prompt": json.dumps(messages, ensure_ascii=False),
                          "text": text, "_src": where})
     frame = pd.DataFrame(rows, columns=["prompt", "text", "_src"])

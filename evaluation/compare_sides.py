@@ -21,7 +21,7 @@ from data.errors import ConfigError, DataError
 from evaluation.config import CompareConfig, EvaluateConfig
 from evaluation.evaluate import evaluate
 from evaluation.fusion import fusion_setting
-from evaluation.outputs import EVAL_DIR, is_current
+from evaluation.outputs import EVAL_DIR, is_current, named_dir
 from trainers.identity import GROUP_FILE, read_json
 from trainers.storage import local_run
 
@@ -73,8 +73,8 @@ class Evaluations:
         cfg = self.cfg
         # answers saved under name=… are made again (when stale) as they were made before:
         # a num_beams=4 folder is never refilled with the run's own greedy answers
-        saved = member / f"{EVAL_DIR}-{cfg.name}" / cfg.split / "metrics.json"
-        made = ((read_json(saved) or {}).get("made_by") or {}) if cfg.name else {}
+        made = ((read_json(named_dir(member, cfg.name, cfg.split) / "metrics.json") or {})
+                .get("made_by") or {}) if cfg.name else {}
         asked = EvaluateConfig(run=str(member), split=cfg.split, data=cfg.data, name=cfg.name,
                                baseline=False, paths=cfg.paths,
                                **(made.get("generation") or {}))

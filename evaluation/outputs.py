@@ -21,10 +21,10 @@ from omegaconf.errors import OmegaConfBaseException
 from data.config import DataConfig
 from data.errors import ConfigError
 from trainers.identity import (
-    RESUME_FREE,
     digest,
     identity,
     read_json,
+    resume_free,
     without_later_defaults,
 )
 from trainers.models import load_run_config
@@ -76,9 +76,7 @@ def data_identity(data: DataConfig, fingerprint: dict[str, Any] | None) -> dict[
     tree = OmegaConf.to_container(OmegaConf.structured(data), enum_to_str=True)
     for key in ("path", "validation_path", "test_path"):
         tree[key] = _real(tree[key])
-    keys = identity({"data": tree}, ("data",), RESUME_FREE + ("data.name",))
-    if tree["chat"]["delexicalize"]:  # the slots it finds are what the model reads
-        keys["data.slot_pattern"] = tree["slot_pattern"]
+    keys = identity({"data": tree}, ("data",), resume_free({"data": tree}) + ("data.name",))
     return {"config": digest(without_later_defaults(keys)), "files": contents(fingerprint)}
 
 
@@ -108,8 +106,13 @@ def output_dir(run_dir: Path, split: str, own: bool, data: DataConfig,
     """``eval/<split>`` for the run's own data, ``eval-<name>/<split>`` for any other."""
     if own and name is None:
         return run_dir / EVAL_DIR / split
-    label = name or f"{data.name}-{digest(data_identity(data, fingerprint))[:8]}"
-    return run_dir / f"{EVAL_DIR}-{label}" / split
+    return named_dir(run_dir, name or f"{data.name}-{digest(data_identity(data, fingerprint))[:8]}",
+                     split)
+
+
+def named_dir(run_dir: Path, name: str, split: str) -> Path:
+    """Where ``evaluate … name=<name>`` keeps a run's answers of ``split``."""
+    return run_dir / f"{EVAL_DIR}-{name}" / split
 
 
 def rows_digest(frame: Any) -> str:

@@ -153,6 +153,15 @@ RESUME_FREE = ("data.materialize", "data.tokenize_actors", "data.task_rows",
                "task.rerank", "data.slot_pattern")
 
 
+def resume_free(resolved: dict[str, Any]) -> tuple[str, ...]:
+    """:data:`RESUME_FREE`, less ``data.slot_pattern`` when the data delexicalises: the slots
+    it finds are then the values the model reads as placeholders."""
+    data = resolved.get("data") or {}
+    if (data.get("chat") or {}).get("delexicalize"):
+        return tuple(k for k in RESUME_FREE if k != "data.slot_pattern")
+    return RESUME_FREE
+
+
 def run_identity(resolved: dict[str, Any], data_sha256: str | None,
                  code_relative: bool = False) -> dict[str, Any]:
     """What a run's checkpoints depend on: the keys above and the data's content hash.
@@ -161,10 +170,7 @@ def run_identity(resolved: dict[str, Any], data_sha256: str | None,
     (a run's resume check): a Ray job unpacks the code somewhere new on each submission, and
     data shipped with it (the sample) is the same data there. Pass the data hash of
     :func:`data_digest` with it."""
-    out = identity(resolved, RESUME_KEYS, RESUME_FREE, data_sha256)
-    data = resolved.get("data") or {}
-    if (data.get("chat") or {}).get("delexicalize"):  # it finds the values trained on
-        out["data.slot_pattern"] = data.get("slot_pattern")
+    out = identity(resolved, RESUME_KEYS, resume_free(resolved), data_sha256)
     return code_relative_identity(out, resolved) if code_relative else out
 
 
