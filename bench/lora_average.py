@@ -9,7 +9,7 @@ each member keeps its own ``alpha / r``). peft's ``add_weighted_adapter(...,
 combination_type="cat")`` builds the same adapter, but on a loaded base model; this works on
 the saved files alone (the test checks it against peft's merged weights). The members must
 share the base model, the target modules, the rank and alpha. The output is a run folder (the
-first member's config, tokenizer, label map and run_meta.json; the stacked adapter; a
+first member's config, tokenizer and label map; the stacked adapter; a run_meta.json and a
 metrics.json naming the members) that ``shardtune evaluate`` and ``compare`` read like any
 other.
 
@@ -30,7 +30,8 @@ from safetensors.torch import load_file, save_file
 
 SAME = ("base_model_name_or_path", "target_modules", "r", "lora_alpha", "use_dora",
         "use_rslora", "modules_to_save", "rank_pattern", "alpha_pattern")
-COPIED = ("config.json", "label_map.json", "run_meta.json", "tokenizer")
+COPIED = ("config.json", "label_map.json", "tokenizer")
+TRAINING_ONLY = ("train_rows", "train_split", "data_check", "final_metrics", "train_rows_added")
 
 
 def average_adapters(adapters: list[Path]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -61,6 +62,25 @@ def average_adapters(adapters: list[Path]) -> tuple[dict[str, torch.Tensor], dic
     return out, config
 
 
+def soup_meta(runs: list[Path], out: Path) -> dict:
+    """The soup's run_meta.json: the first member's, less what only its training measured, named
+    for the soup and listing every member. The data fingerprint is kept only when all members
+    trained on the same files (two draws of a data set do not: then none is the soup's), and
+    the seed only when they share it."""
+    metas = [json.loads((r / "run_meta.json").read_text()) for r in runs]
+    prints = [(m.get("dataset") or {}).get("fingerprint") for m in metas]
+    seeds = {m.get("seed") for m in metas}
+    meta = {k: v for k, v in metas[0].items() if k not in TRAINING_ONLY}
+    meta["dataset"] = {**(metas[0].get("dataset") or {}),
+                       "fingerprint": prints[0] if all(p == prints[0] for p in prints) else None}
+    meta.update(run_name=out.name, group_name=None, seed=seeds.pop() if len(seeds) == 1 else None,
+                averaged_from=[{"run": str(r), "run_name": m.get("run_name"),
+                                "seed": m.get("seed"), "git": m.get("git"),
+                                "data_sha256": (p or {}).get("sha256")}
+                               for r, m, p in zip(runs, metas, prints, strict=True)])
+    return meta
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="LoRA run folders (with adapter/)")
@@ -69,8 +89,9 @@ def main() -> None:
     if len(args.runs) < 2:
         raise SystemExit("give at least two runs to average")
     for run in args.runs:
-        if not (run / "adapter" / "adapter_config.json").exists():
-            raise SystemExit(f"{run}: no adapter/adapter_config.json (not a LoRA run?)")
+        for needed in ("adapter/adapter_config.json", "run_meta.json"):
+            if not (run / needed).exists():
+                raise SystemExit(f"{run}: no {needed} (not a finished LoRA run?)")
     tensors, config = average_adapters([r / "adapter" for r in args.runs])
     (args.out / "adapter").mkdir(parents=True, exist_ok=True)
     for name in COPIED:
@@ -79,6 +100,7 @@ def main() -> None:
             shutil.copytree(src, args.out / name, dirs_exist_ok=True)
         elif src.exists():
             shutil.copy2(src, args.out / name)
+    (args.out / "run_meta.json").write_text(json.dumps(soup_meta(args.runs, args.out), indent=1))
     save_file(tensors, str(args.out / "adapter" / "adapter_model.safetensors"))
     (args.out / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2))
     # a finished run has a metrics.json (compare and seed groups look for it); this one was

@@ -47,6 +47,16 @@ def _est(d: dict) -> str:
     return f"{d['value']:.4f} (95% CI {d['ci_low']:.4f}–{d['ci_high']:.4f}, n={d['n']})"
 
 
+def _fingerprint_lines(data: dict) -> list[str]:
+    """The training files and their hashes; a weight average of runs trained on different
+    files has none of its own (its members are listed under Training)."""
+    if not data["fingerprint"]:
+        return [f"- data set `{data['name']}`: members trained on different files"]
+    return [f"- data set `{data['name']}`, fingerprint `{data['fingerprint']['sha256']}`",
+            *[f"  - `{f['uri']}`: {f['bytes']} bytes, sha256 `{f['sha256'][:16]}…`"
+              for f in data["fingerprint"]["files"]]]
+
+
 def write_card(cfg: CardConfig) -> Path:
     run_dir = Path(local_run(cfg.run, "run")).expanduser().resolve()
     meta, config = _load(run_dir / "run_meta.json"), _load(run_dir / "config.json")
@@ -60,7 +70,8 @@ def write_card(cfg: CardConfig) -> Path:
         "library_name": "peft" if config["peft"]["method"] != "none" else "transformers",
         "pipeline_tag": {"seq_cls": "text-classification", "token_cls": "token-classification",
                          "causal_lm": "text-generation"}[config["task"]["kind"]],
-        "datasets": [f"{data['name']} (sha256 {data['fingerprint']['sha256'][:16]})"],
+        "datasets": [f"{data['name']}" + (f" (sha256 {data['fingerprint']['sha256'][:16]})"
+                                          if data["fingerprint"] else "")],
         "metrics": {k: round(v, 4) for k, v in final.items() if isinstance(v, float)
                     and k.split("/")[0] in ("val", "test")
                     and k.split("/")[-1] in ("accuracy", "macro_f1", "entity_f1", "perplexity")},
@@ -73,13 +84,13 @@ def write_card(cfg: CardConfig) -> Path:
              "## Intended use", "", cfg.intended_use, "",
              "## Limitations", "", cfg.limitations, "",
              "## Training data", "",
-             f"- data set `{data['name']}`, fingerprint `{data['fingerprint']['sha256']}`",
-             *[f"  - `{f['uri']}`: {f['bytes']} bytes, sha256 `{f['sha256'][:16]}…`"
-               for f in data["fingerprint"]["files"]],
+             *_fingerprint_lines(data),
              *[f"- {split}: {s['rows']} rows, {s['skipped']} skipped"
                for split, s in data["splits"].items()],
              f"- data check: `{json.dumps(meta.get('data_check', {}))}`", "",
              "## Training", "",
+             *[f"- a weight average of `{m['run']}` (seed {m['seed']}, data sha256 "
+               f"`{m['data_sha256']}`)" for m in meta.get("averaged_from", [])],
              f"- seed {meta['seed']}, git `{meta['git']['commit']}`"
              f"{' (dirty tree)' if meta['git']['dirty'] else ''}, config group "
              f"`{meta['config_group']}`",
