@@ -11,6 +11,15 @@ file is read: no test text. One row per distinct MR; counts are printed and save
 
     python bench/best_of_n.py --run runs/sft_lora_dev_values --data runs/e2e_dev_values.csv \\
         --beams 4 --out runs/e2e_dev_values_best4.csv
+
+More teachers: ``--pool`` takes earlier outputs of this script over the same ``--data`` (one
+per teacher) and keeps per MR the answer of highest sentence BLEU among them. Each file
+already holds its run's best, so the pool is the best of all the teachers' candidates, with no
+generation.
+
+    python bench/best_of_n.py --pool runs/e2e_dev_values_best4.csv \\
+        runs/e2e_dev_values_seed1_best4.csv --data runs/e2e_dev_values.csv \\
+        --out runs/e2e_dev_values_pool8.csv
 """
 
 from __future__ import annotations
@@ -51,6 +60,24 @@ def best_candidates(candidates: list[list[str]], references: list[list[str]]
     return chosen, chosen_bleu, top_bleu, kept_top
 
 
+def pooled_candidates(files: list[Path], mrs: list[str]) -> list[list[str]]:
+    """Per MR the answers of every earlier best-of-n file, in the files' order (so a tie keeps
+    the first file's). A file that lacks an MR of ``--data``, or holds one twice, is refused."""
+    answers = []
+    for path in files:
+        frame = pd.read_csv(path)
+        repeated = frame["mr"][frame["mr"].duplicated()]
+        if len(repeated):
+            raise SystemExit(f"{path}: MR {repeated.iloc[0]!r} appears twice")
+        by_mr = dict(zip(frame["mr"], frame["ref"], strict=True))
+        missing = [mr for mr in mrs if mr not in by_mr]
+        if missing:
+            raise SystemExit(f"{path}: {len(missing)} MRs of --data missing, "
+                             f"e.g. {missing[0]!r}")
+        answers.append([by_mr[mr] for mr in mrs])
+    return [list(per_mr) for per_mr in zip(*answers, strict=True)]
+
+
 def run_prompts(mrs: list[str], data: Any) -> tuple[list[str], list[dict[str, str]]]:
     """Each MR as the run reads it (its turns as JSON) and the placeholders' values to put
     back into its answers. A run that reads placeholders (``data.chat.delexicalize``) is
@@ -65,9 +92,26 @@ def run_prompts(mrs: list[str], data: Any) -> tuple[list[str], list[dict[str, st
     return prompts, values
 
 
+def pool(files: list[Path], data_path: Path, out: Path) -> None:
+    """Write the best, per MR, of several teachers' best-of-n files; save the counts."""
+    groups = pd.read_csv(data_path).groupby("mr", sort=False)["ref"].apply(list)
+    candidates = pooled_candidates(files, list(groups.index))
+    chosen, chosen_bleu, first_bleu, kept_first = best_candidates(candidates, list(groups))
+    pd.DataFrame({"mr": groups.index, "ref": chosen}).to_csv(out, index=False)
+    summary = {"pool": [str(f) for f in files], "data": str(data_path), "out": str(out),
+               "mrs": len(groups), "first_file_kept": kept_first,
+               "mean_sentence_bleu_first_file": float(np.mean(first_bleu)),
+               "mean_sentence_bleu_chosen": float(np.mean(chosen_bleu))}
+    save(f"best_of_n_{out.stem}", summary)
+    print(json.dumps(summary))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="the chat run that answers")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="the chat run that answers")
+    source.add_argument("--pool", type=Path, nargs="+",
+                        help="earlier outputs of this script over --data, one per teacher")
     parser.add_argument("--data", type=Path, required=True, help="its training file (mr, ref)")
     parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
@@ -77,6 +121,9 @@ def main() -> None:
     if args.beams < 2:
         raise SystemExit("--beams must be at least 2 (one candidate leaves nothing to choose)")
     torch.set_num_threads(args.threads)
+    if args.pool:
+        pool(args.pool, args.data, args.out)
+        return
     data = load_run_config(args.run).data
     chat = data.chat
     if not chat or not chat.prompt_template or chat.completion_field != "ref":

@@ -32,3 +32,33 @@ def test_a_run_that_reads_placeholders_is_asked_with_them() -> None:
                                                   slot_pattern=r"([^\[,:]+?)\[([^\]]*)\]"))
     assert json.loads(prompts[0])[0]["content"] == "Describe: name[X-name], eatType[pub]"
     assert relexicalize("X-name is a pub.", values[0]) == "Aromi is a pub."
+
+
+def test_a_pool_of_teachers_keeps_each_mrs_best_answer(tmp_path, monkeypatch) -> None:
+    import pandas as pd
+    import pytest
+
+    import bench.common
+    from bench.best_of_n import pool
+
+    monkeypatch.setattr(bench.common, "RESULTS", tmp_path / "results")  # not the repo's
+
+    data = tmp_path / "train.csv"
+    pd.DataFrame({"mr": ["a", "a", "b"],
+                  "ref": ["Aromi is a pub in the city centre .", "Aromi is a city centre pub .",
+                          "Zizzi is a cheap pub ."]}).to_csv(data, index=False)
+    first, second = tmp_path / "t0.csv", tmp_path / "t1.csv"
+    pd.DataFrame({"mr": ["a", "b"], "ref": ["Aromi is a place .", "Zizzi is a cheap pub ."]}
+                 ).to_csv(first, index=False)
+    pd.DataFrame({"mr": ["b", "a"], "ref": ["Zizzi is cheap .", "Aromi is a city centre pub ."]}
+                 ).to_csv(second, index=False)  # other order: answers are matched by MR
+    out = tmp_path / "pool.csv"
+    pool([first, second], data, out)
+    assert pd.read_csv(out).to_dict("list") == {
+        "mr": ["a", "b"], "ref": ["Aromi is a city centre pub .", "Zizzi is a cheap pub ."]}
+    assert json.loads((tmp_path / "results/best_of_n_pool.json").read_text())[
+        "first_file_kept"] == 1
+
+    pd.DataFrame({"mr": ["a"], "ref": ["Aromi ."]}).to_csv(second, index=False)
+    with pytest.raises(SystemExit, match="t1.csv: 1 MRs of --data missing, e.g. 'b'"):
+        pool([first, second], data, out)
