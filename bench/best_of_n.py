@@ -62,7 +62,8 @@ def best_candidates(candidates: list[list[str]], references: list[list[str]]
 
 def pooled_candidates(files: list[Path], mrs: list[str]) -> list[list[str]]:
     """Per MR the answers of every earlier best-of-n file, in the files' order (so a tie keeps
-    the first file's). A file that lacks an MR of ``--data``, or holds one twice, is refused."""
+    the first file's). A file whose MRs are not exactly those of ``--data``, or that holds one
+    twice, is refused."""
     answers = []
     for path in files:
         frame = pd.read_csv(path)
@@ -74,6 +75,9 @@ def pooled_candidates(files: list[Path], mrs: list[str]) -> list[list[str]]:
         if missing:
             raise SystemExit(f"{path}: {len(missing)} MRs of --data missing, "
                              f"e.g. {missing[0]!r}")
+        if len(by_mr) > len(mrs):  # every MR of --data is there: the rest are not its
+            raise SystemExit(f"{path}: {len(by_mr) - len(mrs)} MRs not in --data (made from "
+                             "another training file?)")
         answers.append([by_mr[mr] for mr in mrs])
     return [list(per_mr) for per_mr in zip(*answers, strict=True)]
 

@@ -66,13 +66,17 @@ def soup_meta(runs: list[Path], out: Path) -> dict:
     """The soup's run_meta.json: the first member's, less what only its training measured, named
     for the soup and listing every member. The data fingerprint is kept only when all members
     trained on the same files (two draws of a data set do not: then none is the soup's), and
-    the seed only when they share it."""
+    the seed and git commit only when they share them."""
     metas = [json.loads((r / "run_meta.json").read_text()) for r in runs]
     prints = [(m.get("dataset") or {}).get("fingerprint") for m in metas]
     seeds = {m.get("seed") for m in metas}
     meta = {k: v for k, v in metas[0].items() if k not in TRAINING_ONLY}
     meta["dataset"] = {**(metas[0].get("dataset") or {}),
                        "fingerprint": prints[0] if all(p == prints[0] for p in prints) else None}
+    commits = {(m.get("git") or {}).get("commit") for m in metas}
+    if len(commits) > 1:  # the card and reports show one commit: not any one member's
+        meta["git"] = {"commit": "members differ (averaged_from)",
+                       "dirty": any((m.get("git") or {}).get("dirty") for m in metas)}
     meta.update(run_name=out.name, group_name=None, seed=seeds.pop() if len(seeds) == 1 else None,
                 averaged_from=[{"run": str(r), "run_name": m.get("run_name"),
                                 "seed": m.get("seed"), "git": m.get("git"),

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
-from bench.best_of_n import best_candidates, run_prompts
+import pandas as pd
+import pytest
+
+import bench.common
+from bench.best_of_n import best_candidates, pool, run_prompts
 from data.chat import ChatSpec
 from data.config import DataConfig
 from data.delex import relexicalize
@@ -35,12 +39,6 @@ def test_a_run_that_reads_placeholders_is_asked_with_them() -> None:
 
 
 def test_a_pool_of_teachers_keeps_each_mrs_best_answer(tmp_path, monkeypatch) -> None:
-    import pandas as pd
-    import pytest
-
-    import bench.common
-    from bench.best_of_n import pool
-
     monkeypatch.setattr(bench.common, "RESULTS", tmp_path / "results")  # not the repo's
 
     data = tmp_path / "train.csv"
@@ -61,4 +59,7 @@ def test_a_pool_of_teachers_keeps_each_mrs_best_answer(tmp_path, monkeypatch) ->
 
     pd.DataFrame({"mr": ["a"], "ref": ["Aromi ."]}).to_csv(second, index=False)
     with pytest.raises(SystemExit, match="t1.csv: 1 MRs of --data missing, e.g. 'b'"):
+        pool([first, second], data, out)
+    pd.DataFrame({"mr": ["a", "b", "c"], "ref": ["A .", "B .", "C ."]}).to_csv(second, index=False)
+    with pytest.raises(SystemExit, match="t1.csv: 1 MRs not in --data"):
         pool([first, second], data, out)

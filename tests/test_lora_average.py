@@ -58,23 +58,24 @@ def test_members_that_differ_or_do_not_stack_are_refused(tmp_path: Path) -> None
 def test_the_soup_names_its_members_not_the_first_ones_training(tmp_path: Path) -> None:
     from bench.lora_average import soup_meta
 
-    def member(name: str, seed: int, sha: str) -> Path:
+    def member(name: str, seed: int, sha: str, commit: str = "abc") -> Path:
         (tmp_path / name).mkdir()
         (tmp_path / name / "run_meta.json").write_text(json.dumps({
-            "run_name": name, "seed": seed, "git": {"commit": "abc", "dirty": False},
+            "run_name": name, "seed": seed, "git": {"commit": commit, "dirty": False},
             "dataset": {"name": "e2e_nlg", "fingerprint": {"sha256": sha}},
             "train_rows": 4672, "final_metrics": {"test/perplexity": 3.5}}))
         return tmp_path / name
 
     draws = [member("draw0", 0, "aa"), member("draw1", 0, "bb")]
     meta = soup_meta(draws, tmp_path / "soup")
-    assert meta["run_name"] == "soup" and meta["seed"] == 0
+    assert meta["run_name"] == "soup" and meta["seed"] == 0 and meta["git"]["commit"] == "abc"
     assert meta["dataset"]["fingerprint"] is None  # two data files: neither is the soup's
     assert [m["data_sha256"] for m in meta["averaged_from"]] == ["aa", "bb"]
     assert "final_metrics" not in meta and "train_rows" not in meta
     from evaluation.card import _fingerprint_lines
     assert _fingerprint_lines(meta["dataset"]) == [  # the model card says so, not crashes
         "- data set `e2e_nlg`: members trained on different files"]
-    seeds = [draws[0], member("seed1", 1, "aa")]
+    seeds = [draws[0], member("seed1", 1, "aa", commit="def")]
     meta = soup_meta(seeds, tmp_path / "soup")
     assert meta["dataset"]["fingerprint"] == {"sha256": "aa"} and meta["seed"] is None
+    assert meta["git"]["commit"] == "members differ (averaged_from)"
