@@ -96,18 +96,29 @@ def run_prompts(mrs: list[str], data: Any) -> tuple[list[str], list[dict[str, st
     return prompts, values
 
 
-def pool(files: list[Path], data_path: Path, out: Path) -> None:
-    """Write the best, per MR, of several teachers' best-of-n files; save the counts."""
-    groups = pd.read_csv(data_path).groupby("mr", sort=False)["ref"].apply(list)
-    candidates = pooled_candidates(files, list(groups.index))
+def references_by_mr(path: Path) -> pd.Series:
+    """Each distinct MR of a training file, in file order, with its references."""
+    return pd.read_csv(path).groupby("mr", sort=False)["ref"].apply(list)
+
+
+def write_choice(out: Path, groups: pd.Series, candidates: list[list[str]], first: str,
+                 **about: Any) -> None:
+    """Keep each MR's best candidate, write them as a training file and save (and print) the
+    counts; ``first`` names what each MR's first candidate is (its top beam, or the first
+    file's answer)."""
     chosen, chosen_bleu, first_bleu, kept_first = best_candidates(candidates, list(groups))
     pd.DataFrame({"mr": groups.index, "ref": chosen}).to_csv(out, index=False)
-    summary = {"pool": [str(f) for f in files], "data": str(data_path), "out": str(out),
-               "mrs": len(groups), "first_file_kept": kept_first,
-               "mean_sentence_bleu_first_file": float(np.mean(first_bleu)),
-               "mean_sentence_bleu_chosen": float(np.mean(chosen_bleu))}
-    save(f"best_of_n_{out.stem}", summary)
-    print(json.dumps(summary))
+    save(f"best_of_n_{out.stem}", {**about, "out": str(out), "mrs": len(groups),
+                                   f"{first}_kept": kept_first,
+                                   f"mean_sentence_bleu_{first}": float(np.mean(first_bleu)),
+                                   "mean_sentence_bleu_chosen": float(np.mean(chosen_bleu))})
+
+
+def pool(files: list[Path], data_path: Path, out: Path) -> None:
+    """Write the best, per MR, of several teachers' best-of-n files; save the counts."""
+    groups = references_by_mr(data_path)
+    write_choice(out, groups, pooled_candidates(files, list(groups.index)), "first_file",
+                 pool=[str(f) for f in files], data=str(data_path))
 
 
 def main() -> None:
@@ -132,24 +143,15 @@ def main() -> None:
     chat = data.chat
     if not chat or not chat.prompt_template or chat.completion_field != "ref":
         raise SystemExit(f"{args.run}: not trained from mr/ref rows with a prompt_template")
-    frame = pd.read_csv(args.data)
-    groups = frame.groupby("mr", sort=False)["ref"].apply(list)
+    groups = references_by_mr(args.data)
     prompts, values = run_prompts(list(groups.index), data)
     began = time.perf_counter()
     candidates = n_best(args.run, prompts, args.beams, args.batch)
     seconds = time.perf_counter() - began
     candidates = [[relexicalize(c, v) for c in cands]
                   for cands, v in zip(candidates, values, strict=True)]
-    chosen, chosen_bleu, top_bleu, kept_top = best_candidates(candidates, list(groups))
-    pd.DataFrame({"mr": groups.index, "ref": chosen}).to_csv(args.out, index=False)
-    summary = {"run": str(args.run), "data": str(args.data), "out": str(args.out),
-               "mrs": len(groups), "beams": args.beams, "top_beam_kept": kept_top,
-               "mean_sentence_bleu_top_beam": float(np.mean(top_bleu)),
-               "mean_sentence_bleu_chosen": float(np.mean(chosen_bleu)),
-               "generation_seconds": seconds}
-    save(f"best_of_n_{args.out.stem}", summary)
-    print(json.dumps(summary))
-
+    write_choice(args.out, groups, candidates, "top_beam", run=str(args.run),
+                 data=str(args.data), beams=args.beams, generation_seconds=seconds)
 
 if __name__ == "__main__":
     main()
