@@ -1,0 +1,244 @@
+"""Pick, per MR, the candidate of a run's n-best closest to what people wrote for the most
+similar training MRs (delexicalised), scored as ``evaluate`` scores one run.
+
+Why: the 8-best of a fine-tuned E2E model holds answers far closer to the references than its
+top beam (oracle 68.6 vs 61.5 uncased BLEU, ``bench/bench_nbest.py``), but what reads only the
+MR and the candidates cannot find them: attribute coverage buys 0.1 and consensus (MBR) among
+the candidates loses a point, since it prefers the commonest phrasing *of the model*. The
+training file holds what *people* wrote for MRs of the same shape. Each candidate and each
+training reference is delexicalised by its own MR (every slot value written verbatim becomes
+its placeholder, ``data/delex.py``; "an" reads "a"), and the candidate of highest sentence
+BLEU against the references of the ``--neighbours`` training MRs most like the test MR (same
+attributes first, then same values) is kept; ties keep the higher beam. Only the training file
+is read: no test text. Several runs' n-best files (``--candidates A B``) are joined per MR,
+the earlier file winning ties.
+
+    # the n-best, once (20 min for 630 MRs with 8 beams on 2 cores)
+    python bench/neighbour_rerank.py nbest --run runs/R --beams 8 \\
+        --prompts runs/R/eval-beam8/test --out runs/R/nbest8_test.parquet
+    # the setting, chosen on the training MRs (each scored without its own references)
+    python bench/neighbour_rerank.py nbest --run runs/R --beams 8 \\
+        --data ../shared/datasets/e2e_nlg/devset.csv --out runs/R/nbest8_dev.parquet
+    python bench/neighbour_rerank.py tune --candidates runs/R/nbest8_dev.parquet \\
+        --pool ../shared/datasets/e2e_nlg/devset.csv --name neighbour_rerank_tune
+    # the test answers, as an evaluation folder that compare's pairing tool reads
+    python bench/neighbour_rerank.py pick --candidates runs/R/nbest8_test.parquet \\
+        --pool ../shared/datasets/e2e_nlg/devset.csv --neighbours 5 --out runs/R_nrr/eval/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_nbest import n_best  # noqa: E402
+from bench.best_of_n import references_by_mr, run_prompts  # noqa: E402
+from bench.common import save  # noqa: E402
+from bench.e2e_synthetic_mrs import parse  # noqa: E402
+from bench.ensemble_generate import SCORES, save_scored  # noqa: E402
+from data.delex import delexicalize, relexicalize  # noqa: E402
+from evaluation.generation import corpus_metric, reference_streams  # noqa: E402
+from trainers.models import load_run_config, load_tokenizer  # noqa: E402
+
+SLOT_PATTERN = r"([^\[,:]+?)\[([^\]]*)\]"
+# values people write as they stand; familyFriendly[yes/no] is phrased, never copied
+DELEXICALISED = ["name", "near", "eatType", "food", "area", "priceRange", "customer rating"]
+OPEN = {"name", "near"}  # values no two MRs need share to be phrased alike
+SETTINGS = [(k, how) for k in (1, 3, 5, 10, 20, 40) for how in ("pooled", "mean")]
+
+
+def delexicalised(mr: str, text: str) -> str:
+    """``text`` with each of ``mr``'s values written verbatim as its placeholder, and the
+    article before a placeholder made "a" (a pub, an Italian: the same phrasing)."""
+    turns = [{"role": "user", "content": mr}, {"role": "assistant", "content": text}]
+    out = delexicalize(turns, SLOT_PATTERN, DELEXICALISED).messages[1]["content"]
+    return re.sub(r"\b[Aa]n\b", "a", out)
+
+
+class Neighbours:
+    """The training file's MRs with their delexicalised references, ranked by likeness."""
+
+    def __init__(self, pool: pd.Series) -> None:
+        self.entries = [(mr, parse(mr), [delexicalised(mr, r) for r in refs])
+                        for mr, refs in pool.items()]
+
+    def references(self, mr: str, k: int) -> list[list[str]]:
+        """The delexicalised references of the ``k`` MRs most like ``mr`` (itself left out):
+        two points off per attribute one has and the other lacks, one on per shared value
+        of a non-name attribute; ties in file order."""
+        slots = parse(mr)
+
+        def likeness(other: dict[str, str]) -> int:
+            shared = set(slots) & set(other)
+            return -2 * len(set(slots) ^ set(other)) + sum(
+                slots[a] == other[a] for a in shared - OPEN)
+
+        ranked = sorted((e for e in self.entries if e[0] != mr), key=lambda e: -likeness(e[1]))
+        return [refs for _, _, refs in ranked[:k]]
+
+
+def pick(mr: str, candidates: list[str], neighbours: Neighbours, k: int, how: str) -> int:
+    """The index of the candidate closest to the neighbours' references: sentence BLEU
+    (uncased) against all their references at once (``pooled``) or its mean over the
+    neighbours, each against its own (``mean``, as the test scores one MR); ties: the lower
+    index (the higher beam)."""
+    bleu = corpus_metric("bleu_uncased", sentence=True)
+    groups = neighbours.references(mr, k)
+    texts = [delexicalised(mr, c) for c in candidates]
+    if how == "pooled":
+        pooled = [r for refs in groups for r in refs]
+        scores = [bleu.sentence_score(t, pooled).score for t in texts]
+    else:
+        scores = [np.mean([bleu.sentence_score(t, refs).score for refs in groups])
+                  for t in texts]
+    return int(np.argmax(scores))
+
+
+def corpus_bleu(answers: list[str], references: list[list[str]]) -> float:
+    return corpus_metric("bleu_uncased").corpus_score(answers, reference_streams(references)).score
+
+
+def make_nbest(args: argparse.Namespace) -> None:
+    """Generate and save every MR's n-best (the run's own prompts, values put back)."""
+    data = load_run_config(args.run).data
+    template = data.chat.prompt_template
+    if args.prompts:
+        frame = pd.read_parquet(args.prompts / "predictions.parquet")
+        head, tail = template.split("{mr}")
+        mrs = [t[len(head):len(t) - len(tail)] for t in frame["text"]]
+        frame = frame.drop(columns=[c for c in (*SCORES, "generated", "new_tokens", "stopped")
+                                    if c in frame.columns])
+    else:
+        groups = references_by_mr(args.data)
+        mrs = list(groups.index)
+        frame = pd.DataFrame({"text": [template.format(mr=m) for m in mrs],
+                              "references": [json.dumps(r) for r in groups]})
+    prompts, values = run_prompts(mrs, data)
+    began = time.perf_counter()
+    candidates = n_best(args.run, prompts, args.beams, args.batch)
+    seconds = time.perf_counter() - began
+    candidates = [[relexicalize(c, v) for c in cands]
+                  for cands, v in zip(candidates, values, strict=True)]
+    frame.assign(mr=mrs, candidates=[json.dumps(c) for c in candidates]).to_parquet(args.out)
+    about = {"run": str(args.run), "beams": args.beams, "source": str(args.prompts or args.data),
+             "mrs": len(mrs), "generation_seconds": seconds}
+    Path(f"{args.out}.json").write_text(json.dumps(about, indent=1))
+    print(json.dumps(about))
+
+
+def read_candidates(paths: list[Path]) -> tuple[pd.DataFrame, list[list[str]], list[list[str]]]:
+    """The first file's rows, each MR's candidates of every file in turn (so a tie keeps the
+    earlier file's), and each MR's references. Files that answered other MRs are refused."""
+    frames = [pd.read_parquet(p) for p in paths]
+    first = frames[0]
+    for path, frame in zip(paths[1:], frames[1:], strict=True):
+        if list(frame["mr"]) != list(first["mr"]):
+            raise SystemExit(f"{path} holds other MRs (or another order) than {paths[0]}")
+    candidates = [sum(per_file, []) for per_file in zip(
+        *[[json.loads(c) for c in f["candidates"]] for f in frames], strict=True)]
+    return first, candidates, [json.loads(r) for r in first["references"]]
+
+
+def tune(args: argparse.Namespace) -> None:
+    """Corpus BLEU of each setting's picks on the training MRs, each MR's own references left
+    out of its neighbours; beside the top beam and the oracle."""
+    frame, candidates, references = read_candidates(args.candidates)
+    neighbours = Neighbours(references_by_mr(args.pool))
+    sentence = corpus_metric("bleu_uncased", sentence=True)
+    oracle = [c[int(np.argmax([sentence.sentence_score(x, refs).score for x in c]))]
+              for c, refs in zip(candidates, references, strict=True)]
+    result: dict[str, Any] = {"candidates": list(map(str, args.candidates)),
+                              "pool": str(args.pool), "mrs": len(frame),
+                              "top_beam": corpus_bleu([c[0] for c in candidates], references),
+                              "oracle": corpus_bleu(oracle, references), "settings": {}}
+    for k, how in SETTINGS:
+        chosen = [c[pick(mr, c, neighbours, k, how)]
+                  for mr, c in zip(frame["mr"], candidates, strict=True)]
+        result["settings"][f"{how}_{k}"] = corpus_bleu(chosen, references)
+        print(f"{how} k={k}: {result['settings'][f'{how}_{k}']:.2f}", flush=True)
+    best = max(result["settings"], key=result["settings"].get)
+    save(args.name, {**result, "best": best})
+
+
+def choose(args: argparse.Namespace) -> None:
+    """Write the picks as an evaluation folder (scored, with its report)."""
+    frame, candidates, _ = read_candidates(args.candidates)
+    made_from = [json.loads(Path(f"{p}.json").read_text()) for p in args.candidates]
+    source = Path(made_from[0]["source"])
+    if not (source / "metrics.json").exists():
+        raise SystemExit(f"{args.candidates[0]}: made from {source}, not an evaluation folder "
+                         "(pick writes one like it; tune reads training MRs)")
+    neighbours = Neighbours(references_by_mr(args.pool))
+    ranks = [pick(mr, c, neighbours, args.neighbours, args.how)
+             for mr, c in zip(frame["mr"], candidates, strict=True)]
+    chosen = [c[r] for c, r in zip(candidates, ranks, strict=True)]
+    tok = load_tokenizer(load_run_config(Path(made_from[0]["run"])).model)
+    new_tokens = [len(tok(a, add_special_tokens=False)["input_ids"]) for a in chosen]
+    out = frame.drop(columns=["candidates", "mr"]).assign(
+        generated=chosen, new_tokens=new_tokens, stopped=[n < 64 for n in new_tokens],
+        references=[json.loads(r) for r in frame["references"]])
+    made = json.loads((source / "metrics.json").read_text())
+    picked = np.bincount(ranks, minlength=len(candidates[0])).tolist()
+    metrics = save_scored(out, {
+        "run": str(args.out), "split": made["split"], "data": str(source),
+        "picked_rank": picked,
+        "made_by": {"neighbour_rerank": {"candidates": made_from, "pool": str(args.pool),
+                                         "neighbours": args.neighbours, "how": args.how},
+                    "rows": made["made_by"]["rows"],
+                    # not the source's decoding: pairing it with the source needs
+                    # bench_paired_generations.py --decoding-differs
+                    "generation": {**(made["made_by"].get("generation") or {}),
+                                   "picked_by": f"neighbours {args.how} {args.neighbours}",
+                                   "candidates": len(candidates[0])}}},
+        args.out, args.resamples)
+    print(json.dumps({"prompts": len(out), "picked_rank": picked,
+                      **{k: round(metrics[k]["value"], 2) for k in SCORES}}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    gen = sub.add_parser("nbest", help="generate and save each MR's n-best")
+    gen.add_argument("--run", type=Path, required=True)
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompts", type=Path, help="an evaluation folder: its prompts")
+    source.add_argument("--data", type=Path, help="a training file (mr, ref): its MRs")
+    gen.add_argument("--beams", type=int, default=8)
+    gen.add_argument("--batch", type=int, default=8)
+    gen.add_argument("--out", type=Path, required=True)
+    gen.add_argument("--threads", type=int, default=torch.get_num_threads())
+    for name in ("tune", "pick"):
+        step = sub.add_parser(name)
+        step.add_argument("--candidates", type=Path, nargs="+", required=True,
+                          help="nbest outputs over the same MRs (one per run)")
+        step.add_argument("--pool", type=Path, required=True, help="the training file (mr, ref)")
+    sub.choices["tune"].add_argument("--name", default="neighbour_rerank_tune")
+    sub.choices["pick"].add_argument("--neighbours", type=int, default=5)
+    sub.choices["pick"].add_argument("--how", choices=["pooled", "mean"], default="pooled")
+    sub.choices["pick"].add_argument("--out", type=Path, required=True)
+    sub.choices["pick"].add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args()
+    if args.step == "nbest":
+        if args.beams < 2:
+            raise SystemExit("--beams must be at least 2 (one candidate leaves nothing to pick)")
+        torch.set_num_threads(args.threads)
+        make_nbest(args)
+    elif args.step == "tune":
+        tune(args)
+    else:
+        choose(args)
+
+
+if __name__ == "__main__":
+    main()

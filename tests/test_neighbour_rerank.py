@@ -1,0 +1,70 @@
+"""bench/neighbour_rerank.py keeps the candidate phrased as people phrased the training MRs
+most like the test MR, values aside, and never reads an MR's own references."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.neighbour_rerank import Neighbours, delexicalised, pick, read_candidates
+
+
+def test_values_become_placeholders_and_articles_agree() -> None:
+    mr = "name[The Eagle], eatType[pub], food[Italian], area[city centre], familyFriendly[yes]"
+    text = "The Eagle is an Italian pub in the City Centre. It is family friendly."
+    assert delexicalised(mr, text) == ("X-name is a X-food X-eatType in the X-area. "
+                                       "It is family friendly.")
+
+
+def test_neighbours_share_attributes_then_values_and_leave_the_mr_itself_out() -> None:
+    pool = pd.Series({
+        "name[Aromi], eatType[pub], area[riverside]": ["Aromi is a pub by the riverside."],
+        "name[Cocum], eatType[pub], area[city centre]": ["Cocum is a pub in the city centre."],
+        "name[Zizzi], eatType[pub], area[riverside], familyFriendly[no]": ["Zizzi: pub."],
+        "name[Strada], food[French]": ["Strada serves French food."],
+    })
+    neighbours = Neighbours(pool)
+    # the same attributes first (value aside), then one attribute more, never itself
+    assert neighbours.references("name[Aromi], eatType[pub], area[riverside]", 2) == [
+        ["X-name is a X-eatType in the X-area."], ["X-name: X-eatType."]]
+    # among MRs of the same attributes, the one sharing a value ranks first
+    assert neighbours.references("name[Loch Fyne], eatType[pub], area[city centre]", 1) == [
+        ["X-name is a X-eatType in the X-area."]]
+    assert neighbours.references("name[Loch Fyne], eatType[pub], area[riverside]", 1) == [
+        ["X-name is a X-eatType by the X-area."]]
+
+
+def test_the_candidate_worded_as_the_neighbours_are_is_picked() -> None:
+    pool = pd.Series({
+        "name[Aromi], eatType[pub], area[riverside]": ["Aromi is a pub in the riverside area.",
+                                                   "Aromi is a riverside pub."],
+        "name[Cocum], eatType[coffee shop], area[city centre]": [
+            "Cocum is a coffee shop in the city centre area."],
+    })
+    mr = "name[Giraffe], eatType[restaurant], area[riverside]"
+    candidates = ["Giraffe, found near the river, is a restaurant.",
+                  "Giraffe is a restaurant in the riverside area."]
+    for how in ("pooled", "mean"):
+        assert pick(mr, candidates, Neighbours(pool), 2, how) == 1
+    # equal candidates: the higher beam
+    assert pick(mr, [candidates[1], candidates[1]], Neighbours(pool), 2, "pooled") == 0
+
+
+def test_several_runs_candidates_join_per_mr_and_other_mrs_are_refused(tmp_path) -> None:
+    def nbest(name: str, mrs: list[str], answers: list[list[str]]) -> Path:
+        path = tmp_path / f"{name}.parquet"
+        pd.DataFrame({"mr": mrs, "references": [json.dumps(["ref"])] * len(mrs),
+                      "candidates": [json.dumps(a) for a in answers]}).to_parquet(path)
+        return path
+
+    a = nbest("a", ["m1", "m2"], [["a1", "a2"], ["a3", "a4"]])
+    b = nbest("b", ["m1", "m2"], [["b1", "b2"], ["b3", "b4"]])
+    frame, candidates, references = read_candidates([a, b])
+    assert candidates == [["a1", "a2", "b1", "b2"], ["a3", "a4", "b3", "b4"]]
+    assert references == [["ref"], ["ref"]] and list(frame["mr"]) == ["m1", "m2"]
+    other = nbest("c", ["m2", "m1"], [["c1"], ["c2"]])
+    with pytest.raises(SystemExit, match="other MRs"):
+        read_candidates([a, other])
