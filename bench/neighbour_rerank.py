@@ -112,10 +112,17 @@ def corpus_bleu(answers: list[str], references: list[list[str]]) -> float:
 def make_nbest(args: argparse.Namespace) -> None:
     """Generate and save every MR's n-best (the run's own prompts, values put back)."""
     data = load_run_config(args.run).data
-    template = data.chat.prompt_template
+    template = data.chat.prompt_template if data.chat else None
+    if not template or template.count("{mr}") != 1 or data.chat.completion_field != "ref":
+        raise SystemExit(f"{args.run}: not trained from mr/ref rows with a prompt_template "
+                         "holding {mr} once")
     if args.prompts:
         frame = pd.read_parquet(args.prompts / "predictions.parquet")
         head, tail = template.split("{mr}")
+        alien = [t for t in frame["text"] if not (t.startswith(head) and t.endswith(tail))]
+        if alien:
+            raise SystemExit(f"{args.prompts}: {len(alien)} prompts not made by {args.run}'s "
+                             f"template, e.g. {alien[0]!r}")
         mrs = [t[len(head):len(t) - len(tail)] for t in frame["text"]]
         frame = frame.drop(columns=[c for c in (*SCORES, "generated", "new_tokens", "stopped")
                                     if c in frame.columns])
@@ -186,6 +193,7 @@ def choose(args: argparse.Namespace) -> None:
     tok = load_tokenizer(load_run_config(Path(made_from[0]["run"])).model)
     new_tokens = [len(tok(a, add_special_tokens=False)["input_ids"]) for a in chosen]
     out = frame.drop(columns=["candidates", "mr"]).assign(
+        # n_best generates at most 64 new tokens: an answer that long may have been cut
         generated=chosen, new_tokens=new_tokens, stopped=[n < 64 for n in new_tokens],
         references=[json.loads(r) for r in frame["references"]])
     made = json.loads((source / "metrics.json").read_text())
@@ -225,7 +233,7 @@ def main() -> None:
         step.add_argument("--pool", type=Path, required=True, help="the training file (mr, ref)")
     sub.choices["tune"].add_argument("--name", default="neighbour_rerank_tune")
     sub.choices["pick"].add_argument("--neighbours", type=int, default=5)
-    sub.choices["pick"].add_argument("--how", choices=["pooled", "mean"], default="pooled")
+    sub.choices["pick"].add_argument("--how", choices=["pooled", "mean"], default="mean")
     sub.choices["pick"].add_argument("--out", type=Path, required=True)
     sub.choices["pick"].add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()
