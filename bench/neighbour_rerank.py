@@ -140,6 +140,8 @@ def make_nbest(args: argparse.Namespace) -> None:
     frame.assign(mr=mrs, candidates=[json.dumps(c) for c in candidates]).to_parquet(args.out)
     about = {"run": str(args.run), "beams": args.beams, "source": str(args.prompts or args.data),
              "mrs": len(mrs), "generation_seconds": seconds}
+    if args.prompts:  # which prompts: pick refuses a source folder evaluated again since
+        about["rows"] = json.loads((args.prompts / "metrics.json").read_text())["made_by"]["rows"]
     Path(f"{args.out}.json").write_text(json.dumps(about, indent=1))
     print(json.dumps(about))
 
@@ -186,6 +188,10 @@ def choose(args: argparse.Namespace) -> None:
     if not (source / "metrics.json").exists():
         raise SystemExit(f"{args.candidates[0]}: made from {source}, not an evaluation folder "
                          "(pick writes one like it; tune reads training MRs)")
+    made = json.loads((source / "metrics.json").read_text())
+    if made["made_by"]["rows"] != made_from[0].get("rows"):
+        raise SystemExit(f"{source} was evaluated on other prompts since "
+                         f"{args.candidates[0]} was made: make the n-best again")
     neighbours = Neighbours(references_by_mr(args.pool))
     ranks = [pick(mr, c, neighbours, args.neighbours, args.how)
              for mr, c in zip(frame["mr"], candidates, strict=True)]
@@ -196,7 +202,6 @@ def choose(args: argparse.Namespace) -> None:
         # n_best generates at most 64 new tokens: an answer that long may have been cut
         generated=chosen, new_tokens=new_tokens, stopped=[n < 64 for n in new_tokens],
         references=[json.loads(r) for r in frame["references"]])
-    made = json.loads((source / "metrics.json").read_text())
     picked = np.bincount(ranks, minlength=len(candidates[0])).tolist()
     metrics = save_scored(out, {
         "run": str(args.out), "split": made["split"], "data": str(source),
