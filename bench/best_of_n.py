@@ -96,6 +96,30 @@ def run_prompts(mrs: list[str], data: Any) -> tuple[list[str], list[dict[str, st
     return prompts, values
 
 
+def chat_data(run: Path) -> Any:
+    """The run's data config; refused unless the run read mr/ref rows through a prompt
+    template that holds ``{mr}`` once."""
+    data = load_run_config(run).data
+    template = data.chat.prompt_template if data.chat else None
+    if not template or template.count("{mr}") != 1 or data.chat.completion_field != "ref":
+        raise SystemExit(f"{run}: not trained from mr/ref rows with a prompt_template "
+                         "holding {mr} once")
+    return data
+
+
+def answer_mrs(run: Path, data: Any, mrs: list[str], beams: int, batch: int
+               ) -> tuple[list[list[str]], float]:
+    """Each MR's ``beams`` candidates from ``run`` (whose :func:`chat_data` is ``data``),
+    asked as it reads MRs (placeholders in) and with the values put back; and the
+    generation's seconds."""
+    prompts, values = run_prompts(mrs, data)
+    began = time.perf_counter()
+    candidates = n_best(run, prompts, beams, batch)
+    seconds = time.perf_counter() - began
+    return [[relexicalize(c, v) for c in cands]
+            for cands, v in zip(candidates, values, strict=True)], seconds
+
+
 def references_by_mr(path: Path) -> pd.Series:
     """Each distinct MR of a training file, in file order, with its references."""
     return pd.read_csv(path).groupby("mr", sort=False)["ref"].apply(list)
@@ -139,19 +163,12 @@ def main() -> None:
     if args.pool:
         pool(args.pool, args.data, args.out)
         return
-    data = load_run_config(args.run).data
-    chat = data.chat
-    if not chat or not chat.prompt_template or chat.completion_field != "ref":
-        raise SystemExit(f"{args.run}: not trained from mr/ref rows with a prompt_template")
+    data = chat_data(args.run)  # refused before the training file is read
     groups = references_by_mr(args.data)
-    prompts, values = run_prompts(list(groups.index), data)
-    began = time.perf_counter()
-    candidates = n_best(args.run, prompts, args.beams, args.batch)
-    seconds = time.perf_counter() - began
-    candidates = [[relexicalize(c, v) for c in cands]
-                  for cands, v in zip(candidates, values, strict=True)]
+    candidates, seconds = answer_mrs(args.run, data, list(groups.index), args.beams, args.batch)
     write_choice(args.out, groups, candidates, "top_beam", run=str(args.run),
                  data=str(args.data), beams=args.beams, generation_seconds=seconds)
+
 
 if __name__ == "__main__":
     main()

@@ -33,7 +33,6 @@ import argparse
 import json
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +42,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_nbest import n_best  # noqa: E402
-from bench.best_of_n import references_by_mr, run_prompts  # noqa: E402
+from bench.best_of_n import answer_mrs, best_candidates, chat_data, references_by_mr  # noqa: E402
 from bench.common import save  # noqa: E402
 from bench.e2e_synthetic_mrs import parse  # noqa: E402
 from bench.ensemble_generate import SCORES, save_scored  # noqa: E402
-from data.delex import delexicalize, relexicalize  # noqa: E402
+from data.delex import delexicalize  # noqa: E402
 from evaluation.generation import corpus_metric, reference_streams  # noqa: E402
 from trainers.models import load_run_config, load_tokenizer  # noqa: E402
 
@@ -89,21 +87,32 @@ class Neighbours:
         return [refs for _, _, refs in ranked[:k]]
 
 
+def per_neighbour(mr: str, candidates: list[str], neighbours: Neighbours, k: int) -> np.ndarray:
+    """Each candidate's sentence BLEU (uncased, delexicalised) against each of the ``k``
+    nearest MRs' references, one column a neighbour, nearest first."""
+    bleu = corpus_metric("bleu_uncased", sentence=True)
+    groups = neighbours.references(mr, k)
+    return np.array([[bleu.sentence_score(delexicalised(mr, c), refs).score for refs in groups]
+                     for c in candidates])
+
+
+def mean_of_nearest(scores: np.ndarray, k: int) -> np.ndarray:
+    """Each row's mean over its first ``k`` columns (the same sum order for every ``k``, so a
+    tune over k prefixes one matrix and picks as :func:`pick` would)."""
+    return np.array([row[:k].mean() for row in scores])
+
+
 def pick(mr: str, candidates: list[str], neighbours: Neighbours, k: int, how: str) -> int:
     """The index of the candidate closest to the neighbours' references: sentence BLEU
     (uncased) against all their references at once (``pooled``) or its mean over the
     neighbours, each against its own (``mean``, as the test scores one MR); ties: the lower
     index (the higher beam)."""
+    if how == "mean":
+        return int(np.argmax(mean_of_nearest(per_neighbour(mr, candidates, neighbours, k), k)))
     bleu = corpus_metric("bleu_uncased", sentence=True)
-    groups = neighbours.references(mr, k)
-    texts = [delexicalised(mr, c) for c in candidates]
-    if how == "pooled":
-        pooled = [r for refs in groups for r in refs]
-        scores = [bleu.sentence_score(t, pooled).score for t in texts]
-    else:
-        scores = [np.mean([bleu.sentence_score(t, refs).score for refs in groups])
-                  for t in texts]
-    return int(np.argmax(scores))
+    pooled = [r for refs in neighbours.references(mr, k) for r in refs]
+    return int(np.argmax([bleu.sentence_score(delexicalised(mr, c), pooled).score
+                          for c in candidates]))
 
 
 def corpus_bleu(answers: list[str], references: list[list[str]]) -> float:
@@ -112,11 +121,8 @@ def corpus_bleu(answers: list[str], references: list[list[str]]) -> float:
 
 def make_nbest(args: argparse.Namespace) -> None:
     """Generate and save every MR's n-best (the run's own prompts, values put back)."""
-    data = load_run_config(args.run).data
-    template = data.chat.prompt_template if data.chat else None
-    if not template or template.count("{mr}") != 1 or data.chat.completion_field != "ref":
-        raise SystemExit(f"{args.run}: not trained from mr/ref rows with a prompt_template "
-                         "holding {mr} once")
+    data = chat_data(args.run)
+    template = data.chat.prompt_template
     if args.prompts:
         frame = pd.read_parquet(args.prompts / "predictions.parquet")
         head, tail = template.split("{mr}")
@@ -132,12 +138,7 @@ def make_nbest(args: argparse.Namespace) -> None:
         mrs = list(groups.index)
         frame = pd.DataFrame({"text": [template.format(mr=m) for m in mrs],
                               "references": [json.dumps(r) for r in groups]})
-    prompts, values = run_prompts(mrs, data)
-    began = time.perf_counter()
-    candidates = n_best(args.run, prompts, args.beams, args.batch)
-    seconds = time.perf_counter() - began
-    candidates = [[relexicalize(c, v) for c in cands]
-                  for cands, v in zip(candidates, values, strict=True)]
+    candidates, seconds = answer_mrs(args.run, data, mrs, args.beams, args.batch)
     frame.assign(mr=mrs, candidates=[json.dumps(c) for c in candidates]).to_parquet(args.out)
     about = {"run": str(args.run), "beams": args.beams, "source": str(args.prompts or args.data),
              "mrs": len(mrs), "generation_seconds": seconds}
@@ -165,16 +166,22 @@ def tune(args: argparse.Namespace) -> None:
     out of its neighbours; beside the top beam and the oracle."""
     frame, candidates, references = read_candidates(args.candidates)
     neighbours = Neighbours(references_by_mr(args.pool))
-    sentence = corpus_metric("bleu_uncased", sentence=True)
-    oracle = [c[int(np.argmax([sentence.sentence_score(x, refs).score for x in c]))]
-              for c, refs in zip(candidates, references, strict=True)]
+    oracle = best_candidates(candidates, references)[0]
     result: dict[str, Any] = {"candidates": list(map(str, args.candidates)),
                               "pool": str(args.pool), "mrs": len(frame),
                               "top_beam": corpus_bleu([c[0] for c in candidates], references),
                               "oracle": corpus_bleu(oracle, references), "settings": {}}
+    # the mean's per-neighbour scores once, to the largest k: each k takes its first columns
+    largest = max(k for k, _ in SETTINGS)
+    matrices = [per_neighbour(mr, c, neighbours, largest)
+                for mr, c in zip(frame["mr"], candidates, strict=True)]
     for k, how in SETTINGS:
-        chosen = [c[pick(mr, c, neighbours, k, how)]
-                  for mr, c in zip(frame["mr"], candidates, strict=True)]
+        if how == "mean":
+            ranks = [int(np.argmax(mean_of_nearest(m, k))) for m in matrices]
+        else:
+            ranks = [pick(mr, c, neighbours, k, how)
+                     for mr, c in zip(frame["mr"], candidates, strict=True)]
+        chosen = [c[r] for c, r in zip(candidates, ranks, strict=True)]
         result["settings"][f"{how}_{k}"] = corpus_bleu(chosen, references)
         print(f"{how} k={k}: {result['settings'][f'{how}_{k}']:.2f}", flush=True)
     best = max(result["settings"], key=result["settings"].get)
