@@ -34,7 +34,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,7 @@ from bench.e2e_synthetic_mrs import parse  # noqa: E402
 from bench.ensemble_generate import SCORES, save_scored  # noqa: E402
 from data.delex import delexicalize  # noqa: E402
 from evaluation.generation import corpus_metric, reference_streams  # noqa: E402
+from evaluation.outputs import weights_hash  # noqa: E402
 from trainers.models import load_run_config, load_tokenizer  # noqa: E402
 
 SLOT_PATTERN = r"([^\[,:]+?)\[([^\]]*)\]"
@@ -72,10 +73,11 @@ class Neighbours:
         self.entries = [(mr, parse(mr), [delexicalised(mr, r) for r in refs])
                         for mr, refs in pool.items()]
 
-    def references(self, mr: str, k: int) -> list[list[str]]:
-        """The delexicalised references of the ``k`` MRs most like ``mr`` (itself left out):
-        two points off per attribute one has and the other lacks, one on per shared value
-        of a non-name attribute; ties in file order."""
+    def references(self, mr: str, k: int, left_out: Callable[[str], bool] | None = None
+                   ) -> list[list[str]]:
+        """The delexicalised references of the ``k`` MRs most like ``mr`` (itself left out,
+        and every MR ``left_out`` names): two points off per attribute one has and the other
+        lacks, one on per shared value of a non-name attribute; ties in file order."""
         slots = parse(mr)
 
         def likeness(other: dict[str, str]) -> int:
@@ -83,7 +85,9 @@ class Neighbours:
             return -2 * len(set(slots) ^ set(other)) + sum(
                 slots[a] == other[a] for a in shared - OPEN)
 
-        ranked = sorted((e for e in self.entries if e[0] != mr), key=lambda e: -likeness(e[1]))
+        ranked = sorted((e for e in self.entries
+                         if e[0] != mr and not (left_out and left_out(e[0]))),
+                        key=lambda e: -likeness(e[1]))
         return [refs for _, _, refs in ranked[:k]]
 
 
@@ -140,8 +144,9 @@ def make_nbest(args: argparse.Namespace) -> None:
                               "references": [json.dumps(r) for r in groups]})
     candidates, seconds = answer_mrs(args.run, data, mrs, args.beams, args.batch)
     frame.assign(mr=mrs, candidates=[json.dumps(c) for c in candidates]).to_parquet(args.out)
-    about = {"run": str(args.run), "beams": args.beams, "source": str(args.prompts or args.data),
-             "mrs": len(mrs), "generation_seconds": seconds}
+    about = {"run": str(args.run), "weights": weights_hash(args.run), "beams": args.beams,
+             "source": str(args.prompts or args.data), "mrs": len(mrs),
+             "generation_seconds": seconds}
     if args.prompts:  # which prompts: pick refuses a source folder evaluated again since
         about["rows"] = json.loads((args.prompts / "metrics.json").read_text())["made_by"]["rows"]
     Path(f"{args.out}.json").write_text(json.dumps(about, indent=1))
@@ -200,6 +205,10 @@ def choose(args: argparse.Namespace) -> None:
     if made["made_by"]["rows"] != made_from[0].get("rows"):
         raise SystemExit(f"{source} was evaluated on other prompts since "
                          f"{args.candidates[0]} was made: make the n-best again")
+    for path, about in zip(args.candidates, made_from, strict=True):
+        if about.get("weights") != weights_hash(Path(about["run"])):
+            raise SystemExit(f"{path}: {about['run']}'s weights are not those it was made "
+                             "with (trained again since?): make the n-best again")
     neighbours = Neighbours(references_by_mr(args.pool))
     ranks = [pick(mr, c, neighbours, args.neighbours, args.how)
              for mr, c in zip(frame["mr"], candidates, strict=True)]

@@ -68,3 +68,27 @@ def test_several_runs_candidates_join_per_mr_and_other_mrs_are_refused(tmp_path)
     other = nbest("c", ["m2", "m1"], [["c1"], ["c2"]])
     with pytest.raises(SystemExit, match="other MRs"):
         read_candidates([a, other])
+
+
+def test_pick_refuses_candidates_of_a_run_trained_again_since(tmp_path) -> None:
+    from argparse import Namespace
+
+    from bench.neighbour_rerank import choose
+    from evaluation.outputs import weights_hash
+
+    run, source = tmp_path / "run", tmp_path / "eval" / "test"
+    (run / "adapter").mkdir(parents=True)
+    source.mkdir(parents=True)
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"first weights")
+    (source / "metrics.json").write_text(json.dumps({"split": "test",
+                                                     "made_by": {"rows": "abc"}}))
+    nbest = tmp_path / "nbest.parquet"
+    pd.DataFrame({"mr": ["name[Aromi]"], "references": [json.dumps(["Aromi."])],
+                  "candidates": [json.dumps(["Aromi.", "It is Aromi."])]}).to_parquet(nbest)
+    Path(f"{nbest}.json").write_text(json.dumps({"run": str(run), "weights": weights_hash(run),
+                                                 "source": str(source), "rows": "abc"}))
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"trained again")
+    args = Namespace(candidates=[nbest], pool=tmp_path / "pool.csv", neighbours=1, how="mean",
+                     out=tmp_path / "out", resamples=10)
+    with pytest.raises(SystemExit, match="weights are not those it was made with"):
+        choose(args)
