@@ -91,8 +91,17 @@ def most_shared(groups: list[list[str]]) -> tuple[str, float]:
     return best, best_score
 
 
+def read_rows(path: Path) -> pd.DataFrame:
+    """An (mr, ref) file; refused in one line without those columns."""
+    frame = pd.read_csv(path)
+    missing = {"mr", "ref"} - set(frame.columns)
+    if missing:
+        raise SystemExit(f"{path}: no {', '.join(sorted(missing))} column (an E2E mr/ref file)")
+    return frame
+
+
 def with_train_exemplars(pool: Path, k: int) -> tuple[pd.DataFrame, dict[str, Any]]:
-    frame = pd.read_csv(pool)
+    frame = read_rows(pool)
     neighbours = Neighbours(frame.groupby("mr", sort=False)["ref"].apply(list))
     by_mr = {mr: nearest_references(neighbours, mr, k, same_origin=True)
              for mr in frame["mr"].unique()}
@@ -104,8 +113,8 @@ def with_train_exemplars(pool: Path, k: int) -> tuple[pd.DataFrame, dict[str, An
 
 
 def with_test_exemplars(pool: Path, data: Path, k: int) -> tuple[pd.DataFrame, dict[str, Any]]:
-    neighbours = Neighbours(pd.read_csv(pool).groupby("mr", sort=False)["ref"].apply(list))
-    frame = pd.read_csv(data)
+    neighbours = Neighbours(read_rows(pool).groupby("mr", sort=False)["ref"].apply(list))
+    frame = read_rows(data)
     by_mr = {mr: most_shared(nearest_references(neighbours, mr, k, same_origin=False))
              for mr in frame["mr"].unique()}
     frame["example"] = [by_mr[mr][0] for mr in frame["mr"]]

@@ -39,3 +39,14 @@ def test_the_test_exemplar_is_the_phrasing_the_other_neighbours_share() -> None:
     text, score = most_shared(groups)
     # the first group's plain phrasing is what the other two MRs' writers also wrote
     assert text == "X-name is a X-eatType in the X-area." and score > 50
+
+
+def test_a_file_without_mr_and_ref_is_refused_in_one_line(tmp_path) -> None:
+    import pytest
+
+    from bench.e2e_exemplars import read_rows
+
+    path = tmp_path / "rows.csv"
+    pd.DataFrame({"meaning": ["name[Aromi]"], "ref": ["Aromi."]}).to_csv(path, index=False)
+    with pytest.raises(SystemExit, match="rows.csv: no mr column"):
+        read_rows(path)
