@@ -42,12 +42,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.best_of_n import chat_data  # noqa: E402
 from bench.common import save  # noqa: E402
 from bench.e2e_synthetic_mrs import parse, render  # noqa: E402
 from bench.ensemble_generate import SCORES, save_scored  # noqa: E402
-from bench.neighbour_rerank import Neighbours, delexicalised  # noqa: E402
+from bench.neighbour_rerank import Neighbours, delexicalised, mrs_in_prompts  # noqa: E402
 from evaluation.generation import corpus_metric  # noqa: E402
 
+# the exemplar run's data.chat.prompt_template (align reads it back from the run)
 TEMPLATE = "Write one fluent sentence describing this restaurant: {mr} Phrased like: {example}"
 SWAPPED = ("eatType", "food")  # what e2e_value_swap.py redraws; the rest names the dev MR
 
@@ -122,21 +124,21 @@ def with_test_exemplars(pool: Path, data: Path, k: int) -> tuple[pd.DataFrame, d
                    float(np.mean([v[1] for v in by_mr.values()]))}
 
 
+def template_of(folder: Path) -> str:
+    """The prompt template of the run an evaluation folder was made by."""
+    run = Path(json.loads((folder / "metrics.json").read_text())["run"])
+    return chat_data(run).chat.prompt_template
+
+
 def align(answers: Path, prompts: Path, out: Path, resamples: int) -> None:
-    """``answers``' generations over ``prompts``' rows, matched by MR, scored as one run."""
+    """``answers``' generations over ``prompts``' rows, matched by MR, scored as one run.
+    Each folder's prompts are read with its own run's template (``chat_data``)."""
     theirs = pd.read_parquet(answers / "predictions.parquet")
-    head, _, tail = TEMPLATE.partition("{mr}")
-    tail = tail[:tail.index("{example}")]
-    mrs = [t[len(head):t.rindex(tail)] if t.startswith(head) and tail in t else None
-           for t in theirs["text"]]
-    if None in mrs:
-        raise SystemExit(f"{answers}: a prompt not made by {TEMPLATE!r}: "
-                         f"{theirs['text'][mrs.index(None)]!r}")
-    by_mr = dict(zip(mrs, theirs["generated"], strict=True))
     base = pd.read_parquet(prompts / "predictions.parquet")
-    plain_head, _, plain_tail = "Write one fluent sentence describing this restaurant: {mr}" \
-        .partition("{mr}")
-    wanted = [t[len(plain_head):len(t) - len(plain_tail)] for t in base["text"]]
+    mrs, wanted = (mrs_in_prompts(list(frame["text"]), template_of(folder), str(folder),
+                                  f"{folder}'s run's")
+                   for frame, folder in ((theirs, answers), (base, prompts)))
+    by_mr = dict(zip(mrs, theirs["generated"], strict=True))
     missing = [m for m in wanted if m not in by_mr]
     if missing or len(by_mr) != len(wanted):
         raise SystemExit(f"{answers} and {prompts} answered other MRs "

@@ -123,18 +123,37 @@ def corpus_bleu(answers: list[str], references: list[list[str]]) -> float:
     return corpus_metric("bleu_uncased").corpus_score(answers, reference_streams(references)).score
 
 
+def mrs_in_prompts(texts: list[str], template: str, source: str, whose: str) -> list[str]:
+    """The MR each prompt was made from by ``template`` (``{mr}`` once; other fields may follow
+    it, after some fixed text). A prompt the template did not make is refused in one line
+    naming ``source``: answers matched by MR must be answers to the same MRs."""
+    head, _, tail = template.partition("{mr}")
+    fixed, more, _ = tail.partition("{")  # the fixed text between {mr} and the next field
+    if more and not fixed:
+        raise SystemExit(f"{whose} template {template!r}: no fixed text ends {{mr}}")
+    mrs: list[str | None] = []
+    for text in texts:
+        body = text[len(head):] if text.startswith(head) else None
+        if body is not None and more:
+            end = body.find(fixed)
+            mrs.append(body[:end] if end >= 0 else None)
+        else:
+            mrs.append(body[:len(body) - len(tail)]
+                       if body is not None and body.endswith(tail) else None)
+    alien = [t for t, m in zip(texts, mrs, strict=True) if m is None]
+    if alien:
+        raise SystemExit(f"{source}: {len(alien)} prompts not made by {whose} template, "
+                         f"e.g. {alien[0]!r}")
+    return [m for m in mrs if m is not None]
+
+
 def make_nbest(args: argparse.Namespace) -> None:
     """Generate and save every MR's n-best (the run's own prompts, values put back)."""
     data = chat_data(args.run)
     template = data.chat.prompt_template
     if args.prompts:
         frame = pd.read_parquet(args.prompts / "predictions.parquet")
-        head, tail = template.split("{mr}")
-        alien = [t for t in frame["text"] if not (t.startswith(head) and t.endswith(tail))]
-        if alien:
-            raise SystemExit(f"{args.prompts}: {len(alien)} prompts not made by {args.run}'s "
-                             f"template, e.g. {alien[0]!r}")
-        mrs = [t[len(head):len(t) - len(tail)] for t in frame["text"]]
+        mrs = mrs_in_prompts(list(frame["text"]), template, f"{args.prompts}", f"{args.run}'s")
         frame = frame.drop(columns=[c for c in (*SCORES, "generated", "new_tokens", "stopped")
                                     if c in frame.columns])
     else:

@@ -92,3 +92,20 @@ def test_pick_refuses_candidates_of_a_run_trained_again_since(tmp_path) -> None:
                      out=tmp_path / "out", resamples=10)
     with pytest.raises(SystemExit, match="weights are not those it was made with"):
         choose(args)
+
+
+def test_mrs_are_read_back_from_prompts_by_their_own_template() -> None:
+    from bench.neighbour_rerank import mrs_in_prompts
+
+    plain = "Describe: {mr}"
+    assert mrs_in_prompts(["Describe: name[A], food[Thai]"], plain, "f", "run's") == [
+        "name[A], food[Thai]"]
+    exemplar = "Describe: {mr} Phrased like: {example}"
+    prompts = ["Describe: name[A] Phrased like: X-name is nice.",
+               "Describe: name[B], area[riverside] Phrased like: Near X-near."]
+    assert mrs_in_prompts(prompts, exemplar, "f", "run's") == [
+        "name[A]", "name[B], area[riverside]"]
+    with pytest.raises(SystemExit, match=r"eval/test: 1 prompts not made by R's template"):
+        mrs_in_prompts(["Summarise: name[A]"] + prompts[:1], exemplar, "eval/test", "R's")
+    with pytest.raises(SystemExit, match="no fixed text ends"):
+        mrs_in_prompts(prompts, "Describe: {mr}{example}", "f", "R's")
