@@ -10,8 +10,10 @@ training reference is delexicalised by its own MR (every slot value written verb
 its placeholder, ``data/delex.py``; "an" reads "a"), and the candidate of highest sentence
 BLEU against the references of the ``--neighbours`` training MRs most like the test MR (same
 attributes first, then same values) is kept; ties keep the higher beam. Only the training file
-is read: no test text. Several runs' n-best files (``--candidates A B``) are joined per MR,
-the earlier file winning ties. On E2E's test MRs: +0.94 uncased BLEU over the top of 8 beams
+is read: no test text. ``--how corpus`` instead picks all MRs' candidates together, for the
+highest corpus BLEU against their neighbours' references (the test's own statistic, brevity
+penalty included). Several runs' n-best files (``--candidates A B``) are joined per MR, the
+earlier file winning ties. On E2E's test MRs: +0.94 uncased BLEU over the top of 8 beams
 (docs/benchmarks.md, session 45).
 
     # the n-best, once (14-15 min for 630 MRs with 8 beams on 2 cores)
@@ -55,7 +57,7 @@ SLOT_PATTERN = r"([^\[,:]+?)\[([^\]]*)\]"
 # values people write as they stand; familyFriendly[yes/no] is phrased, never copied
 DELEXICALISED = ["name", "near", "eatType", "food", "area", "priceRange", "customer rating"]
 OPEN = {"name", "near"}  # values no two MRs need share to be phrased alike
-SETTINGS = [(k, how) for k in (1, 3, 5, 10, 20, 40) for how in ("pooled", "mean")]
+SETTINGS = [(k, how) for k in (1, 3, 5, 10, 20, 40) for how in ("pooled", "mean", "corpus")]
 
 
 def delexicalised(mr: str, text: str) -> str:
@@ -92,18 +94,66 @@ class Neighbours:
 
 
 def per_neighbour(mr: str, candidates: list[str], neighbours: Neighbours, k: int) -> np.ndarray:
-    """Each candidate's sentence BLEU (uncased, delexicalised) against each of the ``k``
-    nearest MRs' references, one column a neighbour, nearest first."""
+    """Each candidate (uncased, delexicalised) against each of the ``k`` nearest MRs'
+    references, nearest first: shape (candidates, k, 11), the sentence BLEU then the corpus
+    statistics (answer length, reference length, matches and totals of orders 1-4)."""
     bleu = corpus_metric("bleu_uncased", sentence=True)
     groups = neighbours.references(mr, k)
-    return np.array([[bleu.sentence_score(delexicalised(mr, c), refs).score for refs in groups]
-                     for c in candidates])
+    scores = [[bleu.sentence_score(delexicalised(mr, c), refs) for refs in groups]
+              for c in candidates]
+    return np.array([[[s.score, s.sys_len, s.ref_len, *s.counts, *s.totals] for s in row]
+                     for row in scores], dtype=float).reshape(len(candidates), len(groups), 11)
 
 
 def mean_of_nearest(scores: np.ndarray, k: int) -> np.ndarray:
-    """Each row's mean over its first ``k`` columns (the same sum order for every ``k``, so a
-    tune over k prefixes one matrix and picks as :func:`pick` would)."""
-    return np.array([row[:k].mean() for row in scores])
+    """Each candidate's mean sentence BLEU over its first ``k`` neighbours (the same sum order
+    for every ``k``, so a tune over k prefixes one matrix and picks as ``pick`` would)."""
+    return np.array([row[:k, 0].mean() for row in scores])
+
+
+def log_bleu(stats: np.ndarray) -> np.ndarray:
+    """Corpus BLEU's logarithm from summed statistics (last axis as :func:`per_neighbour`'s
+    columns 1-10), as sacrebleu computes it unsmoothed."""
+    length, ref_length = stats[..., 0], stats[..., 1]
+    matches, totals = stats[..., 2:6], stats[..., 6:10]
+    with np.errstate(divide="ignore"):
+        precision = np.log(matches / np.maximum(totals, 1)).mean(axis=-1)
+    return np.minimum(0.0, 1 - ref_length / np.maximum(length, 1)) + precision
+
+
+def corpus_picks(matrices: list[np.ndarray], k: int, rounds: int = 5) -> list[int]:
+    """Each MR's candidate such that the answers' corpus BLEU against their ``k`` nearest
+    MRs' references (each neighbour an MR of the corpus) is highest: coordinate ascent from
+    the mean sentence BLEU's picks, one MR at a time, until no pick changes.
+
+    Why: the test scores the corpus, not each answer; its brevity penalty and n-gram
+    precisions are sums over MRs, which a per-answer smoothed score only approximates."""
+    stats = [m[:, :k, 1:].sum(axis=1) for m in matrices]
+    picks = [int(np.argmax(mean_of_nearest(m, k))) for m in matrices]
+    total = sum(s[p] for s, p in zip(stats, picks, strict=True))
+    for _ in range(rounds):
+        changed = 0
+        for i, own in enumerate(stats):
+            rest = total - own[picks[i]]
+            gains = log_bleu(rest + own)
+            best = picks[i] if gains[picks[i]] >= gains.max() else int(np.argmax(gains))
+            if best != picks[i]:
+                changed += 1
+                total, picks[i] = rest + own[best], best
+        if not changed:
+            break
+    return picks
+
+
+def ranks_by(how: str, k: int, mrs: list[str], candidates: list[list[str]],
+             matrices: list[np.ndarray], neighbours: Neighbours) -> list[int]:
+    """Every MR's picked candidate under one setting (``matrices``: :func:`per_neighbour`'s,
+    at least ``k`` neighbours wide)."""
+    if how == "corpus":
+        return corpus_picks(matrices, k)
+    if how == "mean":
+        return [int(np.argmax(mean_of_nearest(m, k))) for m in matrices]
+    return [pick(mr, c, neighbours, k, how) for mr, c in zip(mrs, candidates, strict=True)]
 
 
 def pick(mr: str, candidates: list[str], neighbours: Neighbours, k: int, how: str) -> int:
@@ -200,11 +250,7 @@ def tune(args: argparse.Namespace) -> None:
     matrices = [per_neighbour(mr, c, neighbours, largest)
                 for mr, c in zip(frame["mr"], candidates, strict=True)]
     for k, how in SETTINGS:
-        if how == "mean":
-            ranks = [int(np.argmax(mean_of_nearest(m, k))) for m in matrices]
-        else:
-            ranks = [pick(mr, c, neighbours, k, how)
-                     for mr, c in zip(frame["mr"], candidates, strict=True)]
+        ranks = ranks_by(how, k, list(frame["mr"]), candidates, matrices, neighbours)
         chosen = [c[r] for c, r in zip(candidates, ranks, strict=True)]
         result["settings"][f"{how}_{k}"] = corpus_bleu(chosen, references)
         print(f"{how} k={k}: {result['settings'][f'{how}_{k}']:.2f}", flush=True)
@@ -229,8 +275,10 @@ def choose(args: argparse.Namespace) -> None:
             raise SystemExit(f"{path}: {about['run']}'s weights are not those it was made "
                              "with (trained again since?): make the n-best again")
     neighbours = Neighbours(references_by_mr(args.pool))
-    ranks = [pick(mr, c, neighbours, args.neighbours, args.how)
-             for mr, c in zip(frame["mr"], candidates, strict=True)]
+    mrs = list(frame["mr"])
+    matrices = [per_neighbour(mr, c, neighbours, args.neighbours) if args.how != "pooled"
+                else np.empty(0) for mr, c in zip(mrs, candidates, strict=True)]
+    ranks = ranks_by(args.how, args.neighbours, mrs, candidates, matrices, neighbours)
     chosen = [c[r] for c, r in zip(candidates, ranks, strict=True)]
     tok = load_tokenizer(load_run_config(Path(made_from[0]["run"])).model)
     new_tokens = [len(tok(a, add_special_tokens=False)["input_ids"]) for a in chosen]
@@ -274,7 +322,7 @@ def main() -> None:
         step.add_argument("--pool", type=Path, required=True, help="the training file (mr, ref)")
     sub.choices["tune"].add_argument("--name", default="neighbour_rerank_tune")
     sub.choices["pick"].add_argument("--neighbours", type=int, default=5)
-    sub.choices["pick"].add_argument("--how", choices=["pooled", "mean"], default="mean")
+    sub.choices["pick"].add_argument("--how", choices=["pooled", "mean", "corpus"], default="mean")
     sub.choices["pick"].add_argument("--out", type=Path, required=True)
     sub.choices["pick"].add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()

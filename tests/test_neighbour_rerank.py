@@ -109,3 +109,33 @@ def test_mrs_are_read_back_from_prompts_by_their_own_template() -> None:
         mrs_in_prompts(["Summarise: name[A]"] + prompts[:1], exemplar, "eval/test", "R's")
     with pytest.raises(SystemExit, match="no fixed text ends"):
         mrs_in_prompts(prompts, "Describe: {mr}{example}", "f", "R's")
+
+
+def test_summed_statistics_give_sacrebleus_corpus_bleu() -> None:
+    import numpy as np
+    from sacrebleu.metrics import BLEU
+
+    from bench.neighbour_rerank import log_bleu
+
+    # every n-gram order matches somewhere, as in any real corpus (sacrebleu smooths zeros)
+    answers = ["the pub is near the river bank", "a cheap place serving french food in the centre"]
+    references = ["the pub is near the river", "a cheap place with french food in the city centre"]
+    sentence = BLEU(effective_order=True, lowercase=True)
+    stats = sum(np.array([s.sys_len, s.ref_len, *s.counts, *s.totals], dtype=float)
+                for s in (sentence.sentence_score(a, [r])
+                          for a, r in zip(answers, references, strict=True)))
+    corpus = BLEU(lowercase=True).corpus_score(answers, [references]).score
+    assert 100 * np.exp(log_bleu(stats)) == pytest.approx(corpus, rel=1e-9)
+
+
+def test_corpus_picks_trade_a_sentences_score_for_the_corpus_brevity_penalty() -> None:
+    import numpy as np
+
+    from bench.neighbour_rerank import corpus_picks, mean_of_nearest
+
+    # per candidate, one neighbour: sentence BLEU, length, reference length, matches, totals
+    short = [90, 5, 10, 5, 4, 3, 2, 5, 4, 3, 2]      # precise, half the reference's length
+    full = [80, 10, 10, 9, 7, 5, 3, 10, 9, 8, 7]     # less precise, the reference's length
+    matrices = [np.array([[short], [full]], dtype=float)] * 2
+    assert [int(np.argmax(mean_of_nearest(m, 1))) for m in matrices] == [0, 0]
+    assert corpus_picks(matrices, 1) == [1, 1]
