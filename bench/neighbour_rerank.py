@@ -241,7 +241,11 @@ def tune(args: argparse.Namespace) -> None:
     frame, candidates, references = read_candidates(args.candidates)
     neighbours = Neighbours(references_by_mr(args.pool))
     oracle = best_candidates(candidates, references)[0]
+    made_from = [json.loads(Path(f"{p}.json").read_text()) for p in args.candidates]
     result: dict[str, Any] = {"candidates": list(map(str, args.candidates)),
+                              # pick --tuned checks its test n-best came from these runs
+                              "runs": [{k: m.get(k) for k in ("run", "weights")}
+                                       for m in made_from],
                               "pool": str(args.pool), "mrs": len(frame),
                               "top_beam": corpus_bleu([c[0] for c in candidates], references),
                               "oracle": corpus_bleu(oracle, references), "settings": {}}
@@ -256,6 +260,24 @@ def tune(args: argparse.Namespace) -> None:
         print(f"{how} k={k}: {result['settings'][f'{how}_{k}']:.2f}", flush=True)
     best = max(result["settings"], key=result["settings"].get)
     save(args.name, {**result, "best": best})
+
+
+def setting(args: argparse.Namespace, made_from: list[dict[str, Any]]) -> tuple[str, int]:
+    """The (how, k) to pick with: ``--tuned``'s best setting, refused unless that tune read
+    the n-best of the same runs, with the same weights, in the same order; else the flags
+    (default: mean over 5, session 45's dev choice)."""
+    if not args.tuned:
+        return args.how or "mean", args.neighbours or 5
+    if args.how or args.neighbours:
+        raise SystemExit("give --tuned or --how/--neighbours, not both")
+    tuned = json.loads(args.tuned.read_text())
+    theirs = [(str(Path(r["run"]).resolve()), r["weights"]) for r in tuned.get("runs", [])]
+    ours = [(str(Path(m["run"]).resolve()), m.get("weights")) for m in made_from]
+    if theirs != ours:
+        raise SystemExit(f"{args.tuned}: tuned on the n-best of {[t[0] for t in theirs]}, "
+                         f"not of {[o[0] for o in ours]} (or of other weights): tune again")
+    how, k = tuned["best"].rsplit("_", 1)
+    return how, int(k)
 
 
 def choose(args: argparse.Namespace) -> None:
@@ -274,11 +296,12 @@ def choose(args: argparse.Namespace) -> None:
         if about.get("weights") != weights_hash(Path(about["run"])):
             raise SystemExit(f"{path}: {about['run']}'s weights are not those it was made "
                              "with (trained again since?): make the n-best again")
+    how, k = setting(args, made_from)
     neighbours = Neighbours(references_by_mr(args.pool))
     mrs = list(frame["mr"])
-    matrices = [per_neighbour(mr, c, neighbours, args.neighbours) if args.how != "pooled"
+    matrices = [per_neighbour(mr, c, neighbours, k) if how != "pooled"
                 else np.empty(0) for mr, c in zip(mrs, candidates, strict=True)]
-    ranks = ranks_by(args.how, args.neighbours, mrs, candidates, matrices, neighbours)
+    ranks = ranks_by(how, k, mrs, candidates, matrices, neighbours)
     chosen = [c[r] for c, r in zip(candidates, ranks, strict=True)]
     tok = load_tokenizer(load_run_config(Path(made_from[0]["run"])).model)
     new_tokens = [len(tok(a, add_special_tokens=False)["input_ids"]) for a in chosen]
@@ -291,12 +314,13 @@ def choose(args: argparse.Namespace) -> None:
         "run": str(args.out), "split": made["split"], "data": str(source),
         "picked_rank": picked,
         "made_by": {"neighbour_rerank": {"candidates": made_from, "pool": str(args.pool),
-                                         "neighbours": args.neighbours, "how": args.how},
+                                         "neighbours": k, "how": how,
+                                         "tuned": str(args.tuned) if args.tuned else None},
                     "rows": made["made_by"]["rows"],
                     # not the source's decoding: pairing it with the source needs
                     # bench_paired_generations.py --decoding-differs
                     "generation": {**(made["made_by"].get("generation") or {}),
-                                   "picked_by": f"neighbours {args.how} {args.neighbours}",
+                                   "picked_by": f"neighbours {how} {k}",
                                    "candidates": len(candidates[0])}}},
         args.out, args.resamples)
     print(json.dumps({"prompts": len(out), "picked_rank": picked,
@@ -321,8 +345,11 @@ def main() -> None:
                           help="nbest outputs over the same MRs (one per run)")
         step.add_argument("--pool", type=Path, required=True, help="the training file (mr, ref)")
     sub.choices["tune"].add_argument("--name", default="neighbour_rerank_tune")
-    sub.choices["pick"].add_argument("--neighbours", type=int, default=5)
-    sub.choices["pick"].add_argument("--how", choices=["pooled", "mean", "corpus"], default="mean")
+    sub.choices["pick"].add_argument("--tuned", type=Path,
+                                     help="a tune result: its best setting, same runs checked")
+    sub.choices["pick"].add_argument("--neighbours", type=int, help="k (default 5)")
+    sub.choices["pick"].add_argument("--how", choices=["pooled", "mean", "corpus"],
+                                     help="default mean")
     sub.choices["pick"].add_argument("--out", type=Path, required=True)
     sub.choices["pick"].add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()

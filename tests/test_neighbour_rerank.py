@@ -89,7 +89,7 @@ def test_pick_refuses_candidates_of_a_run_trained_again_since(tmp_path) -> None:
                                                  "source": str(source), "rows": "abc"}))
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"trained again")
     args = Namespace(candidates=[nbest], pool=tmp_path / "pool.csv", neighbours=1, how="mean",
-                     out=tmp_path / "out", resamples=10)
+                     tuned=None, out=tmp_path / "out", resamples=10)
     with pytest.raises(SystemExit, match="weights are not those it was made with"):
         choose(args)
 
@@ -139,3 +139,22 @@ def test_corpus_picks_trade_a_sentences_score_for_the_corpus_brevity_penalty() -
     matrices = [np.array([[short], [full]], dtype=float)] * 2
     assert [int(np.argmax(mean_of_nearest(m, 1))) for m in matrices] == [0, 0]
     assert corpus_picks(matrices, 1) == [1, 1]
+
+
+def test_pick_takes_the_tuned_setting_only_from_a_tune_of_the_same_runs(tmp_path) -> None:
+    from argparse import Namespace
+
+    from bench.neighbour_rerank import setting
+
+    made_from = [{"run": str(tmp_path / "student"), "weights": "w1"}]
+    tuned = tmp_path / "tune.json"
+    tuned.write_text(json.dumps({"runs": made_from, "best": "corpus_10"}))
+    args = Namespace(tuned=tuned, how=None, neighbours=None)
+    assert setting(args, made_from) == ("corpus", 10)
+    assert setting(Namespace(tuned=None, how=None, neighbours=None), made_from) == ("mean", 5)
+    with pytest.raises(SystemExit, match="not both"):
+        setting(Namespace(tuned=tuned, how="mean", neighbours=None), made_from)
+    for other in ([{"run": str(tmp_path / "teacher"), "weights": "w1"}],
+                  [{"run": str(tmp_path / "student"), "weights": "w2"}], made_from * 2):
+        with pytest.raises(SystemExit, match="tune again"):
+            setting(args, other)
