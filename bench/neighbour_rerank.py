@@ -266,9 +266,11 @@ def setting(args: argparse.Namespace, made_from: list[dict[str, Any]]) -> tuple[
     """The (how, k) to pick with: ``--tuned``'s best setting, refused unless that tune read
     the n-best of the same runs, with the same weights, in the same order; else the flags
     (default: mean over 5, session 45's dev choice)."""
+    if args.neighbours is not None and args.neighbours < 1:
+        raise SystemExit(f"--neighbours {args.neighbours}: at least 1 neighbour")
     if not args.tuned:
         return args.how or "mean", args.neighbours or 5
-    if args.how or args.neighbours:
+    if args.how or args.neighbours is not None:
         raise SystemExit("give --tuned or --how/--neighbours, not both")
     tuned = json.loads(args.tuned.read_text())
     theirs = [(str(Path(r["run"]).resolve()), r["weights"]) for r in tuned.get("runs", [])]

@@ -154,6 +154,8 @@ def test_pick_takes_the_tuned_setting_only_from_a_tune_of_the_same_runs(tmp_path
     assert setting(Namespace(tuned=None, how=None, neighbours=None), made_from) == ("mean", 5)
     with pytest.raises(SystemExit, match="not both"):
         setting(Namespace(tuned=tuned, how="mean", neighbours=None), made_from)
+    with pytest.raises(SystemExit, match="at least 1"):
+        setting(Namespace(tuned=None, how=None, neighbours=0), made_from)
     for other in ([{"run": str(tmp_path / "teacher"), "weights": "w1"}],
                   [{"run": str(tmp_path / "student"), "weights": "w2"}], made_from * 2):
         with pytest.raises(SystemExit, match="tune again"):
