@@ -125,8 +125,12 @@ def with_test_exemplars(pool: Path, data: Path, k: int) -> tuple[pd.DataFrame, d
 
 
 def template_of(folder: Path) -> str:
-    """The prompt template of the run an evaluation folder was made by."""
+    """The prompt template of the run an evaluation folder was made by (refused in one line
+    for a folder no trained run made, e.g. one ``pick`` or ``align`` wrote)."""
     run = Path(json.loads((folder / "metrics.json").read_text())["run"])
+    if not (run / "config.json").is_file():
+        raise SystemExit(f"{folder}: made by {run}, not a trained run (align reads prompts "
+                         "by their run's template): pass a run's own eval folder")
     return chat_data(run).chat.prompt_template
 
 

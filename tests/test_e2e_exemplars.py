@@ -3,9 +3,12 @@ answer (never a copy of its own dev MR), and each test MR the phrasing its neigh
 
 from __future__ import annotations
 
-import pandas as pd
+import json
 
-from bench.e2e_exemplars import closest_to, most_shared, nearest_references, origin
+import pandas as pd
+import pytest
+
+from bench.e2e_exemplars import closest_to, most_shared, nearest_references, origin, template_of
 from bench.neighbour_rerank import Neighbours
 
 
@@ -50,3 +53,11 @@ def test_a_file_without_mr_and_ref_is_refused_in_one_line(tmp_path) -> None:
     pd.DataFrame({"meaning": ["name[Aromi]"], "ref": ["Aromi."]}).to_csv(path, index=False)
     with pytest.raises(SystemExit, match="rows.csv: no mr column"):
         read_rows(path)
+
+
+def test_align_refuses_a_folder_no_trained_run_made(tmp_path) -> None:
+    folder = tmp_path / "picked" / "eval" / "test"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"run": str(tmp_path / "picked")}))
+    with pytest.raises(SystemExit, match="not a trained run"):
+        template_of(folder)
