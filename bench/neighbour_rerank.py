@@ -149,6 +149,8 @@ def ranks_by(how: str, k: int, mrs: list[str], candidates: list[list[str]],
              matrices: list[np.ndarray], neighbours: Neighbours) -> list[int]:
     """Every MR's picked candidate under one setting (``matrices``: :func:`per_neighbour`'s,
     at least ``k`` neighbours wide)."""
+    if how == "top":  # the baseline every pick is paired with: the top beam
+        return [0] * len(candidates)
     if how == "corpus":
         return corpus_picks(matrices, k)
     if how == "mean":
@@ -301,7 +303,7 @@ def choose(args: argparse.Namespace) -> None:
     how, k = setting(args, made_from)
     neighbours = Neighbours(references_by_mr(args.pool))
     mrs = list(frame["mr"])
-    matrices = [per_neighbour(mr, c, neighbours, k) if how != "pooled"
+    matrices = [per_neighbour(mr, c, neighbours, k) if how in ("mean", "corpus")
                 else np.empty(0) for mr, c in zip(mrs, candidates, strict=True)]
     ranks = ranks_by(how, k, mrs, candidates, matrices, neighbours)
     chosen = [c[r] for c, r in zip(candidates, ranks, strict=True)]
@@ -350,8 +352,8 @@ def main() -> None:
     sub.choices["pick"].add_argument("--tuned", type=Path,
                                      help="a tune result: its best setting, same runs checked")
     sub.choices["pick"].add_argument("--neighbours", type=int, help="k (default 5)")
-    sub.choices["pick"].add_argument("--how", choices=["pooled", "mean", "corpus"],
-                                     help="default mean")
+    sub.choices["pick"].add_argument("--how", choices=["pooled", "mean", "corpus", "top"],
+                                     help="default mean; top: the top beam, the baseline")
     sub.choices["pick"].add_argument("--out", type=Path, required=True)
     sub.choices["pick"].add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()

@@ -160,3 +160,10 @@ def test_pick_takes_the_tuned_setting_only_from_a_tune_of_the_same_runs(tmp_path
                   [{"run": str(tmp_path / "student"), "weights": "w2"}], made_from * 2):
         with pytest.raises(SystemExit, match="tune again"):
             setting(args, other)
+
+
+def test_the_top_setting_keeps_every_top_beam_without_reading_neighbours() -> None:
+    from bench.neighbour_rerank import ranks_by
+
+    candidates = [["a1", "a2"], ["b1", "b2", "b3"]]
+    assert ranks_by("top", 5, ["m1", "m2"], candidates, [], None) == [0, 0]
