@@ -120,9 +120,18 @@ def answer_mrs(run: Path, data: Any, mrs: list[str], beams: int, batch: int
             for cands, v in zip(candidates, values, strict=True)], seconds
 
 
+def read_rows(path: Path) -> pd.DataFrame:
+    """An (mr, ref) file; refused in one line without those columns."""
+    frame = pd.read_csv(path)
+    missing = {"mr", "ref"} - set(frame.columns)
+    if missing:
+        raise SystemExit(f"{path}: no {', '.join(sorted(missing))} column (an E2E mr/ref file)")
+    return frame
+
+
 def references_by_mr(path: Path) -> pd.Series:
     """Each distinct MR of a training file, in file order, with its references."""
-    return pd.read_csv(path).groupby("mr", sort=False)["ref"].apply(list)
+    return read_rows(path).groupby("mr", sort=False)["ref"].apply(list)
 
 
 def write_choice(out: Path, groups: pd.Series, candidates: list[list[str]], first: str,

@@ -42,7 +42,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.best_of_n import chat_data  # noqa: E402
+from bench.best_of_n import chat_data, read_rows, references_by_mr  # noqa: E402
 from bench.common import save  # noqa: E402
 from bench.e2e_synthetic_mrs import parse, render  # noqa: E402
 from bench.ensemble_generate import SCORES, save_scored  # noqa: E402
@@ -93,15 +93,6 @@ def most_shared(groups: list[list[str]]) -> tuple[str, float]:
     return best, best_score
 
 
-def read_rows(path: Path) -> pd.DataFrame:
-    """An (mr, ref) file; refused in one line without those columns."""
-    frame = pd.read_csv(path)
-    missing = {"mr", "ref"} - set(frame.columns)
-    if missing:
-        raise SystemExit(f"{path}: no {', '.join(sorted(missing))} column (an E2E mr/ref file)")
-    return frame
-
-
 def with_train_exemplars(pool: Path, k: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     frame = read_rows(pool)
     neighbours = Neighbours(frame.groupby("mr", sort=False)["ref"].apply(list))
@@ -115,7 +106,7 @@ def with_train_exemplars(pool: Path, k: int) -> tuple[pd.DataFrame, dict[str, An
 
 
 def with_test_exemplars(pool: Path, data: Path, k: int) -> tuple[pd.DataFrame, dict[str, Any]]:
-    neighbours = Neighbours(read_rows(pool).groupby("mr", sort=False)["ref"].apply(list))
+    neighbours = Neighbours(references_by_mr(pool))
     frame = read_rows(data)
     by_mr = {mr: most_shared(nearest_references(neighbours, mr, k, same_origin=False))
              for mr in frame["mr"].unique()}
