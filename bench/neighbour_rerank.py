@@ -36,7 +36,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,11 +44,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.best_of_n import answer_mrs, best_candidates, chat_data, references_by_mr  # noqa: E402
+from bench.best_of_n import (  # noqa: E402
+    answer_mrs,
+    best_candidates,
+    chat_data,
+    read_rows,
+    references_by_mr,
+)
 from bench.common import save  # noqa: E402
 from bench.e2e_synthetic_mrs import parse  # noqa: E402
 from bench.ensemble_generate import SCORES, save_scored  # noqa: E402
-from data.delex import delexicalize  # noqa: E402
+from data.delex import copy_values, delexicalize  # noqa: E402
 from evaluation.generation import corpus_metric, reference_streams  # noqa: E402
 from evaluation.outputs import weights_hash  # noqa: E402
 from trainers.models import load_run_config, load_tokenizer  # noqa: E402
@@ -69,28 +75,42 @@ def delexicalised(mr: str, text: str) -> str:
 
 
 class Neighbours:
-    """The training file's MRs with their delexicalised references, ranked by likeness."""
+    """The training file's MRs with their delexicalised references, ranked by likeness.
+    ``sources``: an MR's own training MR under other names (``bench/e2e_unseen_names.py``),
+    left out of its neighbours as the MR itself is."""
 
-    def __init__(self, pool: pd.Series) -> None:
+    def __init__(self, pool: pd.Series, sources: dict[str, str] | None = None) -> None:
         self.entries = [(mr, parse(mr), [delexicalised(mr, r) for r in refs])
                         for mr, refs in pool.items()]
+        self.sources = sources or {}
 
-    def references(self, mr: str, k: int, left_out: Callable[[str], bool] | None = None
-                   ) -> list[list[str]]:
-        """The delexicalised references of the ``k`` MRs most like ``mr`` (itself left out,
-        and every MR ``left_out`` names): two points off per attribute one has and the other
-        lacks, one on per shared value of a non-name attribute; ties in file order."""
+    def references(self, mr: str, k: int) -> list[list[str]]:
+        """The delexicalised references of the ``k`` MRs most like ``mr`` (itself and its
+        source left out): two points off per attribute one has and the other lacks, one on
+        per shared value of a non-name attribute; ties in file order."""
         slots = parse(mr)
+        own = {mr, self.sources.get(mr, mr)}
 
         def likeness(other: dict[str, str]) -> int:
             shared = set(slots) & set(other)
             return -2 * len(set(slots) ^ set(other)) + sum(
                 slots[a] == other[a] for a in shared - OPEN)
 
-        ranked = sorted((e for e in self.entries
-                         if e[0] != mr and not (left_out and left_out(e[0]))),
+        ranked = sorted((e for e in self.entries if e[0] not in own),
                         key=lambda e: -likeness(e[1]))
         return [refs for _, _, refs in ranked[:k]]
+
+
+def copied(mrs: list[str], candidates: list[list[str]]) -> tuple[list[list[str]], int]:
+    """Every candidate with the MR's ``name`` and ``near`` values it writes in part written
+    whole (``data.delex.copy_values``); how many values were mended in all."""
+    out, mended = [], 0
+    for mr, cands in zip(mrs, candidates, strict=True):
+        values = [v for a, v in parse(mr).items() if a in OPEN]
+        fixed = [copy_values(c, values) for c in cands]
+        out.append([text for text, _ in fixed])
+        mended += sum(n for _, n in fixed)
+    return out, mended
 
 
 def per_neighbour(mr: str, candidates: list[str], neighbours: Neighbours, k: int) -> np.ndarray:
@@ -241,13 +261,18 @@ def tune(args: argparse.Namespace) -> None:
     """Corpus BLEU of each setting's picks on the training MRs, each MR's own references left
     out of its neighbours; beside the top beam and the oracle."""
     frame, candidates, references = read_candidates(args.candidates)
-    neighbours = Neighbours(references_by_mr(args.pool))
-    oracle = best_candidates(candidates, references)[0]
     made_from = [json.loads(Path(f"{p}.json").read_text()) for p in args.candidates]
+    neighbours = Neighbours(references_by_mr(args.pool), sources_of(Path(made_from[0]["source"])))
+    mended = 0
+    if args.copy_values:
+        candidates, mended = copied(list(frame["mr"]), candidates)
+    oracle = best_candidates(candidates, references)[0]
     result: dict[str, Any] = {"candidates": list(map(str, args.candidates)),
                               # pick --tuned checks its test n-best came from these runs
                               "runs": [{k: m.get(k) for k in ("run", "weights")}
                                        for m in made_from],
+                              "copy_values": args.copy_values, "values_mended": mended,
+                              "sources_left_out": len(neighbours.sources),
                               "pool": str(args.pool), "mrs": len(frame),
                               "top_beam": corpus_bleu([c[0] for c in candidates], references),
                               "oracle": corpus_bleu(oracle, references), "settings": {}}
@@ -262,6 +287,17 @@ def tune(args: argparse.Namespace) -> None:
         print(f"{how} k={k}: {result['settings'][f'{how}_{k}']:.2f}", flush=True)
     best = max(result["settings"], key=result["settings"].get)
     save(args.name, {**result, "best": best})
+
+
+def sources_of(data: Path) -> dict[str, str]:
+    """Each MR's original training MR where ``data`` (an nbest's source file) renamed its
+    values (``source_mr``, ``bench/e2e_unseen_names.py``); else none."""
+    if data.suffix != ".csv" or not data.is_file():
+        return {}
+    rows = read_rows(data)
+    if "source_mr" not in rows.columns:
+        return {}
+    return dict(zip(rows["mr"], rows["source_mr"], strict=True))
 
 
 def setting(args: argparse.Namespace, made_from: list[dict[str, Any]]) -> tuple[str, int]:
@@ -303,6 +339,9 @@ def choose(args: argparse.Namespace) -> None:
     how, k = setting(args, made_from)
     neighbours = Neighbours(references_by_mr(args.pool))
     mrs = list(frame["mr"])
+    mended = 0
+    if args.copy_values:
+        candidates, mended = copied(mrs, candidates)
     matrices = [per_neighbour(mr, c, neighbours, k) if how in ("mean", "corpus")
                 else np.empty(0) for mr, c in zip(mrs, candidates, strict=True)]
     ranks = ranks_by(how, k, mrs, candidates, matrices, neighbours)
@@ -319,6 +358,8 @@ def choose(args: argparse.Namespace) -> None:
         "picked_rank": picked,
         "made_by": {"neighbour_rerank": {"candidates": made_from, "pool": str(args.pool),
                                          "neighbours": k, "how": how,
+                                         "copy_values": args.copy_values,
+                                         "values_mended": mended,
                                          "tuned": str(args.tuned) if args.tuned else None},
                     "rows": made["made_by"]["rows"],
                     # not the source's decoding: pairing it with the source needs
@@ -348,6 +389,9 @@ def main() -> None:
         step.add_argument("--candidates", type=Path, nargs="+", required=True,
                           help="nbest outputs over the same MRs (one per run)")
         step.add_argument("--pool", type=Path, required=True, help="the training file (mr, ref)")
+        step.add_argument("--copy-values", action="store_true",
+                          help="first write each name/near value a candidate writes in part "
+                               "whole (data.delex.copy_values)")
     sub.choices["tune"].add_argument("--name", default="neighbour_rerank_tune")
     sub.choices["pick"].add_argument("--tuned", type=Path,
                                      help="a tune result: its best setting, same runs checked")

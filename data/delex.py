@@ -92,3 +92,46 @@ def relexicalize(text: str, values: dict[str, str]) -> str:
     for mark in sorted(values, key=len, reverse=True):
         text = text.replace(mark, values[mark])
     return text
+
+
+def copy_values(text: str, values: list[str]) -> tuple[str, int]:
+    """``text`` with each value of three words or more that it writes only in part written
+    whole: the longest run of two or more of the value's words found in the text (case
+    ignored; a word the value capitalises is capitalised there too, and there is one) becomes
+    the value. Returns the text and how many values were mended.
+
+    Why: a pretrained model "corrects" a venue it has never read to the one it knows
+    ("near Express by Holiday Inn" comes out "near the Holiday Inn"). A run that did not
+    delexicalise can still write the MR's value where it wrote a part of it; a value written
+    whole, or not at all, is left as it is (nothing is inserted)."""
+    mended = 0
+    for value in sorted(values, key=len, reverse=True):
+        whole = re.compile(rf"(?<!\w){re.escape(value)}(?!\w)", re.IGNORECASE)
+        words = value.split()
+        if len(words) < 3 or whole.search(text):
+            continue
+        span = _longest_part(text, words)
+        if span:
+            start = span[0]
+            article = re.search(r"(?<!\w)the\s+$", text[:start], re.IGNORECASE)
+            if article and words[0].lower() == "the":  # "the Old Mill" → "The Old Mill …"
+                start = article.start()
+            text = text[:start] + value + text[span[1]:]
+            mended += 1
+    return text, mended
+
+
+def _longest_part(text: str, words: list[str]) -> tuple[int, int] | None:
+    """Where the longest run (two words or more, not the whole) of ``words`` stands in
+    ``text``, first found; None if none does."""
+    for length in range(len(words) - 1, 1, -1):
+        for start in range(len(words) - length + 1):
+            part = words[start:start + length]
+            capitals = [i for i, w in enumerate(part) if w[:1].isupper()]
+            if not capitals:
+                continue
+            found = re.search(r"(?<!\w)" + r"\s+".join(map(re.escape, part)) + r"(?!\w)",
+                              text, re.IGNORECASE)
+            if found and all(found.group(0).split()[i][:1].isupper() for i in capitals):
+                return found.span()
+    return None

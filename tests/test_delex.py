@@ -166,3 +166,21 @@ def test_transfer_prompts_of_a_delexicalised_run_carry_placeholders(tmp_path):
         "Describe: name[X-name], near[X-near]"
     assert counts["repeated"] == 1  # one prompt as the teacher reads it
     assert prompts["text"][0] == "Describe: name[Aromi], near[Zizzi]"
+
+
+def test_a_value_written_in_part_is_written_whole_and_nothing_else_is_touched():
+    from data.delex import copy_values
+
+    values = ["The Punter", "Express by Holiday Inn"]
+    assert copy_values("The Punter is near the Holiday Inn.", values) == (
+        "The Punter is near the Express by Holiday Inn.", 1)
+    # written whole (any case), or not at all: left as it is; nothing is inserted
+    for text in ("The Punter is near express by Holiday Inn.", "The Punter is a pub."):
+        assert copy_values(text, values) == (text, 0)
+    # the longest part wins; a part of lower-case words alone, or written lower-case where
+    # the value capitalises, is no mention of the venue
+    old_mill = ["The Old Mill by the River"]
+    assert copy_values("Near the Old Mill, a pub.", old_mill) == (
+        "Near The Old Mill by the River, a pub.", 1)
+    assert copy_values("It is a pub by the river.", old_mill) == ("It is a pub by the river.", 0)
+    assert copy_values("a holiday inn nearby", values) == ("a holiday inn nearby", 0)

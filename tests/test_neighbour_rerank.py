@@ -167,3 +167,37 @@ def test_the_top_setting_keeps_every_top_beam_without_reading_neighbours() -> No
 
     candidates = [["a1", "a2"], ["b1", "b2", "b3"]]
     assert ranks_by("top", 5, ["m1", "m2"], candidates, [], None) == [0, 0]
+
+
+def test_renamed_mrs_leave_their_source_out_and_stale_references_are_counted(tmp_path) -> None:
+    from bench.e2e_unseen_names import INVENTED, renamed
+    from bench.neighbour_rerank import copied, sources_of
+
+    rows = pd.DataFrame({
+        "mr": ["name[Aromi], eatType[pub], near[Burger King]"] * 2
+              + ["name[Cocum], eatType[pub], near[Burger King]"],
+        "ref": ["Aromi is a pub near Burger King.", "Aromi, a pub by the burger bar.",
+                "Cocum is a pub near burger king."]})
+    frame, counts = renamed(rows)
+    # each value one invented venue, in the MR and in every reference writing it verbatim;
+    # the reference that phrased it otherwise would keep a stale name: dropped, counted
+    aromi, cocum = INVENTED["name"][0], INVENTED["name"][1]
+    near = INVENTED["near"][0]
+    assert list(frame["mr"]) == [f"name[{aromi}], eatType[pub], near[{near}]",
+                                 f"name[{cocum}], eatType[pub], near[{near}]"]
+    assert list(frame["ref"]) == [f"{aromi} is a pub near {near}.",
+                                  f"{cocum} is a pub near {near}."]
+    assert counts["references_dropped"] == 1 and counts["mrs_dropped"] == 0
+    path = tmp_path / "unseen.csv"
+    frame.to_csv(path, index=False)
+    sources = sources_of(path)
+    # the renamed MR's own training MR (its references, old names delexicalised away) is
+    # never its neighbour; the other one is
+    neighbours = Neighbours(rows.groupby("mr", sort=False)["ref"].apply(list), sources)
+    assert neighbours.references(frame["mr"][0], 5) == [["X-name is a X-eatType near X-near."]]
+    assert sources_of(tmp_path / "absent.csv") == {}
+    # candidates mended by the MR's name and near values, counted
+    mended, n = copied([f"name[{aromi}], near[Express by Holiday Inn]"],
+                       [["It is near the Holiday Inn.", "A pub near Express by Holiday Inn."]])
+    assert mended == [["It is near the Express by Holiday Inn.",
+                       "A pub near Express by Holiday Inn."]] and n == 1
