@@ -97,8 +97,11 @@ def relexicalize(text: str, values: dict[str, str]) -> str:
 def copy_values(text: str, values: list[str]) -> tuple[str, int]:
     """``text`` with each value of three words or more that it writes only in part written
     whole: the longest run of two or more of the value's words found in the text (case
-    ignored; a word the value capitalises is capitalised there too, and there is one) becomes
-    the value. Returns the text and how many values were mended.
+    ignored; a word the value capitalises is capitalised there too, and there is one), with
+    the capitalised words just before and after it that stand where the value's other words
+    would (a misspelt one: "the Courtyrd by Marriott"), becomes the value; "the" before a
+    value that starts with "The" is taken in. Returns the text and how many values were
+    mended.
 
     Why: a pretrained model "corrects" a venue it has never read to the one it knows
     ("near Express by Holiday Inn" comes out "near the Holiday Inn"). A run that did not
@@ -110,20 +113,21 @@ def copy_values(text: str, values: list[str]) -> tuple[str, int]:
         words = value.split()
         if len(words) < 3 or whole.search(text):
             continue
-        span = _longest_part(text, words)
-        if span:
-            start = span[0]
+        found = _longest_part(text, words)
+        if found:
+            start, end = _widened(text, *found)
             article = re.search(r"(?<!\w)the\s+$", text[:start], re.IGNORECASE)
             if article and words[0].lower() == "the":  # "the Old Mill" → "The Old Mill …"
                 start = article.start()
-            text = text[:start] + value + text[span[1]:]
+            text = text[:start] + value + text[end:]
             mended += 1
     return text, mended
 
 
-def _longest_part(text: str, words: list[str]) -> tuple[int, int] | None:
+def _longest_part(text: str, words: list[str]) -> tuple[int, int, int, int] | None:
     """Where the longest run (two words or more, not the whole) of ``words`` stands in
-    ``text``, first found; None if none does."""
+    ``text``, first found, and how many of the value's words come before and after it; None
+    if none does."""
     for length in range(len(words) - 1, 1, -1):
         for start in range(len(words) - length + 1):
             part = words[start:start + length]
@@ -133,5 +137,21 @@ def _longest_part(text: str, words: list[str]) -> tuple[int, int] | None:
             found = re.search(r"(?<!\w)" + r"\s+".join(map(re.escape, part)) + r"(?!\w)",
                               text, re.IGNORECASE)
             if found and all(found.group(0).split()[i][:1].isupper() for i in capitals):
-                return found.span()
+                return (*found.span(), start, len(words) - start - length)
     return None
+
+
+def _widened(text: str, start: int, end: int, before: int, after: int) -> tuple[int, int]:
+    """The span grown over up to ``before`` capitalised words just before it and ``after``
+    just after it."""
+    for _ in range(before):
+        word = re.search(r"(\w[\w'-]*)\s+$", text[:start])
+        if not word or not word.group(1)[:1].isupper():
+            break
+        start = word.start()
+    for _ in range(after):
+        word = re.match(r"\s+(\w[\w'-]*)", text[end:])
+        if not word or not word.group(1)[:1].isupper():
+            break
+        end += word.end()
+    return start, end

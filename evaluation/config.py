@@ -100,6 +100,10 @@ class EvaluateConfig:
         max_new_tokens: Chat runs: the longest generated answer; ``null`` = the run's own
             ``task.max_new_tokens``.
         num_beams: Chat runs: beam width; ``null`` = the run's own ``task.num_beams``.
+        copy_values: Chat runs: attributes (``data.slot_pattern``) whose prompt value an
+            answer writes only in part is written whole (``data.delex.copy_values``; E2E:
+            ``[name, near]``, "the Holiday Inn" → "Express by Holiday Inn"); mended values are
+            counted in the report; ``[]`` = answers as generated.
     """
 
     run: str = "???"
@@ -116,6 +120,7 @@ class EvaluateConfig:
     rerank: RerankChoice = field(default_factory=RerankChoice)
     max_new_tokens: Optional[int] = None
     num_beams: Optional[int] = None
+    copy_values: List[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:

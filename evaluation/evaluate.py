@@ -172,6 +172,8 @@ def _evaluate(cfg: EvaluateConfig, run_dir: Path, run: Any, data: Any, splits: A
                                       data.name, out_dir, made_by, hold_out)
         return evaluate_similarity(cfg, run_dir, run, splits.datasets[cfg.split].to_pandas(),
                                    splits.summaries[cfg.split], data.name, out_dir, made_by)
+    if cfg.copy_values and not run.task.chat:
+        raise ConfigError("copy_values", "only chat runs (task=sft) generate answers to mend")
     if run.task.chat:  # task=sft: answers generated and scored against references
         return _evaluate_chat(cfg, run_dir, run, splits, data, out_dir, made_by)
     if run.task.kind != TaskKind.seq_cls:
@@ -198,13 +200,19 @@ def _evaluate_chat(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, da
     prompts = group_prompts(rows)
     dataset = ray.data.from_pandas(prompts.drop(columns=["references"]))
     settings = generation_settings(run, cfg)
+    udf_kwargs = dict(settings)
+    if cfg.copy_values:
+        if not data.slot_pattern:
+            raise ConfigError("copy_values", f"{cfg.copy_values} needs data.slot_pattern (the "
+                              "prompts' attribute[value] slots): the data sets none")
+        udf_kwargs["slot_pattern"] = data.slot_pattern
     made_by = {**made_by, "generation": settings}
     if replacing := replaced_answers(out_dir, settings):
         print(replacing, flush=True)
-    frame = score_split(Generate, cfg, run_dir, dataset, cfg.batch_size * 8, settings,
+    frame = score_split(Generate, cfg, run_dir, dataset, cfg.batch_size * 8, udf_kwargs,
                         num_cpus=1)
     pretrained = run.model.init_config is None  # a random-init model has no base to ask
-    base = score_split(GenerateBase, cfg, run_dir, dataset, cfg.batch_size * 8, settings,
+    base = score_split(GenerateBase, cfg, run_dir, dataset, cfg.batch_size * 8, udf_kwargs,
                        num_cpus=1) if cfg.baseline and pretrained else None
     lost = data_lost(rows, splits.summaries[cfg.split], run.task.max_length)  # prompts whole
     return finish_generation(cfg, run_dir, data.name, out_dir, made_by, prompts, frame, base,

@@ -12,6 +12,7 @@ are the baseline (as TF-IDF is for classification).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data.delex import relexicalize
+from data.delex import copy_values, relexicalize
 from data.errors import ConfigError
 from data.locations import resolve_location
 from evaluation.gates import check_gates
@@ -63,8 +64,12 @@ def group_prompts(frame: pd.DataFrame) -> pd.DataFrame:
 class Generate:
     """Ray Data class UDF: a run's model (or its base model) loads once, answers prompts."""
 
+    copy_values: list[str] = []  # evaluate copy_values: attributes whose values are mended
+    slots: re.Pattern[str] | None = None  # their finder (data.slot_pattern), when set
+
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1,
-                 max_new_tokens: int = 64, num_beams: int = 1, base: bool = False) -> None:
+                 max_new_tokens: int = 64, num_beams: int = 1, base: bool = False,
+                 copy_values: list[str] | None = None, slot_pattern: str | None = None) -> None:
         from transformers import AutoModelForCausalLM  # the base model: only for the baseline
 
         self.model, self.tok, _, run = load_trained(Path(run_dir), merge_adapters=not base)
@@ -78,6 +83,8 @@ class Generate:
         self.model.to(self.device).eval()
         self.batch_size, self.max_new_tokens, self.num_beams = \
             batch_size, max_new_tokens, num_beams
+        self.copy_values = list(copy_values or [])
+        self.slots = re.compile(str(slot_pattern)) if self.copy_values else None
         for_generation(self.tok)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -89,10 +96,28 @@ class Generate:
             out["generated_delex"] = np.array(answers, dtype=object)
             answers = [relexicalize(a, json.loads(str(d))["values"])
                        for a, d in zip(answers, batch["delex"], strict=True)]
+        if self.slots is not None:  # evaluate copy_values=[…]: values written whole
+            answers, mended = copied_values(answers, batch["text"], self.slots,
+                                            self.copy_values)
+            out["values_mended"] = np.array(mended, dtype=np.int32)
         out.update(generated=np.array(answers, dtype=object),
                    new_tokens=np.array(new_tokens, dtype=np.int32),
                    stopped=np.array(stopped, dtype=bool))
         return out
+
+
+def copied_values(answers: list[str], prompts: Any, slots: re.Pattern[str],
+                  attributes: list[str]) -> tuple[list[str], list[int]]:
+    """Each answer with its prompt's values of ``attributes`` (found by ``slots``, as written)
+    that it writes in part written whole (``data.delex.copy_values``), and how many each."""
+    out, mended = [], []
+    for answer, prompt in zip(answers, prompts, strict=True):
+        values = [v.strip() for k, v in slots.findall(str(prompt))
+                  if k.strip() in attributes and v.strip()]
+        text, n = copy_values(answer, values)
+        out.append(text)
+        mended.append(n)
+    return out, mended
 
 
 def for_generation(tok: Any) -> Any:
@@ -166,8 +191,10 @@ class GenerateBase(Generate):
     """The same generation from the run's base model: the zero-shot baseline."""
 
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1,
-                 max_new_tokens: int = 64, num_beams: int = 1) -> None:
-        super().__init__(run_dir, batch_size, threads, max_new_tokens, num_beams, base=True)
+                 max_new_tokens: int = 64, num_beams: int = 1,
+                 copy_values: list[str] | None = None, slot_pattern: str | None = None) -> None:
+        super().__init__(run_dir, batch_size, threads, max_new_tokens, num_beams, base=True,
+                         copy_values=copy_values, slot_pattern=slot_pattern)
 
 
 
@@ -196,7 +223,7 @@ def write_generation_report(result: dict[str, Any], frame: pd.DataFrame, out: Pa
              f"{result['split']}", "",
              f"{m['examples']} prompts, {m['references']} references; {m['stopped']:.0%} of "
              f"answers ended with the end-of-turn token (mean {m['mean_new_tokens']:.1f} "
-             f"new tokens).{_relexicalized(frame)}", "",
+             f"new tokens).{_relexicalized(frame)}{_copied(frame)}", "",
              "| metric | model | 95% CI | base model (zero-shot) |",
              "| --- | ---: | --- | ---: |"]
     for name in ("bleu", "bleu_uncased", "rouge_l", "chrf", "exact_match"):
@@ -216,6 +243,14 @@ def write_generation_report(result: dict[str, Any], frame: pd.DataFrame, out: Pa
     path.write_text("\n".join(lines) + "\n")
     (out / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
     return path
+
+
+def _copied(frame: pd.DataFrame) -> str:
+    """A sentence on values written whole after generation (evaluate copy_values), if any."""
+    if "values_mended" not in frame:
+        return ""
+    return (f" {int(frame['values_mended'].sum())} prompt values written in part were written "
+            f"whole in {int((frame['values_mended'] > 0).sum())} answers (copy_values).")
 
 
 def _relexicalized(frame: pd.DataFrame) -> str:
@@ -245,6 +280,8 @@ def finish_generation(cfg: Any, run_dir: Path, data_name: str, out_dir: Path,
         "slice_metric": "rouge_l",
         "made_by": {**made_by, "rows": digest(sorted(frame["_src"].astype(str)))},
         "lost": lost, "slots": None}
+    if "values_mended" in frame:  # evaluate copy_values=[…]
+        result["values_mended"] = int(frame["values_mended"].sum())
     if slot_pattern:
         result["slots"] = slot_mentions(frame["text"], frame["generated"], frame["references"],
                                         slot_pattern)

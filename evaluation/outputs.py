@@ -123,12 +123,17 @@ def rows_digest(frame: Any) -> str:
     return digest(rows)
 
 
-def generation_settings(run: Any, cfg: Any = None) -> dict[str, int]:
+def generation_settings(run: Any, cfg: Any = None) -> dict[str, Any]:
     """How a chat run's answers are generated: ``evaluate``'s overrides, else the run's own
-    ``task.max_new_tokens`` / ``task.num_beams``. Recorded with the answers, so answers made
-    with other settings are never reused or paired as if they were the same."""
+    ``task.max_new_tokens`` / ``task.num_beams``; ``copy_values`` only when set (answers
+    saved before it existed stay current). Recorded with the answers, so answers made with
+    other settings are never reused or paired as if they were the same."""
     override = {k: getattr(cfg, k, None) for k in ("max_new_tokens", "num_beams")}
-    return {k: v if v is not None else getattr(run.task, k) for k, v in override.items()}
+    settings: dict[str, Any] = {k: v if v is not None else getattr(run.task, k)
+                                for k, v in override.items()}
+    if copied := list(getattr(cfg, "copy_values", None) or []):
+        settings["copy_values"] = copied
+    return settings
 
 
 def replaced_answers(out_dir: Path, settings: dict[str, int]) -> str | None:

@@ -432,6 +432,8 @@ def _other_verbs(tmp: Path, tiny: Path) -> list[Case]:
         ("compare: not runs", ["compare", f"a={tmp}/x", f"b={tmp}/y"], ["x", "not a run"]),
         ("evaluate: no tokens to generate", ["evaluate", f"run={tiny}", "max_new_tokens=0"],
          ["max_new_tokens", "must be >= 1"]),
+        ("evaluate: values to copy into a classifier's labels",
+         ["evaluate", f"run={tiny}", "copy_values=[name]"], ["copy_values", "only chat runs"]),
         ("train: no beams", ["train", "task=sft", "task.num_beams=0"],
          ["task.num_beams", "must be >= 1"]),
         ("sweep: unknown sweep", ["sweep", "sweep=nope"], ["'sweep'", "smoke"]),

@@ -184,3 +184,41 @@ def test_a_value_written_in_part_is_written_whole_and_nothing_else_is_touched():
         "Near The Old Mill by the River, a pub.", 1)
     assert copy_values("It is a pub by the river.", old_mill) == ("It is a pub by the river.", 0)
     assert copy_values("a holiday inn nearby", values) == ("a holiday inn nearby", 0)
+    # a misspelt word of the value beside the part found goes too, capitalised as a name is
+    assert copy_values("A pub near the Courtyrd by Marriott.", ["Courtyard by Marriott"]) == (
+        "A pub near the Courtyard by Marriott.", 1)
+
+
+def test_evaluate_copy_values_mends_answers_and_is_part_of_the_generation_settings():
+    """`evaluate copy_values=[near]`: each answer's partial mention of its own prompt's value
+    (as the prompt writes it) becomes the value, counted; answers saved without the setting
+    keep their recorded settings, so they stay current."""
+    from types import SimpleNamespace
+
+    import evaluation.generate as gen
+    from evaluation.config import EvaluateConfig
+    from evaluation.generate import Generate
+    from evaluation.outputs import generation_settings
+
+    class Answers(Generate):
+        def __init__(self) -> None:
+            self.tok, self.template, self.model = None, None, None
+            self.max_new_tokens, self.num_beams, self.batch_size = 8, 1, 2
+            self.copy_values, self.slots = ["near"], __import__("re").compile(SLOTS)
+
+    prompts = ["name[Aromi], near[Express by Holiday Inn]", "name[Zizzi], near[Café Rouge]"]
+    real = gen.answer_chats
+    gen.answer_chats = lambda *a: (["Aromi is near the Holiday Inn.", "Zizzi is near the Inn."],
+                                   [7, 6], [True, True])
+    try:
+        out = Answers()({"prompt": np.array(prompts), "text": np.array(prompts)})
+    finally:
+        gen.answer_chats = real
+    assert out["generated"].tolist() == ["Aromi is near the Express by Holiday Inn.",
+                                         "Zizzi is near the Inn."]
+    assert out["values_mended"].tolist() == [1, 0]
+    run = SimpleNamespace(task=SimpleNamespace(max_new_tokens=64, num_beams=4))
+    assert generation_settings(run, EvaluateConfig(run="r")) == {"max_new_tokens": 64,
+                                                                 "num_beams": 4}
+    assert generation_settings(run, EvaluateConfig(run="r", copy_values=["near"])) == {
+        "max_new_tokens": 64, "num_beams": 4, "copy_values": ["near"]}
