@@ -36,7 +36,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -84,10 +84,12 @@ class Neighbours:
                         for mr, refs in pool.items()]
         self.sources = sources or {}
 
-    def references(self, mr: str, k: int) -> list[list[str]]:
-        """The delexicalised references of the ``k`` MRs most like ``mr`` (itself and its
-        source left out): two points off per attribute one has and the other lacks, one on
-        per shared value of a non-name attribute; ties in file order."""
+    def references(self, mr: str, k: int, left_out: Callable[[str], bool] | None = None
+                   ) -> list[list[str]]:
+        """The delexicalised references of the ``k`` MRs most like ``mr`` (itself, its
+        source, and every MR ``left_out`` names left out): two points off per attribute one
+        has and the other lacks, one on per shared value of a non-name attribute; ties in
+        file order."""
         slots = parse(mr)
         own = {mr, self.sources.get(mr, mr)}
 
@@ -96,7 +98,8 @@ class Neighbours:
             return -2 * len(set(slots) ^ set(other)) + sum(
                 slots[a] == other[a] for a in shared - OPEN)
 
-        ranked = sorted((e for e in self.entries if e[0] not in own),
+        ranked = sorted((e for e in self.entries
+                         if e[0] not in own and not (left_out and left_out(e[0]))),
                         key=lambda e: -likeness(e[1]))
         return [refs for _, _, refs in ranked[:k]]
 
@@ -166,15 +169,16 @@ def corpus_picks(matrices: list[np.ndarray], k: int, rounds: int = 5) -> list[in
 
 
 def ranks_by(how: str, k: int, mrs: list[str], candidates: list[list[str]],
-             matrices: list[np.ndarray], neighbours: Neighbours) -> list[int]:
+             matrices: list[np.ndarray], neighbours: Neighbours | None) -> list[int]:
     """Every MR's picked candidate under one setting (``matrices``: :func:`per_neighbour`'s,
-    at least ``k`` neighbours wide)."""
+    at least ``k`` neighbours wide; ``neighbours``: only ``pooled`` reads them)."""
     if how == "top":  # the baseline every pick is paired with: the top beam
         return [0] * len(candidates)
     if how == "corpus":
         return corpus_picks(matrices, k)
     if how == "mean":
         return [int(np.argmax(mean_of_nearest(m, k))) for m in matrices]
+    assert neighbours is not None, "pooled picks read the neighbours"
     return [pick(mr, c, neighbours, k, how) for mr, c in zip(mrs, candidates, strict=True)]
 
 
@@ -337,13 +341,15 @@ def choose(args: argparse.Namespace) -> None:
             raise SystemExit(f"{path}: {about['run']}'s weights are not those it was made "
                              "with (trained again since?): make the n-best again")
     how, k = setting(args, made_from)
-    neighbours = Neighbours(references_by_mr(args.pool))
+    # the top beam reads no neighbour: the pool is not delexicalised for it
+    neighbours = Neighbours(references_by_mr(args.pool)) if how != "top" else None
     mrs = list(frame["mr"])
     mended = 0
     if args.copy_values:
         candidates, mended = copied(mrs, candidates)
-    matrices = [per_neighbour(mr, c, neighbours, k) if how in ("mean", "corpus")
-                else np.empty(0) for mr, c in zip(mrs, candidates, strict=True)]
+    scored = neighbours is not None and how in ("mean", "corpus")
+    matrices = [per_neighbour(mr, c, neighbours, k) if scored else np.empty(0)
+                for mr, c in zip(mrs, candidates, strict=True)]
     ranks = ranks_by(how, k, mrs, candidates, matrices, neighbours)
     chosen = [c[r] for c, r in zip(candidates, ranks, strict=True)]
     tok = load_tokenizer(load_run_config(Path(made_from[0]["run"])).model)
