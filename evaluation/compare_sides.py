@@ -136,8 +136,9 @@ def same_generation(a: Side, b: Side, evals: Evaluations) -> str | None:
     if len(set(seen.values())) > 1:
         raise DataError(f"{a.name} vs {b.name}", "answers generated with other settings (" +
                         "; ".join(f"{m.name}: {v}" for m, v in seen.items()) + ")",
-                        "evaluate every run with the same max_new_tokens and num_beams "
-                        "(name=… keeps each set apart) and compare those: compare name=…")
+                        "evaluate every run with the same max_new_tokens, num_beams and "
+                        "copy_values (name=… keeps each set apart) and compare those: "
+                        "compare name=…")
     return next(iter(seen.values()), None)
 
 

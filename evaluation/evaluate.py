@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,11 @@ def _evaluate_chat(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, da
         if not data.slot_pattern:
             raise ConfigError("copy_values", f"{cfg.copy_values} needs data.slot_pattern (the "
                               "prompts' attribute[value] slots): the data sets none")
+        held = {k.strip() for text in prompts["text"]
+                for k, _ in re.findall(str(data.slot_pattern), str(text))}
+        if missing := sorted(set(cfg.copy_values) - held):
+            raise ConfigError("copy_values", f"no prompt of {data.name}/{cfg.split} holds "
+                              f"{', '.join(missing)} (its attributes: {', '.join(sorted(held))})")
         udf_kwargs["slot_pattern"] = data.slot_pattern
     made_by = {**made_by, "generation": settings}
     if replacing := replaced_answers(out_dir, settings):

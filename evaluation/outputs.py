@@ -136,7 +136,7 @@ def generation_settings(run: Any, cfg: Any = None) -> dict[str, Any]:
     return settings
 
 
-def replaced_answers(out_dir: Path, settings: dict[str, int]) -> str | None:
+def replaced_answers(out_dir: Path, settings: dict[str, Any]) -> str | None:
     """The console line for answers saved in ``out_dir`` with generation settings other than
     ``settings``, which an evaluation is about to write over (a seed group's, or ``evaluate``
     without ``name=`` after a ``num_beams=4`` one); None when there are none."""
@@ -145,7 +145,7 @@ def replaced_answers(out_dir: Path, settings: dict[str, int]) -> str | None:
     if not saved or saved == settings or not (out_dir / "predictions.parquet").is_file():
         return None
 
-    def shown(s: dict[str, int]) -> str:
+    def shown(s: dict[str, Any]) -> str:
         return ", ".join(f"{k}={v}" for k, v in sorted(s.items()))
 
     return (f"warning: {out_dir} holds answers generated with {shown(saved)}: replacing them "

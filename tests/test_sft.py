@@ -363,3 +363,10 @@ def test_a_delexicalised_run_reads_placeholders_and_is_scored_with_the_values(tm
     for row in frame.itertuples():
         assert row.generated == relexicalize(row.generated_delex, json.loads(row.delex)["values"])
     assert "placeholders (data.chat.delexicalize)" in (out / "report.md").read_text()
+    # an attribute no prompt holds (a typo) is refused before anything is generated
+    capsys.readouterr()
+    assert main(["evaluate", f"run={summary['run_dir']}", "split=test", "copy_values=[nmae]",
+                 f"paths.root={tmp_path}", "name=typo"]) == 2
+    err = capsys.readouterr().err
+    assert "copy_values" in err and "holds nmae" in err and "near" in err, err
+    assert not (Path(summary["run_dir"]) / "eval-typo").exists()
