@@ -306,8 +306,9 @@ def sources_of(data: Path) -> dict[str, str]:
 
 def setting(args: argparse.Namespace, made_from: list[dict[str, Any]]) -> tuple[str, int]:
     """The (how, k) to pick with: ``--tuned``'s best setting, refused unless that tune read
-    the n-best of the same runs, with the same weights, in the same order; else the flags
-    (default: mean over 5, session 45's dev choice)."""
+    the n-best of the same runs, with the same weights, in the same order, and mended them as
+    this pick does (``--copy-values``); else the flags (default: mean over 5, session 45's dev
+    choice)."""
     if args.neighbours is not None and args.neighbours < 1:
         raise SystemExit(f"--neighbours {args.neighbours}: at least 1 neighbour")
     if not args.tuned:
@@ -320,6 +321,9 @@ def setting(args: argparse.Namespace, made_from: list[dict[str, Any]]) -> tuple[
     if theirs != ours:
         raise SystemExit(f"{args.tuned}: tuned on the n-best of {[t[0] for t in theirs]}, "
                          f"not of {[o[0] for o in ours]} (or of other weights): tune again")
+    if bool(tuned.get("copy_values")) != bool(getattr(args, "copy_values", False)):
+        raise SystemExit(f"{args.tuned}: tuned {'with' if tuned.get('copy_values') else 'without'}"
+                         " --copy-values, picking without/with it: tune as you pick")
     how, k = tuned["best"].rsplit("_", 1)
     return how, int(k)
 

@@ -201,3 +201,20 @@ def test_renamed_mrs_leave_their_source_out_and_stale_references_are_counted(tmp
                        [["It is near the Holiday Inn.", "A pub near Express by Holiday Inn."]])
     assert mended == [["It is near the Express by Holiday Inn.",
                        "A pub near Express by Holiday Inn."]] and n == 1
+
+
+def test_pick_takes_a_tuned_setting_only_with_the_candidates_mended_as_tuned(tmp_path) -> None:
+    from argparse import Namespace
+
+    from bench.neighbour_rerank import setting
+
+    made_from = [{"run": str(tmp_path / "student"), "weights": "w1"}]
+    tuned = tmp_path / "tune.json"
+    for copied in (False, True):
+        tuned.write_text(json.dumps({"runs": made_from, "best": "mean_3",
+                                     "copy_values": copied}))
+        assert setting(Namespace(tuned=tuned, how=None, neighbours=None, copy_values=copied),
+                       made_from) == ("mean", 3)
+        with pytest.raises(SystemExit, match="tune as you pick"):
+            setting(Namespace(tuned=tuned, how=None, neighbours=None, copy_values=not copied),
+                    made_from)
