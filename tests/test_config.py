@@ -42,6 +42,7 @@ def test_group_choices_compose(tmp_path, overrides, expected):
     (["train", "trainer.batch_size=-4"], ["trainer.batch_size", ">= 1"]),
     (["train", "cluster.num_workers=0"], ["cluster.num_workers", ">= 1"]),
     (["train", "cluster=ray", "cluster.start_wait_s=0"], ["cluster.start_wait_s", "> 0"]),
+    (["train", "cluster.threads=0"], ["cluster.threads", ">= 1"]),
     (["train", "run_name=../escape"], ["run_name"]),
     (["train", "data.val_fraction=1.5"], ["data.val_fraction"]),
     (["fly"], ["unknown verb", "train"]),

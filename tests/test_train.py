@@ -82,3 +82,22 @@ def test_mean_pooling_adapter_and_merged_export_agree(tmp_path):
         b = merged(**enc).logits
     assert torch.allclose(a, b, atol=1e-4)
     assert not torch.allclose(a[0], a[1])  # a real classifier, not a constant
+
+
+def test_cluster_threads_sets_the_local_loops_torch_threads(tmp_path):
+    """cluster.threads: a local run on a machine shared with another job uses that many
+    torch threads (the loop runs in this process, so this process keeps them after)."""
+    import torch
+
+    from tests.conftest import PLUMBING_MODEL
+
+    before = torch.get_num_threads()
+    wanted = before + 1  # never torch's default here, so the loop must have set it
+    try:
+        summary = train_run(tmp_path, [*FAST, PLUMBING_MODEL, "trainer.max_steps=1",
+                                       f"cluster.threads={wanted}"])
+        assert summary["status"] == "done" and torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
+    saved = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
+    assert saved["cluster"]["threads"] == wanted

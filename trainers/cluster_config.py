@@ -33,6 +33,10 @@ class ClusterConfig:
             mode for a free CPU for its Ray Data tasks, before it fails, naming what is free;
             ``null`` = for ever (Ray's own default: right while an autoscaler adds nodes, a
             silent hang when other jobs hold the cluster).
+        threads: torch's threads in the training loop (each Ray worker's, or this process's
+            under ``mode=local``); ``null`` = torch's default (every core locally, the
+            worker's CPUs under Ray). Two local jobs on one machine: half the cores each,
+            else each waits on threads the other has descheduled.
     """
 
     mode: ClusterMode = ClusterMode.local
@@ -44,6 +48,7 @@ class ClusterConfig:
     num_cpus: Optional[int] = None
     concurrent_runs: int = 0
     start_wait_s: Optional[float] = 900.0
+    threads: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -55,6 +60,9 @@ class ClusterConfig:
         if self.concurrent_runs < 0:
             raise ConfigError("cluster.concurrent_runs",
                               f"must be >= 0 (0 = auto), got {self.concurrent_runs}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("cluster.threads", f"must be >= 1 (null = torch's default), "
+                              f"got {self.threads}")
         if self.start_wait_s is not None and self.start_wait_s <= 0:
             raise ConfigError("cluster.start_wait_s",
                               f"must be > 0 (null = no limit), got {self.start_wait_s}")

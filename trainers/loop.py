@@ -190,6 +190,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     task = run.task.kind
 
     set_seed(run.seed)  # adapter/head init, dropout and data order all follow the one seed
+    if run.cluster.threads:  # a machine shared with another job (cluster.threads)
+        torch.set_num_threads(run.cluster.threads)
     tokenizer = load_tokenizer(run.model)
     base = build_base_model(run.model, task, labels, tokenizer, run.task.embedding,
                             score_range(run))
