@@ -54,7 +54,8 @@ from bench.best_of_n import (  # noqa: E402
 from bench.common import save  # noqa: E402
 from bench.e2e_synthetic_mrs import parse  # noqa: E402
 from bench.ensemble_generate import SCORES, save_scored  # noqa: E402
-from data.delex import copy_values, delexicalize  # noqa: E402
+from data.delex import delexicalize  # noqa: E402
+from evaluation.generate import copied_values  # noqa: E402
 from evaluation.generation import corpus_metric, reference_streams  # noqa: E402
 from evaluation.outputs import weights_hash  # noqa: E402
 from trainers.models import load_run_config, load_tokenizer  # noqa: E402
@@ -106,13 +107,13 @@ class Neighbours:
 
 def copied(mrs: list[str], candidates: list[list[str]]) -> tuple[list[list[str]], int]:
     """Every candidate with the MR's ``name`` and ``near`` values it writes in part written
-    whole (``data.delex.copy_values``); how many values were mended in all."""
-    out, mended = [], 0
+    whole, as ``evaluate copy_values=[name,near]`` mends answers; how many values were
+    mended in all."""
+    slots, out, mended = re.compile(SLOT_PATTERN), [], 0
     for mr, cands in zip(mrs, candidates, strict=True):
-        values = [v for a, v in parse(mr).items() if a in OPEN]
-        fixed = [copy_values(c, values) for c in cands]
-        out.append([text for text, _ in fixed])
-        mended += sum(n for _, n in fixed)
+        fixed, counts = copied_values(cands, [mr] * len(cands), slots, sorted(OPEN))
+        out.append(fixed)
+        mended += sum(counts)
     return out, mended
 
 

@@ -20,6 +20,7 @@ import torch
 from data.errors import ConfigError, DataError
 from data.pipeline import build_splits
 from data.read import driver_reads_all
+from data.slots import find_slots
 from data.tokenize import cut_and_order
 from evaluation.baseline import BASELINE_DIR, baseline_predictions
 from evaluation.config import EvaluateConfig, check_name
@@ -206,8 +207,8 @@ def _evaluate_chat(cfg: EvaluateConfig, run_dir: Path, run: Any, splits: Any, da
         if not data.slot_pattern:
             raise ConfigError("copy_values", f"{cfg.copy_values} needs data.slot_pattern (the "
                               "prompts' attribute[value] slots): the data sets none")
-        held = {k.strip() for text in prompts["text"]
-                for k, _ in re.findall(str(data.slot_pattern), str(text))}
+        finder = re.compile(str(data.slot_pattern))
+        held = {k for text in prompts["text"] for k, _ in find_slots(str(text), finder)}
         if missing := sorted(set(cfg.copy_values) - held):
             raise ConfigError("copy_values", f"no prompt of {data.name}/{cfg.split} holds "
                               f"{', '.join(missing)} (its attributes: {', '.join(sorted(held))})")
