@@ -359,8 +359,9 @@ def test_distill_on_two_workers_with_control_and_cached_teacher_outputs(teacher_
             "trainer.max_steps=4", "peft=none", "run_name=kd", "cluster=ray", SPEED_ROWS,
             "cluster.num_workers=2", "cluster.cpus_per_worker=0.5",
             "distill.control=false",  # the control is a plain seed group: tested there
-            "distill.augment=1",  # teacher-only copies: doubled train rows, offline outputs
-            "distill.inprocess_rows=0"]  # through a Ray Data actor, as a large split goes
+            # teacher-only copies: doubled train rows, offline outputs (made here: the Ray
+            # Data actor a large split goes through is test_causal_lm_distillation_with_top_k's)
+            "distill.augment=1"]
     assert main(args) == 0
     root = tmp_path / "runs" / "kd"
     final = json.loads((root / "student" / "seed0" / "metrics.json").read_text())
