@@ -16,7 +16,6 @@ training file leaves that MR (its references, with the old names) out of the nei
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.best_of_n import read_rows  # noqa: E402
 from bench.common import save  # noqa: E402
 from bench.e2e_synthetic_mrs import parse  # noqa: E402
+from data.delex import verbatim  # noqa: E402
 
 # venues of no E2E file: multi-word, several brand-like (the kind a pretrained model may
 # "correct" to the brand it knows), fixed before any answer to them was read
@@ -64,7 +64,7 @@ def renamed(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         for attribute, value in slots:
             new = names[(attribute, value)]
             new_mr = new_mr.replace(f"{attribute}[{value}]", f"{attribute}[{new}]")
-            pattern = re.compile(rf"(?<!\w){re.escape(value)}(?!\w)", re.IGNORECASE)
+            pattern = verbatim(value)
             if not pattern.search(new_ref):
                 kept = False
                 break

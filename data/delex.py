@@ -68,8 +68,7 @@ def delexicalize(messages: list[dict[str, str]], slot_pattern: str, attributes: 
         if message["role"] != "assistant":
             continue
         for mark, value in ordered:
-            text, n = re.subn(rf"(?<!\w){re.escape(value)}(?!\w)", mark.replace("\\", "\\\\"),
-                              message["content"], flags=re.IGNORECASE)
+            text, n = verbatim(value).subn(mark.replace("\\", "\\\\"), message["content"])
             message["content"] = text
             out.replaced += n
             out.missed += n == 0
@@ -84,6 +83,12 @@ def as_model_reads(messages: list[dict[str, str]], data: Any) -> Delexicalized |
         return None
     return delexicalize(messages, str(data.slot_pattern), list(data.chat.delexicalize),
                         data.chat.placeholder)
+
+
+def verbatim(value: str) -> re.Pattern[str]:
+    """``value`` as a whole word sequence, case ignored: how delexicalising, mending and the
+    E2E benches find a value "written verbatim" (never inside a longer word)."""
+    return re.compile(rf"(?<!\w){re.escape(value)}(?!\w)", re.IGNORECASE)
 
 
 def relexicalize(text: str, values: dict[str, str]) -> str:
@@ -109,7 +114,7 @@ def copy_values(text: str, values: list[str]) -> tuple[str, int]:
     whole, or not at all, is left as it is (nothing is inserted)."""
     mended = 0
     for value in sorted(values, key=len, reverse=True):
-        whole = re.compile(rf"(?<!\w){re.escape(value)}(?!\w)", re.IGNORECASE)
+        whole = verbatim(value)
         words = value.split()
         if len(words) < 3 or whole.search(text):
             continue
