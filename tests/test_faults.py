@@ -82,6 +82,7 @@ def test_a_worker_killed_mid_epoch_restarts_from_the_newest_checkpoint_exactly(t
     m = straight["metrics"]
     assert m["dist/world_size"] == 2 and m["dist/overlap"] == 0  # DDP: disjoint data ...
     assert m["dist/weights_equal"] == 1.0  # ... and identical weights on both ranks
+    assert len(m["dist/torch_threads"]) == 2 and min(m["dist/torch_threads"]) >= 1
     assert sum(m["dist/rows_per_rank"]) >= 2 * min(m["dist/rows_per_rank"]) > 0
     assert (Path(straight["run_dir"]) / "checkpoint_000008" / "progress.json").exists()
 

@@ -97,6 +97,7 @@ def test_cluster_threads_sets_the_local_loops_torch_threads(tmp_path):
         summary = train_run(tmp_path, [*FAST, PLUMBING_MODEL, "trainer.max_steps=1",
                                        f"cluster.threads={wanted}"])
         assert summary["status"] == "done" and torch.get_num_threads() == wanted
+        assert summary["metrics"]["dist/torch_threads"] == [wanted]  # what the throughput had
     finally:
         torch.set_num_threads(before)
     saved = json.loads((Path(summary["run_dir"]) / "config.json").read_text())

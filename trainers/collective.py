@@ -65,10 +65,13 @@ def weights_hash(net: Any) -> str:
 
 
 def distributed_checks(net: Any, seen_uids: list[int], world: int) -> dict[str, Any]:
-    """Evidence that DDP worked: disjoint data per rank and identical weights after training."""
+    """Evidence that DDP worked: disjoint data per rank and identical weights after training;
+    and each rank's torch threads, which every throughput figure of the run depends on."""
+    import torch  # see the module docstring
+
     hashes = gather(weights_hash(net), world)
     uid_sets = [set(u) for u in gather(seen_uids, world)]
     overlap = sum(len(a & b) for i, a in enumerate(uid_sets) for b in uid_sets[i + 1:])
     return {"dist/world_size": world, "dist/weights_equal": float(len(set(hashes)) == 1),
             "dist/weights_hash": hashes[0], "dist/rows_per_rank": [len(s) for s in uid_sets],
-            "dist/overlap": overlap}
+            "dist/overlap": overlap, "dist/torch_threads": gather(torch.get_num_threads(), world)}
