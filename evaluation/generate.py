@@ -64,9 +64,6 @@ def group_prompts(frame: pd.DataFrame) -> pd.DataFrame:
 class Generate:
     """Ray Data class UDF: a run's model (or its base model) loads once, answers prompts."""
 
-    copy_values: list[str] = []  # evaluate copy_values: attributes whose values are mended
-    slots: re.Pattern[str] | None = None  # their finder (data.slot_pattern), when set
-
     def __init__(self, run_dir: str, batch_size: int, threads: int = 1,
                  max_new_tokens: int = 64, num_beams: int = 1, base: bool = False,
                  copy_values: list[str] | None = None, slot_pattern: str | None = None) -> None:
@@ -83,6 +80,7 @@ class Generate:
         self.model.to(self.device).eval()
         self.batch_size, self.max_new_tokens, self.num_beams = \
             batch_size, max_new_tokens, num_beams
+        # evaluate copy_values: the attributes whose values are mended, and their finder
         self.copy_values = list(copy_values or [])
         self.slots = re.compile(str(slot_pattern)) if self.copy_values else None
         for_generation(self.tok)
@@ -195,7 +193,6 @@ class GenerateBase(Generate):
                  copy_values: list[str] | None = None, slot_pattern: str | None = None) -> None:
         super().__init__(run_dir, batch_size, threads, max_new_tokens, num_beams, base=True,
                          copy_values=copy_values, slot_pattern=slot_pattern)
-
 
 
 def score_generations(frame: pd.DataFrame, resamples: int) -> dict[str, Any]:

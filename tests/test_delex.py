@@ -101,7 +101,7 @@ def test_evaluation_groups_by_the_datas_prompt_scores_its_references_and_relexic
         def __init__(self) -> None:
             self.tok, self.template = None, None
             self.max_new_tokens, self.num_beams, self.batch_size = 8, 1, 2
-            self.model = None
+            self.model, self.copy_values, self.slots = None, [], None
 
     import evaluation.generate as gen
 
