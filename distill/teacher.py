@@ -11,9 +11,13 @@ provenance differs is an error.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +220,34 @@ def check_provenance(stored: dict[str, Any], wanted: dict[str, Any], where: Path
                           "distill.outputs_dir elsewhere")
 
 
+@contextlib.contextmanager
+def staged(out_dir: Path) -> Iterator[Path]:
+    """A folder beside ``out_dir`` to write a cache into, moved to ``out_dir`` whole when the
+    block ends. Two runs making one cache at once (two distillations of one teacher, each
+    seeing no cache yet) once wrote into the same folder, the second deleting the first's
+    files; and a half-written folder could be read. Here each writes its own; the last
+    moved in wins, and both are whole. Removed if the block fails."""
+    staging = out_dir.with_name(f".{out_dir.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        shutil.rmtree(out_dir, ignore_errors=True)  # stale, or recompute=true
+        with contextlib.suppress(OSError):  # another run moved its own in just now: whole too
+            staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_rows(stored: dict[str, Any], found: int, where: Path) -> None:
+    """Cached outputs hold every row they were made with (a shard file lost since, in a copy
+    or a sync, would drop training rows without a word). Stamps older than the count pass."""
+    made = stored.get("rows")
+    if made is not None and made != found:
+        raise ConfigError("distill.outputs_dir", f"teacher outputs at {where} hold {found} "
+                          f"rows, made with {made}: shard files are missing",
+                          "set distill.recompute=true to rebuild them")
+
+
 def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
                     wanted: dict[str, Any], task: str, pad_id: int) -> Any:
     """The train split with teacher outputs: reused when provenance matches, else made."""
@@ -224,13 +256,27 @@ def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
 
     stamp = out_dir / PROVENANCE
     if stamp.exists() and not spec.recompute:
-        check_provenance(json.loads(stamp.read_text()), wanted, out_dir)
-        return ray.data.read_parquet(str(out_dir / "shards")).materialize()
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
+        stored = json.loads(stamp.read_text())
+        check_provenance(stored, wanted, out_dir)
+        cached = ray.data.read_parquet(str(out_dir / "shards")).materialize()
+        check_rows(stored, cached.count(), out_dir)
+        return cached
+    with staged(out_dir) as staging:
+        with_teacher = _make_outputs(dataset, spec, location, task, pad_id, staging / "shards")
+        # last: the count it holds, and what it was made from
+        (staging / PROVENANCE).write_text(json.dumps({**wanted, "rows": with_teacher.count()},
+                                                     indent=1))
+    return with_teacher
+
+
+def _make_outputs(dataset: Any, spec: Any, location: str, task: str, pad_id: int,
+                  shards: Path) -> Any:
+    """The split with the teacher's outputs, each block also written into ``shards``."""
+    import ray  # see offline_outputs
+    import ray.data
+
     made = {"location": location, "task": task, "temperature": spec.temperature,
             "top_k": spec.top_k, "pad_id": pad_id}
-    shards = out_dir / "shards"
     rows = dataset.count()
     if inference_here(rows, spec.inprocess_rows):
         # here, where torch and transformers are loaded, the same blocks the actor would hand
@@ -256,5 +302,4 @@ def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
             batch_size=TEACHER_BATCH_ROWS, concurrency=1, num_gpus=gpus,
             num_cpus=0 if gpus else 1).materialize()  # kept: handed on without a read-back
         with_teacher.write_parquet(str(shards))
-    stamp.write_text(json.dumps(wanted, indent=1))  # last: a half-written dir is not reused
     return with_teacher

@@ -307,6 +307,49 @@ def test_cached_outputs_are_stamped_with_the_rows_they_were_made_for(tmp_path):
     assert base["transfer"] is None and transferred == {**base, "transfer": "ab:5"}
 
 
+def test_a_cache_is_written_apart_and_moved_in_whole(tmp_path):
+    """A write that fails leaves nothing; two runs making one cache at once (each saw none)
+    each write their own folder, and the last moved in is whole: no file of the other's."""
+    from distill.teacher import staged
+
+    out = tmp_path / "cache" / "agnews"
+    with pytest.raises(RuntimeError), staged(out) as staging:
+        (staging / "part-00000.parquet").write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert not out.exists() and not list(out.parent.iterdir())
+    out.mkdir()
+    (out / "part-00009.parquet").write_text("stale")
+    with staged(out) as first, staged(out) as second:
+        (first / "who").write_text("first")
+        (second / "who").write_text("second")
+        (second / "part-00001.parquet").write_text("second's only")
+    assert sorted(p.name for p in out.iterdir()) == ["who"]  # the first's, alone
+    assert (out / "who").read_text() == "first" and list(out.parent.iterdir()) == [out]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_cached_outputs_missing_rows_are_refused_not_read_short(tmp_path):
+    """A cache whose shard files were not all copied (or synced) would train on fewer rows
+    without a word: its stamp holds the count it was made with."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from distill.teacher import PROVENANCE, offline_outputs
+
+    out, wanted = tmp_path / "outputs", {"teacher_fingerprint": "aa", "temperature": 2.0}
+    (out / "shards").mkdir(parents=True)
+    for i in range(2):
+        pd.DataFrame({"uid": range(i * 5, i * 5 + 5)}).to_parquet(
+            out / "shards" / f"part-{i:05d}.parquet")
+    (out / PROVENANCE).write_text(json.dumps({**wanted, "rows": 10}))
+    spec = SimpleNamespace(recompute=False)
+    assert offline_outputs(None, spec, "t", out, wanted, "seq_cls", 0).count() == 10
+    (out / "shards" / "part-00001.parquet").unlink()
+    with pytest.raises(ConfigError, match=r"hold 5 rows, made with 10: shard files are missing"):
+        offline_outputs(None, spec, "t", out, wanted, "seq_cls", 0)
+
+
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory, ray_session):
     """A briefly trained teacher on AG News (4 classes): the random-init 2-layer encoder, as
