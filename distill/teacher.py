@@ -12,6 +12,7 @@ provenance differs is an error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -232,8 +233,11 @@ def staged(out_dir: Path) -> Iterator[Path]:
     try:
         yield staging
         shutil.rmtree(out_dir, ignore_errors=True)  # stale, or recompute=true
-        with contextlib.suppress(OSError):  # another run moved its own in just now: whole too
+        try:
             staging.rename(out_dir)
+        except OSError as exc:  # another run moved its own in just now: whole too
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

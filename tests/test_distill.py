@@ -325,6 +325,21 @@ def test_a_cache_is_written_apart_and_moved_in_whole(tmp_path):
         (second / "part-00001.parquet").write_text("second's only")
     assert sorted(p.name for p in out.iterdir()) == ["who"]  # the first's, alone
     assert (out / "who").read_text() == "first" and list(out.parent.iterdir()) == [out]
+    import shutil
+
+    remove = shutil.rmtree
+
+    def theirs_moved_in_meanwhile(path, ignore_errors=False):  # between our delete and move
+        remove(path, ignore_errors=ignore_errors)
+        if path == out:
+            out.mkdir()
+            (out / "who").write_text("theirs")
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(shutil, "rmtree", theirs_moved_in_meanwhile)
+        with staged(out) as mine:
+            (mine / "who").write_text("mine")
+    assert (out / "who").read_text() == "theirs" and list(out.parent.iterdir()) == [out]
 
 
 @pytest.mark.usefixtures("ray_session")
