@@ -11,14 +11,8 @@ provenance differs is an error.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
-import os
-import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +24,7 @@ from data.errors import ConfigError
 from data.inprocess import to_block
 from data.locations import resolve_location
 from trainers.config import TaskKind
+from trainers.identity import replaced_on_success
 from trainers.lm_head import labelled_head_applies, labelled_logits
 from trainers.models import _AUTO_CLASSES, load_trained
 from trainers.reranker import CrossEncoder
@@ -221,27 +216,6 @@ def check_provenance(stored: dict[str, Any], wanted: dict[str, Any], where: Path
                           "distill.outputs_dir elsewhere")
 
 
-@contextlib.contextmanager
-def staged(out_dir: Path) -> Iterator[Path]:
-    """A folder beside ``out_dir`` to write a cache into, moved to ``out_dir`` whole when the
-    block ends. Two runs making one cache at once (two distillations of one teacher, each
-    seeing no cache yet) once wrote into the same folder, the second deleting the first's
-    files; and a half-written folder could be read. Here each writes its own; the last
-    moved in wins, and both are whole. Removed if the block fails."""
-    staging = out_dir.with_name(f".{out_dir.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-        shutil.rmtree(out_dir, ignore_errors=True)  # stale, or recompute=true
-        try:
-            staging.rename(out_dir)
-        except OSError as exc:  # another run moved its own in just now: whole too
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def check_rows(stored: dict[str, Any], found: int, where: Path) -> None:
     """Cached outputs hold every row they were made with (a shard file lost since, in a copy
     or a sync, would drop training rows without a word). Stamps older than the count pass."""
@@ -265,7 +239,7 @@ def offline_outputs(dataset: Any, spec: Any, location: str, out_dir: Path,
         cached = ray.data.read_parquet(str(out_dir / "shards")).materialize()
         check_rows(stored, cached.count(), out_dir)
         return cached
-    with staged(out_dir) as staging:
+    with replaced_on_success(out_dir) as staging:  # whole, even with two runs at once
         with_teacher = _make_outputs(dataset, spec, location, task, pad_id, staging / "shards")
         # last: the count it holds, and what it was made from
         (staging / PROVENANCE).write_text(json.dumps({**wanted, "rows": with_teacher.count()},

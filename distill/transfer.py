@@ -35,9 +35,10 @@ from data.errors import ConfigError, DataError
 from data.inprocess import from_blocks, to_block
 from data.shards import RowError, detect_format, expand_paths, iter_records
 from data.tokenize import tokenize_splits
-from distill.teacher import PROVENANCE, check_provenance, fingerprint, load_teacher, staged
+from distill.teacher import PROVENANCE, check_provenance, fingerprint, load_teacher
 from evaluation.generate import answer_chats, for_generation
 from trainers.config import TaskKind
+from trainers.identity import replaced_on_success
 from trainers.scaling import inference_here, inference_window
 
 ANSWERS = "answers.parquet"
@@ -142,7 +143,7 @@ def answered_prompts(prompts: pd.DataFrame, run: Any, out_dir: Path, teacher: An
             batch_size=256, concurrency=1, num_gpus=gpus, num_cpus=0 if gpus else 1,
             batch_format="numpy").to_pandas()
     made = made.astype(ANSWER_TYPES)  # one frame from either path (Ray's is arrow-typed)
-    with staged(out_dir) as staging:  # never half-written, nor written by two runs at once
+    with replaced_on_success(out_dir) as staging:  # whole, even with two runs at once
         made.to_parquet(staging / ANSWERS)
         (staging / PROVENANCE).write_text(json.dumps(wanted, indent=1))  # last
     return made

@@ -310,7 +310,7 @@ def test_cached_outputs_are_stamped_with_the_rows_they_were_made_for(tmp_path):
 def test_a_cache_is_written_apart_and_moved_in_whole(tmp_path):
     """A write that fails leaves nothing; two runs making one cache at once (each saw none)
     each write their own folder, and the last moved in is whole: no file of the other's."""
-    from distill.teacher import staged
+    from trainers.identity import replaced_on_success as staged  # what the caches use
 
     out = tmp_path / "cache" / "agnews"
     with pytest.raises(RuntimeError), staged(out) as staging:
@@ -325,18 +325,18 @@ def test_a_cache_is_written_apart_and_moved_in_whole(tmp_path):
         (second / "part-00001.parquet").write_text("second's only")
     assert sorted(p.name for p in out.iterdir()) == ["who"]  # the first's, alone
     assert (out / "who").read_text() == "first" and list(out.parent.iterdir()) == [out]
-    import shutil
+    import os
 
-    remove = shutil.rmtree
+    move = os.replace
 
-    def theirs_moved_in_meanwhile(path, ignore_errors=False):  # between our delete and move
-        remove(path, ignore_errors=ignore_errors)
-        if path == out:
+    def theirs_moved_in_meanwhile(src, dst):  # between our clearing the way and our move
+        if Path(dst) == out and Path(src).name.endswith(".staging"):
             out.mkdir()
             (out / "who").write_text("theirs")
+        move(src, dst)
 
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(shutil, "rmtree", theirs_moved_in_meanwhile)
+        patched.setattr(os, "replace", theirs_moved_in_meanwhile)
         with staged(out) as mine:
             (mine / "who").write_text("mine")
     assert (out / "who").read_text() == "theirs" and list(out.parent.iterdir()) == [out]

@@ -9,11 +9,13 @@ naming what changed (never a silent reuse of another configuration's results).
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -124,20 +126,27 @@ def replaced_on_success(target: Path) -> Iterator[Path]:
     """A fresh staging directory that replaces ``target`` only when the block succeeds.
 
     A failure inside the block leaves ``target`` (an earlier evaluation, say) byte-identical
-    and removes the staging directory.
+    and removes the staging directory. Each writer stages apart (two runs making one cache
+    at once, each finding none): the last one moved in is kept, whole; one whose move finds
+    another's ``target`` just put in place keeps that one.
     """
-    staging = target.with_name(f".{target.name}.{os.getpid()}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
+    unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = target.with_name(f".{target.name}.{unique}.staging")
     staging.mkdir(parents=True)
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    old = target.with_name(f".{target.name}.{unique}.old")
     if target.exists():
         os.replace(target, old)
-    os.replace(staging, target)
+    try:
+        os.replace(staging, target)
+    except OSError as exc:  # another writer's whole target moved in between: kept
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
 
 
