@@ -4,9 +4,10 @@ Corpus BLEU and chrF come from sacrebleu (its default tokenisation, so figures c
 published ones): ``bleu`` counts case, as sacrebleu does by default; ``bleu_uncased`` ignores
 it, as the E2E challenge's scorer (e2e-metrics) and GEM's BLEU do, so that figures published
 with them (E2E's TGen baseline, 65.93) compare like for like. ROUGE-L comes from rouge-score
-(the best F-measure over an input's references, averaged over inputs), exact match after
-whitespace normalisation. An input may have any number of references (E2E has 1 to 40 a
-meaning representation).
+(the best F-measure over an input's references, averaged over inputs; the E2E challenge's
+MS-COCO ROUGE-L weighs recall and reads higher: ``bench/e2e_challenge_scores.py``), exact
+match after whitespace normalisation. An input may have any number of references (E2E has 1
+to 40 a meaning representation).
 
 Intervals: corpus BLEU and chrF are not means of per-example numbers, so their bootstrap
 resamples inputs and recomputes the corpus score from the resampled inputs' sufficient
